@@ -1,0 +1,67 @@
+"""The Keras layer of tbpipe's logging: a callback that writes through a tensorboardX writer.
+
+Imported only inside TensorFlow steps. The callback does no tensor work on the hot path:
+per-batch values come from Keras' ``logs`` (already Python floats) and tensorboardX queues
+the event for its writer thread.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+
+class TensorBoardX(keras.callbacks.Callback):
+    """Logs loss/metrics per batch and per epoch, learning rate, and weight histograms.
+
+    Tags: ``batch/<metric>`` (global step = batch number across epochs),
+    ``epoch/<metric>`` and ``epoch/val_<metric>`` (step = epoch number, 1-based),
+    ``epoch/learning_rate``, and ``weights/<layer>/<variable>`` histograms.
+
+    Args:
+        writer: A tensorboardX ``SummaryWriter``.
+        batch_every: Log per-batch scalars every this many batches (0 turns them off).
+        histogram_every: Log weight histograms every this many epochs (0 turns them off).
+        initial_epoch: Epochs already done (on resume), so steps continue where they stopped.
+        steps_per_epoch: Batches per epoch, to number batches globally across epochs.
+    """
+
+    def __init__(self, writer, batch_every: int = 1, histogram_every: int = 1,
+                 initial_epoch: int = 0, steps_per_epoch: int = 0) -> None:
+        super().__init__()
+        self.writer = writer
+        self.batch_every = batch_every
+        self.histogram_every = histogram_every
+        self.steps_per_epoch = steps_per_epoch
+        self._epoch = initial_epoch
+
+    def on_epoch_begin(self, epoch: int, logs=None) -> None:  # noqa: D102
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch: int, logs=None) -> None:  # noqa: D102
+        if not self.batch_every or batch % self.batch_every or not logs:
+            return
+        step = self._epoch * self.steps_per_epoch + batch + 1
+        for name, value in logs.items():
+            self.writer.add_scalar(f"batch/{name}", float(value), step)
+
+    def on_epoch_end(self, epoch: int, logs=None) -> None:  # noqa: D102
+        step = epoch + 1
+        for name, value in (logs or {}).items():
+            if name != "learning_rate":
+                self.writer.add_scalar(f"epoch/{name}", float(value), step)
+        self.writer.add_scalar("epoch/learning_rate", current_learning_rate(self.model), step)
+        if self.histogram_every and step % self.histogram_every == 0:
+            log_weight_histograms(self.writer, self.model, step)
+
+
+def current_learning_rate(model: keras.Model) -> float:
+    """The optimizer's learning rate now (schedules included)."""
+    return float(np.asarray(keras.ops.convert_to_numpy(model.optimizer.learning_rate)))
+
+
+def log_weight_histograms(writer, model: keras.Model, step: int) -> None:
+    """One histogram per trainable variable, tagged ``weights/<variable path>``."""
+    for variable in model.trainable_variables:
+        values = keras.ops.convert_to_numpy(variable)
+        writer.add_histogram(f"weights/{variable.path}", values, step)

@@ -1,0 +1,89 @@
+"""TensorBoard logging in layers: a writer (tensorboardX), then helpers on top of it.
+
+``open_writer(log_dir)`` is the one way steps get a writer. Local folders get a plain
+tensorboardX ``SummaryWriter``; ``gs://`` log dirs get a writer whose events go to a local
+file and are published to GCS by :mod:`components.common.tbsink`. Either way the writer is
+flushed and closed when the ``with`` block ends, on success and on failure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator, Mapping
+
+import numpy as np
+
+from components.common.storage import is_gcs
+
+DEFAULT_FLUSH_SECS = 5
+
+
+@contextlib.contextmanager
+def open_writer(log_dir: str, flush_secs: int = DEFAULT_FLUSH_SECS,
+                purge_step: int | None = None) -> Iterator:
+    """Yield a tensorboardX ``SummaryWriter`` for ``log_dir``; always flushed and closed.
+
+    Args:
+        log_dir: A local folder or a ``gs://`` URI (``{log_root}/{experiment}/{run}/{step}``).
+        flush_secs: How often queued events reach the event file (and, for gs://, storage).
+        purge_step: On resume, the first step to keep: TensorBoard drops events logged at
+            or after it by the interrupted attempt, so no step is shown twice.
+    """
+    from tensorboardX import SummaryWriter
+
+    if is_gcs(log_dir):
+        from components.common.tbsink import gcs_writer
+
+        with gcs_writer(log_dir, flush_secs=flush_secs, purge_step=purge_step) as writer:
+            yield writer
+        return
+    writer = SummaryWriter(logdir=log_dir, flush_secs=flush_secs, purge_step=purge_step)
+    try:
+        yield writer
+    finally:
+        writer.flush()
+        writer.close()
+
+
+def log_hparams(writer, hparams: Mapping[str, object], metrics: Mapping[str, float]) -> None:
+    """Record hyper-parameters and final metrics for the HParams plugin in this run's folder.
+
+    tensorboardX's ``add_hparams`` writes to a new sub-folder; this writes the same three
+    summaries into the step's own event file so the session belongs to the step's run.
+    """
+    from tensorboardX.summary import hparams as hparams_summary
+
+    clean = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in hparams.items()}
+    exp, ssi, sei = hparams_summary(clean, dict(metrics))
+    file_writer = writer._get_file_writer()
+    for summary in (exp, ssi, sei):
+        file_writer.add_summary(summary)
+    for name, value in metrics.items():
+        writer.add_scalar(name, value)
+
+
+def image_grid(images: np.ndarray, columns: int = 8) -> np.ndarray:
+    """Tile ``(n, H, W, C)`` images in [0, 1] into one ``(C, rows*H, columns*W)`` image."""
+    n, h, w, c = images.shape
+    rows = max(1, math.ceil(n / columns))
+    grid = np.zeros((c, rows * (h + 1), columns * (w + 1)), dtype=np.float32)
+    for i, img in enumerate(images):
+        r, col = divmod(i, columns)
+        grid[:, r * (h + 1):r * (h + 1) + h, col * (w + 1):col * (w + 1) + w] = img.transpose(2, 0, 1)
+    return grid
+
+
+def heatmap(matrix: np.ndarray, cell: int = 16) -> np.ndarray:
+    """A matrix as a ``(3, rows*cell, cols*cell)`` image: white (0) to dark blue (max)."""
+    m = np.asarray(matrix, dtype=np.float64)
+    scaled = m / m.max() if m.max() > 0 else m
+    rgb = np.stack([1 - scaled, 1 - 0.7 * scaled, 1 - 0.2 * scaled])
+    return np.kron(rgb, np.ones((cell, cell))).astype(np.float32)
+
+
+def markdown_table(header: list[str], rows: list[list[object]]) -> str:
+    """A small Markdown table (used in text summaries and reports)."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)

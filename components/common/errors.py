@@ -11,3 +11,25 @@ class InputError(TbpipeError):
 
 class StorageError(TbpipeError):
     """A storage location that cannot be read or written."""
+
+
+class exit_on_error:  # noqa: N801 - used as a context manager, reads like a statement
+    """In a step's wrapper: turn a TbpipeError into one stderr line and exit status 1.
+
+    Without it the KFP executor prints a traceback; users need the one line that names the
+    input and what to do.
+    """
+
+    def __init__(self, step: str) -> None:
+        self.step = step
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type, exc, tb) -> bool:  # noqa: ANN001
+        if exc is not None and isinstance(exc, TbpipeError):
+            import sys
+
+            print(f"tbpipe: {self.step}: error: {exc}", file=sys.stderr, flush=True)
+            raise SystemExit(1) from None
+        return False

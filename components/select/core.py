@@ -1,0 +1,42 @@
+"""Decisions between steps: whether to fine-tune, and which model the run ends with."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+from components.evaluate.core import select_best, should_finetune
+
+SKIP, SAME_DATA, OTHER_DATA = "skip", "same-data", "other-data"
+
+
+def finetune_plan(mode: str, meets_target: bool, finetune_data: str) -> str:
+    """``skip``, ``same-data`` or ``other-data`` (fine-tune on ``finetune_data``)."""
+    if not should_finetune(mode, meets_target):
+        return SKIP
+    return OTHER_DATA if finetune_data else SAME_DATA
+
+
+def choose_model(trained_uri: str, trained_accuracy: float, best_uri: str,
+                 finetuned_uri: str | None = None, finetuned_accuracy: float = -1.0) -> dict:
+    """Copy the most accurate model to ``best_uri`` and say which one it was.
+
+    Returns:
+        ``{"final_model": "trained" | "finetuned", "model_uri": ..., "accuracy": {...}}``.
+    """
+    candidates = [("trained", trained_uri, trained_accuracy)]
+    if finetuned_uri is not None:
+        candidates.append(("finetuned", finetuned_uri, finetuned_accuracy))
+    name, source, accuracy = select_best(candidates)
+    shutil.copytree(source, best_uri, dirs_exist_ok=True)
+    return {
+        "final_model": name,
+        "model_uri": best_uri,
+        "final_accuracy": accuracy,
+        "accuracy": {n: a for n, _, a in candidates},
+    }
+
+
+def summary_json(summary: dict) -> str:
+    """The pipeline's output: the selection summary as one JSON line."""
+    return json.dumps(summary, sort_keys=True)

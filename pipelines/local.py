@@ -1,0 +1,70 @@
+"""Run the compiled pipeline locally with kfp.local (subprocess by default, docker too)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+from components.common.errors import TbpipeError
+from components.common.naming import default_run_name, validate_name
+from pipelines.options import DEFAULT_HOME, PipelineParams
+
+RUNNERS = ("subprocess", "docker")
+DEFAULT_PIPELINE_ROOT = os.path.abspath(os.path.join(DEFAULT_HOME, "pipeline-root"))
+
+
+@dataclasses.dataclass(frozen=True)
+class LocalRunResult:
+    """What a local run produced."""
+
+    run_name: str
+    summary: dict
+    log_dir: str
+    job_dir: str
+    label: str
+
+
+def init_runner(runner: str, pipeline_root: str, **runner_options: object) -> None:
+    """Initialise kfp.local with the named runner."""
+    from kfp import local
+
+    if runner == "subprocess":
+        chosen = local.SubprocessRunner(use_venv=False)
+    elif runner == "docker":
+        from pipelines.docker_runner import docker_runner
+
+        chosen = docker_runner(pipeline_root=pipeline_root, **runner_options)
+    else:
+        raise TbpipeError(f"unknown runner {runner!r}: use one of {', '.join(RUNNERS)}")
+    local.init(runner=chosen, pipeline_root=pipeline_root, raise_on_error=True)
+
+
+def run_pipeline(params: PipelineParams, pipeline_root: str = DEFAULT_PIPELINE_ROOT,
+                 runner: str = "subprocess", **runner_options: object) -> LocalRunResult:
+    """Run the whole pipeline locally and return where everything went.
+
+    Raises:
+        TbpipeError: a step failed (its own error line was printed above).
+    """
+    from components.common.naming import step_log_dir
+    from pipelines.placement import CompileOptions
+    from pipelines.training import build_pipeline
+
+    params = dataclasses.replace(params, run_name=params.run_name or default_run_name())
+    validate_name("experiment", params.experiment)
+    validate_name("run", params.run_name)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    init_runner(runner, pipeline_root, **runner_options)
+    pipeline = build_pipeline(CompileOptions(gpu=False))
+    try:
+        task = pipeline(**params.as_arguments())
+    except RuntimeError as exc:
+        raise TbpipeError(f"the pipeline failed: {str(exc).splitlines()[0]} "
+                          "(the failing step's own error is printed above)") from exc
+    summary = json.loads(task.output)
+    run_dir = os.path.dirname(step_log_dir(params.log_root, params.experiment, params.run_name,
+                                           "train"))
+    job_dir = os.path.dirname(os.path.dirname(summary["model_uri"]))
+    return LocalRunResult(params.run_name, summary, run_dir, job_dir,
+                          f"{params.experiment}/{params.run_name}")

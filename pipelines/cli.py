@@ -12,7 +12,7 @@ import sys
 
 from components.common.errors import TbpipeError
 
-COMMAND_MODULES = ("pipelines.commands",)
+COMMAND_MODULES = ("pipelines.commands", "pipelines.submit")
 
 
 class Parser(argparse.ArgumentParser):

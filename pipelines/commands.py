@@ -6,6 +6,7 @@ import argparse
 import os
 
 from pipelines.options import add_param_arguments, params_from_args
+from pipelines.placement import add_compile_arguments, compile_options
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -25,24 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run_cmd.set_defaults(handler=run_local)
 
 
-def add_compile_arguments(parser: argparse.ArgumentParser) -> None:
-    """Compile-time options (shared by compile and submit)."""
-    parser.add_argument("--image-registry", default=None,
-                        help="registry the component images are pulled from (default: localhost)")
-    parser.add_argument("--no-gpu", action="store_true", help="compile a CPU-only pipeline")
-
-
-def compile_options(args: argparse.Namespace):  # noqa: ANN201
-    """CompileOptions from parsed flags."""
-    from pipelines.placement import CompileOptions
-
-    return CompileOptions(image_registry=args.image_registry, gpu=not args.no_gpu)
-
-
 def run_compile(args: argparse.Namespace) -> int:
     """``tbpipe compile``: write the YAML; needs no TensorFlow."""
-    if args.image_registry:
-        os.environ["TBPIPE_IMAGE_REGISTRY"] = args.image_registry
     from pipelines.training import compile_pipeline
 
     path = compile_pipeline(args.output, compile_options(args))
@@ -68,8 +53,9 @@ def print_result(result, params) -> None:  # noqa: ANN001
 
     summary = result.summary
     print("")
-    for name, accuracy in summary["accuracy"].items():
-        print(f"test accuracy {accuracy:.4f} ({name} model)")
+    for name in ("trained", "finetuned"):
+        if name in summary["accuracy"]:
+            print(f"test accuracy {summary['accuracy'][name]:.4f} ({name} model)")
     print(f"final model: {summary['final_model']} -> {summary['model_uri']}")
     print(f"artifacts and metrics: {result.job_dir}")
     print(f"TensorBoard logs: {result.log_dir}")

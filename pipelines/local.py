@@ -6,7 +6,7 @@ import dataclasses
 import json
 import os
 
-from components.common.errors import TbpipeError
+from components.common.errors import InputError, TbpipeError
 from components.common.naming import default_run_name, validate_name
 from pipelines.options import DEFAULT_HOME, PipelineParams
 
@@ -40,6 +40,16 @@ def init_runner(runner: str, pipeline_root: str, **runner_options: object) -> No
     local.init(runner=chosen, pipeline_root=pipeline_root, raise_on_error=True)
 
 
+def check_sources(params: PipelineParams) -> None:
+    """Fail before anything starts when a data location does not exist."""
+    from components.common.storage import exists
+
+    for flag, uri in (("--data", params.data), ("--finetune-data", params.finetune_data)):
+        if uri and not uri.startswith("builtin:") and not exists(uri):
+            raise InputError(f"{flag} {uri}: no such file, folder or object; pass a CSV or "
+                             "Parquet table, an MNIST IDX folder, or builtin:digits")
+
+
 def run_pipeline(params: PipelineParams, pipeline_root: str = DEFAULT_PIPELINE_ROOT,
                  runner: str = "subprocess", **runner_options: object) -> LocalRunResult:
     """Run the whole pipeline locally and return where everything went.
@@ -51,6 +61,7 @@ def run_pipeline(params: PipelineParams, pipeline_root: str = DEFAULT_PIPELINE_R
     from pipelines.placement import CompileOptions
     from pipelines.training import build_pipeline
 
+    check_sources(params)
     params = dataclasses.replace(params, run_name=params.run_name or default_run_name())
     validate_name("experiment", params.experiment)
     validate_name("run", params.run_name)

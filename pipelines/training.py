@@ -3,12 +3,11 @@
 Wiring only: every step's logic lives in ``components/``. Compiling imports no TensorFlow.
 """
 
-from __future__ import annotations
 
 from kfp import compiler, dsl
 
 from components.evaluate.component import evaluate
-from components.finetune.component import finetune
+from components.finetune.component import finetune as finetune_component
 from components.preprocess.component import preprocess
 from components.select.component import decide_finetune, select_model
 from components.train.component import train
@@ -53,7 +52,7 @@ def build_pipeline(options: CompileOptions = CompileOptions()):  # noqa: B008, A
                                         finetune_data=finetune_data), "decide-finetune")
 
         def finetune_and_select(train_data, val_data):  # noqa: ANN001, ANN202
-            tuned = step(finetune(model=trained.outputs["model"], train_data=train_data,
+            tuned = step(finetune_component(model=trained.outputs["model"], train_data=train_data,
                                   val_data=val_data, epochs=finetune_epochs,
                                   learning_rate=finetune_learning_rate,
                                   freeze_layers=freeze_layers, batch_size=batch_size, seed=seed,
@@ -82,7 +81,7 @@ def build_pipeline(options: CompileOptions = CompileOptions()):  # noqa: B008, A
             kept = step(select_model(trained_model=trained.outputs["model"],
                                      trained_accuracy=scored.outputs["accuracy"]),
                         "select-model")
-        return dsl.OneOf(same.output, other.output, kept.output)
+        return dsl.OneOf(same.outputs["Output"], other.outputs["Output"], kept.outputs["Output"])
 
     return training_pipeline
 

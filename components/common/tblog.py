@@ -46,11 +46,14 @@ def open_writer(log_dir: str, flush_secs: int = DEFAULT_FLUSH_SECS,
         writer.close()
 
 
-def log_hparams(writer, hparams: Mapping[str, object], metrics: Mapping[str, float]) -> None:
+def log_hparams(writer, hparams: Mapping[str, object], metrics: Mapping[str, float],
+                step: int | None = None) -> None:
     """Record hyper-parameters and final metrics for the HParams plugin in this run's folder.
 
     tensorboardX's ``add_hparams`` writes to a new sub-folder; this writes the same three
     summaries into the step's own event file so the session belongs to the step's run.
+    ``step`` is the step of these events (e.g. the last training step, so a resumed run's
+    ``purge_step`` also covers them); default none (0).
     """
     from tensorboardX.summary import hparams as hparams_summary
 
@@ -58,9 +61,9 @@ def log_hparams(writer, hparams: Mapping[str, object], metrics: Mapping[str, flo
     exp, ssi, sei = hparams_summary(clean, dict(metrics))
     file_writer = writer._get_file_writer()
     for summary in (exp, ssi, sei):
-        file_writer.add_summary(summary)
+        file_writer.add_summary(summary, step)
     for name, value in metrics.items():
-        writer.add_scalar(name, value)
+        writer.add_scalar(name, value, step)
 
 
 def image_grid(images: np.ndarray, columns: int = 8) -> np.ndarray:

@@ -72,10 +72,9 @@ class EvaluateResult:
 
     def metrics(self) -> dict[str, float]:
         """Flat scalar metrics (``meets_target`` as 0/1) for KFP Metrics artifacts."""
-        return {"loss": self.loss, "accuracy": self.accuracy, "macro_precision":
-                self.macro_precision, "macro_recall": self.macro_recall, "macro_f1":
-                self.macro_f1, "meets_target": float(self.meets_target),
-                "num_examples": float(self.num_examples)}
+        names = ("loss", "accuracy", "macro_precision", "macro_recall", "macro_f1",
+                 "meets_target", "num_examples")
+        return {name: float(getattr(self, name)) for name in names}
 
 
 def evaluate_model(model_uri: str, test_uri: str, report_uri: str, log_dir: str,
@@ -139,8 +138,8 @@ def check_fits(model, local_test: str, test_uri: str) -> None:
     if not info.num_examples:
         raise InputError(f"{test_uri}: the test dataset is empty; rerun preprocess with data")
     want = tuple(model.input_shape[1:])
-    fits = len(want) == 3 and all(w in (None, d) for w, d in zip(want, info.image_shape))
-    if not fits:
+    if len(want) != 3 or any(w not in (None, d) for w, d in zip(want, info.image_shape,
+                                                                 strict=True)):
         raise InputError(f"{test_uri}: images are {list(info.image_shape)} but the model takes "
                          f"{list(want)}; evaluate with the dataset the model was trained for")
     if model.output_shape[-1] != info.num_classes:
@@ -180,7 +179,7 @@ def as_probabilities(outputs: np.ndarray) -> np.ndarray:
 
 
 def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
-    """Counts ``[true, predicted]`` as a ``(num_classes, num_classes)`` int64 array."""
+    """Count ``[true, predicted]`` pairs into a ``(num_classes, num_classes)`` int64 array."""
     flat = labels.astype(np.int64) * num_classes + predictions.astype(np.int64)
     return np.bincount(flat, minlength=num_classes * num_classes).reshape(num_classes, -1)
 
@@ -210,7 +209,7 @@ def pr_histograms(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
     for k in range(probs.shape[1]):
         positive = labels == k
         for row, mask in ((0, positive), (1, ~positive)):
-            out[k, row] = np.histogram(buckets[mask], bins=PR_THRESHOLDS,
+            out[k, row] = np.histogram(buckets[mask, k], bins=PR_THRESHOLDS,
                                        range=(0, PR_THRESHOLDS - 1))[0]
     return out
 
@@ -226,7 +225,7 @@ def pr_curve(histograms: np.ndarray) -> np.ndarray:
 
 
 def summarize(confusion: np.ndarray, loss_sum: float, accuracy_target: float) -> EvaluateResult:
-    """The result from the accumulated confusion matrix and summed per-example loss."""
+    """Build the result from the accumulated confusion matrix and summed per-example loss."""
     total = int(confusion.sum())
     accuracy = float(np.trace(confusion)) / total
     scores = class_scores(confusion)
@@ -242,12 +241,13 @@ def summarize(confusion: np.ndarray, loss_sum: float, accuracy_target: float) ->
 def should_finetune(mode: str, meets_target: bool) -> bool:
     """Whether to fine-tune: ``always``, ``never``, or ``auto`` (only if the target is missed)."""
     if mode not in FINETUNE_MODES:
-        raise InputError(f"finetune mode {mode!r} is unknown; use one of {', '.join(FINETUNE_MODES)}")
+        raise InputError(f"finetune mode {mode!r} is unknown; "
+                         f"use one of {', '.join(FINETUNE_MODES)}")
     return mode == "always" or (mode == "auto" and not meets_target)
 
 
 def select_best(candidates: list[tuple[str, str, float]]) -> tuple[str, str, float]:
-    """The ``(name, model_uri, accuracy)`` with the highest accuracy; ties keep the earlier."""
+    """Pick the ``(name, model_uri, accuracy)`` with the highest accuracy; ties keep the earlier."""
     if not candidates:
         raise InputError("no candidate models to choose from; pass at least one evaluated model")
     best = candidates[0]

@@ -20,7 +20,7 @@ EVAL_STEP = 0
 
 
 def tensorboard_run_url(base_url: str, run_label: str) -> str:
-    """A TensorBoard scalars link filtered to one run, e.g. ``.../#scalars&regexInput=exp%2Frun``.
+    """Link to TensorBoard's scalars filtered to one run (``.../#scalars&regexInput=exp%2Frun``).
 
     Args:
         base_url: The TensorBoard address, e.g. ``http://127.0.0.1:6006``.
@@ -58,13 +58,13 @@ def log_evaluation(writer, result: EvaluateResult, pr_histograms: np.ndarray) ->
 
 
 def confusion_table(matrix: list[list[int]]) -> str:
-    """The confusion matrix as a Markdown table (rows: true class, columns: predicted)."""
+    """Render the confusion matrix as a Markdown table (rows: true class, columns: predicted)."""
     header = ["true \\ predicted", *(str(k) for k in range(len(matrix)))]
     return markdown_table(header, [[str(k), *row] for k, row in enumerate(matrix)])
 
 
 def per_class_table(per_class: tuple[ClassScores, ...]) -> str:
-    """Precision, recall, F1 and support per class as a Markdown table."""
+    """Render precision, recall, F1 and support per class as a Markdown table."""
     rows = [[s.label, f"{s.precision:.4f}", f"{s.recall:.4f}", f"{s.f1:.4f}", s.support]
             for s in per_class]
     return markdown_table(["class", "precision", "recall", "f1", "support"], rows)
@@ -72,7 +72,7 @@ def per_class_table(per_class: tuple[ClassScores, ...]) -> str:
 
 def render_report(result: EvaluateResult, model_uri: str, test_uri: str,
                   model_info: Mapping[str, object], config: EvaluateConfig) -> str:
-    """The Markdown report of one evaluation.
+    """Render the Markdown report of one evaluation.
 
     Args:
         result: What the evaluation found.

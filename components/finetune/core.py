@@ -1,0 +1,109 @@
+"""Fine-tune a trained tbpipe Model: lower learning rate, optionally frozen early layers.
+
+The fit loop, logging and checkpointing are the train step's (``fit_and_save``); only the
+starting model and what gets recorded differ. TensorFlow is imported inside functions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING
+
+from components.common.errors import InputError
+from components.common.storage import join
+from components.train.core import FitJob, TrainResult, fit_and_save, validate_settings
+
+if TYPE_CHECKING:
+    import keras
+
+    from components.common.dataset import DatasetInfo
+
+
+@dataclasses.dataclass(frozen=True)
+class FinetuneConfig:
+    """Settings of the finetune step.
+
+    Attributes:
+        epochs: Further passes over the (possibly different) training data.
+        learning_rate: Adam's learning rate, usually well below the training one.
+        freeze_layers: How many of the first layers keep their weights (0: none).
+        batch_size: Examples per batch and per device.
+        seed: Seeds the per-epoch shuffle.
+        batch_log_every: Log per-batch scalars every this many batches (0: off).
+        histogram_every: Log weight histograms every this many epochs (0: off).
+        flush_secs: How often TensorBoard events reach the log dir.
+        checkpoint_dir: Save a checkpoint here after each epoch and resume from it (None: off).
+        cache_max_mb: Cache the raw training records in memory when they are at most this big.
+
+    """
+
+    epochs: int = 3
+    learning_rate: float = 1e-4
+    freeze_layers: int = 0
+    batch_size: int = 32
+    seed: int = 42
+    batch_log_every: int = 1
+    histogram_every: int = 1
+    flush_secs: int = 5
+    checkpoint_dir: str | None = None
+    cache_max_mb: int = 2048
+
+
+def finetune_model(base_model_uri: str, train_uri: str, val_uri: str, model_uri: str,
+                   log_dir: str, config: FinetuneConfig) -> TrainResult:
+    """Train the Model folder at ``base_model_uri`` further and write a new Model folder.
+
+    Args:
+        base_model_uri: A Model folder written by the train (or finetune) step.
+        train_uri: Training Dataset folder (the original one or another with the same
+            image shape and classes).
+        val_uri: Validation Dataset folder.
+        model_uri: Where the fine-tuned Model folder goes.
+        log_dir: This step's TensorBoard folder, ``{log_root}/{experiment}/{run}/finetune``.
+        config: The settings.
+
+    """
+    from components.train.model import read_model_meta
+
+    validate_settings(config)
+    if not isinstance(config.freeze_layers, int) or config.freeze_layers < 0:
+        raise InputError(f"freeze_layers={config.freeze_layers!r}: must be 0 or a positive integer")
+    base_meta = read_model_meta(base_model_uri)
+    base_epochs = int(base_meta.get("epochs", 0))
+
+    def build(info: DatasetInfo) -> keras.Model:
+        return load_base(base_model_uri, base_meta, info, config)
+
+    hparams = {"base_model": base_model_uri, "base_epochs": base_epochs,
+               "freeze_layers": config.freeze_layers}
+    meta = {"source": "finetuned", "base_model": base_model_uri, "base_epochs": base_epochs,
+            "finetune_epochs": config.epochs, "freeze_layers": config.freeze_layers}
+    job = FitJob(train_uri, val_uri, model_uri, log_dir, build, hparams=hparams, meta=meta,
+                 base_epochs=base_epochs)
+    return fit_and_save(job, config)
+
+
+def load_base(uri: str, meta: dict, info: DatasetInfo, config: FinetuneConfig) -> keras.Model:
+    """Load the base model, check it fits the data, freeze its first layers, recompile."""
+    from components.train.model import MODEL_FILE, compile_model, load_keras_file
+
+    shape, classes = tuple(meta.get("image_shape", ())), meta.get("num_classes")
+    if (shape, classes) != (tuple(info.image_shape), info.num_classes):
+        raise InputError(f"{uri}: model takes {shape} images with {classes} classes, the data "
+                         f"has {tuple(info.image_shape)} with {info.num_classes}; fine-tune on "
+                         "data shaped like the base model's")
+    model = load_keras_file(join(uri, MODEL_FILE), compile=False)
+    if tuple(model.input_shape[1:]) != shape or model.output_shape[-1] != classes:
+        raise InputError(f"{uri}: model.keras takes {model.input_shape[1:]} -> "
+                         f"{model.output_shape[-1]} classes, model.json says {shape} -> "
+                         f"{classes}; rerun the train step")
+    if config.freeze_layers >= len(model.layers):
+        raise InputError(f"freeze_layers={config.freeze_layers}: the model has "
+                         f"{len(model.layers)} layers; freeze fewer so some still train")
+    for layer in model.layers[:config.freeze_layers]:
+        layer.trainable = False
+    compile_model(model, config.learning_rate)
+    print(f"fine-tuning {uri} (trained {meta.get('epochs')} epochs), "
+          f"{config.freeze_layers} layer(s) frozen, learning rate {config.learning_rate}",
+          flush=True)
+    return model

@@ -1,0 +1,124 @@
+"""The CNN and the Model artifact format (a folder: ``model.keras`` + ``model.json``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import keras
+
+from components.common.errors import InputError, StorageError
+from components.common.storage import (
+    atomic_dir,
+    download_file,
+    is_gcs,
+    join,
+    read_bytes,
+    upload_file,
+    write_bytes,
+)
+
+MODEL_FILE = "model.keras"
+META_FILE = "model.json"
+MODEL_FORMAT = "tbpipe.model.v1"
+_VALID_MIN_SIDE = 10  # two (3x3 valid conv + 2x2 pool) stages need at least 10 pixels
+
+
+def build_cnn(image_shape: tuple[int, int, int], num_classes: int, seed: int,
+              learning_rate: float = 1e-3) -> keras.Model:
+    """Build the seed CNN, compiled: Conv32-Pool-Conv64-Pool-Flatten-Dense128-Dense(classes).
+
+    Images with both sides of at least 10 pixels (e.g. 28x28) use ``valid`` padding; smaller
+    ones (e.g. 8x8 digits) use ``same`` so both stages keep at least one pixel.
+
+    Args:
+        image_shape: ``(height, width, channels)``.
+        num_classes: Output classes (softmax).
+        seed: Seeds Python, numpy and TensorFlow, so the initial weights are reproducible.
+        learning_rate: Adam's learning rate.
+
+    """
+    keras.utils.set_random_seed(seed)
+    padding = "valid" if min(image_shape[:2]) >= _VALID_MIN_SIDE else "same"
+    model = keras.Sequential([
+        keras.Input(shape=tuple(image_shape)),
+        keras.layers.Conv2D(32, 3, activation="relu", padding=padding),
+        keras.layers.MaxPooling2D(2, padding=padding),
+        keras.layers.Conv2D(64, 3, activation="relu", padding=padding),
+        keras.layers.MaxPooling2D(2, padding=padding),
+        keras.layers.Flatten(),
+        keras.layers.Dense(128, activation="relu"),
+        keras.layers.Dense(num_classes, activation="softmax"),
+    ], name="cnn")
+    compile_model(model, learning_rate)
+    return model
+
+
+def pick_strategy():  # noqa: ANN201 - a tf.distribute.Strategy
+    """MirroredStrategy over all GPUs when there are several, else the default strategy."""
+    import tensorflow as tf
+
+    if len(tf.config.list_physical_devices("GPU")) > 1:
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def compile_model(model: keras.Model, learning_rate: float) -> None:
+    """Compile with Adam, sparse categorical cross-entropy and accuracy (a fresh optimizer)."""
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+
+
+def save_model_folder(model: keras.Model, uri: str, meta: Mapping[str, object]) -> None:
+    """Write the Model folder at ``uri`` whole or not at all (``model.json`` last on gs://)."""
+    content = {"format": MODEL_FORMAT, **meta}
+    if not is_gcs(uri):
+        with atomic_dir(uri) as tmp:
+            model.save(os.path.join(tmp, MODEL_FILE))
+            Path(tmp, META_FILE).write_text(json.dumps(content, indent=2))
+        return
+    with tempfile.TemporaryDirectory(prefix="tbpipe-model-") as tmp:
+        local = os.path.join(tmp, MODEL_FILE)
+        model.save(local)
+        upload_file(local, join(uri, MODEL_FILE))
+    write_bytes(join(uri, META_FILE), json.dumps(content, indent=2).encode())
+
+
+def read_model_meta(uri: str) -> dict:
+    """Read a Model folder's ``model.json``; InputError if ``uri`` is not a tbpipe Model."""
+    try:
+        meta = json.loads(read_bytes(join(uri, META_FILE)))
+    except (StorageError, ValueError) as exc:
+        raise InputError(f"{uri}: not a tbpipe Model (no readable {META_FILE}); "
+                         "pass the model output of the train step") from exc
+    if not isinstance(meta, dict) or not {"image_shape", "num_classes"} <= set(meta):
+        raise InputError(f"{uri}: {META_FILE} lacks image_shape/num_classes; "
+                         "pass the model output of the train step")
+    if meta.get("format", MODEL_FORMAT) != MODEL_FORMAT:
+        raise InputError(f"{uri}: model format {meta['format']!r}, expected {MODEL_FORMAT}; "
+                         "pass the model output of the train step")
+    return meta
+
+
+def load_keras_file(uri: str, compile: bool = True) -> keras.Model:
+    """Load a ``.keras`` file (local or gs://); InputError naming it if it cannot be read."""
+    with tempfile.TemporaryDirectory(prefix="tbpipe-load-") as tmp:
+        local = uri
+        if is_gcs(uri):
+            local = os.path.join(tmp, MODEL_FILE)
+            download_file(uri, local)
+        try:
+            return keras.models.load_model(local, compile=compile)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            raise InputError(f"{uri}: cannot load the Keras model ({first}); "
+                             "rerun the step that wrote it") from exc
+
+
+def load_model_folder(uri: str) -> tuple[keras.Model, dict]:
+    """Load a Model folder: the compiled Keras model and its metadata."""
+    meta = read_model_meta(uri)
+    return load_keras_file(join(uri, MODEL_FILE)), meta

@@ -1,0 +1,42 @@
+# The shared TensorBoard: TensorBoard without TensorFlow, plus gcsfs so it reads gs:// log roots
+# (TensorBoard's own file layer goes through fsspec for any URL scheme it does not know).
+#
+#   tbpipe build-images --variant tensorboard
+#   docker build -f docker/tensorboard.Dockerfile -t localhost/tbpipe:0.1.0-tensorboard .
+#   docker run -p 6006:6006 -v "$PWD/tbpipe-runs/logs:/logs:ro" localhost/tbpipe:0.1.0-tensorboard
+#   docker run -p 6006:6006 localhost/tbpipe:0.1.0-tensorboard --logdir gs://bucket/logs
+#
+# Arguments replace the default `--logdir /logs`; the server listens on 0.0.0.0:6006.
+# Build args and extra CA certificates: as in docker/Dockerfile.
+ARG BASE_IMAGE=python:3.11.13-slim-bookworm
+
+FROM ${BASE_IMAGE}
+ARG PIP_INDEX_URL=
+ARG PIP_EXTRA_INDEX_URL=
+ARG PIP_TRUSTED_HOST=
+ENV VIRTUAL_ENV=/opt/venv \
+    PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_CERT=/etc/ssl/certs/ca-certificates.crt \
+    SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt \
+    REQUESTS_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt
+USER root
+COPY docker/ca-certificates/ /usr/local/share/ca-certificates/tbpipe/
+COPY docker/constraints.txt /opt/tbpipe/constraints.txt
+RUN set -eu; \
+    if ls /usr/local/share/ca-certificates/tbpipe/*.crt >/dev/null 2>&1; then \
+        update-ca-certificates >/dev/null; \
+    fi; \
+    python3 -m venv /opt/venv; \
+    pip install --progress-bar off -c /opt/tbpipe/constraints.txt tensorboard gcsfs; \
+    pip check; \
+    useradd --uid 1000 --user-group --create-home --shell /bin/sh tbpipe; \
+    mkdir -p /logs
+USER tbpipe
+WORKDIR /home/tbpipe
+EXPOSE 6006
+ENTRYPOINT ["tensorboard", "--host", "0.0.0.0", "--port", "6006"]
+CMD ["--logdir", "/logs"]

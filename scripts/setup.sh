@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Set up tbpipe on a fresh machine: a Python 3.11 virtual environment in .venv with the
+# project and its test tools installed. Idempotent; safe to rerun.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3.11}
+command -v "$PYTHON" >/dev/null || PYTHON=python3
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
+  echo "tbpipe needs Python 3.11 ($PYTHON is $("$PYTHON" --version 2>&1)); set PYTHON=..." >&2
+  exit 1
+fi
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+.venv/bin/python -m pip install --quiet --upgrade pip
+echo "installing tbpipe and its dependencies into .venv (TensorFlow is large: a few minutes the first time)"
+.venv/bin/python -m pip install --quiet --progress-bar off -e ".[dev]"
+echo "ready: .venv/bin/tbpipe --help"

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The test suite: set up, start what the tests need (docker when it can), run pytest.
+# Extra arguments go to pytest (e.g. scripts/test.sh -m "not docker").
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+if [ -f .ci/docker-setup.sh ] && { [ "${CI:-}" = true ] || [ "${TBPIPE_DOCKER:-}" = 1 ]; }; then
+  bash .ci/docker-setup.sh
+fi
+.venv/bin/ruff check components pipelines tests benchmarks
+exec .venv/bin/python -m pytest "$@"

@@ -1,0 +1,59 @@
+import json
+
+import pytest
+from kfp.dsl import Dataset, Metrics, Model
+
+from components.common.errors import InputError
+from components.finetune.component import finetune
+from components.train.component import train
+from tests.helpers import read_scalars, write_dataset
+
+WHERE = dict(experiment="exp", run_name="", job_name="job-3")
+
+
+@pytest.fixture
+def data(tmp_path):
+    write_dataset(str(tmp_path / "train"), n=48, seed=0)
+    write_dataset(str(tmp_path / "val"), n=16, seed=1)
+    return Dataset(uri=str(tmp_path / "train")), Dataset(uri=str(tmp_path / "val"))
+
+
+def test_train_then_finetune_components(tmp_path, data):
+    logs, ckpts = tmp_path / "logs", tmp_path / "ckpts"
+    model, metrics = Model(uri=str(tmp_path / "model")), Metrics(uri=str(tmp_path / "m1"))
+    train.python_func(train_data=data[0], val_data=data[1], model=model, metrics=metrics,
+                      log_root=str(logs), epochs=2, batch_size=16, learning_rate=0.01,
+                      checkpoint_root=str(ckpts), **WHERE)
+
+    assert metrics.metadata["epochs"] == 2
+    assert set(metrics.metadata) >= {"loss", "accuracy", "val_loss", "val_accuracy"}
+    assert model.metadata["val_accuracy"] == metrics.metadata["val_accuracy"]
+    assert json.loads((tmp_path / "model" / "model.json").read_text())["epochs"] == 2
+    state = json.loads((ckpts / "exp" / "job-3" / "checkpoints" / "train" / "state.json")
+                       .read_text())
+    assert state["epoch"] == 2
+    scalars = read_scalars(str(logs / "exp" / "job-3" / "train"))
+    assert scalars["epoch/val_accuracy"][-1][1] == pytest.approx(metrics.metadata["val_accuracy"])
+
+    tuned, tuned_metrics = Model(uri=str(tmp_path / "tuned")), Metrics(uri=str(tmp_path / "m2"))
+    finetune.python_func(model=model, train_data=data[0], val_data=data[1],
+                         finetuned_model=tuned, metrics=tuned_metrics, log_root=str(logs),
+                         epochs=1, freeze_layers=1, batch_size=16, **WHERE)
+
+    meta = json.loads((tmp_path / "tuned" / "model.json").read_text())
+    assert meta["source"] == "finetuned" and meta["epochs"] == 3 and meta["freeze_layers"] == 1
+    assert tuned_metrics.metadata["epochs"] == 1
+    # no checkpoint_root: checkpoints go under the log root
+    assert (logs / "exp" / "job-3" / "checkpoints" / "finetune" / "state.json").exists()
+    finetune_logs = read_scalars(str(logs / "exp" / "job-3" / "finetune"))
+    assert finetune_logs["hparam/val_accuracy"][0][1] == pytest.approx(
+        tuned_metrics.metadata["val_accuracy"])
+
+
+def test_train_component_rejects_a_bad_run_name(tmp_path, data):
+    with pytest.raises(InputError, match="run name"):
+        train.python_func(train_data=data[0], val_data=data[1],
+                          model=Model(uri=str(tmp_path / "model")),
+                          metrics=Metrics(uri=str(tmp_path / "m")), log_root=str(tmp_path),
+                          experiment="exp", run_name="a/b", job_name="job", epochs=1)
+    assert not (tmp_path / "model").exists()

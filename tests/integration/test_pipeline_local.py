@@ -1,0 +1,97 @@
+"""The whole pipeline through kfp.local (subprocess runner), read back from its event files."""
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tests.helpers import read_tags
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+STEPS = ("preprocess", "train", "evaluate", "finetune", "evaluate-finetuned")
+
+
+def tbpipe(*argv, timeout=900):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    return subprocess.run([sys.executable, "-m", "pipelines.cli", *argv], capture_output=True,
+                          text=True, timeout=timeout, env=env)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pipeline")
+    proc = tbpipe("run", "--finetune", "always", "--epochs", "4", "--finetune-epochs", "1",
+                  "--log-root", str(root / "logs"), "--pipeline-root", str(root / "kfp"),
+                  "--experiment", "itest", "--run-name", "r1")
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    return root, proc.stdout
+
+
+def test_run_prints_accuracies_model_and_logs(finished_run):
+    root, out = finished_run
+    found = re.findall(r"test accuracy ([01]\.\d{4}) \((\w+) model\)", out)
+    accuracies = {name: float(value) for value, name in found}
+    assert set(accuracies) == {"trained", "finetuned"}, out[-2000:]
+    assert all(a > 0.5 for a in accuracies.values()), accuracies
+    final = re.search(r"final model: (trained|finetuned) -> (\S+)", out)
+    assert final and os.path.isfile(os.path.join(final.group(2), "model.keras"))
+    assert f"TensorBoard logs: {root / 'logs' / 'itest' / 'r1'}" in out
+    assert f"tbpipe tensorboard --log-root {root / 'logs'}" in out
+
+
+def test_every_step_logged_what_it_must(finished_run):
+    root, _ = finished_run
+    run_dir = root / "logs" / "itest" / "r1"
+    assert sorted(os.listdir(run_dir)) == sorted([*STEPS, "checkpoints"]) or set(STEPS) <= set(
+        os.listdir(run_dir))
+    tags = {step: read_tags(str(run_dir / step)) for step in STEPS}
+    pre = tags["preprocess"]
+    assert any(t.startswith("data/class_count") for t in pre["scalars"])
+    assert "data/pixels" in pre["histograms"] and "data/samples" in pre["images"]
+    for step in ("train", "finetune"):
+        scalars = set(tags[step]["scalars"])
+        for tag in ("batch/loss", "batch/accuracy", "epoch/loss", "epoch/accuracy",
+                    "epoch/val_loss", "epoch/val_accuracy", "epoch/learning_rate"):
+            assert tag in scalars, (step, tag, sorted(scalars))
+        assert any(t.startswith("weights/") for t in tags[step]["histograms"]), step
+        assert any("hparam" in t for t in scalars), (step, sorted(scalars))
+    for step in ("evaluate", "evaluate-finetuned"):
+        assert {"eval/accuracy", "eval/loss"} <= set(tags[step]["scalars"])
+        assert "eval/confusion_matrix" in tags[step]["images"]
+        assert any(t.startswith("pr/") for t in tags[step]["tensors"]), tags[step]["tensors"]
+
+
+def test_kfp_outputs_are_written(finished_run):
+    root, out = finished_run
+    job_dir = re.search(r"artifacts and metrics: (\S+)", out).group(1)
+    reports = [os.path.join(d, f) for d, _, files in os.walk(job_dir) for f in files
+               if d.endswith("report")]
+    assert reports, "no evaluation report"
+    text = open(reports[0]).read()
+    assert "itest/r1" in text and "accuracy" in text.lower()
+    metrics = [os.path.join(d, f) for d, _, files in os.walk(job_dir) for f in files
+               if os.path.basename(d) == "metrics"]
+    assert metrics
+
+
+def test_missing_data_is_one_clear_line(tmp_path):
+    proc = tbpipe("run", "--data", str(tmp_path / "nope.csv"), "--log-root", str(tmp_path / "l"),
+                  "--pipeline-root", str(tmp_path / "k"), timeout=300)
+    assert proc.returncode != 0
+    lines = [line for line in proc.stderr.strip().splitlines() if line.startswith("tbpipe")]
+    assert len(lines) == 1 and "nope.csv" in lines[0], proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+
+
+def test_table_without_label_fails_in_the_step_with_one_line(tmp_path):
+    table = tmp_path / "digits.csv"
+    table.write_text("a,b,c,d\n" + "\n".join("1,2,3,4" for _ in range(20)) + "\n")
+    proc = tbpipe("run", "--data", str(table), "--log-root", str(tmp_path / "l"),
+                  "--pipeline-root", str(tmp_path / "k"), timeout=300)
+    assert proc.returncode != 0
+    assert "label" in proc.stdout + proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("tbpipe: error:")
+    assert "Traceback" not in proc.stdout + proc.stderr

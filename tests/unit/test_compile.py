@@ -1,0 +1,98 @@
+"""``tbpipe compile``: needs no TensorFlow, and the compiled DAG is the pipeline we mean."""
+
+import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipelines.options import PipelineParams
+
+REPO = Path(__file__).resolve().parents[2]
+HEAVY = ("tensorflow", "keras", "pandas", "torch")
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory):
+    """Run ``tbpipe compile`` in a fresh interpreter with ``-X importtime``."""
+    out = tmp_path_factory.mktemp("compile") / "pipeline.yaml"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "pipelines.cli", "compile",
+                           "-o", str(out)], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    imported = {line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines()
+                if line.startswith("import time:") and line.count("|") == 2}
+    return proc, imported, list(yaml.safe_load_all(out.read_text()))[0]
+
+
+def test_compile_imports_no_tensorflow(compiled):
+    proc, imported, _ = compiled
+    assert "wrote" in proc.stdout
+    assert {"kfp", "kfp.dsl", "pipelines.training"} <= imported  # the trace is being read
+    heavy = sorted(m for m in imported if m.split(".")[0] in HEAVY)
+    assert heavy == [], f"compile imported {heavy[:5]}"
+
+
+def names(spec, dag):
+    return {task["taskInfo"]["name"]: (key, task) for key, task in dag["tasks"].items()}
+
+
+def sub_dag(spec, task):
+    return spec["components"][task["componentRef"]["name"]]["dag"]
+
+
+def test_top_level_steps_and_order(compiled):
+    spec = compiled[2]
+    top = names(spec, spec["root"]["dag"])
+    assert {"preprocess", "train", "evaluate", "decide-finetune"} <= set(top)
+    deps = {name: set(task.get("dependentTasks", [])) for name, (_, task) in top.items()}
+    key = {name: k for name, (k, _) in top.items()}
+    assert deps["preprocess"] == set()
+    assert deps["train"] == {key["preprocess"]}
+    assert key["train"] in deps["evaluate"]
+    assert deps["decide-finetune"] == {key["evaluate"]}
+
+
+def test_condition_branches(compiled):
+    spec = compiled[2]
+    top = names(spec, spec["root"]["dag"])
+    (branches_key, branches), = [v for n, v in top.items() if n.startswith("condition-branches")]
+    branches = names(spec, sub_dag(spec, branches))
+    assert set(branches) == {"finetune-same-data", "finetune-other-data", "keep-trained-model"}
+    decision = "pipelinechannel--decide-finetune-Output"
+    same = branches["finetune-same-data"][1]["triggerPolicy"]["condition"]
+    other = branches["finetune-other-data"][1]["triggerPolicy"]["condition"]
+    keep = branches["keep-trained-model"][1]["triggerPolicy"]["condition"]
+    assert same == f"inputs.parameter_values['{decision}'] == 'same-data'"
+    assert other.endswith(f"inputs.parameter_values['{decision}'] == 'other-data'")
+    assert keep.count("!(") == 2
+
+    inside = {name: names(spec, sub_dag(spec, task)) for name, (_, task) in branches.items()}
+    assert set(inside["finetune-same-data"]) == {"finetune", "evaluate-finetuned", "select-model"}
+    assert set(inside["finetune-other-data"]) == {"preprocess-finetune-data", "finetune",
+                                                  "evaluate-finetuned", "select-model"}
+    assert set(inside["keep-trained-model"]) == {"select-model"}
+
+    same_data = inside["finetune-same-data"]["finetune"][1]["inputs"]["artifacts"]
+    assert same_data["train_data"] == {
+        "componentInputArtifact": "pipelinechannel--preprocess-train_data"}
+    other_data = inside["finetune-other-data"]["finetune"][1]["inputs"]["artifacts"]
+    prep_key = inside["finetune-other-data"]["preprocess-finetune-data"][0]
+    assert other_data["train_data"]["taskOutputArtifact"]["producerTask"] == prep_key
+    output = spec["root"]["dag"]["outputs"]["parameters"]["Output"]["valueFromParameter"]
+    assert output["producerSubtask"] == branches_key
+
+
+def test_inputs_are_the_pipeline_params(compiled):
+    spec = compiled[2]
+    inputs = spec["root"]["inputDefinitions"]["parameters"]
+    fields = {f.name: f.default for f in dataclasses.fields(PipelineParams)}
+    assert set(inputs) == set(fields)
+    assert inputs["log_root"]["defaultValue"].endswith(os.path.join("tbpipe-runs", "logs"))
+    for name, default in fields.items():
+        if name != "log_root":  # an absolute path, from the compiling process's directory
+            assert inputs[name].get("defaultValue", "") == default, name

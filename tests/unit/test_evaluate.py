@@ -1,0 +1,252 @@
+import json
+import os
+from urllib.parse import unquote
+
+import numpy as np
+import pytest
+from sklearn import metrics as skm
+from tensorboardX.summary import compute_curve
+
+from components.common.dataset import load_arrays
+from components.common.errors import InputError
+from components.evaluate.core import (
+    PR_THRESHOLDS,
+    EvaluateConfig,
+    as_probabilities,
+    class_scores,
+    confusion_matrix,
+    evaluate_model,
+    pr_curve,
+    pr_histograms,
+    select_best,
+    should_finetune,
+    summarize,
+)
+from components.evaluate.report import tensorboard_run_url
+from tests.helpers import read_scalars, read_tags, synthetic_images, write_dataset
+
+SHAPE = (8, 8, 1)
+CLASSES = 4
+
+
+def save_tiny_model(root, softmax: bool = True, epochs: int = 2) -> str:
+    """A small dense classifier on 8x8x1 saved as a tbpipe model folder; returns its path."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.Input(SHAPE), keras.layers.Flatten(),
+        keras.layers.Dense(CLASSES, activation="softmax" if softmax else None),
+    ])
+    model.compile(optimizer=keras.optimizers.Adam(0.02),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=not softmax),
+                  metrics=["accuracy"])
+    if epochs:
+        images, labels = synthetic_images(64, SHAPE, CLASSES, seed=1)
+        model.fit(images, labels, epochs=epochs, batch_size=32, verbose=0)
+    os.makedirs(root, exist_ok=True)
+    model.save(os.path.join(root, "model.keras"))
+    with open(os.path.join(root, "model.json"), "w") as handle:
+        json.dump({"image_shape": list(SHAPE), "num_classes": CLASSES, "epochs": epochs}, handle)
+    return str(root)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return save_tiny_model(tmp_path_factory.mktemp("model") / "model")
+
+
+@pytest.fixture(scope="module")
+def test_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data") / "test"
+    write_dataset(str(root), n=90, shape=SHAPE, classes=CLASSES, seed=7, shard_records=40)
+    return str(root)
+
+
+@pytest.fixture(scope="module")
+def evaluated(model_dir, test_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("out")
+    config = EvaluateConfig(accuracy_target=0.5, batch_size=16, run_label="exp-1/run.a")
+    result = evaluate_model(model_dir, test_dir, str(out / "report.md"), str(out / "logs"),
+                            config)
+    return result, out
+
+
+def keras_reference(model_dir, test_dir, from_logits=False):
+    """Loss, accuracy and predictions computed by Keras on the whole test set at once."""
+    import keras
+
+    model = keras.saving.load_model(os.path.join(model_dir, "model.keras"), compile=False)
+    images, labels = load_arrays(test_dir)
+    outputs = model.predict(images, verbose=0)
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits)
+    loss = float(keras.ops.convert_to_numpy(loss_fn(labels, outputs)))
+    predictions = outputs.argmax(axis=1)
+    return loss, float((predictions == labels).mean()), predictions, labels
+
+
+# --- metrics math -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_metrics_match_sklearn(seed):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 5, 300)
+    predictions = np.where(rng.random(300) < 0.6, labels, rng.integers(0, 4, 300))  # 4 never
+    confusion = confusion_matrix(labels, predictions, 5)
+    np.testing.assert_array_equal(confusion, skm.confusion_matrix(labels, predictions,
+                                                                  labels=range(5)))
+    scores = class_scores(confusion)
+    p, r, f, s = skm.precision_recall_fscore_support(labels, predictions, labels=range(5),
+                                                     zero_division=0)
+    np.testing.assert_allclose([c.precision for c in scores], p)
+    np.testing.assert_allclose([c.recall for c in scores], r)
+    np.testing.assert_allclose([c.f1 for c in scores], f)
+    assert [c.support for c in scores] == list(s)
+    result = summarize(confusion, 0.0, 0.5)
+    assert result.accuracy == pytest.approx(skm.accuracy_score(labels, predictions))
+    assert result.macro_f1 == pytest.approx(skm.f1_score(labels, predictions, average="macro",
+                                                         labels=range(5), zero_division=0))
+    assert result.macro_precision == pytest.approx(p.mean())
+    assert result.macro_recall == pytest.approx(r.mean())
+
+
+def test_pr_histograms_summed_over_batches_match_tensorboardx():
+    rng = np.random.default_rng(3)
+    probs = rng.dirichlet(np.ones(3), size=200)
+    labels = rng.integers(0, 3, 200)
+    hist = pr_histograms(labels[:70], probs[:70]) + pr_histograms(labels[70:], probs[70:])
+    for k in range(3):
+        expected = compute_curve(labels == k, probs[:, k], num_thresholds=PR_THRESHOLDS)
+        np.testing.assert_allclose(pr_curve(hist[k]), expected)
+
+
+def test_as_probabilities_softmaxes_logits_and_keeps_probabilities():
+    logits = np.array([[2.0, -1.0, 0.5], [0.0, 0.0, 3.0]])
+    probs = as_probabilities(logits)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0)
+    np.testing.assert_array_equal(probs.argmax(axis=1), [0, 2])
+    np.testing.assert_allclose(as_probabilities(probs), probs)
+
+
+# --- the whole step -----------------------------------------------------------------------
+
+def test_evaluate_matches_keras(evaluated, model_dir, test_dir):
+    result, _ = evaluated
+    loss, accuracy, predictions, labels = keras_reference(model_dir, test_dir)
+    assert result.num_examples == 90
+    assert result.accuracy == pytest.approx(accuracy)
+    assert result.loss == pytest.approx(loss, rel=1e-4)
+    # The tiny model learned something but not everything, so the matrix has off-diagonals.
+    assert 0.5 < result.accuracy < 1.0
+    np.testing.assert_array_equal(result.confusion_matrix,
+                                  skm.confusion_matrix(labels, predictions, labels=range(4)))
+    assert [c.support for c in result.per_class] == list(np.bincount(labels, minlength=4))
+    assert result.meets_target == (result.accuracy >= 0.5)
+
+
+def test_evaluate_logits_model(tmp_path, test_dir):
+    model_dir = save_tiny_model(tmp_path / "logits", softmax=False, epochs=0)
+    result = evaluate_model(model_dir, test_dir, str(tmp_path / "r.md"), str(tmp_path / "logs"),
+                            EvaluateConfig(accuracy_target=1.0))
+    loss, accuracy, _, _ = keras_reference(model_dir, test_dir, from_logits=True)
+    assert result.loss == pytest.approx(loss, rel=1e-4)
+    assert result.accuracy == pytest.approx(accuracy)
+    assert accuracy < 1.0  # untrained
+    assert not result.meets_target
+    assert "misses the target of 1.0000" in (tmp_path / "r.md").read_text()
+
+
+def test_event_files_hold_every_summary(evaluated):
+    result, out = evaluated
+    scalars = read_scalars(str(out / "logs"))
+    assert scalars["eval/accuracy"][0][1] == pytest.approx(result.accuracy)
+    assert scalars["eval/loss"][0][1] == pytest.approx(result.loss)
+    for k in range(CLASSES):
+        for name in ("precision", "recall", "f1"):
+            expected = getattr(result.per_class[k], name)
+            assert scalars[f"eval/{name}/{k}"][0][1] == pytest.approx(expected)
+    tags = read_tags(str(out / "logs"))
+    assert "eval/confusion_matrix" in tags["images"]
+    tensor_tags = set(tags["tensors"])
+    assert {f"pr/{k}" for k in range(CLASSES)} <= tensor_tags
+    assert {"eval/confusion_matrix/text_summary", "eval/per_class/text_summary"} <= tensor_tags
+
+
+def test_report_content(evaluated):
+    result, out = evaluated
+    text = (out / "report.md").read_text()
+    assert f"{result.accuracy:.4f}" in text
+    verdict = "meets" if result.meets_target else "misses"
+    assert f"{verdict} the target of 0.5000" in text
+    link = tensorboard_run_url("http://127.0.0.1:6006", "exp-1/run.a")
+    assert link in text
+    assert "90 examples" in text
+    row = "| 0 | " + " | ".join(str(v) for v in result.confusion_matrix[0]) + " |"
+    assert row in text
+
+
+def test_tensorboard_run_url():
+    url = tensorboard_run_url("http://tb.example:6006/", "my-exp/run 1")
+    base, _, label = url.partition("#scalars&regexInput=")
+    assert base == "http://tb.example:6006/"
+    assert "/" not in label and " " not in label
+    assert unquote(label) == "my-exp/run 1"
+    assert tensorboard_run_url("http://tb", "") == "http://tb/#scalars"
+
+
+# --- errors -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("target", [-0.1, 1.5, float("nan")])
+def test_bad_target(model_dir, test_dir, tmp_path, target):
+    with pytest.raises(InputError, match="accuracy_target"):
+        evaluate_model(model_dir, test_dir, str(tmp_path / "r.md"), str(tmp_path / "logs"),
+                       EvaluateConfig(accuracy_target=target))
+    assert not (tmp_path / "r.md").exists()
+
+
+def test_not_a_model_folder(test_dir, tmp_path):
+    bogus = tmp_path / "bogus"
+    bogus.mkdir()
+    (bogus / "model.json").write_text("{}")
+    (bogus / "model.keras").write_text("not a zip")
+    for folder in (bogus, tmp_path / "missing"):
+        with pytest.raises(InputError, match="is not a tbpipe model folder") as err:
+            evaluate_model(str(folder), test_dir, str(tmp_path / "r.md"), str(tmp_path / "l"),
+                           EvaluateConfig())
+        assert str(folder) in str(err.value)
+    assert not (tmp_path / "r.md").exists()
+
+
+@pytest.mark.parametrize("shape,classes,match", [((6, 6, 1), 4, "images are"),
+                                                 ((8, 8, 3), 4, "images are"),
+                                                 ((8, 8, 1), 3, "classes")])
+def test_data_that_does_not_fit_the_model(model_dir, tmp_path, shape, classes, match):
+    data = tmp_path / "data"
+    write_dataset(str(data), n=12, shape=shape, classes=classes)
+    with pytest.raises(InputError, match=match):
+        evaluate_model(model_dir, str(data), str(tmp_path / "r.md"), str(tmp_path / "logs"),
+                       EvaluateConfig())
+
+
+# --- decisions ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("mode,meets,expected", [
+    ("auto", True, False), ("auto", False, True), ("always", True, True),
+    ("always", False, True), ("never", True, False), ("never", False, False)])
+def test_should_finetune(mode, meets, expected):
+    assert should_finetune(mode, meets) is expected
+
+
+def test_should_finetune_unknown_mode():
+    with pytest.raises(InputError, match="sometimes"):
+        should_finetune("sometimes", True)
+
+
+def test_select_best():
+    base = ("trained", "gs://b/m1", 0.91)
+    tuned = ("finetuned", "gs://b/m2", 0.93)
+    assert select_best([base, tuned]) == tuned
+    assert select_best([tuned, base]) == tuned
+    assert select_best([base, ("finetuned", "gs://b/m2", 0.91)]) == base
+    with pytest.raises(InputError):
+        select_best([])

@@ -1,0 +1,37 @@
+import pytest
+
+from components.common.errors import InputError
+from pipelines.cli import build_parser
+from pipelines.options import PipelineParams, params_from_args
+
+
+def parse(*argv):
+    return params_from_args(build_parser().parse_args(["run", *argv]))
+
+
+def test_flags_map_to_params():
+    params = parse("--epochs", "3", "--finetune", "always", "--accuracy-target", "0.5",
+                   "--run-name", "r1", "--finetune-epochs", "2")
+    assert (params.epochs, params.finetune, params.accuracy_target) == (3, "always", 0.5)
+    assert (params.run_name, params.finetune_epochs) == ("r1", 2)
+    assert params.data == PipelineParams().data
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--epochs", "0"], "--epochs must be > 0"),
+    (["--learning-rate", "-1"], "--learning-rate must be > 0"),
+    (["--accuracy-target", "1.5"], "--accuracy-target"),
+    (["--val-fraction", "0.6", "--test-fraction", "0.5"], "sum below 1"),
+    (["--finetune", "sometimes"], "--finetune must be one of"),
+])
+def test_out_of_range_params(argv, message):
+    with pytest.raises(InputError, match=message):
+        parse(*argv)
+
+
+def test_unknown_runner_is_one_line(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(["run", "--runner", "k8s"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "invalid choice" in err[0]

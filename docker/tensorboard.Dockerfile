@@ -31,6 +31,7 @@ RUN set -eu; \
         update-ca-certificates >/dev/null; \
     fi; \
     python3 -m venv /opt/venv; \
+    pip install --progress-bar off -c /opt/tbpipe/constraints.txt --upgrade pip; \
     pip install --progress-bar off -c /opt/tbpipe/constraints.txt tensorboard gcsfs; \
     pip check; \
     useradd --uid 1000 --user-group --create-home --shell /bin/sh tbpipe; \

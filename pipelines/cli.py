@@ -12,7 +12,8 @@ import sys
 
 from components.common.errors import TbpipeError
 
-COMMAND_MODULES = ("pipelines.commands", "pipelines.submit")
+COMMAND_MODULES = ("pipelines.commands", "pipelines.submit", "pipelines.images",
+                   "pipelines.tensorboard")
 
 
 class Parser(argparse.ArgumentParser):

@@ -26,7 +26,7 @@ LOOPBACK = ("localhost", "127.0.0.1", "::1")
 
 
 def docker_paths(params) -> dict[str, tuple[str, ...]]:  # noqa: ANN001 - PipelineParams
-    """The ``inputs``/``outputs`` options of :func:`docker_runner` for a run's parameters."""
+    """Return the ``inputs``/``outputs`` options of :func:`docker_runner` for ``params``."""
     return {"inputs": (params.data, params.finetune_data),
             "outputs": (params.log_root, params.checkpoint_root)}
 
@@ -109,7 +109,7 @@ def gpu_requests(gpus: str | None) -> list:
 
 
 def docker_client():  # noqa: ANN201 - docker.DockerClient
-    """A client of the running docker engine; one clear line when there is none."""
+    """Connect to the running docker engine; one clear line when there is none."""
     try:
         import docker
     except ImportError as exc:
@@ -139,7 +139,7 @@ def check_images(client, images: Iterable[str]) -> None:  # noqa: ANN001
 def docker_runner(pipeline_root: str, gpus: str | None = None, inputs: Iterable[str] = (),
                   outputs: Iterable[str] = (), images: Iterable[str] | None = None,
                   **container_args: object):  # noqa: ANN201 - kfp.local.DockerRunner
-    """A configured ``kfp.local.DockerRunner``.
+    """Return a configured ``kfp.local.DockerRunner``.
 
     Args:
         pipeline_root: the local pipeline root (kfp mounts it at the same path).
@@ -151,6 +151,7 @@ def docker_runner(pipeline_root: str, gpus: str | None = None, inputs: Iterable[
 
     Raises:
         TbpipeError: docker is missing or not running, or an image is not built.
+
     """
     from kfp import local
 

@@ -52,21 +52,20 @@ class BuiltImage:
 
 
 def image_specs(variants: list[str], registry: str | None = None) -> list[ImageSpec]:
-    """The images to build for ``variants``, tagged as components._image names them."""
+    """List the images to build for ``variants``, tagged as components._image names them."""
     specs = []
     for variant in dict.fromkeys(variants):
         if variant not in VARIANTS:
             raise InputError(f"--variant {variant!r}: use one of {', '.join(VARIANTS)}")
         tensorboard = variant == "tensorboard"
-        specs.append(ImageSpec(variant,
-                               "docker/tensorboard.Dockerfile" if tensorboard else "docker/Dockerfile",
-                               None if tensorboard else variant,
+        dockerfile = "docker/tensorboard.Dockerfile" if tensorboard else "docker/Dockerfile"
+        specs.append(ImageSpec(variant, dockerfile, None if tensorboard else variant,
                                _image.image(variant, registry)))
     return specs
 
 
 def docker_command() -> str:
-    """The docker CLI, checked to reach a running engine; one clear line when it does not."""
+    """Find the docker CLI and check the engine runs; one clear line when it does not."""
     docker = shutil.which("docker")
     if docker is None:
         raise TbpipeError("docker is not installed: install Docker Engine "
@@ -81,7 +80,7 @@ def docker_command() -> str:
 
 
 def pip_index_args() -> dict[str, str]:
-    """The package index settings of this machine's pip, as build args (URLs containers reach).
+    """Return this machine's pip index settings as build args (URLs containers can reach).
 
     ``file://`` indexes and URLs carrying credentials are left out with a line saying so:
     build args are visible in ``docker history``.
@@ -118,7 +117,7 @@ def _usable_in_build(arg: str, value: str) -> bool:
 
 
 def read_certificates(paths: list[str]) -> list[bytes]:
-    """The PEM contents of ``--extra-ca-certs`` files, checked."""
+    """Read and check the PEM files given as ``--extra-ca-certs``."""
     contents = []
     for path in paths:
         try:
@@ -172,7 +171,7 @@ def build_image(docker: str, spec: ImageSpec, context: Path, build_args: dict[st
 
 
 def image_size(docker: str, tag: str) -> int:
-    """The size of a local image in bytes."""
+    """Return the size of a local image in bytes."""
     out = subprocess.run([docker, "image", "inspect", "-f", "{{.Size}}", tag],
                          capture_output=True, text=True, check=True).stdout
     return int(out.strip())

@@ -51,7 +51,8 @@ def read_package(path: str) -> PackageInfo:
 
     try:
         with open(path, encoding="utf-8") as handle:
-            spec = next(iter(yaml.safe_load_all(handle)), None)
+            loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: 10x faster
+            spec = next(iter(yaml.load_all(handle, Loader=loader)), None)
     except OSError as exc:
         raise InputError(f"--package {path}: cannot read it ({exc.strerror})") from None
     except yaml.YAMLError as exc:

@@ -28,8 +28,8 @@ STEP_KINDS = MappingProxyType({
 GPU_RESOURCE = "nvidia.com/gpu"  # the Kubernetes extended resource the KFP driver limits
 GKE_ACCELERATOR_LABEL = "cloud.google.com/gke-accelerator"
 DEFAULT_GPU_TYPE = "nvidia-tesla-t4"
-_CPU = re.compile(r"^([0-9]*[.])?[0-9]+m?$")
-_MEMORY = re.compile(r"^[0-9]+(E|Ei|P|Pi|T|Ti|G|Gi|M|Mi|K|Ki)?$")
+_QUANTITY = {"cpu": re.compile(r"^([0-9]*[.])?[0-9]+m?$"),
+             "memory": re.compile(r"^[0-9]+(E|Ei|P|Pi|T|Ti|G|Gi|M|Mi|K|Ki)?$")}
 _MEMORY_UNITS = {"": 1, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18,
                  "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
 
@@ -43,20 +43,16 @@ class Resources:
     memory_request: str
     memory_limit: str
 
-    def validate(self, kind: str) -> Resources:
+    def validate(self, step: str) -> Resources:
         """Check the quantities' format and that no request exceeds its limit."""
-        for name, value, pattern in (("cpu", self.cpu_request, _CPU), ("cpu", self.cpu_limit, _CPU),
-                                     ("memory", self.memory_request, _MEMORY),
-                                     ("memory", self.memory_limit, _MEMORY)):
-            if not pattern.match(value):
-                raise InputError(f"--{name} {kind}: {value!r} is not a Kubernetes {name} quantity "
-                                 f"(e.g. {'500m or 2' if name == 'cpu' else '512Mi or 4Gi'})")
-        if cpu_cores(self.cpu_request) > cpu_cores(self.cpu_limit):
-            raise InputError(f"--cpu {kind}: request {self.cpu_request} exceeds limit "
-                             f"{self.cpu_limit}")
-        if memory_bytes(self.memory_request) > memory_bytes(self.memory_limit):
-            raise InputError(f"--memory {kind}: request {self.memory_request} exceeds limit "
-                             f"{self.memory_limit}")
+        for kind, example in (("cpu", "500m or 2"), ("memory", "512Mi or 4Gi")):
+            request, limit = getattr(self, f"{kind}_request"), getattr(self, f"{kind}_limit")
+            for value in (request, limit):
+                if not _QUANTITY[kind].match(value):
+                    raise InputError(f"--{kind} {step}: {value!r} is not a Kubernetes {kind} "
+                                     f"quantity (e.g. {example})")
+            if amount(kind, request) > amount(kind, limit):
+                raise InputError(f"--{kind} {step}: request {request} exceeds limit {limit}")
         return self
 
 
@@ -70,13 +66,10 @@ DEFAULT_RESOURCES = MappingProxyType({
 })
 
 
-def cpu_cores(quantity: str) -> float:
-    """``500m`` -> 0.5, ``2`` -> 2.0."""
-    return float(quantity[:-1]) / 1000 if quantity.endswith("m") else float(quantity)
-
-
-def memory_bytes(quantity: str) -> float:
-    """``512Mi`` -> 536870912.0, ``4G`` -> 4e9."""
+def amount(kind: str, quantity: str) -> float:
+    """Convert a well-formed ``cpu``/``memory`` quantity to cores/bytes (``500m`` -> 0.5)."""
+    if kind == "cpu":
+        return float(quantity[:-1]) / 1000 if quantity.endswith("m") else float(quantity)
     number, unit = re.match(r"^([0-9]+)(\D*)$", quantity).groups()
     return float(number) * _MEMORY_UNITS[unit]
 
@@ -249,16 +242,14 @@ def resource_setting(text: str) -> tuple[str, str, str | None]:
 
 def _with_settings(cpu: list, memory: list) -> dict[str, Resources]:
     resources = dict(DEFAULT_RESOURCES)
-    for settings, fields, size in ((cpu, ("cpu_request", "cpu_limit"), cpu_cores),
-                                   (memory, ("memory_request", "memory_limit"), memory_bytes)):
-        for kind, request, limit in settings:
-            current = resources[kind]
+    for kind, settings in (("cpu", cpu), ("memory", memory)):
+        for step, request, limit in settings:
+            old = getattr(resources[step], f"{kind}_limit")
             if limit is None:  # keep the default limit unless the request outgrows it
-                old = getattr(current, fields[1])
-                valid = (_CPU if size is cpu_cores else _MEMORY).match(request)
-                limit = request if valid and size(request) > size(old) else old
-            resources[kind] = dataclasses.replace(current, **dict(zip(fields, (request, limit),
-                                                                      strict=True)))
+                valid = _QUANTITY[kind].match(request)
+                limit = request if valid and amount(kind, request) > amount(kind, old) else old
+            resources[step] = dataclasses.replace(
+                resources[step], **{f"{kind}_request": request, f"{kind}_limit": limit})
     return resources
 
 

@@ -73,7 +73,8 @@ def build_pipeline(options: CompileOptions = CompileOptions()):  # noqa: B008, A
             same = finetune_and_select(prep.outputs["train_data"], prep.outputs["val_data"])
         with dsl.Elif(decision.output == "other-data", name="finetune-other-data"):
             other_prep = step(preprocess(data=finetune_data, val_fraction=val_fraction,
-                                         test_fraction=0.0, seed=seed, **where),
+                                         test_fraction=0.0, seed=seed,
+                                         step_name="preprocess-finetune-data", **where),
                               "preprocess-finetune-data")
             other = finetune_and_select(other_prep.outputs["train_data"],
                                         other_prep.outputs["val_data"])

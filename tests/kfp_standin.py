@@ -142,7 +142,7 @@ class KfpStandIn:
         from kfp.pipeline_spec import pipeline_spec_pb2
 
         try:
-            docs = list(yaml.safe_load_all(text))
+            docs = list(yaml.load_all(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)))
             json_format.ParseDict(docs[0], pipeline_spec_pb2.PipelineSpec())
             if len(docs) > 1:
                 json_format.ParseDict(docs[1], pipeline_spec_pb2.PlatformSpec())

@@ -9,7 +9,8 @@ from components.common.errors import InputError
 from components.common.storage import join
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-STEPS = ("preprocess", "train", "evaluate", "finetune", "evaluate-finetuned")
+STEPS = ("preprocess", "train", "evaluate", "finetune", "evaluate-finetuned",
+         "preprocess-finetune-data")
 
 
 def validate_name(kind: str, value: str) -> str:

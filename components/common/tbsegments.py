@@ -36,8 +36,10 @@ def read_records(path: str, offset: int, max_bytes: int) -> bytes:
     with open(path, "rb") as handle:
         handle.seek(offset)
         buf = handle.read(max_bytes)
-        if complete_length(buf) == 0 and len(buf) >= 12:
-            buf += handle.read(_FRAMING + _LENGTH.unpack_from(buf)[0] - len(buf))
+        if complete_length(buf) == 0:  # the next record is larger than max_bytes
+            buf += handle.read(max(12 - len(buf), 0))
+            if len(buf) >= 12:
+                buf += handle.read(_FRAMING + _LENGTH.unpack_from(buf)[0] - len(buf))
     return buf[:complete_length(buf)]
 
 

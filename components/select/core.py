@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 
+from components.common.storage import atomic_dir
 from components.evaluate.core import select_best, should_finetune
 
 SKIP, SAME_DATA, OTHER_DATA = "skip", "same-data", "other-data"
@@ -28,7 +29,8 @@ def choose_model(trained_uri: str, trained_accuracy: float, best_uri: str,
     if finetuned_uri is not None:
         candidates.append(("finetuned", finetuned_uri, finetuned_accuracy))
     name, source, accuracy = select_best(candidates)
-    shutil.copytree(source, best_uri, dirs_exist_ok=True)
+    with atomic_dir(best_uri) as tmp:
+        shutil.copytree(source, tmp, dirs_exist_ok=True)
     return {
         "final_model": name,
         "model_uri": best_uri,

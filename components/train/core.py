@@ -227,15 +227,15 @@ def _plan_fit(job: FitJob, config: FitSettings) -> _Plan:
 
 
 def _log_devices(writer, plan: _Plan, step: int) -> None:
-    import tensorflow as tf
+    from components.train.model import visible_gpus
 
-    gpus = tf.config.list_physical_devices("GPU")
+    gpus = visible_gpus()
     writer.add_scalar("train/devices", plan.replicas, step)
     writer.add_scalar("train/gpus", len(gpus), step)
-    names = ", ".join(d.name for d in gpus) or "CPU"
-    writer.add_text("train/device_list", f"{plan.replicas} replica(s) on {names}", step)
-    print(f"training on {plan.replicas} replica(s) ({names}), {plan.steps_per_epoch} "
-          f"batches per epoch, {plan.train_info.num_examples} examples", flush=True)
+    where = f"{plan.replicas} replica(s) on {', '.join(gpus) or 'CPU'}"
+    writer.add_text("train/device_list", where, step)
+    print(f"training on {where}, {plan.steps_per_epoch} batches per epoch, "
+          f"{plan.train_info.num_examples} examples", flush=True)
 
 
 def _run_fit(plan: _Plan, job: FitJob, config: FitSettings, writer) -> dict:
@@ -245,13 +245,9 @@ def _run_fit(plan: _Plan, job: FitJob, config: FitSettings, writer) -> dict:
 
     if plan.initial_epoch >= config.epochs:
         return plan.last_logs
-    info = plan.train_info
-    fits = info.num_examples * info.record_bytes <= config.cache_max_mb * 2**20
-    global_batch = config.batch_size * plan.replicas
-    train_ds = data.make_dataset(job.train_uri, global_batch, True, config.seed, cache=fits,
-                                 first_epoch=plan.initial_epoch,
-                                 num_epochs=config.epochs - plan.initial_epoch)
-    val_ds = data.make_dataset(job.val_uri, global_batch, False, config.seed, cache=fits)
+    train_ds, val_ds = data.fit_datasets(
+        job.train_uri, job.val_uri, config.batch_size * plan.replicas, config.seed,
+        range(plan.initial_epoch, config.epochs), config.cache_max_mb)
     tb = TensorBoardX(writer, config.batch_log_every, config.histogram_every,
                       plan.initial_epoch, plan.steps_per_epoch,
                       global_steps=True, initial_step=plan.initial_step)

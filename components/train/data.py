@@ -71,6 +71,19 @@ def make_dataset(dataset_dir: str, batch_size: int, shuffle: bool, seed: int,
     return batches.map(decode, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
+def fit_datasets(train_uri: str, val_uri: str, batch_size: int, seed: int, epochs: range,
+                 cache_max_mb: int) -> tuple[tf.data.Dataset, tf.data.Dataset]:
+    """Build the shuffled training batches of ``epochs`` (0-based) and the validation batches.
+
+    Raw records are cached in memory when the training set is at most ``cache_max_mb``.
+    """
+    info = read_dataset_info(train_uri)
+    cache = info.num_examples * info.record_bytes <= cache_max_mb * 2**20
+    train = make_dataset(train_uri, batch_size, True, seed, cache=cache,
+                         first_epoch=epochs.start, num_epochs=len(epochs))
+    return train, make_dataset(val_uri, batch_size, False, seed, cache=cache)
+
+
 def read_dataset_info(dataset_dir: str) -> DatasetInfo:
     """Read a Dataset folder's manifest (local or gs://); InputError if there is none."""
     if not is_gcs(dataset_dir):

@@ -57,11 +57,21 @@ def build_cnn(image_shape: tuple[int, int, int], num_classes: int, seed: int,
     return model
 
 
-def pick_strategy():  # noqa: ANN201 - a tf.distribute.Strategy
-    """MirroredStrategy over all GPUs when there are several, else the default strategy."""
+def visible_gpus() -> list[str]:
+    """Names of the GPUs TensorFlow sees (empty on CPU-only machines)."""
     import tensorflow as tf
 
-    if len(tf.config.list_physical_devices("GPU")) > 1:
+    return [device.name for device in tf.config.list_physical_devices("GPU")]
+
+
+def pick_strategy():  # noqa: ANN201 - a tf.distribute.Strategy
+    """MirroredStrategy over all GPUs when there are several, else the default strategy.
+
+    With MirroredStrategy each batch of ``batch_size * replicas`` is split across the GPUs.
+    """
+    import tensorflow as tf
+
+    if len(visible_gpus()) > 1:
         return tf.distribute.MirroredStrategy()
     return tf.distribute.get_strategy()
 

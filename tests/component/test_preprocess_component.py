@@ -1,15 +1,17 @@
+
 """The preprocess KFP wrapper, called through python_func with real artifact objects."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 from kfp.dsl import Dataset, Metrics
 
 from components.common.dataset import read_info
-from components.common.errors import InputError
-from components.preprocess.component import STEP, preprocess
+from components.preprocess.component import preprocess
+from components.preprocess.core import STEP
 from tests.helpers import read_scalars
 from tests.unit.test_readers import table_data, write_csv
 
@@ -45,9 +47,13 @@ def test_preprocess_component_writes_datasets_metadata_metrics_and_logs(tmp_path
     assert scalars["data/num_examples/train"] == [(0, 21.0)]
 
 
-def test_preprocess_component_reports_bad_input(tmp_path: Path) -> None:
-    with pytest.raises(InputError, match=r"missing\.parquet: no such file"):
+def test_preprocess_component_reports_bad_input(tmp_path: Path, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
         preprocess.python_func(data=str(tmp_path / "missing.parquet"), **artifacts(tmp_path),
                                log_root=str(tmp_path / "logs"), experiment="exp",
                                run_name="r1", job_name="job")
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert re.search(r"preprocess: error: .*missing\.parquet: no such file", err[0])
     assert not (tmp_path / "train").exists()

@@ -26,7 +26,7 @@ def compiled(tmp_path_factory):
     assert proc.returncode == 0, proc.stderr[-2000:]
     imported = {line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines()
                 if line.startswith("import time:") and line.count("|") == 2}
-    return proc, imported, list(yaml.safe_load_all(out.read_text()))[0]
+    return proc, imported, list(yaml.load_all(out.read_text(), Loader=yaml.CSafeLoader))[0]
 
 
 def test_compile_imports_no_tensorflow(compiled):

@@ -26,7 +26,7 @@ def compile_spec(tmp_path, *flags):
     """Compile with ``tbpipe compile`` flags; returns {display name: [task view, ...]}."""
     out = tmp_path / f"pipeline-{abs(hash(flags))}.yaml"
     assert main(["compile", "-o", str(out), *flags]) == 0
-    docs = list(yaml.safe_load_all(out.read_text()))
+    docs = list(yaml.load_all(out.read_text(), Loader=yaml.CSafeLoader))
     spec, platform = docs[0], (docs[1] if len(docs) > 1 else {})
     k8s = platform.get("platforms", {}).get("kubernetes", {}).get("deploymentSpec", {})
     views = {}

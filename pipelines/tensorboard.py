@@ -1,0 +1,202 @@
+"""``tbpipe tensorboard``: one TensorBoard on a log root (a local folder or ``gs://``).
+
+Two loaders, and the fastest one that can read the root runs:
+
+* ``fast``: TensorBoard's native data server (``--load_fast=true``, Rust). It reads local
+  folders and real GCS (credentials from the environment), but not an emulator.
+* ``python``: TensorBoard's Python loader in a process where TensorFlow is blocked, so
+  ``gs://`` is read through fsspec/gcsfs, which honours ``STORAGE_EMULATOR_HOST``
+  (with TensorFlow importable, TensorBoard would read gs:// through tf.io.gfile, which
+  cannot reach an emulator). Also the fallback where no data server binary is installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Mapping, Sequence
+
+from components.common.errors import TbpipeError
+from components.common.storage import is_gcs, list_files
+
+LOADERS = ("auto", "fast", "python")
+
+
+@dataclasses.dataclass(frozen=True)
+class LoaderChoice:
+    """Which loader runs, and why."""
+
+    name: str
+    reason: str
+
+
+def data_server_available() -> bool:
+    """Whether TensorBoard's native data server binary is installed."""
+    try:
+        from tensorboard_data_server import server_binary
+    except ImportError:
+        return False
+    return server_binary() is not None
+
+
+def choose_loader(log_root: str, environ: Mapping[str, str] = os.environ,
+                  fast_available: bool | None = None) -> LoaderChoice:
+    """The fast loader wherever it can read ``log_root``, else the Python loader."""
+    fast = data_server_available() if fast_available is None else fast_available
+    if not fast:
+        return LoaderChoice("python", "no TensorBoard data server binary is installed")
+    if is_gcs(log_root) and environ.get("STORAGE_EMULATOR_HOST"):
+        return LoaderChoice("python", "gs:// on an emulator (STORAGE_EMULATOR_HOST); the fast "
+                                      "loader reads only real GCS, gcsfs reads both")
+    where = "real GCS" if is_gcs(log_root) else "a local folder"
+    return LoaderChoice("fast", f"native data server (--load_fast=true) on {where}")
+
+
+def tensorboard_command(log_root: str, host: str, port: int, loader: str,
+                        reload_interval: float = 5, extra_args: Sequence[str] = ()) -> list[str]:
+    """The command line of the TensorBoard process for ``loader``."""
+    args = [f"--logdir={log_root}", f"--host={host}", f"--port={port}",
+            f"--reload_interval={reload_interval:g}", *extra_args]
+    if loader == "fast":
+        return [sys.executable, "-m", "tensorboard.main", "--load_fast=true", *args]
+    return [sys.executable, "-m", "pipelines.tensorboard", "--load_fast=false", *args]
+
+
+@dataclasses.dataclass
+class TensorBoardServer:
+    """A running TensorBoard process; ``stop()`` (or leaving the ``with``) ends it."""
+
+    process: subprocess.Popen
+    url: str
+    loader: LoaderChoice
+
+    def stop(self, timeout: float = 10) -> int:
+        """Terminate TensorBoard and return its exit status."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        return self.process.wait()
+
+    def __enter__(self) -> TensorBoardServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def start_tensorboard(log_root: str, host: str = "127.0.0.1", port: int = 6006,
+                      loader: str = "auto", reload_interval: float = 5,
+                      extra_args: Sequence[str] = (), output=None,  # noqa: ANN001
+                      ready_timeout: float = 120) -> TensorBoardServer:
+    """Start TensorBoard on ``log_root`` and return once it answers HTTP.
+
+    Args:
+        log_root: A local folder or ``gs://bucket/prefix``.
+        host: The address to bind (loopback by default).
+        port: The port to serve on.
+        loader: ``auto`` (see :func:`choose_loader`), ``fast`` or ``python``.
+        reload_interval: Seconds between reloads of the log root.
+        extra_args: More TensorBoard flags, e.g. ``--samples_per_plugin=scalars=5000``.
+        output: Where TensorBoard's own output goes (a file object); None inherits ours.
+        ready_timeout: The most seconds to wait for TensorBoard to answer.
+
+    Raises:
+        TbpipeError: the root cannot be read (StorageError) or TensorBoard did not start.
+    """
+    if is_gcs(log_root):
+        list_files(log_root, max_results=1, deadline=30)  # no bucket or no access: fail now
+    elif not os.path.isdir(log_root):
+        print(f"note: {log_root} does not exist yet; TensorBoard shows runs once they appear")
+    choice = choose_loader(log_root) if loader == "auto" else LoaderChoice(loader, "as asked")
+    env = {"TF_CPP_MIN_LOG_LEVEL": "2", **os.environ}
+    command = tensorboard_command(log_root, host, port, choice.name, reload_interval, extra_args)
+    process = subprocess.Popen(command, env=env, stdout=output, stderr=output,
+                               stdin=subprocess.DEVNULL)
+    server = TensorBoardServer(process, f"http://{host}:{port}/", choice)
+    try:
+        wait_until_ready(server, ready_timeout)
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+def wait_until_ready(server: TensorBoardServer, timeout: float) -> None:
+    """Poll TensorBoard's ``/data/environment`` until it answers; TbpipeError if it does not."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise TbpipeError(f"TensorBoard exited with status {server.process.returncode} "
+                              "before serving (its output says why; is the port in use?)")
+        with contextlib.suppress(OSError):
+            with urllib.request.urlopen(server.url + "data/environment", timeout=2) as reply:
+                if reply.status == 200:
+                    return
+        time.sleep(0.25)
+    raise TbpipeError(f"TensorBoard did not answer on {server.url} within {timeout:.0f} s")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``tensorboard``."""
+    from pipelines.options import PipelineParams
+
+    cmd = subparsers.add_parser("tensorboard", help="serve TensorBoard on a log root")
+    cmd.add_argument("--log-root", default=PipelineParams().log_root,
+                     help="local folder or gs://bucket/prefix (default: %(default)s)")
+    cmd.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
+    cmd.add_argument("--port", type=int, default=6006, help="port (default: %(default)s)")
+    cmd.add_argument("--loader", choices=LOADERS, default="auto",
+                     help="fast (native data server), python, or auto: fast where it can read")
+    cmd.add_argument("--reload-interval", type=float, default=5,
+                     help="seconds between reloads (default: %(default)s)")
+    cmd.set_defaults(handler=run_tensorboard)
+
+
+def run_tensorboard(args: argparse.Namespace) -> int:
+    """``tbpipe tensorboard``: start, print the address and the loader, serve until stopped."""
+    server = start_tensorboard(args.log_root, args.host, args.port, args.loader,
+                               args.reload_interval)
+    print(f"TensorBoard {server.url} serving {args.log_root}", flush=True)
+    print(f"loader: {server.loader.name} ({server.loader.reason})", flush=True)
+    try:
+        return server.process.wait()
+    except KeyboardInterrupt:
+        server.stop()
+        raise
+
+
+def serve_without_tensorflow(argv: Sequence[str]) -> None:
+    """Run TensorBoard's Python loader with TensorFlow blocked, so gs:// goes through gcsfs.
+
+    ``tensorboard.compat.notf`` is TensorBoard's own switch for "run without TensorFlow";
+    blocking the ``tensorflow`` import as well keeps any plugin from loading it anyway.
+    """
+    import types
+
+    sys.modules["tensorflow"] = None  # type: ignore[assignment] - makes `import` fail
+    sys.modules["tensorboard.compat.notf"] = types.ModuleType("tensorboard.compat.notf")
+    import fsspec
+
+    gs_options = fsspec.config.conf.setdefault("gs", {})
+    gs_options["use_listings_cache"] = False  # a run grows while watched: list afresh
+    if os.environ.get("STORAGE_EMULATOR_HOST"):
+        gs_options.setdefault("token", "anon")
+        # gcsfs would first ask the Storage Control gRPC API (absent on an emulator).
+        os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
+    from tensorboard.main import run_main
+
+    sys.argv = ["tensorboard", *argv]
+    run_main()
+
+
+if __name__ == "__main__":
+    serve_without_tensorflow(sys.argv[1:])

@@ -1,0 +1,157 @@
+"""The storage layer on local paths and on a real local GCS server (gcp-storage-emulator)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from components.common import storage
+from components.common.errors import StorageError
+from components.common.storage import StorageUnavailable
+
+
+def test_local_round_trip_and_atomic_write(tmp_path):
+    target = str(tmp_path / "a" / "b.bin")
+    storage.write_bytes(target, b"one")
+    storage.write_bytes(target, b"two")
+    assert storage.read_bytes(target) == b"two"
+    assert storage.exists(target) and not storage.exists(str(tmp_path / "nope"))
+    assert storage.list_files(str(tmp_path)) == ["a/b.bin"]  # no temp files left behind
+
+
+def test_local_create_bytes_never_overwrites(tmp_path):
+    target = str(tmp_path / "seg.000000")
+    storage.create_bytes(target, b"abc")
+    storage.create_bytes(target, b"abc")  # a retry of a create that landed: fine
+    with pytest.raises(StorageError, match="already exists with other content"):
+        storage.create_bytes(target, b"xyz")
+    assert storage.read_bytes(target) == b"abc"
+
+
+def test_local_read_missing_names_the_path(tmp_path):
+    with pytest.raises(StorageError, match=str(tmp_path / "missing")):
+        storage.read_bytes(str(tmp_path / "missing"))
+
+
+@pytest.mark.gcs
+def test_gcs_round_trip(gcs_root, tmp_path):
+    storage.write_bytes(storage.join(gcs_root, "x", "a.txt"), b"hello")
+    local = tmp_path / "b.txt"
+    local.write_bytes(b"world")
+    storage.upload_file(str(local), storage.join(gcs_root, "x", "y", "b.txt"))
+    assert storage.read_bytes(storage.join(gcs_root, "x/a.txt")) == b"hello"
+    assert storage.list_files(gcs_root) == ["x/a.txt", "x/y/b.txt"]
+    assert storage.exists(storage.join(gcs_root, "x/y"))  # a prefix with objects
+    assert not storage.exists(storage.join(gcs_root, "nothing"))
+    storage.download_file(storage.join(gcs_root, "x/y/b.txt"), str(tmp_path / "c.txt"))
+    assert (tmp_path / "c.txt").read_bytes() == b"world"
+    with storage.local_input(storage.join(gcs_root, "x")) as folder:
+        assert (tmp_path / folder / "y" / "b.txt").read_bytes() == b"world"
+
+
+@pytest.mark.gcs
+def test_gcs_create_bytes_is_create_once(gcs_root):
+    uri = storage.join(gcs_root, "seg.000000")
+    storage.create_bytes(uri, b"records")
+    storage.create_bytes(uri, b"records")
+    assert storage.read_bytes(uri) == b"records"
+
+
+@pytest.mark.gcs
+def test_gcs_create_bytes_after_lost_reply(gcs_root, monkeypatch):
+    """A retried create answered 412: the object from the first attempt is accepted if equal.
+
+    (The emulator does not enforce generation preconditions, so the 412 real GCS sends is
+    simulated here; the object itself is real.)
+    """
+    from google.api_core.exceptions import PreconditionFailed
+    from google.cloud.storage import Blob
+
+    uri = storage.join(gcs_root, "seg.000001")
+    storage.write_bytes(uri, b"first attempt landed")
+    calls = []
+
+    def precondition_failed(self, data, **kwargs):
+        calls.append(kwargs)
+        raise PreconditionFailed("conditionNotMet")
+
+    monkeypatch.setattr(Blob, "upload_from_string", precondition_failed)
+    storage.create_bytes(uri, b"first attempt landed")
+    assert calls[0]["if_generation_match"] == 0
+    with pytest.raises(StorageError, match="already exists with other content"):
+        storage.create_bytes(uri, b"something else")
+
+
+@pytest.mark.gcs
+@pytest.mark.parametrize("call", ["read", "write", "list"])
+def test_gcs_missing_bucket_fails_at_once_naming_the_uri(gcs_emulator, call):
+    uri = "gs://no-such-bucket-tbpipe/some/path"
+    action = {"read": lambda: storage.read_bytes(uri),
+              "write": lambda: storage.write_bytes(uri, b"x"),
+              "list": lambda: storage.list_files(uri)}[call]
+    started = time.monotonic()
+    with pytest.raises(StorageError) as info:
+        action()
+    assert time.monotonic() - started < 5  # permanent: no retry loop
+    message = str(info.value)
+    assert uri in message and "no-such-bucket-tbpipe" in message and "\n" not in message
+    assert not isinstance(info.value, StorageUnavailable)
+
+
+@pytest.mark.gcs
+def test_gcs_transient_outage_is_retried(gcs_emulator, gcs_root):
+    uri = storage.join(gcs_root, "survives.txt")
+    storage.write_bytes(uri, b"still here")
+    gcs_emulator.stop()
+    restart = threading.Timer(2.0, gcs_emulator.start)
+    restart.start()
+    try:
+        started = time.monotonic()
+        assert storage.read_bytes(uri, deadline=60) == b"still here"
+        storage.write_bytes(storage.join(gcs_root, "after.txt"), b"ok", deadline=60)
+        assert time.monotonic() - started >= 1.5  # it waited for the server, then succeeded
+    finally:
+        restart.join()
+    assert storage.read_bytes(storage.join(gcs_root, "after.txt")) == b"ok"
+
+
+@pytest.mark.gcs
+def test_gcs_outage_longer_than_deadline_fails_clearly(gcs_emulator, gcs_root):
+    uri = storage.join(gcs_root, "x.txt")
+    with gcs_emulator.outage():
+        started = time.monotonic()
+        with pytest.raises(StorageUnavailable, match="storage unreachable") as info:
+            storage.read_bytes(uri, deadline=2)
+        assert time.monotonic() - started < 10
+    assert uri in str(info.value) and "\n" not in str(info.value)
+
+
+class _Raises:
+    def __init__(self, exc):
+        self.exc = exc
+
+    def __getattr__(self, name):
+        def call(*args, **kwargs):
+            raise self.exc
+        return call
+
+
+def test_gcs_permission_denied_is_one_clear_line(monkeypatch):
+    from google.api_core.exceptions import Forbidden
+
+    monkeypatch.setattr(storage, "_blob", lambda uri: _Raises(Forbidden("denied")))
+    with pytest.raises(StorageError, match=r"gs://b/p: permission denied \(403\)"):
+        storage.read_bytes("gs://b/p")
+
+
+def test_gcs_missing_credentials_is_one_clear_line(monkeypatch):
+    from google.auth.exceptions import DefaultCredentialsError
+
+    def no_client():
+        raise DefaultCredentialsError("Your default credentials were not found")
+
+    monkeypatch.setattr(storage, "gcs_client", no_client)
+    with pytest.raises(StorageError, match="gs://b/p: no Google credentials found"):
+        storage.list_files("gs://b/p")

@@ -19,7 +19,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run_cmd = subparsers.add_parser("run", help="run the whole pipeline locally (kfp.local)")
     run_cmd.add_argument("--runner", choices=("subprocess", "docker"), default="subprocess")
     run_cmd.add_argument("--pipeline-root", default=None,
-                         help="where kfp.local keeps artifacts (default: ./tbpipe-runs/pipeline-root)")
+                         help="where kfp.local keeps artifacts "
+                         "(default: ./tbpipe-runs/pipeline-root)")
     run_cmd.add_argument("--gpus", default=None,
                          help="with --runner docker: GPUs for train/finetune ('all' or a count)")
     add_param_arguments(run_cmd)

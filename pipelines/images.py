@@ -87,14 +87,17 @@ def pip_index_args() -> dict[str, str]:
     """
     listed = subprocess.run([sys.executable, "-m", "pip", "config", "list"],
                             capture_output=True, text=True, check=False).stdout
-    found: dict[str, list[str]] = {}
+    rank = {":env:": 0, "install": 1, "global": 2}  # pip's precedence for `pip install`
+    found: dict[str, tuple[int, list[str]]] = {}
     for line in listed.splitlines():
         key, _, value = line.partition("=")
-        name = key.rsplit(".", 1)[-1]
-        if name in PIP_INDEX_KEYS:
-            found.setdefault(PIP_INDEX_KEYS[name], []).extend(value.strip("'\"").split())
+        section, _, name = key.rpartition(".")
+        if name in PIP_INDEX_KEYS and section in rank:
+            candidate = (rank[section], value.strip("'\"").split())
+            found[name] = min(found.get(name, candidate), candidate)
     args = {}
-    for arg, values in found.items():
+    for name, (_, values) in found.items():
+        arg = PIP_INDEX_KEYS[name]
         usable = [v for v in dict.fromkeys(values) if _usable_in_build(arg, v)]
         if usable:
             args[arg] = " ".join(usable)

@@ -67,7 +67,7 @@ def run_pipeline(params: PipelineParams, pipeline_root: str = DEFAULT_PIPELINE_R
     validate_name("run", params.run_name)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     init_runner(runner, pipeline_root, **runner_options)
-    pipeline = build_pipeline(CompileOptions(gpu=False))
+    pipeline = build_pipeline(CompileOptions(gpu=False, retries=0))
     try:
         task = pipeline(**params.as_arguments())
     except RuntimeError as exc:

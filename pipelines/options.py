@@ -47,7 +47,8 @@ class PipelineParams:
             (0 <= self.val_fraction < 1 and 0 <= self.test_fraction < 1
              and self.val_fraction + self.test_fraction < 1,
              "--val-fraction and --test-fraction must each be in [0, 1) and sum below 1"),
-            (self.finetune in FINETUNE_MODES, f"--finetune must be one of {', '.join(FINETUNE_MODES)}"),
+            (self.finetune in FINETUNE_MODES,
+             f"--finetune must be one of {', '.join(FINETUNE_MODES)}"),
             (self.freeze_layers >= 0, "--freeze-layers must be >= 0"),
         ]
         for ok, message in checks:
@@ -70,7 +71,8 @@ def add_param_arguments(parser: argparse.ArgumentParser) -> None:
     for field in dataclasses.fields(PipelineParams):
         flag = "--" + field.name.replace("_", "-")
         kind = {"int": int, "float": float}.get(str(field.type), str)
-        group.add_argument(flag, dest=field.name, type=kind, default=None, metavar=field.name.upper(),
+        group.add_argument(flag, dest=field.name, type=kind, default=None,
+                           metavar=field.name.upper(),
                            help=f"default: {field.default!r}")
 
 

@@ -18,7 +18,12 @@ from components.common.errors import InputError, TbpipeError
 from components.common.naming import default_run_name, validate_name
 from pipelines.kfp_api import KfpConnection, read_package
 from pipelines.options import PipelineParams
-from pipelines.placement import add_compile_arguments, compile_options, key_value
+from pipelines.placement import (
+    CompileOptions,
+    add_compile_arguments,
+    compile_options,
+    key_value,
+)
 
 FINISHED = ("SUCCEEDED", "FAILED", "SKIPPED", "CANCELED")
 
@@ -46,7 +51,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "$KF_PIPELINES_UI_ENDPOINT, then --host)")
     add("--wait", action="store_true", help="follow the run; exit 1 unless it succeeds")
     add("--timeout", type=float, default=None, metavar="SECONDS", help="with --wait: give up after")
-    add("--poll-interval", type=float, default=10.0, metavar="SECONDS", help=argparse.SUPPRESS)
+    add("--poll-interval", type=float, default=10.0, metavar="SECONDS",
+        help="with --wait: time between polls (default: 10)")
     add_compile_arguments(cmd)
     cmd.set_defaults(handler=run_submit)
 
@@ -54,8 +60,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_submit(args: argparse.Namespace) -> int:
     """``tbpipe submit``: the whole path, printing where the run and its logs can be seen."""
     host = args.host or os.environ.get("KFP_HOST")
+    options = compile_options(args)
+    if args.package and options != CompileOptions():
+        raise InputError(f"--package {args.package} is compiled already: placement flags "
+                         "apply when submit compiles; pass them to tbpipe compile instead")
     with tempfile.TemporaryDirectory(prefix="tbpipe-submit-") as tmp:
-        package = args.package or _compile(args, os.path.join(tmp, "pipeline.yaml"))
+        package = args.package or compile_pipeline_to(os.path.join(tmp, "pipeline.yaml"), options)
         spec = read_package(package)
         given = dict(args.param)
         experiment, run_name = resolve_names(args.experiment, args.run_name, given)
@@ -66,33 +76,31 @@ def run_submit(args: argparse.Namespace) -> int:
                                  token=os.environ.get("KFP_TOKEN"))
         target = kfp.upload(package, spec.name, version_name(package))
     print(f"pipeline {spec.name}: {target.describe()}")
-    experiment_id = kfp.experiment(experiment)
-    run_id = kfp.start_run(experiment_id, run_name, target, arguments,
-                           pipeline_root=args.pipeline_root,
-                           service_account=args.service_account)
+    run_id = kfp.start_run(kfp.experiment(experiment), run_name, target, arguments,
+                           pipeline_root=args.pipeline_root, service_account=args.service_account)
     ui = (args.ui_host or os.environ.get("KF_PIPELINES_UI_ENDPOINT") or host or "").rstrip("/")
     run_url = f"{ui or '/pipeline'}/#/runs/details/{run_id}"
     print(f"run {experiment}/{run_name}: {run_url}")
-    board = arguments.get("tensorboard_url",
-                          spec.parameters.get("tensorboard_url", {}).get("defaultValue"))
+    board = arguments.get("tensorboard_url", spec.parameters.get("tensorboard_url", {})
+                          .get("defaultValue"))
     if board:
         from components.evaluate.report import tensorboard_run_url
 
         print(f"TensorBoard: {tensorboard_run_url(str(board), f'{experiment}/{run_name}')}")
-    if not args.wait:
-        return 0
-    state, message = follow(kfp, run_id, args.poll_interval, args.timeout)
-    if state != "SUCCEEDED":
-        raise TbpipeError(f"run {run_name} ended {state}{': ' + message if message else ''} "
-                          f"(details: {run_url})")
-    print(f"run {run_name} SUCCEEDED")
+    if args.wait:
+        state, message = follow(kfp, run_id, args.poll_interval, args.timeout)
+        if state != "SUCCEEDED":
+            raise TbpipeError(f"run {run_name} ended {state}{': ' + message if message else ''}"
+                              f" (details: {run_url})")
+        print(f"run {run_name} SUCCEEDED")
     return 0
 
 
-def _compile(args: argparse.Namespace, path: str) -> str:
+def compile_pipeline_to(path: str, options: CompileOptions) -> str:
+    """Compile the tbpipe pipeline (imported only now: it pulls in every component)."""
     from pipelines.training import compile_pipeline
 
-    return compile_pipeline(path, compile_options(args))
+    return compile_pipeline(path, options)
 
 
 def version_name(package: str) -> str:

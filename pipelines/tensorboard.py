@@ -16,6 +16,7 @@ import argparse
 import contextlib
 import dataclasses
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -47,7 +48,7 @@ def data_server_available() -> bool:
 
 def choose_loader(log_root: str, environ: Mapping[str, str] = os.environ,
                   fast_available: bool | None = None) -> LoaderChoice:
-    """The fast loader wherever it can read ``log_root``, else the Python loader."""
+    """Pick the fast loader wherever it can read ``log_root``, else the Python loader."""
     fast = data_server_available() if fast_available is None else fast_available
     if not fast:
         return LoaderChoice("python", "no TensorBoard data server binary is installed")
@@ -60,7 +61,7 @@ def choose_loader(log_root: str, environ: Mapping[str, str] = os.environ,
 
 def tensorboard_command(log_root: str, host: str, port: int, loader: str,
                         reload_interval: float = 5, extra_args: Sequence[str] = ()) -> list[str]:
-    """The command line of the TensorBoard process for ``loader``."""
+    """Return the command line of the TensorBoard process for ``loader``."""
     args = [f"--logdir={log_root}", f"--host={host}", f"--port={port}",
             f"--reload_interval={reload_interval:g}", *extra_args]
     if loader == "fast":
@@ -111,6 +112,7 @@ def start_tensorboard(log_root: str, host: str = "127.0.0.1", port: int = 6006,
 
     Raises:
         TbpipeError: the root cannot be read (StorageError) or TensorBoard did not start.
+
     """
     if is_gcs(log_root):
         list_files(log_root, max_results=1, deadline=30)  # no bucket or no access: fail now
@@ -167,11 +169,14 @@ def run_tensorboard(args: argparse.Namespace) -> int:
                                args.reload_interval)
     print(f"TensorBoard {server.url} serving {args.log_root}", flush=True)
     print(f"loader: {server.loader.name} ({server.loader.reason})", flush=True)
+    previous = signal.signal(signal.SIGTERM, lambda *_: server.process.terminate())
     try:
         return server.process.wait()
     except KeyboardInterrupt:
         server.stop()
         raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def serve_without_tensorflow(argv: Sequence[str]) -> None:

@@ -29,7 +29,7 @@ def write_dataset(root: str, n: int = 64, shape: tuple[int, int, int] = (8, 8, 1
 
 
 def read_scalars(log_dir: str) -> dict[str, list[tuple[int, float]]]:
-    """Every scalar in the event files under ``log_dir`` (one run folder): tag -> [(step, value)]."""
+    """Every scalar in one run folder's event files: tag -> [(step, value)]."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     acc = EventAccumulator(log_dir, size_guidance={"scalars": 0, "histograms": 0, "images": 0})

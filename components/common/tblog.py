@@ -73,7 +73,8 @@ def image_grid(images: np.ndarray, columns: int = 8) -> np.ndarray:
     grid = np.zeros((c, rows * (h + 1), columns * (w + 1)), dtype=np.float32)
     for i, img in enumerate(images):
         r, col = divmod(i, columns)
-        grid[:, r * (h + 1):r * (h + 1) + h, col * (w + 1):col * (w + 1) + w] = img.transpose(2, 0, 1)
+        top, left = r * (h + 1), col * (w + 1)
+        grid[:, top:top + h, left:left + w] = img.transpose(2, 0, 1)
     return grid
 
 

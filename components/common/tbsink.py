@@ -77,12 +77,12 @@ class _PublishLoop(threading.Thread):
     def _publish_once(self) -> float:
         try:
             self.publisher.publish(ATTEMPT_DEADLINE_S)
-        except StorageError as exc:
-            self.last_error = str(exc)
+        except Exception as exc:  # noqa: BLE001 - reported and retried: the thread must live
+            self.last_error = str(exc) if isinstance(exc, StorageError) else repr(exc)
             if self._failing_since is None:
                 self._failing_since = time.monotonic()
-                _say(f"warning: cannot publish TensorBoard events ({exc}); logging goes on "
-                     "to local disk and publishing is retried in the background")
+                _say(f"warning: cannot publish TensorBoard events ({self.last_error}); "
+                     "logging goes on to local disk and publishing is retried in the background")
             failed_for = time.monotonic() - self._failing_since
             return min(MAX_BACKOFF_S, max(self.interval, failed_for / 2))
         if self._failing_since is not None:

@@ -21,7 +21,7 @@ DEFAULT_SHUFFLE_BUFFER = 50_000
 _EPOCH_SEED_STRIDE = 1_000_003
 
 
-def epoch_seed(seed: int, epoch: int) -> int:
+def epoch_seed(seed: int, epoch: int | tf.Tensor) -> int | tf.Tensor:
     """Return the shuffle seed of ``epoch`` (0-based) for a run seeded with ``seed``."""
     return seed * _EPOCH_SEED_STRIDE + epoch
 
@@ -60,7 +60,7 @@ def make_dataset(dataset_dir: str, batch_size: int, shuffle: bool, seed: int,
     def one_epoch(epoch: tf.Tensor) -> tf.data.Dataset:
         ordered = records
         if shuffle:
-            ordered = records.shuffle(buffer, seed=seed * _EPOCH_SEED_STRIDE + epoch,
+            ordered = records.shuffle(buffer, seed=epoch_seed(seed, epoch),
                                       reshuffle_each_iteration=False)
         return ordered.batch(batch_size)
 

@@ -110,3 +110,21 @@ def test_sigterm_stops_training_at_the_next_batch():
                   callbacks=[SendSigterm(), StopOnSignal(flag, "gs://b/ckpt")])
     assert SendSigterm.batches == 2
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+@pytest.mark.gcs
+def test_checkpoints_logs_and_model_on_gcs_resume(data, gcs_root, tmp_path):
+    from components.common.storage import join, list_files
+    from components.train.model import load_model_folder
+
+    def run_gcs(epochs):
+        config = TrainConfig(epochs=epochs, checkpoint_dir=join(gcs_root, "ckpt"), **SETTINGS)
+        return train_model(*data, join(gcs_root, "model"), join(gcs_root, "logs"), config)
+
+    run_gcs(1)
+    assert list_files(join(gcs_root, "ckpt")) == ["ckpt-a.keras", "state.json"]
+    resumed = run_gcs(2)
+    assert resumed.resumed_from_epoch == 1
+    model, meta = load_model_folder(join(gcs_root, "model"))
+    assert meta["epochs"] == 2 and model.output_shape == (None, 4)
+    assert list_files(join(gcs_root, "model")) == ["model.json", "model.keras"]

@@ -105,6 +105,12 @@ def test_bad_params_are_one_line_and_upload_nothing(kfp, package, capsys, argv, 
     assert kfp.requests == []
 
 
+def test_placement_flags_with_a_package_are_refused(kfp, package, capsys):
+    rc, _, err = submit(kfp, capsys, "--no-gpu", package=package)
+    assert rc == 1 and len(err) == 1 and "placement flags apply when submit compiles" in err[0]
+    assert kfp.requests == []
+
+
 def test_log_root_must_be_given(kfp, package, capsys):
     rc, _, err = submit(kfp, capsys, package=package, log_root=False)
     assert rc == 1 and len(err) == 1 and "--param log_root=gs://" in err[0]
@@ -115,6 +121,17 @@ def test_not_a_package_is_one_line(kfp, tmp_path, capsys):
     bogus.write_text(yaml.safe_dump({"hello": "world"}))
     rc, _, err = submit(kfp, capsys, package=str(bogus))
     assert rc == 1 and len(err) == 1 and "not a KFP v2 pipeline YAML" in err[0]
+
+
+def test_standin_rejects_a_spec_that_does_not_parse(kfp, package, tmp_path, capsys):
+    with open(package) as handle:
+        spec, platform = yaml.load_all(handle.read(), Loader=yaml.CSafeLoader)
+    spec["root"]["dag"]["tasks"]["train"]["notAField"] = 1
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(yaml.safe_dump_all([spec, platform]))
+    rc, _, err = submit(kfp, capsys, package=str(broken))
+    assert rc == 1 and len(err) == 1 and "400" in err[0] and "does not parse" in err[0], err
+    assert kfp.problems and kfp.runs == {}
 
 
 def test_wait_follows_to_success(kfp, package, capsys):

@@ -1,0 +1,93 @@
+"""docker_runner's settings without running a container: mounts, GCS, GPUs, errors."""
+
+import os
+
+import pytest
+
+from components.common.errors import TbpipeError
+from pipelines import docker_runner as dr
+from pipelines.options import PipelineParams
+
+
+def test_mounts_inputs_read_only_outputs_created_same_paths(tmp_path):
+    data = tmp_path / "data.npz"
+    data.write_bytes(b"x")
+    logs, root = tmp_path / "logs", tmp_path / "root"
+    mounts = dr.path_mounts(inputs=[str(data), str(tmp_path / "missing"), "builtin:digits",
+                                    "gs://bucket/data", ""],
+                            outputs=[str(logs), str(root), "gs://bucket/logs"],
+                            pipeline_root=str(root))
+    by_target = {m["Target"]: m for m in mounts}
+    assert set(by_target) == {str(data), str(logs)}  # pipeline root: mounted by kfp itself
+    assert by_target[str(data)]["ReadOnly"] is True and by_target[str(data)]["Source"] == str(data)
+    assert by_target[str(logs)]["ReadOnly"] is False
+    assert logs.is_dir(), "output roots are created (owned by the user, not by dockerd)"
+
+
+def test_docker_paths_name_what_a_run_reads_and_writes():
+    params = PipelineParams(data="/d", finetune_data="/f", log_root="/l", checkpoint_root="/c")
+    assert dr.docker_paths(params) == {"inputs": ("/d", "/f"), "outputs": ("/l", "/c")}
+
+
+def test_emulator_on_loopback_uses_host_network(monkeypatch):
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", "http://127.0.0.1:9023")
+    monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "proj")
+    env, mounts, network = dr.gcs_settings(uses_gcs=True)
+    assert env["STORAGE_EMULATOR_HOST"] == "http://127.0.0.1:9023"
+    assert env["GOOGLE_CLOUD_PROJECT"] == "proj"
+    assert network == "host" and mounts == []
+
+
+def test_credentials_file_mounted_read_only_only_for_gcs_runs(monkeypatch, tmp_path):
+    key = tmp_path / "sa.json"
+    key.write_text("{}")
+    monkeypatch.delenv("STORAGE_EMULATOR_HOST", raising=False)
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(key))
+    env, mounts, network = dr.gcs_settings(uses_gcs=True)
+    assert env["GOOGLE_APPLICATION_CREDENTIALS"] == dr.CONTAINER_ADC and network is None
+    assert [(m["Source"], m["Target"], m["ReadOnly"]) for m in mounts] == [
+        (str(key), dr.CONTAINER_ADC, True)]
+    env, mounts, _ = dr.gcs_settings(uses_gcs=False)
+    assert "GOOGLE_APPLICATION_CREDENTIALS" not in env and mounts == []
+
+
+def test_gpus_without_nvidia_say_so_and_run_on_cpu(monkeypatch, capsys):
+    monkeypatch.setattr(dr.shutil, "which", lambda name: None)
+    assert dr.gpu_requests("all") == []
+    assert "running on CPU" in capsys.readouterr().out
+    assert dr.gpu_requests(None) == []
+
+
+def test_gpu_device_requests_when_the_host_has_gpus(monkeypatch):
+    monkeypatch.setattr(dr, "host_gpus", lambda: (2, ""))
+    [every] = dr.gpu_requests("all")
+    assert every["Count"] == -1 and every["Capabilities"] == [["gpu"]]
+    assert dr.gpu_requests("1")[0]["Count"] == 1
+    assert dr.gpu_requests("device=0,1")[0]["DeviceIDs"] == ["0", "1"]
+
+
+def test_no_engine_is_one_clear_error(monkeypatch, tmp_path):
+    pytest.importorskip("docker")
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-such.sock")
+    with pytest.raises(TbpipeError, match="docker engine is not running") as caught:
+        dr.docker_runner(str(tmp_path))
+    assert "\n" not in str(caught.value)
+
+
+def test_runner_options(monkeypatch, tmp_path):
+    pytest.importorskip("docker")
+
+    class Client:
+        images = type("Images", (), {"get": staticmethod(lambda name: name)})()
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(dr, "docker_client", Client)
+    monkeypatch.delenv("STORAGE_EMULATOR_HOST", raising=False)
+    runner = dr.docker_runner(str(tmp_path / "root"), inputs=[], outputs=[str(tmp_path / "l")])
+    args = runner.container_run_args
+    assert args["user"] == f"{os.getuid()}:{os.getgid()}"
+    assert args["environment"]["HOME"] == "/tmp"
+    assert [m["Target"] for m in args["mounts"]] == [str(tmp_path / "l")]
+    assert "device_requests" not in args and "network_mode" not in args

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import glob
 import os
 
 from pipelines.options import add_param_arguments, params_from_args
@@ -59,6 +60,8 @@ def print_result(result, params) -> None:  # noqa: ANN001
             print(f"test accuracy {summary['accuracy'][name]:.4f} ({name} model)")
     print(f"final model: {summary['final_model']} -> {summary['model_uri']}")
     print(f"artifacts and metrics: {result.job_dir}")
+    for report in sorted(glob.glob(os.path.join(result.job_dir, "*", "report"))):
+        print(f"evaluation report: {report}")
     print(f"TensorBoard logs: {result.log_dir}")
     print(f"view: tbpipe tensorboard --log-root {params.log_root}")
     print(f"      then open {tensorboard_run_url(params.tensorboard_url, result.label)}")

@@ -8,6 +8,7 @@ user's uid:gid so files end up owned by the user, the GCS emulator or credential
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
@@ -76,6 +77,7 @@ def gcs_settings(uses_gcs: bool) -> tuple[dict[str, str], list, str | None]:
     return env, mounts, network
 
 
+@functools.cache
 def host_gpus() -> tuple[int, str]:
     """How many NVIDIA GPUs docker can pass through, and why not when 0."""
     if shutil.which("nvidia-smi") is None:
@@ -88,6 +90,15 @@ def host_gpus() -> tuple[int, str]:
             and shutil.which("nvidia-container-runtime") is None:
         return 0, "the NVIDIA Container Toolkit is not installed"
     return count, ""
+
+
+def gpus_usable(gpus: str | None) -> bool:
+    """Whether ``--gpus`` was asked for and docker can pass GPUs through on this host.
+
+    ``tbpipe run --runner docker --gpus all`` compiles train/finetune onto the gpu image
+    only then; otherwise :func:`docker_runner` says why and every step runs on CPU.
+    """
+    return bool(gpus) and host_gpus()[0] > 0
 
 
 def gpu_requests(gpus: str | None) -> list:
@@ -159,6 +170,8 @@ def docker_runner(pipeline_root: str, gpus: str | None = None, inputs: Iterable[
     client = docker_client()
     check_images(client, images if images is not None else [_image.IMAGE])
     client.close()
+    # Created here, as the user: a bind source docker creates itself belongs to root.
+    os.makedirs(pipeline_root, exist_ok=True)
     uses_gcs = any(str(p).startswith("gs://") for p in [*inputs, *outputs])
     env, gcs_mounts, network = gcs_settings(uses_gcs)
     options: dict[str, object] = {

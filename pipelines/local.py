@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
+import re
+import sys
 
 from components.common.errors import InputError, TbpipeError
 from components.common.naming import default_run_name, validate_name
@@ -12,6 +15,31 @@ from pipelines.options import DEFAULT_HOME, PipelineParams
 
 RUNNERS = ("subprocess", "docker")
 DEFAULT_PIPELINE_ROOT = os.path.abspath(os.path.join(DEFAULT_HOME, "pipeline-root"))
+_STEP_ERROR = re.compile(r"tbpipe: ([\w.-]+): error: (.+)")
+
+
+class _StepErrors:
+    """A stdout that passes a run's output through and keeps the steps' own error lines.
+
+    kfp.local prints each step's output line by line; a failed step's wrapper printed one
+    ``tbpipe: <step>: error: ...`` line (components.common.errors.exit_on_error).
+    """
+
+    def __init__(self, out) -> None:  # noqa: ANN001 - a text stream
+        self.out, self.errors, self._tail = out, [], ""
+
+    def write(self, text: str) -> int:
+        """Pass ``text`` on; remember every complete step error line."""
+        self.out.write(text)
+        *lines, self._tail = (self._tail + text).split("\n")
+        self.errors += [m.groups() for m in map(_STEP_ERROR.search, lines) if m]
+        return len(text)
+
+    def flush(self) -> None:  # noqa: D102
+        self.out.flush()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.out, name)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,9 +96,14 @@ def run_pipeline(params: PipelineParams, pipeline_root: str = DEFAULT_PIPELINE_R
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     init_runner(runner, pipeline_root, **runner_options)
     pipeline = build_pipeline(CompileOptions(gpu=False, retries=0))
+    output = _StepErrors(sys.stdout)
     try:
-        task = pipeline(**params.as_arguments())
+        with contextlib.redirect_stdout(output):
+            task = pipeline(**params.as_arguments())
     except RuntimeError as exc:
+        if output.errors:  # repeat the step's own line: it names the input and what to do
+            step, message = output.errors[-1]
+            raise TbpipeError(f"step {step} failed: {message}") from exc
         raise TbpipeError(f"the pipeline failed: {str(exc).splitlines()[0]} "
                           "(the failing step's own error is printed above)") from exc
     summary = json.loads(task.output)

@@ -11,23 +11,26 @@ def finetune(model: Input[Model], train_data: Input[Dataset], val_data: Input[Da
              finetuned_model: Output[Model], metrics: Output[Metrics], log_root: str,
              experiment: str, run_name: str, job_name: str, epochs: int = 3,
              learning_rate: float = 0.0001, freeze_layers: int = 0, batch_size: int = 32,
-             seed: int = 42, checkpoint_root: str = "") -> None:
+             seed: int = 42, checkpoint_root: str = "", flush_secs: int = 5) -> None:
     """Fine-tune a trained model (optionally on other data); logs go to .../{run}/finetune.
 
-    Checkpoints go to {checkpoint_root or log_root}/{experiment}/{run}/checkpoints/finetune.
+    Checkpoints go to {checkpoint_root or log_root}/{experiment}/{run}/checkpoints/finetune;
+    TensorBoard events reach the log dir at least every ``flush_secs`` seconds.
     """
+    from components.common.errors import exit_on_error
     from components.common.naming import resolve_run, step_log_dir
     from components.finetune.core import FinetuneConfig, finetune_model
     from components.train.core import checkpoint_dir_for
 
     step = "finetune"
-    run = resolve_run(run_name, job_name)
-    config = FinetuneConfig(
-        epochs=epochs, learning_rate=learning_rate, freeze_layers=freeze_layers,
-        batch_size=batch_size, seed=seed,
-        checkpoint_dir=checkpoint_dir_for(checkpoint_root or log_root, experiment, run, step))
-    result = finetune_model(model.path, train_data.path, val_data.path, finetuned_model.path,
-                            step_log_dir(log_root, experiment, run, step), config)
+    with exit_on_error(step):
+        run = resolve_run(run_name, job_name)
+        config = FinetuneConfig(
+            epochs=epochs, learning_rate=learning_rate, freeze_layers=freeze_layers,
+            batch_size=batch_size, seed=seed, flush_secs=flush_secs,
+            checkpoint_dir=checkpoint_dir_for(checkpoint_root or log_root, experiment, run, step))
+        result = finetune_model(model.path, train_data.path, val_data.path, finetuned_model.path,
+                                step_log_dir(log_root, experiment, run, step), config)
     for name, value in result.metrics.items():
         metrics.log_metric(name, value)
     metrics.log_metric("epochs", result.epochs_run)

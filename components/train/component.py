@@ -10,22 +10,26 @@ from components._image import GPU_IMAGE
 def train(train_data: Input[Dataset], val_data: Input[Dataset], model: Output[Model],
           metrics: Output[Metrics], log_root: str, experiment: str, run_name: str,
           job_name: str, epochs: int = 10, batch_size: int = 32, learning_rate: float = 0.001,
-          seed: int = 42, checkpoint_root: str = "") -> None:
+          seed: int = 42, checkpoint_root: str = "", flush_secs: int = 5) -> None:
     """Train the CNN; logs go to {log_root}/{experiment}/{run}/train.
 
     Checkpoints go to {checkpoint_root or log_root}/{experiment}/{run}/checkpoints/train,
-    so a retried or preempted attempt resumes from its last complete epoch.
+    so a retried or preempted attempt resumes from its last complete epoch. TensorBoard
+    events reach the log dir at least every ``flush_secs`` seconds (what a SIGKILL can lose).
     """
+    from components.common.errors import exit_on_error
     from components.common.naming import resolve_run, step_log_dir
     from components.train.core import TrainConfig, checkpoint_dir_for, train_model
 
     step = "train"
-    run = resolve_run(run_name, job_name)
-    config = TrainConfig(
-        epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
-        checkpoint_dir=checkpoint_dir_for(checkpoint_root or log_root, experiment, run, step))
-    result = train_model(train_data.path, val_data.path, model.path,
-                         step_log_dir(log_root, experiment, run, step), config)
+    with exit_on_error(step):
+        run = resolve_run(run_name, job_name)
+        config = TrainConfig(
+            epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
+            flush_secs=flush_secs,
+            checkpoint_dir=checkpoint_dir_for(checkpoint_root or log_root, experiment, run, step))
+        result = train_model(train_data.path, val_data.path, model.path,
+                             step_log_dir(log_root, experiment, run, step), config)
     for name, value in result.metrics.items():
         metrics.log_metric(name, value)
     metrics.log_metric("epochs", result.epochs_run)

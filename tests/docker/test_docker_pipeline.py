@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
+import sys
+import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -62,26 +66,52 @@ def test_cpu_image_installs_the_project_at_the_pinned_versions(built_images):
     assert caches.strip() == "0", "a pip cache was left in the image"
 
 
-@pytest.fixture(scope="module")
-def docker_run(built_images, tmp_path_factory) -> Path:
-    """One whole pipeline run with --runner docker on the built-in data; its log root."""
-    from pipelines.docker_runner import docker_paths
-    from pipelines.local import run_pipeline
-    from pipelines.options import PipelineParams
+PLAIN_UID = 4321  # the "user" when the tests run as root: files must end up owned by them
+RUN_SCRIPT = """
+import json, sys
+from pipelines.docker_runner import docker_paths
+from pipelines.local import run_pipeline
+from pipelines.options import PipelineParams
+root, experiment, run = sys.argv[1:]
+params = PipelineParams(epochs=1, finetune="always", finetune_epochs=1, log_root=root + "/logs",
+                        experiment=experiment, run_name=run)
+result = run_pipeline(params, pipeline_root=root + "/kfp", runner="docker", **docker_paths(params))
+print("SUMMARY " + json.dumps(result.summary))
+"""
 
-    root = tmp_path_factory.mktemp("docker-run")
-    params = PipelineParams(epochs=1, finetune="always", finetune_epochs=1,
-                            log_root=str(root / "logs"), experiment=EXPERIMENT, run_name=RUN)
-    start = time.monotonic()
-    result = run_pipeline(params, pipeline_root=str(root / "kfp"), runner="docker",
-                          **docker_paths(params))
-    print(f"pipeline in docker: {time.monotonic() - start:.0f} s")
-    assert set(result.summary["accuracy"]) == {"trained", "finetuned"}, result.summary
-    return root
+
+def as_plain_user(root: Path) -> tuple[list[str], tuple[int, int]]:
+    """A command prefix running as a non-root user who can reach docker (setpriv as root)."""
+    if os.geteuid() != 0:
+        return [], (os.getuid(), os.getgid())
+    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    docker_gid = os.stat(host.removeprefix("unix://")).st_gid
+    os.chown(root, PLAIN_UID, PLAIN_UID)
+    return ([shutil.which("setpriv"), f"--reuid={PLAIN_UID}", f"--regid={PLAIN_UID}",
+             f"--groups={docker_gid}"], (PLAIN_UID, PLAIN_UID))
+
+
+@pytest.fixture(scope="module")
+def docker_run(built_images) -> Iterator[tuple[Path, tuple[int, int]]]:
+    """One whole pipeline run with the docker runner on the built-in data, as a plain user."""
+    root = Path(tempfile.mkdtemp(prefix="tbpipe-docker-run-"))
+    try:
+        prefix, owner = as_plain_user(root)
+        start = time.monotonic()
+        proc = subprocess.run([*prefix, sys.executable, "-c", RUN_SCRIPT, str(root), EXPERIMENT,
+                               RUN], capture_output=True, text=True, timeout=900,
+                              env={**os.environ, "HOME": str(root)})
+        print(f"pipeline in docker: {time.monotonic() - start:.0f} s")
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        summary = json.loads(proc.stdout.split("SUMMARY ", 1)[1])
+        assert set(summary["accuracy"]) == {"trained", "finetuned"}, summary
+        yield root, owner
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_every_step_ran_in_docker_and_logged(docker_run):
-    run_dir = docker_run / "logs" / EXPERIMENT / RUN
+    run_dir = docker_run[0] / "logs" / EXPERIMENT / RUN
     for step in STEPS:
         assert read_tags(str(run_dir / step))["scalars"], step
     assert "epoch/accuracy" in read_tags(str(run_dir / "train"))["scalars"]
@@ -89,8 +119,9 @@ def test_every_step_ran_in_docker_and_logged(docker_run):
 
 
 def test_step_files_are_owned_by_the_user(docker_run):
-    owners = {(p.stat().st_uid, p.stat().st_gid) for p in docker_run.rglob("*")}
-    assert owners == {(os.getuid(), os.getgid())}, owners
+    root, owner = docker_run
+    owners = {(p.stat().st_uid, p.stat().st_gid) for p in root.rglob("*")}
+    assert owners == {owner}, owners
 
 
 def free_port() -> int:
@@ -107,7 +138,7 @@ def get_json(url: str) -> object:
 def test_tensorboard_image_serves_the_run(docker_run):
     port = free_port()
     container = docker("run", "-d", "--rm", "-p", f"127.0.0.1:{port}:6006",
-                       "-v", f"{docker_run / 'logs'}:/logs:ro", _image.image("tensorboard"),
+                       "-v", f"{docker_run[0] / 'logs'}:/logs:ro", _image.image("tensorboard"),
                        "--logdir", "/logs").stdout.strip()
     try:
         wanted = {f"{EXPERIMENT}/{RUN}/{step}" for step in STEPS}

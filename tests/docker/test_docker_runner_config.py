@@ -9,6 +9,13 @@ from pipelines import docker_runner as dr
 from pipelines.options import PipelineParams
 
 
+@pytest.fixture(autouse=True)
+def fresh_gpu_probe():
+    dr.host_gpus.cache_clear()
+    yield
+    dr.host_gpus.cache_clear()
+
+
 def test_mounts_inputs_read_only_outputs_created_same_paths(tmp_path):
     data = tmp_path / "data.npz"
     data.write_bytes(b"x")
@@ -53,13 +60,16 @@ def test_credentials_file_mounted_read_only_only_for_gcs_runs(monkeypatch, tmp_p
 
 def test_gpus_without_nvidia_say_so_and_run_on_cpu(monkeypatch, capsys):
     monkeypatch.setattr(dr.shutil, "which", lambda name: None)
+    assert not dr.gpus_usable("all")
     assert dr.gpu_requests("all") == []
-    assert "running on CPU" in capsys.readouterr().out
-    assert dr.gpu_requests(None) == []
+    out = capsys.readouterr().out
+    assert "no NVIDIA driver" in out and "running on CPU" in out
+    assert dr.gpu_requests(None) == [] and not dr.gpus_usable(None)
 
 
 def test_gpu_device_requests_when_the_host_has_gpus(monkeypatch):
     monkeypatch.setattr(dr, "host_gpus", lambda: (2, ""))
+    assert dr.gpus_usable("all")
     [every] = dr.gpu_requests("all")
     assert every["Count"] == -1 and every["Capabilities"] == [["gpu"]]
     assert dr.gpu_requests("1")[0]["Count"] == 1

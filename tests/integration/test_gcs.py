@@ -14,6 +14,7 @@ import urllib.request
 import pytest
 
 from components.common import storage
+from components.common.tbsink import ATTEMPT_DEADLINE_S
 from pipelines.tensorboard import start_tensorboard
 from tests.conftest import free_port
 from tests.helpers import read_scalars
@@ -51,14 +52,14 @@ def start_logger(uri: str, steps: int = STEPS, pause: float = 0.01) -> subproces
                             env={**os.environ, "PYTHONPATH": os.getcwd()})
 
 
-def finish(child: subprocess.Popen, timeout: float = 180) -> str:
+def finish(child: subprocess.Popen, timeout: float = 180) -> tuple[str, str]:
     try:
         out, err = child.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         child.kill()
         pytest.fail("the logging run hung")
     assert child.returncode == 0, err[-3000:]
-    return out
+    return out, err
 
 
 def http_json(url: str):
@@ -90,7 +91,8 @@ def test_long_run_is_watched_live(gcs_emulator, gcs_root, tmp_path):
             if child.poll() is None:
                 seen_while_running.append(count)
             time.sleep(1)
-        out = finish(child)
+        out, _ = finish(child)
+        print("points seen while the run went on:", seen_while_running)
         assert any(0 < n < STEPS for n in seen_while_running), seen_while_running
         assert seen_while_running == sorted(seen_while_running)  # only ever grows
         deadline = time.monotonic() + 60
@@ -111,11 +113,12 @@ def test_outage_mid_run_loses_nothing_and_never_hangs(gcs_emulator, gcs_root, tm
     try:
         assert child.stdout.readline().startswith("step 0")
         time.sleep(3)
-        with gcs_emulator.outage():
-            time.sleep(6)
+        with gcs_emulator.outage():  # longer than one publish attempt's retry deadline
+            time.sleep(ATTEMPT_DEADLINE_S + 2)
     finally:
         gcs_emulator.start()
-    out = finish(child)
+    out, err = finish(child)
+    assert "cannot publish" in err and "published again" in err  # the outage hit the sink
     slowest = float(out.split("slowest_add=")[1].split()[0])
     assert slowest < 1.0, out  # add_scalar never waited for storage
     assert "unpublished=0" in out
@@ -171,3 +174,44 @@ def test_missing_bucket_is_one_clear_line(gcs_emulator):
     assert proc.stderr.strip().splitlines() == [
         "tbpipe: error: gs://no-such-bucket-tbpipe/logs: not found; check that bucket "
         "'no-such-bucket-tbpipe' exists and the path is right"]
+
+
+@pytest.mark.slow
+def test_pipeline_reads_and_logs_on_gcs(gcs_emulator, gcs_root, tmp_path):
+    """The whole pipeline with --data gs://... and --log-root gs://..., then TensorBoard."""
+    import dataclasses
+
+    import numpy as np
+    import pandas as pd
+    from sklearn.datasets import load_digits
+
+    from pipelines.local import run_pipeline
+    from pipelines.options import PipelineParams
+
+    digits = load_digits()
+    table = pd.DataFrame(np.clip(digits.data[:600] * 16, 0, 255).astype(int),
+                         columns=[f"pixel{i}" for i in range(64)])
+    table.insert(0, "label", digits.target[:600])
+    table.to_csv(tmp_path / "digits.csv", index=False)
+    data_uri = storage.join(gcs_root, "data", "digits.csv")
+    storage.upload_file(str(tmp_path / "digits.csv"), data_uri)
+    log_root = storage.join(gcs_root, "logs")
+    params = PipelineParams(data=data_uri, log_root=log_root, experiment="gcs", run_name="r1",
+                            epochs=2, finetune="always", finetune_epochs=1)
+    result = run_pipeline(dataclasses.replace(params), pipeline_root=str(tmp_path / "kfp"))
+    assert result.log_dir == storage.join(log_root, "gcs", "r1")
+
+    expected = {"train": ("epoch/loss", 2), "finetune": ("epoch/loss", 1),
+                "evaluate": ("eval/accuracy", 1), "evaluate-finetuned": ("eval/accuracy", 1)}
+    with open(tmp_path / "tb.log", "w") as log, start_tensorboard(
+            log_root, port=free_port(), extra_args=TB_FLAGS, output=log) as tb:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            tags = http_json(f"{tb.url}data/plugin/scalars/tags") or {}
+            if all(f"gcs/r1/{step}" in tags for step in (*expected, "preprocess")):
+                break
+            time.sleep(1)
+        assert tags.get("gcs/r1/preprocess"), sorted(tags)
+        for step, (tag, count) in expected.items():
+            assert tag in tags.get(f"gcs/r1/{step}", {}), (step, sorted(tags))
+            assert len(scalar_points(tb.url, f"gcs/r1/{step}", tag)) == count, step

@@ -1,5 +1,6 @@
 """The whole pipeline through kfp.local (subprocess runner), read back from its event files."""
 
+import json
 import os
 import re
 import subprocess
@@ -65,16 +66,17 @@ def test_every_step_logged_what_it_must(finished_run):
 
 
 def test_kfp_outputs_are_written(finished_run):
-    root, out = finished_run
+    _, out = finished_run
     job_dir = re.search(r"artifacts and metrics: (\S+)", out).group(1)
-    reports = [os.path.join(d, f) for d, _, files in os.walk(job_dir) for f in files
-               if d.endswith("report")]
-    assert reports, "no evaluation report"
+    reports = re.findall(r"evaluation report: (\S+)", out)
+    assert len(reports) == 2 and all(r.startswith(job_dir) for r in reports), out[-2000:]
     text = open(reports[0]).read()
-    assert "itest/r1" in text and "accuracy" in text.lower()
-    metrics = [os.path.join(d, f) for d, _, files in os.walk(job_dir) for f in files
-               if os.path.basename(d) == "metrics"]
-    assert metrics
+    assert "itest%2Fr1" in text and "accuracy" in text.lower()
+    outputs = json.load(open(os.path.join(os.path.dirname(reports[0]), "executor_output.json")))
+    metrics = outputs["artifacts"]["metrics"]["artifacts"][0]["metadata"]
+    assert 0 < metrics["accuracy"] <= 1 and metrics["num_examples"] > 300
+    matrix = outputs["artifacts"]["classification_metrics"]["artifacts"][0]["metadata"]
+    assert len(matrix["confusionMatrix"]["rows"]) == 10
 
 
 def test_missing_data_is_one_clear_line(tmp_path):
@@ -95,3 +97,17 @@ def test_table_without_label_fails_in_the_step_with_one_line(tmp_path):
     assert "label" in proc.stdout + proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("tbpipe: error:")
     assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_same_seed_same_split_and_metrics(tmp_path):
+    outputs = []
+    for attempt in ("a", "b"):
+        proc = tbpipe("run", "--epochs", "2", "--finetune", "never", "--seed", "7",
+                      "--log-root", str(tmp_path / attempt / "logs"),
+                      "--pipeline-root", str(tmp_path / attempt / "kfp"), "--run-name", "same")
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        outputs.append(proc.stdout)
+    accuracies = [re.findall(r"test accuracy ([01]\.\d{4}) \(trained model\)", o) for o in outputs]
+    assert accuracies[0] and accuracies[0] == accuracies[1]
+    shards = [sorted((tmp_path / a / "kfp").glob("*/preprocess/*/shard-*.bin")) for a in "ab"]
+    assert shards[0] and [p.read_bytes() for p in shards[0]] == [p.read_bytes() for p in shards[1]]

@@ -1,5 +1,10 @@
 # The shared TensorBoard: TensorBoard without TensorFlow, plus gcsfs so it reads gs:// log roots
-# (TensorBoard's own file layer goes through fsspec for any URL scheme it does not know).
+# (without TensorFlow, TensorBoard's file layer goes through fsspec for gs://). It runs the
+# Python loader (--load_fast=false) by default: gcsfs reads real GCS (Workload Identity,
+# GOOGLE_APPLICATION_CREDENTIALS) and an emulator (STORAGE_EMULATOR_HOST) alike. TensorBoard's
+# native data server is faster but has a GCS client of its own (gcloud, metadata server or the
+# user's ADC file; no emulator): pass --load_fast=true to use it, e.g. on GKE with Workload
+# Identity (deploy/tensorboard does) or for a large local log root. The last value wins.
 #
 #   tbpipe build-images --variant tensorboard
 #   docker build -f docker/tensorboard.Dockerfile -t localhost/tbpipe:0.1.0-tensorboard .
@@ -7,6 +12,7 @@
 #   docker run -p 6006:6006 localhost/tbpipe:0.1.0-tensorboard --logdir gs://bucket/logs
 #
 # Arguments replace the default `--logdir /logs`; the server listens on 0.0.0.0:6006.
+# A run being written shows up while it grows (gcsfs listings are not cached).
 # Build args and extra CA certificates: as in docker/Dockerfile.
 ARG BASE_IMAGE=python:3.11.13-slim-bookworm
 
@@ -22,7 +28,8 @@ ENV VIRTUAL_ENV=/opt/venv \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_CERT=/etc/ssl/certs/ca-certificates.crt \
     SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt \
-    REQUESTS_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt
+    REQUESTS_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt \
+    FSSPEC_GS='{"use_listings_cache": false}'
 USER root
 COPY docker/ca-certificates/ /usr/local/share/ca-certificates/tbpipe/
 COPY docker/constraints.txt /opt/tbpipe/constraints.txt
@@ -39,5 +46,5 @@ RUN set -eu; \
 USER tbpipe
 WORKDIR /home/tbpipe
 EXPOSE 6006
-ENTRYPOINT ["tensorboard", "--host", "0.0.0.0", "--port", "6006"]
+ENTRYPOINT ["tensorboard", "--host", "0.0.0.0", "--port", "6006", "--load_fast=false"]
 CMD ["--logdir", "/logs"]

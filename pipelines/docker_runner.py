@@ -143,8 +143,9 @@ def check_images(client, images: Iterable[str]) -> None:  # noqa: ANN001
         try:
             client.images.get(image)
         except docker.errors.ImageNotFound:
+            variant = "gpu" if image.endswith("-gpu") else "cpu"
             raise TbpipeError(f"image {image} not found: build it with `tbpipe build-images "
-                              "--variant cpu` (or pull it from your registry)") from None
+                              f"--variant {variant}` (or pull it from your registry)") from None
 
 
 def docker_runner(pipeline_root: str, gpus: str | None = None, inputs: Iterable[str] = (),
@@ -157,7 +158,8 @@ def docker_runner(pipeline_root: str, gpus: str | None = None, inputs: Iterable[
         gpus: ``all``, a count or device ids; None runs on CPU.
         inputs: local paths the steps read (mounted read-only when they exist).
         outputs: local folders the steps write (created, mounted read-write).
-        images: step images that must exist locally (default: the cpu image).
+        images: step images that must exist locally (default: the cpu image, and the gpu
+            image when GPUs are passed through).
         **container_args: more ``docker run`` options (kfp.local.DockerRunner's).
 
     Raises:
@@ -168,7 +170,9 @@ def docker_runner(pipeline_root: str, gpus: str | None = None, inputs: Iterable[
 
     inputs, outputs = list(inputs), list(outputs)
     client = docker_client()
-    check_images(client, images if images is not None else [_image.IMAGE])
+    requests = gpu_requests(gpus)
+    default_images = [_image.IMAGE, _image.GPU_IMAGE] if requests else [_image.IMAGE]
+    check_images(client, images if images is not None else default_images)
     client.close()
     # Created here, as the user: a bind source docker creates itself belongs to root.
     os.makedirs(pipeline_root, exist_ok=True)
@@ -182,10 +186,12 @@ def docker_runner(pipeline_root: str, gpus: str | None = None, inputs: Iterable[
         options["user"] = f"{os.getuid()}:{os.getgid()}"
     if network:
         options["network_mode"] = network
-    requests = gpu_requests(gpus)
     if requests:
         options["device_requests"] = requests
     options.update(container_args)
+    if not inputs and not outputs:
+        print("docker runner: warning: no local data or log folders given (docker_paths); "
+              "files the steps write outside the pipeline root stay in their containers")
     mounted = ", ".join(m["Target"] for m in options["mounts"]) or "none"  # type: ignore[union-attr]
     print(f"docker runner: user {options.get('user', 'image default')}, mounts {mounted}"
           f"{', GPUs ' + str(gpus) if requests else ''}", flush=True)

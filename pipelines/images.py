@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import shutil
 import subprocess
 import sys
@@ -27,6 +28,9 @@ DOCKER_DIR = ROOT / "docker"
 CONTEXT_FILES = ("pyproject.toml", "README.md", "components", "pipelines",
                  "docker/constraints.txt", "docker/requirements.py", "docker/Dockerfile",
                  "docker/tensorboard.Dockerfile")
+# Legacy-builder chatter that says nothing about progress.
+NOISE = re.compile(r"^ ---> Running in |^Removing intermediate container |legacy builder is "
+                   r"deprecated|^\s+Install the buildx component|^\s+https://docs.docker.com/go/buildx")
 PIP_INDEX_KEYS = {"index-url": "PIP_INDEX_URL", "extra-index-url": "PIP_EXTRA_INDEX_URL",
                   "trusted-host": "PIP_TRUSTED_HOST"}
 
@@ -167,7 +171,8 @@ def build_image(docker: str, spec: ImageSpec, context: Path, build_args: dict[st
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                           bufsize=1) as proc:
         for line in proc.stdout:  # type: ignore[union-attr]
-            print(f"[{spec.variant}] {line}", end="", flush=True)
+            if not NOISE.search(line):
+                print(f"[{spec.variant}] {line}", end="", flush=True)
     if proc.returncode != 0:
         raise TbpipeError(f"docker build of {spec.tag} failed (exit {proc.returncode}; "
                           "its output is above)")
@@ -216,13 +221,13 @@ def build_images(variants: list[str], registry: str | None = None, base_image: s
     return built
 
 
-def human_size(size: int) -> str:
+def human_size(size: float) -> str:
     """``1234567890`` -> ``1.23 GB`` (decimal units, as docker prints them)."""
-    for unit in ("B", "kB", "MB", "GB"):
-        if size < 1000 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.2f} {unit}"
-        size /= 1000
-    return f"{size} GB"  # pragma: no cover
+    units = ("B", "kB", "MB", "GB")
+    power = 0
+    while size >= 1000 and power < len(units) - 1:
+        size, power = size / 1000, power + 1
+    return f"{size:.0f} B" if power == 0 else f"{size:.2f} {units[power]}"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -94,8 +94,15 @@ def run_pipeline(params: PipelineParams, pipeline_root: str = DEFAULT_PIPELINE_R
     validate_name("experiment", params.experiment)
     validate_name("run", params.run_name)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    gpu = False
+    if runner == "docker":
+        from pipelines.docker_runner import docker_paths, gpus_usable
+
+        runner_options = {**docker_paths(params), **runner_options}
+        gpu = gpus_usable(runner_options.get("gpus"))
     init_runner(runner, pipeline_root, **runner_options)
-    pipeline = build_pipeline(CompileOptions(gpu=False, retries=0))
+    # train/finetune use the gpu image only when GPUs really pass through to the containers
+    pipeline = build_pipeline(CompileOptions(gpu=gpu, retries=0))
     output = _StepErrors(sys.stdout)
     try:
         with contextlib.redirect_stdout(output):

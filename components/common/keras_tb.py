@@ -73,7 +73,12 @@ def current_learning_rate(model: keras.Model) -> float:
 
 
 def log_weight_histograms(writer, model: keras.Model, step: int) -> None:
-    """One histogram per trainable variable, tagged ``weights/<variable path>``."""
-    for variable in model.trainable_variables:
-        values = keras.ops.convert_to_numpy(variable)
-        writer.add_histogram(f"weights/{variable.path}", values, step)
+    """One histogram per trainable variable, tagged ``weights/<layer>/<variable>``.
+
+    Tags come from layer and variable names, which a model loaded from a checkpoint keeps
+    (its variables' paths lose the model's name), so a resumed run continues the same tags.
+    """
+    for layer in model.layers:
+        for variable in layer.trainable_weights:
+            values = keras.ops.convert_to_numpy(variable)
+            writer.add_histogram(f"weights/{layer.name}/{variable.name}", values, step)

@@ -1,13 +1,12 @@
 """One small storage layer: local paths and ``gs://bucket/prefix`` URIs alike.
 
-GCS goes through google-cloud-storage, with credentials from the environment (Application
-Default Credentials, Workload Identity) and ``STORAGE_EMULATOR_HOST`` honoured by the client;
-nothing here takes or stores a credential. Transient GCS errors (429, 5xx, dropped
-connections) are retried with exponential backoff for up to ``deadline`` seconds with
-google-cloud-storage's retry policy; writes that could duplicate are retried only when made
-conditional on the object's generation. Permanent errors (no bucket, no permission) fail at
-once as one :class:`StorageError` line naming the URI. Local writes are atomic: a temporary
-name, then a rename, so a failed step never leaves an output that looks whole.
+GCS goes through google-cloud-storage; credentials come only from the environment (ADC,
+Workload Identity), ``STORAGE_EMULATOR_HOST`` points it at an emulator. Transient errors
+(429, 5xx, dropped connections) are retried with backoff for up to ``deadline`` seconds
+(google-cloud-storage's retry policy; a create that could duplicate is conditional on
+generation 0). Permanent errors (no bucket, no permission) fail at once as one
+:class:`StorageError` line naming the URI. Local writes go to a temporary name, then a
+rename, so a failed step never leaves an output that looks whole.
 """
 
 from __future__ import annotations
@@ -68,16 +67,12 @@ def _blob(uri: str):  # noqa: ANN202
     return gcs_client().bucket(bucket).blob(name)
 
 
-def _retry(deadline: float | None):  # noqa: ANN202 - google.api_core.retry.Retry
+def _calls(deadline: float | None) -> dict:
+    """Keyword arguments for one GCS call: the retry policy and a per-request HTTP timeout."""
     from google.cloud.storage.retry import DEFAULT_RETRY
 
-    return DEFAULT_RETRY.with_timeout(DEFAULT_DEADLINE_S if deadline is None else deadline)
-
-
-def _calls(deadline: float | None) -> dict:
-    """Keyword arguments for one GCS call: retry policy and a per-request HTTP timeout."""
-    timeout = min(60.0, DEFAULT_DEADLINE_S if deadline is None else max(deadline, 1.0))
-    return {"retry": _retry(deadline), "timeout": timeout}
+    deadline = DEFAULT_DEADLINE_S if deadline is None else deadline
+    return {"retry": DEFAULT_RETRY.with_timeout(deadline), "timeout": min(60.0, max(deadline, 1))}
 
 
 @contextlib.contextmanager
@@ -144,8 +139,7 @@ def write_bytes(uri: str, data: bytes, deadline: float | None = None) -> None:
         with gcs_errors(uri):
             _blob(uri).upload_from_string(data, **_calls(deadline))
         return
-    with _local_temp(uri) as tmp:
-        Path(tmp).write_bytes(data)
+    with _local_temp(uri, data) as tmp:
         os.replace(tmp, uri)
 
 
@@ -157,8 +151,7 @@ def create_bytes(uri: str, data: bytes, deadline: float | None = None) -> None:
     ``data`` and this returns; an object with other content raises StorageError.
     """
     if not is_gcs(uri):
-        with _local_temp(uri) as tmp:
-            Path(tmp).write_bytes(data)
+        with _local_temp(uri, data) as tmp:
             try:
                 os.link(tmp, uri)
             except FileExistsError:
@@ -183,13 +176,14 @@ def _check_same(uri: str, data: bytes, existing: bytes) -> None:
 
 
 @contextlib.contextmanager
-def _local_temp(uri: str) -> Iterator[str]:
-    """Yield a temporary file beside ``uri``, removed afterwards whatever happens."""
+def _local_temp(uri: str, data: bytes) -> Iterator[str]:
+    """Yield a temporary file beside ``uri`` holding ``data``, removed afterwards."""
     path = Path(uri)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    os.close(fd)
     try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
         yield tmp
     finally:
         with contextlib.suppress(OSError):

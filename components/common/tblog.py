@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import time
 from collections.abc import Iterator, Mapping
 
 import numpy as np
@@ -44,6 +45,34 @@ def open_writer(log_dir: str, flush_secs: int = DEFAULT_FLUSH_SECS,
     finally:
         writer.flush()
         writer.close()
+
+
+def sync_events(writer, timeout: float = 10.0) -> bool:
+    """Put every event logged so far into the event file (and, for gs://, publish it).
+
+    tensorboardX queues events for a writer thread and ``flush()`` skips that queue, so a
+    SIGKILL loses up to ``flush_secs`` of events. Called before a checkpoint is saved, this
+    keeps a checkpoint from getting ahead of the logs: a run resumed from it shows no gap.
+    Waits at most ``timeout`` seconds; returns whether everything was written (and published).
+    """
+    from components.common.errors import StorageError
+
+    stop_at = time.monotonic() + timeout
+    event_writer = getattr(writer._get_file_writer(), "event_writer", None)
+    queue = getattr(event_writer, "_event_queue", None)
+    drained = queue is None
+    while not drained and time.monotonic() < stop_at:
+        # Every put() took the semaphore; the writer thread's get() gave it back.
+        drained = queue._sem.get_value() >= queue._maxsize
+        time.sleep(0.02 if drained else 0.01)  # let the thread write what it just got
+    writer.flush()
+    publisher = getattr(writer, "publisher", None)  # a gs:// writer (tbsink)
+    if publisher is not None:
+        try:
+            publisher.publish(max(stop_at - time.monotonic(), 0.0))
+        except StorageError:
+            return False
+    return drained
 
 
 def log_hparams(writer, hparams: Mapping[str, object], metrics: Mapping[str, float],

@@ -13,7 +13,7 @@ import struct
 import threading
 import time
 
-from components.common.storage import StorageUnavailable, create_bytes, join
+from components.common.storage import StorageUnavailable, create_bytes, join, upload_file
 
 MAX_SEGMENT_BYTES = 4 << 20
 _LENGTH = struct.Struct("<Q")
@@ -55,13 +55,21 @@ class SegmentPublisher:
         self.published_bytes = 0
         self.lock = threading.Lock()  # one publish at a time, in order
 
-    def event_files(self) -> list[str]:
-        """Return the staging event files, relative to ``staging``, sorted."""
+    def event_files(self, events: bool = True) -> list[str]:
+        """Return the staging event files (or, with ``events=False``, the other files)."""
         found = []
         for root, _, names in os.walk(self.staging):
             found += [os.path.relpath(os.path.join(root, n), self.staging)
-                      for n in names if "tfevents" in n]
+                      for n in names if ("tfevents" in n) == events]
         return sorted(found)
+
+    def publish_other_files(self, deadline: float) -> None:
+        """Upload the files that are not event files (e.g. projector configs) whole."""
+        stop_at = time.monotonic() + deadline
+        for rel in self.event_files(events=False):
+            upload_file(os.path.join(self.staging, rel),
+                        join(self.log_dir, rel.replace(os.sep, "/")),
+                        deadline=max(stop_at - time.monotonic(), 0.1))
 
     def pending_bytes(self) -> int:
         """Bytes written locally and not yet published."""

@@ -158,17 +158,18 @@ class GcsSummaryWriter(SummaryWriter):
         error = None
         try:
             self.publisher.publish(max(stop_at - time.monotonic(), 0.0))
+            self.publisher.publish_other_files(max(stop_at - time.monotonic(), 0.0))
         except StorageError as exc:
             error = str(exc)
         left = self.publisher.pending_bytes()
-        if left:
-            _say(f"warning: {left} bytes of TensorBoard events were not published to "
-                 f"{self.log_uri} within {self.close_timeout:.0f} s ({error}); they are "
-                 f"kept in {self.staging}")
+        if error:
+            _say(f"warning: {left} bytes of TensorBoard events (and any other files) were not "
+                 f"published to {self.log_uri} within {self.close_timeout:.0f} s ({error}); "
+                 f"they are kept in {self.staging}")
         else:
             shutil.rmtree(self.staging, ignore_errors=True)
         return SinkReport(self.log_uri, self.publisher.segments, self.publisher.published_bytes,
-                          left, self.staging if left else None, error)
+                          left, self.staging if error else None, error)
 
 
 @contextlib.contextmanager
@@ -206,5 +207,5 @@ def _publish_on_sigterm(writer: GcsSummaryWriter) -> Iterator[None]:
     signal.signal(signal.SIGTERM, on_sigterm)
     try:
         yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    finally:  # None: a handler not set from Python; the default is the closest we can restore
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)

@@ -12,6 +12,7 @@ import dataclasses
 import math
 import os
 import tempfile
+import zlib
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -143,7 +144,7 @@ def csv_source(name: str, path: str, chunk_rows: int,
     try:
         columns = list(pd.read_csv(path, nrows=0).columns)
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError,
-            OSError, EOFError) as exc:
+            OSError, EOFError, zlib.error) as exc:
         raise InputError(f"{name}: not a readable CSV table ({exc}); "
                          "write it as label,pixel0,... with a header row") from exc
     pixel_columns = _pixel_columns(name, columns)
@@ -154,7 +155,8 @@ def csv_source(name: str, path: str, chunk_rows: int,
             for frame in pd.read_csv(path, chunksize=chunk_rows):
                 if len(frame):
                     yield _frame_chunk(name, frame, pixel_columns)
-        except (pd.errors.ParserError, UnicodeDecodeError, EOFError) as exc:
+        except (pd.errors.ParserError, UnicodeDecodeError, OSError, EOFError,
+                zlib.error) as exc:
             raise InputError(f"{name}: malformed CSV ({str(exc).strip()[:120]}); "
                              "fix the file") from exc
 

@@ -18,7 +18,7 @@ import os
 import signal
 import tempfile
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 import keras
 
@@ -114,12 +114,16 @@ class EpochCheckpoint(keras.callbacks.Callback):
         steps_per_epoch: Batches in a complete epoch.
         initial_step: Batches done before this attempt.
         last_slot: The slot of the checkpoint resumed from (None for a fresh run).
+        before_save: Called before each save, e.g. to write the epoch's TensorBoard events
+            first, so a checkpoint is never ahead of the logs.
 
     """
 
     def __init__(self, checkpoint_dir: str, fingerprint: Mapping[str, object],
-                 steps_per_epoch: int, initial_step: int = 0, last_slot: str | None = None):
+                 steps_per_epoch: int, initial_step: int = 0, last_slot: str | None = None,
+                 before_save: Callable[[], object] | None = None):
         super().__init__()
+        self.before_save = before_save
         self.checkpoint_dir = checkpoint_dir
         self.fingerprint = dict(fingerprint)
         self.steps_per_epoch = steps_per_epoch
@@ -141,6 +145,8 @@ class EpochCheckpoint(keras.callbacks.Callback):
         state = CheckpointState(epoch=epoch + 1, global_step=self.global_step, slot=self._slot,
                                 fingerprint=self.fingerprint,
                                 logs={k: float(v) for k, v in (logs or {}).items()})
+        if self.before_save is not None:
+            self.before_save()
         try:
             save_checkpoint(self.model, self.checkpoint_dir, state)
         except StorageError as exc:

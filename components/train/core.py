@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from components.common.dataset import DatasetInfo
 
 METRIC_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
+SYNC_TIMEOUT_S = 30.0  # the most a checkpoint waits for its epoch's events to be written
 
 
 @dataclasses.dataclass(frozen=True)
@@ -240,6 +241,7 @@ def _log_devices(writer, plan: _Plan, step: int) -> None:
 
 def _run_fit(plan: _Plan, job: FitJob, config: FitSettings, writer) -> dict:
     """Run ``model.fit`` over the remaining epochs; the last epoch's logs."""
+    from components.common import tblog
     from components.common.keras_tb import TensorBoardX
     from components.train import checkpoint, data
 
@@ -256,7 +258,8 @@ def _run_fit(plan: _Plan, job: FitJob, config: FitSettings, writer) -> dict:
         if config.checkpoint_dir:
             callbacks.append(checkpoint.EpochCheckpoint(
                 config.checkpoint_dir, plan.fingerprint, plan.steps_per_epoch,
-                plan.initial_step, plan.last_slot))
+                plan.initial_step, plan.last_slot,
+                before_save=lambda: tblog.sync_events(writer, SYNC_TIMEOUT_S)))
         history = plan.model.fit(train_ds, validation_data=val_ds, epochs=config.epochs,
                                  initial_epoch=plan.initial_epoch,
                                  steps_per_epoch=plan.steps_per_epoch,

@@ -82,7 +82,7 @@ print("SUMMARY " + json.dumps(result.summary))
 
 def as_plain_user(root: Path) -> tuple[list[str], tuple[int, int]]:
     """A command prefix running as a non-root user who can reach docker (setpriv as root)."""
-    if os.geteuid() != 0:
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
         return [], (os.getuid(), os.getgid())
     host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
     docker_gid = os.stat(host.removeprefix("unix://")).st_gid
@@ -135,25 +135,55 @@ def get_json(url: str) -> object:
         return json.loads(reply.read())
 
 
-def test_tensorboard_image_serves_the_run(docker_run):
+def served_runs(container: str, port: int, wanted: set[str], timeout: float = 120) -> dict:
+    """Poll the TensorBoard in ``container`` until it lists ``wanted``; its scalar tags."""
+    runs: object = None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            runs = get_json(f"http://127.0.0.1:{port}/data/runs")
+            if wanted <= set(runs):  # type: ignore[arg-type]
+                return get_json(f"http://127.0.0.1:{port}/data/plugin/scalars/tags")  # type: ignore[return-value]
+        except OSError:
+            pass
+        time.sleep(1)
+    logs = subprocess.run(["docker", "logs", container], capture_output=True, text=True)
+    raise AssertionError(f"TensorBoard listed {runs}, not {sorted(wanted)}: {logs.stderr[-2000:]}")
+
+
+@pytest.fixture
+def tensorboard_container() -> Iterator[list[str]]:
+    """Containers started by a test (ids appended to the list), removed afterwards."""
+    started: list[str] = []
+    yield started
+    for container in started:
+        subprocess.run(["docker", "rm", "-f", container], capture_output=True, check=False)
+
+
+def test_tensorboard_image_serves_the_run(docker_run, tensorboard_container):
     port = free_port()
-    container = docker("run", "-d", "--rm", "-p", f"127.0.0.1:{port}:6006",
+    container = docker("run", "-d", "-p", f"127.0.0.1:{port}:6006",
                        "-v", f"{docker_run[0] / 'logs'}:/logs:ro", _image.image("tensorboard"),
                        "--logdir", "/logs").stdout.strip()
-    try:
-        wanted = {f"{EXPERIMENT}/{RUN}/{step}" for step in STEPS}
-        runs: object = None
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            try:
-                runs = get_json(f"http://127.0.0.1:{port}/data/runs")
-                if wanted <= set(runs):  # type: ignore[arg-type]
-                    break
-            except OSError:
-                pass
-            time.sleep(1)
-        assert wanted <= set(runs or []), (runs, docker("logs", container).stderr[-2000:])
-        tags = get_json(f"http://127.0.0.1:{port}/data/plugin/scalars/tags")
-        assert "epoch/accuracy" in tags[f"{EXPERIMENT}/{RUN}/train"]  # type: ignore[index]
-    finally:
-        subprocess.run(["docker", "rm", "-f", container], capture_output=True, check=False)
+    tensorboard_container.append(container)
+    tags = served_runs(container, port, {f"{EXPERIMENT}/{RUN}/{step}" for step in STEPS})
+    assert "epoch/accuracy" in tags[f"{EXPERIMENT}/{RUN}/train"]
+    assert "eval/accuracy" in tags[f"{EXPERIMENT}/{RUN}/evaluate"]
+
+
+def test_tensorboard_image_reads_gs(docker_run, gcs_root, gcs_emulator, tensorboard_container):
+    from components.common.storage import upload_file
+
+    logs = docker_run[0] / "logs"
+    for path in (logs / EXPERIMENT / RUN / "train").rglob("*"):
+        if path.is_file():
+            upload_file(str(path), f"{gcs_root}/{path.relative_to(logs).as_posix()}")
+    port = free_port()
+    container = docker("run", "-d", "--network", "host",
+                       "-e", f"STORAGE_EMULATOR_HOST={gcs_emulator.endpoint}",
+                       "-e", "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT=false",
+                       _image.image("tensorboard"), "--logdir", gcs_root,
+                       "--host", "127.0.0.1", "--port", str(port)).stdout.strip()
+    tensorboard_container.append(container)
+    tags = served_runs(container, port, {f"{EXPERIMENT}/{RUN}/train"})
+    assert "epoch/accuracy" in tags[f"{EXPERIMENT}/{RUN}/train"]

@@ -4,9 +4,11 @@ import os
 
 import pytest
 
-from components.common.errors import TbpipeError
-from pipelines import docker_runner as dr
-from pipelines.options import PipelineParams
+pytest.importorskip("docker", reason="the 'docker' Python package is not installed")
+
+from components.common.errors import TbpipeError  # noqa: E402
+from pipelines import docker_runner as dr  # noqa: E402
+from pipelines.options import PipelineParams  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -77,7 +79,6 @@ def test_gpu_device_requests_when_the_host_has_gpus(monkeypatch):
 
 
 def test_no_engine_is_one_clear_error(monkeypatch, tmp_path):
-    pytest.importorskip("docker")
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-such.sock")
     with pytest.raises(TbpipeError, match="docker engine is not running") as caught:
         dr.docker_runner(str(tmp_path))
@@ -85,7 +86,6 @@ def test_no_engine_is_one_clear_error(monkeypatch, tmp_path):
 
 
 def test_runner_options(monkeypatch, tmp_path):
-    pytest.importorskip("docker")
 
     class Client:
         images = type("Images", (), {"get": staticmethod(lambda name: name)})()
@@ -101,3 +101,24 @@ def test_runner_options(monkeypatch, tmp_path):
     assert args["environment"]["HOME"] == "/tmp"
     assert [m["Target"] for m in args["mounts"]] == [str(tmp_path / "l")]
     assert "device_requests" not in args and "network_mode" not in args
+
+
+def test_missing_image_names_the_build_command(monkeypatch, tmp_path):
+    import docker
+
+    class Client:
+        class images:  # noqa: N801 - the docker client's attribute
+            @staticmethod
+            def get(name):
+                raise docker.errors.ImageNotFound(name)
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(dr, "docker_client", Client)
+    monkeypatch.setattr(dr, "host_gpus", lambda: (1, ""))
+    with pytest.raises(TbpipeError, match=r"tbpipe:.*-gpu not found: build it with `tbpipe "
+                                          r"build-images --variant gpu`"):
+        dr.docker_runner(str(tmp_path), gpus="all", images=[dr._image.GPU_IMAGE])
+    with pytest.raises(TbpipeError, match="--variant cpu"):
+        dr.docker_runner(str(tmp_path))

@@ -201,3 +201,31 @@ def test_sigterm_publishes_what_was_logged(gcs_emulator, gcs_root, tmp_path):
         child.kill()
     steps = [s for s, _ in _scalars(gcs_emulator, uri, tmp_path)["loss"]]
     assert steps == list(range(500))
+
+
+@pytest.mark.gcs
+def test_other_files_are_uploaded_whole_on_close(gcs_root):
+    uri = storage.join(gcs_root, "exp/run/embed")
+    with gcs_writer(uri, flush_secs=60) as writer:
+        writer.add_embedding(np.eye(4), metadata=["a", "b", "c", "d"], tag="emb")
+    names = storage.list_files(uri)
+    assert "projector_config.pbtxt" in names
+    assert any(n.endswith("tensors.tsv") for n in names)
+
+
+@pytest.mark.gcs
+def test_an_earlier_sigterm_handler_is_called_then_restored(gcs_root):
+    calls = []
+
+    def earlier(signum, frame):
+        calls.append(signum)
+
+    before = signal.signal(signal.SIGTERM, earlier)
+    try:
+        with gcs_writer(storage.join(gcs_root, "run/train"), flush_secs=60) as writer:
+            writer.add_scalar("loss", 1.0, 0)
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert _wait_for(lambda: calls, timeout=5)
+        assert calls == [signal.SIGTERM] and signal.getsignal(signal.SIGTERM) is earlier
+    finally:
+        signal.signal(signal.SIGTERM, before)

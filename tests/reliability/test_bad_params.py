@@ -1,0 +1,207 @@
+"""Parameters out of range, an unknown runner, malformed --param/--node-selector.
+
+At the CLI (``run``, ``submit``, ``compile``): exit 1 (checked values) or 2 (argparse), one
+``tbpipe...error`` line, nothing created. At the component level: SystemExit(1) and one line
+before any output, log or checkpoint folder exists.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from kfp.dsl import ClassificationMetrics, Dataset, Markdown, Metrics, Model
+
+from components.evaluate.component import evaluate
+from components.finetune.component import finetune
+from components.preprocess.component import preprocess
+from components.train.component import train
+from tests.helpers import write_dataset
+from tests.reliability.support import cli, one_error_line
+
+RUN_CASES = {
+    "epochs-zero": (["--epochs", "0"], 1, r"--epochs must be > 0 \(got 0\)"),
+    "epochs-negative": (["--epochs", "-3"], 1, r"--epochs must be > 0 \(got -3\)"),
+    "epochs-not-a-number": (["--epochs", "two"], 2, r"--epochs: invalid int value: 'two'"),
+    "finetune-epochs-zero": (["--finetune-epochs", "0"], 1, r"--finetune-epochs must be > 0"),
+    "learning-rate-zero": (["--learning-rate", "0"], 1, r"--learning-rate must be > 0"),
+    "finetune-learning-rate-negative": (["--finetune-learning-rate=-1e-4"], 1,
+                                        r"--finetune-learning-rate must be > 0"),
+    "batch-size-zero": (["--batch-size", "0"], 1, r"--batch-size must be > 0"),
+    "fractions-sum-to-one": (["--val-fraction", "0.5", "--test-fraction", "0.5"], 1,
+                             r"must each be in \[0, 1\) and sum below 1"),
+    "val-fraction-above-one": (["--val-fraction", "1.5"], 1, r"--val-fraction .*\(got 1\.5\)"),
+    "test-fraction-negative": (["--test-fraction", "-0.1"], 1, r"in \[0, 1\)"),
+    "accuracy-target-above-one": (["--accuracy-target", "1.5"], 1,
+                                  r"--accuracy-target must be in \[0, 1\] \(got 1\.5\)"),
+    "accuracy-target-negative": (["--accuracy-target", "-0.1"], 1,
+                                 r"--accuracy-target must be in \[0, 1\]"),
+    "unknown-finetune-mode": (["--finetune", "sometimes"], 1,
+                              r"--finetune must be one of auto, always, never"),
+    "freeze-layers-negative": (["--freeze-layers", "-1"], 1, r"--freeze-layers must be >= 0"),
+    "unknown-runner": (["--runner", "kubernetes"], 2,
+                       r"tbpipe run: error: argument --runner: invalid choice: 'kubernetes'"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(RUN_CASES))
+def test_run_refuses_bad_parameters_before_anything_runs(name, tmp_path):
+    args, code, needle = RUN_CASES[name]
+    proc = cli("run", *args, "--log-root", str(tmp_path / "logs"),
+               "--pipeline-root", str(tmp_path / "kfp"))
+    one_error_line(proc, needle, code=code)
+    assert not (tmp_path / "kfp").exists() and not (tmp_path / "logs").exists()
+
+
+@pytest.fixture(scope="module")
+def package(tmp_path_factory) -> str:
+    from pipelines.placement import CompileOptions
+    from pipelines.training import compile_pipeline
+
+    return compile_pipeline(str(tmp_path_factory.mktemp("pkg") / "pipeline.yaml"),
+                            CompileOptions())
+
+
+SUBMIT_CASES = {
+    "param-without-equals": (["--param", "epochs"], 2,
+                             r"argument --param: expected KEY=VALUE, got 'epochs'"),
+    "param-without-key": (["--param", "=3"], 2, r"expected KEY=VALUE, got '=3'"),
+    "param-not-a-number": (["--param", "epochs=many"], 1,
+                           r"--param epochs=many: expected number integer"),
+    "param-unknown": (["--param", "epoch=3"], 1,
+                      r"--param epoch: the pipeline has no such parameter"),
+    "param-epochs-zero": (["--param", "epochs=0"], 1, r"--epochs must be > 0"),
+    "param-learning-rate-negative": (["--param", "learning_rate=-0.1"], 1,
+                                     r"--learning-rate must be > 0"),
+    "param-fractions": (["--param", "val_fraction=0.7", "--param", "test_fraction=0.4"], 1,
+                        r"sum below 1"),
+    "param-accuracy-target": (["--param", "accuracy_target=95"], 1,
+                              r"--accuracy-target must be in \[0, 1\] \(got 95\.0\)"),
+    "node-selector-without-equals": (["--node-selector", "pool"], 2,
+                                     r"argument --node-selector: expected KEY=VALUE"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SUBMIT_CASES))
+def test_submit_refuses_bad_parameters_before_contacting_kfp(name, package):
+    args, code, needle = SUBMIT_CASES[name]
+    package_args = [] if "node-selector" in name else ["--package", package]
+    # Port 9 (discard) has no KFP server: an error about it would mean the check came late.
+    proc = cli("submit", "--host", "http://127.0.0.1:9", *package_args,
+               "--param", "log_root=gs://bucket/logs", *args)
+    line = one_error_line(proc, needle, code=code)
+    assert "127.0.0.1:9" not in line
+
+
+COMPILE_CASES = {
+    "node-selector-without-equals": (["--node-selector", "pool"], 2,
+                                     r"tbpipe compile: error: argument --node-selector: "
+                                     r"expected KEY=VALUE, got 'pool'"),
+    "node-selector-empty-value": (["--node-selector", "pool="], 2, r"expected KEY=VALUE"),
+    "gpu-count-zero": (["--gpu-count", "0"], 1, r"--gpu-count must be >= 1 \(got 0\)"),
+    "retries-negative": (["--retries", "-1"], 1, r"--retries must be >= 0"),
+    "cpu-not-a-quantity": (["--cpu", "train=lots"], 1,
+                           r"--cpu train: 'lots' is not a Kubernetes cpu quantity"),
+    "cpu-unknown-step": (["--cpu", "trian=2"], 2, r"unknown step 'trian'"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(COMPILE_CASES))
+def test_compile_refuses_bad_options_and_writes_nothing(name, tmp_path):
+    args, code, needle = COMPILE_CASES[name]
+    proc = cli("compile", "-o", str(tmp_path / "p.yaml"), *args)
+    one_error_line(proc, needle, code=code)
+    assert not (tmp_path / "p.yaml").exists()
+
+
+# ---- component level ------------------------------------------------------------------------
+
+WHERE = dict(experiment="exp", run_name="r1", job_name="job")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> dict[str, Dataset]:
+    root = tmp_path_factory.mktemp("data")
+    for split, seed in (("train", 0), ("val", 1)):
+        write_dataset(str(root / split), n=16, seed=seed)
+    return {"train_data": Dataset(uri=str(root / "train")),
+            "val_data": Dataset(uri=str(root / "val"))}
+
+
+def exits_with_one_line(capsys, step: str, needle: str, call) -> None:  # noqa: ANN001
+    with pytest.raises(SystemExit) as exit_info:
+        call()
+    assert exit_info.value.code == 1
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.out + captured.err
+    one_error_line(captured.err, rf"^tbpipe: {step}: error: ", needle)
+
+
+TRAIN_CASES = {
+    "epochs-zero": ({"epochs": 0}, r"epochs=0: must be a positive integer"),
+    "epochs-negative": ({"epochs": -2}, r"epochs=-2: must be a positive integer"),
+    "batch-size-zero": ({"batch_size": 0}, r"batch_size=0: must be a positive integer"),
+    "learning-rate-zero": ({"learning_rate": 0.0}, r"learning_rate=0\.0: must be greater than 0"),
+    "learning-rate-negative": ({"learning_rate": -1e-3}, r"learning_rate=-0\.001: must be"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TRAIN_CASES))
+def test_train_component_refuses_bad_settings(name, data, tmp_path, capsys):
+    settings, needle = TRAIN_CASES[name]
+    model = Model(uri=str(tmp_path / "model"))
+    exits_with_one_line(capsys, "train", needle, lambda: train.python_func(
+        **data, model=model, metrics=Metrics(uri=str(tmp_path / "m")),
+        log_root=str(tmp_path / "logs"), **WHERE, **settings))
+    assert not (tmp_path / "model").exists() and not (tmp_path / "logs").exists()
+
+
+FINETUNE_CASES = {
+    "epochs-zero": ({"epochs": 0}, r"epochs=0: must be a positive integer"),
+    "learning-rate-zero": ({"learning_rate": 0.0}, r"learning_rate=0\.0: must be greater"),
+    "freeze-layers-negative": ({"freeze_layers": -1}, r"freeze_layers=-1: must be 0 or"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FINETUNE_CASES))
+def test_finetune_component_refuses_bad_settings(name, data, tmp_path, capsys):
+    settings, needle = FINETUNE_CASES[name]
+    exits_with_one_line(capsys, "finetune", needle, lambda: finetune.python_func(
+        model=Model(uri=str(tmp_path / "no-model")), **data,
+        finetuned_model=Model(uri=str(tmp_path / "tuned")),
+        metrics=Metrics(uri=str(tmp_path / "m")), log_root=str(tmp_path / "logs"),
+        **WHERE, **settings))
+    assert not (tmp_path / "tuned").exists() and not (tmp_path / "logs").exists()
+
+
+PREPROCESS_CASES = {
+    "val-fraction-one": ({"val_fraction": 1.0}, r"val_fraction=1\.0: must be in \[0, 1\)"),
+    "test-fraction-negative": ({"test_fraction": -0.1}, r"test_fraction=-0\.1: must be in"),
+    "fractions-sum-to-one": ({"val_fraction": 0.4, "test_fraction": 0.6},
+                             r"val_fraction \+ test_fraction = 1\.0: must be below 1"),
+    "seed-negative": ({"seed": -1}, r"seed=-1: must be a non-negative integer"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PREPROCESS_CASES))
+def test_preprocess_component_refuses_bad_settings(name, tmp_path, capsys):
+    settings, needle = PREPROCESS_CASES[name]
+    outs = {f"{s}_data": Dataset(uri=str(tmp_path / s)) for s in ("train", "val", "test")}
+    exits_with_one_line(capsys, "preprocess", needle, lambda: preprocess.python_func(
+        data="builtin:digits", **outs, stats=Metrics(uri=str(tmp_path / "stats")),
+        log_root=str(tmp_path / "logs"), **WHERE, **settings))
+    assert sorted(p.name for p in Path(tmp_path).iterdir()) == []
+
+
+@pytest.mark.parametrize("target", [1.5, -0.01, 95.0])
+def test_evaluate_component_refuses_a_target_outside_0_1(target, data, tmp_path, capsys):
+    exits_with_one_line(capsys, "evaluate", rf"accuracy_target {re.escape(str(target))} is "
+                        r"outside \[0, 1\]; pass a fraction such as 0\.95",
+                        lambda: evaluate.python_func(
+                            model=Model(uri=str(tmp_path / "no-model")),
+                            test_data=data["val_data"], metrics=Metrics(uri=str(tmp_path / "m")),
+                            classification_metrics=ClassificationMetrics(uri=str(tmp_path / "c")),
+                            report=Markdown(uri=str(tmp_path / "report")),
+                            log_root=str(tmp_path / "logs"), **WHERE, accuracy_target=target))
+    assert not (tmp_path / "report").exists() and not (tmp_path / "logs").exists()

@@ -1,0 +1,54 @@
+"""Run the train component in its own process, slowed down and watched, for the kill tests.
+
+    python -m tests.reliability.train_harness SPEC.json
+
+SPEC holds ``data`` (a folder with ``train/`` and ``val/`` Datasets), ``out`` (model, metrics
+and ``result.json`` go there), ``log_root``, ``checkpoint_root``, ``epochs``, ``batch_size``,
+``learning_rate``, ``seed``, ``flush_secs``, ``run_name``, ``delay`` and ``progress``.
+
+The only change to the step: after the TensorBoard callback has logged a training batch,
+the harness appends ``<global step> <wall time>`` to ``progress`` and sleeps ``delay`` seconds,
+so a test can kill the process mid-epoch and know what had been logged, and when. A SIGKILL
+leaves the progress lines already written (they go straight to the OS).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+
+def main(spec_path: str) -> int:
+    """Run the train component as SPEC says; exit status as the component's."""
+    from kfp.dsl import Dataset, Metrics, Model
+
+    from components.common.keras_tb import TensorBoardX
+    from components.train.component import train
+
+    spec = json.loads(open(spec_path).read())
+    progress = os.open(spec["progress"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    logged = TensorBoardX.on_train_batch_end
+
+    def watched(self, batch: int, logs=None) -> None:  # noqa: ANN001
+        logged(self, batch, logs)
+        os.write(progress, f"{self._step} {time.time():.3f}\n".encode())
+        time.sleep(spec["delay"])
+
+    TensorBoardX.on_train_batch_end = watched
+    model, metrics = Model(uri=f"{spec['out']}/model"), Metrics(uri=f"{spec['out']}/metrics")
+    train.python_func(
+        train_data=Dataset(uri=f"{spec['data']}/train"),
+        val_data=Dataset(uri=f"{spec['data']}/val"),
+        model=model, metrics=metrics, log_root=spec["log_root"], experiment="exp",
+        run_name=spec["run_name"], job_name="job", epochs=spec["epochs"],
+        batch_size=spec["batch_size"], learning_rate=spec["learning_rate"], seed=spec["seed"],
+        checkpoint_root=spec["checkpoint_root"], flush_secs=spec["flush_secs"])
+    with open(f"{spec['out']}/result.json", "w") as handle:
+        json.dump({"metrics": dict(metrics.metadata), "model": dict(model.metadata)}, handle)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))

@@ -1,0 +1,137 @@
+"""deploy/tensorboard: the kustomize base, built here in Python and validated offline.
+
+No kustomize binary is needed: ``build`` applies what this base uses (resources, metadata
+labels, a configMapGenerator whose name gets a content hash, and the rewriting of the
+references to it), then every object is validated with kubernetes-validate in strict mode
+against a pinned Kubernetes version.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from components._image import image
+
+BASE = Path(__file__).resolve().parents[2] / "deploy" / "tensorboard"
+KUBERNETES_VERSION = "1.30.0"
+SUPPORTED_KEYS = {"apiVersion", "kind", "labels", "resources", "configMapGenerator", "namespace"}
+
+
+def _generated_configmaps(kustomization: dict) -> list[dict]:
+    maps = []
+    for gen in kustomization.get("configMapGenerator", []):
+        data = dict(item.split("=", 1) for item in gen.get("literals", []))
+        digest = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:10]
+        maps.append({"apiVersion": "v1", "kind": "ConfigMap",
+                     "metadata": {"name": f"{gen['name']}-{digest}"}, "data": data,
+                     "_generator": gen["name"]})
+    return maps
+
+
+def _rename_refs(node, names: dict[str, str], parent: str = "") -> None:
+    if isinstance(node, dict):
+        if parent in ("configMapKeyRef", "configMapRef", "configMap") and node.get("name") in names:
+            node["name"] = names[node["name"]]
+        for key, value in node.items():
+            _rename_refs(value, names, key)
+    elif isinstance(node, list):
+        for item in node:
+            _rename_refs(item, names, parent)
+
+
+def build(base: Path = BASE) -> list[dict]:
+    """The objects ``kubectl kustomize base`` would print (for what this base uses)."""
+    kustomization = yaml.safe_load((base / "kustomization.yaml").read_text())
+    assert set(kustomization) <= SUPPORTED_KEYS, set(kustomization) - SUPPORTED_KEYS
+    objects = [doc for name in kustomization["resources"]
+               for doc in yaml.safe_load_all((base / name).read_text()) if doc]
+    maps = _generated_configmaps(kustomization)
+    _rename_refs(objects, {m.pop("_generator"): m["metadata"]["name"] for m in maps})
+    objects += maps
+    labels = {k: v for entry in kustomization.get("labels", []) for k, v in entry["pairs"].items()}
+    for obj in objects:
+        obj["metadata"].setdefault("labels", {}).update(labels)
+        if "namespace" in kustomization:
+            obj["metadata"]["namespace"] = kustomization["namespace"]
+    return objects
+
+
+@pytest.fixture(scope="module")
+def built() -> dict[str, dict]:
+    return {obj["kind"]: obj for obj in build()}
+
+
+def test_every_object_is_valid_kubernetes(built):
+    import kubernetes_validate
+
+    assert set(built) == {"Deployment", "Service", "ServiceAccount", "ConfigMap"}
+    for obj in built.values():
+        kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+
+
+def test_the_validator_rejects_a_broken_manifest(built):
+    import kubernetes_validate
+
+    broken = copy.deepcopy(built["Deployment"])
+    broken["spec"]["template"]["spec"]["containers"][0]["portz"] = []
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, KUBERNETES_VERSION, strict=True)
+
+
+def _container(built) -> dict:
+    (container,) = built["Deployment"]["spec"]["template"]["spec"]["containers"]
+    return container
+
+
+def test_deployment_runs_the_tensorboard_image_of_this_version(built):
+    assert _container(built)["image"] == image("tensorboard", registry="localhost")
+
+
+def test_logdir_comes_from_the_one_config_value(built):
+    container, config = _container(built), built["ConfigMap"]
+    assert "--logdir=$(TBPIPE_LOG_ROOT)" in container["args"]
+    (env,) = [e for e in container["env"] if e["name"] == "TBPIPE_LOG_ROOT"]
+    ref = env["valueFrom"]["configMapKeyRef"]
+    assert ref["name"] == config["metadata"]["name"] and ref["key"] in config["data"]
+    assert config["data"][ref["key"]].startswith("gs://")
+    others = json.dumps([obj for kind, obj in built.items() if kind != "ConfigMap"])
+    assert "gs://" not in others  # the log root is defined once, nowhere else
+
+
+def test_container_is_non_root_read_only_with_probes_and_resources(built):
+    pod = built["Deployment"]["spec"]["template"]["spec"]
+    container = _container(built)
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"]
+    security = container["securityContext"]
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"]["drop"] == ["ALL"]
+    assert {"cpu", "memory"} <= set(container["resources"]["requests"])
+    assert {"cpu", "memory"} <= set(container["resources"]["limits"])
+    port_names = {p["name"] for p in container["ports"]}
+    for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+        assert container[probe]["httpGet"]["port"] in port_names, probe
+    tmp = [m for m in container["volumeMounts"] if m["mountPath"] == "/tmp"]
+    assert tmp and any(v["name"] == tmp[0]["name"] and "emptyDir" in v for v in pod["volumes"])
+    assert "--load_fast=true" in container["args"]
+
+
+def test_service_and_workload_identity(built):
+    service, account = built["Service"], built["ServiceAccount"]
+    pod_labels = built["Deployment"]["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["type"] == "ClusterIP"
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    assert built["Deployment"]["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    port_names = {p["name"] for p in _container(built)["ports"]}
+    assert {p["targetPort"] for p in service["spec"]["ports"]} <= port_names
+    pod = built["Deployment"]["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == account["metadata"]["name"]
+    assert account["metadata"]["annotations"]["iam.gke.io/gcp-service-account"].endswith(
+        ".iam.gserviceaccount.com")
+    assert pod["automountServiceAccountToken"] is False

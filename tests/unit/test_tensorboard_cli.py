@@ -1,0 +1,43 @@
+"""``tbpipe tensorboard``: which loader runs where, and the command it starts."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipelines.cli import build_parser
+from pipelines.options import PipelineParams
+from pipelines.tensorboard import choose_loader, data_server_available, tensorboard_command
+
+EMULATOR = {"STORAGE_EMULATOR_HOST": "http://127.0.0.1:9023"}
+
+
+@pytest.mark.parametrize(("root", "environ", "fast", "expected"), [
+    ("/logs", {}, True, "fast"),
+    ("gs://bucket/logs", {}, True, "fast"),
+    ("gs://bucket/logs", EMULATOR, True, "python"),
+    ("/logs", EMULATOR, True, "fast"),  # the emulator matters only for gs://
+    ("/logs", {}, False, "python"),
+    ("gs://bucket/logs", {}, False, "python"),
+])
+def test_loader_is_fast_wherever_it_can_read_the_root(root, environ, fast, expected):
+    choice = choose_loader(root, environ, fast_available=fast)
+    assert choice.name == expected and choice.reason
+
+
+def test_data_server_is_installed_here():
+    assert data_server_available()  # tensorboard-data-server ships the binary for this platform
+
+
+def test_commands_of_both_loaders():
+    fast = tensorboard_command("/logs", "127.0.0.1", 6006, "fast")
+    assert fast[1:3] == ["-m", "tensorboard.main"] and "--load_fast=true" in fast
+    slow = tensorboard_command("gs://b/logs", "127.0.0.1", 7000, "python", 2, ["--x=1"])
+    assert slow[1:3] == ["-m", "pipelines.tensorboard"]  # TensorBoard with TensorFlow blocked
+    assert {"--load_fast=false", "--logdir=gs://b/logs", "--port=7000", "--host=127.0.0.1",
+            "--reload_interval=2", "--x=1"} <= set(slow)
+
+
+def test_cli_defaults_to_the_pipeline_log_root_on_loopback():
+    args = build_parser().parse_args(["tensorboard"])
+    assert args.log_root == PipelineParams().log_root
+    assert (args.host, args.port, args.loader) == ("127.0.0.1", 6006, "auto")

@@ -239,12 +239,13 @@ def local_input(uri: str) -> Iterator[str]:
         name = split_gcs(uri)[1].rsplit("/", 1)[-1] or "data"
         target = os.path.join(tmp, name)
         files = list_files(uri)
-        if not files:
-            raise StorageError(f"{uri}: no such object or prefix; check the path")
-        if files == [""]:
+        if files:
+            for rel in files:
+                download_file(join(uri, rel), os.path.join(target, rel))
+        elif exists(uri):
             download_file(uri, target)
-        for rel in (f for f in files if f):
-            download_file(join(uri, rel), os.path.join(target, rel))
+        else:
+            raise StorageError(f"{uri}: no such object or prefix; check the path")
         yield target
 
 
@@ -257,6 +258,9 @@ def atomic_dir(path: str) -> Iterator[str]:
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp makes 0700; outputs get the usual folder mode
     try:
         yield str(tmp)
     except BaseException:

@@ -11,7 +11,6 @@ import contextlib
 import dataclasses
 import math
 import os
-import tempfile
 import zlib
 from collections.abc import Callable, Iterator
 
@@ -61,7 +60,7 @@ def open_source(data_uri: str, chunk_rows: int,
         return
     if not storage.is_gcs(data_uri) and not os.path.exists(data_uri):
         raise InputError(f"{data_uri}: no such file or folder; check the data path")
-    with _local_copy(data_uri) as local:
+    with storage.local_input(data_uri) as local:
         if os.path.isdir(local):
             from components.preprocess.idx import idx_source
 
@@ -70,20 +69,6 @@ def open_source(data_uri: str, chunk_rows: int,
         kind = table_kind(data_uri)
         reader = csv_source if kind == "csv" else parquet_source
         yield reader(data_uri, local, chunk_rows, image_shape)
-
-
-@contextlib.contextmanager
-def _local_copy(uri: str) -> Iterator[str]:
-    """Yield a local path for ``uri``: as is, or downloaded from gs:// (object or prefix)."""
-    if storage.is_gcs(uri) and not storage.list_files(uri, max_results=1):
-        # A single object: storage.local_input downloads prefixes (folders) only.
-        with tempfile.TemporaryDirectory(prefix="tbpipe-in-") as tmp:
-            target = os.path.join(tmp, uri.rstrip("/").rsplit("/", 1)[-1] or "data")
-            storage.download_file(uri, target)
-            yield target
-        return
-    with storage.local_input(uri) as local:
-        yield local
 
 
 def table_kind(name: str) -> str:

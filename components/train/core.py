@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from components.common.dataset import DatasetInfo
 
 METRIC_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
-SYNC_TIMEOUT_S = 30.0  # the most a checkpoint waits for its epoch's events to be written
+SYNC_TIMEOUT_S = 10.0  # the most a checkpoint waits for its epoch's events to be written
 
 
 @dataclasses.dataclass(frozen=True)

@@ -3,7 +3,6 @@ import json
 import pytest
 from kfp.dsl import Dataset, Metrics, Model
 
-from components.common.errors import InputError
 from components.finetune.component import finetune
 from components.train.component import train
 from tests.helpers import read_scalars, write_dataset
@@ -50,10 +49,13 @@ def test_train_then_finetune_components(tmp_path, data):
         tuned_metrics.metadata["val_accuracy"])
 
 
-def test_train_component_rejects_a_bad_run_name(tmp_path, data):
-    with pytest.raises(InputError, match="run name"):
+def test_train_component_rejects_a_bad_run_name(tmp_path, data, capsys):
+    with pytest.raises(SystemExit) as exit_info:
         train.python_func(train_data=data[0], val_data=data[1],
                           model=Model(uri=str(tmp_path / "model")),
                           metrics=Metrics(uri=str(tmp_path / "m")), log_root=str(tmp_path),
                           experiment="exp", run_name="a/b", job_name="job", epochs=1)
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "train: error: run name 'a/b' is not allowed" in err[0]
     assert not (tmp_path / "model").exists()

@@ -4,7 +4,8 @@
 
 SPEC holds ``data`` (a folder with ``train/`` and ``val/`` Datasets), ``out`` (model, metrics
 and ``result.json`` go there), ``log_root``, ``checkpoint_root``, ``epochs``, ``batch_size``,
-``learning_rate``, ``seed``, ``flush_secs``, ``run_name``, ``delay`` and ``progress``.
+``learning_rate``, ``seed``, ``flush_secs``, ``run_name``, ``delay``, ``progress`` and
+``storage_deadline`` (seconds GCS calls retry before failing; None: the default, 120).
 
 The only change to the step: after the TensorBoard callback has logged a training batch,
 the harness appends ``<global step> <wall time>`` to ``progress`` and sleeps ``delay`` seconds,
@@ -24,10 +25,13 @@ def main(spec_path: str) -> int:
     """Run the train component as SPEC says; exit status as the component's."""
     from kfp.dsl import Dataset, Metrics, Model
 
+    from components.common import storage
     from components.common.keras_tb import TensorBoardX
     from components.train.component import train
 
     spec = json.loads(open(spec_path).read())
+    if spec.get("storage_deadline") is not None:
+        storage.DEFAULT_DEADLINE_S = spec["storage_deadline"]
     progress = os.open(spec["progress"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     logged = TensorBoardX.on_train_batch_end
 

@@ -160,6 +160,9 @@ def step_kind(step: str) -> str:
                          f"({', '.join(STEP_KINDS)})") from None
 
 
+IMAGE_UID = 1000  # the tbpipe user of docker/Dockerfile
+
+
 def configure_task(task, step: str, options: CompileOptions):  # noqa: ANN001, ANN201
     """Apply image, GPUs, node selectors, tolerations, resources, retries and caching to a task.
 
@@ -190,6 +193,9 @@ def configure_task(task, step: str, options: CompileOptions):  # noqa: ANN001, A
             task.set_retry(num_retries=options.retries, backoff_duration=options.retry_backoff,
                            backoff_factor=options.retry_backoff_factor)
     task.set_caching_options(options.caching_for(step))
+    # the images' non-root tbpipe user; kfp-kubernetes has no read-only root file system knob
+    kubernetes.set_security_context(task, run_as_user=IMAGE_UID, run_as_group=IMAGE_UID,
+                                    run_as_non_root=True)
     return task
 
 

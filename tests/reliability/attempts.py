@@ -140,4 +140,5 @@ def assert_same_as(reference: tuple[dict, dict], run: Run, attempt: int,
                                    rtol=1e-4, atol=1e-5, err_msg=tag)
     assert [s for s, _ in ours["epoch/loss"]] == [STEPS * (e + 1) for e in range(EPOCHS)]
     assert [s for s, _ in ours["batch/loss"]] == list(range(1, STEPS * EPOCHS + 1))
-    assert [s for s, _ in ours["train/devices"]] == [1, resumed_from * STEPS + 1]
+    attempts = [1] + ([resumed_from * STEPS + 1] if resumed_from else [])
+    assert [s for s, _ in ours["train/devices"]] == attempts  # one point per attempt

@@ -129,6 +129,8 @@ def test_outage_mid_training_shorter_than_the_deadline_is_ridden_out(
         time.sleep(4)  # storage down across the next epoch's end and its checkpoint
     err = finish(proc)
     assert proc.returncode == 0, err[-3000:]
+    logged_at = dict(run.progress(1))
+    assert logged_at[2 * STEPS + 1] - logged_at[2 * STEPS] >= 1.5  # epoch 2's end waited
     assert_same_as(reference, run, 1, resumed_from=0)
 
 
@@ -166,3 +168,35 @@ def test_outage_mid_training_longer_than_the_deadline_fails_clearly_and_a_retry_
     assert retry.wait(timeout=240) == 0, finish(retry)[-3000:]
     assert_same_as(reference, run, 2, resumed_from=1)
     assert run.result(2)["metrics"]["epochs"] == EPOCHS
+
+
+@pytest.mark.slow
+def test_sigkill_loses_at_most_two_flush_intervals_of_gcs_logs_and_resumes(
+        gcs_emulator, gcs_root, train_inputs, reference, tmp_path):
+    """gs:// logs: tensorboardX writes the local file every flush_secs and the sink publishes
+    it every flush_secs, so a SIGKILL (the staging file dies with the pod) loses at most
+    about two flush intervals; everything before the last checkpoint was published first."""
+    flush_secs = 1
+    run = Run(tmp_path, train_inputs, log_root=storage.join(gcs_root, "logs"),
+              checkpoint_root=storage.join(gcs_root, "ckpt"))
+    proc = run.start(1, delay=0.7, flush_secs=flush_secs)
+
+    def epoch_2_old_enough() -> bool:
+        logged = dict(run.progress(1))
+        return (run.checkpoint_epoch() >= 1 and STEPS + 1 in logged
+                and time.time() - logged[STEPS + 1] >= 2 * flush_secs + 1.0)
+
+    wait_until(proc, epoch_2_old_enough)
+    killed_at = time.time()
+    proc.kill()
+    finish(proc, timeout=30)
+    done = run.checkpoint_epoch()
+    assert done == 1
+
+    flushed = {s for s, when in run.progress(1) if when <= killed_at - 2 * flush_secs - 0.5}
+    assert set(range(1, STEPS + 2)) <= flushed
+    assert flushed <= {s for s, _ in run.curves()["batch/loss"]}
+
+    retry = run.start(2, delay=0.0, flush_secs=flush_secs)
+    assert retry.wait(timeout=240) == 0, finish(retry)[-3000:]
+    assert_same_as(reference, run, 2, resumed_from=done)

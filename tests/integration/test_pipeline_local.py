@@ -111,3 +111,51 @@ def test_same_seed_same_split_and_metrics(tmp_path):
     assert accuracies[0] and accuracies[0] == accuracies[1]
     shards = [sorted((tmp_path / a / "kfp").glob("*/preprocess/*/shard-*.bin")) for a in "ab"]
     assert shards[0] and [p.read_bytes() for p in shards[0]] == [p.read_bytes() for p in shards[1]]
+
+
+def free_port():
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def get_json(url, timeout=60):
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while True:
+        with urllib.request.urlopen(url, timeout=10) as reply:
+            data = json.load(reply)
+        if data or time.monotonic() > deadline:
+            return data
+        time.sleep(1)
+
+
+def test_tbpipe_tensorboard_lists_every_step_with_its_tags(finished_run):
+    root, _ = finished_run
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "tensorboard", "--log-root",
+                             str(root / "logs"), "--port", str(port), "--reload-interval", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = []
+        while not any("loader:" in line for line in lines) and len(lines) < 200:
+            lines.append(proc.stdout.readline())
+        assert any(f"TensorBoard http://127.0.0.1:{port}/" in line for line in lines), lines
+        assert any("loader: fast" in line for line in lines), lines  # a local root: fast loader
+        base = f"http://127.0.0.1:{port}/data/plugin"
+        scalars = get_json(f"{base}/scalars/tags")
+        runs = {f"itest/r1/{step}" for step in STEPS}
+        assert runs <= set(scalars), sorted(scalars)
+        assert {"batch/loss", "epoch/val_accuracy"} <= set(scalars["itest/r1/finetune"])
+        assert "eval/accuracy" in scalars["itest/r1/evaluate-finetuned"]
+        assert "data/samples" in get_json(f"{base}/images/tags")["itest/r1/preprocess"]
+        histograms = get_json(f"{base}/histograms/tags")
+        assert any(t.startswith("weights/") for t in histograms["itest/r1/train"])
+        assert get_json(f"{base}/pr_curves/tags").get("itest/r1/evaluate")
+    finally:
+        proc.terminate()
+        proc.wait(30)

@@ -8,6 +8,7 @@ import json
 import os
 import re
 import sys
+import warnings
 
 from components.common.errors import InputError, TbpipeError
 from components.common.naming import default_run_name, validate_name
@@ -105,7 +106,9 @@ def run_pipeline(params: PipelineParams, pipeline_root: str = DEFAULT_PIPELINE_R
     pipeline = build_pipeline(CompileOptions(gpu=gpu, retries=0))
     output = _StepErrors(sys.stdout)
     try:
-        with contextlib.redirect_stdout(output):
+        with contextlib.redirect_stdout(output), warnings.catch_warnings():
+            # resources and display names are for the cluster; kfp.local warns per task
+            warnings.filterwarnings("ignore", message=".*no effect in the current local runner")
             task = pipeline(**params.as_arguments())
     except RuntimeError as exc:
         if output.errors:  # repeat the step's own line: it names the input and what to do

@@ -1,14 +1,19 @@
 """The Keras layer of tbpipe's logging: a callback that writes through a tensorboardX writer.
 
 Imported only inside TensorFlow steps. The callback does no tensor work on the hot path:
-per-batch values come from Keras' ``logs`` (already Python floats) and tensorboardX queues
-the event for its writer thread.
+per-batch values come from Keras' ``logs`` (already Python floats) and go, as plain numbers,
+into one queued event per batch (not one per metric) whose proto the writer thread builds
+(:func:`components.common.tblog.add_scalars`); see docs/performance.md for what it costs.
 """
 
 from __future__ import annotations
 
+import threading
+
 import keras
 import numpy as np
+
+from components.common import tblog
 
 
 class TensorBoardX(keras.callbacks.Callback):
@@ -22,6 +27,11 @@ class TensorBoardX(keras.callbacks.Callback):
     epoch tags and histograms are logged at the step of the epoch's last batch. A resumed
     run then needs one ``purge_step`` (``initial_step + 1``) for all its tags.
 
+    It is ``async_safe``: when every callback of a fit is, Keras runs the per-batch hooks on
+    its callback threads, off the training loop (about 5% of an epoch at batch 32, even for a
+    hook that does nothing; docs/performance.md). Steps then come from the batch index, and
+    batches that end out of order are logged in order.
+
     Args:
         writer: A tensorboardX ``SummaryWriter``.
         batch_every: Log per-batch scalars every this many batches (0 turns them off).
@@ -34,6 +44,8 @@ class TensorBoardX(keras.callbacks.Callback):
 
     """
 
+    async_safe = True
+
     def __init__(self, writer, batch_every: int = 1, histogram_every: int = 1,
                  initial_epoch: int = 0, steps_per_epoch: int = 0,
                  global_steps: bool = False, initial_step: int | None = None) -> None:
@@ -45,24 +57,41 @@ class TensorBoardX(keras.callbacks.Callback):
         self.global_steps = global_steps
         self._epoch = initial_epoch
         self._step = initial_epoch * steps_per_epoch if initial_step is None else initial_step
+        self._epoch_start = self._step  # global batches done before this epoch
+        self._lock = threading.Lock()
+        self._waiting: dict[int, dict | None] = {}  # batch -> logs, until earlier ones are out
+        self._next = 0  # the next batch to log
 
     def on_epoch_begin(self, epoch: int, logs=None) -> None:  # noqa: D102
-        self._epoch = epoch
+        self._epoch, self._epoch_start, self._next = epoch, self._step, 0
 
     def on_train_batch_end(self, batch: int, logs=None) -> None:  # noqa: D102
-        self._step += 1
-        if not self.batch_every or batch % self.batch_every or not logs:
-            return
-        step = self._step if self.global_steps else self._epoch * self.steps_per_epoch + batch + 1
-        for name, value in logs.items():
-            self.writer.add_scalar(f"batch/{name}", float(value), step)
+        with self._lock:
+            self._step = max(self._step, self._epoch_start + batch + 1)
+            if self.batch_every and batch % self.batch_every == 0:
+                self._waiting[batch] = logs
+                self._log_batches()
+
+    def _log_batches(self, everything: bool = False) -> None:
+        """Log the waiting batches in order, up to the first one still running (or all)."""
+        while self._waiting and (everything or self._next in self._waiting):
+            batch = self._next if self._next in self._waiting else min(self._waiting)
+            logs = self._waiting.pop(batch)
+            self._next = batch + self.batch_every
+            if not logs:
+                continue
+            step = (self._epoch_start + batch + 1 if self.global_steps
+                    else self._epoch * self.steps_per_epoch + batch + 1)
+            tblog.add_scalars(self.writer, {f"batch/{k}": v for k, v in logs.items()}, step)
 
     def on_epoch_end(self, epoch: int, logs=None) -> None:  # noqa: D102
+        with self._lock:  # Keras has waited for every batch hook of the epoch
+            self._log_batches(everything=True)
         step = self._step if self.global_steps else epoch + 1
-        for name, value in (logs or {}).items():
-            if name != "learning_rate":
-                self.writer.add_scalar(f"epoch/{name}", float(value), step)
-        self.writer.add_scalar("epoch/learning_rate", current_learning_rate(self.model), step)
+        values = {f"epoch/{name}": value for name, value in (logs or {}).items()
+                  if name != "learning_rate"}
+        values["epoch/learning_rate"] = current_learning_rate(self.model)
+        tblog.add_scalars(self.writer, values, step)
         if self.histogram_every and (epoch + 1) % self.histogram_every == 0:
             log_weight_histograms(self.writer, self.model, step)
 
@@ -77,8 +106,9 @@ def log_weight_histograms(writer, model: keras.Model, step: int) -> None:
 
     Tags come from layer and variable names, which a model loaded from a checkpoint keeps
     (its variables' paths lose the model's name), so a resumed run continues the same tags.
+    Only the weights are copied here; they are binned on the writer thread.
     """
     for layer in model.layers:
         for variable in layer.trainable_weights:
             values = keras.ops.convert_to_numpy(variable)
-            writer.add_histogram(f"weights/{layer.name}/{variable.name}", values, step)
+            tblog.add_histogram(writer, f"weights/{layer.name}/{variable.name}", values, step)

@@ -4,6 +4,11 @@
 tensorboardX ``SummaryWriter``; ``gs://`` log dirs get a writer whose events go to a local
 file and are published to GCS by :mod:`components.common.tbsink`. Either way the writer is
 flushed and closed when the ``with`` block ends, on success and on failure.
+
+Both hand events to tensorboardX's writer thread through a thread queue (:mod:`tbqueue`)
+instead of its ``multiprocessing.Queue``, which pickles every event through a pipe and blocks
+the caller when ten are waiting. :func:`add_scalars` and :func:`add_histogram` go further:
+the caller only appends numbers, the writer thread builds the protos (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -15,7 +20,13 @@ from collections.abc import Iterator, Mapping
 
 import numpy as np
 
+from components.common import tbqueue
 from components.common.storage import is_gcs
+from components.common.tbqueue import EventQueue, add_histogram, add_scalars, queue_in_threads
+
+__all__ = ["DEFAULT_FLUSH_SECS", "EventQueue", "add_histogram", "add_scalars", "heatmap",
+           "image_grid", "log_hparams", "markdown_table", "open_writer", "queue_in_threads",
+           "sync_events"]
 
 DEFAULT_FLUSH_SECS = 5
 
@@ -37,9 +48,11 @@ def open_writer(log_dir: str, flush_secs: int = DEFAULT_FLUSH_SECS,
         from components.common.tbsink import gcs_writer
 
         with gcs_writer(log_dir, flush_secs=flush_secs, purge_step=purge_step) as writer:
+            queue_in_threads(writer)
             yield writer
         return
     writer = SummaryWriter(logdir=log_dir, flush_secs=flush_secs, purge_step=purge_step)
+    queue_in_threads(writer)
     try:
         yield writer
     finally:
@@ -59,12 +72,14 @@ def sync_events(writer, timeout: float = 10.0) -> bool:
 
     stop_at = time.monotonic() + timeout
     event_writer = getattr(writer._get_file_writer(), "event_writer", None)
-    queue = getattr(event_writer, "_event_queue", None)
-    drained = queue is None
+    events_queue = getattr(event_writer, "_event_queue", None)
+    drained = events_queue is None
+    if isinstance(events_queue, EventQueue):
+        events_queue.wake()
     while not drained and time.monotonic() < stop_at:
-        # Every put() took the semaphore; the writer thread's get() gave it back.
-        drained = queue._sem.get_value() >= queue._maxsize
-        time.sleep(0.02 if drained else 0.01)  # let the thread write what it just got
+        drained = tbqueue.drained(events_queue)
+        if not drained or not isinstance(events_queue, EventQueue):
+            time.sleep(0.02 if drained else 0.01)  # let the thread write what it just got
     writer.flush()
     publisher = getattr(writer, "publisher", None)  # a gs:// writer (tbsink)
     if publisher is not None:

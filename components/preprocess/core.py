@@ -110,7 +110,7 @@ class _Tally:
         for reason, count in dropped.items():
             self.dropped[reason] += count
         self.label_counts += np.bincount(labels, minlength=MAX_CLASSES)
-        self.pixel_hist += np.bincount(images.ravel(), minlength=256)
+        self.pixel_hist += byte_histogram(images)
         room = SAMPLE_IMAGES - sum(len(s) for s in self.samples)
         if room > 0 and len(images):
             self.samples.append(images[:room].copy())
@@ -118,6 +118,15 @@ class _Tally:
     @property
     def rows_dropped(self) -> int:
         return sum(self.dropped.values())
+
+
+def byte_histogram(images: np.ndarray) -> np.ndarray:
+    """Counts of each byte value 0..255 in a uint8 array (two bytes per bincount slot)."""
+    flat = np.ascontiguousarray(images).reshape(-1)
+    counts = np.bincount(flat[-1:], minlength=256) if len(flat) % 2 else np.zeros(256, np.int64)
+    pairs = np.bincount(flat[:len(flat) - len(flat) % 2].view(np.uint16), minlength=65536)
+    pairs = pairs.reshape(256, 256)
+    return counts + pairs.sum(axis=0) + pairs.sum(axis=1)
 
 
 def clean_chunk(name: str, chunk: RawChunk, max_value: float,
@@ -131,10 +140,16 @@ def clean_chunk(name: str, chunk: RawChunk, max_value: float,
 
     """
     pixels, labels = chunk.pixels, chunk.labels
-    if pixels.dtype == np.uint8 and max_value == 255 and np.issubdtype(labels.dtype, np.integer):
-        keep = labels >= 0
-        dropped = {"missing": 0, "bad_label": int((~keep).sum()), "out_of_range": 0}
-        images = pixels[keep]
+    integers = np.issubdtype(pixels.dtype, np.integer) and np.issubdtype(labels.dtype, np.integer)
+    if integers and max_value == 255:  # nothing missing, no fractions: no float passes
+        bad_label = labels < 0
+        out_of_range = np.zeros(len(labels), bool)
+        if pixels.dtype != np.uint8 and len(labels):
+            out_of_range = ~bad_label & ((pixels.min(axis=1) < 0) | (pixels.max(axis=1) > 255))
+        keep = ~(bad_label | out_of_range)
+        dropped = {"missing": 0, "bad_label": int(bad_label.sum()),
+                   "out_of_range": int(out_of_range.sum())}
+        images = pixels.astype(np.uint8, copy=False)[keep]  # dropped rows may wrap: unused
     else:
         px = pixels.astype(np.float64, copy=False)
         lab = labels.astype(np.float64, copy=False)

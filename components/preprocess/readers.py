@@ -116,6 +116,10 @@ def _check_numeric(name: str, frame) -> None:  # noqa: ANN001 - pandas.DataFrame
 
 def _frame_chunk(name: str, frame, pixel_columns: list[str]) -> RawChunk:  # noqa: ANN001
     _check_numeric(name, frame)
+    if all(isinstance(dtype, np.dtype) and dtype.kind in "iu" for dtype in frame.dtypes):
+        # NumPy integers cannot be missing: keep them integers (cleaned without float passes).
+        return RawChunk(frame[pixel_columns].to_numpy(dtype=np.int64),
+                        frame[LABEL].to_numpy(dtype=np.int64))
     pixels = frame[pixel_columns].to_numpy(dtype=np.float64, na_value=np.nan)
     labels = frame[LABEL].to_numpy(dtype=np.float64, na_value=np.nan)
     return RawChunk(pixels, labels)
@@ -167,11 +171,37 @@ def parquet_source(name: str, path: str, chunk_rows: int,
     shape = table_shape(name, len(pixel_columns), image_shape)
 
     def chunks() -> Iterator[RawChunk]:
-        for batch in table.iter_batches(batch_size=chunk_rows):
-            if batch.num_rows:
-                yield _frame_chunk(name, batch.to_pandas(), pixel_columns)
+        # One reader per row group: one reader over the whole file keeps memory it decoded
+        # (pyarrow 26: +190 MB over 1M rows), this one stays flat (docs/performance.md).
+        for group in range(table.num_row_groups):
+            for batch in table.iter_batches(batch_size=chunk_rows, row_groups=[group]):
+                if batch.num_rows:
+                    yield (_small_int_chunk(batch, pixel_columns)
+                           or _frame_chunk(name, batch.to_pandas(), pixel_columns))
 
     return Source(name, shape, 255.0, chunks)
+
+
+def _small_int_chunk(batch, pixel_columns: list[str]) -> RawChunk | None:  # noqa: ANN001
+    """A record batch of null-free integer columns as int16 arrays, without pandas.
+
+    About a quarter of the memory and time of the pandas path; None (use that path) when a
+    column is not an integer, has nulls, or holds a value beyond int16.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    columns = [batch.column(LABEL), *(batch.column(name) for name in pixel_columns)]
+    for column in columns:
+        if not pa.types.is_integer(column.type) or column.null_count:
+            return None
+        bounds = pc.min_max(column)
+        if bounds["min"].as_py() < -(2**15) or bounds["max"].as_py() >= 2**15:
+            return None
+    pixels = np.empty((batch.num_rows, len(pixel_columns)), np.int16)
+    for index, column in enumerate(columns[1:]):
+        pixels[:, index] = column.to_numpy()
+    return RawChunk(pixels, columns[0].to_numpy().astype(np.int64))
 
 
 def _array_chunks(arrays: list[tuple[np.ndarray, np.ndarray, str | None]],

@@ -8,7 +8,7 @@ TensorFlow is imported inside the functions that use it, so the configs import c
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from components.common.errors import InputError
@@ -38,6 +38,10 @@ class TrainConfig:
         flush_secs: How often TensorBoard events reach the log dir.
         checkpoint_dir: Save a checkpoint here after each epoch and resume from it (None: off).
         cache_max_mb: Cache the raw training records in memory when they are at most this big.
+        jit_compile: XLA-compile the train step. None (auto): Keras' choice, on with one GPU,
+            off on CPU (3-4x slower there, docs/performance.md) and with several GPUs.
+        mixed_precision: Compute in float16 with float32 weights and a float32 softmax.
+            None (auto): on when TensorFlow sees a GPU, off on CPU.
 
     """
 
@@ -50,6 +54,8 @@ class TrainConfig:
     flush_secs: int = 5
     checkpoint_dir: str | None = None
     cache_max_mb: int = 2048
+    jit_compile: bool | None = None
+    mixed_precision: bool | None = None
 
 
 class FitSettings(Protocol):
@@ -94,6 +100,7 @@ class FitJob:
         hparams: Extra hyper-parameters for TensorBoard's HParams (besides the settings).
         meta: Extra ``model.json`` fields (``source`` and what the model came from).
         base_epochs: Epochs the starting model was already trained (finetune).
+        callbacks: More Keras callbacks, run after tbpipe's own (e.g. a timer, early stopping).
 
     """
 
@@ -105,6 +112,7 @@ class FitJob:
     hparams: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     meta: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     base_epochs: int = 0
+    callbacks: Sequence[keras.callbacks.Callback] = ()
 
 
 def checkpoint_dir_for(root: str, experiment: str, run: str, step: str) -> str:
@@ -142,9 +150,12 @@ def train_model(train_uri: str, val_uri: str, model_uri: str, log_dir: str,
     validate_settings(config)
 
     def build(info: DatasetInfo) -> keras.Model:
-        from components.train.model import build_cnn
+        from components.train.model import build_cnn, visible_gpus
 
-        return build_cnn(info.image_shape, info.num_classes, config.seed, config.learning_rate)
+        mixed = bool(visible_gpus()) if config.mixed_precision is None else config.mixed_precision
+        jit = "auto" if config.jit_compile is None else config.jit_compile
+        return build_cnn(info.image_shape, info.num_classes, config.seed, config.learning_rate,
+                         mixed_precision=mixed, jit_compile=jit)
 
     job = FitJob(train_uri, val_uri, model_uri, log_dir, build, meta={"source": "trained"})
     return fit_and_save(job, config)
@@ -198,9 +209,10 @@ class _Plan:
 
 
 def _plan_fit(job: FitJob, config: FitSettings) -> _Plan:
-    import keras
+    from components.train import model  # first: it imports Keras the fast way
 
-    from components.train import checkpoint, data, model
+    keras = model.import_keras()
+    from components.train import checkpoint, data
 
     train_info = data.read_dataset_info(job.train_uri)
     data.check_compatible(train_info, data.read_dataset_info(job.val_uri),
@@ -260,6 +272,7 @@ def _run_fit(plan: _Plan, job: FitJob, config: FitSettings, writer) -> dict:
                 config.checkpoint_dir, plan.fingerprint, plan.steps_per_epoch,
                 plan.initial_step, plan.last_slot,
                 before_save=lambda: tblog.sync_events(writer, SYNC_TIMEOUT_S)))
+        callbacks.extend(job.callbacks)
         history = plan.model.fit(train_ds, validation_data=val_ds, epochs=config.epochs,
                                  initial_epoch=plan.initial_epoch,
                                  steps_per_epoch=plan.steps_per_epoch,

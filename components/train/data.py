@@ -57,16 +57,19 @@ def make_dataset(dataset_dir: str, batch_size: int, shuffle: bool, seed: int,
         shuffle_buffer = info.num_examples if cache else DEFAULT_SHUFFLE_BUFFER
     buffer = max(1, min(shuffle_buffer, info.num_examples))
 
-    def one_epoch(epoch: tf.Tensor) -> tf.data.Dataset:
+    def one_epoch(epoch: int) -> tf.data.Dataset:
         ordered = records
         if shuffle:
+            # A Python int seed: with a tensor seed (flat_map over epochs) TensorFlow fails
+            # when the global seed is 0 (keras.utils.set_random_seed(0)); the order is the same.
             ordered = records.shuffle(buffer, seed=epoch_seed(seed, epoch),
                                       reshuffle_each_iteration=False)
         return ordered.batch(batch_size)
 
-    epochs = tf.data.Dataset.range(first_epoch, first_epoch + num_epochs)
+    epochs = range(first_epoch, first_epoch + num_epochs)
     total = steps_per_epoch(info.num_examples, batch_size) * num_epochs
-    batches = epochs.flat_map(one_epoch).apply(tf.data.experimental.assert_cardinality(total))
+    batches = _concatenate([one_epoch(epoch) for epoch in epochs] or [records.take(0).batch(1)])
+    batches = batches.apply(tf.data.experimental.assert_cardinality(total))
     decode = _decoder(info)
     return batches.map(decode, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
@@ -82,6 +85,14 @@ def fit_datasets(train_uri: str, val_uri: str, batch_size: int, seed: int, epoch
     train = make_dataset(train_uri, batch_size, True, seed, cache=cache,
                          first_epoch=epochs.start, num_epochs=len(epochs))
     return train, make_dataset(val_uri, batch_size, False, seed, cache=cache)
+
+
+def _concatenate(parts: list[tf.data.Dataset]) -> tf.data.Dataset:
+    """``parts`` one after the other, nested pairwise (depth log2(n), not n)."""
+    while len(parts) > 1:
+        pairs = [parts[i].concatenate(parts[i + 1]) for i in range(0, len(parts) - 1, 2)]
+        parts = pairs + parts[len(parts) - len(parts) % 2:]
+    return parts[0]
 
 
 def read_dataset_info(dataset_dir: str) -> DatasetInfo:

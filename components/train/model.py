@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-
-import keras
+from types import ModuleType
 
 from components.common.errors import InputError, StorageError
 from components.common.storage import (
@@ -21,6 +21,28 @@ from components.common.storage import (
     write_bytes,
 )
 
+
+def import_keras() -> ModuleType:
+    """Import Keras (and TensorFlow) about a second faster: without scikit-learn.
+
+    At start-up Keras imports scikit-learn (and SciPy) for its optional ``keras.wrappers``,
+    which tbpipe never uses: about 1 s of every TensorFlow step (docs/performance.md). This
+    imports Keras with scikit-learn hidden; scikit-learn itself stays importable afterwards.
+    Import this module (or call this) before anything else imports Keras or TensorFlow.
+    """
+    if "keras" not in sys.modules and "sklearn" not in sys.modules:
+        sys.modules["sklearn"] = None  # type: ignore[assignment] - `import sklearn` fails
+        try:
+            import keras
+        finally:
+            del sys.modules["sklearn"]
+    import keras
+
+    return keras
+
+
+keras = import_keras()
+
 MODEL_FILE = "model.keras"
 META_FILE = "model.json"
 MODEL_FORMAT = "tbpipe.model.v1"
@@ -28,7 +50,8 @@ _VALID_MIN_SIDE = 10  # two (3x3 valid conv + 2x2 pool) stages need at least 10 
 
 
 def build_cnn(image_shape: tuple[int, int, int], num_classes: int, seed: int,
-              learning_rate: float = 1e-3) -> keras.Model:
+              learning_rate: float = 1e-3, *, mixed_precision: bool = False,
+              jit_compile: bool | str = "auto") -> keras.Model:
     """Build the seed CNN, compiled: Conv32-Pool-Conv64-Pool-Flatten-Dense128-Dense(classes).
 
     Images with both sides of at least 10 pixels (e.g. 28x28) use ``valid`` padding; smaller
@@ -39,22 +62,32 @@ def build_cnn(image_shape: tuple[int, int, int], num_classes: int, seed: int,
         num_classes: Output classes (softmax).
         seed: Seeds Python, numpy and TensorFlow, so the initial weights are reproducible.
         learning_rate: Adam's learning rate.
+        mixed_precision: Hidden layers compute in float16 (``mixed_float16``: float32
+            weights), the softmax in float32, and the loss is scaled (for GPUs).
+        jit_compile: XLA for the train step: ``"auto"`` (Keras: on with one GPU, off on CPU),
+            True or False.
 
     """
     keras.utils.set_random_seed(seed)
     padding = "valid" if min(image_shape[:2]) >= _VALID_MIN_SIDE else "same"
+    hidden = "mixed_float16" if mixed_precision else None
     model = keras.Sequential([
         keras.Input(shape=tuple(image_shape)),
-        keras.layers.Conv2D(32, 3, activation="relu", padding=padding),
-        keras.layers.MaxPooling2D(2, padding=padding),
-        keras.layers.Conv2D(64, 3, activation="relu", padding=padding),
-        keras.layers.MaxPooling2D(2, padding=padding),
-        keras.layers.Flatten(),
-        keras.layers.Dense(128, activation="relu"),
-        keras.layers.Dense(num_classes, activation="softmax"),
+        keras.layers.Conv2D(32, 3, activation="relu", padding=padding, dtype=hidden),
+        keras.layers.MaxPooling2D(2, padding=padding, dtype=hidden),
+        keras.layers.Conv2D(64, 3, activation="relu", padding=padding, dtype=hidden),
+        keras.layers.MaxPooling2D(2, padding=padding, dtype=hidden),
+        keras.layers.Flatten(dtype=hidden),
+        keras.layers.Dense(128, activation="relu", dtype=hidden),
+        keras.layers.Dense(num_classes, activation="softmax", dtype="float32"),
     ], name="cnn")
-    compile_model(model, learning_rate)
+    compile_model(model, learning_rate, jit_compile=jit_compile)
     return model
+
+
+def is_mixed_precision(model: keras.Model) -> bool:
+    """Whether any layer computes in float16 (``mixed_float16``)."""
+    return any(layer.dtype_policy.name == "mixed_float16" for layer in model.layers)
 
 
 def visible_gpus() -> list[str]:
@@ -76,10 +109,18 @@ def pick_strategy():  # noqa: ANN201 - a tf.distribute.Strategy
     return tf.distribute.get_strategy()
 
 
-def compile_model(model: keras.Model, learning_rate: float) -> None:
-    """Compile with Adam, sparse categorical cross-entropy and accuracy (a fresh optimizer)."""
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+def compile_model(model: keras.Model, learning_rate: float,
+                  jit_compile: bool | str = "auto") -> None:
+    """Compile with Adam, sparse categorical cross-entropy and accuracy (a fresh optimizer).
+
+    A mixed-precision model gets its Adam wrapped in a ``LossScaleOptimizer``, so small
+    float16 gradients do not underflow to zero.
+    """
+    optimizer = keras.optimizers.Adam(learning_rate=learning_rate)
+    if is_mixed_precision(model):
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"], jit_compile=jit_compile)
 
 
 def save_model_folder(model: keras.Model, uri: str, meta: Mapping[str, object]) -> None:

@@ -1,0 +1,1 @@
+"""tbpipe's benchmarks: ``python -m benchmarks`` runs all five (see docs/performance.md)."""

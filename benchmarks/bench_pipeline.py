@@ -1,0 +1,227 @@
+"""Benchmark 4: what ``tbpipe run`` (kfp.local) costs over calling the steps' logic directly.
+
+    python -m benchmarks.bench_pipeline [--epochs 2] [--data builtin:digits]
+
+Runs ``tbpipe run --finetune always`` (seven tasks, each a fresh ``python -m
+kfp.dsl.executor_main`` process) and times every task from the lines kfp.local prints as they
+arrive: *launch* (task start to the executor's first line: interpreter + kfp import),
+*body* (the component function: its imports and the logic), *exit* (output written to task
+finished: interpreter teardown and kfp reading the outputs). Then runs the same logic on the
+same data and parameters in one fresh process (``preprocess_data``, ``train_model``,
+``evaluate_model``, ``finetune_model``, ``evaluate_model``, ``choose_model``): the difference
+per step is the fixed cost of running it as a pipeline task. Last, what the pieces of that
+fixed cost are, each in a fresh interpreter: start-up, imports, teardown with TensorFlow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+
+from benchmarks.common import Report, main_for, median, progress
+
+STEPS = ("preprocess", "train", "evaluate", "decide-finetune", "finetune",
+         "evaluate-finetuned", "select-model")
+KFP_NAMES = {"evaluate-2": "evaluate-finetuned"}
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+MARKS = {"start": re.compile(r"Executing task '([^']+)'"),
+         "up": re.compile(r"\[KFP Executor .*Looking for component"),
+         "done": re.compile(r"\[KFP Executor .*Wrote executor output"),
+         "end": re.compile(r"Task '([^']+)' finished with status")}
+START_UP = {
+    "python -c pass": "pass",
+    "import kfp.dsl (the executor)": "import kfp.dsl",
+    "import tensorboardX": "import tensorboardX",
+    "import pandas": "import pandas",
+    "import tensorflow": "import tensorflow",
+    "import keras": "import keras",
+    "import keras via components.train.model (no sklearn)": "import components.train.model",
+}
+TEARDOWN = ("import sys, time, tensorflow as tf; tf.constant(1); "
+            "print(time.time(), flush=True)")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The benchmark's flags."""
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--finetune-epochs", type=int, default=1)
+    parser.add_argument("--data", default="builtin:digits")
+    parser.add_argument("--repeat", type=int, default=2, help="start-up measurements each")
+    parser.add_argument("--child-direct", help=argparse.SUPPRESS)
+
+
+def run_pipeline(root: str, args: argparse.Namespace) -> tuple[float, dict[str, dict]]:
+    """``tbpipe run``; its wall time and each task's marks (seconds since the run started)."""
+    command = [sys.executable, "-m", "pipelines.cli", "run", "--finetune", "always",
+               "--epochs", str(args.epochs), "--finetune-epochs", str(args.finetune_epochs),
+               "--data", args.data, "--log-root", os.path.join(root, "logs"),
+               "--pipeline-root", os.path.join(root, "kfp"), "--experiment", "bench",
+               "--run-name", "piped"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    started = time.perf_counter()
+    tasks: dict[str, dict] = {}
+    current = None
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          env=env) as process:
+        for raw in process.stdout:
+            now, line = time.perf_counter() - started, ANSI.sub("", raw)
+            for mark, pattern in MARKS.items():
+                found = pattern.search(line)
+                if not found:
+                    continue
+                if mark == "start":  # kfp.local names a second 'evaluate' 'evaluate-2'
+                    current = KFP_NAMES.get(found.group(1), found.group(1))
+                tasks.setdefault(current, {}).setdefault(mark, now)
+        if process.wait():
+            raise RuntimeError(f"tbpipe run failed (exit {process.returncode})")
+    return time.perf_counter() - started, tasks
+
+
+def direct(root: str, args: argparse.Namespace) -> None:
+    """In a fresh process: the steps' logic one after the other; print timings as JSON."""
+    marks = {"process": time.perf_counter()}
+    from components.train.model import import_keras
+
+    import_keras()
+    marks["imports"] = time.perf_counter()
+    from components.evaluate.core import EvaluateConfig, evaluate_model
+    from components.finetune.core import FinetuneConfig, finetune_model
+    from components.preprocess.core import PreprocessConfig, preprocess_data
+    from components.select.core import choose_model, finetune_plan
+    from components.train.core import TrainConfig, train_model
+
+    def path(*parts: str) -> str:
+        return os.path.join(root, *parts)
+
+    def timed(step: str, call):  # noqa: ANN001, ANN202
+        started = time.perf_counter()
+        result = call()
+        seconds[step] = time.perf_counter() - started
+        return result
+
+    seconds: dict[str, float] = {"imports": marks["imports"] - marks["process"]}
+    evaluate = EvaluateConfig(accuracy_target=0.95, run_label="bench/direct")
+    timed("preprocess", lambda: preprocess_data(
+        args.data, path("train_data"), path("val_data"), path("test_data"),
+        path("logs", "preprocess"), PreprocessConfig(seed=42)))
+    timed("train", lambda: train_model(
+        path("train_data"), path("val_data"), path("model"), path("logs", "train"),
+        TrainConfig(epochs=args.epochs, checkpoint_dir=path("ckpt", "train"))))
+    scored = timed("evaluate", lambda: evaluate_model(
+        path("model"), path("test_data"), path("report.md"), path("logs", "evaluate"), evaluate))
+    timed("decide-finetune", lambda: finetune_plan("always", scored.meets_target, ""))
+    timed("finetune", lambda: finetune_model(
+        path("model"), path("train_data"), path("val_data"), path("tuned"),
+        path("logs", "finetune"), FinetuneConfig(epochs=args.finetune_epochs,
+                                                 checkpoint_dir=path("ckpt", "finetune"))))
+    rescored = timed("evaluate-finetuned", lambda: evaluate_model(
+        path("tuned"), path("test_data"), path("report2.md"), path("logs", "eval2"), evaluate))
+    timed("select-model", lambda: choose_model(path("model"), scored.accuracy, path("best"),
+                                               path("tuned"), rescored.accuracy))
+    print(json.dumps(seconds))
+
+
+def run_direct(root: str, args: argparse.Namespace) -> tuple[float, dict[str, float]]:
+    """:func:`direct` in a fresh interpreter (its output is silenced); wall time and steps."""
+    started = time.perf_counter()
+    reply = subprocess.run([sys.executable, "-m", "benchmarks.bench_pipeline", "--child-direct",
+                            root, "--epochs", str(args.epochs), "--finetune-epochs",
+                            str(args.finetune_epochs), "--data", args.data],
+                           capture_output=True, text=True, check=True,
+                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    return time.perf_counter() - started, json.loads(reply.stdout.strip().splitlines()[-1])
+
+
+def fresh_interpreter_costs(repeat: int) -> list[list[object]]:
+    """Seconds of each start-up piece in a fresh interpreter (best of ``repeat``)."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    rows = []
+    for label, code in START_UP.items():
+        best = float("inf")
+        for _ in range(repeat):
+            started = time.perf_counter()
+            subprocess.run([sys.executable, "-c", code], check=True, env=env,
+                           capture_output=True)
+            best = min(best, time.perf_counter() - started)
+        rows.append([label, f"{best:.2f}"])
+    best = float("inf")
+    for _ in range(repeat):
+        reply = subprocess.run([sys.executable, "-c", TEARDOWN], check=True, env=env,
+                               capture_output=True, text=True)
+        best = min(best, time.time() - float(reply.stdout.strip().splitlines()[-1]))
+    rows.append(["interpreter teardown with TensorFlow loaded", f"{best:.2f}"])
+    return rows
+
+
+def run(args: argparse.Namespace) -> Report:
+    """Measure, and return the report."""
+    if args.child_direct:
+        direct(args.child_direct, args)
+        raise SystemExit(0)
+    with tempfile.TemporaryDirectory(prefix="tbpipe-bench-pipeline-") as root:
+        progress("pipeline: tbpipe run (kfp.local, subprocess runner)")
+        piped_wall, tasks = run_pipeline(os.path.join(root, "piped"), args)
+        progress("pipeline: the same logic in one process")
+        direct_wall, steps = run_direct(os.path.join(root, "direct"), args)
+    progress("pipeline: start-up pieces, each in a fresh interpreter")
+    pieces = fresh_interpreter_costs(args.repeat)
+    return build_report(args, piped_wall, tasks, direct_wall, steps, pieces)
+
+
+def build_report(args: argparse.Namespace, piped_wall: float, tasks: dict, direct_wall: float,
+                 steps: dict, pieces: list) -> Report:
+    """The tables and headline figures."""
+    rows, fixed = [], []
+    for step in STEPS:
+        marks = tasks.get(step, {})
+        if not {"start", "up", "done", "end"} <= set(marks):
+            continue
+        total = marks["end"] - marks["start"]
+        cost = total - steps.get(step, 0.0)
+        fixed.append(cost)
+        rows.append([step, f"{marks['up'] - marks['start']:.2f}",
+                     f"{marks['done'] - marks['up']:.2f}", f"{marks['end'] - marks['done']:.2f}",
+                     f"{total:.2f}", f"{steps.get(step, 0.0):.2f}", f"{cost:.2f}"])
+    in_tasks = sum(tasks[s]["end"] - tasks[s]["start"] for s in STEPS if "end" in tasks.get(s, {}))
+    rows.append(["all tasks", "", "", "", f"{in_tasks:.1f}",
+                 f"{sum(v for k, v in steps.items() if k != 'imports'):.1f}",
+                 f"{sum(fixed):.1f}"])
+    report = Report("bench_pipeline", "4. Pipeline overhead: tbpipe run vs the logic in one "
+                    "process", ["step", "launch s", "body s", "exit s", "task s",
+                                "logic direct s", "fixed cost s"], rows)
+    first = min(m["start"] for m in tasks.values() if "start" in m)
+    last = max(m["end"] for m in tasks.values() if "end" in m)
+    report.add_table("Wall time", ["", "seconds"], [
+        ["tbpipe run (whole command)", f"{piped_wall:.1f}"],
+        ["  before the first task (CLI start, compile, kfp.local init)", f"{first:.1f}"],
+        ["  between tasks (kfp.local orchestration)", f"{last - first - in_tasks:.1f}"],
+        ["  after the last task", f"{piped_wall - last:.1f}"],
+        ["the same logic in one fresh process", f"{direct_wall:.1f}"],
+        ["  of which imports (TensorFlow, Keras)", f"{steps['imports']:.1f}"],
+        ["ratio tbpipe run / direct", f"{piped_wall / direct_wall:.2f}"]])
+    report.add_table("Start-up pieces (fresh interpreter, best of "
+                     f"{args.repeat})", ["piece", "seconds"], pieces)
+    report.headline = {"tbpipe_run_s": round(piped_wall, 1), "direct_s": round(direct_wall, 1),
+                       "ratio": round(piped_wall / direct_wall, 2),
+                       "fixed_cost_per_step_s": round(median(fixed), 2),
+                       "fixed_cost_total_s": round(sum(fixed), 1)}
+    report.notes.append(f"{args.data}, --epochs {args.epochs}, --finetune always, "
+                        f"--finetune-epochs {args.finetune_epochs}, checkpoints on (as the "
+                        "components do). Task times come from kfp.local's own lines as they "
+                        "arrive.")
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run this benchmark alone."""
+    return main_for("bench_pipeline", __doc__.splitlines()[0], add_arguments, run, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,210 @@
+"""Benchmark 5: how long until TensorBoard serves every series of a big log root, per loader.
+
+    python -m benchmarks.bench_tensorboard [--runs 10 --steps 4 --points 2000] [--full]
+
+Writes a log root of ``--runs`` runs x ``--steps`` step folders x ``--points`` points of
+``--tags`` scalar tags each (``{root}/bench/run-NN/{step}``, tensorboardX event files, as the
+pipeline writes them), then starts TensorBoard on it the way ``tbpipe tensorboard`` does
+(``pipelines.tensorboard.start_tensorboard``) with each loader, and measures from the start
+of the process: when it answers HTTP, and when every series (run x tag) is served up to its
+last step, polling ``/data/plugin/scalars/tags`` and ``.../scalars`` like the dashboard does.
+``--full`` is the issue's size: 50 runs x 4 steps x 10,000 points.
+
+Loaders: ``fast`` (``--load_fast=true``, the Rust data server, as ``tbpipe tensorboard`` starts
+it), ``fast-notf`` (the same data server behind a Python frontend that does not import
+TensorFlow), ``python`` (tbpipe's ``--load_fast=false`` without TensorFlow, as for gs:// on an
+emulator) and ``python+tf`` (plain ``tensorboard --load_fast=false``, TensorFlow imported).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+
+from benchmarks.common import Report, fmt, main_for, progress
+
+STEP_NAMES = ("preprocess", "train", "evaluate", "finetune", "evaluate-finetuned")
+LOADERS = ("fast", "fast-notf", "python", "python+tf")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The benchmark's flags."""
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=4, help="step folders per run (1-5)")
+    parser.add_argument("--points", type=int, default=2_000, help="points per series")
+    parser.add_argument("--tags", type=int, default=2, help="scalar tags per step folder")
+    parser.add_argument("--full", action="store_true", help="50 runs x 4 steps x 10,000 points")
+    parser.add_argument("--loaders", default=",".join(LOADERS))
+    parser.add_argument("--timeout", type=float, default=900, help="per loader, seconds")
+    parser.add_argument("--keep", help="write the log root here and keep it (reused if there)")
+
+
+def write_run(root: str, run: int, steps: int, points: int, tags: int) -> None:
+    """One run's step folders, every tag at steps 1..points."""
+    from components.common import tblog
+
+    names = [f"batch/metric_{t}" for t in range(tags)]
+    for step in STEP_NAMES[:steps]:
+        with tblog.open_writer(os.path.join(root, "bench", f"run-{run:02d}", step)) as writer:
+            for point in range(1, points + 1):
+                tblog.add_scalars(writer, {name: 1.0 / (point + t) for t, name in
+                                           enumerate(names)}, point)
+
+
+def write_root(root: str, args: argparse.Namespace) -> int:
+    """The whole log root, two runs at a time in child processes; the number of series."""
+    done = os.path.join(root, ".complete")
+    if not os.path.exists(done):
+        progress(f"tensorboard: writing {args.runs} runs x {args.steps} steps x {args.points:,} "
+                 f"points x {args.tags} tags")
+        children = []
+        for run in range(args.runs):
+            code = (f"from benchmarks.bench_tensorboard import write_run; write_run({root!r}, "
+                    f"{run}, {args.steps}, {args.points}, {args.tags})")
+            children.append(subprocess.Popen([sys.executable, "-c", code]))
+            if len(children) >= 2:
+                children.pop(0).wait()
+        for child in children:
+            child.wait()
+        open(done, "w").close()
+    return args.runs * args.steps * args.tags
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def get_json(url: str) -> object:
+    """GET ``url`` and parse the JSON reply."""
+    with urllib.request.urlopen(url, timeout=60) as reply:
+        return json.loads(reply.read())
+
+
+def start(loader: str, root: str, port: int, log) -> tuple[subprocess.Popen, str]:  # noqa: ANN001
+    """Start TensorBoard with ``loader`` (as tbpipe does; ``python+tf`` plainly)."""
+    from pipelines.tensorboard import tensorboard_command
+
+    args = [f"--logdir={root}", "--host=127.0.0.1", f"--port={port}", "--reload_interval=5"]
+    if loader == "python+tf":
+        command = [sys.executable, "-m", "tensorboard.main", "--load_fast=false", *args]
+    elif loader == "fast-notf":  # the data server behind a frontend that skips TensorFlow
+        command = [sys.executable, "-m", "pipelines.tensorboard", "--load_fast=true", *args]
+    else:
+        command = tensorboard_command(root, "127.0.0.1", port, loader, 5)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    process = subprocess.Popen(command, stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env)
+    return process, f"http://127.0.0.1:{port}/"
+
+
+def serve_all(loader: str, root: str, series: int, points: int, timeout: float) -> dict:
+    """Seconds until HTTP answers and until every series reaches step ``points``."""
+    marks: dict[str, float] = {}
+    with tempfile.TemporaryFile() as log:
+        started = time.perf_counter()
+        process, url = start(loader, root, free_port(), log)
+        complete: set[tuple[str, str]] = set()
+        try:
+            while time.perf_counter() - started < timeout and len(complete) < series:
+                if process.poll() is not None:
+                    raise RuntimeError(f"TensorBoard ({loader}) exited with {process.returncode}")
+                try:
+                    tags = get_json(url + "data/plugin/scalars/tags")
+                except OSError:
+                    time.sleep(0.2)
+                    continue
+                marks.setdefault("http", time.perf_counter() - started)
+                complete = {key for key, last in last_steps(url, tags).items() if last >= points}
+                if len(complete) < series:
+                    time.sleep(0.5)
+            marks["all"] = time.perf_counter() - started
+            marks["served"] = len(complete)
+            fetch = time.perf_counter()
+            last_steps(url, get_json(url + "data/plugin/scalars/tags"))
+            marks["fetch_all"] = time.perf_counter() - fetch
+        finally:
+            process.terminate()
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+    return marks
+
+
+def last_steps(url: str, tags: dict) -> dict[tuple[str, str], int]:
+    """The last step served of every series, one request per tag (as the dashboard asks)."""
+    runs_of: dict[str, list[str]] = {}
+    for run, run_tags in tags.items():
+        for tag in run_tags:
+            runs_of.setdefault(tag, []).append(run)
+    last = {}
+    for tag, runs in runs_of.items():
+        form = urllib.parse.urlencode([("tag", tag)] + [("runs", run) for run in runs]).encode()
+        request = urllib.request.Request(url + "data/plugin/scalars/scalars_multirun", form,
+                                         headers={"X-XSRF-Protected": "1"})
+        with urllib.request.urlopen(request, timeout=120) as reply:
+            for run, points in json.loads(reply.read()).items():
+                last[(run, tag)] = int(points[-1][1]) if points else 0
+    return last
+
+
+def run(args: argparse.Namespace) -> Report:
+    """Write the log root, measure every loader, and return the report."""
+    if args.full:
+        args.runs, args.steps, args.points = 50, 4, 10_000
+    with tempfile.TemporaryDirectory(prefix="tbpipe-bench-tb-") as tmp:
+        root = args.keep or tmp
+        os.makedirs(root, exist_ok=True)
+        started = time.perf_counter()
+        series = write_root(root, args)
+        written = time.perf_counter() - started
+        size = sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(root)
+                   for f in files)
+        results = {}
+        for loader in args.loaders.split(","):
+            progress(f"tensorboard: loader {loader}")
+            results[loader] = serve_all(loader, root, series, args.points, args.timeout)
+    return build_report(args, series, size, written, results)
+
+
+def build_report(args: argparse.Namespace, series: int, size: int, written: float,
+                 results: dict) -> Report:
+    """The table and headline figures."""
+    points = series * args.points
+    rows = [[loader, f"{r.get('http', 0):.1f}", f"{r['all']:.1f}", f"{r['served']}/{series}",
+             fmt(points / r["all"]) if r["served"] == series else "-",
+             f"{r['fetch_all']:.1f}"] for loader, r in results.items()]
+    report = Report("bench_tensorboard", "5. TensorBoard at scale: time to serve every series",
+                    ["loader", "answers HTTP s", "every series served s", "series",
+                     "points/s loaded", "fetch every series once s"], rows)
+    fast, python = results.get("fast"), results.get("python")
+    if fast and python:
+        report.headline["python_over_fast"] = round(python["all"] / fast["all"], 1)
+    report.headline.update({loader: round(r["all"], 1) for loader, r in results.items()})
+    report.notes += [
+        f"{args.runs} runs x {args.steps} steps x {args.points:,} points x {args.tags} tags = "
+        f"{series} series, {points:,} points, {size / 2**20:.0f} MB of event files "
+        f"(written in {written:.0f} s); reload interval 5 s.",
+        "tbpipe tensorboard picks fast for local folders and real GCS when the data server "
+        "binary is installed (pipelines/tensorboard.py choose_loader).",
+    ]
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run this benchmark alone."""
+    return main_for("bench_tensorboard", __doc__.splitlines()[0], add_arguments, run, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,79 @@
+"""Variants of the bare training loop for benchmark 1: batch size, XLA, oneDNN, threads.
+
+Batch size, ``steps_per_execution`` and XLA are compile/fit options, measured in the
+benchmark's process; oneDNN and thread settings apply when TensorFlow starts, so each of those
+runs in a fresh process (``python -m benchmarks.train_variants NAME SAMPLES``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+from benchmarks.common import fmt, progress, ratio
+
+VARIANT_HEADER = ["variant", "samples/s", "vs default", "samples/CPU-s", "vs default (CPU)"]
+ENV_VARIANTS = {
+    "default": ({}, None),
+    "oneDNN off (TF_ENABLE_ONEDNN_OPTS=0)": ({"TF_ENABLE_ONEDNN_OPTS": "0"}, None),
+    "threads intra 1 / inter 1": ({}, (1, 1)),
+}
+
+
+def variant_rows(arms, samples: int) -> list[list[object]]:  # noqa: ANN001 - bench_train.Arms
+    """The bare loop with XLA and other batch sizes, against its default, same process."""
+    from benchmarks.bench_train import steady
+
+    variants = [("default (batch 128)", {}, 128), ("batch 256", {}, 256), ("batch 512", {}, 512),
+                ("batch 32 (the pipeline's default)", {}, 32),
+                ("batch 32, steps_per_execution=8", {"steps_per_execution": 8}, 32),
+                ("jit_compile=True (XLA)", {"jit_compile": True}, 128),
+                ("default again (the noise between two runs)", {}, 128)]
+    base, rows = (0.0, 0.0), []
+    for name, options, batch in variants:
+        progress(f"train: variant {name}")
+        clock, _, _ = arms.bare(batch, 3, samples, **options)
+        rates = steady([clock], samples)
+        base = base if base[0] else rates
+        rows.append([name, fmt(rates[0]), f"{ratio(rates[0], base[0]):.2f}", fmt(rates[1]),
+                     f"{ratio(rates[1], base[1]):.2f}"])
+    return rows
+
+
+def env_variant_rows(samples: int) -> list[list[object]]:
+    """oneDNN and thread settings, each in a fresh process (they apply at TF start-up)."""
+    rows, base = [], None
+    for name, (env, _) in ENV_VARIANTS.items():
+        progress(f"train: process variant {name}")
+        reply = subprocess.run(
+            [sys.executable, "-m", "benchmarks.train_variants", name, str(samples)],
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **env}, capture_output=True,
+            text=True, check=True)
+        rates = json.loads(reply.stdout.strip().splitlines()[-1])["rates"]
+        base = base or rates
+        rows.append([name, fmt(rates[0]), f"{ratio(rates[0], base[0]):.2f}", fmt(rates[1]),
+                     f"{ratio(rates[1], base[1]):.2f}"])
+    return rows
+
+
+def child(name: str, samples: int) -> None:
+    """In a fresh process: apply a setting, time epochs 2-3 of the bare loop, print JSON."""
+    import tensorflow as tf
+
+    from benchmarks.bench_train import Arms, steady
+
+    threads = ENV_VARIANTS[name][1]
+    if threads:
+        tf.config.threading.set_intra_op_parallelism_threads(threads[0])
+        tf.config.threading.set_inter_op_parallelism_threads(threads[1])
+    with tempfile.TemporaryDirectory(prefix="tbpipe-bench-") as root:
+        arms = Arms(root, samples, 500)
+        clock, _, _ = arms.bare(128, 3)
+    print(json.dumps({"rates": steady([clock], samples)}))
+
+
+if __name__ == "__main__":
+    child(sys.argv[1], int(sys.argv[2]))

@@ -11,7 +11,13 @@ from typing import TYPE_CHECKING
 
 from components.common.errors import InputError
 from components.common.storage import join
-from components.train.core import FitJob, TrainResult, fit_and_save, validate_settings
+from components.train.core import (
+    FitConfig,
+    FitJob,
+    TrainResult,
+    fit_and_save,
+    validate_settings,
+)
 
 if TYPE_CHECKING:
     import keras
@@ -20,33 +26,19 @@ if TYPE_CHECKING:
 
 
 @dataclasses.dataclass(frozen=True)
-class FinetuneConfig:
-    """Settings of the finetune step.
+class FinetuneConfig(FitConfig):
+    """Settings of the finetune step: FitConfig's, with fewer epochs and a lower rate.
 
     Attributes:
         epochs: Further passes over the (possibly different) training data.
         learning_rate: Adam's learning rate, usually well below the training one.
         freeze_layers: How many of the first layers keep their weights (0: none).
-        batch_size: Examples per batch and per device.
-        seed: Seeds the per-epoch shuffle.
-        batch_log_every: Log per-batch scalars every this many batches (0: off).
-        histogram_every: Log weight histograms every this many epochs (0: off).
-        flush_secs: How often TensorBoard events reach the log dir.
-        checkpoint_dir: Save a checkpoint here after each epoch and resume from it (None: off).
-        cache_max_mb: Cache the raw training records in memory when they are at most this big.
 
     """
 
     epochs: int = 3
     learning_rate: float = 1e-4
     freeze_layers: int = 0
-    batch_size: int = 32
-    seed: int = 42
-    batch_log_every: int = 1
-    histogram_every: int = 1
-    flush_secs: int = 5
-    checkpoint_dir: str | None = None
-    cache_max_mb: int = 2048
 
 
 def finetune_model(base_model_uri: str, train_uri: str, val_uri: str, model_uri: str,

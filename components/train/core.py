@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from components.common.errors import InputError
 from components.common.naming import validate_name
@@ -25,8 +25,8 @@ SYNC_TIMEOUT_S = 10.0  # the most a checkpoint waits for its epoch's events to b
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """Settings of the train step.
+class FitConfig:
+    """The settings ``fit_and_save`` reads, shared by TrainConfig and FinetuneConfig.
 
     Attributes:
         epochs: Passes over the training data.
@@ -38,10 +38,6 @@ class TrainConfig:
         flush_secs: How often TensorBoard events reach the log dir.
         checkpoint_dir: Save a checkpoint here after each epoch and resume from it (None: off).
         cache_max_mb: Cache the raw training records in memory when they are at most this big.
-        jit_compile: XLA-compile the train step. None (auto): Keras' choice, on with one GPU,
-            off on CPU (3-4x slower there, docs/performance.md) and with several GPUs.
-        mixed_precision: Compute in float16 with float32 weights and a float32 softmax.
-            None (auto): on when TensorFlow sees a GPU, off on CPU.
 
     """
 
@@ -54,22 +50,22 @@ class TrainConfig:
     flush_secs: int = 5
     checkpoint_dir: str | None = None
     cache_max_mb: int = 2048
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig(FitConfig):
+    """Settings of the train step: FitConfig's, plus how the fresh model is compiled.
+
+    Attributes:
+        jit_compile: XLA-compile the train step. None (auto): Keras' choice, on with one GPU,
+            off on CPU (3-4x slower there, docs/performance.md) and with several GPUs.
+        mixed_precision: Compute in float16 with float32 weights and a float32 softmax.
+            None (auto): on when TensorFlow sees a GPU, off on CPU.
+
+    """
+
     jit_compile: bool | None = None
     mixed_precision: bool | None = None
-
-
-class FitSettings(Protocol):
-    """The settings ``fit_and_save`` reads (TrainConfig and FinetuneConfig both have them)."""
-
-    epochs: int
-    batch_size: int
-    learning_rate: float
-    seed: int
-    batch_log_every: int
-    histogram_every: int
-    flush_secs: int
-    checkpoint_dir: str | None
-    cache_max_mb: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,7 +118,7 @@ def checkpoint_dir_for(root: str, experiment: str, run: str, step: str) -> str:
     return join(root, experiment, run, "checkpoints", step)
 
 
-def validate_settings(config: FitSettings) -> None:
+def validate_settings(config: FitConfig) -> None:
     """InputError (one line) for settings training cannot use."""
     for name in ("epochs", "batch_size"):
         value = getattr(config, name)
@@ -161,7 +157,7 @@ def train_model(train_uri: str, val_uri: str, model_uri: str, log_dir: str,
     return fit_and_save(job, config)
 
 
-def fit_and_save(job: FitJob, config: FitSettings) -> TrainResult:
+def fit_and_save(job: FitJob, config: FitConfig) -> TrainResult:
     """Fit (resuming from ``config.checkpoint_dir`` if it holds a checkpoint), log, save.
 
     Every TensorBoard tag uses the global batch number as its step (epoch tags at the
@@ -208,7 +204,7 @@ class _Plan:
     last_logs: dict = dataclasses.field(default_factory=dict)
 
 
-def _plan_fit(job: FitJob, config: FitSettings) -> _Plan:
+def _plan_fit(job: FitJob, config: FitConfig) -> _Plan:
     from components.train import model  # first: it imports Keras the fast way
 
     keras = model.import_keras()
@@ -251,7 +247,7 @@ def _log_devices(writer, plan: _Plan, step: int) -> None:
           f"{plan.train_info.num_examples} examples", flush=True)
 
 
-def _run_fit(plan: _Plan, job: FitJob, config: FitSettings, writer) -> dict:
+def _run_fit(plan: _Plan, job: FitJob, config: FitConfig, writer) -> dict:
     """Run ``model.fit`` over the remaining epochs; the last epoch's logs."""
     from components.common import tblog
     from components.common.keras_tb import TensorBoardX
@@ -280,7 +276,7 @@ def _run_fit(plan: _Plan, job: FitJob, config: FitSettings, writer) -> dict:
     return {key: values[-1] for key, values in history.history.items()}
 
 
-def _save(plan: _Plan, job: FitJob, config: FitSettings, metrics: dict[str, float]) -> None:
+def _save(plan: _Plan, job: FitJob, config: FitConfig, metrics: dict[str, float]) -> None:
     from components.train.model import save_model_folder
 
     info = plan.train_info

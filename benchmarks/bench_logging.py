@@ -55,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="part 2 batch size (32, the pipeline's default: most batches)")
     parser.add_argument("--callback-samples", type=int, default=8_000,
                         help="part 2 images per epoch")
-    parser.add_argument("--cycles", type=int, default=6,
+    parser.add_argument("--cycles", type=int, default=5,
                         help="part 2: one-epoch fits per callback arm, the arms in turn")
 
 

@@ -51,7 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, default=3, help="per fit; the first is not timed")
     parser.add_argument("--rounds", type=int, default=4,
                         help="fits per arm, alternating bare, step, step, bare, ...")
-    parser.add_argument("--variant-samples", type=int, default=6_000,
+    parser.add_argument("--variant-samples", type=int, default=4_000,
                         help="training images for the variants (0: skip the variants)")
     parser.add_argument("--no-env-variants", action="store_true",
                         help="skip the variants that need a fresh process (oneDNN, threads)")

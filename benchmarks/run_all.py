@@ -69,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmarks; print each report, then the summary."""
     from components.common.tblog import markdown_table
 
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--full", action="store_true", help="also the issue's big sizes")
     parser.add_argument("--only", help=f"comma-separated subset of {','.join(BENCHMARKS)}")
     parser.add_argument("--out", help="also write the Markdown report to this file")

@@ -24,52 +24,35 @@ import os
 import tempfile
 import time
 
-from benchmarks.bench_train import Arms, epoch_clock
-from benchmarks.common import (
-    Report,
-    fmt,
-    main_for,
-    median,
-    median_ratio_interval,
-    progress,
-    ratio,
-)
+from benchmarks.common import CLASSES, alternate, median, median_ratio_interval, progress, ratio
+from benchmarks.fit_arms import SHAPE, Arms, after_first, epoch_clock
+from benchmarks.report import Report, change, change_interval, fmt, main_for
 
 FULL = {"batch_log_every": 1, "histogram_every": 1}
+OFF = {"batch_log_every": 0, "histogram_every": 0}
 NONE = "no logging"
 TBPIPE = "tbpipe TensorBoardX (async-safe: Keras runs its hooks off the loop)"
 BEFORE = "tbpipe before: add_scalar per metric, mp queue"
 KERAS = "keras.callbacks.TensorBoard(update_freq='batch', histogram_freq=1)"
 SYNC = "tbpipe TensorBoardX + a no-op per-batch callback (as in the train step)"
-OFF = {"batch_log_every": 0, "histogram_every": 0}
 
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The benchmark's flags."""
-    parser.add_argument("--samples", type=int, default=10_000, help="training images")
-    parser.add_argument("--batch-size", type=int, default=128, help="part 1 batch size")
-    parser.add_argument("--epochs", type=int, default=4,
-                        help="part 1: epochs per fit; the first is not timed")
-    parser.add_argument("--rounds", type=int, default=3, help="part 1: fits per arm")
-    parser.add_argument("--callback-batch-size", type=int, default=32,
-                        help="part 2 batch size (32, the pipeline's default: most batches)")
-    parser.add_argument("--callback-samples", type=int, default=8_000,
-                        help="part 2 images per epoch")
-    parser.add_argument("--cycles", type=int, default=5,
-                        help="part 2: one-epoch fits per callback arm, the arms in turn")
+FLAGS = {
+    "--samples": (10_000, "training images"),
+    "--batch-size": (128, "part 1 batch size"),
+    "--epochs": (4, "part 1: epochs per fit; the first is not timed"),
+    "--rounds": (3, "part 1: fits per arm"),
+    "--callback-batch-size": (32, "part 2 batch size (32, the pipeline's default: most batches)"),
+    "--callback-samples": (8_000, "part 2 images per epoch"),
+    "--cycles": (5, "part 2: one-epoch fits per callback arm, the arms in turn"),
+}
 
 
 def step_part(arms: Arms, args: argparse.Namespace) -> dict[str, dict]:
     """Part 1: the train step with full logging and with logging off, alternating."""
-    results = {"full": {"clocks": [], "e2e": []}, "off": {"clocks": [], "e2e": []}}
-    for round_ in range(args.rounds):
-        for arm in (("full", "off") if round_ % 2 == 0 else ("off", "full")):  # ABBA
-            progress(f"logging: step round {round_ + 1}/{args.rounds}, logging {arm}")
-            clock, seconds, _ = arms.step(args.batch_size, args.epochs,
-                                          **(FULL if arm == "full" else OFF))
-            results[arm]["clocks"].append(clock)
-            results[arm]["e2e"].append(seconds)
-    return results
+    return alternate(args.rounds, {
+        "full": lambda: arms.step(args.batch_size, args.epochs, **FULL)[:2],
+        "off": lambda: arms.step(args.batch_size, args.epochs, **OFF)[:2],
+    }, "logging: step")
 
 
 def timed(callback_class: type) -> type:
@@ -155,9 +138,9 @@ def callback_part(arms: Arms, args: argparse.Namespace, root: str) -> dict[str, 
     """Part 2: one warm model; one-epoch fits cycle through the arms, ``--cycles`` times."""
     from components.train.model import build_cnn
 
-    model = build_cnn((28, 28, 1), 10, 42)
-    model.fit(arms.x[:args.callback_samples], arms.y[:args.callback_samples],
-              batch_size=args.callback_batch_size, epochs=1, verbose=0)
+    x, y = arms.x[:args.callback_samples], arms.y[:args.callback_samples]
+    model = build_cnn(SHAPE, CLASSES, 42)
+    model.fit(x, y, batch_size=args.callback_batch_size, epochs=1, verbose=0)
     factories = callback_arms(root)
     results = {name: {"wall": [], "cpu": [], "hooks": [], "per_batch": [], "per_epoch": []}
                for name in factories}
@@ -167,8 +150,7 @@ def callback_part(arms: Arms, args: argparse.Namespace, root: str) -> dict[str, 
         for index, name in enumerate(names[cycle % len(names):] + names[:cycle % len(names)]):
             callbacks, close = factories[name](f"c{cycle}-{index}")
             clock = epoch_clock()
-            model.fit(arms.x[:args.callback_samples], arms.y[:args.callback_samples],
-                      batch_size=args.callback_batch_size, epochs=1, verbose=0,
+            model.fit(x, y, batch_size=args.callback_batch_size, epochs=1, verbose=0,
                       callbacks=[*callbacks, clock])
             close()
             results[name]["wall"] += clock.wall
@@ -192,42 +174,50 @@ def run(args: argparse.Namespace) -> Report:
 
 
 def build_report(args: argparse.Namespace, step: dict, callbacks: dict) -> Report:
-    """The tables and headline figures."""
-    walls = {arm: [t for c in step[arm]["clocks"] for t in c.wall[1:]] for arm in step}
-    cpus = {arm: [t for c in step[arm]["clocks"] for t in c.cpu[1:]] for arm in step}
+    """The tables, headline figures and notes."""
+    walls = {arm: after_first(step[arm]["clocks"]) for arm in step}
     wall = {arm: median(walls[arm]) for arm in step}
-    cpu = {arm: median(cpus[arm]) for arm in step}
-    rows = []
-    for arm in ("off", "full"):
-        low, high = median_ratio_interval(walls[arm], walls["off"])
-        rows.append([f"logging {arm}", fmt(ratio(args.samples, wall[arm])), f"{wall[arm]:.3f}",
-                     f"{ratio(wall[arm], wall['off']) - 1:+.1%}",
-                     f"{low - 1:+.1%} .. {high - 1:+.1%}" if arm != "off" else "",
-                     f"{ratio(cpu[arm], cpu['off']) - 1:+.1%}", f"{median(step[arm]['e2e']):.1f}"])
+    cpu = {arm: median(after_first(step[arm]["clocks"], "cpu")) for arm in step}
+    rows = [[f"logging {arm}", fmt(ratio(args.samples, wall[arm])), f"{wall[arm]:.3f}",
+             change(wall[arm], wall["off"]),
+             change_interval(walls[arm], walls["off"]) if arm != "off" else "",
+             change(cpu[arm], cpu["off"]), f"{median(step[arm]['e2e']):.1f}"]
+            for arm in ("off", "full")]
     report = Report("bench_logging", "2. Logging overhead: the train step, logging on vs off",
                     ["train step", "samples/s", "s/epoch", "slower (wall)", "90% interval",
                      "more CPU", "end-to-end s"], rows)
-    base = callbacks[NONE]
-    base_wall, base_cpu = median(base["wall"]), median(base["cpu"])
-    callback_rows = []
-    for name, result in callbacks.items():
-        epoch_wall, epoch_cpu = median(result["wall"]), median(result["cpu"])
-        hooks = median(result["hooks"]) if result["hooks"] else 0.0
-        low, high = median_ratio_interval(result["wall"], base["wall"])
-        callback_rows.append([name, f"{epoch_wall:.3f}", f"{ratio(epoch_wall, base_wall) - 1:+.1%}",
-                              f"{low - 1:+.1%} .. {high - 1:+.1%}" if result is not base else "",
-                              f"{median(result['per_batch']) * 1e6:.0f}" if hooks else "-",
-                              f"{median(result['per_epoch']) * 1e3:.1f}" if hooks else "-",
-                              f"{ratio(hooks, epoch_wall):.2%}", f"{epoch_cpu - base_cpu:+.3f}"])
     steps = -(-args.callback_samples // args.callback_batch_size)
     report.add_table(
         f"Callbacks on a bare model.fit, batch {args.callback_batch_size} ({steps} batches "
         "per epoch, 2 scalars each, 8 weight histograms per epoch)",
         ["callback", "s/epoch", "slower (wall)", "90% interval", "us per batch hook",
-         "ms per epoch hook",
-         "hooks / epoch", "extra CPU-s/epoch"], callback_rows)
+         "ms per epoch hook", "hooks / epoch", "extra CPU-s/epoch"], callback_rows(callbacks))
+    report.headline = headline(walls, wall, cpu, callbacks)
+    report.notes += notes(args)
+    return report
+
+
+def callback_rows(callbacks: dict) -> list[list[object]]:
+    """Part 2's table: each callback arm against no callback."""
+    base = callbacks[NONE]
+    base_wall, base_cpu = median(base["wall"]), median(base["cpu"])
+    rows = []
+    for name, result in callbacks.items():
+        epoch_wall, epoch_cpu = median(result["wall"]), median(result["cpu"])
+        hooks = median(result["hooks"]) if result["hooks"] else 0.0
+        rows.append([name, f"{epoch_wall:.3f}", change(epoch_wall, base_wall),
+                     change_interval(result["wall"], base["wall"]) if result is not base else "",
+                     f"{median(result['per_batch']) * 1e6:.0f}" if hooks else "-",
+                     f"{median(result['per_epoch']) * 1e3:.1f}" if hooks else "-",
+                     f"{ratio(hooks, epoch_wall):.2%}", f"{epoch_cpu - base_cpu:+.3f}"])
+    return rows
+
+
+def headline(walls: dict, wall: dict, cpu: dict, callbacks: dict) -> dict:
+    """The figures ``python -m benchmarks`` sums up: the step's overhead, the hooks' share."""
+    base_wall = median(callbacks[NONE]["wall"])
     tbpipe, keras_row = callbacks[SYNC], callbacks[KERAS]
-    report.headline = {
+    return {
         "step_logging_overhead_wall": round(ratio(wall["full"], wall["off"]) - 1, 4),
         "step_logging_overhead_cpu": round(ratio(cpu["full"], cpu["off"]) - 1, 4),
         "step_logging_overhead_interval": [round(v - 1, 4) for v in median_ratio_interval(
@@ -240,7 +230,11 @@ def build_report(args: argparse.Namespace, step: dict, callbacks: dict) -> Repor
         "callbacks_wall": {name: round(ratio(median(r["wall"]), base_wall) - 1, 4)
                            for name, r in callbacks.items()},
     }
-    report.notes += [
+
+
+def notes(args: argparse.Namespace) -> list[str]:
+    """What was run, and how to read the figures."""
+    return [
         f"Part 1: {args.samples} images, batch {args.batch_size}, {args.epochs} epochs per fit, "
         f"{args.rounds} rounds alternating; medians of the epochs after the first.",
         "Hook times are measured around the hooks themselves, so other load on the machine "
@@ -250,13 +244,7 @@ def build_report(args: argparse.Namespace, step: dict, callbacks: dict) -> Repor
         "the train step's StopOnSignal and EpochCheckpoint are not (yet), so part 1 and the "
         "'+ a no-op' arm show the step as it runs today.",
     ]
-    return report
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run this benchmark alone."""
-    return main_for("bench_logging", __doc__.splitlines()[0], add_arguments, run, argv)
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main_for("bench_logging", __doc__, FLAGS, run))

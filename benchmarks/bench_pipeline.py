@@ -16,7 +16,7 @@ fixed cost are, each in a fresh interpreter: start-up, imports, teardown with Te
 from __future__ import annotations
 
 import argparse
-import json
+import functools
 import os
 import re
 import subprocess
@@ -24,7 +24,8 @@ import sys
 import tempfile
 import time
 
-from benchmarks.common import Report, main_for, median, progress
+from benchmarks.common import median, progress
+from benchmarks.report import Report, in_fresh_process, main_for, quiet_env
 
 STEPS = ("preprocess", "train", "evaluate", "decide-finetune", "finetune",
          "evaluate-finetuned", "select-model")
@@ -47,13 +48,12 @@ TEARDOWN = ("import sys, time, tensorflow as tf; tf.constant(1); "
             "print(time.time(), flush=True)")
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The benchmark's flags."""
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--finetune-epochs", type=int, default=1)
-    parser.add_argument("--data", default="builtin:digits")
-    parser.add_argument("--repeat", type=int, default=2, help="start-up measurements each")
-    parser.add_argument("--child-direct", help=argparse.SUPPRESS)
+FLAGS = {
+    "--epochs": (2, None),
+    "--finetune-epochs": (1, None),
+    "--data": ("builtin:digits", None),
+    "--repeat": (2, "start-up measurements each"),
+}
 
 
 def run_pipeline(root: str, args: argparse.Namespace) -> tuple[float, dict[str, dict]]:
@@ -83,21 +83,20 @@ def run_pipeline(root: str, args: argparse.Namespace) -> tuple[float, dict[str, 
     return time.perf_counter() - started, tasks
 
 
-def direct(root: str, args: argparse.Namespace) -> None:
-    """In a fresh process: the steps' logic one after the other; print timings as JSON."""
-    marks = {"process": time.perf_counter()}
+def direct(args: argparse.Namespace) -> dict[str, float]:
+    """In a fresh process (``--child ROOT``): each step's logic in turn; seconds of each."""
+    started = time.perf_counter()
     from components.train.model import import_keras
 
     import_keras()
-    marks["imports"] = time.perf_counter()
+    seconds: dict[str, float] = {"imports": time.perf_counter() - started}
     from components.evaluate.core import EvaluateConfig, evaluate_model
     from components.finetune.core import FinetuneConfig, finetune_model
     from components.preprocess.core import PreprocessConfig, preprocess_data
     from components.select.core import choose_model, finetune_plan
     from components.train.core import TrainConfig, train_model
 
-    def path(*parts: str) -> str:
-        return os.path.join(root, *parts)
+    path = functools.partial(os.path.join, args.child)
 
     def timed(step: str, call):  # noqa: ANN001, ANN202
         started = time.perf_counter()
@@ -105,7 +104,6 @@ def direct(root: str, args: argparse.Namespace) -> None:
         seconds[step] = time.perf_counter() - started
         return result
 
-    seconds: dict[str, float] = {"imports": marks["imports"] - marks["process"]}
     evaluate = EvaluateConfig(accuracy_target=0.95, run_label="bench/direct")
     timed("preprocess", lambda: preprocess_data(
         args.data, path("train_data"), path("val_data"), path("test_data"),
@@ -124,23 +122,21 @@ def direct(root: str, args: argparse.Namespace) -> None:
         path("tuned"), path("test_data"), path("report2.md"), path("logs", "eval2"), evaluate))
     timed("select-model", lambda: choose_model(path("model"), scored.accuracy, path("best"),
                                                path("tuned"), rescored.accuracy))
-    print(json.dumps(seconds))
+    return seconds
 
 
 def run_direct(root: str, args: argparse.Namespace) -> tuple[float, dict[str, float]]:
-    """:func:`direct` in a fresh interpreter (its output is silenced); wall time and steps."""
+    """:func:`direct` in a fresh interpreter (its output is dropped); wall time and steps."""
     started = time.perf_counter()
-    reply = subprocess.run([sys.executable, "-m", "benchmarks.bench_pipeline", "--child-direct",
-                            root, "--epochs", str(args.epochs), "--finetune-epochs",
-                            str(args.finetune_epochs), "--data", args.data],
-                           capture_output=True, text=True, check=True,
-                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
-    return time.perf_counter() - started, json.loads(reply.stdout.strip().splitlines()[-1])
+    steps = in_fresh_process("bench_pipeline", [
+        "--child", root, "--epochs", str(args.epochs), "--finetune-epochs",
+        str(args.finetune_epochs), "--data", args.data])
+    return time.perf_counter() - started, steps
 
 
 def fresh_interpreter_costs(repeat: int) -> list[list[object]]:
     """Seconds of each start-up piece in a fresh interpreter (best of ``repeat``)."""
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env = quiet_env()
     rows = []
     for label, code in START_UP.items():
         best = float("inf")
@@ -161,9 +157,6 @@ def fresh_interpreter_costs(repeat: int) -> list[list[object]]:
 
 def run(args: argparse.Namespace) -> Report:
     """Measure, and return the report."""
-    if args.child_direct:
-        direct(args.child_direct, args)
-        raise SystemExit(0)
     with tempfile.TemporaryDirectory(prefix="tbpipe-bench-pipeline-") as root:
         progress("pipeline: tbpipe run (kfp.local, subprocess runner)")
         piped_wall, tasks = run_pipeline(os.path.join(root, "piped"), args)
@@ -176,35 +169,13 @@ def run(args: argparse.Namespace) -> Report:
 
 def build_report(args: argparse.Namespace, piped_wall: float, tasks: dict, direct_wall: float,
                  steps: dict, pieces: list) -> Report:
-    """The tables and headline figures."""
-    rows, fixed = [], []
-    for step in STEPS:
-        marks = tasks.get(step, {})
-        if not {"start", "up", "done", "end"} <= set(marks):
-            continue
-        total = marks["end"] - marks["start"]
-        cost = total - steps.get(step, 0.0)
-        fixed.append(cost)
-        rows.append([step, f"{marks['up'] - marks['start']:.2f}",
-                     f"{marks['done'] - marks['up']:.2f}", f"{marks['end'] - marks['done']:.2f}",
-                     f"{total:.2f}", f"{steps.get(step, 0.0):.2f}", f"{cost:.2f}"])
-    in_tasks = sum(tasks[s]["end"] - tasks[s]["start"] for s in STEPS if "end" in tasks.get(s, {}))
-    rows.append(["all tasks", "", "", "", f"{in_tasks:.1f}",
-                 f"{sum(v for k, v in steps.items() if k != 'imports'):.1f}",
-                 f"{sum(fixed):.1f}"])
+    """The tables, headline figures and notes."""
+    rows, fixed = task_rows(tasks, steps)
     report = Report("bench_pipeline", "4. Pipeline overhead: tbpipe run vs the logic in one "
                     "process", ["step", "launch s", "body s", "exit s", "task s",
                                 "logic direct s", "fixed cost s"], rows)
-    first = min(m["start"] for m in tasks.values() if "start" in m)
-    last = max(m["end"] for m in tasks.values() if "end" in m)
-    report.add_table("Wall time", ["", "seconds"], [
-        ["tbpipe run (whole command)", f"{piped_wall:.1f}"],
-        ["  before the first task (CLI start, compile, kfp.local init)", f"{first:.1f}"],
-        ["  between tasks (kfp.local orchestration)", f"{last - first - in_tasks:.1f}"],
-        ["  after the last task", f"{piped_wall - last:.1f}"],
-        ["the same logic in one fresh process", f"{direct_wall:.1f}"],
-        ["  of which imports (TensorFlow, Keras)", f"{steps['imports']:.1f}"],
-        ["ratio tbpipe run / direct", f"{piped_wall / direct_wall:.2f}"]])
+    report.add_table("Wall time", ["", "seconds"],
+                     wall_rows(piped_wall, tasks, direct_wall, steps))
     report.add_table("Start-up pieces (fresh interpreter, best of "
                      f"{args.repeat})", ["piece", "seconds"], pieces)
     report.headline = {"tbpipe_run_s": round(piped_wall, 1), "direct_s": round(direct_wall, 1),
@@ -218,10 +189,44 @@ def build_report(args: argparse.Namespace, piped_wall: float, tasks: dict, direc
     return report
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run this benchmark alone."""
-    return main_for("bench_pipeline", __doc__.splitlines()[0], add_arguments, run, argv)
+def in_tasks(tasks: dict) -> float:
+    """Seconds from start to finish of every task, added up."""
+    return sum(tasks[s]["end"] - tasks[s]["start"] for s in STEPS if "end" in tasks.get(s, {}))
+
+
+def task_rows(tasks: dict, steps: dict) -> tuple[list[list[object]], list[float]]:
+    """The main table (each task's launch, body and exit), and each task's fixed cost."""
+    rows, fixed = [], []
+    for step in STEPS:
+        marks = tasks.get(step, {})
+        if not {"start", "up", "done", "end"} <= set(marks):
+            continue
+        total = marks["end"] - marks["start"]
+        cost = total - steps.get(step, 0.0)
+        fixed.append(cost)
+        rows.append([step, f"{marks['up'] - marks['start']:.2f}",
+                     f"{marks['done'] - marks['up']:.2f}", f"{marks['end'] - marks['done']:.2f}",
+                     f"{total:.2f}", f"{steps.get(step, 0.0):.2f}", f"{cost:.2f}"])
+    rows.append(["all tasks", "", "", "", f"{in_tasks(tasks):.1f}",
+                 f"{sum(v for k, v in steps.items() if k != 'imports'):.1f}",
+                 f"{sum(fixed):.1f}"])
+    return rows, fixed
+
+
+def wall_rows(piped_wall: float, tasks: dict, direct_wall: float,
+              steps: dict) -> list[list[str]]:
+    """Where ``tbpipe run``'s wall time went, against the same logic in one process."""
+    first = min(m["start"] for m in tasks.values() if "start" in m)
+    last = max(m["end"] for m in tasks.values() if "end" in m)
+    return [
+        ["tbpipe run (whole command)", f"{piped_wall:.1f}"],
+        ["  before the first task (CLI start, compile, kfp.local init)", f"{first:.1f}"],
+        ["  between tasks (kfp.local orchestration)", f"{last - first - in_tasks(tasks):.1f}"],
+        ["  after the last task", f"{piped_wall - last:.1f}"],
+        ["the same logic in one fresh process", f"{direct_wall:.1f}"],
+        ["  of which imports (TensorFlow, Keras)", f"{steps['imports']:.1f}"],
+        ["ratio tbpipe run / direct", f"{piped_wall / direct_wall:.2f}"]]
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main_for("bench_pipeline", __doc__, FLAGS, run, direct))

@@ -15,32 +15,27 @@ table, bounds what a reader holds).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
-import subprocess
-import sys
 import tempfile
 import time
 
 import numpy as np
 
-from benchmarks.common import Report, fmt, main_for, mnist_like, progress, ratio
+from benchmarks.common import mnist_like, progress, ratio, work_folder
+from benchmarks.report import Report, fmt, in_fresh_process, main_for
 
 GEN_CHUNK = 10_000
 PIXELS = 28 * 28
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The benchmark's flags."""
-    parser.add_argument("--sizes", default="10000,30000,100000",
-                        help="table rows, comma-separated")
-    parser.add_argument("--full", action="store_true", help="add the 1,000,000-row tables")
-    parser.add_argument("--formats", default="csv,parquet")
-    parser.add_argument("--row-group", type=int, default=GEN_CHUNK,
-                        help="rows per Parquet row group in the generated files")
-    parser.add_argument("--keep", help="generate the tables into this folder and keep them")
-    parser.add_argument("--child", help=argparse.SUPPRESS)
+FLAGS = {
+    "--sizes": ("10000,30000,100000", "table rows, comma-separated"),
+    "--full": (False, "add the 1,000,000-row tables"),
+    "--formats": ("csv,parquet", None),
+    "--row-group": (GEN_CHUNK, "rows per Parquet row group in the generated files"),
+    "--keep": (None, "generate the tables into this folder and keep them"),
+}
 
 
 def generate_chunks(rows: int):  # noqa: ANN201 - yields (labels, pixels (n, 784) uint8)
@@ -75,8 +70,8 @@ def write_parquet(path: str, rows: int, row_group: int) -> None:
                                row_group_size=row_group)
 
 
-def child(path: str) -> None:
-    """In a fresh process: preprocess ``path``; print seconds, rows and RSS as JSON."""
+def child(args: argparse.Namespace) -> dict:
+    """In a fresh process: preprocess ``args.child``; its seconds, rows and peak memory."""
     import pandas  # noqa: F401 - imported before the baseline, like the readers do
     import pyarrow.parquet  # noqa: F401
     import tensorboardX  # noqa: F401
@@ -86,12 +81,12 @@ def child(path: str) -> None:
     baseline = peak_rss_mb()
     with tempfile.TemporaryDirectory(prefix="tbpipe-bench-pre-") as out:
         started = time.perf_counter()
-        result = preprocess_data(path, os.path.join(out, "train"), os.path.join(out, "val"),
-                                 os.path.join(out, "test"), os.path.join(out, "logs"),
-                                 PreprocessConfig())
+        result = preprocess_data(args.child, os.path.join(out, "train"),
+                                 os.path.join(out, "val"), os.path.join(out, "test"),
+                                 os.path.join(out, "logs"), PreprocessConfig())
         seconds = time.perf_counter() - started
-    print(json.dumps({"seconds": seconds, "rows": result.stats["rows_read"],
-                      "peak_mb": peak_rss_mb(), "baseline_mb": baseline}))
+    return {"seconds": seconds, "rows": result.stats["rows_read"], "peak_mb": peak_rss_mb(),
+            "baseline_mb": baseline}
 
 
 def peak_rss_mb() -> float:
@@ -103,25 +98,12 @@ def peak_rss_mb() -> float:
     return 0.0
 
 
-def measure(path: str) -> dict:
-    """Run :func:`child` on ``path`` in a fresh interpreter."""
-    reply = subprocess.run([sys.executable, "-m", "benchmarks.bench_preprocess", "--child", path],
-                           capture_output=True, text=True, check=True,
-                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
-    return json.loads(reply.stdout.strip().splitlines()[-1])
-
-
 def run(args: argparse.Namespace) -> Report:
-    """Generate, measure, and return the report."""
-    if args.child:
-        child(args.child)
-        raise SystemExit(0)
+    """Generate, measure (each table in a fresh process), and return the report."""
     sizes = [int(s) for s in args.sizes.split(",")] + ([1_000_000] if args.full else [])
     formats = args.formats.split(",")
     results = []
-    with tempfile.TemporaryDirectory(prefix="tbpipe-bench-tables-") as tmp:
-        folder = args.keep or tmp
-        os.makedirs(folder, exist_ok=True)
+    with work_folder(args.keep, "tbpipe-bench-tables-") as folder:
         for rows in sizes:
             for kind in formats:
                 path = os.path.join(folder, f"table-{rows}.{kind}")
@@ -130,7 +112,7 @@ def run(args: argparse.Namespace) -> Report:
                     (write_csv(path, rows) if kind == "csv"
                      else write_parquet(path, rows, args.row_group))
                 progress(f"preprocess: {rows:,} rows of {kind}")
-                result = measure(path)
+                result = in_fresh_process("bench_preprocess", ["--child", path])
                 results.append({"kind": kind, "rows": rows,
                                 "file_mb": os.path.getsize(path) / 2**20, **result})
                 if not args.keep:
@@ -168,10 +150,5 @@ def build_report(args: argparse.Namespace, results: list[dict], formats: list[st
     return report
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run this benchmark alone."""
-    return main_for("bench_preprocess", __doc__.splitlines()[0], add_arguments, run, argv)
-
-
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main_for("bench_preprocess", __doc__, FLAGS, run, child))

@@ -10,10 +10,11 @@ of the process: when it answers HTTP, and when every series (run x tag) is serve
 last step, polling ``/data/plugin/scalars/tags`` and ``.../scalars`` like the dashboard does.
 ``--full`` is the issue's size: 50 runs x 4 steps x 10,000 points.
 
-Loaders: ``fast`` (``--load_fast=true``, the Rust data server, as ``tbpipe tensorboard`` starts
-it), ``fast-notf`` (the same data server behind a Python frontend that does not import
-TensorFlow), ``python`` (tbpipe's ``--load_fast=false`` without TensorFlow, as for gs:// on an
-emulator) and ``python+tf`` (plain ``tensorboard --load_fast=false``, TensorFlow imported).
+Loaders: ``fast`` (``--load_fast=true``, the Rust data server behind tbpipe's frontend that
+does not import TensorFlow, as ``tbpipe tensorboard`` starts it), ``fast+tf`` (the same data
+server started by plain ``tensorboard``, which imports TensorFlow), ``python`` (tbpipe's
+``--load_fast=false`` without TensorFlow, as for gs:// on an emulator) and ``python+tf``
+(plain ``tensorboard --load_fast=false``, TensorFlow imported).
 """
 
 from __future__ import annotations
@@ -29,22 +30,23 @@ import time
 import urllib.parse
 import urllib.request
 
-from benchmarks.common import Report, fmt, main_for, progress
+from benchmarks.common import progress, work_folder
+from benchmarks.report import Report, fmt, main_for, quiet_env
 
 STEP_NAMES = ("preprocess", "train", "evaluate", "finetune", "evaluate-finetuned")
-LOADERS = ("fast", "fast-notf", "python", "python+tf")
+LOADERS = ("fast", "fast+tf", "python", "python+tf")
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The benchmark's flags."""
-    parser.add_argument("--runs", type=int, default=10)
-    parser.add_argument("--steps", type=int, default=4, help="step folders per run (1-5)")
-    parser.add_argument("--points", type=int, default=2_000, help="points per series")
-    parser.add_argument("--tags", type=int, default=2, help="scalar tags per step folder")
-    parser.add_argument("--full", action="store_true", help="50 runs x 4 steps x 10,000 points")
-    parser.add_argument("--loaders", default=",".join(LOADERS))
-    parser.add_argument("--timeout", type=float, default=900, help="per loader, seconds")
-    parser.add_argument("--keep", help="write the log root here and keep it (reused if there)")
+FLAGS = {
+    "--runs": (10, None),
+    "--steps": (4, "step folders per run (1-5)"),
+    "--points": (2_000, "points per series"),
+    "--tags": (2, "scalar tags per step folder"),
+    "--full": (False, "50 runs x 4 steps x 10,000 points"),
+    "--loaders": (",".join(LOADERS), None),
+    "--timeout": (900.0, "per loader, seconds"),
+    "--keep": (None, "write the log root here and keep it (reused if there)"),
+}
 
 
 def write_run(root: str, run: int, steps: int, points: int, tags: int) -> None:
@@ -92,18 +94,17 @@ def get_json(url: str) -> object:
 
 
 def start(loader: str, root: str, port: int, log) -> tuple[subprocess.Popen, str]:  # noqa: ANN001
-    """Start TensorBoard with ``loader`` (as tbpipe does; ``python+tf`` plainly)."""
+    """Start TensorBoard with ``loader`` (as tbpipe does; the ``+tf`` ones plainly)."""
     from pipelines.tensorboard import tensorboard_command
 
     args = [f"--logdir={root}", "--host=127.0.0.1", f"--port={port}", "--reload_interval=5"]
-    if loader == "python+tf":
-        command = [sys.executable, "-m", "tensorboard.main", "--load_fast=false", *args]
-    elif loader == "fast-notf":  # the data server behind a frontend that skips TensorFlow
-        command = [sys.executable, "-m", "pipelines.tensorboard", "--load_fast=true", *args]
+    if loader.endswith("+tf"):  # plain TensorBoard: its frontend imports TensorFlow
+        fast = "true" if loader.startswith("fast") else "false"
+        command = [sys.executable, "-m", "tensorboard.main", f"--load_fast={fast}", *args]
     else:
         command = tensorboard_command(root, "127.0.0.1", port, loader, 5)
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    process = subprocess.Popen(command, stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env)
+    process = subprocess.Popen(command, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+                               env=quiet_env())
     return process, f"http://127.0.0.1:{port}/"
 
 
@@ -162,9 +163,7 @@ def run(args: argparse.Namespace) -> Report:
     """Write the log root, measure every loader, and return the report."""
     if args.full:
         args.runs, args.steps, args.points = 50, 4, 10_000
-    with tempfile.TemporaryDirectory(prefix="tbpipe-bench-tb-") as tmp:
-        root = args.keep or tmp
-        os.makedirs(root, exist_ok=True)
+    with work_folder(args.keep, "tbpipe-bench-tb-") as root:
         started = time.perf_counter()
         series = write_root(root, args)
         written = time.perf_counter() - started
@@ -201,10 +200,5 @@ def build_report(args: argparse.Namespace, series: int, size: int, written: floa
     return report
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run this benchmark alone."""
-    return main_for("bench_tensorboard", __doc__.splitlines()[0], add_arguments, run, argv)
-
-
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main_for("bench_tensorboard", __doc__, FLAGS, run))

@@ -21,60 +21,23 @@ each in a fresh process, oneDNN off and thread settings.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
-import os
 import tempfile
 import time
 
-from benchmarks.common import (
-    IMAGE_SIDE,
-    Report,
-    fmt,
-    main_for,
-    median,
-    median_ratio_interval,
-    mnist_like,
-    progress,
-    ratio,
-    write_records,
-)
+from benchmarks.common import alternate, median, median_ratio_interval, progress, ratio
+from benchmarks.fit_arms import Arms, after_first, steady
+from benchmarks.report import Report, fmt, main_for
 
-SHAPE = (IMAGE_SIDE, IMAGE_SIDE, 1)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The benchmark's flags."""
-    parser.add_argument("--samples", type=int, default=20_000, help="training images")
-    parser.add_argument("--val-samples", type=int, default=2_000, help="validation images")
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--epochs", type=int, default=3, help="per fit; the first is not timed")
-    parser.add_argument("--rounds", type=int, default=4,
-                        help="fits per arm, alternating bare, step, step, bare, ...")
-    parser.add_argument("--variant-samples", type=int, default=4_000,
-                        help="training images for the variants (0: skip the variants)")
-    parser.add_argument("--no-env-variants", action="store_true",
-                        help="skip the variants that need a fresh process (oneDNN, threads)")
-
-
-def epoch_clock():  # noqa: ANN201 - a keras Callback made after TensorFlow is imported
-    """A callback recording each epoch's wall and CPU seconds (validation included)."""
-    import keras
-
-    class EpochClock(keras.callbacks.Callback):
-        def __init__(self) -> None:
-            super().__init__()
-            self.wall: list[float] = []
-            self.cpu: list[float] = []
-
-        def on_epoch_begin(self, epoch: int, logs=None) -> None:
-            self._wall, self._cpu = time.perf_counter(), time.process_time()
-
-        def on_epoch_end(self, epoch: int, logs=None) -> None:
-            self.wall.append(time.perf_counter() - self._wall)
-            self.cpu.append(time.process_time() - self._cpu)
-
-    return EpochClock()
+FLAGS = {
+    "--samples": (20_000, "training images"),
+    "--val-samples": (2_000, "validation images"),
+    "--batch-size": (128, None),
+    "--epochs": (3, "per fit; the first is not timed"),
+    "--rounds": (4, "fits per arm, alternating bare, step, step, bare, ..."),
+    "--variant-samples": (4_000, "training images for the variants (0: skip the variants)"),
+    "--no-env-variants": (False, "skip the variants that need a fresh process (oneDNN, "
+                                 "threads)"),
+}
 
 
 def train_flops_per_sample(model) -> float:  # noqa: ANN001 - a keras.Model
@@ -110,88 +73,18 @@ def peak_gflops(seconds: float = 2.0, n: int = 2048) -> float:
     return 2 * n**3 / best / 1e9
 
 
-class Arms:
-    """The data and the two arms; each call returns (epoch clock, end-to-end seconds)."""
+def run_pair(arms: Arms, args: argparse.Namespace) -> tuple[dict, float]:
+    """Alternate bare and step ``--rounds`` times; their clocks, seconds, and FLOPs/sample."""
+    flops = []
 
-    def __init__(self, root: str, samples: int, val_samples: int, seed: int = 42) -> None:
-        images, labels = mnist_like(samples + val_samples, seed)
-        self.train_dir, self.val_dir = os.path.join(root, "train"), os.path.join(root, "val")
-        write_records(self.train_dir, images[:samples], labels[:samples])
-        write_records(self.val_dir, images[samples:], labels[samples:])
-        pixels = images[..., None].astype("float32") / 255.0
-        self.x, self.y = pixels[:samples], labels[:samples]
-        self.xv, self.yv = pixels[samples:], labels[samples:]
-        self.root, self.seed, self.runs = root, seed, 0
+    def bare() -> tuple[object, float]:
+        clock, seconds, model = arms.bare(args.batch_size, args.epochs)
+        flops.append(train_flops_per_sample(model))
+        return clock, seconds
 
-    def bare(self, batch_size: int, epochs: int, samples: int | None = None,
-             **compile_options: object):  # noqa: ANN201
-        """``model.fit`` on the arrays (the first ``samples``): build, fit, save."""
-        import keras
-
-        from components.train.model import build_cnn
-
-        started = time.perf_counter()
-        steps = compile_options.pop("steps_per_execution", 1)
-        model = build_cnn(SHAPE, 10, self.seed, **compile_options)
-        if steps > 1:
-            model.compile(optimizer=keras.optimizers.Adam(1e-3), metrics=["accuracy"],
-                          loss="sparse_categorical_crossentropy", steps_per_execution=steps)
-        clock = epoch_clock()
-        model.fit(self.x[:samples], self.y[:samples], batch_size=batch_size, epochs=epochs,
-                  verbose=0,
-                  validation_data=(self.xv, self.yv), callbacks=[clock])
-        self.runs += 1
-        model.save(os.path.join(self.root, f"bare-{self.runs}.keras"))
-        return clock, time.perf_counter() - started, model
-
-    def step(self, batch_size: int, epochs: int, **settings: object):  # noqa: ANN201
-        """The train step's fit loop on the Dataset folders (logging as configured)."""
-        from components.train.core import FitJob, TrainConfig, fit_and_save
-        from components.train.model import build_cnn
-
-        config = TrainConfig(epochs=epochs, batch_size=batch_size, seed=self.seed, **settings)
-        clock = epoch_clock()
-        self.runs += 1
-        run = os.path.join(self.root, f"step-{self.runs}")
-
-        def build(info):  # noqa: ANN001, ANN202 - what train_model builds
-            return build_cnn(info.image_shape, info.num_classes, config.seed,
-                             config.learning_rate)
-
-        job = FitJob(self.train_dir, self.val_dir, os.path.join(run, "model"),
-                     os.path.join(run, "logs"), build, callbacks=(clock,))
-        started = time.perf_counter()
-        with contextlib.redirect_stdout(io.StringIO()):
-            fit_and_save(job, config)
-        return clock, time.perf_counter() - started, None
-
-
-def epoch_walls(clocks: list) -> list[float]:
-    """Wall seconds of the epochs after the first, every fit together."""
-    return [t for clock in clocks for t in clock.wall[1:]]
-
-
-def steady(clocks: list, samples: int) -> tuple[float, float]:
-    """Median samples per wall second and per CPU second over the epochs after the first."""
-    wall = [t for clock in clocks for t in clock.wall[1:]]
-    cpu = [t for clock in clocks for t in clock.cpu[1:]]
-    return ratio(samples, median(wall)), ratio(samples, median(cpu))
-
-
-def run_pair(arms: Arms, args: argparse.Namespace) -> dict:
-    """Alternate bare and step ``--rounds`` times; their clocks and end-to-end seconds."""
-    results: dict[str, dict] = {"bare": {"clocks": [], "e2e": []},
-                                "step": {"clocks": [], "e2e": []}}
-    for round_ in range(args.rounds):
-        order = ("bare", "step") if round_ % 2 == 0 else ("step", "bare")
-        for arm in order:
-            progress(f"train: round {round_ + 1}/{args.rounds}, {arm}")
-            clock, seconds, model = getattr(arms, arm)(args.batch_size, args.epochs)
-            results[arm]["clocks"].append(clock)
-            results[arm]["e2e"].append(seconds)
-            if model is not None:
-                results["flops"] = train_flops_per_sample(model)
-    return results
+    pair = alternate(args.rounds, {"bare": bare, "step": lambda: arms.step(
+        args.batch_size, args.epochs)[:2]}, "train:")
+    return pair, flops[-1]
 
 
 def run(args: argparse.Namespace) -> Report:
@@ -202,21 +95,20 @@ def run(args: argparse.Namespace) -> Report:
         progress("train: generating data, measuring the matmul peak")
         arms = Arms(root, args.samples, args.val_samples)
         peak = peak_gflops()
-        pair = run_pair(arms, args)
+        pair, flops = run_pair(arms, args)
         peak = max(peak, peak_gflops())
         variants = variant_rows(arms, args.variant_samples) if args.variant_samples else []
     env_rows = []
     if args.variant_samples and not args.no_env_variants:
         env_rows = env_variant_rows(args.variant_samples)
-    return build_report(args, pair, peak, variants, env_rows)
+    return build_report(args, pair, flops, peak, variants, env_rows)
 
 
-def build_report(args: argparse.Namespace, pair: dict, peak: float,
+def build_report(args: argparse.Namespace, pair: dict, flops: float, peak: float,
                  variants: list, env_rows: list) -> Report:
-    """The tables and headline figures."""
+    """The tables, headline figures and notes."""
     from benchmarks.train_variants import VARIANT_HEADER
 
-    flops = pair["flops"]
     rates = {arm: steady(pair[arm]["clocks"], args.samples) for arm in ("bare", "step")}
     rows = []
     for arm, label in (("bare", "bare model.fit (numpy arrays)"),
@@ -236,20 +128,32 @@ def build_report(args: argparse.Namespace, pair: dict, peak: float,
     if env_rows:
         report.add_table("Start-up settings (a fresh process each, epochs 2-3)", VARIANT_HEADER,
                          env_rows)
-    step_ratio = ratio(rates["step"][0], rates["bare"][0])
-    interval = median_ratio_interval(epoch_walls(pair["bare"]["clocks"]),
-                                     epoch_walls(pair["step"]["clocks"]))
-    report.headline = {
-        "step_vs_bare_wall": round(step_ratio, 3),
+    interval = median_ratio_interval(after_first(pair["bare"]["clocks"]),
+                                     after_first(pair["step"]["clocks"]))
+    report.headline = headline(rates, interval, flops, peak)
+    report.notes += notes(args, interval, flops, peak)
+    return report
+
+
+def headline(rates: dict, interval: tuple[float, float], flops: float, peak: float) -> dict:
+    """The figures ``python -m benchmarks`` sums up: step / bare, GFLOP/s, peak."""
+    step_gflops = rates["step"][0] * flops / 1e9
+    return {
+        "step_vs_bare_wall": round(ratio(rates["step"][0], rates["bare"][0]), 3),
         "step_vs_bare_interval": [round(v, 3) for v in interval],
         "step_vs_bare_cpu": round(ratio(rates["step"][1], rates["bare"][1]), 3),
         "step_samples_per_s": round(rates["step"][0]),
-        "step_gflops": round(rates["step"][0] * flops / 1e9, 1),
+        "step_gflops": round(step_gflops, 1),
         "peak_gflops": round(peak, 1),
-        "fraction_of_peak": round(rates["step"][0] * flops / 1e9 / peak, 3),
+        "fraction_of_peak": round(step_gflops / peak, 3),
         "train_mflop_per_sample": round(flops / 1e6, 2),
     }
-    report.notes += [
+
+
+def notes(args: argparse.Namespace, interval: tuple[float, float], flops: float,
+          peak: float) -> list[str]:
+    """What was run, the model's FLOPs and the peak, what was not measured."""
+    return [
         f"{args.samples} training + {args.val_samples} validation images 28x28, batch "
         f"{args.batch_size}, {args.epochs} epochs per fit ({args.rounds} fits per arm, "
         "alternating); median of the epochs after the first. Ratio step / bare, 90% bootstrap "
@@ -258,13 +162,7 @@ def build_report(args: argparse.Namespace, pair: dict, peak: float,
         f"(3x); peak = best {peak:.0f} GFLOP/s of a 2048x2048 fp32 matmul in this process.",
         "GPU (mixed precision, XLA, samples/s): not measured, no GPU machine in this run.",
     ]
-    return report
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run this benchmark alone."""
-    return main_for("bench_train", __doc__.splitlines()[0], add_arguments, run, argv)
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main_for("bench_train", __doc__, FLAGS, run))

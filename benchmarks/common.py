@@ -1,92 +1,25 @@
-"""What every benchmark shares: the machine, generated data, timing, the printed table.
+"""What every benchmark's measurements share: generated data, statistics, paired runs.
 
-Each benchmark module has ``add_arguments(parser)`` and ``run(args) -> Report`` and can be run
-alone (``python -m benchmarks.bench_train``); ``python -m benchmarks`` runs all five.
 Figures are ratios measured in one process or one paired run, because the machines these
 run on are shared and noisy: an absolute figure alone says little, a ratio of two arms
-measured side by side says what the pipeline costs.
+measured side by side says what the pipeline costs. The command line, the report and its
+tables are in ``benchmarks.report``; ``python -m benchmarks`` runs all five benchmarks.
 """
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
-import json
+import contextlib
 import os
-import platform
 import statistics
 import sys
+import tempfile
 import time
-from collections.abc import Callable, Sequence
-from importlib import metadata
-from pathlib import Path
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
 IMAGE_SIDE = 28
 CLASSES = 10
-
-
-@dataclasses.dataclass
-class Report:
-    """One benchmark's result: a table, notes, and the headline figures."""
-
-    name: str
-    title: str
-    header: list[str]
-    rows: list[list[object]]
-    notes: list[str] = dataclasses.field(default_factory=list)
-    headline: dict[str, object] = dataclasses.field(default_factory=dict)
-    extra_tables: list[dict] = dataclasses.field(default_factory=list)
-    machine: dict[str, object] = dataclasses.field(default_factory=dict)
-    seconds: float = 0.0
-
-    def add_table(self, title: str, header: list[str], rows: list[list[object]]) -> None:
-        """Add a secondary table (printed after the main one)."""
-        self.extra_tables.append({"title": title, "header": header, "rows": rows})
-
-    def markdown(self) -> str:
-        """The report as Markdown: title, tables, notes."""
-        from components.common.tblog import markdown_table
-
-        parts = [f"### {self.title}", markdown_table(self.header, self.rows)]
-        for table in self.extra_tables:
-            parts += [f"**{table['title']}**", markdown_table(table["header"], table["rows"])]
-        parts += [f"- {note}" for note in self.notes]
-        parts.append(f"_{self.seconds:.0f} s; load average {load_average()}_")
-        return "\n\n".join(parts)
-
-
-def machine_info() -> dict[str, object]:
-    """CPU model, cores, vector extensions, memory, versions, load: where figures came from."""
-    info: dict[str, object] = {"python": platform.python_version(),
-                               "cores": len(os.sched_getaffinity(0))}
-    try:
-        cpuinfo = Path("/proc/cpuinfo").read_text()
-        model = next(line.split(":", 1)[1].strip() for line in cpuinfo.splitlines()
-                     if line.startswith("model name"))
-        flags = next(line for line in cpuinfo.splitlines() if line.startswith("flags"))
-        info["cpu"] = model
-        info["simd"] = ", ".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_tile")
-                                 if f" {f}" in flags)
-        mem_kb = int(next(line.split()[1] for line in Path("/proc/meminfo").read_text()
-                          .splitlines() if line.startswith("MemTotal")))
-        info["memory_gib"] = round(mem_kb / 2**20, 1)
-    except (OSError, StopIteration, ValueError):
-        info["cpu"] = platform.processor() or "unknown"
-    for package in ("tensorflow", "keras", "tensorboard", "tensorboardX", "kfp", "pandas",
-                    "pyarrow"):
-        try:
-            info[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            pass
-    info["load_average"] = load_average()
-    return info
-
-
-def load_average() -> str:
-    """The 1/5/15-minute load averages (other work on a shared machine shows here)."""
-    return "/".join(f"{v:.1f}" for v in os.getloadavg())
 
 
 def mnist_like(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -155,31 +88,46 @@ class Stopwatch:
         self.cpu = time.process_time() - self._cpu
 
 
-def fmt(value: float, digits: int = 0) -> str:
-    """A number with thousands separators and ``digits`` decimals."""
-    return f"{value:,.{digits}f}"
-
-
-def main_for(name: str, title: str, add_arguments: Callable[[argparse.ArgumentParser], None],
-             run: Callable[[argparse.Namespace], Report],
-             argv: Sequence[str] | None = None) -> int:
-    """The command line of one benchmark: parse, run, print Markdown, optionally write JSON."""
-    parser = argparse.ArgumentParser(prog=f"python -m benchmarks.{name}", description=title)
-    add_arguments(parser)
-    parser.add_argument("--json", help="also write the report as JSON to this file")
-    args = parser.parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    started = time.perf_counter()
-    report = run(args)
-    report.seconds = time.perf_counter() - started
-    report.machine = machine_info()
-    print(report.markdown(), flush=True)
-    if args.json:
-        Path(args.json).write_text(json.dumps(dataclasses.asdict(report), indent=2,
-                                              default=str))
-    return 0
-
-
 def progress(message: str) -> None:
     """A progress line on stderr (the report itself goes to stdout)."""
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def alternate(rounds: int, arms: Mapping[str, Callable[[], tuple[object, float]]],
+              label: str) -> dict[str, dict[str, list]]:
+    """Run two arms ``rounds`` times each in A B, B A, A B, ... order (drift hits both alike).
+
+    Args:
+        rounds: Runs per arm.
+        arms: The two arms by name; each run returns ``(epoch clock, end-to-end seconds)``.
+        label: What the progress lines start with.
+
+    Returns:
+        Per arm, ``{"clocks": [...], "e2e": [...]}`` in the order they ran.
+    """
+    names = list(arms)
+    results: dict[str, dict[str, list]] = {name: {"clocks": [], "e2e": []} for name in names}
+    for round_ in range(rounds):
+        for name in names if round_ % 2 == 0 else names[::-1]:
+            progress(f"{label} round {round_ + 1}/{rounds}, {name}")
+            clock, seconds = arms[name]()
+            results[name]["clocks"].append(clock)
+            results[name]["e2e"].append(seconds)
+    return results
+
+
+@contextlib.contextmanager
+def work_folder(keep: str | None, prefix: str) -> Iterator[str]:
+    """A folder to generate data into: ``keep`` (created, left in place) or a temporary one.
+
+    Args:
+        keep: A folder to use and keep (its files may be reused), or None.
+        prefix: The temporary folder's name prefix.
+
+    Yields:
+        The folder's path; a temporary one is removed on leaving.
+    """
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        folder = keep or tmp
+        os.makedirs(folder, exist_ok=True)
+        yield folder

@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import load_average, machine_info
+from benchmarks.report import load_average, machine_info, quiet_env
 
 BENCHMARKS = {
     "train": ("bench_train", []),
@@ -89,8 +89,7 @@ def main(argv: list[str] | None = None) -> int:
                        *(full_flags if args.full else [])]
             print(f"running {' '.join(command[1:4])} (load {load_average()})", file=sys.stderr,
                   flush=True)
-            env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-            reply = subprocess.run(command, stdout=subprocess.PIPE, text=True, env=env)
+            reply = subprocess.run(command, stdout=subprocess.PIPE, text=True, env=quiet_env())
             print(reply.stdout, flush=True)
             parts.append(reply.stdout)
             if reply.returncode == 0:

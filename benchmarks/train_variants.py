@@ -8,12 +8,12 @@ runs in a fresh process (``python -m benchmarks.train_variants NAME SAMPLES``).
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import tempfile
 
-from benchmarks.common import fmt, progress, ratio
+from benchmarks.common import progress, ratio
+from benchmarks.fit_arms import Arms, steady
+from benchmarks.report import fmt, in_fresh_process
 
 VARIANT_HEADER = ["variant", "samples/s", "vs default", "samples/CPU-s", "vs default (CPU)"]
 ENV_VARIANTS = {
@@ -23,10 +23,15 @@ ENV_VARIANTS = {
 }
 
 
-def variant_rows(arms, samples: int) -> list[list[object]]:  # noqa: ANN001 - bench_train.Arms
-    """The bare loop with XLA and other batch sizes, against its default, same process."""
-    from benchmarks.bench_train import steady
+def variant_row(name: str, rates: tuple[float, float],
+                base: tuple[float, float]) -> list[object]:
+    """A table row: samples per wall and CPU second, and their ratios to the default's."""
+    return [name, fmt(rates[0]), f"{ratio(rates[0], base[0]):.2f}", fmt(rates[1]),
+            f"{ratio(rates[1], base[1]):.2f}"]
 
+
+def variant_rows(arms: Arms, samples: int) -> list[list[object]]:
+    """The bare loop with XLA and other batch sizes, against its default, same process."""
     variants = [("default (batch 128)", {}, 128), ("batch 256", {}, 256), ("batch 512", {}, 512),
                 ("batch 32 (the pipeline's default)", {}, 32),
                 ("batch 32, steps_per_execution=8", {"steps_per_execution": 8}, 32),
@@ -38,8 +43,7 @@ def variant_rows(arms, samples: int) -> list[list[object]]:  # noqa: ANN001 - be
         clock, _, _ = arms.bare(batch, 3, samples, **options)
         rates = steady([clock], samples)
         base = base if base[0] else rates
-        rows.append([name, fmt(rates[0]), f"{ratio(rates[0], base[0]):.2f}", fmt(rates[1]),
-                     f"{ratio(rates[1], base[1]):.2f}"])
+        rows.append(variant_row(name, rates, base))
     return rows
 
 
@@ -48,22 +52,15 @@ def env_variant_rows(samples: int) -> list[list[object]]:
     rows, base = [], None
     for name, (env, _) in ENV_VARIANTS.items():
         progress(f"train: process variant {name}")
-        reply = subprocess.run(
-            [sys.executable, "-m", "benchmarks.train_variants", name, str(samples)],
-            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **env}, capture_output=True,
-            text=True, check=True)
-        rates = json.loads(reply.stdout.strip().splitlines()[-1])["rates"]
+        rates = in_fresh_process("train_variants", [name, str(samples)], **env)["rates"]
         base = base or rates
-        rows.append([name, fmt(rates[0]), f"{ratio(rates[0], base[0]):.2f}", fmt(rates[1]),
-                     f"{ratio(rates[1], base[1]):.2f}"])
+        rows.append(variant_row(name, rates, base))
     return rows
 
 
 def child(name: str, samples: int) -> None:
     """In a fresh process: apply a setting, time epochs 2-3 of the bare loop, print JSON."""
     import tensorflow as tf
-
-    from benchmarks.bench_train import Arms, steady
 
     threads = ENV_VARIANTS[name][1]
     if threads:

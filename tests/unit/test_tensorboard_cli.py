@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from components.common.errors import InputError
 from pipelines.cli import build_parser
 from pipelines.options import PipelineParams
 from pipelines.tensorboard import choose_loader, data_server_available, tensorboard_command
@@ -28,13 +29,20 @@ def test_data_server_is_installed_here():
     assert data_server_available()  # tensorboard-data-server ships the binary for this platform
 
 
-def test_commands_of_both_loaders():
+def test_both_loaders_run_behind_the_tensorflow_free_frontend():
     fast = tensorboard_command("/logs", "127.0.0.1", 6006, "fast")
-    assert fast[1:3] == ["-m", "tensorboard.main"] and "--load_fast=true" in fast
+    assert fast[1:4] == ["-m", "pipelines.tensorboard", "--load_fast=true"]
+    assert {"--logdir=/logs", "--port=6006", "--reload_interval=5"} <= set(fast)
     slow = tensorboard_command("gs://b/logs", "127.0.0.1", 7000, "python", 2, ["--x=1"])
-    assert slow[1:3] == ["-m", "pipelines.tensorboard"]  # TensorBoard with TensorFlow blocked
-    assert {"--load_fast=false", "--logdir=gs://b/logs", "--port=7000", "--host=127.0.0.1",
-            "--reload_interval=2", "--x=1"} <= set(slow)
+    assert slow[1:4] == ["-m", "pipelines.tensorboard", "--load_fast=false"]
+    assert {"--logdir=gs://b/logs", "--port=7000", "--host=127.0.0.1", "--reload_interval=2",
+            "--x=1"} <= set(slow)
+
+
+def test_unknown_loader_is_one_clear_line():
+    for loader in ("auto", "rust"):  # auto is resolved before, by choose_loader
+        with pytest.raises(InputError, match=f"loader '{loader}': use fast or python"):
+            tensorboard_command("/logs", "127.0.0.1", 6006, loader)
 
 
 def test_cli_defaults_to_the_pipeline_log_root_on_loopback():

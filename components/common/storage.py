@@ -1,45 +1,39 @@
 """One small storage layer: local paths and ``gs://bucket/prefix`` URIs alike.
 
-GCS goes through google-cloud-storage; credentials come only from the environment (ADC,
-Workload Identity), ``STORAGE_EMULATOR_HOST`` points it at an emulator. Transient errors
-(429, 5xx, dropped connections) are retried with backoff for up to ``deadline`` seconds
-(google-cloud-storage's retry policy; a create that could duplicate is conditional on
-generation 0). Permanent errors (no bucket, no permission) fail at once as one
-:class:`StorageError` line naming the URI. Local writes go to a temporary name, then a
+gs:// URIs go to :mod:`components.common.gcs` (google-cloud-storage; credentials only from
+the environment; transient errors retried with backoff for up to ``deadline`` seconds,
+:data:`DEFAULT_DEADLINE_S` unless a call says otherwise; permanent errors fail at once as
+one :class:`StorageError` line naming the URI). Local writes go to a temporary name, then a
 rename, so a failed step never leaves an output that looks whole.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from components.common import gcs
 from components.common.errors import StorageError
+from components.common.gcs import (  # noqa: F401 - re-exported: imported from here
+    GCS_SCHEME,
+    StorageUnavailable,
+    gcs_client,
+    gcs_errors,
+    is_gcs,
+    reset_gcs_client,
+    split_gcs,
+)
 
-GCS_SCHEME = "gs://"
 DEFAULT_DEADLINE_S = 120.0  # google-cloud-storage's own default retry deadline
 
 
-class StorageUnavailable(StorageError):  # noqa: N818 - reads as a state, like the GCS error
-    """Storage could not be reached in time (transient errors outlasted the retry deadline)."""
-
-
-def is_gcs(uri: str) -> bool:
-    """Whether ``uri`` names a GCS location."""
-    return uri.startswith(GCS_SCHEME)
-
-
-def split_gcs(uri: str) -> tuple[str, str]:
-    """``gs://bucket/a/b`` -> ``("bucket", "a/b")``."""
-    bucket, _, prefix = uri[len(GCS_SCHEME):].partition("/")
-    if not bucket:
-        raise StorageError(f"{uri}: a gs:// URI needs a bucket name, e.g. gs://my-bucket/path")
-    return bucket, prefix.strip("/")
+def _deadline(deadline: float | None) -> float:
+    """Seconds a GCS call may retry: ``deadline``, or DEFAULT_DEADLINE_S (read at call time)."""
+    return DEFAULT_DEADLINE_S if deadline is None else deadline
 
 
 def join(uri: str, *parts: str) -> str:
@@ -49,85 +43,21 @@ def join(uri: str, *parts: str) -> str:
     return os.path.join(uri, *parts)
 
 
-@functools.cache
-def gcs_client():  # noqa: ANN201 - google.cloud.storage.Client, imported lazily
-    """Return the process-wide GCS client (honours ``STORAGE_EMULATOR_HOST``)."""
-    from google.cloud import storage
-
-    return storage.Client()
-
-
-def reset_gcs_client() -> None:
-    """Forget the cached client, e.g. after ``STORAGE_EMULATOR_HOST`` changed."""
-    gcs_client.cache_clear()
-
-
-def _blob(uri: str):  # noqa: ANN202
-    bucket, name = split_gcs(uri)
-    return gcs_client().bucket(bucket).blob(name)
-
-
-def _calls(deadline: float | None) -> dict:
-    """Keyword arguments for one GCS call: the retry policy and a per-request HTTP timeout."""
-    from google.cloud.storage.retry import DEFAULT_RETRY
-
-    deadline = DEFAULT_DEADLINE_S if deadline is None else deadline
-    return {"retry": DEFAULT_RETRY.with_timeout(deadline), "timeout": min(60.0, max(deadline, 1))}
-
-
-@contextlib.contextmanager
-def gcs_errors(uri: str) -> Iterator[None]:
-    """Turn google-cloud (and transport) errors into one StorageError line naming ``uri``."""
-    import requests
-    from google.api_core import exceptions as gexc
-    from google.auth import exceptions as auth_exc
-
-    try:
-        yield
-    except gexc.NotFound as exc:
-        raise StorageError(f"{uri}: not found; check that bucket '{split_gcs(uri)[0]}' "
-                           "exists and the path is right") from exc
-    except (gexc.Forbidden, gexc.Unauthorized) as exc:
-        raise StorageError(f"{uri}: permission denied ({exc.code}); grant the step's service "
-                           "account access to the bucket") from exc
-    except auth_exc.DefaultCredentialsError as exc:
-        raise StorageError(f"{uri}: no Google credentials found; use Application Default "
-                           "Credentials or Workload Identity") from exc
-    except (gexc.RetryError, requests.RequestException, auth_exc.TransportError,
-            ConnectionError) as exc:
-        cause = exc.cause if isinstance(exc, gexc.RetryError) and exc.cause else exc
-        reason = ("connection failed" if isinstance(cause, (requests.ConnectionError,
-                                                            ConnectionError))
-                  else _first_line(cause))
-        raise StorageUnavailable(f"{uri}: storage unreachable ({reason}); "
-                                 "retried with backoff, try again later") from exc
-    except gexc.GoogleAPIError as exc:
-        raise StorageError(f"{uri}: storage error: {_first_line(exc)}") from exc
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-
-
 def exists(uri: str, deadline: float | None = None) -> bool:
     """Whether a file (or, for gs://, an object or a prefix with objects) exists."""
-    if not is_gcs(uri):
-        return os.path.exists(uri)
-    with gcs_errors(uri):
-        if split_gcs(uri)[1] and _blob(uri).exists(**_calls(deadline)):
-            return True
-    return bool(list_files(uri, max_results=1, deadline=deadline))
+    if is_gcs(uri):
+        return gcs.object_exists(uri, _deadline(deadline))
+    return os.path.exists(uri)
 
 
 def read_bytes(uri: str, deadline: float | None = None) -> bytes:
     """Return the whole content of a file or object."""
-    if not is_gcs(uri):
-        try:
-            return Path(uri).read_bytes()
-        except OSError as exc:
-            raise StorageError(f"{uri}: cannot read ({exc.strerror})") from exc
-    with gcs_errors(uri):
-        return _blob(uri).download_as_bytes(**_calls(deadline))
+    if is_gcs(uri):
+        return gcs.read_object(uri, _deadline(deadline))
+    try:
+        return Path(uri).read_bytes()
+    except OSError as exc:
+        raise StorageError(f"{uri}: cannot read ({exc.strerror})") from exc
 
 
 def write_bytes(uri: str, data: bytes, deadline: float | None = None) -> None:
@@ -136,8 +66,7 @@ def write_bytes(uri: str, data: bytes, deadline: float | None = None) -> None:
     A whole-object upload is idempotent (a retry writes the same bytes), so it is retried.
     """
     if is_gcs(uri):
-        with gcs_errors(uri):
-            _blob(uri).upload_from_string(data, **_calls(deadline))
+        gcs.write_object(uri, data, _deadline(deadline))
         return
     with _local_temp(uri, data) as tmp:
         os.replace(tmp, uri)
@@ -150,29 +79,22 @@ def create_bytes(uri: str, data: bytes, deadline: float | None = None) -> None:
     overwrite: if an earlier attempt landed (its reply was lost) the object already holds
     ``data`` and this returns; an object with other content raises StorageError.
     """
-    if not is_gcs(uri):
-        with _local_temp(uri, data) as tmp:
-            try:
-                os.link(tmp, uri)
-            except FileExistsError:
-                _check_same(uri, data, Path(uri).read_bytes())
-        return
-    from google.api_core import exceptions as gexc
-    from google.cloud.storage.retry import ConditionalRetryPolicy, is_generation_specified
-
-    calls = _calls(deadline)
-    calls["retry"] = ConditionalRetryPolicy(calls["retry"], is_generation_specified,
-                                            ["query_params"])
-    with gcs_errors(uri):
-        try:
-            _blob(uri).upload_from_string(data, if_generation_match=0, **calls)
-        except gexc.PreconditionFailed:
-            _check_same(uri, data, _blob(uri).download_as_bytes(**_calls(deadline)))
-
-
-def _check_same(uri: str, data: bytes, existing: bytes) -> None:
-    if existing != data:
+    if is_gcs(uri):
+        existing = gcs.create_object(uri, data, _deadline(deadline))
+    else:
+        existing = _create_local(uri, data)
+    if existing is not None and existing != data:
         raise StorageError(f"{uri}: already exists with other content; it is never overwritten")
+
+
+def _create_local(uri: str, data: bytes) -> bytes | None:
+    """Hard-link a complete temporary file to ``uri``; None, or what ``uri`` already held."""
+    with _local_temp(uri, data) as tmp:
+        try:
+            os.link(tmp, uri)
+        except FileExistsError:
+            return Path(uri).read_bytes()
+    return None
 
 
 @contextlib.contextmanager
@@ -193,24 +115,18 @@ def _local_temp(uri: str, data: bytes) -> Iterator[str]:
 def list_files(uri: str, max_results: int | None = None,
                deadline: float | None = None) -> list[str]:
     """Paths of the files under ``uri``, relative to it, sorted."""
-    if not is_gcs(uri):
-        root = Path(uri)
-        if root.is_file():
-            return [""]
-        return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
-    bucket, prefix = split_gcs(uri)
-    prefix = f"{prefix}/" if prefix else ""
-    with gcs_errors(uri):
-        blobs = gcs_client().list_blobs(bucket, prefix=prefix, max_results=max_results,
-                                        **_calls(deadline))
-        return sorted(b.name[len(prefix):] for b in blobs if not b.name.endswith("/"))
+    if is_gcs(uri):
+        return gcs.list_objects(uri, _deadline(deadline), max_results=max_results)
+    root = Path(uri)
+    if root.is_file():
+        return [""]
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
 
 
 def upload_file(local_path: str, uri: str, deadline: float | None = None) -> None:
     """Copy a local file to ``uri`` (a local path or gs://); retried like write_bytes."""
     if is_gcs(uri):
-        with gcs_errors(uri):
-            _blob(uri).upload_from_filename(local_path, **_calls(deadline))
+        gcs.upload_object(local_path, uri, _deadline(deadline))
         return
     write_bytes(uri, Path(local_path).read_bytes())
 
@@ -219,8 +135,7 @@ def download_file(uri: str, local_path: str, deadline: float | None = None) -> N
     """Copy ``uri`` to a local file."""
     Path(local_path).parent.mkdir(parents=True, exist_ok=True)
     if is_gcs(uri):
-        with gcs_errors(uri):
-            _blob(uri).download_to_filename(local_path, **_calls(deadline))
+        gcs.download_object(uri, local_path, _deadline(deadline))
     else:
         shutil.copyfile(uri, local_path)
 

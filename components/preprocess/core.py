@@ -1,10 +1,10 @@
 """Preprocess logic: read a labelled image table, clean, scale, split, write Datasets, log.
 
-Everything streams chunk by chunk: rows are read, cleaned, quantized to bytes (value b/255)
-and handed to a :class:`~components.preprocess.split.StratifiedSplitter`, which writes each
-split through a :class:`~components.common.dataset.DatasetWriter`. Peak memory does not grow
-with the table, and the outputs are byte-identical for the same data and seed whatever
-``chunk_rows`` is.
+Everything streams chunk by chunk: rows are read, cleaned and quantized to bytes (value
+b/255) by :mod:`components.preprocess.clean`, and handed to a
+:class:`~components.preprocess.split.StratifiedSplitter`, which writes each split through a
+:class:`~components.common.dataset.DatasetWriter`. Peak memory does not grow with the table,
+and the outputs are byte-identical for the same data and seed whatever ``chunk_rows`` is.
 """
 
 from __future__ import annotations
@@ -18,16 +18,21 @@ import time
 import numpy as np
 
 from components.common import storage
-from components.common.dataset import MAX_CLASSES, DatasetInfo, DatasetWriter, to_uint8
+from components.common.dataset import MAX_CLASSES, DatasetInfo, DatasetWriter
 from components.common.errors import InputError
-from components.preprocess.readers import RawChunk, Source, open_source
+from components.preprocess.clean import (  # noqa: F401 - DROP_REASONS, byte_histogram: re-exported
+    DROP_REASONS,
+    RowTally,
+    byte_histogram,
+    clean_chunk,
+)
+from components.preprocess.readers import Source, open_source
 from components.preprocess.split import SPLITS, StratifiedSplitter, finish_writer
-from components.preprocess.summary import SAMPLE_IMAGES, flat_metrics, log_summary, pixel_stats
+from components.preprocess.summary import flat_metrics, log_summary, pixel_stats
 
 STEP = "preprocess"
 DEFAULT_DATA = "builtin:digits"
 STATS_FILE = "stats.json"
-DROP_REASONS = ("missing", "bad_label", "out_of_range")
 PROGRESS_SECS = 10.0
 
 
@@ -94,81 +99,8 @@ class PreprocessResult:
         return self.train.num_classes
 
 
-class _Tally:
-    """Streamed counts: rows read and dropped, kept labels, pixel bytes, sample images."""
-
-    def __init__(self) -> None:
-        self.rows_read = 0
-        self.dropped = dict.fromkeys(DROP_REASONS, 0)
-        self.label_counts = np.zeros(MAX_CLASSES, np.int64)
-        self.pixel_hist = np.zeros(256, np.int64)
-        self.samples: list[np.ndarray] = []
-
-    def add(self, raw_rows: int, images: np.ndarray, labels: np.ndarray,
-            dropped: dict[str, int]) -> None:
-        self.rows_read += raw_rows
-        for reason, count in dropped.items():
-            self.dropped[reason] += count
-        self.label_counts += np.bincount(labels, minlength=MAX_CLASSES)
-        self.pixel_hist += byte_histogram(images)
-        room = SAMPLE_IMAGES - sum(len(s) for s in self.samples)
-        if room > 0 and len(images):
-            self.samples.append(images[:room].copy())
-
-    @property
-    def rows_dropped(self) -> int:
-        return sum(self.dropped.values())
-
-
-def byte_histogram(images: np.ndarray) -> np.ndarray:
-    """Counts of each byte value 0..255 in a uint8 array (two bytes per bincount slot)."""
-    flat = np.ascontiguousarray(images).reshape(-1)
-    counts = np.bincount(flat[-1:], minlength=256) if len(flat) % 2 else np.zeros(256, np.int64)
-    pairs = np.bincount(flat[:len(flat) - len(flat) % 2].view(np.uint16), minlength=65536)
-    pairs = pairs.reshape(256, 256)
-    return counts + pairs.sum(axis=0) + pairs.sum(axis=1)
-
-
-def clean_chunk(name: str, chunk: RawChunk, max_value: float,
-                shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
-    """Drop bad rows and quantize the rest.
-
-    Returns:
-        ``(images uint8 (n, H, W, C) with byte b meaning b/255, labels int64, dropped)``,
-        where ``dropped`` counts rows per reason: missing values, a negative or
-        non-integer label, pixels outside ``[0, max_value]``.
-
-    """
-    pixels, labels = chunk.pixels, chunk.labels
-    integers = np.issubdtype(pixels.dtype, np.integer) and np.issubdtype(labels.dtype, np.integer)
-    if integers and max_value == 255:  # nothing missing, no fractions: no float passes
-        bad_label = labels < 0
-        out_of_range = np.zeros(len(labels), bool)
-        if pixels.dtype != np.uint8 and len(labels):
-            out_of_range = ~bad_label & ((pixels.min(axis=1) < 0) | (pixels.max(axis=1) > 255))
-        keep = ~(bad_label | out_of_range)
-        dropped = {"missing": 0, "bad_label": int(bad_label.sum()),
-                   "out_of_range": int(out_of_range.sum())}
-        images = pixels.astype(np.uint8, copy=False)[keep]  # dropped rows may wrap: unused
-    else:
-        px = pixels.astype(np.float64, copy=False)
-        lab = labels.astype(np.float64, copy=False)
-        missing = ~np.isfinite(lab) | ~np.isfinite(px).all(axis=1)
-        with np.errstate(invalid="ignore"):
-            bad_label = ~missing & ((lab < 0) | (lab != np.floor(lab)))
-            out_of_range = ~missing & ~bad_label & ((px < 0) | (px > max_value)).any(axis=1)
-        keep = ~(missing | bad_label | out_of_range)
-        dropped = {"missing": int(missing.sum()), "bad_label": int(bad_label.sum()),
-                   "out_of_range": int(out_of_range.sum())}
-        images = to_uint8(px[keep] / max_value)
-    labels = labels[keep].astype(np.int64)
-    if len(labels) and labels.max() >= MAX_CLASSES:
-        raise InputError(f"{name}: label {labels.max()} is above {MAX_CLASSES - 1}; labels "
-                         f"must be class numbers 0..{MAX_CLASSES - 1}")
-    return images.reshape(len(labels), *shape), labels, dropped
-
-
 def _check_outputs(*uris: str) -> None:
+    """Refuse gs:// outputs and outputs that name the same folder twice."""
     for uri in uris:
         if storage.is_gcs(uri):
             raise InputError(f"{uri}: outputs must be local folders (a KFP artifact's .path)")
@@ -177,8 +109,9 @@ def _check_outputs(*uris: str) -> None:
 
 
 def _stream(source: Source, splitter: StratifiedSplitter,
-            test_writer: DatasetWriter) -> _Tally:
-    tally, last_report = _Tally(), time.monotonic()
+            test_writer: DatasetWriter) -> RowTally:
+    """Clean every chunk of ``source``; fixed test rows go to ``test_writer``, others split."""
+    tally, last_report = RowTally(), time.monotonic()
     print(f"preprocess: reading {source.name} (images {source.image_shape})", flush=True)
     for chunk in source.chunks():
         images, labels, dropped = clean_chunk(source.name, chunk, source.max_value,
@@ -196,7 +129,7 @@ def _stream(source: Source, splitter: StratifiedSplitter,
     return tally
 
 
-def _check_tally(name: str, tally: _Tally) -> int:
+def _check_tally(name: str, tally: RowTally) -> int:
     """Validate what was read; return the number of classes (max label + 1)."""
     if tally.rows_read == 0:
         raise InputError(f"{name}: the table has no rows; give a table with labelled images")
@@ -210,7 +143,7 @@ def _check_tally(name: str, tally: _Tally) -> int:
     return int(present[-1]) + 1
 
 
-def build_stats(data_uri: str, config: PreprocessConfig, source: Source, tally: _Tally,
+def build_stats(data_uri: str, config: PreprocessConfig, source: Source, tally: RowTally,
                 infos: dict[str, DatasetInfo]) -> dict:
     """Collect the JSON-able statistics of a run (no timings, so equal runs compare equal)."""
     return {
@@ -254,23 +187,36 @@ def preprocess_data(data_uri: str, train_uri: str, val_uri: str, test_uri: str,
     with open_source(data_uri, config.chunk_rows, config.image_shape) as source, \
             contextlib.ExitStack() as stack:
         roots = {s: stack.enter_context(storage.atomic_dir(uris[s])) for s in SPLITS}
-        writers = {s: DatasetWriter(roots[s], source.image_shape, MAX_CLASSES,
-                                    config.shard_records) for s in SPLITS}
-        test_fraction = 0.0 if source.has_test_split else config.test_fraction
-        splitter = StratifiedSplitter(writers, config.val_fraction, test_fraction, config.seed)
-        tally = _stream(source, splitter, writers["test"])
-        num_classes = _check_tally(data_uri, tally)
-        infos = {s: finish_writer(writers[s], num_classes) for s in SPLITS}
-        if infos["train"].num_examples == 0:
-            raise InputError(f"{data_uri}: no training rows left after the split; "
-                             "give more rows or lower val_fraction/test_fraction")
+        tally, infos = _write_splits(data_uri, source, roots, config)
         stats = build_stats(data_uri, config, source, tally, infos)
-        with open(os.path.join(roots["train"], STATS_FILE), "w") as handle:
-            handle.write(json.dumps(stats, indent=2, sort_keys=True) + "\n")
-        print(f"preprocess: kept {stats['rows_kept']} of {tally.rows_read} rows, dropped "
-              f"{tally.rows_dropped} ({tally.dropped}); split "
-              f"{ {s: infos[s].num_examples for s in SPLITS} }", flush=True)
+        _save_stats(roots["train"], stats, tally, infos)
         if log_dir:
             log_summary(log_dir, stats, tally.pixel_hist, tally.samples)
     return PreprocessResult(infos["train"], infos["val"], infos["test"], stats,
                             flat_metrics(stats))
+
+
+def _write_splits(data_uri: str, source: Source, roots: dict[str, str],
+                  config: PreprocessConfig) -> tuple[RowTally, dict[str, DatasetInfo]]:
+    """Stream ``source`` into one Dataset per split under ``roots``; check and finish them."""
+    writers = {s: DatasetWriter(roots[s], source.image_shape, MAX_CLASSES,
+                                config.shard_records) for s in SPLITS}
+    test_fraction = 0.0 if source.has_test_split else config.test_fraction
+    splitter = StratifiedSplitter(writers, config.val_fraction, test_fraction, config.seed)
+    tally = _stream(source, splitter, writers["test"])
+    num_classes = _check_tally(data_uri, tally)
+    infos = {s: finish_writer(writers[s], num_classes) for s in SPLITS}
+    if infos["train"].num_examples == 0:
+        raise InputError(f"{data_uri}: no training rows left after the split; "
+                         "give more rows or lower val_fraction/test_fraction")
+    return tally, infos
+
+
+def _save_stats(train_root: str, stats: dict, tally: RowTally,
+                infos: dict[str, DatasetInfo]) -> None:
+    """Write ``stats.json`` into the training Dataset's folder and print a one-line summary."""
+    with open(os.path.join(train_root, STATS_FILE), "w") as handle:
+        handle.write(json.dumps(stats, indent=2, sort_keys=True) + "\n")
+    print(f"preprocess: kept {stats['rows_kept']} of {tally.rows_read} rows, dropped "
+          f"{tally.rows_dropped} ({tally.dropped}); split "
+          f"{ {s: infos[s].num_examples for s in SPLITS} }", flush=True)

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from components.common import storage
+from components.common import gcs, storage
 from components.common.errors import StorageError
 from components.common.storage import StorageUnavailable
 
@@ -141,7 +141,7 @@ class _Raises:
 def test_gcs_permission_denied_is_one_clear_line(monkeypatch):
     from google.api_core.exceptions import Forbidden
 
-    monkeypatch.setattr(storage, "_blob", lambda uri: _Raises(Forbidden("denied")))
+    monkeypatch.setattr(gcs, "blob", lambda uri: _Raises(Forbidden("denied")))
     with pytest.raises(StorageError, match=r"gs://b/p: permission denied \(403\)"):
         storage.read_bytes("gs://b/p")
 
@@ -152,6 +152,6 @@ def test_gcs_missing_credentials_is_one_clear_line(monkeypatch):
     def no_client():
         raise DefaultCredentialsError("Your default credentials were not found")
 
-    monkeypatch.setattr(storage, "gcs_client", no_client)
+    monkeypatch.setattr(gcs, "gcs_client", no_client)
     with pytest.raises(StorageError, match="gs://b/p: no Google credentials found"):
         storage.list_files("gs://b/p")

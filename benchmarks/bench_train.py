@@ -14,8 +14,9 @@ Throughput is the median over the epochs after the first (which traces the funct
 samples / epoch wall time, and samples / epoch CPU time (the machine is shared: CPU time
 shows the work done, wall time also what others took). GFLOP/s uses the model's FLOPs per
 sample (forward, from the layer shapes, times 3 for forward + backward); the peak is the best
-of a large fp32 matmul in this process. Then variants of the bare loop: XLA, batch size, and,
-each in a fresh process, oneDNN off and thread settings.
+of a large matmul in the arms' compute type (``--precision``: bfloat16 for mixed_bfloat16,
+else fp32) in this process, and the fp32 peak too. Then variants of the bare loop: XLA, batch
+size, the other precision, and, each in a fresh process, oneDNN off and thread settings.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ FLAGS = {
     "--epochs": (3, "per fit; the first is not timed"),
     "--rounds": (4, "fits per arm, alternating bare, step, step, bare, ..."),
     "--variant-samples": (4_000, "training images for the variants (0: skip the variants)"),
+    "--precision": ("auto", "both arms' precision (auto: what the train step picks here: "
+                            "mixed_bfloat16 on a CPU with AMX-BF16, else float32)"),
     "--no-env-variants": (False, "skip the variants that need a fresh process (oneDNN, "
                                  "threads)"),
 }
@@ -55,15 +58,18 @@ def train_flops_per_sample(model) -> float:  # noqa: ANN001 - a keras.Model
     return 3.0 * forward
 
 
-def peak_gflops(seconds: float = 2.0, n: int = 2048) -> float:
-    """Best fp32 GFLOP/s of an ``n`` x ``n`` matmul (TensorFlow and numpy; the better one)."""
+def peak_gflops(seconds: float = 2.0, n: int = 2048, dtype: str = "float32") -> float:
+    """Best GFLOP/s of an ``n`` x ``n`` matmul in ``dtype`` (TensorFlow, and numpy for fp32)."""
     import numpy as np
     import tensorflow as tf
 
     a = np.random.default_rng(0).random((n, n), dtype=np.float32)
-    ta = tf.constant(a)
+    ta = tf.cast(tf.constant(a), dtype)
     best = float("inf")
-    for matmul in (lambda: tf.linalg.matmul(ta, ta).numpy(), lambda: a @ a):
+    matmuls = [lambda: tf.linalg.matmul(ta, ta).numpy()]
+    if dtype == "float32":
+        matmuls.append(lambda: a @ a)
+    for matmul in matmuls:
         matmul()
         stop = time.perf_counter() + seconds / 2
         while time.perf_counter() < stop:
@@ -78,29 +84,35 @@ def run_pair(arms: Arms, args: argparse.Namespace) -> tuple[dict, float]:
     flops = []
 
     def bare() -> tuple[object, float]:
-        clock, seconds, model = arms.bare(args.batch_size, args.epochs)
+        clock, seconds, model = arms.bare(args.batch_size, args.epochs,
+                                          precision=args.precision)
         flops.append(train_flops_per_sample(model))
         return clock, seconds
 
     pair = alternate(args.rounds, {"bare": bare, "step": lambda: arms.step(
-        args.batch_size, args.epochs)[:2]}, "train:")
+        args.batch_size, args.epochs, precision=args.precision)[:2]}, "train:")
     return pair, flops[-1]
 
 
 def run(args: argparse.Namespace) -> Report:
     """Measure, and return the report."""
     from benchmarks.train_variants import env_variant_rows, variant_rows
+    from components.train.model import resolve_precision
 
+    args.precision = resolve_precision(args.precision)
+    dtype = "bfloat16" if args.precision == "mixed_bfloat16" else "float32"
     with tempfile.TemporaryDirectory(prefix="tbpipe-bench-train-") as root:
-        progress("train: generating data, measuring the matmul peak")
+        progress(f"train: generating data, measuring the {dtype} matmul peak")
         arms = Arms(root, args.samples, args.val_samples)
-        peak = peak_gflops()
+        peak = peak_gflops(dtype=dtype)
         pair, flops = run_pair(arms, args)
-        peak = max(peak, peak_gflops())
-        variants = variant_rows(arms, args.variant_samples) if args.variant_samples else []
+        peak = max(peak, peak_gflops(dtype=dtype))
+        args.fp32_peak = peak if dtype == "float32" else peak_gflops()
+        variants = (variant_rows(arms, args.variant_samples, args.precision)
+                    if args.variant_samples else [])
     env_rows = []
     if args.variant_samples and not args.no_env_variants:
-        env_rows = env_variant_rows(args.variant_samples)
+        env_rows = env_variant_rows(args.variant_samples, args.precision)
     return build_report(args, pair, flops, peak, variants, env_rows)
 
 
@@ -130,12 +142,13 @@ def build_report(args: argparse.Namespace, pair: dict, flops: float, peak: float
                          env_rows)
     interval = median_ratio_interval(after_first(pair["bare"]["clocks"]),
                                      after_first(pair["step"]["clocks"]))
-    report.headline = headline(rates, interval, flops, peak)
+    report.headline = headline(rates, interval, flops, peak, args.fp32_peak)
     report.notes += notes(args, interval, flops, peak)
     return report
 
 
-def headline(rates: dict, interval: tuple[float, float], flops: float, peak: float) -> dict:
+def headline(rates: dict, interval: tuple[float, float], flops: float, peak: float,
+             fp32_peak: float) -> dict:
     """The figures ``python -m benchmarks`` sums up: step / bare, GFLOP/s, peak."""
     step_gflops = rates["step"][0] * flops / 1e9
     return {
@@ -145,6 +158,7 @@ def headline(rates: dict, interval: tuple[float, float], flops: float, peak: flo
         "step_samples_per_s": round(rates["step"][0]),
         "step_gflops": round(step_gflops, 1),
         "peak_gflops": round(peak, 1),
+        "fraction_of_fp32_peak": round(step_gflops / fp32_peak, 3),
         "fraction_of_peak": round(step_gflops / peak, 3),
         "train_mflop_per_sample": round(flops / 1e6, 2),
     }
@@ -154,12 +168,14 @@ def notes(args: argparse.Namespace, interval: tuple[float, float], flops: float,
           peak: float) -> list[str]:
     """What was run, the model's FLOPs and the peak, what was not measured."""
     return [
-        f"{args.samples} training + {args.val_samples} validation images 28x28, batch "
+        f"Both arms in {args.precision}. {args.samples} training + {args.val_samples} "
+        f"validation images 28x28, batch "
         f"{args.batch_size}, {args.epochs} epochs per fit ({args.rounds} fits per arm, "
         "alternating); median of the epochs after the first. Ratio step / bare, 90% bootstrap "
         f"interval: {interval[0]:.3f} .. {interval[1]:.3f}.",
         f"Model: {flops / 3e6:.2f} MFLOP forward per sample, {flops / 1e6:.2f} MFLOP to train "
-        f"(3x); peak = best {peak:.0f} GFLOP/s of a 2048x2048 fp32 matmul in this process.",
+        f"(3x); peak = best {peak:.0f} GFLOP/s of a 2048x2048 matmul in the arms' compute "
+        f"type in this process (fp32: {args.fp32_peak:.0f} GFLOP/s).",
         "GPU (mixed precision, XLA, samples/s): not measured, no GPU machine in this run.",
     ]
 

@@ -89,7 +89,7 @@ class Arms:
 
         def build(info):  # noqa: ANN001, ANN202 - what train_model builds
             return build_cnn(info.image_shape, info.num_classes, config.seed,
-                             config.learning_rate)
+                             config.learning_rate, precision=config.precision)
 
         job = FitJob(self.train_dir, self.val_dir, os.path.join(run, "model"),
                      os.path.join(run, "logs"), build, callbacks=(clock,))

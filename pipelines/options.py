@@ -7,6 +7,7 @@ import dataclasses
 import os
 
 from components.common.errors import InputError
+from components.train.config import PRECISIONS
 
 DEFAULT_HOME = "tbpipe-runs"
 FINETUNE_MODES = ("auto", "always", "never")
@@ -34,6 +35,7 @@ class PipelineParams:
     freeze_layers: int = 0
     tensorboard_url: str = "http://127.0.0.1:6006"
     checkpoint_root: str = ""
+    precision: str = "auto"
 
     def validate(self) -> PipelineParams:
         """Check ranges before anything runs; InputError names the parameter."""
@@ -50,6 +52,8 @@ class PipelineParams:
             (self.finetune in FINETUNE_MODES,
              f"--finetune must be one of {', '.join(FINETUNE_MODES)}"),
             (self.freeze_layers >= 0, "--freeze-layers must be >= 0"),
+            (self.precision in PRECISIONS,
+             f"--precision must be one of {', '.join(PRECISIONS)}"),
         ]
         for ok, message in checks:
             if not ok:

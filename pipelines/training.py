@@ -34,7 +34,7 @@ def build_pipeline(options: CompileOptions = CompileOptions()):  # noqa: B008, A
         finetune_epochs: int = D.finetune_epochs,
         finetune_learning_rate: float = D.finetune_learning_rate,
         freeze_layers: int = D.freeze_layers, tensorboard_url: str = D.tensorboard_url,
-        checkpoint_root: str = D.checkpoint_root,
+        checkpoint_root: str = D.checkpoint_root, precision: str = D.precision,
     ) -> str:
         where = dict(log_root=log_root, experiment=experiment, run_name=run_name,
                      job_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER)
@@ -43,7 +43,8 @@ def build_pipeline(options: CompileOptions = CompileOptions()):  # noqa: B008, A
         trained = step(train(train_data=prep.outputs["train_data"],
                              val_data=prep.outputs["val_data"], epochs=epochs,
                              batch_size=batch_size, learning_rate=learning_rate, seed=seed,
-                             checkpoint_root=checkpoint_root, **where), "train")
+                             checkpoint_root=checkpoint_root, precision=precision, **where),
+                       "train")
         scored = step(evaluate(model=trained.outputs["model"],
                                test_data=prep.outputs["test_data"],
                                accuracy_target=accuracy_target, step_name="evaluate",
@@ -56,7 +57,8 @@ def build_pipeline(options: CompileOptions = CompileOptions()):  # noqa: B008, A
                                   val_data=val_data, epochs=finetune_epochs,
                                   learning_rate=finetune_learning_rate,
                                   freeze_layers=freeze_layers, batch_size=batch_size, seed=seed,
-                                  checkpoint_root=checkpoint_root, **where), "finetune")
+                                  checkpoint_root=checkpoint_root, precision=precision,
+                                  **where), "finetune")
             rescored = step(evaluate(model=tuned.outputs["finetuned_model"],
                                      test_data=prep.outputs["test_data"],
                                      accuracy_target=accuracy_target,

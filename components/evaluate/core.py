@@ -118,7 +118,9 @@ def check_config(config: EvaluateConfig) -> None:
 
 def load_model(local_dir: str, model_uri: str):  # noqa: ANN201 - keras.Model, lazy import
     """Load ``model.keras`` and ``model.json`` from a model folder; InputError if unreadable."""
-    import keras
+    from components.train.model import import_keras  # Keras without scikit-learn: ~0.5 s
+
+    keras = import_keras()
 
     hint = f"{model_uri} is not a tbpipe model folder; pass the train step's model output"
     try:

@@ -11,11 +11,13 @@ def finetune(model: Input[Model], train_data: Input[Dataset], val_data: Input[Da
              finetuned_model: Output[Model], metrics: Output[Metrics], log_root: str,
              experiment: str, run_name: str, job_name: str, epochs: int = 3,
              learning_rate: float = 0.0001, freeze_layers: int = 0, batch_size: int = 32,
-             seed: int = 42, checkpoint_root: str = "", flush_secs: int = 5) -> None:
+             seed: int = 42, checkpoint_root: str = "", flush_secs: int = 5,
+             precision: str = "auto") -> None:
     """Fine-tune a trained model (optionally on other data); logs go to .../{run}/finetune.
 
     Checkpoints go to {checkpoint_root or log_root}/{experiment}/{run}/checkpoints/finetune;
     TensorBoard events reach the log dir at least every ``flush_secs`` seconds.
+    ``precision``: auto, float32, mixed_float16 or mixed_bfloat16 (FitConfig.precision).
     """
     from components.common.errors import exit_on_error
     from components.common.naming import resolve_run, step_log_dir
@@ -27,7 +29,7 @@ def finetune(model: Input[Model], train_data: Input[Dataset], val_data: Input[Da
         run = resolve_run(run_name, job_name)
         config = FinetuneConfig(
             epochs=epochs, learning_rate=learning_rate, freeze_layers=freeze_layers,
-            batch_size=batch_size, seed=seed, flush_secs=flush_secs,
+            batch_size=batch_size, seed=seed, flush_secs=flush_secs, precision=precision,
             checkpoint_dir=checkpoint_dir_for(checkpoint_root or log_root, experiment, run, step))
         result = finetune_model(model.path, train_data.path, val_data.path, finetuned_model.path,
                                 step_log_dir(log_root, experiment, run, step), config)

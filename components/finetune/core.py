@@ -11,13 +11,8 @@ from typing import TYPE_CHECKING
 
 from components.common.errors import InputError
 from components.common.storage import join
-from components.train.core import (
-    FitConfig,
-    FitJob,
-    TrainResult,
-    fit_and_save,
-    validate_settings,
-)
+from components.train.config import FitConfig, TrainResult, validate_settings
+from components.train.fit import FitJob, fit_and_save
 
 if TYPE_CHECKING:
     import keras
@@ -76,8 +71,12 @@ def finetune_model(base_model_uri: str, train_uri: str, val_uri: str, model_uri:
 
 
 def load_base(uri: str, meta: dict, info: DatasetInfo, config: FinetuneConfig) -> keras.Model:
-    """Load the base model, check it fits the data, freeze its first layers, recompile."""
-    from components.train.model import MODEL_FILE, compile_model, load_keras_file
+    """Load the base model, check it fits the data, set its precision, freeze, recompile.
+
+    The base model computes in ``config.precision`` from here on, whatever it was trained in
+    (e.g. ``mixed_float16`` on a GPU, fine-tuned in float32 on a CPU).
+    """
+    from components.train.model import MODEL_FILE, compile_model, load_keras_file, with_precision
 
     shape, classes = tuple(meta.get("image_shape", ())), meta.get("num_classes")
     if (shape, classes) != (tuple(info.image_shape), info.num_classes):
@@ -92,10 +91,11 @@ def load_base(uri: str, meta: dict, info: DatasetInfo, config: FinetuneConfig) -
     if config.freeze_layers >= len(model.layers):
         raise InputError(f"freeze_layers={config.freeze_layers}: the model has "
                          f"{len(model.layers)} layers; freeze fewer so some still train")
+    model = with_precision(model, config.precision)
     for layer in model.layers[:config.freeze_layers]:
         layer.trainable = False
     compile_model(model, config.learning_rate)
     print(f"fine-tuning {uri} (trained {meta.get('epochs')} epochs), "
-          f"{config.freeze_layers} layer(s) frozen, learning rate {config.learning_rate}",
-          flush=True)
+          f"{config.freeze_layers} layer(s) frozen, learning rate {config.learning_rate}, "
+          f"{model.layers[0].dtype_policy.name}", flush=True)
     return model

@@ -7,31 +7,32 @@ A checkpoint folder (local or gs://) holds two model slots and one state file::
 
 Each epoch writes the slot not named by ``state.json``, then ``state.json`` itself, each in one
 atomic write or upload; a crash at any point leaves the previous checkpoint whole.
+SIGTERM handling (``StopOnSignal``, ``sigterm_flag``) is in components.train.preemption.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
-import signal
 import tempfile
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 
 import keras
 
-from components.common.errors import InputError, StorageError, TbpipeError
+from components.common.errors import InputError, StorageError
 from components.common.storage import exists, join, read_bytes, upload_file, write_bytes
 from components.train.model import load_keras_file
+from components.train.preemption import (  # noqa: F401 - re-exported, imported from here
+    Preempted,
+    StopFlag,
+    StopOnSignal,
+    sigterm_flag,
+)
 
 STATE_FILE = "state.json"
 SLOTS = ("ckpt-a.keras", "ckpt-b.keras")
-
-
-class Preempted(TbpipeError):
-    """Training stopped on SIGTERM; the last epoch's checkpoint lets a retry resume."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,6 +109,10 @@ def save_checkpoint(model: keras.Model, checkpoint_dir: str, state: CheckpointSt
 class EpochCheckpoint(keras.callbacks.Callback):
     """Saves a checkpoint after every complete epoch, alternating the two slots.
 
+    ``async_safe``: batches are counted from Keras' batch index (the last batch of a call
+    with ``steps_per_execution``), in any order, so Keras may run the batch hook on its
+    callback threads (it waits for all of them before ``on_epoch_end``).
+
     Args:
         checkpoint_dir: Where checkpoints go (local or gs://).
         fingerprint: Recorded so a resume can check it continues the same run.
@@ -119,6 +124,8 @@ class EpochCheckpoint(keras.callbacks.Callback):
 
     """
 
+    async_safe = True
+
     def __init__(self, checkpoint_dir: str, fingerprint: Mapping[str, object],
                  steps_per_epoch: int, initial_step: int = 0, last_slot: str | None = None,
                  before_save: Callable[[], object] | None = None):
@@ -128,17 +135,20 @@ class EpochCheckpoint(keras.callbacks.Callback):
         self.fingerprint = dict(fingerprint)
         self.steps_per_epoch = steps_per_epoch
         self.global_step = initial_step
-        self._batches = 0
+        self._epoch_start = initial_step
+        self._batches = 0  # batches of this epoch that have ended (the highest index + 1)
+        self._lock = threading.Lock()
         self._slot = last_slot
 
     def on_epoch_begin(self, epoch: int, logs=None) -> None:  # noqa: D102
-        self._batches = 0
+        self._epoch_start, self._batches = self.global_step, 0
 
     def on_train_batch_end(self, batch: int, logs=None) -> None:  # noqa: D102
-        self._batches += 1
-        self.global_step += 1
+        with self._lock:  # callback threads may end batches out of order
+            self._batches = max(self._batches, batch + 1)
 
     def on_epoch_end(self, epoch: int, logs=None) -> None:  # noqa: D102
+        self.global_step = self._epoch_start + self._batches
         if self._batches != self.steps_per_epoch:
             return
         self._slot = SLOTS[1] if self._slot == SLOTS[0] else SLOTS[0]
@@ -152,38 +162,3 @@ class EpochCheckpoint(keras.callbacks.Callback):
         except StorageError as exc:
             raise StorageError(f"checkpoint after epoch {epoch + 1}: {exc}") from exc
         print(f"checkpoint: epoch {epoch + 1} saved to {self.checkpoint_dir}", flush=True)
-
-
-class StopOnSignal(keras.callbacks.Callback):
-    """Raises Preempted at the next batch boundary once ``flag`` is set (by SIGTERM)."""
-
-    def __init__(self, flag: threading.Event, checkpoint_dir: str | None) -> None:
-        super().__init__()
-        self.flag = flag
-        self.checkpoint_dir = checkpoint_dir
-
-    def on_train_batch_end(self, batch: int, logs=None) -> None:  # noqa: D102
-        if not self.flag.is_set():
-            return
-        if self.checkpoint_dir:
-            raise Preempted("training stopped by SIGTERM; a retry resumes from the last "
-                            f"epoch's checkpoint in {self.checkpoint_dir}")
-        raise Preempted("training stopped by SIGTERM; without a checkpoint dir a retry "
-                        "starts over")
-
-
-@contextlib.contextmanager
-def sigterm_flag() -> Iterator[threading.Event]:
-    """Yield an Event set when SIGTERM arrives; the previous handler comes back afterwards.
-
-    Outside the main thread (where Python cannot install handlers) the Event never fires.
-    """
-    flag = threading.Event()
-    if threading.current_thread() is not threading.main_thread():
-        yield flag
-        return
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: flag.set())
-    try:
-        yield flag
-    finally:
-        signal.signal(signal.SIGTERM, previous)

@@ -10,12 +10,14 @@ from components._image import GPU_IMAGE
 def train(train_data: Input[Dataset], val_data: Input[Dataset], model: Output[Model],
           metrics: Output[Metrics], log_root: str, experiment: str, run_name: str,
           job_name: str, epochs: int = 10, batch_size: int = 32, learning_rate: float = 0.001,
-          seed: int = 42, checkpoint_root: str = "", flush_secs: int = 5) -> None:
+          seed: int = 42, checkpoint_root: str = "", flush_secs: int = 5,
+          precision: str = "auto") -> None:
     """Train the CNN; logs go to {log_root}/{experiment}/{run}/train.
 
     Checkpoints go to {checkpoint_root or log_root}/{experiment}/{run}/checkpoints/train,
     so a retried or preempted attempt resumes from its last complete epoch. TensorBoard
     events reach the log dir at least every ``flush_secs`` seconds (what a SIGKILL can lose).
+    ``precision``: auto, float32, mixed_float16 or mixed_bfloat16 (TrainConfig.precision).
     """
     from components.common.errors import exit_on_error
     from components.common.naming import resolve_run, step_log_dir
@@ -26,7 +28,7 @@ def train(train_data: Input[Dataset], val_data: Input[Dataset], model: Output[Mo
         run = resolve_run(run_name, job_name)
         config = TrainConfig(
             epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
-            flush_secs=flush_secs,
+            flush_secs=flush_secs, precision=precision,
             checkpoint_dir=checkpoint_dir_for(checkpoint_root or log_root, experiment, run, step))
         result = train_model(train_data.path, val_data.path, model.path,
                              step_log_dir(log_root, experiment, run, step), config)

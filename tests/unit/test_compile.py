@@ -96,3 +96,16 @@ def test_inputs_are_the_pipeline_params(compiled):
     for name, default in fields.items():
         if name != "log_root":  # an absolute path, from the compiling process's directory
             assert inputs[name].get("defaultValue", "") == default, name
+
+
+def test_train_and_finetune_get_the_precision_parameter(compiled):
+    spec = compiled[2]
+    top = names(spec, spec["root"]["dag"])
+    assert top["train"][1]["inputs"]["parameters"]["precision"] == {
+        "componentInputParameter": "precision"}
+    (_, branches), = [v for n, v in top.items() if n.startswith("condition-branches")]
+    for name, (_, branch) in names(spec, sub_dag(spec, branches)).items():
+        tasks = names(spec, sub_dag(spec, branch))
+        if "finetune" in tasks:
+            assert tasks["finetune"][1]["inputs"]["parameters"]["precision"] == {
+                "componentInputParameter": "pipelinechannel--precision"}, name

@@ -101,31 +101,11 @@ def test_shuffled_batches_work_with_global_seed_zero(tmp_path):
     assert sorted(sum(first[:5], [])) == sorted(sum(first[5:], []))
 
 
-def test_mixed_precision_model_trains_saves_and_loads(tmp_path):
-    import keras
-
-    from components.train.model import build_cnn, is_mixed_precision
-
-    model = build_cnn((8, 8, 1), 4, seed=1, mixed_precision=True, jit_compile=False)
-    assert is_mixed_precision(model)
-    assert model.layers[0].compute_dtype == "float16"
-    assert model.layers[-1].compute_dtype == "float32"  # the softmax stays float32
-    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
-    x = np.random.default_rng(0).random((32, 8, 8, 1)).astype(np.float32)
-    model.fit(x, np.arange(32) % 4, batch_size=16, epochs=1, verbose=0)
-    assert model.predict(x[:2], verbose=0).dtype == np.float32
-    model.save(tmp_path / "m.keras")
-    loaded = keras.models.load_model(tmp_path / "m.keras")
-    assert is_mixed_precision(loaded)
-    np.testing.assert_allclose(loaded.predict(x[:2], verbose=0),
-                               model.predict(x[:2], verbose=0), rtol=1e-3, atol=1e-3)
-
-
 def test_plain_model_is_float32_without_xla():
-    from components.train.model import build_cnn, is_mixed_precision
+    from components.train.model import build_cnn, model_precision
 
     model = build_cnn((8, 8, 1), 4, seed=1, jit_compile=False)
-    assert not is_mixed_precision(model) and model.layers[0].compute_dtype == "float32"
+    assert model_precision(model) == "float32" and model.layers[0].compute_dtype == "float32"
     assert model.jit_compile is False
 
 
@@ -151,18 +131,18 @@ def test_fit_job_runs_extra_callbacks(tmp_path):
     assert ends == [0, 1]
 
 
-@pytest.mark.parametrize("mixed", [None, True])
-def test_train_model_mixed_precision_setting(tmp_path, mixed):
+@pytest.mark.parametrize("precision", ["auto", "mixed_float16"])
+def test_train_model_precision_setting(tmp_path, precision):
     from components.train.core import TrainConfig, train_model
-    from components.train.model import is_mixed_precision, load_model_folder, visible_gpus
+    from components.train.model import load_model_folder, model_precision, resolve_precision
 
     write_dataset(str(tmp_path / "d"), n=48)
-    config = TrainConfig(epochs=1, batch_size=16, mixed_precision=mixed)
+    config = TrainConfig(epochs=1, batch_size=16, precision=precision)
     train_model(str(tmp_path / "d"), str(tmp_path / "d"), str(tmp_path / "m"),
                 str(tmp_path / "logs"), config)
-    model, _ = load_model_folder(str(tmp_path / "m"))
-    expected = bool(visible_gpus()) if mixed is None else mixed  # auto: on with a GPU only
-    assert is_mixed_precision(model) == expected
+    model, meta = load_model_folder(str(tmp_path / "m"))
+    expected = resolve_precision(precision)  # auto: float16 on a GPU, bfloat16 with AMX
+    assert model_precision(model) == meta["precision"] == expected
 
 
 def _steps_in_file_order(log_dir, tag):

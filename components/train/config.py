@@ -1,0 +1,108 @@
+"""Settings of the train and finetune steps, their checks, and what a fit returns.
+
+No TensorFlow here: pipelines and wrappers import this cheaply.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from components.common.errors import InputError
+from components.common.naming import validate_name
+from components.common.storage import join
+
+#: Compute precisions; ``auto``: mixed_float16 on a GPU, mixed_bfloat16 on a CPU with AMX-BF16,
+#: float32 otherwise (components.train.model.resolve_precision).
+PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+
+
+@dataclasses.dataclass(frozen=True)
+class FitConfig:
+    """The settings ``fit_and_save`` reads, shared by TrainConfig and FinetuneConfig.
+
+    Attributes:
+        epochs: Passes over the training data.
+        batch_size: Examples per batch and per device (global batch = this x replicas).
+        learning_rate: Adam's learning rate.
+        seed: Seeds weights and the per-epoch shuffle: same seed and data, same metrics.
+        batch_log_every: Log per-batch scalars every this many batches (0: off).
+        histogram_every: Log weight histograms every this many epochs (0: off).
+        flush_secs: How often TensorBoard events reach the log dir.
+        checkpoint_dir: Save a checkpoint here after each epoch and resume from it (None: off).
+        cache_max_mb: Cache the raw training records in memory when they are at most this big.
+        precision: What the hidden layers compute in (weights and the softmax stay float32):
+            ``float32``; ``mixed_float16`` (GPUs; the loss is scaled); ``mixed_bfloat16``
+            (recent GPUs, TPUs, CPUs with AMX); ``auto``: ``mixed_float16`` when TensorFlow
+            sees a GPU, ``mixed_bfloat16`` on a CPU with AMX-BF16, else ``float32``.
+
+    """
+
+    epochs: int = 10
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    seed: int = 42
+    batch_log_every: int = 1
+    histogram_every: int = 1
+    flush_secs: int = 5
+    checkpoint_dir: str | None = None
+    cache_max_mb: int = 2048
+    precision: str = "auto"
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig(FitConfig):
+    """Settings of the train step: FitConfig's, plus how the fresh model is compiled.
+
+    Attributes:
+        jit_compile: XLA-compile the train step. None (auto): Keras' choice, on with one GPU,
+            off on CPU (3-4x slower there, docs/performance.md) and with several GPUs.
+
+    """
+
+    jit_compile: bool | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainResult:
+    """What a train or finetune step produced.
+
+    Attributes:
+        metrics: Final epoch's ``loss``, ``accuracy``, ``val_loss`` and ``val_accuracy``.
+        epochs_run: Epochs the model has been trained by this step (resumed ones included).
+        resumed_from_epoch: Epochs restored from a checkpoint (0 for a fresh start).
+        replicas: Devices trained on (1 without a multi-GPU strategy).
+
+    """
+
+    metrics: dict[str, float]
+    epochs_run: int
+    resumed_from_epoch: int
+    replicas: int
+
+
+def checkpoint_dir_for(root: str, experiment: str, run: str, step: str) -> str:
+    """``{root}/{experiment}/{run}/checkpoints/{step}``, every segment validated."""
+    for kind, value in (("experiment", experiment), ("run", run), ("step", step)):
+        validate_name(kind, value)
+    return join(root, experiment, run, "checkpoints", step)
+
+
+def validate_precision(precision: object) -> str:
+    """Return ``precision`` if it is one of PRECISIONS; InputError (one line) if not."""
+    if precision not in PRECISIONS:
+        raise InputError(f"precision={precision!r}: must be one of {', '.join(PRECISIONS)}")
+    return str(precision)
+
+
+def validate_settings(config: FitConfig) -> None:
+    """InputError (one line) for settings training cannot use."""
+    for name in ("epochs", "batch_size"):
+        value = getattr(config, name)
+        if not isinstance(value, int) or value <= 0:
+            raise InputError(f"{name}={value!r}: must be a positive integer")
+    if not config.learning_rate > 0:
+        raise InputError(f"learning_rate={config.learning_rate!r}: must be greater than 0")
+    for name in ("batch_log_every", "histogram_every"):
+        if getattr(config, name) < 0:
+            raise InputError(f"{name}={getattr(config, name)!r}: must be 0 (off) or positive")
+    validate_precision(config.precision)

@@ -42,7 +42,8 @@ def summary_rows(reports: dict[str, dict]) -> list[list[str]]:
         g = h["logging"]
         rows.append(["2 logging overhead", f"{g['step_logging_overhead_wall']:+.1%} wall, "
                      f"{g['step_logging_overhead_cpu']:+.1%} CPU; hooks "
-                     f"{g['tbpipe_hooks_fraction']:.2%} of an epoch (Keras' callback "
+                     f"{g['tbpipe_hooks_fraction']:.2%} of an epoch, hooks + writer thread "
+                     f"{g['tbpipe_logging_work_fraction']:.2%} (Keras' callback hooks "
                      f"{g['keras_hooks_fraction']:.1%}); {g['tbpipe_us_per_batch']} us/batch "
                      f"(was {g['before_us_per_batch']})", "<= 1% slower"])
     if "preprocess" in h:

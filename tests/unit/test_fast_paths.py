@@ -175,7 +175,7 @@ def test_batches_ending_out_of_order_are_logged_in_order(tmp_path):
     assert read_scalars(str(tmp_path))["epoch/loss"] == [(12, 0.5)]
 
 
-def test_keras_runs_the_callback_off_the_loop_and_every_batch_is_logged(tmp_path):
+def test_every_batch_of_a_fit_is_logged_in_order(tmp_path):
     from components.common.keras_tb import TensorBoardX
     from components.train.model import build_cnn
 

@@ -28,6 +28,14 @@ def write_dataset(root: str, n: int = 64, shape: tuple[int, int, int] = (8, 8, 1
     return writer.close()
 
 
+
+def write_train_val(root, n_train: int = 64, n_val: int = 32, **options) -> tuple[str, str]:
+    """Write ``root/train`` (seed 0) and ``root/val`` (seed 1) Dataset folders; their paths."""
+    train, val = str(root / "train"), str(root / "val")
+    write_dataset(train, n=n_train, seed=0, **options)
+    write_dataset(val, n=n_val, seed=1)
+    return train, val
+
 def read_scalars(log_dir: str) -> dict[str, list[tuple[int, float]]]:
     """Every scalar in one run folder's event files: tag -> [(step, value)]."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

@@ -8,7 +8,7 @@ import pytest
 
 from components.common.errors import InputError
 from components.train.core import TrainConfig, train_model
-from tests.helpers import read_scalars, read_tags, synthetic_images, write_dataset
+from tests.helpers import read_scalars, read_tags, synthetic_images, write_train_val
 
 SETTINGS = dict(batch_size=16, learning_rate=0.01, seed=7)
 STEPS = 4  # 64 examples / 16 per batch
@@ -16,10 +16,7 @@ STEPS = 4  # 64 examples / 16 per batch
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    write_dataset(str(root / "train"), n=64, seed=0)
-    write_dataset(str(root / "val"), n=32, seed=1)
-    return str(root / "train"), str(root / "val")
+    return write_train_val(tmp_path_factory.mktemp("data"))
 
 
 def run(data, root, epochs, checkpoint=True):

@@ -9,17 +9,14 @@ import pytest
 
 from components.train.checkpoint import EpochCheckpoint, Preempted, read_state
 from components.train.core import FitJob, TrainConfig, fit_and_save
-from tests.helpers import read_scalars, write_dataset
+from tests.helpers import read_scalars, write_train_val
 
 STEPS, VAL_BATCHES = 4, 2  # 64 training and 32 validation examples, batches of 16
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    write_dataset(str(root / "train"), n=64, seed=0)
-    write_dataset(str(root / "val"), n=32, seed=1)
-    return str(root / "train"), str(root / "val")
+    return write_train_val(tmp_path_factory.mktemp("data"))
 
 
 def make_probe(kill_at=None):

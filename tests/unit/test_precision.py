@@ -8,17 +8,14 @@ import pytest
 from components.common.errors import InputError
 from components.train.config import PRECISIONS
 from components.train.core import TrainConfig, train_model
-from tests.helpers import write_dataset
+from tests.helpers import write_train_val
 
 COMPUTE = {"float32": "float32", "mixed_float16": "float16", "mixed_bfloat16": "bfloat16"}
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    write_dataset(str(root / "train"), n=48, seed=0)
-    write_dataset(str(root / "val"), n=16, seed=1)
-    return str(root / "train"), str(root / "val")
+    return write_train_val(tmp_path_factory.mktemp("data"), 48, 16)
 
 
 @pytest.mark.parametrize("precision", ["float32", "mixed_float16", "mixed_bfloat16"])

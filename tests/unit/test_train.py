@@ -7,15 +7,12 @@ import pytest
 from components.common.dataset import to_uint8
 from components.common.errors import InputError
 from components.train.core import TrainConfig, checkpoint_dir_for, train_model
-from tests.helpers import read_scalars, read_tags, synthetic_images, write_dataset
+from tests.helpers import read_scalars, read_tags, synthetic_images, write_dataset, write_train_val
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    write_dataset(str(root / "train"), n=64, seed=0, shard_records=24)
-    write_dataset(str(root / "val"), n=32, seed=1)
-    return str(root / "train"), str(root / "val")
+    return write_train_val(tmp_path_factory.mktemp("data"), shard_records=24)
 
 
 @pytest.mark.parametrize(("shape", "classes", "flat"), [

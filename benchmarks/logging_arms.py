@@ -1,0 +1,116 @@
+"""Benchmark 2, part 2: the callback arms timed on one bare ``model.fit`` loop.
+
+Each arm makes its callbacks and a closer that returns its writer thread's CPU seconds (or
+None): no callback, a no-op per-batch callback, tbpipe's ``TensorBoardX`` as in the train
+step, tbpipe's callback as it was before (``add_scalar`` per metric through tensorboardX's
+multiprocessing queue) and Keras' own TensorBoard callback.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+NONE = "no logging"
+TBPIPE = "tbpipe TensorBoardX, as in the train step"
+BEFORE = "tbpipe before: add_scalar per metric, mp queue"
+KERAS = "keras.callbacks.TensorBoard(update_freq='batch', histogram_freq=1)"
+
+
+def timed(callback_class: type) -> type:
+    """A subclass of a Keras callback class that adds up the seconds spent in its hooks."""
+
+    class Timed(callback_class):
+        batch_seconds = epoch_seconds = 0.0
+        batches = 0
+
+        def on_train_batch_end(self, batch: int, logs=None) -> None:
+            started = time.perf_counter()
+            super().on_train_batch_end(batch, logs)
+            self.batch_seconds += time.perf_counter() - started
+            self.batches += 1
+
+        def on_epoch_end(self, epoch: int, logs=None) -> None:
+            started = time.perf_counter()
+            super().on_epoch_end(epoch, logs)
+            self.epoch_seconds += time.perf_counter() - started
+
+        @property
+        def hook_seconds(self) -> float:
+            return self.batch_seconds + self.epoch_seconds
+
+    Timed.__name__ = f"Timed{callback_class.__name__}"
+    return Timed
+
+
+def writer_thread_cpu(writer) -> object:  # noqa: ANN001 - a tensorboardX SummaryWriter
+    """A function returning the CPU seconds the writer's thread has used so far.
+
+    Call it after ``sync_events`` (or a flush) and before ``close`` (the thread ends there).
+    """
+    worker = writer._get_file_writer().event_writer._worker
+    clock = time.pthread_getcpuclockid(worker.ident)
+    return lambda: time.clock_gettime(clock)
+
+
+def legacy_callback_class() -> type:
+    """tbpipe's callback as it was: one ``add_scalar`` per metric and per batch."""
+    from components.common.keras_tb import TensorBoardX
+
+    class LegacyTensorBoardX(TensorBoardX):
+        async_safe = False
+
+        def on_train_batch_end(self, batch: int, logs=None) -> None:
+            self._step += 1
+            if not self.batch_every or batch % self.batch_every or not logs:
+                return
+            for name, value in logs.items():
+                self.writer.add_scalar(f"batch/{name}", float(value), self._step)
+
+    return LegacyTensorBoardX
+
+
+def callback_arms(root: str):  # noqa: ANN201 - name -> (make callbacks, close) factories
+    """The arms of part 2: each returns its callbacks and a closer."""
+    import keras
+    from tensorboardX import SummaryWriter
+
+    from components.common import tblog
+    from components.common.keras_tb import TensorBoardX
+
+    class NoOp(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch: int, logs=None) -> None:
+            pass
+
+    def closer(writer, close):  # noqa: ANN001, ANN202 - returns the writer thread's CPU s
+        thread_cpu = writer_thread_cpu(writer)
+
+        def finish() -> float:
+            writer.flush()
+            tblog.sync_events(writer)
+            seconds = thread_cpu()
+            close()
+            return seconds
+        return finish
+
+    def tbpipe(run: str):  # noqa: ANN202
+        context = tblog.open_writer(os.path.join(root, run))
+        writer = context.__enter__()
+        return ([timed(TensorBoardX)(writer, 1, 1)],
+                closer(writer, lambda: context.__exit__(None, None, None)))
+
+    def legacy(run: str):  # noqa: ANN202
+        writer = SummaryWriter(logdir=os.path.join(root, run), flush_secs=5)
+        return [timed(legacy_callback_class())(writer, 1, 1)], closer(writer, writer.close)
+
+    def keras_tb(run: str):  # noqa: ANN202
+        callback = timed(keras.callbacks.TensorBoard)(
+            log_dir=os.path.join(root, run), update_freq="batch", histogram_freq=1)
+        return [callback], lambda: None
+
+    return {NONE: lambda run: ([], lambda: None),
+            "a no-op per-batch callback (Keras calls hooks on the loop)":
+                lambda run: ([NoOp()], lambda: None),
+            TBPIPE: tbpipe,
+            BEFORE: legacy,
+            KERAS: keras_tb}

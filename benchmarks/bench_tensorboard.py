@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,7 +29,7 @@ import time
 import urllib.parse
 import urllib.request
 
-from benchmarks.common import progress, work_folder
+from benchmarks.common import free_port, get_json, progress, work_folder
 from benchmarks.report import Report, fmt, main_for, quiet_env
 
 STEP_NAMES = ("preprocess", "train", "evaluate", "finetune", "evaluate-finetuned")
@@ -78,19 +77,6 @@ def write_root(root: str, args: argparse.Namespace) -> int:
             child.wait()
         open(done, "w").close()
     return args.runs * args.steps * args.tags
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def get_json(url: str) -> object:
-    """GET ``url`` and parse the JSON reply."""
-    with urllib.request.urlopen(url, timeout=60) as reply:
-        return json.loads(reply.read())
 
 
 def start(loader: str, root: str, port: int, log) -> tuple[subprocess.Popen, str]:  # noqa: ANN001

@@ -9,11 +9,14 @@ tables are in ``benchmarks.report``; ``python -m benchmarks`` runs all five benc
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import socket
 import statistics
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
@@ -131,3 +134,16 @@ def work_folder(keep: str | None, prefix: str) -> Iterator[str]:
         folder = keep or tmp
         os.makedirs(folder, exist_ok=True)
         yield folder
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def get_json(url: str, timeout: float = 60) -> object:
+    """GET ``url`` and parse the JSON reply."""
+    with urllib.request.urlopen(url, timeout=timeout) as reply:
+        return json.loads(reply.read())

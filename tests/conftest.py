@@ -14,7 +14,6 @@ import contextlib
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,16 +24,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import free_port
+
 # gcsfs >= 2025 asks the Storage Control gRPC API for the bucket type first, which an emulator
 # does not serve (a 60 s stall per bucket); plain JSON-API gcsfs is what it speaks.
 EMULATOR_ENV = {"GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false"}
-
-
-def free_port() -> int:
-    """A TCP port free on the loopback interface right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class GcsEmulator:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import socket
+import urllib.request
+
 import numpy as np
 
 from components.common.dataset import DatasetInfo, DatasetWriter
@@ -53,3 +57,16 @@ def read_tags(log_dir: str) -> dict[str, list[str]]:
                                                    "tensors": 0})
     acc.Reload()
     return acc.Tags()
+
+
+def free_port() -> int:
+    """A TCP port free on the loopback interface right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def get_json(url: str, timeout: float = 10) -> object:
+    """GET ``url`` and parse the JSON reply."""
+    with urllib.request.urlopen(url, timeout=timeout) as reply:
+        return json.loads(reply.read())

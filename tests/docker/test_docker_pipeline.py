@@ -9,12 +9,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +20,7 @@ import pytest
 
 from components import _image
 from pipelines.images import DOCKER_DIR
-from tests.helpers import read_tags
+from tests.helpers import free_port, get_json, read_tags
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -122,17 +120,6 @@ def test_step_files_are_owned_by_the_user(docker_run):
     root, owner = docker_run
     owners = {(p.stat().st_uid, p.stat().st_gid) for p in root.rglob("*")}
     assert owners == {owner}, owners
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def get_json(url: str) -> object:
-    with urllib.request.urlopen(url, timeout=5) as reply:
-        return json.loads(reply.read())
 
 
 def served_runs(container: str, port: int, wanted: set[str], timeout: float = 120) -> dict:

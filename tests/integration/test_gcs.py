@@ -16,8 +16,7 @@ import pytest
 from components.common import storage
 from components.common.tbsink import ATTEMPT_DEADLINE_S
 from pipelines.tensorboard import start_tensorboard
-from tests.conftest import free_port
-from tests.helpers import read_scalars
+from tests.helpers import free_port, read_scalars
 
 pytestmark = [pytest.mark.integration, pytest.mark.gcs]
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.helpers import read_tags
+from tests.helpers import free_port, read_tags
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -111,14 +111,6 @@ def test_same_seed_same_split_and_metrics(tmp_path):
     assert accuracies[0] and accuracies[0] == accuracies[1]
     shards = [sorted((tmp_path / a / "kfp").glob("*/preprocess/*/shard-*.bin")) for a in "ab"]
     assert shards[0] and [p.read_bytes() for p in shards[0]] == [p.read_bytes() for p in shards[1]]
-
-
-def free_port():
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def get_json(url, timeout=60):

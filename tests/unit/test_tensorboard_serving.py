@@ -6,7 +6,6 @@ its native libraries (``site-packages/tensorflow/...so``) into the process.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from components.common.tblog import open_writer
-from tests.conftest import free_port
+from tests.helpers import free_port, get_json
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/maps").exists(),
                                 reason="reads /proc/<pid>/maps (Linux)")
@@ -31,11 +30,6 @@ def write_log_root(root: Path) -> None:
         with open_writer(str(root / run)) as writer:
             for step in range(points):
                 writer.add_scalar("loss", 1.0 / (step + 1), step)
-
-
-def get_json(url: str) -> object:
-    with urllib.request.urlopen(url, timeout=10) as reply:
-        return json.loads(reply.read())
 
 
 def served_losses(base_url: str) -> dict[str, list[tuple[int, float]]]:

@@ -180,5 +180,16 @@ def notes(args: argparse.Namespace) -> list[str]:
     ]
 
 
+def summary(g: dict) -> list[str]:
+    """The line of ``python -m benchmarks``' summary."""
+    return ["2 logging overhead", f"{g['step_logging_overhead_wall']:+.1%} wall, "
+            f"{g['step_logging_overhead_cpu']:+.1%} CPU; hooks "
+            f"{g['tbpipe_hooks_fraction']:.2%} of an epoch, hooks + writer thread "
+            f"{g['tbpipe_logging_work_fraction']:.2%} (Keras' callback hooks "
+            f"{g['keras_hooks_fraction']:.1%}); {g['tbpipe_us_per_batch']} us/batch "
+            f"(was {g['before_us_per_batch']}); toggled within one fit "
+            f"{g.get('toggle_overhead_cpu', float('nan')):+.1%} CPU", "<= 1% slower"]
+
+
 if __name__ == "__main__":
-    raise SystemExit(main_for("bench_logging", __doc__, FLAGS, run))
+    raise SystemExit(main_for("bench_logging", __doc__, FLAGS, run, summary=summary))

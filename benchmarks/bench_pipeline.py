@@ -228,5 +228,12 @@ def wall_rows(piped_wall: float, tasks: dict, direct_wall: float,
         ["ratio tbpipe run / direct", f"{piped_wall / direct_wall:.2f}"]]
 
 
+def summary(q: dict) -> list[str]:
+    """The line of ``python -m benchmarks``' summary."""
+    return ["4 pipeline overhead", f"tbpipe run {q['tbpipe_run_s']} s vs direct "
+            f"{q['direct_s']} s (x{q['ratio']}); fixed cost {q['fixed_cost_total_s']} s, "
+            f"median {q['fixed_cost_per_step_s']} s per task", "report, cut"]
+
+
 if __name__ == "__main__":
-    raise SystemExit(main_for("bench_pipeline", __doc__, FLAGS, run, direct))
+    raise SystemExit(main_for("bench_pipeline", __doc__, FLAGS, run, direct, summary=summary))

@@ -150,5 +150,14 @@ def build_report(args: argparse.Namespace, results: list[dict], formats: list[st
     return report
 
 
+def summary(p: dict) -> list[str]:
+    """The line of ``python -m benchmarks``' summary."""
+    return ["3 preprocess scaling", "; ".join(
+        f"{kind}: {p[f'{kind}_rows_per_s']:,} rows/s, time ~ rows^"
+        f"{p[f'{kind}_time_exponent']}, peak memory x{p[f'{kind}_memory_growth']} "
+        "between the two largest tables"
+        for kind in ("csv", "parquet") if f"{kind}_rows_per_s" in p), "flat memory"]
+
+
 if __name__ == "__main__":
-    raise SystemExit(main_for("bench_preprocess", __doc__, FLAGS, run, child))
+    raise SystemExit(main_for("bench_preprocess", __doc__, FLAGS, run, child, summary=summary))

@@ -186,5 +186,12 @@ def build_report(args: argparse.Namespace, series: int, size: int, written: floa
     return report
 
 
+def summary(b: dict) -> list[str]:
+    """The line of ``python -m benchmarks``' summary."""
+    return ["5 TensorBoard at scale", ", ".join(
+        f"{k} {v} s" for k, v in b.items() if k != "python_over_fast"),
+        "fast loader where it can read"]
+
+
 if __name__ == "__main__":
-    raise SystemExit(main_for("bench_tensorboard", __doc__, FLAGS, run))
+    raise SystemExit(main_for("bench_tensorboard", __doc__, FLAGS, run, summary=summary))

@@ -176,9 +176,19 @@ def notes(args: argparse.Namespace, interval: tuple[float, float], flops: float,
         f"Model: {flops / 3e6:.2f} MFLOP forward per sample, {flops / 1e6:.2f} MFLOP to train "
         f"(3x); peak = best {peak:.0f} GFLOP/s of a 2048x2048 matmul in the arms' compute "
         f"type in this process (fp32: {args.fp32_peak:.0f} GFLOP/s).",
-        "GPU (mixed precision, XLA, samples/s): not measured, no GPU machine in this run.",
+        "On a GPU: benchmarks.bench_gpu (samples/s per precision and batch size, logging; "
+        "docs/performance.md section 6).",
     ]
 
 
+def summary(t: dict) -> list[str]:
+    """The line of ``python -m benchmarks``' summary."""
+    return ["1 train throughput", f"step / bare model.fit = {t['step_vs_bare_wall']} "
+            f"(wall), {t['step_vs_bare_cpu']} (CPU); {t['step_gflops']} GFLOP/s = "
+            f"{t['fraction_of_fp32_peak']:.0%} of the fp32 peak, "
+            f"{t['fraction_of_peak']:.0%} of {t['peak_gflops']} in the arms' precision",
+            ">= 1.0; half of peak"]
+
+
 if __name__ == "__main__":
-    raise SystemExit(main_for("bench_train", __doc__, FLAGS, run))
+    raise SystemExit(main_for("bench_train", __doc__, FLAGS, run, summary=summary))

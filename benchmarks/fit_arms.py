@@ -59,16 +59,10 @@ class Arms:
     def bare(self, batch_size: int, epochs: int, samples: int | None = None,
              **compile_options: object):  # noqa: ANN201
         """``model.fit`` on the arrays (the first ``samples``): build, fit, save."""
-        import keras
-
         from components.train.model import build_cnn
 
         started = time.perf_counter()
-        steps = compile_options.pop("steps_per_execution", 1)
         model = build_cnn(SHAPE, CLASSES, self.seed, **compile_options)
-        if steps > 1:
-            model.compile(optimizer=keras.optimizers.Adam(1e-3), metrics=["accuracy"],
-                          loss="sparse_categorical_crossentropy", steps_per_execution=steps)
         clock = epoch_clock()
         model.fit(self.x[:samples], self.y[:samples], batch_size=batch_size, epochs=epochs,
                   verbose=0,

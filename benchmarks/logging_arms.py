@@ -8,32 +8,43 @@ multiprocessing queue) and Keras' own TensorBoard callback.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
+from collections.abc import Iterator
+
+from benchmarks.common import median
 
 NONE = "no logging"
 TBPIPE = "tbpipe TensorBoardX, as in the train step"
 BEFORE = "tbpipe before: add_scalar per metric, mp queue"
 KERAS = "keras.callbacks.TensorBoard(update_freq='batch', histogram_freq=1)"
+TBPIPE_GPU = "tbpipe TensorBoardX"
 
 
 def timed(callback_class: type) -> type:
-    """A subclass of a Keras callback class that adds up the seconds spent in its hooks."""
+    """A subclass of a Keras callback class that adds up the seconds spent in its hooks.
+
+    Wall seconds (``batch_seconds``, ``epoch_seconds``) and the CPU seconds of the thread each
+    hook ran on (``cpu_seconds``: batch hooks may run on Keras' callback threads).
+    """
 
     class Timed(callback_class):
-        batch_seconds = epoch_seconds = 0.0
+        batch_seconds = epoch_seconds = cpu_seconds = 0.0
         batches = 0
 
         def on_train_batch_end(self, batch: int, logs=None) -> None:
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.thread_time()
             super().on_train_batch_end(batch, logs)
             self.batch_seconds += time.perf_counter() - started
+            self.cpu_seconds += time.thread_time() - cpu  # += is not atomic: may miss a few
             self.batches += 1
 
         def on_epoch_end(self, epoch: int, logs=None) -> None:
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.thread_time()
             super().on_epoch_end(epoch, logs)
             self.epoch_seconds += time.perf_counter() - started
+            self.cpu_seconds += time.thread_time() - cpu
 
         @property
         def hook_seconds(self) -> float:
@@ -41,6 +52,27 @@ def timed(callback_class: type) -> type:
 
     Timed.__name__ = f"Timed{callback_class.__name__}"
     return Timed
+
+
+@contextlib.contextmanager
+def protobuf_events() -> Iterator[None]:
+    """Within: the writer thread builds scalar events as protobuf objects, as it did before
+    ``components.common.tbencode`` (an arm measuring what the direct encoding saves)."""
+    from components.common import tbqueue
+
+    def event(self):  # noqa: ANN001, ANN202 - a tbqueue._Scalars; returns an Event proto
+        from tensorboardX.proto.event_pb2 import Event
+        from tensorboardX.proto.summary_pb2 import Summary
+
+        return Event(wall_time=self.wall_time, step=self.step, summary=Summary(value=[
+            Summary.Value(tag=tag, simple_value=value) for tag, value in self.values]))
+
+    encoded = tbqueue._Scalars.event
+    tbqueue._Scalars.event = event
+    try:
+        yield
+    finally:
+        tbqueue._Scalars.event = encoded
 
 
 def writer_thread_cpu(writer) -> object:  # noqa: ANN001 - a tensorboardX SummaryWriter
@@ -114,3 +146,47 @@ def callback_arms(root: str):  # noqa: ANN201 - name -> (make callbacks, close) 
             TBPIPE: tbpipe,
             BEFORE: legacy,
             KERAS: keras_tb}
+
+
+def gpu_logging_arms(fit, root: str, steps: int, work: dict) -> dict:  # noqa: ANN001
+    """bench_gpu's logging arms: no callback, a no-op one, tbpipe's callback variants.
+
+    Args:
+        fit: Fits the model with the callbacks given; returns (epoch clock, seconds).
+        root: Where the arms' runs write their event files.
+        steps: Batches per epoch.
+        work: Filled with each tbpipe arm's logging CPU seconds per epoch (hooks on any
+            thread plus the writer thread) over a steady epoch's wall time.
+    """
+    import keras
+
+    from components.common import tblog
+    from components.common.keras_tb import TensorBoardX
+
+    class NoOp(keras.callbacks.Callback):
+        async_safe = True
+
+        def on_train_batch_end(self, batch: int, logs=None) -> None:
+            pass
+
+    def tbpipe(name: str, every: int = 1, histograms: int = 1, async_safe: bool = True,
+               protobuf: bool = False) -> tuple:
+        def arm() -> tuple[object, float]:
+            run = os.path.join(root, f"run-{time.monotonic_ns()}")
+            with tblog.open_writer(run) as writer, (
+                    protobuf_events() if protobuf else contextlib.nullcontext()):
+                callback = timed(TensorBoardX)(writer, every, histograms, steps_per_epoch=steps)
+                callback.async_safe = async_safe
+                thread_cpu = writer_thread_cpu(writer)
+                clock, seconds = fit((callback,))
+                tblog.sync_events(writer)
+                per_epoch = (callback.cpu_seconds + thread_cpu()) / len(clock.wall)
+            work.setdefault(name, []).append(per_epoch / median(clock.wall[1:]))
+            return clock, seconds
+        return name, arm
+
+    return dict([(NONE, fit), ("a no-op async_safe batch callback", lambda: fit((NoOp(),))),
+                 tbpipe(TBPIPE_GPU), tbpipe(f"{TBPIPE_GPU}, every 10 batches", every=10),
+                 tbpipe(f"{TBPIPE_GPU}, no histograms", histograms=0),
+                 tbpipe(f"{TBPIPE_GPU}, protobuf-built events (before)", protobuf=True),
+                 tbpipe(f"{TBPIPE_GPU}, async_safe off", async_safe=False)])

@@ -43,6 +43,7 @@ class Report:
     notes: list[str] = dataclasses.field(default_factory=list)
     headline: dict[str, object] = dataclasses.field(default_factory=dict)
     extra_tables: list[dict] = dataclasses.field(default_factory=list)
+    summary: list[str] = dataclasses.field(default_factory=list)
     machine: dict[str, object] = dataclasses.field(default_factory=dict)
     seconds: float = 0.0
 
@@ -54,7 +55,9 @@ class Report:
         """The report as Markdown: title, tables, notes."""
         from components.common.tblog import markdown_table
 
-        parts = [f"### {self.title}", markdown_table(self.header, self.rows)]
+        parts = [f"### {self.title}"]
+        if self.rows:
+            parts.append(markdown_table(self.header, self.rows))
         for table in self.extra_tables:
             parts += [f"**{table['title']}**", markdown_table(table["header"], table["rows"])]
         parts += [f"- {note}" for note in self.notes]
@@ -150,7 +153,8 @@ def in_fresh_process(module: str, arguments: Sequence[str], **env: str) -> objec
 def main_for(name: str, doc: str, flags: Mapping[str, Flag],
              run: Callable[[argparse.Namespace], Report],
              child: Callable[[argparse.Namespace], object] | None = None,
-             argv: Sequence[str] | None = None) -> int:
+             argv: Sequence[str] | None = None,
+             summary: Callable[[dict], list[str]] | None = None) -> int:
     """The command line of one benchmark: parse, run, print Markdown, optionally write JSON.
 
     Args:
@@ -161,6 +165,8 @@ def main_for(name: str, doc: str, flags: Mapping[str, Flag],
         child: With ``--child VALUE`` (hidden), called instead of ``run``; what it returns is
             printed as one JSON line, for :func:`in_fresh_process`.
         argv: The arguments (default: the command line).
+        summary: Makes the benchmark's line of ``python -m benchmarks``' summary
+            (``[benchmark, figure, goal]``) from the report's headline figures.
 
     Returns:
         The exit status.
@@ -179,6 +185,8 @@ def main_for(name: str, doc: str, flags: Mapping[str, Flag],
     started = time.perf_counter()
     report = run(args)
     report.seconds = time.perf_counter() - started
+    if summary is not None:
+        report.summary = summary(report.headline)
     report.machine = machine_info()
     print(report.markdown(), flush=True)
     if args.json:

@@ -30,43 +30,8 @@ BENCHMARKS = {
 
 
 def summary_rows(reports: dict[str, dict]) -> list[list[str]]:
-    """One line per benchmark: the headline figure and the goal it is held against."""
-    rows = []
-    h = {name: report.get("headline", {}) for name, report in reports.items()}
-    if "train" in h:
-        t = h["train"]
-        rows.append(["1 train throughput", f"step / bare model.fit = {t['step_vs_bare_wall']} "
-                     f"(wall), {t['step_vs_bare_cpu']} (CPU); {t['step_gflops']} GFLOP/s = "
-                     f"{t['fraction_of_fp32_peak']:.0%} of the fp32 peak, "
-                     f"{t['fraction_of_peak']:.0%} of {t['peak_gflops']} in the arms' precision",
-                     ">= 1.0; half of peak"])
-    if "logging" in h:
-        g = h["logging"]
-        rows.append(["2 logging overhead", f"{g['step_logging_overhead_wall']:+.1%} wall, "
-                     f"{g['step_logging_overhead_cpu']:+.1%} CPU; hooks "
-                     f"{g['tbpipe_hooks_fraction']:.2%} of an epoch, hooks + writer thread "
-                     f"{g['tbpipe_logging_work_fraction']:.2%} (Keras' callback hooks "
-                     f"{g['keras_hooks_fraction']:.1%}); {g['tbpipe_us_per_batch']} us/batch "
-                     f"(was {g['before_us_per_batch']}); toggled within one fit "
-                     f"{g.get('toggle_overhead_cpu', float('nan')):+.1%} CPU", "<= 1% slower"])
-    if "preprocess" in h:
-        p = h["preprocess"]
-        rows.append(["3 preprocess scaling", "; ".join(
-            f"{kind}: {p[f'{kind}_rows_per_s']:,} rows/s, time ~ rows^"
-            f"{p[f'{kind}_time_exponent']}, peak memory x{p[f'{kind}_memory_growth']} "
-            "between the two largest tables"
-            for kind in ("csv", "parquet") if f"{kind}_rows_per_s" in p), "flat memory"])
-    if "pipeline" in h:
-        q = h["pipeline"]
-        rows.append(["4 pipeline overhead", f"tbpipe run {q['tbpipe_run_s']} s vs direct "
-                     f"{q['direct_s']} s (x{q['ratio']}); fixed cost {q['fixed_cost_total_s']} s, "
-                     f"median {q['fixed_cost_per_step_s']} s per task", "report, cut"])
-    if "tensorboard" in h:
-        b = h["tensorboard"]
-        rows.append(["5 TensorBoard at scale", ", ".join(
-            f"{k} {v} s" for k, v in b.items() if k != "python_over_fast"),
-            "fast loader where it can read"])
-    return rows
+    """One line per benchmark (each formats its own: ``Report.summary``)."""
+    return [report["summary"] for report in reports.values() if report.get("summary")]
 
 
 def main(argv: list[str] | None = None) -> int:

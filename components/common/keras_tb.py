@@ -2,7 +2,7 @@
 
 Imported only inside TensorFlow steps. The callback does no tensor work on the hot path:
 per-batch values come from Keras' ``logs`` (already Python floats) and go, as plain numbers,
-into one queued event per batch (not one per metric) whose proto the writer thread builds
+into one queued event per batch (not one per metric) that the writer thread encodes
 (:func:`components.common.tblog.add_scalars`); see docs/performance.md for what it costs.
 """
 
@@ -28,10 +28,10 @@ class TensorBoardX(keras.callbacks.Callback):
     run then needs one ``purge_step`` (``initial_step + 1``) for all its tags.
 
     It is ``async_safe`` (steps come from the batch index, and batches that end out of order
-    are logged in order), ready for a Keras backend that runs batch hooks on its callback
-    threads; with TensorFlow, Keras runs every batch hook on the training loop
-    (``backend.IS_THREAD_SAFE`` is False), so this costs about 20 us per batch there
-    (docs/performance.md).
+    are logged in order): Keras' JAX backend runs its batch hooks on callback threads, off the
+    training loop (on an H200, marking it not async-safe cost 18-59 %); with TensorFlow, Keras
+    runs every batch hook on the training loop (``backend.IS_THREAD_SAFE`` is False), about
+    20 us per batch there (docs/performance.md).
 
     Args:
         writer: A tensorboardX ``SummaryWriter``.
@@ -69,7 +69,12 @@ class TensorBoardX(keras.callbacks.Callback):
     def on_train_batch_end(self, batch: int, logs=None) -> None:  # noqa: D102
         with self._lock:
             self._step = max(self._step, self._epoch_start + batch + 1)
-            if self.batch_every and batch % self.batch_every == 0:
+            if not self.batch_every or batch % self.batch_every:
+                return
+            if batch == self._next and not self._waiting:  # in order: the usual case
+                self._next = batch + self.batch_every
+                self._log_batch(batch, logs)
+            else:
                 self._waiting[batch] = logs
                 self._log_batches()
 
@@ -77,13 +82,14 @@ class TensorBoardX(keras.callbacks.Callback):
         """Log the waiting batches in order, up to the first one still running (or all)."""
         while self._waiting and (everything or self._next in self._waiting):
             batch = self._next if self._next in self._waiting else min(self._waiting)
-            logs = self._waiting.pop(batch)
             self._next = batch + self.batch_every
-            if not logs:
-                continue
+            self._log_batch(batch, self._waiting.pop(batch))
+
+    def _log_batch(self, batch: int, logs: dict | None) -> None:
+        if logs:
             step = (self._epoch_start + batch + 1 if self.global_steps
                     else self._epoch * self.steps_per_epoch + batch + 1)
-            tblog.add_scalars(self.writer, {f"batch/{k}": v for k, v in logs.items()}, step)
+            tblog.add_scalars(self.writer, logs, step, prefix="batch/")
 
     def on_epoch_end(self, epoch: int, logs=None) -> None:  # noqa: D102
         with self._lock:  # Keras has waited for every batch hook of the epoch

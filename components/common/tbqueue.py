@@ -5,7 +5,7 @@ every event is pickled through a pipe and a feeder thread, and the caller waits 
 are queued (about 100-250 us per ``add_scalar`` on the 2-core benchmark machine).
 :func:`queue_in_threads` gives the writer thread an :class:`EventQueue` instead, and
 :func:`add_scalars` / :func:`add_histogram` queue plain numbers and arrays (a lock-free
-append) whose protos the writer thread builds (docs/performance.md). Used by
+append) that the writer thread turns into events (docs/performance.md). Used by
 :func:`components.common.tblog.open_writer`; steps use ``tblog``, not this module.
 """
 
@@ -20,6 +20,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from components.common.tbencode import SerializedEvents, scalars_event
+
 EVENT_QUEUE_SIZE = 1024
 POLL_SECS = 0.25  # how soon the writer thread picks up pending work (each poll costs CPU)
 
@@ -29,15 +31,11 @@ class _Scalars(NamedTuple):
 
     step: int
     wall_time: float
-    values: tuple[tuple[str, float], ...]
+    values: list[tuple[str, float]]
 
-    def event(self):  # noqa: ANN201 - a tensorboardX Event proto
-        from tensorboardX.proto.event_pb2 import Event
-        from tensorboardX.proto.summary_pb2 import Summary
-
-        summary = Summary(value=[Summary.Value(tag=tag, simple_value=value)
-                                 for tag, value in self.values])
-        return Event(wall_time=self.wall_time, step=self.step, summary=summary)
+    def event(self) -> bytes:
+        """The serialized Event (encoded directly: no proto objects)."""
+        return scalars_event(self.wall_time, self.step, self.values)
 
 
 class _Histogram(NamedTuple):
@@ -137,7 +135,8 @@ def queue_in_threads(writer, maxsize: int = EVENT_QUEUE_SIZE) -> bool:
     worker.stop()  # writes what is queued, then ends
     old.close()
     events._event_queue = EventQueue(maxsize)
-    events._worker = _EventLoggerThread(events._event_queue, record_writer, flush_secs)
+    events._worker = _EventLoggerThread(events._event_queue, SerializedEvents(record_writer),
+                                        flush_secs)
     events._worker.start()
     return True
 
@@ -171,13 +170,13 @@ def _pending_queue(writer) -> EventQueue | None:  # noqa: ANN001
     return None
 
 
-def add_scalars(writer, values: Mapping[str, float], step: int) -> None:
+def add_scalars(writer, values: Mapping[str, float], step: int, prefix: str = "") -> None:
     """Log several scalars at one step as one event: ``add_scalar`` for each, only cheaper.
 
     With :func:`open_writer`'s queue the caller only appends the numbers (about 2 us); the
-    proto is built and written on the writer thread. Tags are used as given.
+    event is encoded and written on the writer thread. Tags are ``prefix`` + the names given.
     """
-    pairs = tuple((tag, float(value)) for tag, value in values.items())
+    pairs = [(prefix + tag, float(value)) for tag, value in values.items()]
     events_queue = _pending_queue(writer)
     if events_queue is not None:
         events_queue.pending.append(_Scalars(int(step), time.time(), pairs))

@@ -18,12 +18,20 @@ from components.common import storage
 from components.common.dataset import iter_shards, read_info
 from components.common.errors import InputError
 from components.common.tblog import open_writer
+from components.evaluate.metrics import (  # noqa: F401 - re-exported: imported from here
+    _EPSILON,
+    PR_THRESHOLDS,
+    ClassScores,
+    as_probabilities,
+    class_scores,
+    confusion_matrix,
+    pr_curve,
+    pr_histograms,
+)
 
 MODEL_FILE = "model.keras"
 MODEL_INFO = "model.json"
-PR_THRESHOLDS = 127
 FINETUNE_MODES = ("auto", "always", "never")
-_EPSILON = 1e-7
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,17 +50,6 @@ class EvaluateConfig:
     batch_size: int = 256
     tensorboard_url: str = "http://127.0.0.1:6006"
     run_label: str = ""
-
-
-@dataclasses.dataclass(frozen=True)
-class ClassScores:
-    """Precision, recall and F1 of one class, and how many test examples it has."""
-
-    label: int
-    precision: float
-    recall: float
-    f1: float
-    support: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,61 +166,6 @@ def _predict_totals(model, local_test: str,
         seen += len(labels)
         print(f"evaluate: {seen}/{info.num_examples} examples")
     return confusion, loss_sum, pr_hist
-
-
-def as_probabilities(outputs: np.ndarray) -> np.ndarray:
-    """Model outputs as class probabilities: kept if rows already sum to 1, else softmaxed."""
-    outputs = outputs.astype(np.float64)
-    if outputs.min() >= 0.0 and np.allclose(outputs.sum(axis=1), 1.0, atol=1e-3):
-        return outputs
-    shifted = np.exp(outputs - outputs.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)
-
-
-def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
-    """Count ``[true, predicted]`` pairs into a ``(num_classes, num_classes)`` int64 array."""
-    flat = labels.astype(np.int64) * num_classes + predictions.astype(np.int64)
-    return np.bincount(flat, minlength=num_classes * num_classes).reshape(num_classes, -1)
-
-
-def class_scores(confusion: np.ndarray) -> tuple[ClassScores, ...]:
-    """Per-class precision, recall and F1 from a confusion matrix (0 where undefined)."""
-    confusion = np.asarray(confusion, dtype=np.float64)
-    hits = np.diag(confusion)
-    support = confusion.sum(axis=1)
-    predicted = confusion.sum(axis=0)
-    precision = np.divide(hits, predicted, out=np.zeros_like(hits), where=predicted > 0)
-    recall = np.divide(hits, support, out=np.zeros_like(hits), where=support > 0)
-    both = precision + recall
-    f1 = np.divide(2 * precision * recall, both, out=np.zeros_like(hits), where=both > 0)
-    return tuple(ClassScores(k, float(precision[k]), float(recall[k]), float(f1[k]),
-                             int(support[k])) for k in range(len(hits)))
-
-
-def pr_histograms(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
-    """Per class, histograms of its probability over positives and negatives: ``(k, 2, T)``.
-
-    Summed over batches they give the same PR curve as tensorboardX's ``add_pr_curve`` on
-    the whole set (see :func:`pr_curve`).
-    """
-    buckets = np.floor(probs * (PR_THRESHOLDS - 1)).astype(np.int32)
-    out = np.zeros((probs.shape[1], 2, PR_THRESHOLDS), dtype=np.float64)
-    for k in range(probs.shape[1]):
-        positive = labels == k
-        for row, mask in ((0, positive), (1, ~positive)):
-            out[k, row] = np.histogram(buckets[mask, k], bins=PR_THRESHOLDS,
-                                       range=(0, PR_THRESHOLDS - 1))[0]
-    return out
-
-
-def pr_curve(histograms: np.ndarray) -> np.ndarray:
-    """One class's ``(2, T)`` histograms as ``(6, T)``: tp, fp, tn, fn, precision, recall."""
-    tp = np.cumsum(histograms[0][::-1])[::-1]
-    fp = np.cumsum(histograms[1][::-1])[::-1]
-    tn, fn = fp[0] - fp, tp[0] - tp
-    precision = tp / np.maximum(_EPSILON, tp + fp)
-    recall = tp / np.maximum(_EPSILON, tp + fn)
-    return np.stack((tp, fp, tn, fn, precision, recall))
 
 
 def summarize(confusion: np.ndarray, loss_sum: float, accuracy_target: float) -> EvaluateResult:

@@ -8,13 +8,8 @@ from urllib.parse import quote
 import numpy as np
 
 from components.common.tblog import heatmap, markdown_table
-from components.evaluate.core import (
-    PR_THRESHOLDS,
-    ClassScores,
-    EvaluateConfig,
-    EvaluateResult,
-    pr_curve,
-)
+from components.evaluate.core import EvaluateConfig, EvaluateResult
+from components.evaluate.metrics import PR_THRESHOLDS, ClassScores, pr_curve
 
 EVAL_STEP = 0
 

@@ -53,7 +53,7 @@ _VALID_MIN_SIDE = 10  # two (3x3 valid conv + 2x2 pool) stages need at least 10 
 
 def build_cnn(image_shape: tuple[int, int, int], num_classes: int, seed: int,
               learning_rate: float = 1e-3, *, precision: str = "float32",
-              jit_compile: bool | str = "auto") -> keras.Model:
+              jit_compile: bool | str = "auto", steps_per_execution: int = 1) -> keras.Model:
     """Build the seed CNN, compiled: Conv32-Pool-Conv64-Pool-Flatten-Dense128-Dense(classes).
 
     Images with both sides of at least 10 pixels (e.g. 28x28) use ``valid`` padding; smaller
@@ -69,6 +69,8 @@ def build_cnn(image_shape: tuple[int, int, int], num_classes: int, seed: int,
             ``mixed_float16`` the loss is scaled (``LossScaleOptimizer``).
         jit_compile: XLA for the train step: ``"auto"`` (Keras: on with one GPU, off on CPU),
             True or False.
+        steps_per_execution: Batches per call of the compiled train step (Keras calls the
+            batch hooks once per call).
 
     """
     hidden = resolve_precision(precision)
@@ -84,7 +86,8 @@ def build_cnn(image_shape: tuple[int, int, int], num_classes: int, seed: int,
         keras.layers.Dense(128, activation="relu", dtype=hidden),
         keras.layers.Dense(num_classes, activation="softmax", dtype="float32"),
     ], name="cnn")
-    compile_model(model, learning_rate, jit_compile=jit_compile)
+    compile_model(model, learning_rate, jit_compile=jit_compile,
+                  steps_per_execution=steps_per_execution)
     return model
 
 
@@ -175,7 +178,7 @@ def pick_strategy():  # noqa: ANN201 - a tf.distribute.Strategy
 
 
 def compile_model(model: keras.Model, learning_rate: float,
-                  jit_compile: bool | str = "auto") -> None:
+                  jit_compile: bool | str = "auto", steps_per_execution: int = 1) -> None:
     """Compile with Adam, sparse categorical cross-entropy and accuracy (a fresh optimizer).
 
     A mixed-precision model gets its Adam wrapped in a ``LossScaleOptimizer``, so small
@@ -185,7 +188,8 @@ def compile_model(model: keras.Model, learning_rate: float,
     if is_mixed_precision(model):
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"], jit_compile=jit_compile)
+                  metrics=["accuracy"], jit_compile=jit_compile,
+                  steps_per_execution=steps_per_execution)
 
 
 def save_model_folder(model: keras.Model, uri: str, meta: Mapping[str, object]) -> None:

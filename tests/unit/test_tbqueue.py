@@ -59,3 +59,35 @@ def test_pending_scalars_reach_the_file_without_a_wake(tmp_path):
             time.sleep(0.01)
         assert events_queue.drained()
     assert read_scalars(str(tmp_path))["a"] == [(1, 1.0)]
+
+
+def test_scalar_events_are_encoded_exactly_as_protobuf_would():
+    from tensorboardX.proto.event_pb2 import Event
+    from tensorboardX.proto.summary_pb2 import Summary
+
+    from components.common.tbencode import scalars_event
+
+    cases = [(1.7e9, 1, (("batch/loss", 0.25), ("batch/accuracy", 0.9))),
+             (0.0, 0, (("zero", 0.0),)),  # defaults: protobuf leaves wall_time and step out
+             (1234.5, 2**40 + 7, (("é/unicode tag", -3.5e38), ("inf", float("inf")))),
+             (1.0, -1, (("negative step", 1.0),)),  # int64 as ten varint bytes
+             (2.0, 300, (("t" * 200, 1e-45),)),  # a tag longer than one varint byte
+             (3.0, 5, ())]
+    for wall_time, step, values in cases:
+        proto = Event(wall_time=wall_time, step=step, summary=Summary(value=[
+            Summary.Value(tag=tag, simple_value=value) for tag, value in values]))
+        assert scalars_event(wall_time, step, values) == proto.SerializeToString()
+        parsed = Event.FromString(scalars_event(wall_time, step, values))
+        assert (parsed.step, [v.tag for v in parsed.summary.value]) == (
+            step, [tag for tag, _ in values])
+
+
+def test_encoded_scalars_and_proto_events_share_one_file_in_order(tmp_path):
+    with tblog.open_writer(str(tmp_path)) as writer:
+        for step in range(1, 6):
+            tblog.add_scalars(writer, {"batch/loss": step / 10}, step)  # encoded bytes
+            writer.add_scalar("proto/loss", step / 10, step)  # tensorboardX's own Event
+    scalars = read_scalars(str(tmp_path))
+    expected = [(s, struct.unpack("<f", struct.pack("<f", s / 10))[0]) for s in range(1, 6)]
+    assert scalars["batch/loss"] == expected
+    assert scalars["proto/loss"] == expected

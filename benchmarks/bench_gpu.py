@@ -146,7 +146,7 @@ def logging_rows(fit: ArrayFit, args: argparse.Namespace) -> tuple[list, dict]:
 
 
 def precision_rows(fit: ArrayFit, args: argparse.Namespace) -> list:
-    """Table 4: mixed_float16 against mixed_bfloat16, alternating, at two batch sizes."""
+    """Table 3: mixed_float16 against mixed_bfloat16, alternating, at two batch sizes."""
     rows = []
     for batch in (args.logging_batch, 1024):
         pair = alternate(args.rounds, {p: (lambda p=p, b=batch: fit(b, p))
@@ -160,7 +160,7 @@ def precision_rows(fit: ArrayFit, args: argparse.Namespace) -> list:
 
 
 def steps_rows(fit: ArrayFit, args: argparse.Namespace) -> list:
-    """Table 3: steps_per_execution at the logging batch size."""
+    """Table 4: steps_per_execution at the logging batch size."""
     rows, base = [], 0.0
     for steps in map(int, args.steps_per_execution.split(",")):
         progress(f"gpu: steps_per_execution {steps}")
@@ -171,17 +171,8 @@ def steps_rows(fit: ArrayFit, args: argparse.Namespace) -> list:
     return rows
 
 
-def run(args: argparse.Namespace) -> Report:
-    """Measure, and return the report."""
-    args.backend, args.device = device()
-    args.precision = "mixed_float16" if args.device.startswith("gpu") else "float32"
-    progress(f"gpu: Keras backend {args.backend}, device {args.device}; generating data")
-    fit = ArrayFit(args.samples, args.val_samples, args.epochs)
-    rows, peaks = throughput_rows(fit, args) if "throughput" in args.parts else ([], {})
-    report = Report("bench_gpu", f"6. Training throughput on {args.device} "
-                    f"(Keras {args.backend} backend)",
-                    ["precision", "batch", "samples/s", "GFLOP/s", "of peak", "matmul peak",
-                     "build + fit s"], rows)
+def add_tables(report: Report, fit: ArrayFit, args: argparse.Namespace) -> None:
+    """Tables 2-4, as ``--parts`` asks."""
     if "logging" in args.parts:
         log_rows, _ = logging_rows(fit, args)
         report.add_table(f"Logging at batch {args.logging_batch}, {args.precision} "
@@ -198,6 +189,20 @@ def run(args: argparse.Namespace) -> Report:
     if "steps" in args.parts:
         report.add_table(f"steps_per_execution at batch {args.logging_batch}, {args.precision}",
                          ["steps_per_execution", "samples/s", "vs 1"], steps_rows(fit, args))
+
+
+def run(args: argparse.Namespace) -> Report:
+    """Measure, and return the report."""
+    args.backend, args.device = device()
+    args.precision = "mixed_float16" if args.device.startswith("gpu") else "float32"
+    progress(f"gpu: Keras backend {args.backend}, device {args.device}; generating data")
+    fit = ArrayFit(args.samples, args.val_samples, args.epochs)
+    rows, peaks = throughput_rows(fit, args) if "throughput" in args.parts else ([], {})
+    report = Report("bench_gpu", f"6. Training throughput on {args.device} "
+                    f"(Keras {args.backend} backend)",
+                    ["precision", "batch", "samples/s", "GFLOP/s", "of peak", "matmul peak",
+                     "build + fit s"], rows)
+    add_tables(report, fit, args)
     if rows:
         best = max(rows, key=lambda row: float(row[2].replace(",", "")))
         report.headline.update(best_samples_per_s=best[2], best_at=f"{best[0]}, batch {best[1]}",

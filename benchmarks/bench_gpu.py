@@ -53,12 +53,12 @@ def device() -> tuple[str, str]:
         import jax
 
         first = jax.devices()[0]
-        return backend, f"{first.platform}: {first.device_kind}"
+        return backend, "cpu" if first.platform == "cpu" else f"gpu: {first.device_kind}"
     if backend == "tensorflow":
-        import tensorflow as tf
+        from components.train.model import visible_gpus
 
-        gpus = tf.config.list_physical_devices("GPU")
-        return backend, f"gpu: {gpus[0].name}" if gpus else "cpu"
+        gpus = visible_gpus()
+        return backend, f"gpu: {gpus[0]}" if gpus else "cpu"
     return backend, "unknown"
 
 

@@ -55,7 +55,7 @@ def device() -> tuple[str, str]:
         first = jax.devices()[0]
         return backend, "cpu" if first.platform == "cpu" else f"gpu: {first.device_kind}"
     if backend == "tensorflow":
-        from components.train.model import visible_gpus
+        from tbpipe.components.training.model import visible_gpus
 
         gpus = visible_gpus()
         return backend, f"gpu: {gpus[0]}" if gpus else "cpu"
@@ -98,7 +98,7 @@ class ArrayFit:
     def __call__(self, batch: int, precision: str, callbacks: tuple = (),
                  steps_per_execution: int = 1) -> tuple[object, float]:
         """Build, fit; the epoch clock and the seconds build + fit took."""
-        from components.train.model import build_cnn
+        from tbpipe.components.training.model import build_cnn
 
         started = time.perf_counter()
         model = build_cnn(SHAPE, CLASSES, self.seed, precision=precision,

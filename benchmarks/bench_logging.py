@@ -53,7 +53,7 @@ def step_part(arms: Arms, args: argparse.Namespace) -> dict[str, dict]:
 
 def callback_part(arms: Arms, args: argparse.Namespace, root: str) -> dict[str, dict]:
     """Part 2: one warm model; one-epoch fits cycle through the arms, ``--cycles`` times."""
-    from components.train.model import build_cnn
+    from tbpipe.components.training.model import build_cnn
 
     x, y = arms.x[:args.callback_samples], arms.y[:args.callback_samples]
     model = build_cnn(SHAPE, CLASSES, 42)

@@ -76,7 +76,7 @@ def child(args: argparse.Namespace) -> dict:
     import pyarrow.parquet  # noqa: F401
     import tensorboardX  # noqa: F401
 
-    from components.preprocess.core import PreprocessConfig, preprocess_data
+    from tbpipe.components.preprocessing.core import PreprocessConfig, preprocess_data
 
     baseline = peak_rss_mb()
     with tempfile.TemporaryDirectory(prefix="tbpipe-bench-pre-") as out:

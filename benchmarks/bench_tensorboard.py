@@ -5,7 +5,7 @@
 Writes a log root of ``--runs`` runs x ``--steps`` step folders x ``--points`` points of
 ``--tags`` scalar tags each (``{root}/bench/run-NN/{step}``, tensorboardX event files, as the
 pipeline writes them), then starts TensorBoard on it the way ``tbpipe tensorboard`` does
-(``pipelines.tensorboard.start_tensorboard``) with each loader, and measures from the start
+(``tbpipe.pipelines.runners.tensorboard.start_tensorboard``) with each loader, and measures from the start
 of the process: when it answers HTTP, and when every series (run x tag) is served up to its
 last step, polling ``/data/plugin/scalars/tags`` and ``.../scalars`` like the dashboard does.
 ``--full`` is the issue's size: 50 runs x 4 steps x 10,000 points.
@@ -50,7 +50,7 @@ FLAGS = {
 
 def write_run(root: str, run: int, steps: int, points: int, tags: int) -> None:
     """One run's step folders, every tag at steps 1..points."""
-    from components.common import tblog
+    from tbpipe.components.common import tblog
 
     names = [f"batch/metric_{t}" for t in range(tags)]
     for step in STEP_NAMES[:steps]:
@@ -81,7 +81,7 @@ def write_root(root: str, args: argparse.Namespace) -> int:
 
 def start(loader: str, root: str, port: int, log) -> tuple[subprocess.Popen, str]:  # noqa: ANN001
     """Start TensorBoard with ``loader`` (as tbpipe does; the ``+tf`` ones plainly)."""
-    from pipelines.tensorboard import tensorboard_command
+    from tbpipe.pipelines.runners.tensorboard import tensorboard_command
 
     args = [f"--logdir={root}", "--host=127.0.0.1", f"--port={port}", "--reload_interval=5"]
     if loader.endswith("+tf"):  # plain TensorBoard: its frontend imports TensorFlow

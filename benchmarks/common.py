@@ -47,7 +47,7 @@ def mnist_like(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 def write_records(root: str, images: np.ndarray, labels: np.ndarray) -> None:
     """Write uint8 ``(n, 28, 28)`` images as a tbpipe Dataset folder."""
-    from components.common.dataset import DatasetWriter
+    from tbpipe.components.common.dataset import DatasetWriter
 
     writer = DatasetWriter(root, (IMAGE_SIDE, IMAGE_SIDE, 1), CLASSES)
     for start in range(0, len(labels), 50_000):

@@ -59,7 +59,7 @@ class Arms:
     def bare(self, batch_size: int, epochs: int, samples: int | None = None,
              **compile_options: object):  # noqa: ANN201
         """``model.fit`` on the arrays (the first ``samples``): build, fit, save."""
-        from components.train.model import build_cnn
+        from tbpipe.components.training.model import build_cnn
 
         started = time.perf_counter()
         model = build_cnn(SHAPE, CLASSES, self.seed, **compile_options)
@@ -73,8 +73,8 @@ class Arms:
 
     def step(self, batch_size: int, epochs: int, **settings: object):  # noqa: ANN201
         """The train step's fit loop on the Dataset folders (logging as configured)."""
-        from components.train.core import FitJob, TrainConfig, fit_and_save
-        from components.train.model import build_cnn
+        from tbpipe.components.training.core import FitJob, TrainConfig, fit_and_save
+        from tbpipe.components.training.model import build_cnn
 
         config = TrainConfig(epochs=epochs, batch_size=batch_size, seed=self.seed, **settings)
         clock = epoch_clock()

@@ -57,8 +57,8 @@ def timed(callback_class: type) -> type:
 @contextlib.contextmanager
 def protobuf_events() -> Iterator[None]:
     """Within: the writer thread builds scalar events as protobuf objects, as it did before
-    ``components.common.tbencode`` (an arm measuring what the direct encoding saves)."""
-    from components.common import tbqueue
+    ``tbpipe.components.common.tensorboard.encode`` (an arm measuring what the direct encoding saves)."""
+    from tbpipe.components.common import tbqueue
 
     def event(self):  # noqa: ANN001, ANN202 - a tbqueue._Scalars; returns an Event proto
         from tensorboardX.proto.event_pb2 import Event
@@ -87,7 +87,7 @@ def writer_thread_cpu(writer) -> object:  # noqa: ANN001 - a tensorboardX Summar
 
 def legacy_callback_class() -> type:
     """tbpipe's callback as it was: one ``add_scalar`` per metric and per batch."""
-    from components.common.keras_tb import TensorBoardX
+    from tbpipe.components.common.tensorboard.callback import TensorBoardX
 
     class LegacyTensorBoardX(TensorBoardX):
         async_safe = False
@@ -107,8 +107,8 @@ def callback_arms(root: str):  # noqa: ANN201 - name -> (make callbacks, close) 
     import keras
     from tensorboardX import SummaryWriter
 
-    from components.common import tblog
-    from components.common.keras_tb import TensorBoardX
+    from tbpipe.components.common import tblog
+    from tbpipe.components.common.tensorboard.callback import TensorBoardX
 
     class NoOp(keras.callbacks.Callback):
         def on_train_batch_end(self, batch: int, logs=None) -> None:
@@ -160,8 +160,8 @@ def gpu_logging_arms(fit, root: str, steps: int, work: dict) -> dict:  # noqa: A
     """
     import keras
 
-    from components.common import tblog
-    from components.common.keras_tb import TensorBoardX
+    from tbpipe.components.common import tblog
+    from tbpipe.components.common.tensorboard.callback import TensorBoardX
 
     class NoOp(keras.callbacks.Callback):
         async_safe = True

@@ -24,9 +24,9 @@ def toggle_part(arms: Arms, args: argparse.Namespace, root: str) -> dict[str, li
     """One fit, logging on/off by epoch; epoch wall and CPU seconds of each kind."""
     import keras
 
-    from components.common import tblog
-    from components.common.keras_tb import TensorBoardX
-    from components.train.model import build_cnn
+    from tbpipe.components.common import tblog
+    from tbpipe.components.common.tensorboard.callback import TensorBoardX
+    from tbpipe.components.training.model import build_cnn
 
     class Toggle(keras.callbacks.Callback):
         def __init__(self, logger: TensorBoardX) -> None:

@@ -53,7 +53,7 @@ class Report:
 
     def markdown(self) -> str:
         """The report as Markdown: title, tables, notes."""
-        from components.common.tblog import markdown_table
+        from tbpipe.components.common.tensorboard.writer import markdown_table
 
         parts = [f"### {self.title}"]
         if self.rows:

@@ -36,7 +36,7 @@ def summary_rows(reports: dict[str, dict]) -> list[list[str]]:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmarks; print each report, then the summary."""
-    from components.common.tblog import markdown_table
+    from tbpipe.components.common.tensorboard.writer import markdown_table
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -1,50 +1,215 @@
-"""Compile-time options: where each step runs (image, GPUs, resources, retries, caching).
+"""Where each step runs: image, GPUs, node selectors, tolerations, resources, retries, caching.
 
-``configure_task`` applies a ``CompileOptions`` to one task of the pipeline. The image is set
-per task with ``PipelineTask.set_container_image`` (it overrides the component's import-time
-``base_image`` in the compiled spec), so ``--image-registry`` and ``--no-gpu`` change the YAML
-without re-importing the components or touching the environment.
-
-The options and the kind of step of each task: pipelines/placement_options.py; CPU and memory:
-pipelines/step_resources.py; the compile flags: pipelines/placement_flags.py (all their names
-are importable from here too).
+One module, one step table (:data:`STEP_KINDS`). :func:`place_task` puts GPUs, node
+selectors, the GPU toleration and CPU/memory on any task, tbpipe's or one of your own
+pipeline's; :func:`configure_task` applies a whole :class:`CompileOptions` to one of tbpipe's
+tasks. The image is set per task with ``PipelineTask.set_container_image`` (it overrides the
+component's import-time ``base_image`` in the compiled spec), so ``--image-registry`` and
+``--no-gpu`` change the YAML without re-importing the components.
 """
 
 from __future__ import annotations
 
-from pipelines.placement_flags import (
-    add_compile_arguments,
-    compile_options,
-    key_value,
-    resource_setting,
-    resources_with_settings,
-)
-from pipelines.placement_options import (
-    DEFAULT_GPU_TYPE,
-    GKE_ACCELERATOR_LABEL,
-    GPU_STEPS,
-    STEP_KINDS,
-    CompileOptions,
-    step_kind,
-)
-from pipelines.step_resources import DEFAULT_RESOURCES, Resources, amount
+import dataclasses
+import re
+from collections.abc import Iterable, Mapping
+from types import MappingProxyType
 
-__all__ = [  # the names of the modules placement is made of, importable from here as before
-    "DEFAULT_GPU_TYPE", "DEFAULT_RESOURCES", "GKE_ACCELERATOR_LABEL", "GPU_RESOURCE",
-    "GPU_STEPS", "IMAGE_UID", "STEP_KINDS", "CompileOptions", "Resources",
-    "add_compile_arguments", "amount", "compile_options", "configure_task", "key_value",
-    "resource_setting", "resources_with_settings", "step_kind",
-]
+from tbpipe.components._image import image
+from tbpipe.components.common.errors import InputError
 
 GPU_RESOURCE = "nvidia.com/gpu"  # the Kubernetes extended resource the KFP driver limits
+GKE_ACCELERATOR_LABEL = "cloud.google.com/gke-accelerator"
+DEFAULT_GPU_TYPE = "nvidia-tesla-t4"
 IMAGE_UID = 1000  # the tbpipe user of docker/Dockerfile
+GPU_STEPS = ("train", "finetune")
+# Task display name (as pipelines/training.py names it) -> the kind of step (resource profile).
+STEP_KINDS = MappingProxyType({
+    "preprocess": "preprocess", "preprocess-finetune-data": "preprocess",
+    "train": "train", "finetune": "finetune",
+    "evaluate": "evaluate", "evaluate-finetuned": "evaluate",
+    "decide-finetune": "select", "select-model": "select",
+})
+QUANTITY_PATTERNS = MappingProxyType({
+    "cpu": re.compile(r"^([0-9]*[.])?[0-9]+m?$"),
+    "memory": re.compile(r"^[0-9]+(E|Ei|P|Pi|T|Ti|G|Gi|M|Mi|K|Ki)?$"),
+})
+MEMORY_UNITS = MappingProxyType({
+    "": 1, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18,
+    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
+})
+
+
+def is_quantity(kind: str, text: str) -> bool:
+    """Whether ``text`` is a Kubernetes ``cpu`` or ``memory`` quantity (``500m``, ``4Gi``)."""
+    return QUANTITY_PATTERNS[kind].match(text) is not None
+
+
+def amount(kind: str, quantity: str) -> float:
+    """Convert a well-formed ``cpu``/``memory`` quantity to cores/bytes (``500m`` -> 0.5)."""
+    if kind == "cpu":
+        return float(quantity[:-1]) / 1000 if quantity.endswith("m") else float(quantity)
+    number, unit = re.match(r"^([0-9]+)(\D*)$", quantity).groups()
+    return float(number) * MEMORY_UNITS[unit]
+
+
+@dataclasses.dataclass(frozen=True)
+class Resources:
+    """CPU and memory requests/limits of one kind of step (Kubernetes quantities)."""
+
+    cpu_request: str
+    cpu_limit: str
+    memory_request: str
+    memory_limit: str
+
+    def validate(self, step: str) -> Resources:
+        """Check the quantities' format and that no request exceeds its limit."""
+        for kind, example in (("cpu", "500m or 2"), ("memory", "512Mi or 4Gi")):
+            request, limit = getattr(self, f"{kind}_request"), getattr(self, f"{kind}_limit")
+            for value in (request, limit):
+                if not is_quantity(kind, value):
+                    raise InputError(f"--{kind} {step}: {value!r} is not a Kubernetes {kind} "
+                                     f"quantity (e.g. {example})")
+            if amount(kind, request) > amount(kind, limit):
+                raise InputError(f"--{kind} {step}: request {request} exceeds limit {limit}")
+        return self
+
+
+# Fit a GKE n1-standard-4 + T4 node (about 3.9 CPU / 12 GiB allocatable) or an e2-standard-4.
+DEFAULT_RESOURCES = MappingProxyType({
+    "preprocess": Resources("1", "2", "2Gi", "4Gi"),
+    "train": Resources("3", "6", "8Gi", "12Gi"),
+    "finetune": Resources("3", "6", "8Gi", "12Gi"),
+    "evaluate": Resources("1", "2", "2Gi", "4Gi"),
+    "select": Resources("250m", "1", "512Mi", "1Gi"),
+})
+
+
+def place_task(task, *, gpu_count: int = 0, gpu_type: str = DEFAULT_GPU_TYPE,  # noqa: ANN001, ANN201
+               gpu_node_selector_key: str = GKE_ACCELERATOR_LABEL,
+               node_selectors: Mapping[str, str] | Iterable[tuple[str, str]] = (),
+               resources: Resources | None = None):
+    """Put GPUs, node selectors, the GPU toleration and CPU/memory on any pipeline task.
+
+    For a task of your own pipeline as for tbpipe's::
+
+        trained = my_train_op(...)
+        place_task(trained, gpu_count=1, gpu_type="nvidia-l4",
+                   resources=Resources("4", "8", "16Gi", "24Gi"))
+
+    Args:
+        task: A ``PipelineTask`` (a component called inside a ``@dsl.pipeline``).
+        gpu_count: GPUs to limit the task to (``nvidia.com/gpu``); 0: none, and no GPU
+            node selector or toleration.
+        gpu_type: The GPU model, the value of the GPU node label.
+        gpu_node_selector_key: The node label that names the GPU model
+            (GKE: ``cloud.google.com/gke-accelerator``); empty: no GPU node selector.
+        node_selectors: More node labels the task's node must have.
+        resources: CPU and memory requests and limits (None: leave them as they are).
+
+    Returns:
+        The task.
+
+    """
+    from kfp import kubernetes
+
+    if gpu_count < 0:
+        raise InputError(f"gpu_count={gpu_count}: must be 0 (no GPU) or more")
+    if gpu_count:
+        task.set_accelerator_type(GPU_RESOURCE).set_accelerator_limit(gpu_count)
+        kubernetes.add_toleration(task, key=GPU_RESOURCE, operator="Exists",
+                                  effect="NoSchedule")
+    labels = {gpu_node_selector_key: gpu_type} if gpu_count and gpu_node_selector_key else {}
+    labels.update(dict(node_selectors))
+    for key, value in labels.items():
+        kubernetes.add_node_selector(task, label_key=key, label_value=value)
+    if resources is not None:
+        resources.validate(task.name)
+        task.set_cpu_request(resources.cpu_request).set_cpu_limit(resources.cpu_limit)
+        task.set_memory_request(resources.memory_request)
+        task.set_memory_limit(resources.memory_limit)
+    return task
+
+
+@dataclasses.dataclass(frozen=True)
+class CompileOptions:
+    """How tbpipe's pipeline is compiled (not run-time parameters).
+
+    Attributes:
+        image_registry: Registry of the component images (default: ``TBPIPE_IMAGE_REGISTRY``
+            or ``localhost``, see components/_image.py).
+        gpu: Give train and finetune GPUs; False compiles a CPU-only pipeline.
+        gpu_type: The GPU model, the default value of the GPU node selector.
+        gpu_count: GPUs per training step.
+        gpu_node_selector_key: Node label selecting GPU nodes; empty: no GPU node selector.
+        gpu_node_selector_value: Its value (default: ``gpu_type``).
+        node_selectors: More ``(key, value)`` node selectors for train and finetune.
+        resources: Requests/limits per kind of step, over DEFAULT_RESOURCES.
+        retries: Retries of train and finetune after a failure (0: none).
+        retry_backoff: Wait before the first retry (e.g. ``60s``).
+        retry_backoff_factor: Each further wait is this many times longer.
+        cache_preprocess: Let KFP reuse preprocess results.
+        cache_training: Let KFP reuse train/finetune results (off: always train).
+
+    """
+
+    image_registry: str | None = None
+    gpu: bool = True
+    gpu_type: str = DEFAULT_GPU_TYPE
+    gpu_count: int = 1
+    gpu_node_selector_key: str = GKE_ACCELERATOR_LABEL
+    gpu_node_selector_value: str | None = None
+    node_selectors: tuple[tuple[str, str], ...] = ()
+    resources: Mapping[str, Resources] = dataclasses.field(default_factory=dict)
+    retries: int = 2
+    retry_backoff: str = "60s"
+    retry_backoff_factor: float = 2.0
+    cache_preprocess: bool = True
+    cache_training: bool = False
+
+    def __post_init__(self) -> None:
+        if self.gpu_count < 1:
+            raise InputError(f"--gpu-count must be >= 1 (got {self.gpu_count}); "
+                             "use --no-gpu for a CPU-only pipeline")
+        if self.retries < 0:
+            raise InputError(f"--retries must be >= 0 (got {self.retries})")
+        if not re.match(r"^[0-9]+(\.[0-9]+)?s$", self.retry_backoff):
+            raise InputError("--retry-backoff must be seconds like 60s "
+                             f"(got {self.retry_backoff!r})")
+        unknown = sorted(set(self.resources) - set(DEFAULT_RESOURCES))
+        if unknown:
+            raise InputError(f"unknown step kind {unknown[0]!r} in resources: use one of "
+                             f"{', '.join(DEFAULT_RESOURCES)}")
+        merged = {**DEFAULT_RESOURCES, **self.resources}
+        for kind, resources in merged.items():
+            resources.validate(kind)
+        object.__setattr__(self, "resources", MappingProxyType(merged))
+
+    def image_for(self, kind: str) -> str:
+        """Return the image of a kind of step: GPU for train/finetune when ``gpu``, else CPU."""
+        return image("gpu" if self.gpu and kind in GPU_STEPS else "cpu", self.image_registry)
+
+    def caching_for(self, kind: str) -> bool:
+        """Whether KFP may reuse a cached result of a kind of step."""
+        if kind in GPU_STEPS:
+            return self.cache_training
+        return self.cache_preprocess if kind == "preprocess" else True
+
+
+def step_kind(step: str) -> str:
+    """Return the kind of step of a task name (``evaluate-finetuned`` -> ``evaluate``)."""
+    try:
+        return STEP_KINDS[step]
+    except KeyError:
+        raise ValueError(f"no placement for step {step!r}: add it to STEP_KINDS "
+                         f"({', '.join(STEP_KINDS)})") from None
 
 
 def configure_task(task, step: str, options: CompileOptions):  # noqa: ANN001, ANN201
-    """Apply image, GPUs, node selectors, tolerations, resources, retries and caching to a task.
+    """Apply image, GPUs, node selectors, tolerations, resources, retries and caching.
 
     Args:
-        task: The ``PipelineTask`` (a component called inside the pipeline).
+        task: One of tbpipe's ``PipelineTask``s.
         step: Its display name, a key of STEP_KINDS.
         options: What to apply.
 
@@ -56,20 +221,16 @@ def configure_task(task, step: str, options: CompileOptions):  # noqa: ANN001, A
 
     kind = step_kind(step)
     task.set_container_image(options.image_for(kind))
-    res = options.resources[kind]
-    task.set_cpu_request(res.cpu_request).set_cpu_limit(res.cpu_limit)
-    task.set_memory_request(res.memory_request).set_memory_limit(res.memory_limit)
-    if kind in GPU_STEPS:
-        if options.gpu:
-            task.set_accelerator_type(GPU_RESOURCE).set_accelerator_limit(options.gpu_count)
-            kubernetes.add_toleration(task, key=GPU_RESOURCE, operator="Exists",
-                                      effect="NoSchedule")
-        for key, value in options.node_selector_for(kind).items():
-            kubernetes.add_node_selector(task, label_key=key, label_value=value)
-        if options.retries:
-            task.set_retry(num_retries=options.retries, backoff_duration=options.retry_backoff,
-                           backoff_factor=options.retry_backoff_factor)
-    task.set_caching_options(options.caching_for(step))
+    gpu_step = kind in GPU_STEPS
+    place_task(task, gpu_count=options.gpu_count if gpu_step and options.gpu else 0,
+               gpu_type=options.gpu_node_selector_value or options.gpu_type,
+               gpu_node_selector_key=options.gpu_node_selector_key,
+               node_selectors=options.node_selectors if gpu_step else (),
+               resources=options.resources[kind])
+    if gpu_step and options.retries:
+        task.set_retry(num_retries=options.retries, backoff_duration=options.retry_backoff,
+                       backoff_factor=options.retry_backoff_factor)
+    task.set_caching_options(options.caching_for(kind))
     # the images' non-root tbpipe user; kfp-kubernetes has no read-only root file system knob
     kubernetes.set_security_context(task, run_as_user=IMAGE_UID, run_as_group=IMAGE_UID,
                                     run_as_non_root=True)

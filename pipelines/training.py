@@ -1,95 +1,176 @@
-"""The training pipeline: preprocess -> train -> evaluate -> [finetune -> evaluate] -> select.
+"""tbpipe's training pipeline: preprocess -> train -> evaluate -> [finetune -> evaluate] -> select.
 
-Wiring only: every step's logic lives in ``components/``. Compiling imports no TensorFlow.
+Wiring only: every step's logic lives in ``tbpipe.components``, where each placement comes
+from :mod:`tbpipe.pipelines.placement`. :class:`PipelineParams` is the one table of the
+pipeline's run-time parameters: the CLI flags, the pipeline's signature and the run options
+derive from it, and its defaults are the step configs' own. Compiling imports no TensorFlow.
 """
 
+import dataclasses
+from types import MappingProxyType
 
 from kfp import compiler, dsl
-
-from components.evaluate.component import evaluate
-from components.finetune.component import finetune as finetune_component
-from components.preprocess.component import preprocess
-from components.select.component import decide_finetune, select_model
-from components.train.component import train
-from pipelines.options import PipelineParams
-from pipelines.placement import CompileOptions, configure_task
+from tbpipe import components
+from tbpipe.components.common.errors import InputError
+from tbpipe.components.common.naming import validate_name
+from tbpipe.components.evaluation.config import EvaluateConfig
+from tbpipe.components.finetuning.config import FinetuneConfig
+from tbpipe.components.preprocessing.config import PreprocessConfig
+from tbpipe.components.selection.core import FINETUNE_MODES
+from tbpipe.components.training.config import PRECISIONS, TrainConfig
+from tbpipe.pipelines.placement import CompileOptions, configure_task
 
 PIPELINE_NAME = "tbpipe-training"
-D = PipelineParams()
+#: Allowed values of the parameters that have a fixed set (``--help`` lists them).
+PARAM_CHOICES = MappingProxyType({"finetune": FINETUNE_MODES, "precision": PRECISIONS})
 
 
-def build_pipeline(options: CompileOptions = CompileOptions()):  # noqa: B008, ANN201
-    """The ``@dsl.pipeline`` function, with ``options`` applied to every task."""
+@dataclasses.dataclass(frozen=True)
+class PipelineParams:
+    """Run-time parameters of the training pipeline (the compiled spec's inputs).
+
+    ``log_root`` is empty by default: a local run resolves it when it starts
+    (``./tbpipe-runs/logs``), so a compiled YAML holds no path of the machine that compiled
+    it; a cluster run must be given one (``gs://BUCKET/logs``).
+    """
+
+    data: str = "builtin:digits"
+    finetune_data: str = ""
+    log_root: str = ""
+    experiment: str = "default"
+    run_name: str = ""
+    epochs: int = TrainConfig.epochs
+    batch_size: int = TrainConfig.batch_size
+    learning_rate: float = TrainConfig.learning_rate
+    seed: int = TrainConfig.seed
+    val_fraction: float = PreprocessConfig.val_fraction
+    test_fraction: float = PreprocessConfig.test_fraction
+    accuracy_target: float = EvaluateConfig.accuracy_target
+    finetune: str = FINETUNE_MODES[0]
+    finetune_epochs: int = FinetuneConfig.epochs
+    finetune_learning_rate: float = FinetuneConfig.learning_rate
+    freeze_layers: int = FinetuneConfig.freeze_layers
+    tensorboard_url: str = EvaluateConfig.tensorboard_url
+    checkpoint_root: str = ""
+    precision: str = TrainConfig.precision
+
+    def validate(self) -> "PipelineParams":
+        """Check every parameter before anything runs, by building each step's config.
+
+        Each setting is checked once, where its step's config is built; an InputError names
+        the step and the value.
+        """
+        checks = {
+            "preprocess": lambda: PreprocessConfig(val_fraction=self.val_fraction,
+                                                   test_fraction=self.test_fraction,
+                                                   seed=self.seed),
+            "train": lambda: TrainConfig(epochs=self.epochs, batch_size=self.batch_size,
+                                         learning_rate=self.learning_rate, seed=self.seed,
+                                         precision=self.precision),
+            "finetune": lambda: FinetuneConfig(epochs=self.finetune_epochs,
+                                               learning_rate=self.finetune_learning_rate,
+                                               freeze_layers=self.freeze_layers,
+                                               batch_size=self.batch_size, seed=self.seed,
+                                               precision=self.precision),
+            "evaluate": lambda: EvaluateConfig(accuracy_target=self.accuracy_target,
+                                               tensorboard_url=self.tensorboard_url),
+        }
+        for step, build in checks.items():
+            try:
+                build()
+            except InputError as exc:
+                raise InputError(f"{step} setting {exc}") from None
+        if self.finetune not in FINETUNE_MODES:
+            raise InputError(f"finetune={self.finetune!r}: must be one of "
+                             f"{', '.join(FINETUNE_MODES)}")
+        validate_name("experiment", self.experiment)
+        if self.run_name:
+            validate_name("run", self.run_name)
+        return self
+
+    def as_arguments(self) -> dict[str, object]:
+        """The parameters as pipeline arguments."""
+        return dataclasses.asdict(self)
+
+
+def build_training_pipeline(options: CompileOptions | None = None):  # noqa: ANN201
+    """Tbpipe's ``@dsl.pipeline`` function, with ``options`` applied to every task.
+
+    Use it as a pipeline of its own, or call it inside yours (its output is the selection
+    summary as JSON).
+    """
+    options = options or CompileOptions()
+    defaults = PipelineParams()
 
     def step(task, name: str):  # noqa: ANN001, ANN202
         return configure_task(task.set_display_name(name), name, options)
 
     @dsl.pipeline(name=PIPELINE_NAME, description=__doc__.splitlines()[0])
     def training_pipeline(
-        data: str = D.data, finetune_data: str = D.finetune_data, log_root: str = D.log_root,
-        experiment: str = D.experiment, run_name: str = D.run_name, epochs: int = D.epochs,
-        batch_size: int = D.batch_size, learning_rate: float = D.learning_rate, seed: int = D.seed,
-        val_fraction: float = D.val_fraction, test_fraction: float = D.test_fraction,
-        accuracy_target: float = D.accuracy_target, finetune: str = D.finetune,
-        finetune_epochs: int = D.finetune_epochs,
-        finetune_learning_rate: float = D.finetune_learning_rate,
-        freeze_layers: int = D.freeze_layers, tensorboard_url: str = D.tensorboard_url,
-        checkpoint_root: str = D.checkpoint_root, precision: str = D.precision,
+        data: str = defaults.data, finetune_data: str = defaults.finetune_data,
+        log_root: str = defaults.log_root, experiment: str = defaults.experiment,
+        run_name: str = defaults.run_name, epochs: int = defaults.epochs,
+        batch_size: int = defaults.batch_size, learning_rate: float = defaults.learning_rate,
+        seed: int = defaults.seed, val_fraction: float = defaults.val_fraction,
+        test_fraction: float = defaults.test_fraction,
+        accuracy_target: float = defaults.accuracy_target, finetune: str = defaults.finetune,
+        finetune_epochs: int = defaults.finetune_epochs,
+        finetune_learning_rate: float = defaults.finetune_learning_rate,
+        freeze_layers: int = defaults.freeze_layers,
+        tensorboard_url: str = defaults.tensorboard_url,
+        checkpoint_root: str = defaults.checkpoint_root, precision: str = defaults.precision,
     ) -> str:
-        where = dict(log_root=log_root, experiment=experiment, run_name=run_name,
-                     job_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER)
-        prep = step(preprocess(data=data, val_fraction=val_fraction, test_fraction=test_fraction,
-                               seed=seed, **where), "preprocess")
-        trained = step(train(train_data=prep.outputs["train_data"],
-                             val_data=prep.outputs["val_data"], epochs=epochs,
-                             batch_size=batch_size, learning_rate=learning_rate, seed=seed,
-                             checkpoint_root=checkpoint_root, precision=precision, **where),
-                       "train")
-        scored = step(evaluate(model=trained.outputs["model"],
-                               test_data=prep.outputs["test_data"],
-                               accuracy_target=accuracy_target, step_name="evaluate",
-                               tensorboard_url=tensorboard_url, **where), "evaluate")
-        decision = step(decide_finetune(mode=finetune, meets_target=scored.outputs["meets_target"],
-                                        finetune_data=finetune_data), "decide-finetune")
+        where = dict(log_root=log_root, experiment=experiment, run_name=run_name)
+        prep = step(components.preprocess(data=data, val_fraction=val_fraction,
+                                          test_fraction=test_fraction, seed=seed, **where),
+                    "preprocess")
+        trained = step(components.train(train_data=prep.outputs["train_data"],
+                                        val_data=prep.outputs["val_data"], epochs=epochs,
+                                        batch_size=batch_size, learning_rate=learning_rate,
+                                        seed=seed, checkpoint_root=checkpoint_root,
+                                        precision=precision, **where), "train")
+        scored = step(components.evaluate(model=trained.outputs["model"],
+                                          test_data=prep.outputs["test_data"],
+                                          accuracy_target=accuracy_target, step_name="evaluate",
+                                          tensorboard_url=tensorboard_url, **where), "evaluate")
+        decision = step(components.decide_finetune(
+            mode=finetune, meets_target=scored.outputs["meets_target"],
+            finetune_data=finetune_data), "decide-finetune")
 
         def finetune_and_select(train_data, val_data):  # noqa: ANN001, ANN202
-            tuned = step(finetune_component(model=trained.outputs["model"], train_data=train_data,
-                                  val_data=val_data, epochs=finetune_epochs,
-                                  learning_rate=finetune_learning_rate,
-                                  freeze_layers=freeze_layers, batch_size=batch_size, seed=seed,
-                                  checkpoint_root=checkpoint_root, precision=precision,
-                                  **where), "finetune")
-            rescored = step(evaluate(model=tuned.outputs["finetuned_model"],
-                                     test_data=prep.outputs["test_data"],
-                                     accuracy_target=accuracy_target,
-                                     step_name="evaluate-finetuned",
-                                     tensorboard_url=tensorboard_url, **where),
-                            "evaluate-finetuned")
-            return step(select_model(trained_model=trained.outputs["model"],
-                                     trained_accuracy=scored.outputs["accuracy"],
-                                     finetuned_model=tuned.outputs["finetuned_model"],
-                                     finetuned_accuracy=rescored.outputs["accuracy"]),
-                        "select-model")
+            tuned = step(components.finetune(
+                model=trained.outputs["model"], train_data=train_data, val_data=val_data,
+                epochs=finetune_epochs, learning_rate=finetune_learning_rate,
+                freeze_layers=freeze_layers, batch_size=batch_size, seed=seed,
+                checkpoint_root=checkpoint_root, precision=precision, **where), "finetune")
+            rescored = step(components.evaluate(
+                model=tuned.outputs["finetuned_model"], test_data=prep.outputs["test_data"],
+                accuracy_target=accuracy_target, step_name="evaluate-finetuned",
+                tensorboard_url=tensorboard_url, **where), "evaluate-finetuned")
+            return step(components.select_model(
+                trained_model=trained.outputs["model"],
+                trained_accuracy=scored.outputs["accuracy"],
+                finetuned_model=tuned.outputs["finetuned_model"],
+                finetuned_accuracy=rescored.outputs["accuracy"]), "select-model")
 
         with dsl.If(decision.output == "same-data", name="finetune-same-data"):
             same = finetune_and_select(prep.outputs["train_data"], prep.outputs["val_data"])
         with dsl.Elif(decision.output == "other-data", name="finetune-other-data"):
-            other_prep = step(preprocess(data=finetune_data, val_fraction=val_fraction,
-                                         test_fraction=0.0, seed=seed,
-                                         step_name="preprocess-finetune-data", **where),
-                              "preprocess-finetune-data")
+            other_prep = step(components.preprocess(
+                data=finetune_data, val_fraction=val_fraction, test_fraction=0.0, seed=seed,
+                step_name="preprocess-finetune-data", **where), "preprocess-finetune-data")
             other = finetune_and_select(other_prep.outputs["train_data"],
                                         other_prep.outputs["val_data"])
         with dsl.Else(name="keep-trained-model"):
-            kept = step(select_model(trained_model=trained.outputs["model"],
-                                     trained_accuracy=scored.outputs["accuracy"]),
+            kept = step(components.select_model(trained_model=trained.outputs["model"],
+                                                trained_accuracy=scored.outputs["accuracy"]),
                         "select-model")
         return dsl.OneOf(same.outputs["Output"], other.outputs["Output"], kept.outputs["Output"])
 
     return training_pipeline
 
 
-def compile_pipeline(package_path: str, options: CompileOptions = CompileOptions()) -> str:  # noqa: B008
-    """Compile the pipeline to a KFP v2 YAML at ``package_path``; returns the path."""
-    compiler.Compiler().compile(build_pipeline(options), package_path=package_path)
+def compile_pipeline(package_path: str, options: CompileOptions | None = None) -> str:
+    """Compile tbpipe's pipeline to a KFP v2 YAML at ``package_path``; returns the path."""
+    compiler.Compiler().compile(build_training_pipeline(options), package_path=package_path)
     return package_path

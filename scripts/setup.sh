@@ -12,5 +12,5 @@ fi
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 echo "installing tbpipe and its dependencies into .venv (TensorFlow is large: a few minutes the first time)"
-.venv/bin/python -m pip install --quiet --progress-bar off -e ".[dev]"
+.venv/bin/python -m pip install --quiet --progress-bar off -e ".[run,dev]"
 echo "ready: .venv/bin/tbpipe --help"

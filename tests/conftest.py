@@ -100,14 +100,14 @@ class GcsEmulator:
     def create_bucket(self, name: str) -> None:
         from google.api_core.exceptions import Conflict
 
-        from components.common.storage import gcs_client
+        from tbpipe.components.common.storage import gcs_client
 
         with contextlib.suppress(Conflict):
             gcs_client().create_bucket(name)
 
     def download(self, uri: str, local_dir: Path) -> Path:
         """Copy every object under ``uri`` into ``local_dir`` (keeping relative paths)."""
-        from components.common.storage import download_file, join, list_files
+        from tbpipe.components.common.storage import download_file, join, list_files
 
         for rel in list_files(uri):
             download_file(join(uri, rel), str(local_dir / rel))
@@ -118,7 +118,7 @@ class GcsEmulator:
 def gcs_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GcsEmulator]:
     """A running emulator with a bucket; this process and its children point at it."""
     pytest.importorskip("gcp_storage_emulator")
-    from components.common.storage import reset_gcs_client
+    from tbpipe.components.common.storage import reset_gcs_client
 
     emulator = GcsEmulator(tmp_path_factory.mktemp("gcs-emulator"))
     emulator.start()

@@ -8,7 +8,7 @@ import urllib.request
 
 import numpy as np
 
-from components.common.dataset import DatasetInfo, DatasetWriter
+from tbpipe.components.common.dataset import DatasetInfo, DatasetWriter
 
 
 def synthetic_images(n: int, shape: tuple[int, int, int] = (8, 8, 1), classes: int = 4,

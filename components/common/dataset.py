@@ -20,8 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-
-from components.common.errors import InputError
+from tbpipe.components.common.errors import InputError
 
 MANIFEST = "dataset.json"
 FORMAT = "tbpipe.records.v1"

@@ -13,6 +13,10 @@ class StorageError(TbpipeError):
     """A storage location that cannot be read or written."""
 
 
+class StorageUnavailable(StorageError):  # noqa: N818 - reads as a state, like the GCS error
+    """Storage could not be reached in time (transient errors outlasted the retry deadline)."""
+
+
 class exit_on_error:  # noqa: N801 - used as a context manager, reads like a statement
     """In a step's wrapper: turn a TbpipeError into one stderr line and exit status 1.
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import re
 import time
+from urllib.parse import quote
 
-from components.common.errors import InputError
-from components.common.storage import join
+from tbpipe.components.common.errors import InputError
+from tbpipe.components.common.storage import join
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 STEPS = ("preprocess", "train", "evaluate", "finetune", "evaluate-finetuned",
@@ -40,6 +41,39 @@ def step_log_dir(log_root: str, experiment: str, run: str, step: str) -> str:
     return join(log_root, experiment, run, step)
 
 
-def resolve_run(run_name: str, job_name: str) -> str:
-    """The run's name: the user's ``run_name`` if given, else the pipeline job's name."""
-    return validate_name("run", run_name or job_name)
+def resolve_run(run_name: str, job_name: str, output_uri: str = "") -> str:
+    """The run's name: ``run_name`` if given, else the KFP job's name.
+
+    A component called without ``job_name`` gets KFP's pipeline-job-name placeholder, which
+    kfp.local and the KFP backend fill in. Where a backend leaves it unfilled, the job's
+    folder in the pipeline root (``.../{job}/{task}/{output}``, from ``output_uri``) names
+    the run, so every step of one job still logs under one run.
+    """
+    if run_name:
+        return validate_name("run", run_name)
+    if job_name and not job_name.startswith("{{"):
+        return validate_name("run", job_name)
+    parts = [p for p in output_uri.rstrip("/").split("/") if p]
+    if len(parts) >= 3:
+        return validate_name("run", parts[-3])
+    raise InputError("no run name: pass run_name (or call the component inside a pipeline, "
+                     "whose job name names the run)")
+
+
+def checkpoint_dir_for(root: str, experiment: str, run: str, step: str) -> str:
+    """``{root}/{experiment}/{run}/checkpoints/{step}``, every segment validated."""
+    for kind, value in (("experiment", experiment), ("run", run), ("step", step)):
+        validate_name(kind, value)
+    return join(root, experiment, run, "checkpoints", step)
+
+
+def tensorboard_run_url(base_url: str, run_label: str) -> str:
+    """Link to TensorBoard's scalars filtered to one run (``.../#scalars&regexInput=exp%2Frun``).
+
+    Args:
+        base_url: The TensorBoard address, e.g. ``http://127.0.0.1:6006``.
+        run_label: ``{experiment}/{run}``; empty means no filter.
+
+    """
+    url = f"{base_url.rstrip('/')}/#scalars"
+    return f"{url}&regexInput={quote(run_label, safe='')}" if run_label else url

@@ -3,8 +3,8 @@ import json
 import pytest
 from kfp.dsl import Dataset, Metrics, Model
 
-from components.finetune.component import finetune
-from components.train.component import train
+from tbpipe.components.finetuning.component import finetune
+from tbpipe.components.training.component import train
 from tests.helpers import read_scalars, write_dataset
 
 WHERE = dict(experiment="exp", run_name="", job_name="job-3")

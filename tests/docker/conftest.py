@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.images import BuiltImage
+from tbpipe.pipelines.runners.images import BuiltImage
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE_IMAGE = os.environ.get("TBPIPE_TEST_BASE_IMAGE", "tbpipe-base:bookworm")
@@ -67,7 +67,7 @@ def base_image(docker_engine: None) -> str:
 @pytest.fixture(scope="session")
 def built_images(base_image: str) -> dict[str, BuiltImage]:
     """The cpu and TensorBoard images, built with the tags the component specs use."""
-    from pipelines.images import build_images
+    from tbpipe.pipelines.runners.images import build_images
 
     certs = [str(SYSTEM_CA_BUNDLE)] if SYSTEM_CA_BUNDLE.is_file() else []
     built = build_images(["cpu", "tensorboard"], base_image=base_image, extra_ca_certs=certs)

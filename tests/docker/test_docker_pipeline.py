@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from components import _image
-from pipelines.images import DOCKER_DIR
+from tbpipe.components import _image
+from tbpipe.pipelines.runners.images import DOCKER_DIR
 from tests.helpers import free_port, get_json, read_tags
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -67,9 +67,9 @@ def test_cpu_image_installs_the_project_at_the_pinned_versions(built_images):
 PLAIN_UID = 4321  # the "user" when the tests run as root: files must end up owned by them
 RUN_SCRIPT = """
 import json, sys
-from pipelines.docker_runner import docker_paths
-from pipelines.local import run_pipeline
-from pipelines.options import PipelineParams
+from tbpipe.pipelines.runners.docker import docker_paths
+from tbpipe.pipelines.runners.local import run_pipeline
+from tbpipe.pipelines.options import PipelineParams
 root, experiment, run = sys.argv[1:]
 params = PipelineParams(epochs=1, finetune="always", finetune_epochs=1, log_root=root + "/logs",
                         experiment=experiment, run_name=run)
@@ -159,7 +159,7 @@ def test_tensorboard_image_serves_the_run(docker_run, tensorboard_container):
 
 
 def test_tensorboard_image_reads_gs(docker_run, gcs_root, gcs_emulator, tensorboard_container):
-    from components.common.storage import upload_file
+    from tbpipe.components.common.storage import upload_file
 
     logs = docker_run[0] / "logs"
     for path in (logs / EXPERIMENT / RUN / "train").rglob("*"):

@@ -6,9 +6,9 @@ import pytest
 
 pytest.importorskip("docker", reason="the 'docker' Python package is not installed")
 
-from components.common.errors import TbpipeError  # noqa: E402
-from pipelines import docker_runner as dr  # noqa: E402
-from pipelines.options import PipelineParams  # noqa: E402
+from tbpipe.components.common.errors import TbpipeError  # noqa: E402
+from tbpipe.pipelines.runners import docker as dr  # noqa: E402
+from tbpipe.pipelines.options import PipelineParams  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

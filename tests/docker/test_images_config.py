@@ -6,9 +6,9 @@ import sys
 
 import pytest
 
-from components import _image
-from components.common.errors import InputError, TbpipeError
-from pipelines import images
+from tbpipe.components import _image
+from tbpipe.components.common.errors import InputError, TbpipeError
+from tbpipe.pipelines.runners import images
 
 
 def test_tags_are_the_ones_the_component_specs_use():
@@ -87,7 +87,7 @@ def test_pip_index_args_pass_reachable_indexes_only(monkeypatch, capsys):
 
 def test_no_engine_is_one_clear_line(tmp_path):
     env = {**os.environ, "DOCKER_HOST": f"unix://{tmp_path}/no-such.sock"}
-    proc = subprocess.run([sys.executable, "-m", "pipelines.cli", "build-images",
+    proc = subprocess.run([sys.executable, "-m", "tbpipe.pipelines.cli.main", "build-images",
                            "--variant", "cpu"], capture_output=True, text=True, env=env,
                           timeout=120)
     assert proc.returncode == 1, proc.stdout + proc.stderr

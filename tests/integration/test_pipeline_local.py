@@ -17,7 +17,7 @@ STEPS = ("preprocess", "train", "evaluate", "finetune", "evaluate-finetuned")
 
 def tbpipe(*argv, timeout=900):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    return subprocess.run([sys.executable, "-m", "pipelines.cli", *argv], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "tbpipe.pipelines.cli.main", *argv], capture_output=True,
                           text=True, timeout=timeout, env=env)
 
 
@@ -129,7 +129,7 @@ def get_json(url, timeout=60):
 def test_tbpipe_tensorboard_lists_every_step_with_its_tags(finished_run):
     root, _ = finished_run
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "tensorboard", "--log-root",
+    proc = subprocess.Popen([sys.executable, "-m", "tbpipe.pipelines.cli.main", "tensorboard", "--log-root",
                              str(root / "logs"), "--port", str(port), "--reload-interval", "1"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:

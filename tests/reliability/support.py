@@ -202,9 +202,9 @@ DATA_CASES: dict[str, Case] = {
 
 def cli(*args: str, env: dict[str, str] | None = None,
         timeout: float = 180) -> subprocess.CompletedProcess:
-    """Run ``python -m pipelines.cli ARGS`` from the repository root."""
+    """Run ``python -m tbpipe.pipelines.cli.main ARGS`` from the repository root."""
     full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "pipelines.cli", *args], cwd=REPO,
+    return subprocess.run([sys.executable, "-m", "tbpipe.pipelines.cli.main", *args], cwd=REPO,
                           env=full_env, capture_output=True, text=True, timeout=timeout)
 
 

@@ -2,7 +2,7 @@
 
 Every case of support.DATA_CASES runs twice: through the preprocess component's wrapper
 (``python_func`` with real artifacts, a previous run's output in place) and through the CLI
-(``python -m pipelines.cli run --data ...``, the whole pipeline on kfp.local).
+(``python -m tbpipe.pipelines.cli.main run --data ...``, the whole pipeline on kfp.local).
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from kfp.dsl import Dataset, Metrics
 
-from components.common import storage
-from components.preprocess.component import preprocess
-from components.preprocess.core import PreprocessConfig, preprocess_data
+from tbpipe.components.common import storage
+from tbpipe.components.preprocessing.component import preprocess
+from tbpipe.components.preprocessing.core import PreprocessConfig, preprocess_data
 from tests.helpers import write_dataset
 from tests.reliability.support import (
     DATA_CASES,

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from kfp.dsl import ClassificationMetrics, Dataset, Markdown, Metrics, Model
 
-from components.evaluate.component import evaluate
-from components.finetune.component import finetune
+from tbpipe.components.evaluation.component import evaluate
+from tbpipe.components.finetuning.component import finetune
 from tests.helpers import write_dataset
 from tests.reliability.support import one_error_line, tree_digest, whole_outputs
 
@@ -27,7 +27,7 @@ WHERE = dict(experiment="exp", run_name="r1", job_name="job")
 @pytest.fixture(scope="module")
 def root(tmp_path_factory) -> Path:
     """Data sets 8x8 and 10x10 (4 classes) and 8x8 (3 classes), and an 8x8/4-class model."""
-    from components.train.model import build_cnn, save_model_folder
+    from tbpipe.components.training.model import build_cnn, save_model_folder
 
     root = tmp_path_factory.mktemp("models")
     write_dataset(str(root / "data8"), n=16, shape=(8, 8, 1), classes=4)

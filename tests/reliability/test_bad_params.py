@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from kfp.dsl import ClassificationMetrics, Dataset, Markdown, Metrics, Model
 
-from components.evaluate.component import evaluate
-from components.finetune.component import finetune
-from components.preprocess.component import preprocess
-from components.train.component import train
+from tbpipe.components.evaluation.component import evaluate
+from tbpipe.components.finetuning.component import finetune
+from tbpipe.components.preprocessing.component import preprocess
+from tbpipe.components.training.component import train
 from tests.helpers import write_dataset
 from tests.reliability.support import cli, one_error_line
 
@@ -56,8 +56,8 @@ def test_run_refuses_bad_parameters_before_anything_runs(name, tmp_path):
 
 @pytest.fixture(scope="module")
 def package(tmp_path_factory) -> str:
-    from pipelines.placement import CompileOptions
-    from pipelines.training import compile_pipeline
+    from tbpipe.pipelines.placement import CompileOptions
+    from tbpipe.pipelines.training import compile_pipeline
 
     return compile_pipeline(str(tmp_path_factory.mktemp("pkg") / "pipeline.yaml"),
                             CompileOptions())

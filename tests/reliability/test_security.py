@@ -12,11 +12,11 @@ import pytest
 import yaml
 from kfp.dsl import ClassificationMetrics, Dataset, Markdown, Metrics, Model
 
-from components.evaluate.component import evaluate
-from components.finetune.component import finetune
-from components.preprocess.component import preprocess
-from components.train.component import train
-from pipelines.cli import main
+from tbpipe.components.evaluation.component import evaluate
+from tbpipe.components.finetuning.component import finetune
+from tbpipe.components.preprocessing.component import preprocess
+from tbpipe.components.training.component import train
+from tbpipe.pipelines.cli.main import main
 from tests.helpers import write_dataset
 from tests.kfp_standin import KfpStandIn
 from tests.reliability.support import REPO, cli, one_error_line
@@ -222,8 +222,8 @@ def test_images_run_as_a_non_root_user_and_hold_no_credentials(dockerfile, stage
 
 
 def test_compiled_steps_run_as_the_images_non_root_user(tmp_path):
-    from pipelines.placement import CompileOptions
-    from pipelines.training import compile_pipeline
+    from tbpipe.pipelines.placement import CompileOptions
+    from tbpipe.pipelines.training import compile_pipeline
 
     spec, platform = yaml.safe_load_all(Path(compile_pipeline(str(tmp_path / "p.yaml"),
                                                               CompileOptions())).read_text())

@@ -25,9 +25,9 @@ def main(spec_path: str) -> int:
     """Run the train component as SPEC says; exit status as the component's."""
     from kfp.dsl import Dataset, Metrics, Model
 
-    from components.common import storage
-    from components.common.keras_tb import TensorBoardX
-    from components.train.component import train
+    from tbpipe.components.common import storage
+    from tbpipe.components.common.tensorboard.callback import TensorBoardX
+    from tbpipe.components.training.component import train
 
     spec = json.loads(open(spec_path).read())
     if spec.get("storage_deadline") is not None:

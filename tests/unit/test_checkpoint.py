@@ -6,8 +6,8 @@ import signal
 import numpy as np
 import pytest
 
-from components.common.errors import InputError
-from components.train.core import TrainConfig, train_model
+from tbpipe.components.common.errors import InputError
+from tbpipe.components.training.core import TrainConfig, train_model
 from tests.helpers import read_scalars, read_tags, synthetic_images, write_train_val
 
 SETTINGS = dict(batch_size=16, learning_rate=0.01, seed=7)
@@ -64,7 +64,7 @@ def test_resume_gives_the_uninterrupted_metrics_and_steps(data, tmp_path):
 
 
 def test_resume_refuses_a_checkpoint_of_other_settings(data, tmp_path):
-    from components.train.checkpoint import CheckpointState, check_resumable
+    from tbpipe.components.training.checkpoint import CheckpointState, check_resumable
 
     state = CheckpointState(epoch=2, global_step=8, slot="ckpt-a.keras", logs={},
                             fingerprint={"batch_size": 16, "seed": 7})
@@ -76,7 +76,7 @@ def test_resume_refuses_a_checkpoint_of_other_settings(data, tmp_path):
 
 
 def test_damaged_state_is_one_line_input_error(tmp_path):
-    from components.train.checkpoint import read_state
+    from tbpipe.components.training.checkpoint import read_state
 
     assert read_state(str(tmp_path)) is None
     (tmp_path / "state.json").write_text("{not json")
@@ -88,8 +88,8 @@ def test_damaged_state_is_one_line_input_error(tmp_path):
 def test_sigterm_stops_training_at_the_next_batch():
     import keras
 
-    from components.train.checkpoint import Preempted, StopOnSignal, sigterm_flag
-    from components.train.model import build_cnn
+    from tbpipe.components.training.checkpoint import Preempted, StopOnSignal, sigterm_flag
+    from tbpipe.components.training.model import build_cnn
 
     class SendSigterm(keras.callbacks.Callback):
         batches = 0
@@ -111,8 +111,8 @@ def test_sigterm_stops_training_at_the_next_batch():
 
 @pytest.mark.gcs
 def test_checkpoints_logs_and_model_on_gcs_resume(data, gcs_root, tmp_path):
-    from components.common.storage import join, list_files
-    from components.train.model import load_model_folder
+    from tbpipe.components.common.storage import join, list_files
+    from tbpipe.components.training.model import load_model_folder
 
     def run_gcs(epochs):
         config = TrainConfig(epochs=epochs, checkpoint_dir=join(gcs_root, "ckpt"), **SETTINGS)

@@ -7,8 +7,8 @@ import threading
 
 import pytest
 
-from components.train.checkpoint import EpochCheckpoint, Preempted, read_state
-from components.train.core import FitJob, TrainConfig, fit_and_save
+from tbpipe.components.training.checkpoint import EpochCheckpoint, Preempted, read_state
+from tbpipe.components.training.core import FitJob, TrainConfig, fit_and_save
 from tests.helpers import read_scalars, write_train_val
 
 STEPS, VAL_BATCHES = 4, 2  # 64 training and 32 validation examples, batches of 16
@@ -55,7 +55,7 @@ def make_probe(kill_at=None):
 
 
 def fit(data, root, epochs, probe):
-    from components.train.model import build_cnn
+    from tbpipe.components.training.model import build_cnn
 
     def build(info):
         return build_cnn(info.image_shape, info.num_classes, 7, 0.01, jit_compile=False)
@@ -71,8 +71,8 @@ def test_the_train_steps_callbacks_allow_async_batch_hooks(monkeypatch, tmp_path
     import keras
     from keras.src import backend
 
-    from components.common.keras_tb import TensorBoardX
-    from components.train.checkpoint import StopOnSignal, sigterm_flag
+    from tbpipe.components.common.tensorboard.callback import TensorBoardX
+    from tbpipe.components.training.checkpoint import StopOnSignal, sigterm_flag
 
     class PlainBatchHook(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):
@@ -129,7 +129,7 @@ def test_sigterm_after_the_last_batch_keeps_the_epoch(data, tmp_path, kill_at, e
 
 
 def test_epoch_checkpoint_counts_batches_ending_out_of_order(tmp_path):
-    from components.train.model import build_cnn
+    from tbpipe.components.training.model import build_cnn
 
     saves = []
     callback = EpochCheckpoint(str(tmp_path), {"seed": 1}, steps_per_epoch=4, initial_step=8,

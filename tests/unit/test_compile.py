@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines.options import PipelineParams
+from tbpipe.pipelines.options import PipelineParams
 
 REPO = Path(__file__).resolve().parents[2]
 HEAVY = ("tensorflow", "keras", "pandas", "torch")
@@ -20,7 +20,7 @@ def compiled(tmp_path_factory):
     """Run ``tbpipe compile`` in a fresh interpreter with ``-X importtime``."""
     out = tmp_path_factory.mktemp("compile") / "pipeline.yaml"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "pipelines.cli", "compile",
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "tbpipe.pipelines.cli.main", "compile",
                            "-o", str(out)], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -32,7 +32,7 @@ def compiled(tmp_path_factory):
 def test_compile_imports_no_tensorflow(compiled):
     proc, imported, _ = compiled
     assert "wrote" in proc.stdout
-    assert {"kfp", "kfp.dsl", "pipelines.training"} <= imported  # the trace is being read
+    assert {"kfp", "kfp.dsl", "tbpipe.pipelines.training"} <= imported  # the trace is being read
     heavy = sorted(m for m in imported if m.split(".")[0] in HEAVY)
     assert heavy == [], f"compile imported {heavy[:5]}"
 

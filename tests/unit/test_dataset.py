@@ -1,14 +1,14 @@
 import numpy as np
 import pytest
 
-from components.common.dataset import (
+from tbpipe.components.common.dataset import (
     DatasetWriter,
     iter_shards,
     load_arrays,
     read_info,
     to_uint8,
 )
-from components.common.errors import InputError
+from tbpipe.components.common.errors import InputError
 from tests.helpers import synthetic_images, write_dataset
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components._image import image
+from tbpipe.components._image import image
 
 BASE = Path(__file__).resolve().parents[2] / "deploy" / "tensorboard"
 KUBERNETES_VERSION = "1.30.0"

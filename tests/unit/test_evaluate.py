@@ -7,9 +7,9 @@ import pytest
 from sklearn import metrics as skm
 from tensorboardX.summary import compute_curve
 
-from components.common.dataset import load_arrays
-from components.common.errors import InputError
-from components.evaluate.core import (
+from tbpipe.components.common.dataset import load_arrays
+from tbpipe.components.common.errors import InputError
+from tbpipe.components.evaluation.core import (
     PR_THRESHOLDS,
     EvaluateConfig,
     as_probabilities,
@@ -22,7 +22,7 @@ from components.evaluate.core import (
     should_finetune,
     summarize,
 )
-from components.evaluate.report import tensorboard_run_url
+from tbpipe.components.evaluation.report import tensorboard_run_url
 from tests.helpers import read_scalars, read_tags, synthetic_images, write_dataset
 
 SHAPE = (8, 8, 1)

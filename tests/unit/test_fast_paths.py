@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from components.common import tblog
+from tbpipe.components.common import tblog
 from tests.helpers import read_scalars, read_tags, write_dataset
 
 
@@ -89,7 +89,7 @@ def test_fallback_without_the_thread_queue(tmp_path):
 def test_shuffled_batches_work_with_global_seed_zero(tmp_path):
     import keras
 
-    from components.train.data import make_dataset
+    from tbpipe.components.training.data import make_dataset
 
     write_dataset(str(tmp_path / "d"), n=40)
     keras.utils.set_random_seed(0)  # what train_model does for seed=0
@@ -102,7 +102,7 @@ def test_shuffled_batches_work_with_global_seed_zero(tmp_path):
 
 
 def test_plain_model_is_float32_without_xla():
-    from components.train.model import build_cnn, model_precision
+    from tbpipe.components.training.model import build_cnn, model_precision
 
     model = build_cnn((8, 8, 1), 4, seed=1, jit_compile=False)
     assert model_precision(model) == "float32" and model.layers[0].compute_dtype == "float32"
@@ -112,8 +112,8 @@ def test_plain_model_is_float32_without_xla():
 def test_fit_job_runs_extra_callbacks(tmp_path):
     import keras
 
-    from components.train.core import FitJob, TrainConfig, fit_and_save
-    from components.train.model import build_cnn
+    from tbpipe.components.training.core import FitJob, TrainConfig, fit_and_save
+    from tbpipe.components.training.model import build_cnn
 
     write_dataset(str(tmp_path / "d"), n=48)
     ends = []
@@ -133,8 +133,8 @@ def test_fit_job_runs_extra_callbacks(tmp_path):
 
 @pytest.mark.parametrize("precision", ["auto", "mixed_float16"])
 def test_train_model_precision_setting(tmp_path, precision):
-    from components.train.core import TrainConfig, train_model
-    from components.train.model import load_model_folder, model_precision, resolve_precision
+    from tbpipe.components.training.core import TrainConfig, train_model
+    from tbpipe.components.training.model import load_model_folder, model_precision, resolve_precision
 
     write_dataset(str(tmp_path / "d"), n=48)
     config = TrainConfig(epochs=1, batch_size=16, precision=precision)
@@ -158,8 +158,8 @@ def _steps_in_file_order(log_dir, tag):
 
 
 def test_batches_ending_out_of_order_are_logged_in_order(tmp_path):
-    from components.common.keras_tb import TensorBoardX
-    from components.train.model import build_cnn
+    from tbpipe.components.common.tensorboard.callback import TensorBoardX
+    from tbpipe.components.training.model import build_cnn
 
     with tblog.open_writer(str(tmp_path)) as writer:
         callback = TensorBoardX(writer, batch_every=2, histogram_every=0, initial_epoch=1,
@@ -176,8 +176,8 @@ def test_batches_ending_out_of_order_are_logged_in_order(tmp_path):
 
 
 def test_every_batch_of_a_fit_is_logged_in_order(tmp_path):
-    from components.common.keras_tb import TensorBoardX
-    from components.train.model import build_cnn
+    from tbpipe.components.common.tensorboard.callback import TensorBoardX
+    from tbpipe.components.training.model import build_cnn
 
     model = build_cnn((8, 8, 1), 4, seed=1, jit_compile=False)
     x = np.random.default_rng(0).random((96, 8, 8, 1)).astype(np.float32)
@@ -191,7 +191,7 @@ def test_every_batch_of_a_fit_is_logged_in_order(tmp_path):
 
 
 def _preprocess(tmp_path, name, data):
-    from components.preprocess.core import PreprocessConfig, preprocess_data
+    from tbpipe.components.preprocessing.core import PreprocessConfig, preprocess_data
 
     out = tmp_path / f"{name}-out"
     result = preprocess_data(data, str(out / "train"), str(out / "val"), str(out / "test"), None,
@@ -204,8 +204,8 @@ def _preprocess(tmp_path, name, data):
 def test_integer_tables_take_the_integer_path_with_the_same_result(tmp_path):
     import pandas as pd
 
-    from components.preprocess.core import byte_histogram, clean_chunk
-    from components.preprocess.readers import RawChunk
+    from tbpipe.components.preprocessing.core import byte_histogram, clean_chunk
+    from tbpipe.components.preprocessing.readers import RawChunk
 
     rng = np.random.default_rng(3)
     pixels = rng.integers(0, 256, (60, 16))

@@ -1,8 +1,8 @@
 import pytest
 
-from components.common.errors import InputError
-from pipelines.cli import build_parser
-from pipelines.options import PipelineParams, params_from_args
+from tbpipe.components.common.errors import InputError
+from tbpipe.pipelines.cli.main import build_parser
+from tbpipe.pipelines.options import PipelineParams, params_from_args
 
 
 def parse(*argv):

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components._image import image
-from pipelines.cli import main
-from pipelines.placement import DEFAULT_RESOURCES, CompileOptions, step_kind
+from tbpipe.components._image import image
+from tbpipe.pipelines.cli.main import main
+from tbpipe.pipelines.placement import DEFAULT_RESOURCES, CompileOptions, step_kind
 
 REPO = Path(__file__).resolve().parents[2]
 REGISTRY = "registry.example/proj"
@@ -190,8 +190,8 @@ def test_bad_flags_are_one_line(tmp_path, capsys, flags, code, needle):
 
 
 def test_options_reject_unknown_resource_kind():
-    from components.common.errors import InputError
-    from pipelines.placement import Resources
+    from tbpipe.components.common.errors import InputError
+    from tbpipe.pipelines.placement import Resources
 
     with pytest.raises(InputError, match="unknown step kind 'gpu'"):
         CompileOptions(resources={"gpu": Resources("1", "1", "1Gi", "1Gi")})

@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from components.common.errors import InputError
-from components.train.config import PRECISIONS
-from components.train.core import TrainConfig, train_model
+from tbpipe.components.common.errors import InputError
+from tbpipe.components.training.config import PRECISIONS
+from tbpipe.components.training.core import TrainConfig, train_model
 from tests.helpers import write_train_val
 
 COMPUTE = {"float32": "float32", "mixed_float16": "float16", "mixed_bfloat16": "bfloat16"}
@@ -22,7 +22,7 @@ def data(tmp_path_factory):
 def test_each_precision_trains_saves_loads_and_predicts_on_cpu(tmp_path, precision):
     import keras
 
-    from components.train.model import build_cnn, is_mixed_precision, model_precision
+    from tbpipe.components.training.model import build_cnn, is_mixed_precision, model_precision
 
     model = build_cnn((8, 8, 1), 4, seed=1, precision=precision, jit_compile=False)
     assert model_precision(model) == precision
@@ -49,7 +49,7 @@ def test_each_precision_trains_saves_loads_and_predicts_on_cpu(tmp_path, precisi
     ([], False, "float32"),
 ])
 def test_auto_precision_follows_the_hardware(monkeypatch, gpus, amx, expected):
-    from components.train import model
+    from tbpipe.components.training import model
 
     monkeypatch.setattr(model, "visible_gpus", lambda: gpus)
     monkeypatch.setattr(model, "cpu_has_amx_bf16", lambda: amx)
@@ -59,7 +59,7 @@ def test_auto_precision_follows_the_hardware(monkeypatch, gpus, amx, expected):
 
 
 def test_amx_is_read_from_the_cpu_flags(monkeypatch, tmp_path):
-    from components.train.model import cpu_has_amx_bf16
+    from tbpipe.components.training.model import cpu_has_amx_bf16
 
     amx, older = tmp_path / "amx", tmp_path / "older"
     amx.write_text("processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16 amx_bf16 amx_tile\n")
@@ -82,7 +82,7 @@ def test_bad_precision_is_one_line_naming_the_value_and_choices(data, tmp_path, 
 
 
 def test_with_precision_keeps_weights_names_and_frozen_layers():
-    from components.train.model import build_cnn, model_precision, with_precision
+    from tbpipe.components.training.model import build_cnn, model_precision, with_precision
 
     model = build_cnn((8, 8, 1), 4, seed=2, jit_compile=False)
     model.layers[0].trainable = False
@@ -104,8 +104,8 @@ def test_with_precision_keeps_weights_names_and_frozen_layers():
 
 
 def test_train_and_finetune_record_the_precision(data, tmp_path):
-    from components.finetune.core import FinetuneConfig, finetune_model
-    from components.train.model import load_model_folder, model_precision, resolve_precision
+    from tbpipe.components.finetuning.core import FinetuneConfig, finetune_model
+    from tbpipe.components.training.model import load_model_folder, model_precision, resolve_precision
     from tests.unit.test_train import read_hparams
 
     train_model(*data, str(tmp_path / "m"), str(tmp_path / "logs"),
@@ -138,8 +138,8 @@ def test_a_checkpoint_resumes_only_in_its_own_precision(data, tmp_path):
 
 
 def test_precision_flag_and_pipeline_parameter():
-    from pipelines.cli import build_parser
-    from pipelines.options import PipelineParams, params_from_args
+    from tbpipe.pipelines.cli.main import build_parser
+    from tbpipe.pipelines.options import PipelineParams, params_from_args
 
     def parse(*argv):
         return params_from_args(build_parser().parse_args(["run", *argv]))
@@ -152,7 +152,7 @@ def test_precision_flag_and_pipeline_parameter():
 
 
 def test_submit_checks_the_precision_parameter():
-    from pipelines.submit import run_arguments
+    from tbpipe.pipelines.runners.submit import run_arguments
 
     spec = {"precision": {"parameterType": "STRING", "defaultValue": "auto"},
             "epochs": {"parameterType": "NUMBER_INTEGER", "defaultValue": 10}}

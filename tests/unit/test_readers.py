@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from components.common.errors import InputError, StorageError
-from components.preprocess.idx import IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC
-from components.preprocess.readers import open_source
+from tbpipe.components.common.errors import InputError, StorageError
+from tbpipe.components.preprocessing.idx import IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC
+from tbpipe.components.preprocessing.readers import open_source
 from tests.helpers import synthetic_images
 
 
@@ -217,7 +217,7 @@ def gcs_bucket(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 
     from gcp_storage_emulator.server import create_server
 
-    from components.common import storage
+    from tbpipe.components.common import storage
 
     with socket.socket() as probe:
         probe.bind(("localhost", 0))
@@ -236,7 +236,7 @@ def gcs_bucket(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 
 @pytest.mark.gcs
 def test_gcs_table_object_and_idx_prefix(tmp_path: Path, gcs_bucket: str) -> None:
-    from components.common import storage
+    from tbpipe.components.common import storage
 
     pixels, labels = table_data(n=9)
     storage.upload_file(write_csv(tmp_path / "t.csv.gz", pixels, labels),

@@ -2,9 +2,9 @@ import json
 
 import pytest
 
-from components.common.errors import InputError
-from components.select.component import decide_finetune, select_model
-from components.select.core import choose_model, finetune_plan
+from tbpipe.components.common.errors import InputError
+from tbpipe.components.selection.component import decide_finetune, select_model
+from tbpipe.components.selection.core import choose_model, finetune_plan
 
 
 @pytest.mark.parametrize("mode, meets, data, plan", [

@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from components.common import gcs, storage
-from components.common.errors import StorageError
-from components.common.storage import StorageUnavailable
+from tbpipe.components.common import gcs, storage
+from tbpipe.components.common.errors import StorageError
+from tbpipe.components.common.storage import StorageUnavailable
 
 
 def test_local_round_trip_and_atomic_write(tmp_path):

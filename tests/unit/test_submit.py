@@ -10,9 +10,9 @@ from urllib.parse import quote
 import pytest
 import yaml
 
-from pipelines.cli import main
-from pipelines.placement import CompileOptions
-from pipelines.training import compile_pipeline
+from tbpipe.pipelines.cli.main import main
+from tbpipe.pipelines.placement import CompileOptions
+from tbpipe.pipelines.training import compile_pipeline
 from tests.kfp_standin import KfpStandIn
 
 LOG_ROOT = "gs://bucket/logs"

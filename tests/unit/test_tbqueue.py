@@ -2,7 +2,7 @@
 
 import struct
 
-from components.common import tblog, tbqueue
+from tbpipe.components.common import tblog, tbqueue
 from tests.helpers import read_scalars
 
 
@@ -65,7 +65,7 @@ def test_scalar_events_are_encoded_exactly_as_protobuf_would():
     from tensorboardX.proto.event_pb2 import Event
     from tensorboardX.proto.summary_pb2 import Summary
 
-    from components.common.tbencode import scalars_event
+    from tbpipe.components.common.tensorboard.encode import scalars_event
 
     cases = [(1.7e9, 1, (("batch/loss", 0.25), ("batch/accuracy", 0.9))),
              (0.0, 0, (("zero", 0.0),)),  # defaults: protobuf leaves wall_time and step out

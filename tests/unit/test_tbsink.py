@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from tensorboardX import SummaryWriter
 
-from components.common import storage
-from components.common.errors import StorageError
-from components.common.tbsegments import complete_length, read_records
-from components.common.tbsink import gcs_writer
+from tbpipe.components.common import storage
+from tbpipe.components.common.errors import StorageError
+from tbpipe.components.common.tensorboard.segments import complete_length, read_records
+from tbpipe.components.common.tensorboard.sink import gcs_writer
 from tests.helpers import read_scalars, read_tags
 
 
@@ -184,7 +184,7 @@ def test_sigterm_publishes_what_was_logged(gcs_emulator, gcs_root, tmp_path):
     uri = storage.join(gcs_root, "exp/run/train")
     script = textwrap.dedent(f"""
         import time
-        from components.common.tbsink import gcs_writer
+        from tbpipe.components.common.tensorboard.sink import gcs_writer
         with gcs_writer({uri!r}, flush_secs=600) as writer:
             for step in range(500):
                 writer.add_scalar("loss", float(step), step)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from components.common.errors import InputError
-from pipelines.cli import build_parser
-from pipelines.options import PipelineParams
-from pipelines.tensorboard import choose_loader, data_server_available, tensorboard_command
+from tbpipe.components.common.errors import InputError
+from tbpipe.pipelines.cli.main import build_parser
+from tbpipe.pipelines.options import PipelineParams
+from tbpipe.pipelines.runners.tensorboard import choose_loader, data_server_available, tensorboard_command
 
 EMULATOR = {"STORAGE_EMULATOR_HOST": "http://127.0.0.1:9023"}
 
@@ -31,10 +31,10 @@ def test_data_server_is_installed_here():
 
 def test_both_loaders_run_behind_the_tensorflow_free_frontend():
     fast = tensorboard_command("/logs", "127.0.0.1", 6006, "fast")
-    assert fast[1:4] == ["-m", "pipelines.tensorboard", "--load_fast=true"]
+    assert fast[1:4] == ["-m", "tbpipe.pipelines.runners.tensorboard", "--load_fast=true"]
     assert {"--logdir=/logs", "--port=6006", "--reload_interval=5"} <= set(fast)
     slow = tensorboard_command("gs://b/logs", "127.0.0.1", 7000, "python", 2, ["--x=1"])
-    assert slow[1:4] == ["-m", "pipelines.tensorboard", "--load_fast=false"]
+    assert slow[1:4] == ["-m", "tbpipe.pipelines.runners.tensorboard", "--load_fast=false"]
     assert {"--logdir=gs://b/logs", "--port=7000", "--host=127.0.0.1", "--reload_interval=2",
             "--x=1"} <= set(slow)
 

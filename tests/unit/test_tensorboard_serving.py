@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from components.common.tblog import open_writer
+from tbpipe.components.common.tensorboard.writer import open_writer
 from tests.helpers import free_port, get_json
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/maps").exists(),
@@ -73,7 +73,7 @@ def loads_tensorflow(files: set[str]) -> bool:
 def test_cli_serves_a_local_root_with_the_fast_loader_and_no_tensorflow(tmp_path):
     write_log_root(tmp_path / "logs")
     port = free_port()
-    cli = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "tensorboard", "--log-root",
+    cli = subprocess.Popen([sys.executable, "-m", "tbpipe.pipelines.cli.main", "tensorboard", "--log-root",
                             str(tmp_path / "logs"), "--port", str(port), "--reload-interval",
                             "1"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
@@ -89,7 +89,7 @@ def test_cli_serves_a_local_root_with_the_fast_loader_and_no_tensorflow(tmp_path
 
         (board,) = children(cli.pid)
         command = Path(f"/proc/{board}/cmdline").read_text().split("\0")
-        assert command[1:4] == ["-m", "pipelines.tensorboard", "--load_fast=true"]
+        assert command[1:4] == ["-m", "tbpipe.pipelines.runners.tensorboard", "--load_fast=true"]
         files = mapped_files(board)
         assert any("/grpc/_cython/cygrpc" in path for path in files)  # talks to the data server
         assert not loads_tensorflow(files), sorted(p for p in files if "/tensorflow/" in p)

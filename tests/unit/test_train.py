@@ -4,9 +4,9 @@ import os
 import numpy as np
 import pytest
 
-from components.common.dataset import to_uint8
-from components.common.errors import InputError
-from components.train.core import TrainConfig, checkpoint_dir_for, train_model
+from tbpipe.components.common.dataset import to_uint8
+from tbpipe.components.common.errors import InputError
+from tbpipe.components.training.core import TrainConfig, checkpoint_dir_for, train_model
 from tests.helpers import read_scalars, read_tags, synthetic_images, write_dataset, write_train_val
 
 
@@ -21,7 +21,7 @@ def data(tmp_path_factory):
     ((8, 8, 3), 3, 2 * 2 * 64),
 ])
 def test_build_cnn_shapes(shape, classes, flat):
-    from components.train.model import build_cnn
+    from tbpipe.components.training.model import build_cnn
 
     model = build_cnn(shape, classes, seed=1)
     assert model.input_shape == (None, *shape)
@@ -34,7 +34,7 @@ def test_build_cnn_shapes(shape, classes, flat):
 
 
 def test_build_cnn_is_seeded():
-    from components.train.model import build_cnn
+    from tbpipe.components.training.model import build_cnn
 
     first, again, other = (build_cnn((8, 8, 1), 4, seed=s).get_weights() for s in (3, 3, 4))
     assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
@@ -42,7 +42,7 @@ def test_build_cnn_is_seeded():
 
 
 def test_make_dataset_streams_records_in_order(data):
-    from components.train.data import make_dataset
+    from tbpipe.components.training.data import make_dataset
 
     batches = list(make_dataset(data[0], 16, shuffle=False, seed=0).as_numpy_iterator())
     assert [len(labels) for _, labels in batches] == [16, 16, 16, 16]
@@ -62,7 +62,7 @@ def epoch_labels(dataset, batches_per_epoch):
 
 
 def test_make_dataset_shuffles_each_epoch_reproducibly(data):
-    from components.train.data import make_dataset
+    from tbpipe.components.training.data import make_dataset
 
     three = epoch_labels(make_dataset(data[0], 10, True, seed=5, num_epochs=3), 7)
     again = epoch_labels(make_dataset(data[0], 10, True, seed=5, num_epochs=3), 7)
@@ -79,7 +79,7 @@ def test_make_dataset_shuffles_each_epoch_reproducibly(data):
 
 
 def test_train_model_writes_model_and_logs(data, tmp_path):
-    from components.train.model import load_model_folder
+    from tbpipe.components.training.model import load_model_folder
 
     log_dir, model_dir = str(tmp_path / "logs"), str(tmp_path / "model")
     result = train_model(*data, model_dir, log_dir,
@@ -152,7 +152,7 @@ def test_checkpoint_dir_for():
 
 
 def test_model_json_is_plain_json(data, tmp_path):
-    from components.train.model import build_cnn, save_model_folder
+    from tbpipe.components.training.model import build_cnn, save_model_folder
 
     save_model_folder(build_cnn((8, 8, 1), 4, seed=0), str(tmp_path / "m"), {"epochs": 0})
     meta = json.loads((tmp_path / "m" / "model.json").read_text())

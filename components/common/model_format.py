@@ -1,0 +1,88 @@
+"""The Model artifact: a folder holding ``model.keras`` and ``model.json``, written whole.
+
+Every step that reads or writes a model (train, finetune, evaluate, select) goes through
+here, so the format has one definition and one set of error lines.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tbpipe.components.common.errors import InputError, StorageError
+from tbpipe.components.common.storage import (
+    atomic_dir,
+    download_file,
+    is_remote,
+    join,
+    read_bytes,
+    upload_file,
+    write_bytes,
+)
+
+if TYPE_CHECKING:
+    import keras
+
+MODEL_FILE = "model.keras"
+META_FILE = "model.json"
+MODEL_FORMAT = "tbpipe.model.v1"
+_HINT = "pass the model output of the train step"
+
+
+def save_model_folder(model: keras.Model, uri: str, meta: Mapping[str, object]) -> None:
+    """Write the Model folder at ``uri`` whole or not at all (``model.json`` last on gs://)."""
+    content = {"format": MODEL_FORMAT, **meta}
+    if not is_remote(uri):
+        with atomic_dir(uri) as tmp:
+            model.save(os.path.join(tmp, MODEL_FILE))
+            Path(tmp, META_FILE).write_text(json.dumps(content, indent=2))
+        return
+    with tempfile.TemporaryDirectory(prefix="tbpipe-model-") as tmp:
+        local = os.path.join(tmp, MODEL_FILE)
+        model.save(local)
+        upload_file(local, join(uri, MODEL_FILE))
+    write_bytes(join(uri, META_FILE), json.dumps(content, indent=2).encode())
+
+
+def read_model_meta(uri: str) -> dict:
+    """Read a Model folder's ``model.json``; InputError if ``uri`` is not a tbpipe Model."""
+    try:
+        meta = json.loads(read_bytes(join(uri, META_FILE)))
+    except (StorageError, ValueError) as exc:
+        raise InputError(f"{uri}: not a tbpipe Model (no readable {META_FILE}); {_HINT}") from exc
+    if not isinstance(meta, dict) or not {"image_shape", "num_classes"} <= set(meta):
+        raise InputError(f"{uri}: not a tbpipe Model ({META_FILE} lacks image_shape/num_classes);"
+                         f" {_HINT}")
+    if meta.get("format", MODEL_FORMAT) != MODEL_FORMAT:
+        raise InputError(f"{uri}: not a tbpipe Model (format {meta['format']!r}, expected "
+                         f"{MODEL_FORMAT}); {_HINT}")
+    return meta
+
+
+def load_keras_file(uri: str, compile: bool = True) -> keras.Model:
+    """Load a ``.keras`` file (local or gs://); InputError naming it if it cannot be read."""
+    from tbpipe.components.common.keras_import import import_keras
+
+    keras = import_keras()
+    with tempfile.TemporaryDirectory(prefix="tbpipe-load-") as tmp:
+        local = uri
+        if is_remote(uri):
+            local = os.path.join(tmp, MODEL_FILE)
+            download_file(uri, local)
+        try:
+            return keras.models.load_model(local, compile=compile)
+        except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            raise InputError(f"{uri}: cannot load the Keras model ({first}); "
+                             "rerun the step that wrote it") from exc
+
+
+def load_model_folder(uri: str, compile: bool = True) -> tuple[keras.Model, dict]:
+    """Load a Model folder: the Keras model and its metadata."""
+    meta = read_model_meta(uri)
+    return load_keras_file(join(uri, MODEL_FILE), compile=compile), meta

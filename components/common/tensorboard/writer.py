@@ -1,0 +1,123 @@
+"""The writer layer of tbpipe's TensorBoard logging: open, log, sync, close.
+
+``open_writer(log_dir)`` is the one way steps get a writer. Local folders get a plain
+tensorboardX ``SummaryWriter``; ``gs://`` log dirs get a writer whose events go to a local
+file and are published to GCS (:mod:`tbpipe.components.common.tensorboard.sink`). Either way
+the writer is flushed and closed when the ``with`` block ends, on success and on failure.
+
+Both hand events to tensorboardX's writer thread through a thread queue, and
+:func:`add_scalars` / :func:`add_histogram` only queue numbers for the writer thread to
+encode (:mod:`tbpipe.components.common.tensorboard.fastpath`, the one module that touches
+tensorboardX internals, with a public fallback; docs/performance.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Iterator, Mapping
+
+import numpy as np
+from tbpipe.components.common.storage import is_remote
+from tbpipe.components.common.tensorboard import fastpath
+
+DEFAULT_FLUSH_SECS = 5
+
+
+@contextlib.contextmanager
+def open_writer(log_dir: str, flush_secs: int = DEFAULT_FLUSH_SECS,
+                purge_step: int | None = None) -> Iterator:
+    """Yield a tensorboardX ``SummaryWriter`` for ``log_dir``; always flushed and closed.
+
+    Args:
+        log_dir: A local folder or a ``gs://`` URI (``{log_root}/{experiment}/{run}/{step}``).
+        flush_secs: How often queued events reach the event file (and, for gs://, storage).
+        purge_step: On resume, the first step to keep: TensorBoard drops events logged at
+            or after it by the interrupted attempt, so no step is shown twice.
+    """
+    from tensorboardX import SummaryWriter
+
+    if is_remote(log_dir):
+        from tbpipe.components.common.tensorboard.sink import gcs_writer
+
+        with gcs_writer(log_dir, flush_secs=flush_secs, purge_step=purge_step) as writer:
+            fastpath.install(writer)
+            yield writer
+        return
+    writer = SummaryWriter(logdir=log_dir, flush_secs=flush_secs, purge_step=purge_step)
+    fastpath.install(writer)
+    try:
+        yield writer
+    finally:
+        writer.flush()
+        writer.close()
+
+
+def sync_events(writer, timeout: float = 10.0) -> bool:
+    """Put every event logged so far into the event file (and, for gs://, publish it).
+
+    tensorboardX queues events for a writer thread and ``flush()`` skips that queue, so a
+    SIGKILL loses up to ``flush_secs`` of events. Called before a checkpoint is saved, this
+    keeps a checkpoint from getting ahead of the logs: a run resumed from it shows no gap.
+    Waits at most ``timeout`` seconds; returns whether everything was written (and published).
+    """
+    from tbpipe.components.common.errors import StorageError
+
+    stop_at = time.monotonic() + timeout
+    written = fastpath.wait_written(writer, timeout)
+    writer.flush()
+    publisher = getattr(writer, "publisher", None)  # a gs:// writer (sink)
+    if publisher is not None:
+        try:
+            publisher.publish(max(stop_at - time.monotonic(), 0.0))
+        except StorageError:
+            return False
+    return written
+
+
+def log_hparams(writer, hparams: Mapping[str, object], metrics: Mapping[str, float],
+                step: int | None = None) -> None:
+    """Record hyper-parameters and final metrics for the HParams plugin in this run's folder.
+
+    tensorboardX's ``add_hparams`` writes to a new sub-folder; this writes the same three
+    summaries into the step's own event file so the session belongs to the step's run.
+    ``step`` is the step of these events (e.g. the last training step, so a resumed run's
+    ``purge_step`` also covers them); default none (0).
+    """
+    from tensorboardX.summary import hparams as hparams_summary
+
+    clean = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in hparams.items()}
+    exp, ssi, sei = hparams_summary(clean, dict(metrics))
+    if not fastpath.add_summaries(writer, (exp, ssi, sei), step):
+        writer.add_hparams(clean, dict(metrics), name=".", global_step=step)  # also the scalars
+        return
+    for name, value in metrics.items():
+        writer.add_scalar(name, value, step)
+
+
+def image_grid(images: np.ndarray, columns: int = 8) -> np.ndarray:
+    """Tile ``(n, H, W, C)`` images in [0, 1] into one ``(C, rows*H, columns*W)`` image."""
+    n, h, w, c = images.shape
+    rows = max(1, math.ceil(n / columns))
+    grid = np.zeros((c, rows * (h + 1), columns * (w + 1)), dtype=np.float32)
+    for i, img in enumerate(images):
+        r, col = divmod(i, columns)
+        top, left = r * (h + 1), col * (w + 1)
+        grid[:, top:top + h, left:left + w] = img.transpose(2, 0, 1)
+    return grid
+
+
+def heatmap(matrix: np.ndarray, cell: int = 16) -> np.ndarray:
+    """A matrix as a ``(3, rows*cell, cols*cell)`` image: white (0) to dark blue (max)."""
+    m = np.asarray(matrix, dtype=np.float64)
+    scaled = m / m.max() if m.max() > 0 else m
+    rgb = np.stack([1 - scaled, 1 - 0.7 * scaled, 1 - 0.2 * scaled])
+    return np.kron(rgb, np.ones((cell, cell))).astype(np.float32)
+
+
+def markdown_table(header: list[str], rows: list[list[object]]) -> str:
+    """A small Markdown table (used in text summaries and reports)."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)

@@ -1,0 +1,51 @@
+"""The evaluate step as a KFP component: translation between artifacts and the logic only."""
+
+from typing import NamedTuple, Optional
+
+from kfp import dsl
+from kfp.dsl import ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
+from tbpipe.components._image import IMAGE
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def evaluate(
+    model: Input[Model],
+    test_data: Input[Dataset],
+    metrics: Output[Metrics],
+    classification_metrics: Output[ClassificationMetrics],
+    report: Output[Markdown],
+    log_root: str,
+    experiment: str = "default",
+    run_name: str = "",
+    job_name: str = dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+    accuracy_target: Optional[float] = None,
+    step_name: str = "evaluate",
+    tensorboard_url: Optional[str] = None,
+) -> NamedTuple("EvaluateOutputs", [("accuracy", float), ("meets_target", bool)]):
+    """Evaluate a model on the test set; logs go to {log_root}/{experiment}/{run}/{step_name}.
+
+    ``step_name`` is ``evaluate`` or ``evaluate-finetuned`` (the pipeline evaluates twice);
+    the run is ``run_name``, else the KFP job's name. Unset settings take EvaluateConfig's
+    defaults. Returns the accuracy and whether it reaches ``accuracy_target``.
+    """
+    from collections import namedtuple
+
+    from tbpipe.components.common.errors import exit_on_error
+    from tbpipe.components.common.wrapper import given, step_place
+    from tbpipe.components.evaluation.config import EvaluateConfig
+    from tbpipe.components.evaluation.core import evaluate_model
+
+    with exit_on_error(step_name):
+        run, log_dir = step_place(log_root, experiment, run_name, job_name, step_name,
+                                  metrics.uri)
+        config = EvaluateConfig(**given(accuracy_target=accuracy_target,
+                                        tensorboard_url=tensorboard_url),
+                                run_label=f"{experiment}/{run}")
+        result = evaluate_model(model.path, test_data.path, report.path, log_dir, config)
+    for name, value in result.metrics().items():
+        metrics.log_metric(name, value)
+    classification_metrics.log_confusion_matrix(
+        categories=[str(k) for k in range(len(result.confusion_matrix))],
+        matrix=result.confusion_matrix)
+    outputs = namedtuple("EvaluateOutputs", ["accuracy", "meets_target"])
+    return outputs(result.accuracy, result.meets_target)

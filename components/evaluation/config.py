@@ -1,0 +1,59 @@
+"""Settings of the evaluate step, checked once when built, and what it returns (no numpy)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING
+
+from tbpipe.components.common.errors import InputError
+
+if TYPE_CHECKING:
+    from tbpipe.components.evaluation.metrics import ClassScores
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluateConfig:
+    """Settings of the evaluate step.
+
+    Attributes:
+        accuracy_target: The accuracy in [0, 1] the model must reach to "meet the target".
+        batch_size: Examples per prediction batch.
+        tensorboard_url: The TensorBoard the report links to.
+        run_label: ``{experiment}/{run}``, used to filter the TensorBoard link to this run.
+
+    """
+
+    accuracy_target: float = 0.95
+    batch_size: int = 256
+    tensorboard_url: str = "http://127.0.0.1:6006"
+    run_label: str = ""
+
+    def __post_init__(self) -> None:
+        """InputError for an accuracy target outside [0, 1] or a batch size below 1."""
+        if not 0.0 <= self.accuracy_target <= 1.0:
+            raise InputError(f"accuracy_target {self.accuracy_target} is outside [0, 1]; "
+                             "pass a fraction such as 0.95")
+        if self.batch_size < 1:
+            raise InputError(f"batch_size {self.batch_size} must be at least 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluateResult:
+    """What the evaluation found."""
+
+    loss: float
+    accuracy: float
+    accuracy_target: float
+    meets_target: bool
+    num_examples: int
+    per_class: tuple[ClassScores, ...]
+    macro_precision: float
+    macro_recall: float
+    macro_f1: float
+    confusion_matrix: list[list[int]]
+
+    def metrics(self) -> dict[str, float]:
+        """Flat scalar metrics (``meets_target`` as 0/1) for KFP Metrics artifacts."""
+        names = ("loss", "accuracy", "macro_precision", "macro_recall", "macro_f1",
+                 "meets_target", "num_examples")
+        return {name: float(getattr(self, name)) for name in names}

@@ -1,0 +1,102 @@
+"""Evaluate a trained model on a test Dataset: metrics, TensorBoard summaries, a report.
+
+The test set is streamed shard by shard and batch by batch; only running sums are kept (the
+confusion matrix, the summed loss and per-class score histograms for the PR curves), so
+memory stays bounded whatever the size of the test set.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from tbpipe.components.common import storage
+from tbpipe.components.common.dataset import iter_shards, read_info
+from tbpipe.components.common.errors import InputError
+from tbpipe.components.common.model_format import load_model_folder
+from tbpipe.components.common.tensorboard.writer import open_writer
+from tbpipe.components.evaluation.config import EvaluateConfig, EvaluateResult
+from tbpipe.components.evaluation.metrics import (
+    _EPSILON,
+    PR_THRESHOLDS,
+    as_probabilities,
+    class_scores,
+    confusion_matrix,
+    pr_histograms,
+)
+from tbpipe.components.evaluation.report import log_evaluation, render_report
+
+
+def evaluate_model(model_uri: str, test_uri: str, report_uri: str, log_dir: str,
+                   config: EvaluateConfig) -> EvaluateResult:
+    """Evaluate the model folder at ``model_uri`` on the Dataset at ``test_uri``.
+
+    Logs ``eval/*`` scalars, the confusion matrix (image and text) and per-class PR curves
+    to ``log_dir``, and writes a Markdown report to ``report_uri``.
+
+    Raises:
+        InputError: A bad target or batch size, a folder that is not a model, or a model
+            whose input shape or class count does not fit the test data.
+
+    """
+    with storage.local_input(test_uri) as local_test:
+        model, model_info = load_model_folder(model_uri, compile=False)
+        check_fits(model, local_test, test_uri)
+        confusion, loss_sum, pr_hist = _predict_totals(model, local_test, config.batch_size)
+    result = summarize(confusion, loss_sum, config.accuracy_target)
+    with open_writer(log_dir) as writer:
+        log_evaluation(writer, result, pr_hist)
+    report = render_report(result, model_uri, test_uri, model_info, config)
+    storage.write_bytes(report_uri, report.encode("utf-8"))
+    print(f"evaluate: loss {result.loss:.4f}, accuracy {result.accuracy:.4f} "
+          f"(target {config.accuracy_target:.4f}: {'met' if result.meets_target else 'missed'})")
+    return result
+
+
+def check_fits(model, local_test: str, test_uri: str) -> None:
+    """InputError unless the model takes the test images and predicts its classes."""
+    info = read_info(local_test)
+    if not info.num_examples:
+        raise InputError(f"{test_uri}: the test dataset is empty; rerun preprocess with data")
+    want = tuple(model.input_shape[1:])
+    if len(want) != 3 or any(w not in (None, d) for w, d in zip(want, info.image_shape,
+                                                                 strict=True)):
+        raise InputError(f"{test_uri}: images are {list(info.image_shape)} but the model takes "
+                         f"{list(want)}; evaluate with the dataset the model was trained for")
+    if model.output_shape[-1] != info.num_classes:
+        raise InputError(f"{test_uri}: {info.num_classes} classes but the model predicts "
+                         f"{model.output_shape[-1]}; evaluate with the matching dataset")
+
+
+def _predict_totals(model, local_test: str,
+                    batch_size: int) -> tuple[np.ndarray, float, np.ndarray]:
+    """Stream the test set through the model: (confusion matrix, summed loss, PR histograms)."""
+    info = read_info(local_test)
+    k = info.num_classes
+    confusion = np.zeros((k, k), dtype=np.int64)
+    pr_hist = np.zeros((k, 2, PR_THRESHOLDS), dtype=np.float64)
+    loss_sum, seen = 0.0, 0
+    for images, labels in iter_shards(local_test):
+        for start in range(0, len(labels), batch_size):
+            batch = images[start:start + batch_size].astype(np.float32) / 255.0
+            probs = as_probabilities(np.asarray(model.predict_on_batch(batch)))
+            truth = labels[start:start + batch_size]
+            confusion += confusion_matrix(truth, probs.argmax(axis=1), k)
+            pr_hist += pr_histograms(truth, probs)
+            loss_sum += float(-np.log(np.clip(probs[np.arange(len(truth)), truth],
+                                              _EPSILON, 1.0)).sum())
+        seen += len(labels)
+        print(f"evaluate: {seen}/{info.num_examples} examples")
+    return confusion, loss_sum, pr_hist
+
+
+def summarize(confusion: np.ndarray, loss_sum: float, accuracy_target: float) -> EvaluateResult:
+    """Build the result from the accumulated confusion matrix and summed per-example loss."""
+    total = int(confusion.sum())
+    accuracy = float(np.trace(confusion)) / total
+    scores = class_scores(confusion)
+    return EvaluateResult(
+        loss=float(loss_sum) / total, accuracy=accuracy, accuracy_target=accuracy_target,
+        meets_target=accuracy >= accuracy_target, num_examples=total, per_class=scores,
+        macro_precision=float(np.mean([s.precision for s in scores])),
+        macro_recall=float(np.mean([s.recall for s in scores])),
+        macro_f1=float(np.mean([s.f1 for s in scores])),
+        confusion_matrix=[[int(v) for v in row] for row in confusion])

@@ -1,0 +1,80 @@
+"""Evaluation metrics from running sums: confusion matrix, per-class scores, PR curves.
+
+Plain numpy on batches, so the test set streams through :mod:`tbpipe.components.evaluation.core` in
+bounded memory and the sums give the same figures as on the whole set.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+PR_THRESHOLDS = 127
+_EPSILON = 1e-7
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassScores:
+    """Precision, recall and F1 of one class, and how many test examples it has."""
+
+    label: int
+    precision: float
+    recall: float
+    f1: float
+    support: int
+
+
+def as_probabilities(outputs: np.ndarray) -> np.ndarray:
+    """Model outputs as class probabilities: kept if rows already sum to 1, else softmaxed."""
+    outputs = outputs.astype(np.float64)
+    if outputs.min() >= 0.0 and np.allclose(outputs.sum(axis=1), 1.0, atol=1e-3):
+        return outputs
+    shifted = np.exp(outputs - outputs.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
+    """Count ``[true, predicted]`` pairs into a ``(num_classes, num_classes)`` int64 array."""
+    flat = labels.astype(np.int64) * num_classes + predictions.astype(np.int64)
+    return np.bincount(flat, minlength=num_classes * num_classes).reshape(num_classes, -1)
+
+
+def class_scores(confusion: np.ndarray) -> tuple[ClassScores, ...]:
+    """Per-class precision, recall and F1 from a confusion matrix (0 where undefined)."""
+    confusion = np.asarray(confusion, dtype=np.float64)
+    hits = np.diag(confusion)
+    support = confusion.sum(axis=1)
+    predicted = confusion.sum(axis=0)
+    precision = np.divide(hits, predicted, out=np.zeros_like(hits), where=predicted > 0)
+    recall = np.divide(hits, support, out=np.zeros_like(hits), where=support > 0)
+    both = precision + recall
+    f1 = np.divide(2 * precision * recall, both, out=np.zeros_like(hits), where=both > 0)
+    return tuple(ClassScores(k, float(precision[k]), float(recall[k]), float(f1[k]),
+                             int(support[k])) for k in range(len(hits)))
+
+
+def pr_histograms(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """Per class, histograms of its probability over positives and negatives: ``(k, 2, T)``.
+
+    Summed over batches they give the same PR curve as tensorboardX's ``add_pr_curve`` on
+    the whole set (see :func:`pr_curve`).
+    """
+    buckets = np.floor(probs * (PR_THRESHOLDS - 1)).astype(np.int32)
+    out = np.zeros((probs.shape[1], 2, PR_THRESHOLDS), dtype=np.float64)
+    for k in range(probs.shape[1]):
+        positive = labels == k
+        for row, mask in ((0, positive), (1, ~positive)):
+            out[k, row] = np.histogram(buckets[mask, k], bins=PR_THRESHOLDS,
+                                       range=(0, PR_THRESHOLDS - 1))[0]
+    return out
+
+
+def pr_curve(histograms: np.ndarray) -> np.ndarray:
+    """One class's ``(2, T)`` histograms as ``(6, T)``: tp, fp, tn, fn, precision, recall."""
+    tp = np.cumsum(histograms[0][::-1])[::-1]
+    fp = np.cumsum(histograms[1][::-1])[::-1]
+    tn, fn = fp[0] - fp, tp[0] - tp
+    precision = tp / np.maximum(_EPSILON, tp + fp)
+    recall = tp / np.maximum(_EPSILON, tp + fn)
+    return np.stack((tp, fp, tn, fn, precision, recall))

@@ -1,0 +1,32 @@
+"""Settings of the finetune step, checked once when built. No TensorFlow here."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from tbpipe.components.common.errors import InputError
+from tbpipe.components.training.config import FitConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class FinetuneConfig(FitConfig):
+    """Settings of the finetune step: FitConfig's, with fewer epochs and a lower rate.
+
+    Attributes:
+        epochs: Further passes over the (possibly different) training data.
+        learning_rate: Adam's learning rate, usually well below the training one.
+        freeze_layers: How many of the first layers keep their weights (0: none).
+
+    """
+
+    epochs: int = 3
+    learning_rate: float = 1e-4
+    freeze_layers: int = 0
+
+    def __post_init__(self) -> None:
+        """FitConfig's checks, and freeze_layers (checked against the model when it loads)."""
+        super().__post_init__()
+        if isinstance(self.freeze_layers, bool) or not isinstance(self.freeze_layers, int) \
+                or self.freeze_layers < 0:
+            raise InputError(f"freeze_layers={self.freeze_layers!r}: must be 0 or a positive "
+                             "integer")

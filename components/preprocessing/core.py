@@ -1,0 +1,180 @@
+"""Preprocess logic: read a labelled image table, clean, scale, split, write Datasets, log.
+
+Everything streams chunk by chunk: rows are read, cleaned and quantized to bytes (value
+b/255) by :mod:`tbpipe.components.preprocessing.clean`, and handed to a
+:class:`~.split.StratifiedSplitter`, which writes each split through a
+:class:`~tbpipe.components.common.dataset.DatasetWriter`. Peak memory does not grow with the table,
+and the outputs are byte-identical for the same data and seed whatever ``chunk_rows`` is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import time
+
+import numpy as np
+from tbpipe.components.common import storage
+from tbpipe.components.common.dataset import MAX_CLASSES, DatasetInfo, DatasetWriter
+from tbpipe.components.common.errors import InputError
+from tbpipe.components.preprocessing.clean import (  # noqa: F401 - DROP_REASONS, byte_histogram: re-exported
+    DROP_REASONS,
+    RowTally,
+    byte_histogram,
+    clean_chunk,
+)
+from tbpipe.components.preprocessing.config import PreprocessConfig
+from tbpipe.components.preprocessing.readers import Source, open_source
+from tbpipe.components.preprocessing.split import SPLITS, StratifiedSplitter, finish_writer
+from tbpipe.components.preprocessing.summary import flat_metrics, log_summary, pixel_stats
+
+STEP = "preprocess"
+DEFAULT_DATA = "builtin:digits"
+STATS_FILE = "stats.json"
+PROGRESS_SECS = 10.0
+
+
+@dataclasses.dataclass(frozen=True)
+class PreprocessResult:
+    """What preprocess wrote: one manifest per split, JSON-able stats and flat metrics."""
+
+    train: DatasetInfo
+    val: DatasetInfo
+    test: DatasetInfo
+    stats: dict
+    metrics: dict
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(height, width, channels) of every split."""
+        return self.train.image_shape
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes (max label + 1)."""
+        return self.train.num_classes
+
+
+def _check_outputs(*uris: str) -> None:
+    """Refuse gs:// outputs and outputs that name the same folder twice."""
+    for uri in uris:
+        if storage.is_remote(uri):
+            raise InputError(f"{uri}: outputs must be local folders (a KFP artifact's .path)")
+    if len({os.path.abspath(u) for u in uris}) != len(uris):
+        raise InputError(f"train/val/test outputs must be three different folders, got {uris}")
+
+
+def _stream(source: Source, splitter: StratifiedSplitter,
+            test_writer: DatasetWriter) -> RowTally:
+    """Clean every chunk of ``source``; fixed test rows go to ``test_writer``, others split."""
+    tally, last_report = RowTally(), time.monotonic()
+    print(f"preprocess: reading {source.name} (images {source.image_shape})", flush=True)
+    for chunk in source.chunks():
+        images, labels, dropped = clean_chunk(source.name, chunk, source.max_value,
+                                              source.image_shape)
+        tally.add(len(chunk.labels), images, labels, dropped)
+        if chunk.split == "test":
+            test_writer.write(images, labels)
+        else:
+            splitter.add(images, labels)
+        if time.monotonic() - last_report >= PROGRESS_SECS:
+            last_report = time.monotonic()
+            print(f"preprocess: {tally.rows_read} rows read, {tally.rows_dropped} dropped",
+                  flush=True)
+    splitter.finish()
+    return tally
+
+
+def _check_tally(name: str, tally: RowTally) -> int:
+    """Validate what was read; return the number of classes (max label + 1)."""
+    if tally.rows_read == 0:
+        raise InputError(f"{name}: the table has no rows; give a table with labelled images")
+    present = np.flatnonzero(tally.label_counts)
+    if len(present) == 0:
+        raise InputError(f"{name}: all {tally.rows_read} rows were dropped ({tally.dropped}); "
+                         "fix missing values, labels and pixel ranges")
+    if len(present) < 2:
+        raise InputError(f"{name}: only class {present[0]} is present; classification needs "
+                         "at least 2 classes")
+    return int(present[-1]) + 1
+
+
+def build_stats(data_uri: str, config: PreprocessConfig, source: Source, tally: RowTally,
+                infos: dict[str, DatasetInfo]) -> dict:
+    """Collect the JSON-able statistics of a run (no timings, so equal runs compare equal)."""
+    return {
+        "source": data_uri,
+        "image_shape": list(source.image_shape),
+        "num_classes": infos["train"].num_classes,
+        "rows_read": tally.rows_read,
+        "rows_dropped": tally.rows_dropped,
+        "rows_kept": tally.rows_read - tally.rows_dropped,
+        "dropped": dict(tally.dropped),
+        "splits": {s: {"num_examples": infos[s].num_examples,
+                       "class_counts": list(infos[s].class_counts)} for s in SPLITS},
+        "pixels": pixel_stats(tally.pixel_hist),
+        "seed": config.seed,
+        "val_fraction": config.val_fraction,
+        "test_fraction": 0.0 if source.has_test_split else config.test_fraction,
+        "fixed_test_split": source.has_test_split,
+    }
+
+
+def preprocess_data(data_uri: str, train_uri: str, val_uri: str, test_uri: str,
+                    log_dir: str | None, config: PreprocessConfig) -> PreprocessResult:
+    """Read ``data_uri``, clean, scale, split stratified, and write three Datasets.
+
+    Args:
+        data_uri: A .csv/.csv.gz/.parquet/.pq table (local or gs://), a folder of MNIST IDX
+            files, ``builtin:digits`` or ``builtin:mnist``.
+        train_uri: Local folder for the training Dataset (also holds ``stats.json``).
+        val_uri: Local folder for the validation Dataset.
+        test_uri: Local folder for the test Dataset.
+        log_dir: TensorBoard log folder (local or gs://), or None for no logs.
+        config: Split fractions, seed, shape and chunking.
+
+    Returns:
+        The three manifests, the statistics and flat metrics. All three folders appear
+        together only when everything succeeded.
+
+    """
+    _check_outputs(train_uri, val_uri, test_uri)
+    uris = dict(zip(SPLITS, (train_uri, val_uri, test_uri), strict=True))
+    with open_source(data_uri, config.chunk_rows, config.image_shape) as source, \
+            contextlib.ExitStack() as stack:
+        roots = {s: stack.enter_context(storage.atomic_dir(uris[s])) for s in SPLITS}
+        tally, infos = _write_splits(data_uri, source, roots, config)
+        stats = build_stats(data_uri, config, source, tally, infos)
+        _save_stats(roots["train"], stats, tally, infos)
+        if log_dir:
+            log_summary(log_dir, stats, tally.pixel_hist, tally.samples)
+    return PreprocessResult(infos["train"], infos["val"], infos["test"], stats,
+                            flat_metrics(stats))
+
+
+def _write_splits(data_uri: str, source: Source, roots: dict[str, str],
+                  config: PreprocessConfig) -> tuple[RowTally, dict[str, DatasetInfo]]:
+    """Stream ``source`` into one Dataset per split under ``roots``; check and finish them."""
+    writers = {s: DatasetWriter(roots[s], source.image_shape, MAX_CLASSES,
+                                config.shard_records) for s in SPLITS}
+    test_fraction = 0.0 if source.has_test_split else config.test_fraction
+    splitter = StratifiedSplitter(writers, config.val_fraction, test_fraction, config.seed)
+    tally = _stream(source, splitter, writers["test"])
+    num_classes = _check_tally(data_uri, tally)
+    infos = {s: finish_writer(writers[s], num_classes) for s in SPLITS}
+    if infos["train"].num_examples == 0:
+        raise InputError(f"{data_uri}: no training rows left after the split; "
+                         "give more rows or lower val_fraction/test_fraction")
+    return tally, infos
+
+
+def _save_stats(train_root: str, stats: dict, tally: RowTally,
+                infos: dict[str, DatasetInfo]) -> None:
+    """Write ``stats.json`` into the training Dataset's folder and print a one-line summary."""
+    with open(os.path.join(train_root, STATS_FILE), "w") as handle:
+        handle.write(json.dumps(stats, indent=2, sort_keys=True) + "\n")
+    print(f"preprocess: kept {stats['rows_kept']} of {tally.rows_read} rows, dropped "
+          f"{tally.rows_dropped} ({tally.dropped}); split "
+          f"{ {s: infos[s].num_examples for s in SPLITS} }", flush=True)

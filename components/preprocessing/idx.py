@@ -1,0 +1,121 @@
+"""MNIST IDX files: the header parsed with numpy, validated, records streamed in chunks.
+
+An IDX file is a big-endian header (magic ``0x0000080N`` for N dimensions of unsigned
+bytes, then N uint32 sizes) followed by the bytes; ``.gz`` files are read through gzip.
+"""
+
+from __future__ import annotations
+
+import gzip
+import math
+import os
+from collections.abc import Callable, Iterator
+
+import numpy as np
+from tbpipe.components.common.errors import InputError
+from tbpipe.components.preprocessing.readers import FORMATS_HINT, RawChunk, Source
+
+IDX_IMAGES_MAGIC = 0x00000803
+IDX_LABELS_MAGIC = 0x00000801
+
+
+def _idx_file(folder: str, prefix: str, kind: str) -> str | None:
+    dims = "idx3" if kind == "images" else "idx1"
+    for sep in ("-", "."):
+        for suffix in ("", ".gz"):
+            path = os.path.join(folder, f"{prefix}-{kind}{sep}{dims}-ubyte{suffix}")
+            if os.path.isfile(path):
+                return path
+    return None
+
+
+def _open_idx(path: str):  # noqa: ANN202 - a binary file object
+    return gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")  # noqa: SIM115
+
+
+def read_idx_header(path: str, magic: int) -> tuple[int, ...]:
+    """Validate an IDX file's magic number and return its big-endian dimensions."""
+    ndim = magic & 0xFF
+    try:
+        with _open_idx(path) as handle:
+            head = handle.read(4 + 4 * ndim)
+    except (OSError, EOFError) as exc:
+        raise InputError(f"{path}: cannot read IDX file ({exc}); re-download it") from exc
+    if len(head) < 4 + 4 * ndim:
+        raise InputError(f"{path}: too short for an IDX header; re-download it")
+    found = int.from_bytes(head[:4], "big")
+    if found != magic:
+        what = "images" if magic == IDX_IMAGES_MAGIC else "labels"
+        raise InputError(f"{path}: IDX magic 0x{found:08x}, expected 0x{magic:08x} "
+                         f"(an {what} file); check the file name and content")
+    dims = tuple(int(d) for d in np.frombuffer(head[4:], dtype=">u4"))
+    if not path.endswith(".gz"):
+        expected = len(head) + math.prod(dims)
+        if os.path.getsize(path) != expected:
+            raise InputError(f"{path}: {os.path.getsize(path)} bytes but the header says "
+                             f"{dims} ({expected} bytes); the file is truncated or damaged")
+    return dims
+
+
+def _read_exact(handle, path: str, size: int) -> bytes:  # noqa: ANN001
+    try:
+        data = handle.read(size)
+    except (OSError, EOFError) as exc:
+        raise InputError(f"{path}: cannot read IDX data ({exc}); re-download it") from exc
+    if len(data) != size:
+        raise InputError(f"{path}: ends early ({len(data)} of {size} bytes left to read); "
+                         "the file is truncated, re-download it")
+    return data
+
+
+def _idx_pair(images: str, labels: str, chunk_rows: int,
+              split: str | None) -> tuple[tuple[int, int], Callable[[], Iterator[RawChunk]]]:
+    n, rows, cols = read_idx_header(images, IDX_IMAGES_MAGIC)
+    (n_labels,) = read_idx_header(labels, IDX_LABELS_MAGIC)
+    if n != n_labels:
+        raise InputError(f"{images}: {n} images but {labels} has {n_labels} labels; "
+                         "use matching IDX files")
+
+    def chunks() -> Iterator[RawChunk]:
+        with _open_idx(images) as img, _open_idx(labels) as lab:
+            img.read(16)
+            lab.read(8)
+            for start in range(0, n, chunk_rows):
+                m = min(chunk_rows, n - start)
+                pixels = np.frombuffer(_read_exact(img, images, m * rows * cols), np.uint8)
+                yield RawChunk(pixels.reshape(m, rows * cols),
+                               np.frombuffer(_read_exact(lab, labels, m), np.uint8), split)
+            if img.read(1) or lab.read(1):
+                raise InputError(f"{images}: data after the {n} records the header promises; "
+                                 "the file is damaged, re-download it")
+
+    return (rows, cols), chunks
+
+
+def idx_source(name: str, folder: str, chunk_rows: int) -> Source:
+    """Open a folder of MNIST IDX files: ``train-*`` required, ``t10k-*`` kept as test set."""
+    found = {(p, k): _idx_file(folder, p, k)
+             for p in ("train", "t10k") for k in ("images", "labels")}
+    if not found["train", "images"] or not found["train", "labels"]:
+        raise InputError(f"{name}: folder without train-images-idx3-ubyte and "
+                         f"train-labels-idx1-ubyte (raw or .gz); {FORMATS_HINT}")
+    shape, train_chunks = _idx_pair(found["train", "images"], found["train", "labels"],
+                                    chunk_rows, None)
+    test_images, test_labels = found["t10k", "images"], found["t10k", "labels"]
+    if bool(test_images) != bool(test_labels):
+        missing = "t10k-labels-idx1-ubyte" if test_images else "t10k-images-idx3-ubyte"
+        raise InputError(f"{name}: {missing} is missing next to its t10k partner; "
+                         "add it or remove both t10k files")
+    parts = [train_chunks]
+    if test_images:
+        test_shape, test_chunks = _idx_pair(test_images, test_labels, chunk_rows, "test")
+        if test_shape != shape:
+            raise InputError(f"{test_images}: images are {test_shape}, train images are "
+                             f"{shape}; use files from the same data set")
+        parts.append(test_chunks)
+
+    def chunks() -> Iterator[RawChunk]:
+        for part in parts:
+            yield from part()
+
+    return Source(name, (*shape, 1), 255.0, chunks, has_test_split=len(parts) == 2)

@@ -1,0 +1,87 @@
+"""Preprocess statistics in TensorBoard: class counts, histograms, sample images, a summary."""
+
+from __future__ import annotations
+
+import numpy as np
+from tbpipe.components.common.tensorboard.writer import image_grid, markdown_table, open_writer
+from tbpipe.components.preprocessing.split import SPLITS
+
+SAMPLE_IMAGES = 64
+
+
+def pixel_stats(hist: np.ndarray) -> dict[str, float]:
+    """Mean, std, min and max of the scaled pixels (b/255) from a 256-bin byte histogram.
+
+    Sums are exact integers, so the result does not depend on how rows were chunked.
+    """
+    counts = [int(c) for c in hist]
+    n = sum(counts)
+    if n == 0:
+        return {"mean": 0.0, "std": 0.0, "min": 0.0, "max": 0.0}
+    total = sum(b * c for b, c in enumerate(counts))
+    squares = sum(b * b * c for b, c in enumerate(counts))
+    present = [b for b, c in enumerate(counts) if c]
+    variance = (squares * n - total * total) / (n * n * 255 * 255)
+    return {"mean": total / (n * 255), "std": float(np.sqrt(max(variance, 0.0))),
+            "min": present[0] / 255, "max": present[-1] / 255}
+
+
+def flat_metrics(stats: dict) -> dict[str, float]:
+    """Flat numeric metrics for KFP: counts, examples per split, pixel statistics."""
+    metrics = {key: float(stats[key]) for key in
+               ("num_classes", "rows_read", "rows_dropped", "rows_kept")}
+    metrics.update({f"{s}_examples": float(stats["splits"][s]["num_examples"]) for s in SPLITS})
+    metrics.update({f"pixel_{k}": float(v) for k, v in stats["pixels"].items()})
+    return metrics
+
+
+def _histogram(writer, tag: str, counts: np.ndarray, values: np.ndarray,  # noqa: ANN001
+               limits: np.ndarray) -> None:
+    counts = np.asarray(counts, dtype=np.float64)
+    present = np.flatnonzero(counts)
+    if not len(present):
+        return
+    writer.add_histogram_raw(
+        tag, min=float(values[present[0]]), max=float(values[present[-1]]),
+        num=float(counts.sum()), sum=float(counts @ values),
+        sum_squares=float(counts @ (values * values)), bucket_limits=limits.tolist(),
+        bucket_counts=counts.tolist(), global_step=0)
+
+
+def summary_markdown(stats: dict) -> str:
+    """Render the stats as Markdown: source, row counts, per-split table, pixel statistics."""
+    shape = "x".join(str(d) for d in stats["image_shape"])
+    dropped = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in stats["dropped"].items())
+    rows = [[s, stats["splits"][s]["num_examples"],
+             " ".join(str(c) for c in stats["splits"][s]["class_counts"])] for s in SPLITS]
+    pixels = ", ".join(f"{k} {v:.4f}" for k, v in stats["pixels"].items())
+    return "\n\n".join([
+        f"**Source** `{stats['source']}`: images {shape}, {stats['num_classes']} classes",
+        f"Rows read {stats['rows_read']}, dropped {stats['rows_dropped']} ({dropped}), "
+        f"kept {stats['rows_kept']}; seed {stats['seed']}",
+        markdown_table(["split", "examples", "class counts 0..k-1"], rows),
+        f"Pixels (scaled to [0, 1]): {pixels}",
+    ])
+
+
+def log_summary(log_dir: str, stats: dict, pixel_hist: np.ndarray,
+                samples: list[np.ndarray]) -> None:
+    """Write the data statistics to TensorBoard under ``data/`` (all at step 0)."""
+    with open_writer(log_dir) as writer:
+        for split in SPLITS:
+            info = stats["splits"][split]
+            prefix = "data/class_count" if split == "train" else f"data/class_count_{split}"
+            for label, count in enumerate(info["class_counts"]):
+                writer.add_scalar(f"{prefix}/{label}", count, 0)
+            writer.add_scalar(f"data/num_examples/{split}", info["num_examples"], 0)
+        for key in ("rows_read", "rows_dropped", "rows_kept"):
+            writer.add_scalar(f"data/{key}", stats[key], 0)
+        label_counts = np.sum([stats["splits"][s]["class_counts"] for s in SPLITS], axis=0)
+        classes = np.arange(len(label_counts), dtype=np.float64)
+        _histogram(writer, "data/labels", label_counts, classes, classes + 0.5)
+        levels = np.arange(256, dtype=np.float64)
+        _histogram(writer, "data/pixels", pixel_hist, levels / 255, (levels + 0.5) / 255)
+        if samples:
+            images = np.concatenate(samples).astype(np.float32) / 255.0
+            writer.add_image("data/samples", image_grid(images), 0, dataformats="CHW")
+        writer.add_text("data/summary", summary_markdown(stats), 0)

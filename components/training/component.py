@@ -1,0 +1,43 @@
+"""The train step as a KFP component: translation between artifacts and ``train_model``."""
+
+from typing import Optional
+
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Metrics, Model, Output
+from tbpipe.components._image import GPU_IMAGE
+
+
+@dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
+def train(train_data: Input[Dataset], val_data: Input[Dataset], model: Output[Model],
+          metrics: Output[Metrics], log_root: str, experiment: str = "default",
+          run_name: str = "", job_name: str = dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+          epochs: Optional[int] = None, batch_size: Optional[int] = None,
+          learning_rate: Optional[float] = None, seed: Optional[int] = None,
+          checkpoint_root: str = "", flush_secs: Optional[int] = None,
+          precision: Optional[str] = None) -> None:
+    """Train the CNN; logs go to {log_root}/{experiment}/{run}/train.
+
+    The run is ``run_name``, else the KFP job's name. Checkpoints go to
+    {checkpoint_root or log_root}/{experiment}/{run}/checkpoints/train, so a retried or
+    preempted attempt resumes from its last complete epoch. Unset settings take TrainConfig's
+    defaults; ``precision``: auto, float32, mixed_float16 or mixed_bfloat16.
+    """
+    from tbpipe.components.common.errors import exit_on_error
+    from tbpipe.components.common.naming import checkpoint_dir_for
+    from tbpipe.components.common.wrapper import given, step_place
+    from tbpipe.components.training.config import TrainConfig
+    from tbpipe.components.training.core import train_model
+
+    step = "train"
+    with exit_on_error(step):
+        run, log_dir = step_place(log_root, experiment, run_name, job_name, step, model.uri)
+        config = TrainConfig(
+            **given(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+                    seed=seed, flush_secs=flush_secs, precision=precision),
+            checkpoint_dir=checkpoint_dir_for(checkpoint_root or log_root, experiment, run, step))
+        result = train_model(train_data.path, val_data.path, model.path, log_dir, config)
+    for name, value in result.metrics.items():
+        metrics.log_metric(name, value)
+    metrics.log_metric("epochs", result.epochs_run)
+    model.metadata.update({"framework": "keras", "epochs": result.epochs_run,
+                           "resumed_from_epoch": result.resumed_from_epoch, **result.metrics})

@@ -1,0 +1,93 @@
+"""Settings of the train and finetune steps, their checks, and what a fit returns.
+
+No TensorFlow here: pipelines and wrappers import this cheaply.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from tbpipe.components.common.errors import InputError
+
+#: Compute precisions; ``auto``: mixed_float16 on a GPU, mixed_bfloat16 on a CPU with AMX-BF16,
+#: float32 otherwise (tbpipe.components.training.model.resolve_precision).
+PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+
+
+@dataclasses.dataclass(frozen=True)
+class FitConfig:
+    """The settings ``fit_and_save`` reads, shared by TrainConfig and FinetuneConfig.
+
+    Attributes:
+        epochs: Passes over the training data.
+        batch_size: Examples per batch and per device (global batch = this x replicas).
+        learning_rate: Adam's learning rate.
+        seed: Seeds weights and the per-epoch shuffle: same seed and data, same metrics.
+        batch_log_every: Log per-batch scalars every this many batches (0: off).
+        histogram_every: Log weight histograms every this many epochs (0: off).
+        flush_secs: How often TensorBoard events reach the log dir.
+        checkpoint_dir: Save a checkpoint here after each epoch and resume from it (None: off).
+        cache_max_mb: Cache the raw training records in memory when they are at most this big.
+        precision: What the hidden layers compute in (weights and the softmax stay float32):
+            ``float32``; ``mixed_float16`` (GPUs; the loss is scaled); ``mixed_bfloat16``
+            (recent GPUs, TPUs, CPUs with AMX); ``auto``: ``mixed_float16`` when TensorFlow
+            sees a GPU, ``mixed_bfloat16`` on a CPU with AMX-BF16, else ``float32``.
+
+    """
+
+    epochs: int = 10
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    seed: int = 42
+    batch_log_every: int = 1
+    histogram_every: int = 1
+    flush_secs: int = 5
+    checkpoint_dir: str | None = None
+    cache_max_mb: int = 2048
+    precision: str = "auto"
+
+    def __post_init__(self) -> None:
+        """InputError (one line) for settings training cannot use: checked once, here."""
+        for name in ("epochs", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise InputError(f"{name}={value!r}: must be a positive integer")
+        if not self.learning_rate > 0:
+            raise InputError(f"learning_rate={self.learning_rate!r}: must be greater than 0")
+        for name in ("batch_log_every", "histogram_every"):
+            if getattr(self, name) < 0:
+                raise InputError(f"{name}={getattr(self, name)!r}: must be 0 (off) or positive")
+        if self.precision not in PRECISIONS:
+            raise InputError(f"precision={self.precision!r}: must be one of "
+                             f"{', '.join(PRECISIONS)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig(FitConfig):
+    """Settings of the train step: FitConfig's, plus how the fresh model is compiled.
+
+    Attributes:
+        jit_compile: XLA-compile the train step. None (auto): Keras' choice, on with one GPU,
+            off on CPU (3-4x slower there, docs/performance.md) and with several GPUs.
+
+    """
+
+    jit_compile: bool | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainResult:
+    """What a train or finetune step produced.
+
+    Attributes:
+        metrics: Final epoch's ``loss``, ``accuracy``, ``val_loss`` and ``val_accuracy``.
+        epochs_run: Epochs the model has been trained by this step (resumed ones included).
+        resumed_from_epoch: Epochs restored from a checkpoint (0 for a fresh start).
+        replicas: Devices trained on (1 without a multi-GPU strategy).
+
+    """
+
+    metrics: dict[str, float]
+    epochs_run: int
+    resumed_from_epoch: int
+    replicas: int

@@ -1,0 +1,131 @@
+"""Stream a tbpipe Dataset folder into batches with tf.data: native, parallel, no per-sample Python.
+
+Records are read with ``FixedLengthRecordDataset`` (shards in parallel), optionally cached as
+raw bytes, shuffled per epoch with a seed derived from ``(seed, epoch)``, batched, and only then
+decoded, one vectorized op per batch. The per-epoch seed makes epoch ``e``'s order the same
+whether training started at epoch 0 or resumed at ``e`` from a checkpoint.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import tensorflow as tf
+from tbpipe.components.common.dataset import MANIFEST, DatasetInfo, read_info
+from tbpipe.components.common.errors import InputError, StorageError
+from tbpipe.components.common.storage import is_remote, join, read_bytes
+
+DEFAULT_SHUFFLE_BUFFER = 50_000
+_EPOCH_SEED_STRIDE = 1_000_003
+
+
+def epoch_seed(seed: int, epoch: int | tf.Tensor) -> int | tf.Tensor:
+    """Return the shuffle seed of ``epoch`` (0-based) for a run seeded with ``seed``."""
+    return seed * _EPOCH_SEED_STRIDE + epoch
+
+
+def steps_per_epoch(num_examples: int, batch_size: int) -> int:
+    """Batches per epoch (the last one may be partial)."""
+    return -(-num_examples // batch_size)
+
+
+def make_dataset(dataset_dir: str, batch_size: int, shuffle: bool, seed: int,
+                 cache: bool = True, first_epoch: int = 0, num_epochs: int = 1,
+                 shuffle_buffer: int | None = None) -> tf.data.Dataset:
+    """Batches of ``(images float32 (b, H, W, C) in [0, 1], labels int32 (b,))``.
+
+    Args:
+        dataset_dir: A tbpipe Dataset folder (local, or gs:// which tf.io reads directly).
+        batch_size: Records per batch (the last batch of each epoch may be smaller).
+        shuffle: Shuffle each epoch; epoch ``e`` uses the seed ``epoch_seed(seed, e)``.
+        seed: The run's seed.
+        cache: Keep the raw records in memory after the first pass (when they fit).
+        first_epoch: The 0-based index of the first epoch produced (on resume).
+        num_epochs: How many epochs of batches to produce, one after the other.
+        shuffle_buffer: Records in the shuffle buffer; default all of them when cached,
+            else at most ``DEFAULT_SHUFFLE_BUFFER``.
+
+    """
+    info = read_dataset_info(dataset_dir)
+    records = tf.data.FixedLengthRecordDataset(
+        info.shard_paths(dataset_dir), info.record_bytes, num_parallel_reads=tf.data.AUTOTUNE)
+    if cache:
+        records = records.cache()
+    if shuffle_buffer is None:
+        shuffle_buffer = info.num_examples if cache else DEFAULT_SHUFFLE_BUFFER
+    buffer = max(1, min(shuffle_buffer, info.num_examples))
+
+    def one_epoch(epoch: int) -> tf.data.Dataset:
+        ordered = records
+        if shuffle:
+            # A Python int seed: with a tensor seed (flat_map over epochs) TensorFlow fails
+            # when the global seed is 0 (keras.utils.set_random_seed(0)); the order is the same.
+            ordered = records.shuffle(buffer, seed=epoch_seed(seed, epoch),
+                                      reshuffle_each_iteration=False)
+        return ordered.batch(batch_size)
+
+    epochs = range(first_epoch, first_epoch + num_epochs)
+    total = steps_per_epoch(info.num_examples, batch_size) * num_epochs
+    batches = _concatenate([one_epoch(epoch) for epoch in epochs] or [records.take(0).batch(1)])
+    batches = batches.apply(tf.data.experimental.assert_cardinality(total))
+    decode = _decoder(info)
+    return batches.map(decode, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def fit_datasets(train_uri: str, val_uri: str, batch_size: int, seed: int, epochs: range,
+                 cache_max_mb: int) -> tuple[tf.data.Dataset, tf.data.Dataset]:
+    """Build the shuffled training batches of ``epochs`` (0-based) and the validation batches.
+
+    Raw records are cached in memory when the training set is at most ``cache_max_mb``.
+    """
+    info = read_dataset_info(train_uri)
+    cache = info.num_examples * info.record_bytes <= cache_max_mb * 2**20
+    train = make_dataset(train_uri, batch_size, True, seed, cache=cache,
+                         first_epoch=epochs.start, num_epochs=len(epochs))
+    return train, make_dataset(val_uri, batch_size, False, seed, cache=cache)
+
+
+def _concatenate(parts: list[tf.data.Dataset]) -> tf.data.Dataset:
+    """``parts`` one after the other, nested pairwise (depth log2(n), not n)."""
+    while len(parts) > 1:
+        pairs = [parts[i].concatenate(parts[i + 1]) for i in range(0, len(parts) - 1, 2)]
+        parts = pairs + parts[len(parts) - len(parts) % 2:]
+    return parts[0]
+
+
+def read_dataset_info(dataset_dir: str) -> DatasetInfo:
+    """Read a Dataset folder's manifest (local or gs://); InputError if there is none."""
+    if not is_remote(dataset_dir):
+        return read_info(dataset_dir)
+    try:
+        manifest = read_bytes(join(dataset_dir, MANIFEST))
+    except StorageError as exc:
+        raise InputError(f"{dataset_dir}: not a tbpipe Dataset ({exc})") from exc
+    with tempfile.TemporaryDirectory(prefix="tbpipe-manifest-") as tmp:
+        Path(tmp, MANIFEST).write_bytes(manifest)
+        return read_info(tmp)
+
+
+def _decoder(info: DatasetInfo):  # noqa: ANN202 - a tf.function-compatible callable
+    height, width, channels = info.image_shape
+
+    def decode(raw: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        values = tf.reshape(tf.io.decode_raw(raw, tf.uint8), (-1, info.record_bytes))
+        labels = tf.cast(values[:, 0], tf.int32)
+        pixels = tf.reshape(values[:, 1:], (-1, height, width, channels))
+        return tf.cast(pixels, tf.float32) / 255.0, labels
+
+    return decode
+
+
+def check_compatible(train: DatasetInfo, val: DatasetInfo, train_uri: str, val_uri: str) -> None:
+    """InputError unless both data sets are non-empty and share image shape and classes."""
+    for uri, info in ((train_uri, train), (val_uri, val)):
+        if info.num_examples == 0:
+            raise InputError(f"{uri}: the dataset is empty; check the preprocess step's input")
+    if (train.image_shape, train.num_classes) != (val.image_shape, val.num_classes):
+        raise InputError(
+            f"{val_uri}: images {val.image_shape} with {val.num_classes} classes do not match "
+            f"{train_uri} ({train.image_shape}, {train.num_classes} classes); "
+            "pass splits of the same dataset")

@@ -1,0 +1,54 @@
+"""``tbpipe run``: the whole pipeline locally through kfp.local, then where everything went."""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+
+from tbpipe.components.common.naming import tensorboard_run_url
+from tbpipe.pipelines.cli.flags import add_param_arguments, params_from_args
+from tbpipe.pipelines.runners.local import (
+    DEFAULT_PIPELINE_ROOT,
+    RUNNERS,
+    LocalRunResult,
+    run_pipeline,
+)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``run``."""
+    cmd = subparsers.add_parser("run", help="run the whole pipeline locally (kfp.local)")
+    cmd.add_argument("--runner", choices=RUNNERS, default=RUNNERS[0])
+    cmd.add_argument("--pipeline-root", default=None,
+                     help=f"where kfp.local keeps artifacts (default: {DEFAULT_PIPELINE_ROOT})")
+    cmd.add_argument("--gpus", default=None,
+                     help="with --runner docker: GPUs for train/finetune ('all' or a count)")
+    add_param_arguments(cmd)
+    cmd.set_defaults(handler=run_local)
+
+
+def run_local(args: argparse.Namespace) -> int:
+    """Run, then print the result block."""
+    params = params_from_args(args)
+    root = os.path.abspath(args.pipeline_root or DEFAULT_PIPELINE_ROOT)
+    runner_options = {"gpus": args.gpus} if args.runner == "docker" else {}
+    result = run_pipeline(params, pipeline_root=root, runner=args.runner, **runner_options)
+    print_result(result)
+    return 0
+
+
+def print_result(result: LocalRunResult) -> None:
+    """The closing lines of a run: accuracies, final model, logs and how to view them."""
+    summary, params = result.summary, result.params
+    print("")
+    for name in ("trained", "finetuned"):
+        if name in summary["accuracy"]:
+            print(f"test accuracy {summary['accuracy'][name]:.4f} ({name} model)")
+    print(f"final model: {summary['final_model']} -> {summary['model_uri']}")
+    print(f"artifacts and metrics: {result.job_dir}")
+    for report in sorted(glob.glob(os.path.join(result.job_dir, "*", "report"))):
+        print(f"evaluation report: {report}")
+    print(f"TensorBoard logs: {result.log_dir}")
+    print(f"view: tbpipe tensorboard --log-root {params.log_root}")
+    print(f"      then open {tensorboard_run_url(params.tensorboard_url, result.label)}")

@@ -1,0 +1,1 @@
+"""Where pipelines run: kfp.local (subprocess, docker), a KFP cluster, images, TensorBoard."""

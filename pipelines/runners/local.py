@@ -1,0 +1,127 @@
+"""Run the compiled pipeline locally with kfp.local (subprocess by default, docker too)."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import re
+import sys
+import warnings
+
+from tbpipe.components.common.errors import InputError, TbpipeError
+from tbpipe.components.common.naming import default_run_name
+from tbpipe.pipelines.training import PipelineParams
+
+RUNNERS = ("subprocess", "docker")
+# Relative to the folder a run starts in; made absolute then (a compiled YAML holds neither).
+DEFAULT_LOG_ROOT = os.path.join("tbpipe-runs", "logs")
+DEFAULT_PIPELINE_ROOT = os.path.join("tbpipe-runs", "pipeline-root")
+_STEP_ERROR = re.compile(r"tbpipe: ([\w.-]+): error: (.+)")
+
+
+class _StepErrors:
+    """A stdout that passes a run's output through and keeps the steps' own error lines.
+
+    kfp.local prints each step's output line by line; a failed step's wrapper printed one
+    ``tbpipe: <step>: error: ...`` line (tbpipe.components.common.errors.exit_on_error).
+    """
+
+    def __init__(self, out) -> None:  # noqa: ANN001 - a text stream
+        self.out, self.errors, self._tail = out, [], ""
+
+    def write(self, text: str) -> int:
+        """Pass ``text`` on; remember every complete step error line."""
+        self.out.write(text)
+        *lines, self._tail = (self._tail + text).split("\n")
+        self.errors += [m.groups() for m in map(_STEP_ERROR.search, lines) if m]
+        return len(text)
+
+    def flush(self) -> None:  # noqa: D102
+        self.out.flush()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.out, name)
+
+
+@dataclasses.dataclass(frozen=True)
+class LocalRunResult:
+    """What a local run produced."""
+
+    params: PipelineParams  # as run: log_root and run_name resolved
+    summary: dict
+    log_dir: str
+    job_dir: str
+    label: str
+
+
+def init_runner(runner: str, pipeline_root: str, **runner_options: object) -> None:
+    """Initialise kfp.local with the named runner."""
+    from kfp import local
+
+    if runner == "subprocess":
+        chosen = local.SubprocessRunner(use_venv=False)
+    elif runner == "docker":
+        from tbpipe.pipelines.runners.docker import docker_runner
+
+        chosen = docker_runner(pipeline_root=pipeline_root, **runner_options)
+    else:
+        raise TbpipeError(f"unknown runner {runner!r}: use one of {', '.join(RUNNERS)}")
+    local.init(runner=chosen, pipeline_root=pipeline_root, raise_on_error=True)
+
+
+def check_sources(params: PipelineParams) -> None:
+    """Fail before anything starts when a data location does not exist."""
+    from tbpipe.components.common.storage import exists
+
+    for flag, uri in (("--data", params.data), ("--finetune-data", params.finetune_data)):
+        if uri and not uri.startswith("builtin:") and not exists(uri):
+            raise InputError(f"{flag} {uri}: no such file, folder or object; pass a CSV or "
+                             "Parquet table, an MNIST IDX folder, or builtin:digits")
+
+
+def run_pipeline(params: PipelineParams, pipeline_root: str = DEFAULT_PIPELINE_ROOT,
+                 runner: str = "subprocess", **runner_options: object) -> LocalRunResult:
+    """Run the whole pipeline locally and return where everything went.
+
+    Raises:
+        TbpipeError: a step failed (its own error line was printed above).
+    """
+    from tbpipe.components.common.naming import step_log_dir
+    from tbpipe.pipelines.placement import CompileOptions
+    from tbpipe.pipelines.training import build_training_pipeline
+
+    check_sources(params)
+    params = dataclasses.replace(
+        params, run_name=params.run_name or default_run_name(),
+        log_root=params.log_root or os.path.abspath(DEFAULT_LOG_ROOT)).validate()
+    pipeline_root = os.path.abspath(pipeline_root)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    gpu = False
+    if runner == "docker":
+        from tbpipe.pipelines.runners.docker import docker_paths, gpus_usable
+
+        runner_options = {**docker_paths(params), **runner_options}
+        gpu = gpus_usable(runner_options.get("gpus"))
+    init_runner(runner, pipeline_root, **runner_options)
+    # train/finetune use the gpu image only when GPUs really pass through to the containers
+    pipeline = build_training_pipeline(CompileOptions(gpu=gpu, retries=0))
+    output = _StepErrors(sys.stdout)
+    try:
+        with contextlib.redirect_stdout(output), warnings.catch_warnings():
+            # resources and display names are for the cluster; kfp.local warns per task
+            warnings.filterwarnings("ignore", message=".*no effect in the current local runner")
+            task = pipeline(**params.as_arguments())
+    except RuntimeError as exc:
+        if output.errors:  # repeat the step's own line: it names the input and what to do
+            step, message = output.errors[-1]
+            raise TbpipeError(f"step {step} failed: {message}") from exc
+        raise TbpipeError(f"the pipeline failed: {str(exc).splitlines()[0]} "
+                          "(the failing step's own error is printed above)") from exc
+    summary = json.loads(task.output)
+    run_dir = os.path.dirname(step_log_dir(params.log_root, params.experiment, params.run_name,
+                                           "train"))
+    job_dir = os.path.dirname(os.path.dirname(summary["model_uri"]))
+    return LocalRunResult(params, summary, run_dir, job_dir,
+                          f"{params.experiment}/{params.run_name}")

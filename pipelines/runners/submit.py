@@ -1,0 +1,125 @@
+"""Submitting to Kubeflow Pipelines: typed run arguments, names, versions, following a run.
+
+The pipeline is uploaded under its name (a new version when it already exists), the run is
+created in ``--experiment`` from that version, and the run's KFP UI address and TensorBoard
+address (filtered to ``{experiment}/{run}``) are printed. Every server error is one line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import time
+
+from tbpipe.components.common.errors import InputError, TbpipeError
+from tbpipe.components.common.naming import default_run_name, validate_name
+from tbpipe.pipelines.runners.kfp_client import KfpConnection
+from tbpipe.pipelines.training import PipelineParams
+
+FINISHED = ("SUCCEEDED", "FAILED", "SKIPPED", "CANCELED")
+
+
+def version_name(package: str) -> str:
+    """Name a pipeline version uniquely: package version, time and content hash."""
+    from tbpipe.components._image import package_version
+
+    with open(package, "rb") as handle:
+        digest = hashlib.sha256(handle.read()).hexdigest()[:8]
+    return f"v{package_version()}-{time.strftime('%Y%m%d-%H%M%S')}-{digest}"
+
+
+def resolve_names(experiment: str | None, run_name: str | None,
+                  given: dict[str, str]) -> tuple[str, str]:
+    """Pick the run's experiment and name from ``--experiment``/``--run-name`` or ``--param``.
+
+    One name serves the KFP experiment/run and the TensorBoard folder ``{experiment}/{run}``.
+    """
+    names = []
+    for key, flag, value, default in (("experiment", "--experiment", experiment,
+                                       PipelineParams.experiment),
+                                      ("run_name", "--run-name", run_name, None)):
+        if value and given.get(key, value) != value:
+            raise InputError(f"--param {key}={given[key]} conflicts with {flag} {value}: "
+                             "give one of them")
+        chosen = value or given.get(key) or default or default_run_name()
+        names.append(validate_name(key.split("_")[0], chosen))
+    return names[0], names[1]
+
+
+def run_arguments(parameters: dict[str, dict], given: dict[str, str]) -> dict[str, object]:
+    """Check and type the run's arguments ``given`` (strings) against the spec's inputs.
+
+    Raises:
+        InputError: an unknown parameter, a value of the wrong type or, for the tbpipe
+            pipeline, a value out of range or a log_root only this machine has.
+
+    """
+    arguments = {key: typed(key, text, parameters) for key, text in given.items()}
+    fields = {f.name for f in dataclasses.fields(PipelineParams)}
+    if set(parameters) <= fields:  # the tbpipe pipeline: check ranges before anything runs
+        defaults = {k: p["defaultValue"] for k, p in parameters.items() if "defaultValue" in p}
+        PipelineParams(**{**defaults, **arguments}).validate()
+    if "log_root" in parameters and "log_root" not in given:
+        raise InputError("submit needs --param log_root=gs://BUCKET/logs: the log root the "
+                         "cluster's pods and TensorBoard share (the compiled pipeline has none)")
+    return arguments
+
+
+def typed(key: str, text: str, parameters: dict[str, dict]) -> object:
+    """``text`` converted to the type the spec declares for parameter ``key``."""
+    if key not in parameters:
+        raise InputError(f"--param {key}: the pipeline has no such parameter "
+                         f"(it has: {', '.join(sorted(parameters))})")
+    kind = parameters[key].get("parameterType", "STRING")
+    try:
+        if kind == "NUMBER_INTEGER":
+            return int(text)
+        if kind == "NUMBER_DOUBLE":
+            return float(text)
+        if kind == "BOOLEAN":
+            return {"true": True, "1": True, "yes": True,
+                    "false": False, "0": False, "no": False}[text.lower()]
+    except (ValueError, KeyError):
+        expected = kind.lower().replace("_", " ")
+        raise InputError(f"--param {key}={text}: expected {expected}") from None
+    if kind in ("LIST", "STRUCT"):
+        import json
+
+        try:
+            return json.loads(text)
+        except ValueError:
+            raise InputError(f"--param {key}={text}: expected JSON ({kind.lower()})") from None
+    return text
+
+
+def follow(kfp: KfpConnection, run_id: str, interval: float, timeout: float | None,
+           tries: int = 3) -> tuple[str, str]:
+    """Poll the run until it finishes, printing each change; returns (state, error message).
+
+    A poll that fails is retried (``tries`` in a row at most): a long run outlives blips.
+    """
+    start, shown, failures = time.monotonic(), None, 0
+    while True:
+        elapsed = time.monotonic() - start
+        try:
+            state, tasks, message = kfp.run_status(run_id)
+            failures = 0
+        except TbpipeError as exc:
+            failures += 1
+            if failures >= tries:
+                raise
+            print(f"(no answer: {exc}; retrying)", flush=True)
+            time.sleep(interval)
+            continue
+        line = ", ".join(f"{name} {task_state}" for name, task_state in tasks)
+        if (state, line) != shown:
+            minutes, seconds = divmod(int(elapsed), 60)
+            print(f"[{minutes:3d}:{seconds:02d}] {state}" + (f" | {line}" if line else ""),
+                  flush=True)
+            shown = (state, line)
+        if state in FINISHED:
+            return state, message
+        if timeout is not None and elapsed > timeout:
+            raise TbpipeError(f"run {run_id} still {state} after {timeout:g}s (--timeout); it "
+                              "keeps running on the cluster")
+        time.sleep(interval)

@@ -1,0 +1,155 @@
+"""``tbpipe tensorboard``: one TensorBoard on a log root (a local folder or ``gs://``).
+
+Two loaders, and the fastest one that can read the root runs:
+
+* ``fast``: TensorBoard's native data server (``--load_fast=true``, Rust). It reads local
+  folders and real GCS (credentials from the environment), but not an emulator.
+* ``python``: TensorBoard's Python loader, reading ``gs://`` through fsspec/gcsfs, which
+  honours ``STORAGE_EMULATOR_HOST`` (with TensorFlow importable, TensorBoard would read gs://
+  through tf.io.gfile, which cannot reach an emulator). Also the fallback where no data server
+  binary is installed.
+
+Either loader runs behind the same frontend, ``tensorboard_frontend.py``: TensorBoard
+in a process where TensorFlow is blocked. TensorBoard needs no TensorFlow to serve, and not
+importing it makes every start about 4 s sooner (docs/performance.md, section 5).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Mapping, Sequence
+
+from tbpipe.components.common.errors import InputError, TbpipeError
+from tbpipe.components.common.storage import list_files
+from tbpipe.components.common.storage.gcs import is_gcs
+
+LOADERS = ("auto", "fast", "python")
+
+
+@dataclasses.dataclass(frozen=True)
+class LoaderChoice:
+    """Which loader runs, and why."""
+
+    name: str
+    reason: str
+
+
+def data_server_available() -> bool:
+    """Whether TensorBoard's native data server binary is installed."""
+    try:
+        from tensorboard_data_server import server_binary
+    except ImportError:
+        return False
+    return server_binary() is not None
+
+
+def choose_loader(log_root: str, environ: Mapping[str, str] = os.environ,
+                  fast_available: bool | None = None) -> LoaderChoice:
+    """Pick the fast loader wherever it can read ``log_root``, else the Python loader."""
+    fast = data_server_available() if fast_available is None else fast_available
+    if not fast:
+        return LoaderChoice("python", "no TensorBoard data server binary is installed")
+    if is_gcs(log_root) and environ.get("STORAGE_EMULATOR_HOST"):
+        return LoaderChoice("python", "gs:// on an emulator (STORAGE_EMULATOR_HOST); the fast "
+                                      "loader reads only real GCS, gcsfs reads both")
+    where = "real GCS" if is_gcs(log_root) else "a local folder"
+    return LoaderChoice("fast", f"native data server (--load_fast=true) on {where}")
+
+
+def tensorboard_command(log_root: str, host: str, port: int, loader: str,
+                        reload_interval: float = 5, extra_args: Sequence[str] = ()) -> list[str]:
+    """Return the command line of the TensorBoard process for ``loader``.
+
+    Both loaders run behind the TensorFlow-free frontend (``tensorboard_frontend.py``).
+    """
+    if loader not in ("fast", "python"):
+        raise InputError(f"loader {loader!r}: use fast or python (choose_loader resolves auto)")
+    load_fast = "true" if loader == "fast" else "false"
+    frontend = os.path.join(os.path.dirname(__file__), "tensorboard_frontend.py")
+    return [sys.executable, frontend, f"--load_fast={load_fast}",
+            f"--logdir={log_root}", f"--host={host}", f"--port={port}",
+            f"--reload_interval={reload_interval:g}", *extra_args]
+
+
+@dataclasses.dataclass
+class TensorBoardServer:
+    """A running TensorBoard process; ``stop()`` (or leaving the ``with``) ends it."""
+
+    process: subprocess.Popen
+    url: str
+    loader: LoaderChoice
+
+    def stop(self, timeout: float = 10) -> int:
+        """Terminate TensorBoard and return its exit status."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        return self.process.wait()
+
+    def __enter__(self) -> TensorBoardServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def start_tensorboard(log_root: str, host: str = "127.0.0.1", port: int = 6006,
+                      loader: str = "auto", reload_interval: float = 5,
+                      extra_args: Sequence[str] = (), output=None,  # noqa: ANN001
+                      ready_timeout: float = 120) -> TensorBoardServer:
+    """Start TensorBoard on ``log_root`` and return once it answers HTTP.
+
+    Args:
+        log_root: A local folder or ``gs://bucket/prefix``.
+        host: The address to bind (loopback by default).
+        port: The port to serve on.
+        loader: ``auto`` (see :func:`choose_loader`), ``fast`` or ``python``.
+        reload_interval: Seconds between reloads of the log root.
+        extra_args: More TensorBoard flags, e.g. ``--samples_per_plugin=scalars=5000``.
+        output: Where TensorBoard's own output goes (a file object); None inherits ours.
+        ready_timeout: The most seconds to wait for TensorBoard to answer.
+
+    Raises:
+        TbpipeError: the root cannot be read (StorageError) or TensorBoard did not start.
+
+    """
+    if is_gcs(log_root):
+        list_files(log_root, max_results=1, deadline=30)  # no bucket or no access: fail now
+    elif not os.path.isdir(log_root):
+        print(f"note: {log_root} does not exist yet; TensorBoard shows runs once they appear")
+    choice = choose_loader(log_root) if loader == "auto" else LoaderChoice(loader, "as asked")
+    env = {"TF_CPP_MIN_LOG_LEVEL": "2", **os.environ}
+    command = tensorboard_command(log_root, host, port, choice.name, reload_interval, extra_args)
+    process = subprocess.Popen(command, env=env, stdout=output, stderr=output,
+                               stdin=subprocess.DEVNULL)
+    server = TensorBoardServer(process, f"http://{host}:{port}/", choice)
+    try:
+        wait_until_ready(server, ready_timeout)
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+def wait_until_ready(server: TensorBoardServer, timeout: float) -> None:
+    """Poll TensorBoard's ``/data/environment`` until it answers; TbpipeError if it does not."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise TbpipeError(f"TensorBoard exited with status {server.process.returncode} "
+                              "before serving (its output says why; is the port in use?)")
+        with contextlib.suppress(OSError):
+            with urllib.request.urlopen(server.url + "data/environment", timeout=2) as reply:
+                if reply.status == 200:
+                    return
+        time.sleep(0.25)
+    raise TbpipeError(f"TensorBoard did not answer on {server.url} within {timeout:.0f} s")

@@ -42,7 +42,7 @@ START_UP = {
     "import pandas": "import pandas",
     "import tensorflow": "import tensorflow",
     "import keras": "import keras",
-    "import keras via tbpipe.components.training.model (no sklearn)": "import tbpipe.components.training.model",
+    "import keras the fast way (no sklearn)": "import tbpipe.components.training.model",
 }
 TEARDOWN = ("import sys, time, tensorflow as tf; tf.constant(1); "
             "print(time.time(), flush=True)")
@@ -58,7 +58,7 @@ FLAGS = {
 
 def run_pipeline(root: str, args: argparse.Namespace) -> tuple[float, dict[str, dict]]:
     """``tbpipe run``; its wall time and each task's marks (seconds since the run started)."""
-    command = [sys.executable, "-m", "tbpipe.pipelines.cli.main", "run", "--finetune", "always",
+    command = [sys.executable, "-m", "tbpipe.pipelines.cli", "run", "--finetune", "always",
                "--epochs", str(args.epochs), "--finetune-epochs", str(args.finetune_epochs),
                "--data", args.data, "--log-root", os.path.join(root, "logs"),
                "--pipeline-root", os.path.join(root, "kfp"), "--experiment", "bench",
@@ -86,15 +86,19 @@ def run_pipeline(root: str, args: argparse.Namespace) -> tuple[float, dict[str, 
 def direct(args: argparse.Namespace) -> dict[str, float]:
     """In a fresh process (``--child ROOT``): each step's logic in turn; seconds of each."""
     started = time.perf_counter()
-    from tbpipe.components.training.model import import_keras
+    from tbpipe.components.common.keras_import import import_keras
 
     import_keras()
     seconds: dict[str, float] = {"imports": time.perf_counter() - started}
-    from tbpipe.components.evaluation.core import EvaluateConfig, evaluate_model
-    from tbpipe.components.finetuning.core import FinetuneConfig, finetune_model
-    from tbpipe.components.preprocessing.core import PreprocessConfig, preprocess_data
+    from tbpipe.components.evaluation.config import EvaluateConfig
+    from tbpipe.components.evaluation.core import evaluate_model
+    from tbpipe.components.finetuning.config import FinetuneConfig
+    from tbpipe.components.finetuning.core import finetune_model
+    from tbpipe.components.preprocessing.config import PreprocessConfig
+    from tbpipe.components.preprocessing.core import preprocess_data
     from tbpipe.components.selection.core import choose_model, finetune_plan
-    from tbpipe.components.training.core import TrainConfig, train_model
+    from tbpipe.components.training.config import TrainConfig
+    from tbpipe.components.training.core import train_model
 
     path = functools.partial(os.path.join, args.child)
 

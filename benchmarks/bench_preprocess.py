@@ -75,8 +75,8 @@ def child(args: argparse.Namespace) -> dict:
     import pandas  # noqa: F401 - imported before the baseline, like the readers do
     import pyarrow.parquet  # noqa: F401
     import tensorboardX  # noqa: F401
-
-    from tbpipe.components.preprocessing.core import PreprocessConfig, preprocess_data
+    from tbpipe.components.preprocessing.config import PreprocessConfig
+    from tbpipe.components.preprocessing.core import preprocess_data
 
     baseline = peak_rss_mb()
     with tempfile.TemporaryDirectory(prefix="tbpipe-bench-pre-") as out:

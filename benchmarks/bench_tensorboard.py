@@ -5,9 +5,10 @@
 Writes a log root of ``--runs`` runs x ``--steps`` step folders x ``--points`` points of
 ``--tags`` scalar tags each (``{root}/bench/run-NN/{step}``, tensorboardX event files, as the
 pipeline writes them), then starts TensorBoard on it the way ``tbpipe tensorboard`` does
-(``tbpipe.pipelines.runners.tensorboard.start_tensorboard``) with each loader, and measures from the start
-of the process: when it answers HTTP, and when every series (run x tag) is served up to its
-last step, polling ``/data/plugin/scalars/tags`` and ``.../scalars`` like the dashboard does.
+(``tbpipe.pipelines.runners.tensorboard.start_tensorboard``) with each loader, and measures
+from the start of the process: when it answers HTTP, and when every series (run x tag) is
+served up to its last step, polling ``/data/plugin/scalars/tags`` and ``.../scalars`` like the
+dashboard does.
 ``--full`` is the issue's size: 50 runs x 4 steps x 10,000 points.
 
 Loaders: ``fast`` (``--load_fast=true``, the Rust data server behind tbpipe's frontend that
@@ -50,13 +51,14 @@ FLAGS = {
 
 def write_run(root: str, run: int, steps: int, points: int, tags: int) -> None:
     """One run's step folders, every tag at steps 1..points."""
-    from tbpipe.components.common import tblog
+    from tbpipe.components.common.tensorboard import fastpath
+    from tbpipe.components.common.tensorboard.writer import open_writer
 
     names = [f"batch/metric_{t}" for t in range(tags)]
     for step in STEP_NAMES[:steps]:
-        with tblog.open_writer(os.path.join(root, "bench", f"run-{run:02d}", step)) as writer:
+        with open_writer(os.path.join(root, "bench", f"run-{run:02d}", step)) as writer:
             for point in range(1, points + 1):
-                tblog.add_scalars(writer, {name: 1.0 / (point + t) for t, name in
+                fastpath.add_scalars(writer, {name: 1.0 / (point + t) for t, name in
                                            enumerate(names)}, point)
 
 

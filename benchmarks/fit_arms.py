@@ -73,7 +73,8 @@ class Arms:
 
     def step(self, batch_size: int, epochs: int, **settings: object):  # noqa: ANN201
         """The train step's fit loop on the Dataset folders (logging as configured)."""
-        from tbpipe.components.training.core import FitJob, TrainConfig, fit_and_save
+        from tbpipe.components.training.config import TrainConfig
+        from tbpipe.components.training.fit import FitJob, fit_and_save
         from tbpipe.components.training.model import build_cnn
 
         config = TrainConfig(epochs=epochs, batch_size=batch_size, seed=self.seed, **settings)

@@ -57,22 +57,22 @@ def timed(callback_class: type) -> type:
 @contextlib.contextmanager
 def protobuf_events() -> Iterator[None]:
     """Within: the writer thread builds scalar events as protobuf objects, as it did before
-    ``tbpipe.components.common.tensorboard.encode`` (an arm measuring what the direct encoding saves)."""
-    from tbpipe.components.common import tbqueue
+    ``tensorboard.encode`` (an arm measuring what the direct encoding saves)."""
+    from tbpipe.components.common.tensorboard import fastpath
 
-    def event(self):  # noqa: ANN001, ANN202 - a tbqueue._Scalars; returns an Event proto
+    def event(self):  # noqa: ANN001, ANN202 - a fastpath._Scalars; returns an Event proto
         from tensorboardX.proto.event_pb2 import Event
         from tensorboardX.proto.summary_pb2 import Summary
 
         return Event(wall_time=self.wall_time, step=self.step, summary=Summary(value=[
             Summary.Value(tag=tag, simple_value=value) for tag, value in self.values]))
 
-    encoded = tbqueue._Scalars.event
-    tbqueue._Scalars.event = event
+    encoded = fastpath._Scalars.event
+    fastpath._Scalars.event = event
     try:
         yield
     finally:
-        tbqueue._Scalars.event = encoded
+        fastpath._Scalars.event = encoded
 
 
 def writer_thread_cpu(writer) -> object:  # noqa: ANN001 - a tensorboardX SummaryWriter
@@ -80,7 +80,9 @@ def writer_thread_cpu(writer) -> object:  # noqa: ANN001 - a tensorboardX Summar
 
     Call it after ``sync_events`` (or a flush) and before ``close`` (the thread ends there).
     """
-    worker = writer._get_file_writer().event_writer._worker
+    from tbpipe.components.common.tensorboard.fastpath import writer_thread
+
+    worker = writer_thread(writer)
     clock = time.pthread_getcpuclockid(worker.ident)
     return lambda: time.clock_gettime(clock)
 
@@ -105,10 +107,9 @@ def legacy_callback_class() -> type:
 def callback_arms(root: str):  # noqa: ANN201 - name -> (make callbacks, close) factories
     """The arms of part 2: each returns its callbacks and a closer."""
     import keras
-    from tensorboardX import SummaryWriter
-
-    from tbpipe.components.common import tblog
     from tbpipe.components.common.tensorboard.callback import TensorBoardX
+    from tbpipe.components.common.tensorboard.writer import open_writer, sync_events
+    from tensorboardX import SummaryWriter
 
     class NoOp(keras.callbacks.Callback):
         def on_train_batch_end(self, batch: int, logs=None) -> None:
@@ -119,14 +120,14 @@ def callback_arms(root: str):  # noqa: ANN201 - name -> (make callbacks, close) 
 
         def finish() -> float:
             writer.flush()
-            tblog.sync_events(writer)
+            sync_events(writer)
             seconds = thread_cpu()
             close()
             return seconds
         return finish
 
     def tbpipe(run: str):  # noqa: ANN202
-        context = tblog.open_writer(os.path.join(root, run))
+        context = open_writer(os.path.join(root, run))
         writer = context.__enter__()
         return ([timed(TensorBoardX)(writer, 1, 1)],
                 closer(writer, lambda: context.__exit__(None, None, None)))
@@ -159,9 +160,8 @@ def gpu_logging_arms(fit, root: str, steps: int, work: dict) -> dict:  # noqa: A
             thread plus the writer thread) over a steady epoch's wall time.
     """
     import keras
-
-    from tbpipe.components.common import tblog
     from tbpipe.components.common.tensorboard.callback import TensorBoardX
+    from tbpipe.components.common.tensorboard.writer import open_writer, sync_events
 
     class NoOp(keras.callbacks.Callback):
         async_safe = True
@@ -173,13 +173,13 @@ def gpu_logging_arms(fit, root: str, steps: int, work: dict) -> dict:  # noqa: A
                protobuf: bool = False) -> tuple:
         def arm() -> tuple[object, float]:
             run = os.path.join(root, f"run-{time.monotonic_ns()}")
-            with tblog.open_writer(run) as writer, (
+            with open_writer(run) as writer, (
                     protobuf_events() if protobuf else contextlib.nullcontext()):
                 callback = timed(TensorBoardX)(writer, every, histograms, steps_per_epoch=steps)
                 callback.async_safe = async_safe
                 thread_cpu = writer_thread_cpu(writer)
                 clock, seconds = fit((callback,))
-                tblog.sync_events(writer)
+                sync_events(writer)
                 per_epoch = (callback.cpu_seconds + thread_cpu()) / len(clock.wall)
             work.setdefault(name, []).append(per_epoch / median(clock.wall[1:]))
             return clock, seconds

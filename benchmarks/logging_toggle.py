@@ -23,9 +23,8 @@ ABBA = (True, False, False, True)
 def toggle_part(arms: Arms, args: argparse.Namespace, root: str) -> dict[str, list[float]]:
     """One fit, logging on/off by epoch; epoch wall and CPU seconds of each kind."""
     import keras
-
-    from tbpipe.components.common import tblog
     from tbpipe.components.common.tensorboard.callback import TensorBoardX
+    from tbpipe.components.common.tensorboard.writer import open_writer
     from tbpipe.components.training.model import build_cnn
 
     class Toggle(keras.callbacks.Callback):
@@ -40,7 +39,7 @@ def toggle_part(arms: Arms, args: argparse.Namespace, root: str) -> dict[str, li
     progress(f"logging: one fit, logging toggled by epoch ({args.toggle_epochs} epochs)")
     model = build_cnn(SHAPE, CLASSES, 42, precision="auto")
     clock = epoch_clock()
-    with tblog.open_writer(os.path.join(root, "toggle")) as writer:
+    with open_writer(os.path.join(root, "toggle")) as writer:
         logger = TensorBoardX(writer, 1, 1)
         model.fit(arms.x, arms.y, batch_size=args.batch_size, epochs=args.toggle_epochs + 1,
                   verbose=0, callbacks=[Toggle(logger), logger, clock])

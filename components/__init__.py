@@ -5,13 +5,31 @@
 Each needs only its inputs and ``log_root``; the experiment defaults to ``default`` and the
 run to the KFP job's name, so every step of one pipeline run logs side by side under
 ``{log_root}/{experiment}/{run}/{step}``. ``decide_finetune`` and ``select_model`` route
-tbpipe's own DAG. The step logic (no kfp) lives beside each wrapper, in ``core.py``.
+tbpipe's own DAG. Each wrapper lives in its step's ``component.py``, the logic (no kfp)
+beside it in ``core.py``.
+
+The components load when first named: a running step imports its own modules only (inside a
+KFP executor ``kfp.dsl`` has no ``component`` decorator to build the others with).
 """
 
-from tbpipe.components.evaluation.component import evaluate
-from tbpipe.components.finetuning.component import finetune
-from tbpipe.components.preprocessing.component import preprocess
-from tbpipe.components.selection.component import decide_finetune, select_model
-from tbpipe.components.training.component import train
+import importlib
 
-__all__ = ["decide_finetune", "evaluate", "finetune", "preprocess", "select_model", "train"]
+_HOMES = {
+    "preprocess": "tbpipe.components.preprocessing.component",
+    "train": "tbpipe.components.training.component",
+    "evaluate": "tbpipe.components.evaluation.component",
+    "finetune": "tbpipe.components.finetuning.component",
+    "decide_finetune": "tbpipe.components.selection.component",
+    "select_model": "tbpipe.components.selection.component",
+}
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str) -> object:
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_HOMES[name]), name)
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_HOMES])

@@ -99,8 +99,7 @@ class GcsEmulator:
 
     def create_bucket(self, name: str) -> None:
         from google.api_core.exceptions import Conflict
-
-        from tbpipe.components.common.storage import gcs_client
+        from tbpipe.components.common.storage.gcs import gcs_client
 
         with contextlib.suppress(Conflict):
             gcs_client().create_bucket(name)
@@ -118,7 +117,7 @@ class GcsEmulator:
 def gcs_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GcsEmulator]:
     """A running emulator with a bucket; this process and its children point at it."""
     pytest.importorskip("gcp_storage_emulator")
-    from tbpipe.components.common.storage import reset_gcs_client
+    from tbpipe.components.common.storage.gcs import reset_gcs_client
 
     emulator = GcsEmulator(tmp_path_factory.mktemp("gcs-emulator"))
     emulator.start()

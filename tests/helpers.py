@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import socket
+import sys
 import urllib.request
 
 import numpy as np
-
 from tbpipe.components.common.dataset import DatasetInfo, DatasetWriter
+
+#: The ``tbpipe`` command of this environment, as a subprocess argv prefix.
+TBPIPE = (sys.executable, "-m", "tbpipe.pipelines.cli")
 
 
 def synthetic_images(n: int, shape: tuple[int, int, int] = (8, 8, 1), classes: int = 4,

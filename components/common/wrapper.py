@@ -1,14 +1,9 @@
-"""What the steps' KFP wrappers share: the settings a caller gave and where a step logs."""
+"""What the steps' KFP wrappers share: where a step logs."""
 
 from __future__ import annotations
 
 from tbpipe.components.common.errors import InputError
 from tbpipe.components.common.naming import resolve_run, step_log_dir
-
-
-def given(**settings: object) -> dict[str, object]:
-    """The settings a caller passed; ``None`` means the config's own default (its one home)."""
-    return {name: value for name, value in settings.items() if value is not None}
 
 
 def step_place(log_root: str, experiment: str, run_name: str, job_name: str, step: str,

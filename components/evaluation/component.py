@@ -1,6 +1,6 @@
 """The evaluate step as a KFP component: translation between artifacts and the logic only."""
 
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 from kfp import dsl
 from kfp.dsl import ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
@@ -18,28 +18,27 @@ def evaluate(
     experiment: str = "default",
     run_name: str = "",
     job_name: str = dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
-    accuracy_target: Optional[float] = None,
+    accuracy_target: float = 0.95,
     step_name: str = "evaluate",
-    tensorboard_url: Optional[str] = None,
+    tensorboard_url: str = "http://127.0.0.1:6006",
 ) -> NamedTuple("EvaluateOutputs", [("accuracy", float), ("meets_target", bool)]):
     """Evaluate a model on the test set; logs go to {log_root}/{experiment}/{run}/{step_name}.
 
     ``step_name`` is ``evaluate`` or ``evaluate-finetuned`` (the pipeline evaluates twice);
-    the run is ``run_name``, else the KFP job's name. Unset settings take EvaluateConfig's
-    defaults. Returns the accuracy and whether it reaches ``accuracy_target``.
+    the run is ``run_name``, else the KFP job's name. Defaults: EvaluateConfig's (a test
+    holds them equal). Returns the accuracy and whether it reaches ``accuracy_target``.
     """
     from collections import namedtuple
 
     from tbpipe.components.common.errors import exit_on_error
-    from tbpipe.components.common.wrapper import given, step_place
+    from tbpipe.components.common.wrapper import step_place
     from tbpipe.components.evaluation.config import EvaluateConfig
     from tbpipe.components.evaluation.core import evaluate_model
 
     with exit_on_error(step_name):
         run, log_dir = step_place(log_root, experiment, run_name, job_name, step_name,
                                   metrics.uri)
-        config = EvaluateConfig(**given(accuracy_target=accuracy_target,
-                                        tensorboard_url=tensorboard_url),
+        config = EvaluateConfig(accuracy_target=accuracy_target, tensorboard_url=tensorboard_url,
                                 run_label=f"{experiment}/{run}")
         result = evaluate_model(model.path, test_data.path, report.path, log_dir, config)
     for name, value in result.metrics().items():

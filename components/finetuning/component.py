@@ -1,7 +1,5 @@
 """The finetune step as a KFP component: translation between artifacts and ``finetune_model``."""
 
-from typing import Optional
-
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Model, Output
 from tbpipe.components._image import GPU_IMAGE
@@ -11,21 +9,20 @@ from tbpipe.components._image import GPU_IMAGE
 def finetune(model: Input[Model], train_data: Input[Dataset], val_data: Input[Dataset],
              finetuned_model: Output[Model], metrics: Output[Metrics], log_root: str,
              experiment: str = "default", run_name: str = "",
-             job_name: str = dsl.PIPELINE_JOB_NAME_PLACEHOLDER, epochs: Optional[int] = None,
-             learning_rate: Optional[float] = None, freeze_layers: Optional[int] = None,
-             batch_size: Optional[int] = None, seed: Optional[int] = None,
-             checkpoint_root: str = "", flush_secs: Optional[int] = None,
-             precision: Optional[str] = None) -> None:
+             job_name: str = dsl.PIPELINE_JOB_NAME_PLACEHOLDER, epochs: int = 3,
+             learning_rate: float = 0.0001, freeze_layers: int = 0, batch_size: int = 32,
+             seed: int = 42, checkpoint_root: str = "", flush_secs: int = 5,
+             precision: str = "auto") -> None:
     """Fine-tune a trained model (optionally on other data); logs go to .../{run}/finetune.
 
     The run is ``run_name``, else the KFP job's name. Checkpoints go to
-    {checkpoint_root or log_root}/{experiment}/{run}/checkpoints/finetune. Unset settings
-    take FinetuneConfig's defaults; ``precision``: auto, float32, mixed_float16 or
+    {checkpoint_root or log_root}/{experiment}/{run}/checkpoints/finetune. Defaults:
+    FinetuneConfig's (a test holds them equal); ``precision``: auto, float32, mixed_float16 or
     mixed_bfloat16.
     """
     from tbpipe.components.common.errors import exit_on_error
     from tbpipe.components.common.naming import checkpoint_dir_for
-    from tbpipe.components.common.wrapper import given, step_place
+    from tbpipe.components.common.wrapper import step_place
     from tbpipe.components.finetuning.config import FinetuneConfig
     from tbpipe.components.finetuning.core import finetune_model
 
@@ -34,9 +31,8 @@ def finetune(model: Input[Model], train_data: Input[Dataset], val_data: Input[Da
         run, log_dir = step_place(log_root, experiment, run_name, job_name, step,
                                   finetuned_model.uri)
         config = FinetuneConfig(
-            **given(epochs=epochs, learning_rate=learning_rate, freeze_layers=freeze_layers,
-                    batch_size=batch_size, seed=seed, flush_secs=flush_secs,
-                    precision=precision),
+            epochs=epochs, learning_rate=learning_rate, freeze_layers=freeze_layers,
+            batch_size=batch_size, seed=seed, flush_secs=flush_secs, precision=precision,
             checkpoint_dir=checkpoint_dir_for(checkpoint_root or log_root, experiment, run, step))
         result = finetune_model(model.path, train_data.path, val_data.path, finetuned_model.path,
                                 log_dir, config)

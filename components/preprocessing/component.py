@@ -1,7 +1,5 @@
 """KFP wrapper of the preprocess step: translation between artifacts and the logic only."""
 
-from typing import Optional
-
 from kfp import dsl
 from kfp.dsl import Dataset, Metrics, Output
 from tbpipe.components._image import IMAGE
@@ -12,26 +10,26 @@ def preprocess(data: str, train_data: Output[Dataset], val_data: Output[Dataset]
                test_data: Output[Dataset], stats: Output[Metrics], log_root: str,
                experiment: str = "default", run_name: str = "",
                job_name: str = dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
-               val_fraction: Optional[float] = None, test_fraction: Optional[float] = None,
-               seed: Optional[int] = None, step_name: str = "preprocess") -> None:
+               val_fraction: float = 0.1, test_fraction: float = 0.2, seed: int = 42,
+               step_name: str = "preprocess") -> None:
     """Clean, scale and split labelled images into train/val/test Datasets.
 
     ``data`` is a .csv/.csv.gz/.parquet/.pq table (local or gs://), a folder of MNIST IDX
     files, ``builtin:digits`` or ``builtin:mnist``. Logs go to
     ``{log_root}/{experiment}/{run}/{step_name}`` (``preprocess``, or
     ``preprocess-finetune-data`` for a separate fine-tuning data set); the run is
-    ``run_name``, else the KFP job's name. Unset settings take PreprocessConfig's defaults.
+    ``run_name``, else the KFP job's name. Defaults: PreprocessConfig's (a test holds them equal).
     """
     from tbpipe.components.common.errors import exit_on_error
-    from tbpipe.components.common.wrapper import given, step_place
+    from tbpipe.components.common.wrapper import step_place
     from tbpipe.components.preprocessing.config import PreprocessConfig
     from tbpipe.components.preprocessing.core import preprocess_data
 
     with exit_on_error(step_name):
         _, log_dir = step_place(log_root, experiment, run_name, job_name, step_name,
                                 train_data.uri)
-        config = PreprocessConfig(**given(val_fraction=val_fraction,
-                                          test_fraction=test_fraction, seed=seed))
+        config = PreprocessConfig(val_fraction=val_fraction, test_fraction=test_fraction,
+                                  seed=seed)
         result = preprocess_data(data, train_data.path, val_data.path, test_data.path, log_dir,
                                  config)
     for artifact, info in ((train_data, result.train), (val_data, result.val),

@@ -1,7 +1,5 @@
 """The train step as a KFP component: translation between artifacts and ``train_model``."""
 
-from typing import Optional
-
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Model, Output
 from tbpipe.components._image import GPU_IMAGE
@@ -11,20 +9,18 @@ from tbpipe.components._image import GPU_IMAGE
 def train(train_data: Input[Dataset], val_data: Input[Dataset], model: Output[Model],
           metrics: Output[Metrics], log_root: str, experiment: str = "default",
           run_name: str = "", job_name: str = dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
-          epochs: Optional[int] = None, batch_size: Optional[int] = None,
-          learning_rate: Optional[float] = None, seed: Optional[int] = None,
-          checkpoint_root: str = "", flush_secs: Optional[int] = None,
-          precision: Optional[str] = None) -> None:
+          epochs: int = 10, batch_size: int = 32, learning_rate: float = 0.001, seed: int = 42,
+          checkpoint_root: str = "", flush_secs: int = 5, precision: str = "auto") -> None:
     """Train the CNN; logs go to {log_root}/{experiment}/{run}/train.
 
     The run is ``run_name``, else the KFP job's name. Checkpoints go to
     {checkpoint_root or log_root}/{experiment}/{run}/checkpoints/train, so a retried or
-    preempted attempt resumes from its last complete epoch. Unset settings take TrainConfig's
-    defaults; ``precision``: auto, float32, mixed_float16 or mixed_bfloat16.
+    preempted attempt resumes from its last complete epoch. Defaults: TrainConfig's (a test
+    holds them equal); ``precision``: auto, float32, mixed_float16 or mixed_bfloat16.
     """
     from tbpipe.components.common.errors import exit_on_error
     from tbpipe.components.common.naming import checkpoint_dir_for
-    from tbpipe.components.common.wrapper import given, step_place
+    from tbpipe.components.common.wrapper import step_place
     from tbpipe.components.training.config import TrainConfig
     from tbpipe.components.training.core import train_model
 
@@ -32,8 +28,8 @@ def train(train_data: Input[Dataset], val_data: Input[Dataset], model: Output[Mo
     with exit_on_error(step):
         run, log_dir = step_place(log_root, experiment, run_name, job_name, step, model.uri)
         config = TrainConfig(
-            **given(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
-                    seed=seed, flush_secs=flush_secs, precision=precision),
+            epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
+            flush_secs=flush_secs, precision=precision,
             checkpoint_dir=checkpoint_dir_for(checkpoint_root or log_root, experiment, run, step))
         result = train_model(train_data.path, val_data.path, model.path, log_dir, config)
     for name, value in result.metrics.items():

@@ -152,6 +152,7 @@ def _run_fit(plan: _Plan, job: FitJob, config: FitConfig, writer) -> dict:
     from tbpipe.components.common.tensorboard.callback import TensorBoardX
     from tbpipe.components.common.tensorboard.writer import sync_events
     from tbpipe.components.training import checkpoint, data
+    from tbpipe.components.training.preemption import StopOnSignal, sigterm_flag
 
     if plan.initial_epoch >= config.epochs:
         return plan.last_logs
@@ -161,8 +162,8 @@ def _run_fit(plan: _Plan, job: FitJob, config: FitConfig, writer) -> dict:
     tb = TensorBoardX(writer, config.batch_log_every, config.histogram_every,
                       plan.initial_epoch, plan.steps_per_epoch,
                       global_steps=True, initial_step=plan.initial_step)
-    with checkpoint.sigterm_flag() as flag:
-        callbacks = [checkpoint.StopOnSignal(flag, config.checkpoint_dir), tb]
+    with sigterm_flag() as flag:
+        callbacks = [StopOnSignal(flag, config.checkpoint_dir), tb]
         if config.checkpoint_dir:
             callbacks.append(checkpoint.EpochCheckpoint(
                 config.checkpoint_dir, plan.fingerprint, plan.steps_per_epoch,

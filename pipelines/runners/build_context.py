@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from tbpipe.components.common.errors import InputError, TbpipeError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DOCKER_DIR = ROOT / "docker"
 CONTEXT_FILES = ("pyproject.toml", "README.md", "components", "pipelines",
                  "docker/constraints.txt", "docker/requirements.py", "docker/Dockerfile",

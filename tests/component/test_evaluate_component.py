@@ -1,7 +1,7 @@
 import pytest
 from kfp.dsl import ClassificationMetrics, Dataset, Markdown, Metrics, Model
+from tbpipe.components import evaluate
 
-from tbpipe.components.evaluation.component import evaluate
 from tests.helpers import read_scalars, write_dataset
 from tests.unit.test_evaluate import save_tiny_model
 
@@ -59,5 +59,5 @@ def test_evaluate_component_bad_input_is_one_line(tmp_path, capsys):
         run_evaluate(tmp_path, str(tmp_path / "no-model"), test_dir)
     assert exited.value.code == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "is not a tbpipe model folder" in err[0]
+    assert len(err) == 1 and "no-model: not a tbpipe Model" in err[0]
     assert not (tmp_path / "report.md").exists()

@@ -2,9 +2,8 @@ import json
 
 import pytest
 from kfp.dsl import Dataset, Metrics, Model
+from tbpipe.components import finetune, train
 
-from tbpipe.components.finetuning.component import finetune
-from tbpipe.components.training.component import train
 from tests.helpers import read_scalars, write_dataset
 
 WHERE = dict(experiment="exp", run_name="", job_name="job-3")
@@ -59,3 +58,25 @@ def test_train_component_rejects_a_bad_run_name(tmp_path, data, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "train: error: run name 'a/b' is not allowed" in err[0]
     assert not (tmp_path / "model").exists()
+
+
+def test_only_inputs_and_log_root_are_needed(tmp_path, data):
+    """Experiment, run and job name default inside the component: the KFP job's name names
+    the run (here the placeholder stays unfilled, as a backend might leave it, and the job's
+    folder in the pipeline root names it)."""
+    job = tmp_path / "pipeline-root" / "my-job-42" / "train"
+    model, metrics = Model(uri=str(job / "model")), Metrics(uri=str(job / "metrics"))
+    train.python_func(train_data=data[0], val_data=data[1], model=model, metrics=metrics,
+                      log_root=str(tmp_path / "logs"), epochs=1, batch_size=16,
+                      job_name="{{$.pipeline_job_name}}")
+    assert read_scalars(str(tmp_path / "logs" / "default" / "my-job-42" / "train"))
+    assert (tmp_path / "logs" / "default" / "my-job-42" / "checkpoints" / "train").is_dir()
+    assert json.loads((job / "model" / "model.json").read_text())["epochs"] == 1
+
+
+def test_an_empty_log_root_is_one_line(tmp_path, data, capsys):
+    model, metrics = Model(uri=str(tmp_path / "m")), Metrics(uri=str(tmp_path / "x"))
+    with pytest.raises(SystemExit):
+        train.python_func(train_data=data[0], val_data=data[1], model=model, metrics=metrics,
+                          log_root="", run_name="r")
+    assert "log_root is empty" in capsys.readouterr().err

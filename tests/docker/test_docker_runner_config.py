@@ -8,7 +8,7 @@ pytest.importorskip("docker", reason="the 'docker' Python package is not install
 
 from tbpipe.components.common.errors import TbpipeError  # noqa: E402
 from tbpipe.pipelines.runners import docker as dr  # noqa: E402
-from tbpipe.pipelines.options import PipelineParams  # noqa: E402
+from tbpipe.pipelines.training import PipelineParams
 
 
 @pytest.fixture(autouse=True)

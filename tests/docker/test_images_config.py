@@ -2,13 +2,13 @@
 
 import os
 import subprocess
-import sys
 
 import pytest
-
 from tbpipe.components import _image
 from tbpipe.components.common.errors import InputError, TbpipeError
-from tbpipe.pipelines.runners import images
+from tbpipe.pipelines.runners import build_context, images
+
+from tests.helpers import TBPIPE
 
 
 def test_tags_are_the_ones_the_component_specs_use():
@@ -34,14 +34,14 @@ def test_extra_ca_certs_must_exist_and_be_pem(tmp_path):
     bad = tmp_path / "key.txt"
     bad.write_text("not a certificate\n")
     with pytest.raises(InputError, match="not a PEM certificate"):
-        images.read_certificates([str(bad)])
+        build_context.read_certificates([str(bad)])
     with pytest.raises(InputError, match="missing.crt"):
-        images.read_certificates([str(tmp_path / "missing.crt")])
+        build_context.read_certificates([str(tmp_path / "missing.crt")])
 
 
 def test_staged_context_holds_the_project_constraints_and_certs_only(tmp_path):
     pem = b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
-    context = images.stage_context(tmp_path / "ctx", [pem])
+    context = build_context.stage_context(tmp_path / "ctx", [pem])
     names = {p.relative_to(context).as_posix() for p in context.rglob("*") if p.is_file()}
     assert {"pyproject.toml", "docker/Dockerfile", "docker/tensorboard.Dockerfile",
             "docker/constraints.txt", "docker/requirements.py",
@@ -53,7 +53,7 @@ def test_staged_context_holds_the_project_constraints_and_certs_only(tmp_path):
 
 def test_constraints_pin_every_requirement_of_the_project():
     pins = {}
-    for line in (images.DOCKER_DIR / "constraints.txt").read_text().splitlines():
+    for line in (build_context.DOCKER_DIR / "constraints.txt").read_text().splitlines():
         if line and not line.startswith("#"):
             name, _, version = line.partition("==")
             assert version, f"unpinned line in constraints.txt: {line}"
@@ -77,7 +77,7 @@ def test_pip_index_args_pass_reachable_indexes_only(monkeypatch, capsys):
     monkeypatch.setenv("PIP_INDEX_URL", "https://mirror.example/simple")
     monkeypatch.setenv("PIP_EXTRA_INDEX_URL",
                        "https://user:token@private.example/simple file:///opt/wheels")
-    args = images.pip_index_args()
+    args = build_context.pip_index_args()
     assert args["PIP_INDEX_URL"] == "https://mirror.example/simple"
     assert "token" not in " ".join(args.values()) and "file://" not in " ".join(args.values())
     out = capsys.readouterr().out
@@ -87,7 +87,7 @@ def test_pip_index_args_pass_reachable_indexes_only(monkeypatch, capsys):
 
 def test_no_engine_is_one_clear_line(tmp_path):
     env = {**os.environ, "DOCKER_HOST": f"unix://{tmp_path}/no-such.sock"}
-    proc = subprocess.run([sys.executable, "-m", "tbpipe.pipelines.cli.main", "build-images",
+    proc = subprocess.run([*TBPIPE, "build-images",
                            "--variant", "cpu"], capture_output=True, text=True, env=env,
                           timeout=120)
     assert proc.returncode == 1, proc.stdout + proc.stderr

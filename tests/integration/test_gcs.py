@@ -12,11 +12,11 @@ import urllib.parse
 import urllib.request
 
 import pytest
-
 from tbpipe.components.common import storage
 from tbpipe.components.common.tensorboard.sink import ATTEMPT_DEADLINE_S
 from tbpipe.pipelines.runners.tensorboard import start_tensorboard
-from tests.helpers import free_port, read_scalars
+
+from tests.helpers import TBPIPE, free_port, read_scalars
 
 pytestmark = [pytest.mark.integration, pytest.mark.gcs]
 
@@ -147,7 +147,7 @@ def test_fast_loader_reads_a_segmented_run(gcs_emulator, gcs_root, tmp_path):
 def test_cli_serves_a_gs_root_and_says_which_loader(gcs_emulator, gcs_root):
     finish(start_logger(storage.join(gcs_root, "exp", "cli", "train"), steps=50, pause=0))
     port = free_port()
-    cli = subprocess.Popen([sys.executable, "-m", "tbpipe.pipelines.cli.main", "tensorboard", "--log-root",
+    cli = subprocess.Popen([*TBPIPE, "tensorboard", "--log-root",
                             gcs_root, "--port", str(port)], stdout=subprocess.PIPE,
                            stderr=subprocess.DEVNULL, text=True)
     try:
@@ -167,7 +167,7 @@ def test_cli_serves_a_gs_root_and_says_which_loader(gcs_emulator, gcs_root):
 
 
 def test_missing_bucket_is_one_clear_line(gcs_emulator):
-    proc = subprocess.run([sys.executable, "-m", "tbpipe.pipelines.cli.main", "tensorboard", "--log-root",
+    proc = subprocess.run([*TBPIPE, "tensorboard", "--log-root",
                            "gs://no-such-bucket-tbpipe/logs", "--port", str(free_port())],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1
@@ -184,9 +184,8 @@ def test_pipeline_reads_and_logs_on_gcs(gcs_emulator, gcs_root, tmp_path):
     import numpy as np
     import pandas as pd
     from sklearn.datasets import load_digits
-
     from tbpipe.pipelines.runners.local import run_pipeline
-    from tbpipe.pipelines.options import PipelineParams
+    from tbpipe.pipelines.training import PipelineParams
 
     digits = load_digits()
     table = pd.DataFrame(np.clip(digits.data[:600] * 16, 0, 255).astype(int),

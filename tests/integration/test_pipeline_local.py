@@ -4,11 +4,10 @@ import json
 import os
 import re
 import subprocess
-import sys
 
 import pytest
 
-from tests.helpers import free_port, read_tags
+from tests.helpers import TBPIPE, free_port, read_tags
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -17,7 +16,7 @@ STEPS = ("preprocess", "train", "evaluate", "finetune", "evaluate-finetuned")
 
 def tbpipe(*argv, timeout=900):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    return subprocess.run([sys.executable, "-m", "tbpipe.pipelines.cli.main", *argv], capture_output=True,
+    return subprocess.run([*TBPIPE, *argv], capture_output=True,
                           text=True, timeout=timeout, env=env)
 
 
@@ -129,7 +128,7 @@ def get_json(url, timeout=60):
 def test_tbpipe_tensorboard_lists_every_step_with_its_tags(finished_run):
     root, _ = finished_run
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "tbpipe.pipelines.cli.main", "tensorboard", "--log-root",
+    proc = subprocess.Popen([*TBPIPE, "tensorboard", "--log-root",
                              str(root / "logs"), "--port", str(port), "--reload-interval", "1"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:

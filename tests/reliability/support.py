@@ -15,7 +15,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -24,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tests.helpers import synthetic_images
+from tests.helpers import TBPIPE, synthetic_images
 
 REPO = Path(__file__).resolve().parents[2]
 IDX_IMAGES, IDX_LABELS = 0x00000803, 0x00000801
@@ -204,7 +203,7 @@ def cli(*args: str, env: dict[str, str] | None = None,
         timeout: float = 180) -> subprocess.CompletedProcess:
     """Run ``python -m tbpipe.pipelines.cli.main ARGS`` from the repository root."""
     full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "tbpipe.pipelines.cli.main", *args], cwd=REPO,
+    return subprocess.run([*TBPIPE, *args], cwd=REPO,
                           env=full_env, capture_output=True, text=True, timeout=timeout)
 
 

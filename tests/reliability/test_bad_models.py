@@ -15,9 +15,8 @@ from pathlib import Path
 
 import pytest
 from kfp.dsl import ClassificationMetrics, Dataset, Markdown, Metrics, Model
+from tbpipe.components import evaluate, finetune
 
-from tbpipe.components.evaluation.component import evaluate
-from tbpipe.components.finetuning.component import finetune
 from tests.helpers import write_dataset
 from tests.reliability.support import one_error_line, tree_digest, whole_outputs
 
@@ -27,7 +26,8 @@ WHERE = dict(experiment="exp", run_name="r1", job_name="job")
 @pytest.fixture(scope="module")
 def root(tmp_path_factory) -> Path:
     """Data sets 8x8 and 10x10 (4 classes) and 8x8 (3 classes), and an 8x8/4-class model."""
-    from tbpipe.components.training.model import build_cnn, save_model_folder
+    from tbpipe.components.common.model_format import save_model_folder
+    from tbpipe.components.training.model import build_cnn
 
     root = tmp_path_factory.mktemp("models")
     write_dataset(str(root / "data8"), n=16, shape=(8, 8, 1), classes=4)
@@ -77,13 +77,15 @@ def run_evaluate(model: Path, data: Path, out: Path) -> None:
 
 
 EVALUATE_CASES = {
-    "garbage-model-file": ("data8", r"{model} is not a tbpipe model folder; pass the train "
-                           r"step's model output"),
-    "no-model-file": ("data8", r"{model} is not a tbpipe model folder"),
-    "no-model-json": ("data8", r"{model} is not a tbpipe model folder"),
-    "a-dataset": ("data8", r"{model} is not a tbpipe model folder"),
-    "model-json-not-an-object": ("data8", r"{model} is not a tbpipe model folder; .* "
-                                 r"\(model\.json is not a JSON object\)"),
+    # the same lines as finetune's: one Model format, one loader (common/model_format.py)
+    "garbage-model-file": ("data8", r"{model}/model\.keras: cannot load the Keras model "
+                           r"\(.*\); rerun the step that wrote it"),
+    "no-model-file": ("data8", r"{model}/model\.keras: cannot load the Keras model"),
+    "no-model-json": ("data8", r"{model}: not a tbpipe Model \(no readable model\.json\); "
+                      r"pass the model output of the train step"),
+    "a-dataset": ("data8", r"{model}: not a tbpipe Model"),
+    "model-json-not-an-object": ("data8", r"{model}: not a tbpipe Model \(model\.json lacks "
+                                 r"image_shape/num_classes\)"),
     "wrong-image-shape": ("data10", r"{data}: images are \[10, 10, 1\] but the model takes "
                           r"\[8, 8, 1\]; evaluate with the dataset the model was trained for"),
     "wrong-class-count": ("data8-3", r"{data}: 3 classes but the model predicts 4; evaluate "
@@ -110,8 +112,8 @@ FINETUNE_CASES = {
     "no-model-json": ("data8", 0, r"{model}: not a tbpipe Model \(no readable model\.json\); "
                       r"pass the model output of the train step"),
     "a-dataset": ("data8", 0, r"{model}: not a tbpipe Model"),
-    "model-json-not-an-object": ("data8", 0, r"{model}: model\.json lacks "
-                                 r"image_shape/num_classes"),
+    "model-json-not-an-object": ("data8", 0, r"{model}: not a tbpipe Model \(model\.json "
+                                 r"lacks image_shape/num_classes\)"),
     "model-json-lies": ("data10", 0, r"{model}: model\.keras takes \(8, 8, 1\) -> 4 classes, "
                         r"model\.json says \(10, 10, 1\) -> 4; rerun the train step"),
     "wrong-image-shape": ("data10", 0, r"{model}: model takes \(8, 8, 1\) images with 4 "

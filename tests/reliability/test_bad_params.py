@@ -12,11 +12,8 @@ from pathlib import Path
 
 import pytest
 from kfp.dsl import ClassificationMetrics, Dataset, Markdown, Metrics, Model
+from tbpipe.components import evaluate, finetune, preprocess, train
 
-from tbpipe.components.evaluation.component import evaluate
-from tbpipe.components.finetuning.component import finetune
-from tbpipe.components.preprocessing.component import preprocess
-from tbpipe.components.training.component import train
 from tests.helpers import write_dataset
 from tests.reliability.support import cli, one_error_line
 

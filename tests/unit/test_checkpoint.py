@@ -5,9 +5,10 @@ import signal
 
 import numpy as np
 import pytest
-
 from tbpipe.components.common.errors import InputError
-from tbpipe.components.training.core import TrainConfig, train_model
+from tbpipe.components.training.config import TrainConfig
+from tbpipe.components.training.core import train_model
+
 from tests.helpers import read_scalars, read_tags, synthetic_images, write_train_val
 
 SETTINGS = dict(batch_size=16, learning_rate=0.01, seed=7)
@@ -87,9 +88,8 @@ def test_damaged_state_is_one_line_input_error(tmp_path):
 
 def test_sigterm_stops_training_at_the_next_batch():
     import keras
-
-    from tbpipe.components.training.checkpoint import Preempted, StopOnSignal, sigterm_flag
     from tbpipe.components.training.model import build_cnn
+    from tbpipe.components.training.preemption import Preempted, StopOnSignal, sigterm_flag
 
     class SendSigterm(keras.callbacks.Callback):
         batches = 0
@@ -111,8 +111,8 @@ def test_sigterm_stops_training_at_the_next_batch():
 
 @pytest.mark.gcs
 def test_checkpoints_logs_and_model_on_gcs_resume(data, gcs_root, tmp_path):
+    from tbpipe.components.common.model_format import load_model_folder
     from tbpipe.components.common.storage import join, list_files
-    from tbpipe.components.training.model import load_model_folder
 
     def run_gcs(epochs):
         config = TrainConfig(epochs=epochs, checkpoint_dir=join(gcs_root, "ckpt"), **SETTINGS)

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from tbpipe.pipelines.options import PipelineParams
+from tbpipe.pipelines.training import PipelineParams
 
 REPO = Path(__file__).resolve().parents[2]
 HEAVY = ("tensorflow", "keras", "pandas", "torch")
@@ -20,9 +19,9 @@ def compiled(tmp_path_factory):
     """Run ``tbpipe compile`` in a fresh interpreter with ``-X importtime``."""
     out = tmp_path_factory.mktemp("compile") / "pipeline.yaml"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "tbpipe.pipelines.cli.main", "compile",
-                           "-o", str(out)], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "tbpipe.pipelines.cli",
+                           "compile", "-o", str(out)], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     imported = {line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines()
                 if line.startswith("import time:") and line.count("|") == 2}
@@ -109,3 +108,24 @@ def test_train_and_finetune_get_the_precision_parameter(compiled):
         if "finetune" in tasks:
             assert tasks["finetune"][1]["inputs"]["parameters"]["precision"] == {
                 "componentInputParameter": "pipelinechannel--precision"}, name
+
+
+def test_component_defaults_are_the_configs_defaults():
+    """KFP runs a wrapper's own source, so its signature holds literals: the configs'."""
+    import dataclasses
+
+    from tbpipe import components
+    from tbpipe.components.evaluation.config import EvaluateConfig
+    from tbpipe.components.finetuning.config import FinetuneConfig
+    from tbpipe.components.preprocessing.config import PreprocessConfig
+    from tbpipe.components.training.config import TrainConfig
+
+    pairs = [(components.preprocess, PreprocessConfig), (components.train, TrainConfig),
+             (components.finetune, FinetuneConfig), (components.evaluate, EvaluateConfig)]
+    for component, config in pairs:
+        inputs = component.component_spec.inputs
+        fields = {f.name: f.default for f in dataclasses.fields(config)}
+        shared = sorted(set(inputs) & set(fields))
+        assert shared, component.name
+        for name in shared:
+            assert inputs[name].default == fields[name], (component.name, name)

@@ -1,6 +1,5 @@
 import numpy as np
 import pytest
-
 from tbpipe.components.common.dataset import (
     DatasetWriter,
     iter_shards,
@@ -9,6 +8,7 @@ from tbpipe.components.common.dataset import (
     to_uint8,
 )
 from tbpipe.components.common.errors import InputError
+
 from tests.helpers import synthetic_images, write_dataset
 
 

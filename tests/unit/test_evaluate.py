@@ -5,24 +5,21 @@ from urllib.parse import unquote
 import numpy as np
 import pytest
 from sklearn import metrics as skm
-from tensorboardX.summary import compute_curve
-
 from tbpipe.components.common.dataset import load_arrays
 from tbpipe.components.common.errors import InputError
-from tbpipe.components.evaluation.core import (
-    PR_THRESHOLDS,
-    EvaluateConfig,
+from tbpipe.components.common.naming import tensorboard_run_url
+from tbpipe.components.evaluation.config import EvaluateConfig
+from tbpipe.components.evaluation.core import PR_THRESHOLDS, evaluate_model, summarize
+from tbpipe.components.evaluation.metrics import (
     as_probabilities,
     class_scores,
     confusion_matrix,
-    evaluate_model,
     pr_curve,
     pr_histograms,
-    select_best,
-    should_finetune,
-    summarize,
 )
-from tbpipe.components.evaluation.report import tensorboard_run_url
+from tbpipe.components.selection.core import select_best, should_finetune
+from tensorboardX.summary import compute_curve
+
 from tests.helpers import read_scalars, read_tags, synthetic_images, write_dataset
 
 SHAPE = (8, 8, 1)
@@ -210,7 +207,7 @@ def test_not_a_model_folder(test_dir, tmp_path):
     (bogus / "model.json").write_text("{}")
     (bogus / "model.keras").write_text("not a zip")
     for folder in (bogus, tmp_path / "missing"):
-        with pytest.raises(InputError, match="is not a tbpipe model folder") as err:
+        with pytest.raises(InputError, match="not a tbpipe Model|cannot load the Keras") as err:
             evaluate_model(str(folder), test_dir, str(tmp_path / "r.md"), str(tmp_path / "l"),
                            EvaluateConfig())
         assert str(folder) in str(err.value)

@@ -2,8 +2,9 @@
 
 import numpy as np
 import pytest
+from tbpipe.components.common.tensorboard import fastpath
+from tbpipe.components.common.tensorboard.writer import open_writer, sync_events
 
-from tbpipe.components.common import tblog
 from tests.helpers import read_scalars, read_tags, write_dataset
 
 
@@ -16,16 +17,16 @@ def _histograms(log_dir):
 
 
 def test_open_writer_uses_a_thread_queue(tmp_path):
-    with tblog.open_writer(str(tmp_path)) as writer:
-        events = writer._get_file_writer().event_writer
-        assert isinstance(events._event_queue, tblog.EventQueue)
+    with open_writer(str(tmp_path)) as writer:
+        assert isinstance(fastpath.pending_queue(writer), fastpath.EventQueue)
 
 
 def test_add_scalars_writes_what_add_scalar_writes(tmp_path):
     fast, plain = str(tmp_path / "fast"), str(tmp_path / "plain")
-    with tblog.open_writer(fast) as writer:
+    with open_writer(fast) as writer:
         for step in range(1, 301):
-            tblog.add_scalars(writer, {"batch/loss": 1 / step, "batch/accuracy": step / 300}, step)
+            fastpath.add_scalars(writer, {"batch/loss": 1 / step, "batch/accuracy": step / 300},
+                                 step)
         writer.add_scalar("epoch/loss", 0.5, 300)
     from tensorboardX import SummaryWriter
 
@@ -44,8 +45,8 @@ def test_add_scalars_writes_what_add_scalar_writes(tmp_path):
 def test_add_histogram_bins_like_tensorboardx(tmp_path):
     values = np.random.default_rng(0).normal(0, 0.05, 5000).astype(np.float32)
     fast, plain = str(tmp_path / "fast"), str(tmp_path / "plain")
-    with tblog.open_writer(fast) as writer:
-        tblog.add_histogram(writer, "weights/w", values, 7)
+    with open_writer(fast) as writer:
+        fastpath.add_histogram(writer, "weights/w", values, 7)
         values[:] = 0  # the caller may change its array afterwards: a copy was queued
     from tensorboardX import SummaryWriter
 
@@ -59,19 +60,19 @@ def test_add_histogram_bins_like_tensorboardx(tmp_path):
 
 
 def test_sync_events_writes_deferred_events_before_close(tmp_path):
-    with tblog.open_writer(str(tmp_path), flush_secs=60) as writer:
+    with open_writer(str(tmp_path), flush_secs=60) as writer:
         for step in range(1, 51):
-            tblog.add_scalars(writer, {"batch/loss": 1.0}, step)
-        tblog.add_histogram(writer, "weights/w", np.arange(10.0), 50)
-        assert tblog.sync_events(writer, timeout=10)
+            fastpath.add_scalars(writer, {"batch/loss": 1.0}, step)
+        fastpath.add_histogram(writer, "weights/w", np.arange(10.0), 50)
+        assert sync_events(writer, timeout=10)
         assert len(read_scalars(str(tmp_path))["batch/loss"]) == 50
         assert "weights/w" in read_tags(str(tmp_path))["histograms"]
 
 
 def test_a_value_that_cannot_be_binned_does_not_stop_the_log(tmp_path, capsys):
-    with tblog.open_writer(str(tmp_path)) as writer:
-        tblog.add_histogram(writer, "weights/empty", np.array([]), 1)
-        tblog.add_scalars(writer, {"batch/loss": 2.0}, 2)
+    with open_writer(str(tmp_path)) as writer:
+        fastpath.add_histogram(writer, "weights/empty", np.array([]), 1)
+        fastpath.add_scalars(writer, {"batch/loss": 2.0}, 2)
     assert read_scalars(str(tmp_path))["batch/loss"] == [(2, 2.0)]
     assert "skipped an event" in capsys.readouterr().out
 
@@ -80,15 +81,14 @@ def test_fallback_without_the_thread_queue(tmp_path):
     from tensorboardX import SummaryWriter
 
     with SummaryWriter(str(tmp_path)) as writer:
-        tblog.add_scalars(writer, {"a": 1.0, "b": 2.0}, 3)
-        tblog.add_histogram(writer, "h", np.arange(5.0), 3)
+        fastpath.add_scalars(writer, {"a": 1.0, "b": 2.0}, 3)
+        fastpath.add_histogram(writer, "h", np.arange(5.0), 3)
     assert read_scalars(str(tmp_path)) == {"a": [(3, 1.0)], "b": [(3, 2.0)]}
     assert read_tags(str(tmp_path))["histograms"] == ["h"]
 
 
 def test_shuffled_batches_work_with_global_seed_zero(tmp_path):
     import keras
-
     from tbpipe.components.training.data import make_dataset
 
     write_dataset(str(tmp_path / "d"), n=40)
@@ -111,8 +111,8 @@ def test_plain_model_is_float32_without_xla():
 
 def test_fit_job_runs_extra_callbacks(tmp_path):
     import keras
-
-    from tbpipe.components.training.core import FitJob, TrainConfig, fit_and_save
+    from tbpipe.components.training.config import TrainConfig
+    from tbpipe.components.training.fit import FitJob, fit_and_save
     from tbpipe.components.training.model import build_cnn
 
     write_dataset(str(tmp_path / "d"), n=48)
@@ -133,8 +133,10 @@ def test_fit_job_runs_extra_callbacks(tmp_path):
 
 @pytest.mark.parametrize("precision", ["auto", "mixed_float16"])
 def test_train_model_precision_setting(tmp_path, precision):
-    from tbpipe.components.training.core import TrainConfig, train_model
-    from tbpipe.components.training.model import load_model_folder, model_precision, resolve_precision
+    from tbpipe.components.common.model_format import load_model_folder
+    from tbpipe.components.training.config import TrainConfig
+    from tbpipe.components.training.core import train_model
+    from tbpipe.components.training.model import model_precision, resolve_precision
 
     write_dataset(str(tmp_path / "d"), n=48)
     config = TrainConfig(epochs=1, batch_size=16, precision=precision)
@@ -161,7 +163,7 @@ def test_batches_ending_out_of_order_are_logged_in_order(tmp_path):
     from tbpipe.components.common.tensorboard.callback import TensorBoardX
     from tbpipe.components.training.model import build_cnn
 
-    with tblog.open_writer(str(tmp_path)) as writer:
+    with open_writer(str(tmp_path)) as writer:
         callback = TensorBoardX(writer, batch_every=2, histogram_every=0, initial_epoch=1,
                                 steps_per_epoch=6, global_steps=True, initial_step=6)
         callback.set_model(build_cnn((8, 8, 1), 4, seed=1, jit_compile=False))
@@ -181,7 +183,7 @@ def test_every_batch_of_a_fit_is_logged_in_order(tmp_path):
 
     model = build_cnn((8, 8, 1), 4, seed=1, jit_compile=False)
     x = np.random.default_rng(0).random((96, 8, 8, 1)).astype(np.float32)
-    with tblog.open_writer(str(tmp_path)) as writer:
+    with open_writer(str(tmp_path)) as writer:
         callback = TensorBoardX(writer, histogram_every=1, steps_per_epoch=6, global_steps=True)
         model.fit(x, np.arange(96) % 4, batch_size=16, epochs=2, verbose=0,
                   callbacks=[callback])
@@ -191,7 +193,8 @@ def test_every_batch_of_a_fit_is_logged_in_order(tmp_path):
 
 
 def _preprocess(tmp_path, name, data):
-    from tbpipe.components.preprocessing.core import PreprocessConfig, preprocess_data
+    from tbpipe.components.preprocessing.config import PreprocessConfig
+    from tbpipe.components.preprocessing.core import preprocess_data
 
     out = tmp_path / f"{name}-out"
     result = preprocess_data(data, str(out / "train"), str(out / "val"), str(out / "test"), None,
@@ -203,8 +206,7 @@ def _preprocess(tmp_path, name, data):
 
 def test_integer_tables_take_the_integer_path_with_the_same_result(tmp_path):
     import pandas as pd
-
-    from tbpipe.components.preprocessing.core import byte_histogram, clean_chunk
+    from tbpipe.components.preprocessing.clean import byte_histogram, clean_chunk
     from tbpipe.components.preprocessing.readers import RawChunk
 
     rng = np.random.default_rng(3)

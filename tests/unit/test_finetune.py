@@ -1,9 +1,11 @@
 import numpy as np
 import pytest
-
 from tbpipe.components.common.errors import InputError
-from tbpipe.components.finetuning.core import FinetuneConfig, finetune_model
-from tbpipe.components.training.core import TrainConfig, train_model
+from tbpipe.components.finetuning.config import FinetuneConfig
+from tbpipe.components.finetuning.core import finetune_model
+from tbpipe.components.training.config import TrainConfig
+from tbpipe.components.training.core import train_model
+
 from tests.helpers import read_scalars, write_dataset
 from tests.unit.test_train import read_hparams
 
@@ -20,7 +22,7 @@ def base(tmp_path_factory):
 
 
 def test_finetune_freezes_trains_and_writes_a_new_model(base, tmp_path):
-    from tbpipe.components.training.model import load_model_folder
+    from tbpipe.components.common.model_format import load_model_folder
 
     other = str(tmp_path / "other")
     write_dataset(other, n=48, seed=9)  # fine-tune on another data set of the same kind

@@ -1,9 +1,13 @@
 import os
 
 import pytest
-
 from tbpipe.components.common.errors import InputError
-from tbpipe.components.common.naming import default_run_name, resolve_run, step_log_dir, validate_name
+from tbpipe.components.common.naming import (
+    default_run_name,
+    resolve_run,
+    step_log_dir,
+    validate_name,
+)
 
 
 @pytest.mark.parametrize("bad", ["", "../x", "a/b", "/abs", "..", "a..b", ".hidden", "x" * 200])

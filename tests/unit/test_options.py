@@ -1,8 +1,8 @@
 import pytest
-
 from tbpipe.components.common.errors import InputError
+from tbpipe.pipelines.cli.flags import params_from_args
 from tbpipe.pipelines.cli.main import build_parser
-from tbpipe.pipelines.options import PipelineParams, params_from_args
+from tbpipe.pipelines.training import PipelineParams
 
 
 def parse(*argv):

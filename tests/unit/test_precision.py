@@ -4,10 +4,10 @@ import json
 
 import numpy as np
 import pytest
-
 from tbpipe.components.common.errors import InputError
-from tbpipe.components.training.config import PRECISIONS
-from tbpipe.components.training.core import TrainConfig, train_model
+from tbpipe.components.training.config import PRECISIONS, TrainConfig
+from tbpipe.components.training.core import train_model
+
 from tests.helpers import write_train_val
 
 COMPUTE = {"float32": "float32", "mixed_float16": "float16", "mixed_bfloat16": "bfloat16"}
@@ -21,7 +21,6 @@ def data(tmp_path_factory):
 @pytest.mark.parametrize("precision", ["float32", "mixed_float16", "mixed_bfloat16"])
 def test_each_precision_trains_saves_loads_and_predicts_on_cpu(tmp_path, precision):
     import keras
-
     from tbpipe.components.training.model import build_cnn, is_mixed_precision, model_precision
 
     model = build_cnn((8, 8, 1), 4, seed=1, precision=precision, jit_compile=False)
@@ -104,8 +103,11 @@ def test_with_precision_keeps_weights_names_and_frozen_layers():
 
 
 def test_train_and_finetune_record_the_precision(data, tmp_path):
-    from tbpipe.components.finetuning.core import FinetuneConfig, finetune_model
-    from tbpipe.components.training.model import load_model_folder, model_precision, resolve_precision
+    from tbpipe.components.common.model_format import load_model_folder
+    from tbpipe.components.finetuning.config import FinetuneConfig
+    from tbpipe.components.finetuning.core import finetune_model
+    from tbpipe.components.training.model import model_precision, resolve_precision
+
     from tests.unit.test_train import read_hparams
 
     train_model(*data, str(tmp_path / "m"), str(tmp_path / "logs"),
@@ -138,8 +140,9 @@ def test_a_checkpoint_resumes_only_in_its_own_precision(data, tmp_path):
 
 
 def test_precision_flag_and_pipeline_parameter():
+    from tbpipe.pipelines.cli.flags import params_from_args
     from tbpipe.pipelines.cli.main import build_parser
-    from tbpipe.pipelines.options import PipelineParams, params_from_args
+    from tbpipe.pipelines.training import PipelineParams
 
     def parse(*argv):
         return params_from_args(build_parser().parse_args(["run", *argv]))

@@ -1,9 +1,8 @@
 import json
 
 import pytest
-
+from tbpipe.components import decide_finetune, select_model
 from tbpipe.components.common.errors import InputError
-from tbpipe.components.selection.component import decide_finetune, select_model
 from tbpipe.components.selection.core import choose_model, finetune_plan
 
 

@@ -6,10 +6,9 @@ import threading
 import time
 
 import pytest
-
-from tbpipe.components.common import gcs, storage
-from tbpipe.components.common.errors import StorageError
-from tbpipe.components.common.storage import StorageUnavailable
+from tbpipe.components.common import storage
+from tbpipe.components.common.errors import StorageError, StorageUnavailable
+from tbpipe.components.common.storage import gcs
 
 
 def test_local_round_trip_and_atomic_write(tmp_path):

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import pytest
-
 from tbpipe.components.common.errors import InputError
 from tbpipe.pipelines.cli.main import build_parser
-from tbpipe.pipelines.options import PipelineParams
-from tbpipe.pipelines.runners.tensorboard import choose_loader, data_server_available, tensorboard_command
+from tbpipe.pipelines.runners.tensorboard import (
+    choose_loader,
+    data_server_available,
+    tensorboard_command,
+)
+from tbpipe.pipelines.training import PipelineParams
 
 EMULATOR = {"STORAGE_EMULATOR_HOST": "http://127.0.0.1:9023"}
 

@@ -7,16 +7,15 @@ its native libraries (``site-packages/tensorflow/...so``) into the process.
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
 
 import pytest
-
 from tbpipe.components.common.tensorboard.writer import open_writer
-from tests.helpers import free_port, get_json
+
+from tests.helpers import TBPIPE, free_port, get_json
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/maps").exists(),
                                 reason="reads /proc/<pid>/maps (Linux)")
@@ -73,7 +72,7 @@ def loads_tensorflow(files: set[str]) -> bool:
 def test_cli_serves_a_local_root_with_the_fast_loader_and_no_tensorflow(tmp_path):
     write_log_root(tmp_path / "logs")
     port = free_port()
-    cli = subprocess.Popen([sys.executable, "-m", "tbpipe.pipelines.cli.main", "tensorboard", "--log-root",
+    cli = subprocess.Popen([*TBPIPE, "tensorboard", "--log-root",
                             str(tmp_path / "logs"), "--port", str(port), "--reload-interval",
                             "1"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:

@@ -3,10 +3,12 @@ import os
 
 import numpy as np
 import pytest
-
 from tbpipe.components.common.dataset import to_uint8
 from tbpipe.components.common.errors import InputError
-from tbpipe.components.training.core import TrainConfig, checkpoint_dir_for, train_model
+from tbpipe.components.common.naming import checkpoint_dir_for
+from tbpipe.components.training.config import TrainConfig
+from tbpipe.components.training.core import train_model
+
 from tests.helpers import read_scalars, read_tags, synthetic_images, write_dataset, write_train_val
 
 
@@ -79,7 +81,7 @@ def test_make_dataset_shuffles_each_epoch_reproducibly(data):
 
 
 def test_train_model_writes_model_and_logs(data, tmp_path):
-    from tbpipe.components.training.model import load_model_folder
+    from tbpipe.components.common.model_format import load_model_folder
 
     log_dir, model_dir = str(tmp_path / "logs"), str(tmp_path / "model")
     result = train_model(*data, model_dir, log_dir,
@@ -152,7 +154,8 @@ def test_checkpoint_dir_for():
 
 
 def test_model_json_is_plain_json(data, tmp_path):
-    from tbpipe.components.training.model import build_cnn, save_model_folder
+    from tbpipe.components.common.model_format import save_model_folder
+    from tbpipe.components.training.model import build_cnn
 
     save_model_folder(build_cnn((8, 8, 1), 4, seed=0), str(tmp_path / "m"), {"epochs": 0})
     meta = json.loads((tmp_path / "m" / "model.json").read_text())

@@ -2,7 +2,10 @@
 
 import struct
 
-from tbpipe.components.common import tblog, tbqueue
+import pytest
+from tbpipe.components.common.tensorboard import fastpath
+from tbpipe.components.common.tensorboard.writer import open_writer
+
 from tests.helpers import read_scalars
 
 
@@ -32,10 +35,10 @@ def test_records_are_checksummed_in_c_and_the_checksums_are_right(tmp_path):
     import google_crc32c
     from tensorboardX import crc32c, record_writer
 
-    with tblog.open_writer(str(tmp_path)) as writer:
+    with open_writer(str(tmp_path)) as writer:
         for step in range(1, 51):
-            tblog.add_scalars(writer, {"batch/loss": 1 / step}, step)
-    assert tbqueue.use_native_crc32c()
+            fastpath.add_scalars(writer, {"batch/loss": 1 / step}, step)
+    assert fastpath.use_native_crc32c()
     if crc32c._crc32c_native is None:  # no crc32c package: tbpipe swapped in google-crc32c
         assert record_writer.crc32c is google_crc32c.value
     (event_file,) = tmp_path.glob("events.out.tfevents.*")
@@ -51,10 +54,10 @@ def test_pending_scalars_reach_the_file_without_a_wake(tmp_path):
     """The writer thread polls for pending work; it picks it up within POLL_SECS."""
     import time
 
-    with tblog.open_writer(str(tmp_path)) as writer:
-        tblog.add_scalars(writer, {"a": 1.0}, 1)
-        events_queue = tbqueue._pending_queue(writer)
-        deadline = time.monotonic() + 20 * tbqueue.POLL_SECS
+    with open_writer(str(tmp_path)) as writer:
+        fastpath.add_scalars(writer, {"a": 1.0}, 1)
+        events_queue = fastpath.pending_queue(writer)
+        deadline = time.monotonic() + 20 * fastpath.POLL_SECS
         while not events_queue.drained() and time.monotonic() < deadline:
             time.sleep(0.01)
         assert events_queue.drained()
@@ -62,10 +65,9 @@ def test_pending_scalars_reach_the_file_without_a_wake(tmp_path):
 
 
 def test_scalar_events_are_encoded_exactly_as_protobuf_would():
+    from tbpipe.components.common.tensorboard.encode import scalars_event
     from tensorboardX.proto.event_pb2 import Event
     from tensorboardX.proto.summary_pb2 import Summary
-
-    from tbpipe.components.common.tensorboard.encode import scalars_event
 
     cases = [(1.7e9, 1, (("batch/loss", 0.25), ("batch/accuracy", 0.9))),
              (0.0, 0, (("zero", 0.0),)),  # defaults: protobuf leaves wall_time and step out
@@ -83,11 +85,51 @@ def test_scalar_events_are_encoded_exactly_as_protobuf_would():
 
 
 def test_encoded_scalars_and_proto_events_share_one_file_in_order(tmp_path):
-    with tblog.open_writer(str(tmp_path)) as writer:
+    with open_writer(str(tmp_path)) as writer:
         for step in range(1, 6):
-            tblog.add_scalars(writer, {"batch/loss": step / 10}, step)  # encoded bytes
+            fastpath.add_scalars(writer, {"batch/loss": step / 10}, step)  # encoded bytes
             writer.add_scalar("proto/loss", step / 10, step)  # tensorboardX's own Event
     scalars = read_scalars(str(tmp_path))
     expected = [(s, struct.unpack("<f", struct.pack("<f", s / 10))[0]) for s in range(1, 6)]
     assert scalars["batch/loss"] == expected
     assert scalars["proto/loss"] == expected
+
+
+def test_version_check_gates_the_internals():
+    assert fastpath.version_checked("2.6.5") and fastpath.version_checked("2.6")
+    assert not fastpath.version_checked("2.7.0")
+    assert not fastpath.version_checked("3.0.1") and not fastpath.version_checked("dev")
+
+
+def test_public_path_writes_the_same_events(tmp_path, monkeypatch):
+    """With a tensorboardX the fast path was not checked against, the public API is used."""
+    import numpy as np
+    from tbpipe.components.common.tensorboard.writer import log_hparams, sync_events
+
+    from tests.helpers import read_scalars, read_tags
+
+    monkeypatch.setattr(fastpath, "ENABLED", False)
+    with open_writer(str(tmp_path)) as writer:
+        assert fastpath.pending_queue(writer) is None
+        for step in range(1, 6):
+            fastpath.add_scalars(writer, {"loss": 1 / step, "accuracy": step / 5}, step,
+                                 prefix="batch/")
+        fastpath.add_histogram(writer, "weights/w", np.arange(10.0), 5)
+        log_hparams(writer, {"lr": 0.1}, {"hparam/accuracy": 0.9}, step=5)
+        assert sync_events(writer, timeout=1) is False  # nothing known: only flushed
+    scalars = read_scalars(str(tmp_path))
+    assert [s for s, _ in scalars["batch/loss"]] == [1, 2, 3, 4, 5]
+    assert scalars["hparam/accuracy"][-1][1] == pytest.approx(0.9)
+    assert "weights/w" in read_tags(str(tmp_path))["histograms"]
+
+
+def test_only_fastpath_touches_tensorboardx_internals():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    private = ("_get_file_writer", "_event_queue", "_worker", "_ev_writer",
+               "_write_serialized_event", "_crc32c_native", "_EventLoggerThread")
+    touching = sorted(str(p.relative_to(root)) for folder in ("components", "pipelines")
+                      for p in (root / folder).rglob("*.py")
+                      if any(name in p.read_text() for name in private))
+    assert touching == ["components/common/tensorboard/fastpath.py"]

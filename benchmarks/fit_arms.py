@@ -82,9 +82,9 @@ class Arms:
         self.runs += 1
         run = os.path.join(self.root, f"step-{self.runs}")
 
-        def build(info):  # noqa: ANN001, ANN202 - what train_model builds
+        def build(info, precision):  # noqa: ANN001, ANN202 - what train_model builds
             return build_cnn(info.image_shape, info.num_classes, config.seed,
-                             config.learning_rate, precision=config.precision)
+                             config.learning_rate, precision=precision)
 
         job = FitJob(self.train_dir, self.val_dir, os.path.join(run, "model"),
                      os.path.join(run, "logs"), build, callbacks=(clock,))

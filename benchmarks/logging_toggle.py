@@ -25,7 +25,7 @@ def toggle_part(arms: Arms, args: argparse.Namespace, root: str) -> dict[str, li
     import keras
     from tbpipe.components.common.tensorboard.callback import TensorBoardX
     from tbpipe.components.common.tensorboard.writer import open_writer
-    from tbpipe.components.training.model import build_cnn
+    from tbpipe.components.training.model import build_cnn, resolve_precision
 
     class Toggle(keras.callbacks.Callback):
         def __init__(self, logger: TensorBoardX) -> None:
@@ -37,7 +37,7 @@ def toggle_part(arms: Arms, args: argparse.Namespace, root: str) -> dict[str, li
             self.logger.batch_every = self.logger.histogram_every = int(on)
 
     progress(f"logging: one fit, logging toggled by epoch ({args.toggle_epochs} epochs)")
-    model = build_cnn(SHAPE, CLASSES, 42, precision="auto")
+    model = build_cnn(SHAPE, CLASSES, 42, precision=resolve_precision("auto"))
     clock = epoch_clock()
     with open_writer(os.path.join(root, "toggle")) as writer:
         logger = TensorBoardX(writer, 1, 1)

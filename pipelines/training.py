@@ -11,7 +11,7 @@ from types import MappingProxyType
 
 from kfp import compiler, dsl
 from tbpipe import components
-from tbpipe.components.common.errors import InputError
+from tbpipe.components.common.errors import SettingError
 from tbpipe.components.common.naming import validate_name
 from tbpipe.components.evaluation.config import EvaluateConfig
 from tbpipe.components.finetuning.config import FinetuneConfig
@@ -57,32 +57,31 @@ class PipelineParams:
     def validate(self) -> "PipelineParams":
         """Check every parameter before anything runs, by building each step's config.
 
-        Each setting is checked once, where its step's config is built; an InputError names
-        the step and the value.
+        Each setting is checked once, where its step's config is built; the error names the
+        flag (``--finetune-epochs=0: must be a positive integer``).
         """
-        checks = {
-            "preprocess": lambda: PreprocessConfig(val_fraction=self.val_fraction,
-                                                   test_fraction=self.test_fraction,
-                                                   seed=self.seed),
-            "train": lambda: TrainConfig(epochs=self.epochs, batch_size=self.batch_size,
-                                         learning_rate=self.learning_rate, seed=self.seed,
-                                         precision=self.precision),
-            "finetune": lambda: FinetuneConfig(epochs=self.finetune_epochs,
-                                               learning_rate=self.finetune_learning_rate,
-                                               freeze_layers=self.freeze_layers,
-                                               batch_size=self.batch_size, seed=self.seed,
-                                               precision=self.precision),
-            "evaluate": lambda: EvaluateConfig(accuracy_target=self.accuracy_target,
-                                               tensorboard_url=self.tensorboard_url),
-        }
-        for step, build in checks.items():
+        steps = (  # (config, {config field: pipeline parameter})
+            (PreprocessConfig, {"val_fraction": "val_fraction",
+                                "test_fraction": "test_fraction", "seed": "seed"}),
+            (TrainConfig, {"epochs": "epochs", "batch_size": "batch_size",
+                           "learning_rate": "learning_rate", "seed": "seed",
+                           "precision": "precision"}),
+            (FinetuneConfig, {"epochs": "finetune_epochs", "batch_size": "batch_size",
+                              "learning_rate": "finetune_learning_rate",
+                              "freeze_layers": "freeze_layers", "seed": "seed",
+                              "precision": "precision"}),
+            (EvaluateConfig, {"accuracy_target": "accuracy_target",
+                              "tensorboard_url": "tensorboard_url"}),
+        )
+        for config, fields in steps:
             try:
-                build()
-            except InputError as exc:
-                raise InputError(f"{step} setting {exc}") from None
+                config(**{field: getattr(self, param) for field, param in fields.items()})
+            except SettingError as exc:
+                flag = "--" + fields.get(exc.name, exc.name).replace("_", "-")
+                raise SettingError(flag, exc.value, exc.rule) from None
         if self.finetune not in FINETUNE_MODES:
-            raise InputError(f"finetune={self.finetune!r}: must be one of "
-                             f"{', '.join(FINETUNE_MODES)}")
+            raise SettingError("--finetune", self.finetune,
+                               f"must be one of {', '.join(FINETUNE_MODES)}")
         validate_name("experiment", self.experiment)
         if self.run_name:
             validate_name("run", self.run_name)

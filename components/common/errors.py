@@ -9,6 +9,18 @@ class InputError(TbpipeError):
     """Bad data or bad parameters given to a step."""
 
 
+class SettingError(InputError):
+    """A setting outside what it may be: names the setting, its value and the rule.
+
+    The line reads ``epochs=0: must be a positive integer``; the CLI names its flag instead
+    (``--finetune-epochs=0: ...``), from the same three parts.
+    """
+
+    def __init__(self, name: str, value: object, rule: str) -> None:
+        self.name, self.value, self.rule = name, value, rule
+        super().__init__(f"{name}={value!r}: {rule}")
+
+
 class StorageError(TbpipeError):
     """A storage location that cannot be read or written."""
 

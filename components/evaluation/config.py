@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING
 
-from tbpipe.components.common.errors import InputError
+from tbpipe.components.common.errors import SettingError
 
 if TYPE_CHECKING:
     from tbpipe.components.evaluation.metrics import ClassScores
@@ -31,10 +31,10 @@ class EvaluateConfig:
     def __post_init__(self) -> None:
         """InputError for an accuracy target outside [0, 1] or a batch size below 1."""
         if not 0.0 <= self.accuracy_target <= 1.0:
-            raise InputError(f"accuracy_target {self.accuracy_target} is outside [0, 1]; "
-                             "pass a fraction such as 0.95")
+            raise SettingError("accuracy_target", self.accuracy_target,
+                               "outside [0, 1]; pass a fraction such as 0.95")
         if self.batch_size < 1:
-            raise InputError(f"batch_size {self.batch_size} must be at least 1")
+            raise SettingError("batch_size", self.batch_size, "must be at least 1")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from tbpipe.components.common.errors import InputError
+from tbpipe.components.common.errors import SettingError
 from tbpipe.components.training.config import FitConfig
 
 
@@ -28,5 +28,5 @@ class FinetuneConfig(FitConfig):
         super().__post_init__()
         if isinstance(self.freeze_layers, bool) or not isinstance(self.freeze_layers, int) \
                 or self.freeze_layers < 0:
-            raise InputError(f"freeze_layers={self.freeze_layers!r}: must be 0 or a positive "
-                             "integer")
+            raise SettingError("freeze_layers", self.freeze_layers,
+                               "must be 0 or a positive integer")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from tbpipe.components.common.errors import InputError
+from tbpipe.components.common.errors import SettingError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,17 +33,17 @@ class PreprocessConfig:
         for name in ("val_fraction", "test_fraction"):
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:
-                raise InputError(f"{name}={value}: must be in [0, 1), e.g. 0.1")
+                raise SettingError(name, value, "must be in [0, 1), e.g. 0.1")
         if self.val_fraction + self.test_fraction >= 1.0:
-            raise InputError(f"val_fraction + test_fraction = "
-                             f"{self.val_fraction + self.test_fraction}: must be below 1 "
-                             "so rows are left for training")
+            raise SettingError("val_fraction + test_fraction",
+                               self.val_fraction + self.test_fraction,
+                               "must be below 1 so rows are left for training")
         if self.seed < 0:
-            raise InputError(f"seed={self.seed}: must be a non-negative integer")
+            raise SettingError("seed", self.seed, "must be a non-negative integer")
         for name in ("chunk_rows", "shard_records"):
             if getattr(self, name) < 1:
-                raise InputError(f"{name}={getattr(self, name)}: must be a positive integer")
+                raise SettingError(name, getattr(self, name), "must be a positive integer")
         if self.image_shape is not None and (
                 len(self.image_shape) != 3 or min(self.image_shape) < 1):
-            raise InputError(f"image_shape={self.image_shape}: must be three positive ints "
-                             "(height, width, channels)")
+            raise SettingError("image_shape", self.image_shape,
+                               "must be three positive ints (height, width, channels)")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from tbpipe.components.common.errors import InputError
+from tbpipe.components.common.errors import SettingError
 
 #: Compute precisions; ``auto``: mixed_float16 on a GPU, mixed_bfloat16 on a CPU with AMX-BF16,
 #: float32 otherwise (tbpipe.components.training.model.resolve_precision).
@@ -51,15 +51,15 @@ class FitConfig:
         for name in ("epochs", "batch_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise InputError(f"{name}={value!r}: must be a positive integer")
+                raise SettingError(name, value, "must be a positive integer")
         if not self.learning_rate > 0:
-            raise InputError(f"learning_rate={self.learning_rate!r}: must be greater than 0")
+            raise SettingError("learning_rate", self.learning_rate, "must be greater than 0")
         for name in ("batch_log_every", "histogram_every"):
             if getattr(self, name) < 0:
-                raise InputError(f"{name}={getattr(self, name)!r}: must be 0 (off) or positive")
+                raise SettingError(name, getattr(self, name), "must be 0 (off) or positive")
         if self.precision not in PRECISIONS:
-            raise InputError(f"precision={self.precision!r}: must be one of "
-                             f"{', '.join(PRECISIONS)}")
+            raise SettingError("precision", self.precision,
+                               f"must be one of {', '.join(PRECISIONS)}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -27,7 +27,7 @@ def add_param_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("pipeline parameters")
     for field in dataclasses.fields(PipelineParams):
         flag = "--" + field.name.replace("_", "-")
-        kind = {"int": int, "float": float}.get(str(field.type), str)
+        kind = field.type if field.type in (int, float) else str
         choices = PARAM_CHOICES.get(field.name)
         group.add_argument(flag, dest=field.name, type=kind, default=None, choices=choices,
                            metavar="|".join(choices) if choices else field.name.upper(),

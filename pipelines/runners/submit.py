@@ -55,10 +55,11 @@ def run_arguments(parameters: dict[str, dict], given: dict[str, str]) -> dict[st
 
     """
     arguments = {key: typed(key, text, parameters) for key, text in given.items()}
-    fields = {f.name for f in dataclasses.fields(PipelineParams)}
-    if set(parameters) <= fields:  # the tbpipe pipeline: check ranges before anything runs
+    fields = {f.name: f.type for f in dataclasses.fields(PipelineParams)}
+    if set(parameters) <= set(fields):  # the tbpipe pipeline: check ranges before anything runs
         defaults = {k: p["defaultValue"] for k, p in parameters.items() if "defaultValue" in p}
-        PipelineParams(**{**defaults, **arguments}).validate()
+        values = {k: fields[k](v) for k, v in {**defaults, **arguments}.items()}  # 10.0 -> 10
+        PipelineParams(**values).validate()
     if "log_root" in parameters and "log_root" not in given:
         raise InputError("submit needs --param log_root=gs://BUCKET/logs: the log root the "
                          "cluster's pods and TensorBoard share (the compiled pipeline has none)")

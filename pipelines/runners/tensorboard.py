@@ -72,7 +72,7 @@ def tensorboard_command(log_root: str, host: str, port: int, loader: str,
         raise InputError(f"loader {loader!r}: use fast or python (choose_loader resolves auto)")
     load_fast = "true" if loader == "fast" else "false"
     frontend = os.path.join(os.path.dirname(__file__), "tensorboard_frontend.py")
-    return [sys.executable, frontend, f"--load_fast={load_fast}",
+    return [sys.executable, "-P", frontend, f"--load_fast={load_fast}",  # -P: no script dir
             f"--logdir={log_root}", f"--host={host}", f"--port={port}",
             f"--reload_interval={reload_interval:g}", *extra_args]
 

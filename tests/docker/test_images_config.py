@@ -45,7 +45,7 @@ def test_staged_context_holds_the_project_constraints_and_certs_only(tmp_path):
     names = {p.relative_to(context).as_posix() for p in context.rglob("*") if p.is_file()}
     assert {"pyproject.toml", "docker/Dockerfile", "docker/tensorboard.Dockerfile",
             "docker/constraints.txt", "docker/requirements.py",
-            "components/_image.py", "pipelines/cli.py"} <= names
+            "components/_image.py", "pipelines/cli/main.py"} <= names
     assert (context / "docker/ca-certificates/tbpipe-extra-0.crt").read_bytes() == pem
     assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
     assert not any(n.startswith((".venv", ".git/", "tests/", "tbpipe-runs")) for n in names)

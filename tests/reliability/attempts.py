@@ -77,7 +77,7 @@ class Run:
 
     def curves(self) -> dict[str, list[tuple[int, float]]]:
         """Every scalar and histogram (its sum) of the log dir, as TensorBoard reads it."""
-        if not storage.is_gcs(self.log_dir):
+        if not storage.is_remote(self.log_dir):
             return read_curves(Path(self.log_dir))
         with tempfile.TemporaryDirectory() as tmp:
             for rel in storage.list_files(self.log_dir):

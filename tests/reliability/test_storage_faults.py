@@ -19,6 +19,7 @@ import pytest
 from kfp.dsl import Dataset, Metrics
 from tbpipe.components import preprocess
 from tbpipe.components.common import storage
+from tbpipe.components.common.storage import gcs
 
 from tests.reliability.attempts import EPOCHS, STEPS, Run, assert_same_as, finish, wait_until
 from tests.reliability.support import frame, one_error_line, whole_outputs
@@ -99,10 +100,10 @@ def silent_storage(monkeypatch):
     server.bind(("127.0.0.1", 0))
     server.listen(64)
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{server.getsockname()[1]}")
-    storage.reset_gcs_client()
+    gcs.reset_gcs_client()
     yield
     monkeypatch.undo()
-    storage.reset_gcs_client()
+    gcs.reset_gcs_client()
     server.close()
 
 

@@ -59,8 +59,9 @@ def make_probe(kill_at=None):
 def fit(data, root, epochs, probe):
     from tbpipe.components.training.model import build_cnn
 
-    def build(info):
-        return build_cnn(info.image_shape, info.num_classes, 7, 0.01, jit_compile=False)
+    def build(info, precision):
+        return build_cnn(info.image_shape, info.num_classes, 7, 0.01, precision=precision,
+                         jit_compile=False)
 
     job = FitJob(*data, str(root / "model"), str(root / "logs"), build, callbacks=(probe,))
     config = TrainConfig(epochs=epochs, batch_size=16, seed=7, checkpoint_dir=str(root / "ckpt"))

@@ -122,8 +122,8 @@ def test_fit_job_runs_extra_callbacks(tmp_path):
         def on_epoch_end(self, epoch, logs=None):
             ends.append(epoch)
 
-    def build(info):
-        return build_cnn(info.image_shape, info.num_classes, 42)
+    def build(info, precision):
+        return build_cnn(info.image_shape, info.num_classes, 42, precision=precision)
 
     job = FitJob(str(tmp_path / "d"), str(tmp_path / "d"), str(tmp_path / "m"),
                  str(tmp_path / "logs"), build, callbacks=(Count(),))

@@ -216,7 +216,7 @@ def gcs_bucket(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     import socket
 
     from gcp_storage_emulator.server import create_server
-    from tbpipe.components.common import storage
+    from tbpipe.components.common.storage import gcs
 
     with socket.socket() as probe:
         probe.bind(("localhost", 0))
@@ -225,11 +225,11 @@ def gcs_bucket(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     server.start()
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://localhost:{port}")
     monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "test")
-    storage.gcs_client.cache_clear()
+    gcs.reset_gcs_client()
     try:
         yield "gs://data-bkt"
     finally:
-        storage.gcs_client.cache_clear()
+        gcs.reset_gcs_client()
         server.stop()
 
 

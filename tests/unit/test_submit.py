@@ -95,7 +95,7 @@ def test_submit_compiles_with_the_placement_flags(kfp, capsys):
     (["--param", "epochs"], 2, "expected KEY=VALUE"),
     (["--param", "epoch=3"], 1, "--param epoch: the pipeline has no such parameter"),
     (["--param", "epochs=three"], 1, "--param epochs=three: expected number integer"),
-    (["--param", "epochs=0"], 1, "--epochs must be > 0"),
+    (["--param", "epochs=0"], 1, "--epochs=0: must be a positive integer"),
     (["--param", "experiment=a", "--experiment", "b"], 1, "conflicts with --experiment b"),
     (["--run-name", "a/b"], 1, "run name 'a/b' is not allowed"),
 ])

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from tbpipe.components.common import storage
 from tbpipe.components.common.errors import StorageError
+from tbpipe.components.common.storage import gcs
 from tbpipe.components.common.tensorboard.segments import complete_length, read_records
 from tbpipe.components.common.tensorboard.sink import gcs_writer
 from tensorboardX import SummaryWriter
@@ -77,7 +78,7 @@ def test_segments_are_published_while_logging(gcs_emulator, gcs_root, tmp_path):
 @pytest.mark.gcs
 def test_only_new_bytes_are_sent(gcs_emulator, gcs_root, tmp_path, monkeypatch):
     uri = storage.join(gcs_root, "exp/run/train")
-    session = storage.gcs_client()._http
+    session = gcs.gcs_client()._http
     sent = []
     original = session.request
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 from tbpipe.components.common.errors import InputError
 from tbpipe.pipelines.cli.main import build_parser
+from tbpipe.pipelines.runners.local import DEFAULT_LOG_ROOT
 from tbpipe.pipelines.runners.tensorboard import (
     choose_loader,
     data_server_available,
     tensorboard_command,
 )
-from tbpipe.pipelines.training import PipelineParams
 
 EMULATOR = {"STORAGE_EMULATOR_HOST": "http://127.0.0.1:9023"}
 
@@ -34,10 +34,11 @@ def test_data_server_is_installed_here():
 
 def test_both_loaders_run_behind_the_tensorflow_free_frontend():
     fast = tensorboard_command("/logs", "127.0.0.1", 6006, "fast")
-    assert fast[1:4] == ["-m", "tbpipe.pipelines.runners.tensorboard", "--load_fast=true"]
+    assert fast[1:2] == ["-P"] and fast[2].endswith("tensorboard_frontend.py")
+    assert fast[3] == "--load_fast=true"
     assert {"--logdir=/logs", "--port=6006", "--reload_interval=5"} <= set(fast)
     slow = tensorboard_command("gs://b/logs", "127.0.0.1", 7000, "python", 2, ["--x=1"])
-    assert slow[1:4] == ["-m", "tbpipe.pipelines.runners.tensorboard", "--load_fast=false"]
+    assert slow[2] == fast[2] and slow[3] == "--load_fast=false"
     assert {"--logdir=gs://b/logs", "--port=7000", "--host=127.0.0.1", "--reload_interval=2",
             "--x=1"} <= set(slow)
 
@@ -50,5 +51,5 @@ def test_unknown_loader_is_one_clear_line():
 
 def test_cli_defaults_to_the_pipeline_log_root_on_loopback():
     args = build_parser().parse_args(["tensorboard"])
-    assert args.log_root == PipelineParams().log_root
+    assert args.log_root == DEFAULT_LOG_ROOT  # where `tbpipe run` writes by default
     assert (args.host, args.port, args.loader) == ("127.0.0.1", 6006, "auto")

@@ -88,7 +88,8 @@ def test_cli_serves_a_local_root_with_the_fast_loader_and_no_tensorflow(tmp_path
 
         (board,) = children(cli.pid)
         command = Path(f"/proc/{board}/cmdline").read_text().split("\0")
-        assert command[1:4] == ["-m", "tbpipe.pipelines.runners.tensorboard", "--load_fast=true"]
+        assert command[1] == "-P" and command[2].endswith("tensorboard_frontend.py")
+        assert command[3] == "--load_fast=true"
         files = mapped_files(board)
         assert any("/grpc/_cython/cygrpc" in path for path in files)  # talks to the data server
         assert not loads_tensorflow(files), sorted(p for p in files if "/tensorflow/" in p)

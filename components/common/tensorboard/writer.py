@@ -90,8 +90,8 @@ def log_hparams(writer, hparams: Mapping[str, object], metrics: Mapping[str, flo
     clean = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in hparams.items()}
     exp, ssi, sei = hparams_summary(clean, dict(metrics))
     if not fastpath.add_summaries(writer, (exp, ssi, sei), step):
-        writer.add_hparams(clean, dict(metrics), name=".", global_step=step)  # also the scalars
-        return
+        # public path: tensorboardX puts the session in a sub-folder of its own
+        writer.add_hparams(clean, dict(metrics), name="hparams", global_step=step)
     for name, value in metrics.items():
         writer.add_scalar(name, value, step)
 

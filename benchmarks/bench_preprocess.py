@@ -75,6 +75,7 @@ def child(args: argparse.Namespace) -> dict:
     import pandas  # noqa: F401 - imported before the baseline, like the readers do
     import pyarrow.parquet  # noqa: F401
     import tensorboardX  # noqa: F401
+
     from tbpipe.components.preprocessing.config import PreprocessConfig
     from tbpipe.components.preprocessing.core import preprocess_data
 

@@ -96,9 +96,8 @@ def run_pair(arms: Arms, args: argparse.Namespace) -> tuple[dict, float]:
 
 def run(args: argparse.Namespace) -> Report:
     """Measure, and return the report."""
-    from tbpipe.components.training.model import resolve_precision
-
     from benchmarks.train_variants import env_variant_rows, variant_rows
+    from tbpipe.components.training.model import resolve_precision
 
     args.precision = resolve_precision(args.precision)
     dtype = "bfloat16" if args.precision == "mixed_bfloat16" else "float32"

@@ -107,9 +107,10 @@ def legacy_callback_class() -> type:
 def callback_arms(root: str):  # noqa: ANN201 - name -> (make callbacks, close) factories
     """The arms of part 2: each returns its callbacks and a closer."""
     import keras
+    from tensorboardX import SummaryWriter
+
     from tbpipe.components.common.tensorboard.callback import TensorBoardX
     from tbpipe.components.common.tensorboard.writer import open_writer, sync_events
-    from tensorboardX import SummaryWriter
 
     class NoOp(keras.callbacks.Callback):
         def on_train_batch_end(self, batch: int, logs=None) -> None:
@@ -160,6 +161,7 @@ def gpu_logging_arms(fit, root: str, steps: int, work: dict) -> dict:  # noqa: A
             thread plus the writer thread) over a steady epoch's wall time.
     """
     import keras
+
     from tbpipe.components.common.tensorboard.callback import TensorBoardX
     from tbpipe.components.common.tensorboard.writer import open_writer, sync_events
 

@@ -23,6 +23,7 @@ ABBA = (True, False, False, True)
 def toggle_part(arms: Arms, args: argparse.Namespace, root: str) -> dict[str, list[float]]:
     """One fit, logging on/off by epoch; epoch wall and CPU seconds of each kind."""
     import keras
+
     from tbpipe.components.common.tensorboard.callback import TensorBoardX
     from tbpipe.components.common.tensorboard.writer import open_writer
     from tbpipe.components.training.model import build_cnn, resolve_precision

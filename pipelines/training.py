@@ -10,6 +10,7 @@ import dataclasses
 from types import MappingProxyType
 
 from kfp import compiler, dsl
+
 from tbpipe import components
 from tbpipe.components.common.errors import SettingError
 from tbpipe.components.common.naming import validate_name

@@ -99,6 +99,7 @@ class GcsEmulator:
 
     def create_bucket(self, name: str) -> None:
         from google.api_core.exceptions import Conflict
+
         from tbpipe.components.common.storage.gcs import gcs_client
 
         with contextlib.suppress(Conflict):

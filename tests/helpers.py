@@ -8,6 +8,7 @@ import sys
 import urllib.request
 
 import numpy as np
+
 from tbpipe.components.common.dataset import DatasetInfo, DatasetWriter
 
 #: The ``tbpipe`` command of this environment, as a subprocess argv prefix.

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+
 from tbpipe.components.common.errors import InputError
 
 MANIFEST = "dataset.json"

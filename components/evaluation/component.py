@@ -4,6 +4,7 @@ from typing import NamedTuple
 
 from kfp import dsl
 from kfp.dsl import ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
+
 from tbpipe.components._image import IMAGE
 
 
@@ -31,7 +32,7 @@ def evaluate(
     from collections import namedtuple
 
     from tbpipe.components.common.errors import exit_on_error
-    from tbpipe.components.common.wrapper import step_place
+    from tbpipe.components.common.naming import step_place
     from tbpipe.components.evaluation.config import EvaluateConfig
     from tbpipe.components.evaluation.core import evaluate_model
 

@@ -8,6 +8,7 @@ memory stays bounded whatever the size of the test set.
 from __future__ import annotations
 
 import numpy as np
+
 from tbpipe.components.common import storage
 from tbpipe.components.common.dataset import iter_shards, read_info
 from tbpipe.components.common.errors import InputError

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
+
 from tbpipe.components.common.naming import tensorboard_run_url
 from tbpipe.components.common.tensorboard.writer import heatmap, markdown_table
 from tbpipe.components.evaluation.config import EvaluateConfig, EvaluateResult

@@ -2,6 +2,7 @@
 
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Model, Output
+
 from tbpipe.components._image import GPU_IMAGE
 
 
@@ -21,8 +22,7 @@ def finetune(model: Input[Model], train_data: Input[Dataset], val_data: Input[Da
     mixed_bfloat16.
     """
     from tbpipe.components.common.errors import exit_on_error
-    from tbpipe.components.common.naming import checkpoint_dir_for
-    from tbpipe.components.common.wrapper import step_place
+    from tbpipe.components.common.naming import checkpoint_dir_for, step_place
     from tbpipe.components.finetuning.config import FinetuneConfig
     from tbpipe.components.finetuning.core import finetune_model
 

@@ -17,6 +17,7 @@ from tbpipe.components.training.fit import FitJob, fit_and_save
 
 if TYPE_CHECKING:
     import keras
+
     from tbpipe.components.common.dataset import DatasetInfo
 
 

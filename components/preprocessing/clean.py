@@ -1,6 +1,6 @@
 """Row cleaning for preprocess: drop bad rows, quantize pixels to bytes, tally what was seen.
 
-:func:`clean_chunk` turns one :class:`~tbpipe.components.preprocessing.readers.RawChunk` into uint8
+:func:`clean_chunk` turns one :class:`~.source.RawChunk` into uint8
 images (byte b meaning b/255) and int64 labels, counting the rows it dropped per reason;
 :class:`RowTally` sums those counts, the kept labels, a pixel-byte histogram and a few
 sample images over all chunks. Sums are exact integers, so they do not depend on chunking.
@@ -9,9 +9,10 @@ sample images over all chunks. Sums are exact integers, so they do not depend on
 from __future__ import annotations
 
 import numpy as np
+
 from tbpipe.components.common.dataset import MAX_CLASSES, to_uint8
 from tbpipe.components.common.errors import InputError
-from tbpipe.components.preprocessing.readers import RawChunk
+from tbpipe.components.preprocessing.source import RawChunk
 from tbpipe.components.preprocessing.summary import SAMPLE_IMAGES
 
 DROP_REASONS = ("missing", "bad_label", "out_of_range")

@@ -2,6 +2,7 @@
 
 from kfp import dsl
 from kfp.dsl import Dataset, Metrics, Output
+
 from tbpipe.components._image import IMAGE
 
 
@@ -21,7 +22,7 @@ def preprocess(data: str, train_data: Output[Dataset], val_data: Output[Dataset]
     ``run_name``, else the KFP job's name. Defaults: PreprocessConfig's (a test holds them equal).
     """
     from tbpipe.components.common.errors import exit_on_error
-    from tbpipe.components.common.wrapper import step_place
+    from tbpipe.components.common.naming import step_place
     from tbpipe.components.preprocessing.config import PreprocessConfig
     from tbpipe.components.preprocessing.core import preprocess_data
 

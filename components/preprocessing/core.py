@@ -16,17 +16,14 @@ import os
 import time
 
 import numpy as np
+
 from tbpipe.components.common import storage
 from tbpipe.components.common.dataset import MAX_CLASSES, DatasetInfo, DatasetWriter
 from tbpipe.components.common.errors import InputError
-from tbpipe.components.preprocessing.clean import (  # noqa: F401 - DROP_REASONS, byte_histogram: re-exported
-    DROP_REASONS,
-    RowTally,
-    byte_histogram,
-    clean_chunk,
-)
+from tbpipe.components.preprocessing.clean import RowTally, clean_chunk
 from tbpipe.components.preprocessing.config import PreprocessConfig
-from tbpipe.components.preprocessing.readers import Source, open_source
+from tbpipe.components.preprocessing.readers import open_source
+from tbpipe.components.preprocessing.source import Source
 from tbpipe.components.preprocessing.split import SPLITS, StratifiedSplitter, finish_writer
 from tbpipe.components.preprocessing.summary import flat_metrics, log_summary, pixel_stats
 

@@ -12,8 +12,9 @@ import os
 from collections.abc import Callable, Iterator
 
 import numpy as np
+
 from tbpipe.components.common.errors import InputError
-from tbpipe.components.preprocessing.readers import FORMATS_HINT, RawChunk, Source
+from tbpipe.components.preprocessing.source import FORMATS_HINT, RawChunk, Source
 
 IDX_IMAGES_MAGIC = 0x00000803
 IDX_LABELS_MAGIC = 0x00000801

@@ -8,45 +8,20 @@ MNIST IDX files (raw or ``.gz``), ``builtin:digits`` (scikit-learn) and ``builti
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
 import os
 import zlib
 from collections.abc import Callable, Iterator
 
 import numpy as np
+
 from tbpipe.components.common import storage
 from tbpipe.components.common.errors import InputError
+from tbpipe.components.preprocessing.idx import idx_source
+from tbpipe.components.preprocessing.source import FORMATS_HINT, RawChunk, Source
 
 LABEL = "label"
 TABLE_SUFFIXES = {".csv": "csv", ".csv.gz": "csv", ".parquet": "parquet", ".pq": "parquet"}
-FORMATS_HINT = ("use a .csv, .csv.gz, .parquet or .pq table, a folder of MNIST IDX files, "
-                "builtin:digits or builtin:mnist")
-
-
-@dataclasses.dataclass(frozen=True)
-class RawChunk:
-    """Rows as read: pixels ``(n, H*W*C)`` and labels ``(n,)``, before any cleaning.
-
-    ``split`` is ``"test"`` when the source fixes the split (MNIST t10k), else ``None``.
-    """
-
-    pixels: np.ndarray
-    labels: np.ndarray
-    split: str | None = None
-
-
-@dataclasses.dataclass(frozen=True)
-class Source:
-    """An opened input: its image shape, value range, and a chunk iterator factory."""
-
-    name: str
-    image_shape: tuple[int, int, int]
-    max_value: float
-    chunks: Callable[[], Iterator[RawChunk]]
-    has_test_split: bool = False
-
-
 @contextlib.contextmanager
 def open_source(data_uri: str, chunk_rows: int,
                 image_shape: tuple[int, int, int] | None = None) -> Iterator[Source]:
@@ -61,8 +36,6 @@ def open_source(data_uri: str, chunk_rows: int,
         raise InputError(f"{data_uri}: no such file or folder; check the data path")
     with storage.local_input(data_uri) as local:
         if os.path.isdir(local):
-            from tbpipe.components.preprocessing.idx import idx_source
-
             yield idx_source(data_uri, local, chunk_rows)
             return
         kind = table_kind(data_uri)

@@ -8,6 +8,7 @@ import math
 from collections import defaultdict
 
 import numpy as np
+
 from tbpipe.components.common.dataset import FORMAT, MANIFEST, DatasetInfo, DatasetWriter
 
 SPLITS = ("train", "val", "test")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+
 from tbpipe.components.common.tensorboard.writer import image_grid, markdown_table, open_writer
 from tbpipe.components.preprocessing.split import SPLITS
 

@@ -2,6 +2,7 @@
 
 from kfp import dsl
 from kfp.dsl import Input, Model, Output
+
 from tbpipe.components._image import IMAGE
 
 

@@ -21,6 +21,7 @@ import threading
 from collections.abc import Callable, Mapping
 
 import keras
+
 from tbpipe.components.common.errors import InputError, StorageError
 from tbpipe.components.common.model_format import load_keras_file
 from tbpipe.components.common.storage import exists, join, read_bytes, upload_file, write_bytes

@@ -2,6 +2,7 @@
 
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Model, Output
+
 from tbpipe.components._image import GPU_IMAGE
 
 
@@ -19,8 +20,7 @@ def train(train_data: Input[Dataset], val_data: Input[Dataset], model: Output[Mo
     holds them equal); ``precision``: auto, float32, mixed_float16 or mixed_bfloat16.
     """
     from tbpipe.components.common.errors import exit_on_error
-    from tbpipe.components.common.naming import checkpoint_dir_for
-    from tbpipe.components.common.wrapper import step_place
+    from tbpipe.components.common.naming import checkpoint_dir_for, step_place
     from tbpipe.components.training.config import TrainConfig
     from tbpipe.components.training.core import train_model
 

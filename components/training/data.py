@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 import tensorflow as tf
+
 from tbpipe.components.common.dataset import MANIFEST, DatasetInfo, read_info
 from tbpipe.components.common.errors import InputError, StorageError
 from tbpipe.components.common.storage import is_remote, join, read_bytes

@@ -15,6 +15,7 @@ from tbpipe.components.training.config import FitConfig, TrainResult
 
 if TYPE_CHECKING:
     import keras
+
     from tbpipe.components.common.dataset import DatasetInfo
 
 METRIC_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")

@@ -12,6 +12,7 @@ import threading
 from collections.abc import Iterator
 
 import keras
+
 from tbpipe.components.common.errors import TbpipeError
 from tbpipe.components.common.sigterm import on_sigterm
 

@@ -30,7 +30,7 @@ def gate(accuracy: float, threshold: float) -> str:
 @dsl.pipeline(name="my-training")
 def own_pipeline(log_root: str, data: str = "builtin:digits", epochs: int = 3,
                  threshold: float = 0.9) -> str:
-    """preprocess -> train (on a GPU node) -> evaluate -> your gate."""
+    """Preprocess -> train (on a GPU node) -> evaluate -> your gate."""
     prep = preprocess(data=data, log_root=log_root)
     trained = train(train_data=prep.outputs["train_data"], val_data=prep.outputs["val_data"],
                     log_root=log_root, epochs=epochs)

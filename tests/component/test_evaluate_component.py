@@ -1,7 +1,7 @@
 import pytest
 from kfp.dsl import ClassificationMetrics, Dataset, Markdown, Metrics, Model
-from tbpipe.components import evaluate
 
+from tbpipe.components import evaluate
 from tests.helpers import read_scalars, write_dataset
 from tests.unit.test_evaluate import save_tiny_model
 

@@ -3,8 +3,8 @@
 import json
 
 from kfp.dsl import Dataset, Metrics, Model
-from tbpipe.components import finetune, train
 
+from tbpipe.components import finetune, train
 from tests.helpers import write_dataset
 
 WHERE = dict(experiment="exp", run_name="r1", job_name="job")

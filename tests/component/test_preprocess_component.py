@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 from kfp.dsl import Dataset, Metrics
+
 from tbpipe.components import preprocess
 from tbpipe.components.common.dataset import read_info
 from tbpipe.components.preprocessing.core import STEP
-
 from tests.helpers import read_scalars
 from tests.unit.test_readers import table_data, write_csv
 

@@ -2,8 +2,8 @@ import json
 
 import pytest
 from kfp.dsl import Dataset, Metrics, Model
-from tbpipe.components import finetune, train
 
+from tbpipe.components import finetune, train
 from tests.helpers import read_scalars, write_dataset
 
 WHERE = dict(experiment="exp", run_name="", job_name="job-3")

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from tbpipe.pipelines.runners.images import BuiltImage
 
 ROOT = Path(__file__).resolve().parents[2]

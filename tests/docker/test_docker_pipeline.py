@@ -17,9 +17,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from tbpipe.components import _image
 from tbpipe.pipelines.runners.build_context import DOCKER_DIR
-
 from tests.helpers import free_port, get_json, read_tags
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]

@@ -4,10 +4,10 @@ import os
 import subprocess
 
 import pytest
+
 from tbpipe.components import _image
 from tbpipe.components.common.errors import InputError, TbpipeError
 from tbpipe.pipelines.runners import build_context, images
-
 from tests.helpers import TBPIPE
 
 

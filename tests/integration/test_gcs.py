@@ -12,10 +12,10 @@ import urllib.parse
 import urllib.request
 
 import pytest
+
 from tbpipe.components.common import storage
 from tbpipe.components.common.tensorboard.sink import ATTEMPT_DEADLINE_S
 from tbpipe.pipelines.runners.tensorboard import start_tensorboard
-
 from tests.helpers import TBPIPE, free_port, read_scalars
 
 pytestmark = [pytest.mark.integration, pytest.mark.gcs]
@@ -184,6 +184,7 @@ def test_pipeline_reads_and_logs_on_gcs(gcs_emulator, gcs_root, tmp_path):
     import numpy as np
     import pandas as pd
     from sklearn.datasets import load_digits
+
     from tbpipe.pipelines.runners.local import run_pipeline
     from tbpipe.pipelines.training import PipelineParams
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tbpipe.components.common import storage
 
+from tbpipe.components.common import storage
 from tests.reliability.support import REPO
 
 EPOCHS, BATCH, EXAMPLES = 3, 16, 96

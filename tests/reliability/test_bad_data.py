@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 from kfp.dsl import Dataset, Metrics
+
 from tbpipe.components import preprocess
 from tbpipe.components.common.storage import gcs
 from tbpipe.components.preprocessing.config import PreprocessConfig
 from tbpipe.components.preprocessing.core import preprocess_data
-
 from tests.helpers import write_dataset
 from tests.reliability.support import (
     DATA_CASES,

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 from kfp.dsl import ClassificationMetrics, Dataset, Markdown, Metrics, Model
-from tbpipe.components import evaluate, finetune
 
+from tbpipe.components import evaluate, finetune
 from tests.helpers import write_dataset
 from tests.reliability.support import one_error_line, tree_digest, whole_outputs
 

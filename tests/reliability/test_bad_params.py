@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 from kfp.dsl import ClassificationMetrics, Dataset, Markdown, Metrics, Model
-from tbpipe.components import evaluate, finetune, preprocess, train
 
+from tbpipe.components import evaluate, finetune, preprocess, train
 from tests.helpers import write_dataset
 from tests.reliability.support import cli, one_error_line
 

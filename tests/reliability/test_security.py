@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 from kfp.dsl import ClassificationMetrics, Dataset, Markdown, Metrics, Model
+
 from tbpipe.components import evaluate, finetune, preprocess, train
 from tbpipe.pipelines.cli.main import main
-
 from tests.helpers import write_dataset
 from tests.kfp_standin import KfpStandIn
 from tests.reliability.support import REPO, cli, one_error_line

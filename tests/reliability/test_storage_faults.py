@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 from kfp.dsl import Dataset, Metrics
+
 from tbpipe.components import preprocess
 from tbpipe.components.common import storage
 from tbpipe.components.common.storage import gcs
-
 from tests.reliability.attempts import EPOCHS, STEPS, Run, assert_same_as, finish, wait_until
 from tests.reliability.support import frame, one_error_line, whole_outputs
 

@@ -24,6 +24,7 @@ import time
 def main(spec_path: str) -> int:
     """Run the train component as SPEC says; exit status as the component's."""
     from kfp.dsl import Dataset, Metrics, Model
+
     from tbpipe.components import train
     from tbpipe.components.common import storage
     from tbpipe.components.common.tensorboard.callback import TensorBoardX

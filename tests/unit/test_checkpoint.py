@@ -5,10 +5,10 @@ import signal
 
 import numpy as np
 import pytest
+
 from tbpipe.components.common.errors import InputError
 from tbpipe.components.training.config import TrainConfig
 from tbpipe.components.training.core import train_model
-
 from tests.helpers import read_scalars, read_tags, synthetic_images, write_train_val
 
 SETTINGS = dict(batch_size=16, learning_rate=0.01, seed=7)
@@ -88,6 +88,7 @@ def test_damaged_state_is_one_line_input_error(tmp_path):
 
 def test_sigterm_stops_training_at_the_next_batch():
     import keras
+
     from tbpipe.components.training.model import build_cnn
     from tbpipe.components.training.preemption import Preempted, StopOnSignal, sigterm_flag
 

@@ -6,11 +6,11 @@ import signal
 import threading
 
 import pytest
+
 from tbpipe.components.training.checkpoint import EpochCheckpoint, read_state
 from tbpipe.components.training.config import TrainConfig
 from tbpipe.components.training.fit import FitJob, fit_and_save
 from tbpipe.components.training.preemption import Preempted
-
 from tests.helpers import read_scalars, write_train_val
 
 STEPS, VAL_BATCHES = 4, 2  # 64 training and 32 validation examples, batches of 16
@@ -73,6 +73,7 @@ def test_the_train_steps_callbacks_allow_async_batch_hooks(monkeypatch, tmp_path
     async-safe and the backend is thread-safe (TensorFlow's is not, in Keras 3.15)."""
     import keras
     from keras.src import backend
+
     from tbpipe.components.common.tensorboard.callback import TensorBoardX
     from tbpipe.components.training.preemption import StopOnSignal, sigterm_flag
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from tbpipe.pipelines.training import PipelineParams
 
 REPO = Path(__file__).resolve().parents[2]

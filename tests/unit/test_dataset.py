@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+
 from tbpipe.components.common.dataset import (
     DatasetWriter,
     iter_shards,
@@ -8,7 +9,6 @@ from tbpipe.components.common.dataset import (
     to_uint8,
 )
 from tbpipe.components.common.errors import InputError
-
 from tests.helpers import synthetic_images, write_dataset
 
 

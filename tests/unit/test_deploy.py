@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from tbpipe.components._image import image
 
 BASE = Path(__file__).resolve().parents[2] / "deploy" / "tensorboard"

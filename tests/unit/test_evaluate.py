@@ -5,6 +5,8 @@ from urllib.parse import unquote
 import numpy as np
 import pytest
 from sklearn import metrics as skm
+from tensorboardX.summary import compute_curve
+
 from tbpipe.components.common.dataset import load_arrays
 from tbpipe.components.common.errors import InputError
 from tbpipe.components.common.naming import tensorboard_run_url
@@ -18,8 +20,6 @@ from tbpipe.components.evaluation.metrics import (
     pr_histograms,
 )
 from tbpipe.components.selection.core import select_best, should_finetune
-from tensorboardX.summary import compute_curve
-
 from tests.helpers import read_scalars, read_tags, synthetic_images, write_dataset
 
 SHAPE = (8, 8, 1)

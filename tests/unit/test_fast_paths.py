@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
+
 from tbpipe.components.common.tensorboard import fastpath
 from tbpipe.components.common.tensorboard.writer import open_writer, sync_events
-
 from tests.helpers import read_scalars, read_tags, write_dataset
 
 
@@ -89,6 +89,7 @@ def test_fallback_without_the_thread_queue(tmp_path):
 
 def test_shuffled_batches_work_with_global_seed_zero(tmp_path):
     import keras
+
     from tbpipe.components.training.data import make_dataset
 
     write_dataset(str(tmp_path / "d"), n=40)
@@ -111,6 +112,7 @@ def test_plain_model_is_float32_without_xla():
 
 def test_fit_job_runs_extra_callbacks(tmp_path):
     import keras
+
     from tbpipe.components.training.config import TrainConfig
     from tbpipe.components.training.fit import FitJob, fit_and_save
     from tbpipe.components.training.model import build_cnn
@@ -206,8 +208,9 @@ def _preprocess(tmp_path, name, data):
 
 def test_integer_tables_take_the_integer_path_with_the_same_result(tmp_path):
     import pandas as pd
+
     from tbpipe.components.preprocessing.clean import byte_histogram, clean_chunk
-    from tbpipe.components.preprocessing.readers import RawChunk
+    from tbpipe.components.preprocessing.source import RawChunk
 
     rng = np.random.default_rng(3)
     pixels = rng.integers(0, 256, (60, 16))

@@ -1,11 +1,11 @@
 import numpy as np
 import pytest
+
 from tbpipe.components.common.errors import InputError
 from tbpipe.components.finetuning.config import FinetuneConfig
 from tbpipe.components.finetuning.core import finetune_model
 from tbpipe.components.training.config import TrainConfig
 from tbpipe.components.training.core import train_model
-
 from tests.helpers import read_scalars, write_dataset
 from tests.unit.test_train import read_hparams
 

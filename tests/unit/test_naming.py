@@ -1,6 +1,7 @@
 import os
 
 import pytest
+
 from tbpipe.components.common.errors import InputError
 from tbpipe.components.common.naming import (
     default_run_name,

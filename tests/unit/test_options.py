@@ -1,4 +1,5 @@
 import pytest
+
 from tbpipe.components.common.errors import InputError
 from tbpipe.pipelines.cli.flags import params_from_args
 from tbpipe.pipelines.cli.main import build_parser

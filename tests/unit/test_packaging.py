@@ -33,9 +33,10 @@ def test_version_flag():
 
 
 def test_public_api_names_are_the_components_and_pipeline_builders():
+    from kfp.dsl.python_component import PythonComponent
+
     import tbpipe.components as components
     import tbpipe.pipelines as pipelines
-    from kfp.dsl.python_component import PythonComponent
 
     for name in ("preprocess", "train", "evaluate", "finetune"):
         assert isinstance(getattr(components, name), PythonComponent)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from tbpipe.components._image import image
 from tbpipe.pipelines.cli.main import main
 from tbpipe.pipelines.placement import DEFAULT_RESOURCES, CompileOptions, step_kind

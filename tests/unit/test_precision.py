@@ -4,10 +4,10 @@ import json
 
 import numpy as np
 import pytest
+
 from tbpipe.components.common.errors import InputError
 from tbpipe.components.training.config import PRECISIONS, TrainConfig
 from tbpipe.components.training.core import train_model
-
 from tests.helpers import write_train_val
 
 COMPUTE = {"float32": "float32", "mixed_float16": "float16", "mixed_bfloat16": "bfloat16"}
@@ -21,6 +21,7 @@ def data(tmp_path_factory):
 @pytest.mark.parametrize("precision", ["float32", "mixed_float16", "mixed_bfloat16"])
 def test_each_precision_trains_saves_loads_and_predicts_on_cpu(tmp_path, precision):
     import keras
+
     from tbpipe.components.training.model import build_cnn, is_mixed_precision, model_precision
 
     model = build_cnn((8, 8, 1), 4, seed=1, precision=precision, jit_compile=False)
@@ -107,7 +108,6 @@ def test_train_and_finetune_record_the_precision(data, tmp_path):
     from tbpipe.components.finetuning.config import FinetuneConfig
     from tbpipe.components.finetuning.core import finetune_model
     from tbpipe.components.training.model import model_precision, resolve_precision
-
     from tests.unit.test_train import read_hparams
 
     train_model(*data, str(tmp_path / "m"), str(tmp_path / "logs"),

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from tbpipe.components.common.dataset import DatasetWriter, load_arrays, read_info
 from tbpipe.components.common.errors import InputError
 from tbpipe.components.preprocessing.config import PreprocessConfig
 from tbpipe.components.preprocessing.core import STATS_FILE, preprocess_data
 from tbpipe.components.preprocessing.split import SPLITS, StratifiedSplitter
-
 from tests.helpers import read_scalars, read_tags
 from tests.unit.test_readers import table_data, table_frame, write_csv, write_idx
 

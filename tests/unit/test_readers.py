@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+
 from tbpipe.components.common.errors import InputError, StorageError
 from tbpipe.components.preprocessing.idx import IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC
 from tbpipe.components.preprocessing.readers import open_source
-
 from tests.helpers import synthetic_images
 
 
@@ -216,6 +216,7 @@ def gcs_bucket(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     import socket
 
     from gcp_storage_emulator.server import create_server
+
     from tbpipe.components.common.storage import gcs
 
     with socket.socket() as probe:

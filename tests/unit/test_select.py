@@ -1,6 +1,7 @@
 import json
 
 import pytest
+
 from tbpipe.components import decide_finetune, select_model
 from tbpipe.components.common.errors import InputError
 from tbpipe.components.selection.core import choose_model, finetune_plan

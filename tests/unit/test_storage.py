@@ -6,6 +6,7 @@ import threading
 import time
 
 import pytest
+
 from tbpipe.components.common import storage
 from tbpipe.components.common.errors import StorageError, StorageUnavailable
 from tbpipe.components.common.storage import gcs

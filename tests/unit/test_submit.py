@@ -9,10 +9,10 @@ from urllib.parse import quote
 
 import pytest
 import yaml
+
 from tbpipe.pipelines.cli.main import main
 from tbpipe.pipelines.placement import CompileOptions
 from tbpipe.pipelines.training import compile_pipeline
-
 from tests.kfp_standin import KfpStandIn
 
 LOG_ROOT = "gs://bucket/logs"

@@ -11,13 +11,13 @@ import time
 
 import numpy as np
 import pytest
+from tensorboardX import SummaryWriter
+
 from tbpipe.components.common import storage
 from tbpipe.components.common.errors import StorageError
 from tbpipe.components.common.storage import gcs
 from tbpipe.components.common.tensorboard.segments import complete_length, read_records
 from tbpipe.components.common.tensorboard.sink import gcs_writer
-from tensorboardX import SummaryWriter
-
 from tests.helpers import read_scalars, read_tags
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from tbpipe.components.common.errors import InputError
 from tbpipe.pipelines.cli.main import build_parser
 from tbpipe.pipelines.runners.local import DEFAULT_LOG_ROOT

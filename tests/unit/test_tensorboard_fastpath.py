@@ -3,9 +3,9 @@
 import struct
 
 import pytest
+
 from tbpipe.components.common.tensorboard import fastpath
 from tbpipe.components.common.tensorboard.writer import open_writer
-
 from tests.helpers import read_scalars
 
 
@@ -65,9 +65,10 @@ def test_pending_scalars_reach_the_file_without_a_wake(tmp_path):
 
 
 def test_scalar_events_are_encoded_exactly_as_protobuf_would():
-    from tbpipe.components.common.tensorboard.encode import scalars_event
     from tensorboardX.proto.event_pb2 import Event
     from tensorboardX.proto.summary_pb2 import Summary
+
+    from tbpipe.components.common.tensorboard.encode import scalars_event
 
     cases = [(1.7e9, 1, (("batch/loss", 0.25), ("batch/accuracy", 0.9))),
              (0.0, 0, (("zero", 0.0),)),  # defaults: protobuf leaves wall_time and step out
@@ -104,8 +105,8 @@ def test_version_check_gates_the_internals():
 def test_public_path_writes_the_same_events(tmp_path, monkeypatch):
     """With a tensorboardX the fast path was not checked against, the public API is used."""
     import numpy as np
-    from tbpipe.components.common.tensorboard.writer import log_hparams, sync_events
 
+    from tbpipe.components.common.tensorboard.writer import log_hparams, sync_events
     from tests.helpers import read_scalars, read_tags
 
     monkeypatch.setattr(fastpath, "ENABLED", False)

@@ -13,8 +13,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from tbpipe.components.common.tensorboard.writer import open_writer
 
+from tbpipe.components.common.tensorboard.writer import open_writer
 from tests.helpers import TBPIPE, free_port, get_json
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/maps").exists(),

@@ -3,12 +3,12 @@ import os
 
 import numpy as np
 import pytest
+
 from tbpipe.components.common.dataset import to_uint8
 from tbpipe.components.common.errors import InputError
 from tbpipe.components.common.naming import checkpoint_dir_for
 from tbpipe.components.training.config import TrainConfig
 from tbpipe.components.training.core import train_model
-
 from tests.helpers import read_scalars, read_tags, synthetic_images, write_dataset, write_train_val
 
 

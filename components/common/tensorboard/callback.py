@@ -13,6 +13,7 @@ import threading
 
 import keras
 import numpy as np
+
 from tbpipe.components.common.tensorboard.fastpath import add_histogram, add_scalars
 
 

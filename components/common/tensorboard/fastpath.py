@@ -24,6 +24,7 @@ from typing import NamedTuple
 
 import numpy as np
 import tensorboardX
+
 from tbpipe.components.common.tensorboard.encode import scalars_event
 
 EVENT_QUEUE_SIZE = 1024

@@ -31,10 +31,11 @@ import threading
 import time
 from collections.abc import Iterator
 
+from tensorboardX import SummaryWriter
+
 from tbpipe.components.common import sigterm
 from tbpipe.components.common.errors import StorageError, StorageUnavailable
 from tbpipe.components.common.tensorboard.segments import MAX_SEGMENT_BYTES, SegmentPublisher
-from tensorboardX import SummaryWriter
 
 DEFAULT_CLOSE_TIMEOUT_S = 20.0
 OPEN_DEADLINE_S = 5.0

@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterator, Mapping
 
 import numpy as np
+
 from tbpipe.components.common.storage import is_remote
 from tbpipe.components.common.tensorboard import fastpath
 

@@ -39,14 +39,19 @@ class Run:
                                       "state.json")
 
     def start(self, attempt: int, delay: float, flush_secs: int = 5,
-              storage_deadline: float | None = None) -> subprocess.Popen:
-        """Start attempt ``attempt`` (sleeping ``delay`` s after each batch)."""
+              storage_deadline: float | None = None,
+              hold_at: int | None = None) -> subprocess.Popen:
+        """Start attempt ``attempt`` (sleeping ``delay`` s after each batch).
+
+        With ``hold_at`` the attempt waits after logging that global step until
+        :meth:`release` is called: a fault is then injected at exactly that point.
+        """
         spec = {"data": str(self.data), "out": str(self.root / f"out{attempt}"),
                 "log_root": self.log_root, "checkpoint_root": self.checkpoint_root,
                 "epochs": EPOCHS, "batch_size": BATCH, "learning_rate": 0.01, "seed": 7,
                 "flush_secs": flush_secs, "run_name": "r1", "delay": delay,
                 "progress": str(self.root / f"progress{attempt}"),
-                "storage_deadline": storage_deadline}
+                "storage_deadline": storage_deadline, "hold_at": hold_at}
         Path(spec["out"]).mkdir(parents=True)
         (self.root / f"spec{attempt}.json").write_text(json.dumps(spec))
         with open(self.root / f"attempt{attempt}.log", "w") as out:
@@ -61,6 +66,11 @@ class Run:
         path = self.root / f"progress{attempt}"
         rows = [r.split() for r in path.read_text().splitlines()] if path.exists() else []
         return [(int(r[0]), float(r[1])) for r in rows if len(r) == 2]
+
+    def release(self, attempt: int) -> float:
+        """Let an attempt held at ``hold_at`` go on; returns the wall time it was released."""
+        (self.root / f"progress{attempt}.release").touch()
+        return time.time()
 
     def last_step(self, attempt: int) -> int:
         return max((s for s, _ in self.progress(attempt)), default=0)

@@ -124,14 +124,16 @@ def test_outage_mid_training_shorter_than_the_deadline_is_ridden_out(
         gcs_emulator, gcs_root, train_inputs, reference, tmp_path):
     run = Run(tmp_path, train_inputs, log_root=storage.join(gcs_root, "logs"),
               checkpoint_root=storage.join(gcs_root, "ckpt"))
-    proc = run.start(1, delay=0.3, flush_secs=1)
-    wait_until(proc, lambda: run.checkpoint_epoch() >= 1 and run.last_step(1) >= STEPS + 1)
+    # held after epoch 2's last batch: the outage covers that epoch's end and its checkpoint
+    proc = run.start(1, delay=0.0, flush_secs=1, hold_at=2 * STEPS)
+    wait_until(proc, lambda: run.last_step(1) >= 2 * STEPS)
     with gcs_emulator.outage():
-        time.sleep(4)  # storage down across the next epoch's end and its checkpoint
+        released_at = run.release(1)
+        time.sleep(4)
     err = finish(proc)
     assert proc.returncode == 0, err[-3000:]
     logged_at = dict(run.progress(1))
-    assert logged_at[2 * STEPS + 1] - logged_at[2 * STEPS] >= 1.5  # epoch 2's end waited
+    assert logged_at[2 * STEPS + 1] - released_at >= 3.0  # epoch 2's end waited for storage
     assert_same_as(reference, run, 1, resumed_from=0)
 
 
@@ -140,18 +142,19 @@ def test_outage_mid_training_longer_than_the_deadline_fails_clearly_and_a_retry_
         gcs_emulator, gcs_root, train_inputs, reference, tmp_path):
     run = Run(tmp_path, train_inputs, log_root=storage.join(gcs_root, "logs"),
               checkpoint_root=storage.join(gcs_root, "ckpt"))
-    proc = run.start(1, delay=0.3, flush_secs=1, storage_deadline=3.0)
-    wait_until(proc, lambda: run.checkpoint_epoch() >= 1 and run.last_step(1) >= STEPS + 1)
+    proc = run.start(1, delay=0.0, flush_secs=1, storage_deadline=3.0, hold_at=2 * STEPS)
+    wait_until(proc, lambda: run.last_step(1) >= 2 * STEPS)
     gcs_emulator.stop()
     try:
         down_at = time.monotonic()
-        err = finish(proc, timeout=120)
+        run.release(1)
+        err = finish(proc, timeout=240)
         took = time.monotonic() - down_at
     finally:
         gcs_emulator.start()
     # Bounded: event sync (10 s) + the checkpoint's retry deadline (3 s) + the log sink's
-    # close (20 s), plus the rest of the epoch.
-    assert proc.returncode == 1 and took < 60, (took, err[-3000:])
+    # close (20 s); the slack is for a loaded machine, the bound is what matters.
+    assert proc.returncode == 1 and took < 120, (took, err[-3000:])
     assert "Traceback" not in err
     errors = [line for line in err.splitlines() if line.startswith("tbpipe: train: error:")]
     assert len(errors) == 1, err[-3000:]

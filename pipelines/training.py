@@ -7,6 +7,7 @@ derive from it, and its defaults are the step configs' own. Compiling imports no
 """
 
 import dataclasses
+import re
 from types import MappingProxyType
 
 from kfp import compiler, dsl
@@ -77,8 +78,9 @@ class PipelineParams:
         for config, fields in steps:
             try:
                 config(**{field: getattr(self, param) for field, param in fields.items()})
-            except SettingError as exc:
-                flag = "--" + fields.get(exc.name, exc.name).replace("_", "-")
+            except SettingError as exc:  # name the flags: "--val-fraction + --test-fraction"
+                flags = {field: "--" + param.replace("_", "-") for field, param in fields.items()}
+                flag = re.sub(r"\w+", lambda m, flags=flags: flags.get(m[0], m[0]), exc.name)
                 raise SettingError(flag, exc.value, exc.rule) from None
         if self.finetune not in FINETUNE_MODES:
             raise SettingError("--finetune", self.finetune,

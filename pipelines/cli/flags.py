@@ -28,8 +28,8 @@ def add_param_arguments(parser: argparse.ArgumentParser) -> None:
     for field in dataclasses.fields(PipelineParams):
         flag = "--" + field.name.replace("_", "-")
         kind = field.type if field.type in (int, float) else str
-        choices = PARAM_CHOICES.get(field.name)
-        group.add_argument(flag, dest=field.name, type=kind, default=None, choices=choices,
+        choices = PARAM_CHOICES.get(field.name)  # listed here, checked by the config
+        group.add_argument(flag, dest=field.name, type=kind, default=None,
                            metavar="|".join(choices) if choices else field.name.upper(),
                            help=f"default: {field.default!r}")
 

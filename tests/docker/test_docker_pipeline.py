@@ -69,7 +69,7 @@ RUN_SCRIPT = """
 import json, sys
 from tbpipe.pipelines.runners.docker import docker_paths
 from tbpipe.pipelines.runners.local import run_pipeline
-from tbpipe.pipelines.options import PipelineParams
+from tbpipe.pipelines.training import PipelineParams
 root, experiment, run = sys.argv[1:]
 params = PipelineParams(epochs=1, finetune="always", finetune_epochs=1, log_root=root + "/logs",
                         experiment=experiment, run_name=run)

@@ -107,22 +107,23 @@ def test_bad_rows_are_dropped_and_counted(tmp_path: Path,
     pixels, labels = table_data(n=40, classes=4)
     frame = table_frame(pixels, labels).astype(float)
     frame.loc[0, "pixel5"] = np.nan
-    frame.loc[1, "label"] = -1
-    frame.loc[2, "label"] = 1.5
     frame.loc[3, "pixel0"] = 256
     frame.loc[4, "pixel15"] = -0.5
     frame.to_csv(tmp_path / "dirty.csv", index=False)
     result = run(tmp_path, str(tmp_path / "dirty.csv"), chunk_rows=4)
-    assert result.stats["dropped"] == {"missing": 1, "bad_label": 2, "out_of_range": 2}
-    assert (result.stats["rows_read"], result.stats["rows_dropped"]) == (40, 5)
-    assert result.train.num_examples + result.val.num_examples + result.test.num_examples == 35
-    assert "dropped 5" in capsys.readouterr().out
+    assert result.stats["dropped"] == {"missing": 1, "out_of_range": 2}
+    assert (result.stats["rows_read"], result.stats["rows_dropped"]) == (40, 3)
+    assert result.train.num_examples + result.val.num_examples + result.test.num_examples == 37
+    assert "dropped 3" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(("labels", "message"), [
-    ([-1, -2, 0.5, 7.5], r"all 4 rows were dropped"),
+    # Labels that are not class numbers are refused, not dropped (reliability, round 2).
+    ([0, 1, -1, 2], r"label -1 \(row 3, column 'label'\) is not a class number"),
+    ([0, 1, 2, 7.5], r"label 7\.5 \(row 4, column 'label'\) is not a class number"),
+    ([0, np.nan, 1, 2], r"label nan \(row 2, column 'label'\) is missing"),
     ([3, 3, 3, 3], r"only class 3 is present"),
-    ([0, 1, 2, 300], r"label 300 is above 255"),
+    ([0, 1, 2, 300], r"label 300 is above 255 \(row 4, column 'label'\)"),
 ])
 def test_unusable_labels_fail_and_leave_nothing(tmp_path: Path, labels: list[float],
                                                 message: str) -> None:

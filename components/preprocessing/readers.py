@@ -3,6 +3,10 @@
 Sources: a CSV / Parquet table (``label`` column plus one column per pixel), a folder of
 MNIST IDX files (raw or ``.gz``), ``builtin:digits`` (scikit-learn) and ``builtin:mnist``
 (Keras download). Readers only parse; cleaning and scaling happen in :mod:`core`.
+
+Inputs are bounded: only regular files and folders are opened (:func:`~.source.check_regular`),
+a CSV line may hold at most ``FIELD_BYTES`` per column (:class:`_LineGuard`), and IDX
+headers are held to the file's size (:mod:`.idx`).
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ import numpy as np
 from tbpipe.components.common import storage
 from tbpipe.components.common.dataset import MAX_CLASSES, DatasetInfo, DatasetWriter
 from tbpipe.components.common.errors import InputError
-from tbpipe.components.preprocessing.clean import RowTally, clean_chunk
+from tbpipe.components.preprocessing.clean import PixelScale, RowTally, clean_chunk
 from tbpipe.components.preprocessing.config import PreprocessConfig
 from tbpipe.components.preprocessing.readers import open_source
 from tbpipe.components.preprocessing.source import Source
@@ -63,14 +63,14 @@ def _check_outputs(*uris: str) -> None:
         raise InputError(f"train/val/test outputs must be three different folders, got {uris}")
 
 
-def _stream(source: Source, splitter: StratifiedSplitter,
-            test_writer: DatasetWriter) -> RowTally:
+def _stream(source: Source, splitter: StratifiedSplitter, test_writer: DatasetWriter,
+            scale: PixelScale) -> RowTally:
     """Clean every chunk of ``source``; fixed test rows go to ``test_writer``, others split."""
     tally, last_report = RowTally(), time.monotonic()
     print(f"preprocess: reading {source.name} (images {source.image_shape})", flush=True)
     for chunk in source.chunks():
-        images, labels, dropped = clean_chunk(source.name, chunk, source.max_value,
-                                              source.image_shape)
+        images, labels, dropped = clean_chunk(source.name, chunk, scale, source.image_shape,
+                                              first_row=tally.rows_read)
         tally.add(len(chunk.labels), images, labels, dropped)
         if chunk.split == "test":
             test_writer.write(images, labels)
@@ -99,7 +99,7 @@ def _check_tally(name: str, tally: RowTally) -> int:
 
 
 def build_stats(data_uri: str, config: PreprocessConfig, source: Source, tally: RowTally,
-                infos: dict[str, DatasetInfo]) -> dict:
+                infos: dict[str, DatasetInfo], scale: PixelScale) -> dict:
     """Collect the JSON-able statistics of a run (no timings, so equal runs compare equal)."""
     return {
         "source": data_uri,
@@ -112,6 +112,7 @@ def build_stats(data_uri: str, config: PreprocessConfig, source: Source, tally: 
         "splits": {s: {"num_examples": infos[s].num_examples,
                        "class_counts": list(infos[s].class_counts)} for s in SPLITS},
         "pixels": pixel_stats(tally.pixel_hist),
+        "pixel_values": {"min": scale.low, "max": scale.high, "scale_max": scale.value},
         "seed": config.seed,
         "val_fraction": config.val_fraction,
         "test_fraction": 0.0 if source.has_test_split else config.test_fraction,
@@ -142,9 +143,10 @@ def preprocess_data(data_uri: str, train_uri: str, val_uri: str, test_uri: str,
     with open_source(data_uri, config.chunk_rows, config.image_shape) as source, \
             contextlib.ExitStack() as stack:
         roots = {s: stack.enter_context(storage.atomic_dir(uris[s])) for s in SPLITS}
-        tally, infos = _write_splits(data_uri, source, roots, config)
-        stats = build_stats(data_uri, config, source, tally, infos)
-        _save_stats(roots["train"], stats, tally, infos)
+        scale = PixelScale(source.name, source.max_value, source.columns)
+        tally, infos = _write_splits(data_uri, source, roots, config, scale)
+        stats = build_stats(data_uri, config, source, tally, infos, scale)
+        _save_stats(roots["train"], stats, tally, infos, scale)
         if log_dir:
             log_summary(log_dir, stats, tally.pixel_hist, tally.samples)
     return PreprocessResult(infos["train"], infos["val"], infos["test"], stats,
@@ -152,13 +154,14 @@ def preprocess_data(data_uri: str, train_uri: str, val_uri: str, test_uri: str,
 
 
 def _write_splits(data_uri: str, source: Source, roots: dict[str, str],
-                  config: PreprocessConfig) -> tuple[RowTally, dict[str, DatasetInfo]]:
+                  config: PreprocessConfig, scale: PixelScale
+                  ) -> tuple[RowTally, dict[str, DatasetInfo]]:
     """Stream ``source`` into one Dataset per split under ``roots``; check and finish them."""
     writers = {s: DatasetWriter(roots[s], source.image_shape, MAX_CLASSES,
                                 config.shard_records) for s in SPLITS}
     test_fraction = 0.0 if source.has_test_split else config.test_fraction
     splitter = StratifiedSplitter(writers, config.val_fraction, test_fraction, config.seed)
-    tally = _stream(source, splitter, writers["test"])
+    tally = _stream(source, splitter, writers["test"], scale)
     num_classes = _check_tally(data_uri, tally)
     infos = {s: finish_writer(writers[s], num_classes) for s in SPLITS}
     if infos["train"].num_examples == 0:
@@ -168,10 +171,18 @@ def _write_splits(data_uri: str, source: Source, roots: dict[str, str],
 
 
 def _save_stats(train_root: str, stats: dict, tally: RowTally,
-                infos: dict[str, DatasetInfo]) -> None:
-    """Write ``stats.json`` into the training Dataset's folder and print a one-line summary."""
+                infos: dict[str, DatasetInfo], scale: PixelScale) -> None:
+    """Write ``stats.json`` into the training Dataset's folder and print the summary line."""
     with open(os.path.join(train_root, STATS_FILE), "w") as handle:
         handle.write(json.dumps(stats, indent=2, sort_keys=True) + "\n")
-    print(f"preprocess: kept {stats['rows_kept']} of {tally.rows_read} rows, dropped "
-          f"{tally.rows_dropped} ({tally.dropped}); split "
-          f"{ {s: infos[s].num_examples for s in SPLITS} }", flush=True)
+    print(summary_line(tally, infos, scale), flush=True)
+
+
+def summary_line(tally: RowTally, infos: dict[str, DatasetInfo], scale: PixelScale) -> str:
+    """The one summary line: rows kept, pixel values seen and their scale, classes, split."""
+    classes = " ".join(f"{label}:{count}" for label, count in enumerate(tally.label_counts)
+                       if count)
+    return (f"preprocess: kept {tally.rows_read - tally.rows_dropped} of {tally.rows_read} "
+            f"rows, dropped {tally.rows_dropped} ({tally.dropped}); pixel values "
+            f"{scale.range_seen()} read as {scale.describe()}; classes {classes}; split "
+            f"{ {s: infos[s].num_examples for s in SPLITS} }")

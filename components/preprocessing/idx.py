@@ -14,10 +14,14 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 from tbpipe.components.common.errors import InputError
-from tbpipe.components.preprocessing.source import FORMATS_HINT, RawChunk, Source
+from tbpipe.components.preprocessing.source import FORMATS_HINT, RawChunk, Source, check_regular
 
 IDX_IMAGES_MAGIC = 0x00000803
 IDX_LABELS_MAGIC = 0x00000801
+MAX_IMAGE_PIXELS = 1 << 24  # one image of more is not an image data set (4096 x 4096)
+CHUNK_BYTES = 64 << 20  # at most this many image bytes are read at a time
+READ_PIECE = 1 << 20  # bytes asked of a file at once: a short stream never costs more
+GZIP_MAX_RATIO = 1032  # deflate expands at most ~1032:1; a header claiming more is wrong
 
 
 def _idx_file(folder: str, prefix: str, kind: str) -> str | None:
@@ -25,8 +29,10 @@ def _idx_file(folder: str, prefix: str, kind: str) -> str | None:
     for sep in ("-", "."):
         for suffix in ("", ".gz"):
             path = os.path.join(folder, f"{prefix}-{kind}{sep}{dims}-ubyte{suffix}")
-            if os.path.isfile(path):
-                return path
+            if os.path.lexists(path):
+                check_regular(path, path)
+                if os.path.isfile(path):
+                    return path
     return None
 
 
@@ -50,17 +56,40 @@ def read_idx_header(path: str, magic: int) -> tuple[int, ...]:
         raise InputError(f"{path}: IDX magic 0x{found:08x}, expected 0x{magic:08x} "
                          f"(an {what} file); check the file name and content")
     dims = tuple(int(d) for d in np.frombuffer(head[4:], dtype=">u4"))
-    if not path.endswith(".gz"):
-        expected = len(head) + math.prod(dims)
-        if os.path.getsize(path) != expected:
-            raise InputError(f"{path}: {os.path.getsize(path)} bytes but the header says "
-                             f"{dims} ({expected} bytes); the file is truncated or damaged")
+    _check_claim(path, dims, len(head))
     return dims
 
 
+def _check_claim(path: str, dims: tuple[int, ...], head: int) -> None:
+    """Hold the sizes an IDX header claims to the file's real size, before any allocation.
+
+    A raw file must be exactly header + data; a ``.gz`` file cannot hold more than
+    GZIP_MAX_RATIO times its size (its exact length is checked while reading).
+    """
+    if len(dims) == 3 and (dims[1] * dims[2] == 0 or dims[1] * dims[2] > MAX_IMAGE_PIXELS):
+        raise InputError(f"{path}: the header says images of {dims[1]}x{dims[2]} pixels, "
+                         f"not 1..{MAX_IMAGE_PIXELS} pixels; the file is damaged, re-download it")
+    expected = head + math.prod(dims)
+    size = os.path.getsize(path)
+    if not path.endswith(".gz"):
+        if size != expected:
+            raise InputError(f"{path}: {size} bytes but the header says "
+                             f"{dims} ({expected} bytes); the file is truncated or damaged")
+    elif expected > size * GZIP_MAX_RATIO + 1024:
+        raise InputError(f"{path}: the header says {dims} ({expected} bytes) but {size} "
+                         "compressed bytes cannot hold that much; the file is truncated or "
+                         "damaged, re-download it")
+
+
 def _read_exact(handle, path: str, size: int) -> bytes:  # noqa: ANN001
+    """Read ``size`` bytes in pieces, so a stream shorter than its header costs no more."""
+    data = bytearray()
     try:
-        data = handle.read(size)
+        while len(data) < size:
+            piece = handle.read(min(READ_PIECE, size - len(data)))
+            if not piece:
+                break
+            data += piece
     except (OSError, EOFError) as exc:
         raise InputError(f"{path}: cannot read IDX data ({exc}); re-download it") from exc
     if len(data) != size:
@@ -76,6 +105,7 @@ def _idx_pair(images: str, labels: str, chunk_rows: int,
     if n != n_labels:
         raise InputError(f"{images}: {n} images but {labels} has {n_labels} labels; "
                          "use matching IDX files")
+    chunk_rows = max(1, min(chunk_rows, CHUNK_BYTES // (rows * cols)))
 
     def chunks() -> Iterator[RawChunk]:
         with _open_idx(images) as img, _open_idx(labels) as lab:
@@ -86,9 +116,15 @@ def _idx_pair(images: str, labels: str, chunk_rows: int,
                 pixels = np.frombuffer(_read_exact(img, images, m * rows * cols), np.uint8)
                 yield RawChunk(pixels.reshape(m, rows * cols),
                                np.frombuffer(_read_exact(lab, labels, m), np.uint8), split)
-            if img.read(1) or lab.read(1):
-                raise InputError(f"{images}: data after the {n} records the header promises; "
-                                 "the file is damaged, re-download it")
+            for path, handle in ((images, img), (labels, lab)):
+                try:
+                    extra = handle.read(1)
+                except (OSError, EOFError) as exc:
+                    raise InputError(f"{path}: cannot read IDX data ({exc}); "
+                                     "re-download it") from exc
+                if extra:
+                    raise InputError(f"{path}: data after the {n} records the header "
+                                     "promises; the file is damaged, re-download it")
 
     return (rows, cols), chunks
 

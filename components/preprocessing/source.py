@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import stat
 from collections.abc import Callable, Iterator
 
 import numpy as np
+
+from tbpipe.components.common.errors import InputError
 
 FORMATS_HINT = ("use a .csv, .csv.gz, .parquet or .pq table, a folder of MNIST IDX files, "
                 "builtin:digits or builtin:mnist")
@@ -25,10 +29,35 @@ class RawChunk:
 
 @dataclasses.dataclass(frozen=True)
 class Source:
-    """An opened input: its image shape, value range, and a chunk iterator factory."""
+    """An opened input: its image shape, value range, and a chunk iterator factory.
+
+    ``max_value`` is the pixel value meaning full brightness when the format fixes it (255
+    for IDX, 16 for builtin:digits); None for tables, whose scale (0..255 or [0, 1]) is
+    decided from the values (:class:`~.clean.PixelScale`). ``columns`` names the pixel
+    columns of a table, in pixel order, for error lines.
+    """
 
     name: str
     image_shape: tuple[int, int, int]
-    max_value: float
+    max_value: float | None
     chunks: Callable[[], Iterator[RawChunk]]
     has_test_split: bool = False
+    columns: tuple[str, ...] = ()
+
+
+def check_regular(name: str, path: str) -> None:
+    """Refuse anything but a regular file or a folder (FIFO, device, socket) before reading.
+
+    ``os.stat`` opens nothing, so a FIFO with no writer cannot block here.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        raise InputError(f"{name}: cannot read ({exc.strerror}); check the data path") from exc
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return
+    kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(mode) else
+            "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else
+            "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
+    raise InputError(f"{name}: is {kind}, not a regular file; only files and folders are read, "
+                     "copy the data to a file first")

@@ -62,6 +62,8 @@ def summary_markdown(stats: dict) -> str:
         f"kept {stats['rows_kept']}; seed {stats['seed']}",
         markdown_table(["split", "examples", "class counts 0..k-1"], rows),
         f"Pixels (scaled to [0, 1]): {pixels}",
+        *([f"Pixel values read: {v['min']:g}..{v['max']:g}, full brightness "
+           f"{v['scale_max'] or 255:g}"] if (v := stats.get("pixel_values")) else []),
     ])
 
 

@@ -151,6 +151,59 @@ def _truncated_gz(folder: Path) -> str:
     return str(folder)
 
 
+def _fifo(name: str) -> Callable[[Path], str]:
+    """A named pipe with no writer: opening it for reading would block forever."""
+    def build(folder: Path) -> str:
+        folder.mkdir(parents=True, exist_ok=True)
+        os.mkfifo(folder / name)
+        return str(folder / name)
+    return build
+
+
+def _fifo_in_idx(folder: Path) -> str:
+    idx_folder(folder)
+    (folder / "train-labels-idx1-ubyte").unlink()
+    os.mkfifo(folder / "train-labels-idx1-ubyte")
+    return str(folder)
+
+
+def _idx_claiming(folder: Path, gz: bool = False) -> str:
+    """An images file whose header claims 10^12 bytes (10^6 images of 1000x1000)."""
+    idx_folder(folder, gz=gz)
+    data = idx_bytes(IDX_IMAGES, (10**6, 1000, 1000), bytes(4096))
+    name = "train-images-idx3-ubyte" + (".gz" if gz else "")
+    (folder / name).write_bytes(gzip.compress(data) if gz else data)
+    return str(folder)
+
+
+def _gz_stream(folder: Path, change: Callable[[bytes], bytes]) -> str:
+    """``.gz`` IDX files whose images stream is cut or extended (the gzip itself is whole)."""
+    idx_folder(folder, gz=True)
+    path = folder / "train-images-idx3-ubyte.gz"
+    path.write_bytes(gzip.compress(change(gzip.decompress(path.read_bytes()))))
+    return str(folder)
+
+
+def _long_line(folder: Path) -> str:
+    """A 16-pixel CSV whose second data row is one 50 MB line."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "long.csv"
+    with open(path, "wb") as handle:
+        handle.write(frame(n=1).to_csv(index=False).encode())
+        handle.write(b"1,")
+        for _ in range(50):
+            handle.write(b"7" * (1 << 20))
+        handle.write(b"\n")
+    return str(path)
+
+
+def _mixed_scales(table: pd.DataFrame) -> pd.DataFrame:
+    table = table.astype(np.float64)
+    pixels = [c for c in table.columns if c.startswith("pixel")]
+    table.loc[table.index[12:], pixels] /= 255.0
+    return table
+
+
 # ---- the cases ----------------------------------------------------------------------------
 
 DATA_CASES: dict[str, Case] = {
@@ -178,7 +231,8 @@ DATA_CASES: dict[str, Case] = {
     "label-above-255": Case(_table("big.csv", _set("label", lambda t: np.arange(len(t)) + 250)),
                             (r"label \d+ is above 255", r"must be class numbers")),
     "all-labels-negative": Case(_table("neg.csv", _set("label", lambda t: -1.0)),
-                                (r"all 24 rows were dropped", r"'bad_label': 24", r"fix")),
+                                (r"label -1 \(row 1, column 'label'\) is not a class number",
+                                 r"fix or remove the row")),
     "single-class": Case(_table("one.csv", _set("label", lambda t: 2)),
                          (r"only class 2 is present", r"at least 2 classes")),
     "nan-in-every-row": Case(_table("nan.csv", _pixels_nan),
@@ -194,6 +248,35 @@ DATA_CASES: dict[str, Case] = {
                               (r"24 images but .* has 20 labels", r"use matching IDX files")),
     "idx-truncated-gz": Case(lambda f: _truncated_gz(f / "mnist"),
                              (r"cannot read IDX|ends early", r"re-download")),
+    # inputs bounded: only regular files; IDX claims held to the file; CSV lines bounded
+    "fifo-as-data": Case(_fifo("data.csv"), (r"is a FIFO \(named pipe\), not a regular file",
+                                             r"copy the data to a file")),
+    "fifo-in-idx-folder": Case(lambda f: _fifo_in_idx(f / "mnist"),
+                               (r"train-labels-idx1-ubyte: is a FIFO", r"not a regular file")),
+    "idx-claims-10-to-the-12": Case(lambda f: _idx_claiming(f / "mnist"),
+                                    (r"header says \(1000000, 1000, 1000\)", r"truncated")),
+    "idx-gz-claims-10-to-the-12": Case(
+        lambda f: _idx_claiming(f / "mnist", gz=True),
+        (r"header says \(1000000, 1000, 1000\) .* cannot hold that much", r"re-download")),
+    "idx-gz-stream-shorter": Case(lambda f: _gz_stream(f / "mnist", lambda d: d[:-7]),
+                                  (r"ends early", r"re-download")),
+    "idx-gz-stream-longer": Case(lambda f: _gz_stream(f / "mnist", lambda d: d + bytes(9)),
+                                 (r"data after the 24 records", r"re-download")),
+    "csv-50-mb-line": Case(_long_line, (r"line 3 is longer than 65536 bytes",
+                                        r"lost its line ends")),
+    # data that means something else: refused, never trained on
+    "label-fraction": Case(_table("frac.csv", _set("label", lambda t: np.arange(len(t)) % 3
+                                                   + (np.arange(len(t)) == 9) * 0.5)),
+                           (r"label 0\.5 \(row 10, column 'label'\) is not a class number",)),
+    "label-minus-one": Case(_table("minus.csv", _set("label", lambda t: np.where(
+        np.arange(len(t)) == 4, -1, np.arange(len(t)) % 3))),
+        (r"label -1 \(row 5, column 'label'\) is not a class number",)),
+    "label-nan": Case(_table("nan-label.csv", _set("label", lambda t: np.where(
+        np.arange(len(t)) == 6, np.nan, np.arange(len(t)) % 3))),
+        (r"label nan \(row 7, column 'label'\) is missing",)),
+    "mixed-pixel-scales": Case(_table("mixed.csv", _mixed_scales),
+                               (r"row 13 holds only values in \[0, 1\] with fractions",
+                                r"use one scale")),
 }
 
 

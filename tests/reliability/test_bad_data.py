@@ -15,6 +15,7 @@ import pytest
 from kfp.dsl import Dataset, Metrics
 
 from tbpipe.components import preprocess
+from tbpipe.components.common.errors import InputError
 from tbpipe.components.common.storage import gcs
 from tbpipe.components.preprocessing.config import PreprocessConfig
 from tbpipe.components.preprocessing.core import preprocess_data
@@ -107,13 +108,16 @@ def test_a_shape_given_fits_a_non_square_table(tmp_path):
     assert result.image_shape == (3, 5, 1) and result.train.num_examples > 0
 
 
-def test_negative_labels_are_dropped_and_counted_not_fatal(tmp_path):
+def test_one_negative_label_is_refused_not_dropped(tmp_path):
+    """A label that is not a class number means the table is not what it seems: refused."""
     table = frame(n=30)
-    table.loc[:4, "label"] = -1
-    result = preprocess_data(write_table(tmp_path / "t.csv", table),
-                             *(str(tmp_path / s) for s in ("tr", "va", "te")), None,
-                             PreprocessConfig())
-    assert result.stats["dropped"]["bad_label"] == 5 and result.stats["rows_kept"] == 25
+    table.loc[17, "label"] = -1
+    with pytest.raises(InputError, match=r"t\.csv: label -1 \(row 18, column 'label'\) is "
+                                         r"not a class number"):
+        preprocess_data(write_table(tmp_path / "t.csv", table),
+                        *(str(tmp_path / s) for s in ("tr", "va", "te")), None,
+                        PreprocessConfig())
+    assert not any((tmp_path / s).exists() for s in ("tr", "va", "te"))
 
 
 @pytest.mark.gcs

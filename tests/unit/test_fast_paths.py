@@ -216,15 +216,14 @@ def test_integer_tables_take_the_integer_path_with_the_same_result(tmp_path):
     pixels = rng.integers(0, 256, (60, 16))
     pixels[5, 3], pixels[9, 0] = 256, -3  # out of range
     labels = np.arange(60) % 3
-    labels[7] = -1  # bad label
     frame = pd.DataFrame(pixels, columns=[f"pixel{i}" for i in range(16)])
     frame.insert(0, "label", labels)
     frame.to_csv(tmp_path / "ints.csv", index=False)
     frame.to_parquet(tmp_path / "ints.parquet")
     frame.astype(float).to_csv(tmp_path / "floats.csv", index=False)  # "3.0": the float path
     images, kept, dropped = clean_chunk("t", RawChunk(pixels, labels), 255.0, (4, 4, 1))
-    assert images.dtype == np.uint8 and len(kept) == 57
-    assert dropped == {"missing": 0, "bad_label": 1, "out_of_range": 2}
+    assert images.dtype == np.uint8 and len(kept) == 58
+    assert dropped == {"missing": 0, "out_of_range": 2}
     results = {name: _preprocess(tmp_path, name, str(tmp_path / name))
                for name in ("ints.csv", "ints.parquet", "floats.csv")}
     assert results["ints.csv"][0].stats["dropped"] == dropped
@@ -254,4 +253,4 @@ def test_parquet_row_groups_nulls_and_big_values(tmp_path):
     columns.update({f"pixel{i}": pa.array(list(odd[:, i])) for i in range(16)})
     pq.write_table(pa.table(columns), tmp_path / "odd.parquet", row_group_size=7)
     result, _ = _preprocess(tmp_path, "odd.parquet", str(tmp_path / "odd.parquet"))
-    assert result.stats["dropped"] == {"missing": 1, "bad_label": 0, "out_of_range": 1}
+    assert result.stats["dropped"] == {"missing": 1, "out_of_range": 1}

@@ -107,22 +107,23 @@ def test_bad_rows_are_dropped_and_counted(tmp_path: Path,
     pixels, labels = table_data(n=40, classes=4)
     frame = table_frame(pixels, labels).astype(float)
     frame.loc[0, "pixel5"] = np.nan
-    frame.loc[1, "label"] = -1
-    frame.loc[2, "label"] = 1.5
     frame.loc[3, "pixel0"] = 256
     frame.loc[4, "pixel15"] = -0.5
     frame.to_csv(tmp_path / "dirty.csv", index=False)
     result = run(tmp_path, str(tmp_path / "dirty.csv"), chunk_rows=4)
-    assert result.stats["dropped"] == {"missing": 1, "bad_label": 2, "out_of_range": 2}
-    assert (result.stats["rows_read"], result.stats["rows_dropped"]) == (40, 5)
-    assert result.train.num_examples + result.val.num_examples + result.test.num_examples == 35
-    assert "dropped 5" in capsys.readouterr().out
+    assert result.stats["dropped"] == {"missing": 1, "out_of_range": 2}
+    assert (result.stats["rows_read"], result.stats["rows_dropped"]) == (40, 3)
+    assert result.train.num_examples + result.val.num_examples + result.test.num_examples == 37
+    assert "dropped 3" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(("labels", "message"), [
-    ([-1, -2, 0.5, 7.5], r"all 4 rows were dropped"),
+    # Labels that are not class numbers are refused, not dropped (reliability, round 2).
+    ([0, 1, -1, 2], r"label -1 \(row 3, column 'label'\) is not a class number"),
+    ([0, 1, 2, 7.5], r"label 7\.5 \(row 4, column 'label'\) is not a class number"),
+    ([0, np.nan, 1, 2], r"label nan \(row 2, column 'label'\) is missing"),
     ([3, 3, 3, 3], r"only class 3 is present"),
-    ([0, 1, 2, 300], r"label 300 is above 255"),
+    ([0, 1, 2, 300], r"label 300 is above 255 \(row 4, column 'label'\)"),
 ])
 def test_unusable_labels_fail_and_leave_nothing(tmp_path: Path, labels: list[float],
                                                 message: str) -> None:
@@ -230,3 +231,72 @@ def test_stats_file_metrics_and_tensorboard_logs(tmp_path: Path, csv_uri: str) -
     assert {"data/pixels", "data/labels"} <= set(tags["histograms"])
     assert tags["images"] == ["data/samples"]
     assert any(t.startswith("data/summary") for t in tags["tensors"])
+
+
+# ---- data that means something else: the pixel scale, the summary line ---------------------
+
+@pytest.mark.parametrize("name", ["unit.csv", "unit.parquet"])
+def test_pixels_scaled_to_0_1_are_read_as_such(tmp_path: Path, csv_uri: str, name: str,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    pixels, labels = table_data(n=40, classes=4)
+    uri = write_csv(tmp_path / name, pixels / 255.0, labels)  # a common export: floats in [0, 1]
+    result = run(tmp_path, uri, "unit", chunk_rows=7)
+    run(tmp_path, csv_uri, "bytes")
+    out = tmp_path / "unit"
+    expected = Counter((int(y), x.tobytes()) for x, y in zip(pixels, labels, strict=True))
+    assert sum((rows_of(out / s) for s in SPLITS), Counter()) == expected  # not 0s and 1s
+    unit_files, byte_files = split_bytes(tmp_path, "unit"), split_bytes(tmp_path, "bytes")
+    unit_files.pop("train/stats.json"), byte_files.pop("train/stats.json")
+    assert unit_files == byte_files
+    assert result.stats["pixel_values"]["scale_max"] == 1.0
+    assert "pixel values 0..1 read as [0, 1] (byte = round(value * 255))" in \
+        capsys.readouterr().out
+
+
+def test_shuffled_pixel_columns_give_the_same_bytes(tmp_path: Path, csv_uri: str) -> None:
+    pixels, labels = table_data(n=40, classes=4)
+    frame = table_frame(pixels, labels)
+    columns = list(np.random.default_rng(2).permutation(frame.columns))
+    frame[columns].assign(source="scan").to_csv(tmp_path / "shuffled.csv", index=False)
+    run(tmp_path, str(tmp_path / "shuffled.csv"), "shuffled")
+    run(tmp_path, csv_uri, "ordered")
+    shuffled, ordered = split_bytes(tmp_path, "shuffled"), split_bytes(tmp_path, "ordered")
+    shuffled.pop("train/stats.json"), ordered.pop("train/stats.json")
+    assert shuffled == ordered
+
+
+@pytest.mark.parametrize(("unit_rows", "chunk_rows", "message"), [
+    # 0..255 first: later [0, 1] rows would be quantized to 0 and 1.
+    (slice(30, 40), 10, r"row 31 holds only values in \[0, 1\] with fractions \(e\.g\. "
+                        r"0\.\d+ in column 'pixel\d+'\), but the table reads as 0\.\.255"),
+    # the same rows in the one chunk that decides the scale
+    (slice(30, 40), 10_000, r"row 31 holds only values in \[0, 1\] with fractions"),
+    # [0, 1] first: a later value above 1 contradicts it.
+    (slice(0, 10), 10, r"pixel value \d+ \(row 11, column 'pixel\d+'\) is above 1, but rows "
+                       r"up to 10 were all in \[0, 1\]"),
+])
+def test_a_table_mixing_scales_is_refused(tmp_path: Path, unit_rows: slice, chunk_rows: int,
+                                          message: str) -> None:
+    pixels, labels = table_data(n=40, classes=4)
+    frame = table_frame(pixels, labels).astype(float)
+    pixel_names = [f"pixel{i}" for i in range(16)]
+    frame.loc[frame.index[unit_rows], pixel_names] /= 255.0
+    frame.to_csv(tmp_path / "mixed.csv", index=False)
+    with pytest.raises(InputError, match=rf"mixed\.csv: {message}.*use one scale"):
+        run(tmp_path, str(tmp_path / "mixed.csv"), chunk_rows=chunk_rows)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_one_summary_line_with_pixel_range_scale_and_classes(
+        tmp_path: Path, csv_uri: str, capsys: pytest.CaptureFixture[str]) -> None:
+    run(tmp_path, csv_uri)
+    lines = [line for line in capsys.readouterr().out.splitlines()
+             if line.startswith("preprocess: kept")]
+    pixels, _ = table_data(n=40, classes=4)
+    assert lines == [
+        f"preprocess: kept 40 of 40 rows, dropped 0 ({{'missing': 0, 'out_of_range': 0}}); "
+        f"pixel values {pixels.min()}..{pixels.max()} read as 0..255 (byte = value); "
+        "classes 0:10 1:10 2:10 3:10; split {'train': 28, 'val': 4, 'test': 8}"]
+    run(tmp_path, "builtin:digits", "digits")
+    assert "pixel values 0..16 read as 0..16 (byte = round(value * 255 / 16))" in \
+        capsys.readouterr().out

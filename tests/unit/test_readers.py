@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import gzip
+import os
+import re
+import subprocess
 import sys
+import tracemalloc
 import types
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +20,8 @@ from tbpipe.components.common.errors import InputError, StorageError
 from tbpipe.components.preprocessing.idx import IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC
 from tbpipe.components.preprocessing.readers import open_source
 from tests.helpers import synthetic_images
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def table_data(n: int = 40, side: int = 4, classes: int = 4,
@@ -71,7 +77,7 @@ def test_tables_stream_in_chunks(tmp_path: Path, name: str) -> None:
     pixels, labels = table_data(n=23)
     source, chunks = read_all(write_csv(tmp_path / name, pixels, labels), chunk_rows=5)
     assert source.image_shape == (4, 4, 1)
-    assert source.max_value == 255
+    assert source.max_value is None  # a table's scale is decided from its values
     assert [len(c.labels) for c in chunks] == [5, 5, 5, 5, 3]
     np.testing.assert_array_equal(np.concatenate([c.pixels for c in chunks]), pixels)
     np.testing.assert_array_equal(np.concatenate([c.labels for c in chunks]), labels)
@@ -250,3 +256,151 @@ def test_gcs_table_object_and_idx_prefix(tmp_path: Path, gcs_bucket: str) -> Non
         np.testing.assert_array_equal(np.concatenate([c.pixels for c in chunks]), pixels)
     with pytest.raises(StorageError, match=r"gs://data-bkt/tables/none\.csv"):
         read_all(f"{gcs_bucket}/tables/none.csv")
+
+
+# ---- inputs bounded: only regular files, IDX claims held to the file, CSV lines bounded ---
+
+def _read_in_child(uri: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    """read_all(uri) in a child process with a timeout: a blocking read fails the test."""
+    code = ("import sys\n"
+            "from tbpipe.components.common.errors import InputError\n"
+            "from tests.unit.test_readers import read_all\n"
+            "try:\n"
+            f"    read_all({uri!r})\n"
+            "except InputError as exc:\n"
+            "    print(exc)\n"
+            "    sys.exit(3)\n")
+    return subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+def test_a_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
+    fifo = tmp_path / "data.csv"
+    os.mkfifo(fifo)  # no writer: opening it for reading would block forever
+    proc = _read_in_child(str(fifo), timeout=60)
+    assert proc.returncode == 3, proc.stderr[-2000:]
+    assert re.search(rf"{re.escape(str(fifo))}: is a FIFO \(named pipe\), not a regular file",
+                     proc.stdout)
+
+    images, labels = np.zeros((3, 2, 2), np.uint8), np.array([0, 1, 0])
+    write_idx(tmp_path / "mnist", "train", images, labels)
+    (tmp_path / "mnist" / "t10k-images-idx3-ubyte").unlink(missing_ok=True)
+    os.mkfifo(tmp_path / "mnist" / "t10k-images-idx3-ubyte")
+    proc = _read_in_child(str(tmp_path / "mnist"), timeout=60)
+    assert proc.returncode == 3, proc.stderr[-2000:]
+    assert "t10k-images-idx3-ubyte: is a FIFO" in proc.stdout
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="needs /dev/zero")
+def test_a_device_is_refused() -> None:
+    with pytest.raises(InputError, match=r"^/dev/zero: is a device, not a regular file"):
+        read_all("/dev/zero")
+
+
+def _idx_header(magic: int, dims: tuple[int, ...]) -> bytes:
+    return magic.to_bytes(4, "big") + np.array(dims, ">u4").tobytes()
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_an_idx_header_claiming_10_to_the_12_bytes_allocates_nothing(tmp_path: Path,
+                                                                     gz: bool) -> None:
+    write_idx(tmp_path, "train", np.zeros((4, 2, 2)), np.arange(4) % 2, gz=gz)
+    data = _idx_header(IDX_IMAGES_MAGIC, (10**6, 1000, 1000)) + bytes(4000)
+    name = "train-images-idx3-ubyte" + (".gz" if gz else "")
+    (tmp_path / name).write_bytes(gzip.compress(data) if gz else data)
+    tracemalloc.start()
+    try:
+        with pytest.raises(InputError, match=rf"{name}: .*\(1000000, 1000, 1000\) "
+                                             r"\(1000000000016 bytes\)"):
+            read_all(str(tmp_path))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 << 20
+
+
+def test_an_idx_header_claiming_a_huge_image_is_refused(tmp_path: Path) -> None:
+    write_idx(tmp_path, "train", np.zeros((4, 2, 2)), np.arange(4) % 2, gz=True)
+    data = _idx_header(IDX_IMAGES_MAGIC, (1, 60000, 60000)) + bytes(16)
+    (tmp_path / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(data))
+    with pytest.raises(InputError, match=r"images of 60000x60000 pixels"):
+        read_all(str(tmp_path))
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda data: data[:-5], r"train-images-idx3-ubyte\.gz: ends early"),
+    (lambda data: data + b"\0" * 7, r"train-images-idx3-ubyte\.gz: data after the 6 records"),
+])
+def test_a_gz_idx_stream_must_match_its_header(tmp_path: Path, change, message: str) -> None:
+    images, labels = np.ones((6, 3, 3), np.uint8), np.arange(6) % 2
+    write_idx(tmp_path, "train", images, labels, gz=True)
+    gz_file = tmp_path / "train-images-idx3-ubyte.gz"
+    gz_file.write_bytes(gzip.compress(change(idx_bytes(images))))
+    with pytest.raises(InputError, match=message):
+        read_all(str(tmp_path), chunk_rows=4)
+
+
+def write_long_line_csv(path: Path, line_bytes: int) -> str:
+    """A 16-pixel table whose second data row is one line of ``line_bytes`` digits."""
+    with open(path, "wb") as handle:
+        handle.write(b"label," + ",".join(f"pixel{i}" for i in range(16)).encode() + b"\n")
+        handle.write(b"1," + b"0," * 15 + b"0\n")
+        handle.write(b"2,")
+        piece = b"9" * (1 << 20)
+        for _ in range(line_bytes // len(piece)):
+            handle.write(piece)
+        handle.write(b"\n")
+    return str(path)
+
+
+def test_a_50_mb_csv_line_fails_in_one_line_with_flat_memory(tmp_path: Path) -> None:
+    uri = write_long_line_csv(tmp_path / "long.csv", 50 << 20)
+    code = ("import resource, sys\n"
+            "import pandas\n"
+            "from tbpipe.components.common.errors import InputError\n"
+            "from tests.unit.test_readers import read_all, table_data, write_csv\n"
+            "from pathlib import Path\n"
+            f"read_all(write_csv(Path({str(tmp_path / 'warm.csv')!r}), *table_data()))\n"
+            "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+            "try:\n"
+            f"    read_all({uri!r})\n"
+            "except InputError as exc:\n"
+            "    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+            "    print((after - before) // 1024)\n"
+            "    print(exc)\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+    growth_mb, message = proc.stdout.splitlines()[:2]
+    assert re.fullmatch(rf"{re.escape(uri)}: line 3 is longer than 65536 bytes \(17 columns "
+                        r"allow 65536 bytes a line\); .*fix it", message), message
+    print(f"peak memory growth on a 50 MB line: {growth_mb} MB")
+    assert int(growth_mb) < 20, f"peak memory grew {growth_mb} MB on a 50 MB line"
+
+
+def test_a_long_header_line_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "header.csv.gz"
+    path.write_bytes(gzip.compress(b"label," + b"x" * (5 << 20)))
+    with pytest.raises(InputError, match=r"header\.csv\.gz: the header line is longer than "
+                                         r"4194304 bytes"):
+        read_all(str(path))
+
+
+@pytest.mark.parametrize("name", ["t.csv", "t.parquet"])
+def test_pixel_columns_are_matched_by_number(tmp_path: Path, name: str) -> None:
+    pixels, labels = table_data(n=9)
+    ordered = table_frame(pixels, labels)
+    shuffled = ordered[list(np.random.default_rng(5).permutation(ordered.columns))].copy()
+    shuffled.insert(3, "note", "scan")  # an extra, non-numeric column is ignored
+    shuffled.insert(0, "id", np.arange(9) * 7)
+    write = (lambda f, p: f.to_parquet(p, index=False)) if name.endswith("parquet") else (
+        lambda f, p: f.to_csv(p, index=False))
+    write(shuffled, tmp_path / name)
+    source, chunks = read_all(str(tmp_path / name), chunk_rows=4)
+    assert source.columns == tuple(f"pixel{i}" for i in range(16))
+    np.testing.assert_array_equal(np.concatenate([c.pixels for c in chunks]), pixels)
+    np.testing.assert_array_equal(np.concatenate([c.labels for c in chunks]), labels)
+
+    write(ordered.drop(columns="pixel7"), tmp_path / name)
+    with pytest.raises(InputError, match=r"go up to pixel15 but pixel7 is missing"):
+        read_all(str(tmp_path / name))

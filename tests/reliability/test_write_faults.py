@@ -33,7 +33,7 @@ from tests.reliability.support import frame, one_error_line, tree_digest, write_
 ROOT = os.geteuid() == 0
 FULL = r"No space left on device"
 READ_ONLY = r"Read-only file system" if ROOT else r"Permission denied"
-NOT_A_FOLDER = r"Not a directory"
+NOT_A_FOLDER = r"a file is where a folder should be"
 
 
 # ---- places where writes fail -------------------------------------------------------------

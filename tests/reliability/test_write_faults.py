@@ -182,9 +182,13 @@ class Writer:
     write: Callable[[Path], None]
     step: str
     keeps_previous: bool = True
+    before: Callable[[Path], object] | None = None  # what is there first (default: write)
 
 
-WRITERS = {"event-writer": Writer(write_events, "train", keeps_previous=False),
+WRITERS = {"event-writer": Writer(write_events, "train", keeps_previous=False,
+                                  # a second writer in the same second would reuse (empty)
+                                  # the first one's event file name: a folder, no file
+                                  before=lambda out: out.mkdir(parents=True)),
            "checkpoint": Writer(write_checkpoint, "train"),
            "model-folder": Writer(write_model, "train"),
            "dataset": Writer(write_datasets, "preprocess"),
@@ -198,7 +202,7 @@ def test_a_failed_write_is_one_line_and_keeps_what_was_there(writer, place, tmp_
     monkeypatch.setenv("TBPIPE_TEST_TABLE_DIR", str(tmp_path / "inputs"))
     make_place, cause = PLACES[place]
     case = WRITERS[writer]
-    with make_place(tmp_path, case.write) as out:
+    with make_place(tmp_path, case.before or case.write) as out:
         before = tree_digest(out)
         with pytest.raises(SystemExit) as exit_info, exit_on_error(case.step):
             case.write(out)

@@ -6,14 +6,18 @@ pipeline's run-time parameters: the CLI flags, the pipeline's signature and the 
 derive from it, and its defaults are the step configs' own. Compiling imports no TensorFlow.
 """
 
+import contextlib
 import dataclasses
+import os
 import re
+import tempfile
+from pathlib import Path
 from types import MappingProxyType
 
 from kfp import compiler, dsl
 
 from tbpipe import components
-from tbpipe.components.common.errors import SettingError
+from tbpipe.components.common.errors import InputError, SettingError, os_errors
 from tbpipe.components.common.naming import validate_name
 from tbpipe.components.evaluation.config import EvaluateConfig
 from tbpipe.components.finetuning.config import FinetuneConfig
@@ -172,7 +176,41 @@ def build_training_pipeline(options: CompileOptions | None = None):  # noqa: ANN
     return training_pipeline
 
 
+#: The names KFP compiles to that hold tbpipe's pipeline. kfp 2.17 also takes ``.json``
+#: (deprecated), but only for pipelines without platform settings, and tbpipe's has them
+#: (node selectors, tolerations): it would empty the file, then fail.
+YAML_SUFFIXES = (".yaml", ".yml")
+
+
 def compile_pipeline(package_path: str, options: CompileOptions | None = None) -> str:
-    """Compile tbpipe's pipeline to a KFP v2 YAML at ``package_path``; returns the path."""
-    compiler.Compiler().compile(build_training_pipeline(options), package_path=package_path)
+    """Compile tbpipe's pipeline to a KFP v2 YAML at ``package_path``; returns the path.
+
+    The YAML goes to a temporary sibling, then replaces ``package_path`` in one rename, so
+    a file already there is never emptied or half-written.
+
+    Raises:
+        InputError: ``package_path`` does not end in ``.yaml``/``.yml`` (checked before any
+            file is touched).
+        StorageError: it cannot be written (one line naming it and the cause).
+
+    """
+    if not package_path.endswith(YAML_SUFFIXES):
+        raise InputError(f"{package_path}: KFP compiles tbpipe's pipeline to YAML only; "
+                         "use a name ending in .yaml or .yml")
+    pipeline = build_training_pipeline(options)
+    final = Path(package_path)
+    with os_errors(package_path):
+        handle, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".partial.yaml",
+                                       dir=final.parent)
+        os.close(handle)
+    try:
+        with os_errors(package_path):
+            compiler.Compiler().compile(pipeline, package_path=tmp)
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a YAML gets the usual mode
+            os.replace(tmp, package_path)
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
     return package_path

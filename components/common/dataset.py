@@ -13,6 +13,7 @@ a time, so a table larger than memory goes through. numpy reads them with ``np.f
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tbpipe.components.common.errors import InputError
+from tbpipe.components.common.errors import InputError, os_errors
 
 MANIFEST = "dataset.json"
 FORMAT = "tbpipe.records.v1"
@@ -56,14 +57,22 @@ def to_uint8(images: np.ndarray) -> np.ndarray:
 
 
 class DatasetWriter:
-    """Writes records chunk by chunk into shards of at most ``shard_records`` records."""
+    """Writes records chunk by chunk into shards of at most ``shard_records`` records.
+
+    A failed write (disk full, read-only file system, a file where the folder should be) is
+    one StorageError line naming ``name`` (the Dataset's own path; ``root`` may be a
+    temporary folder, see :func:`~tbpipe.components.common.storage.atomic_dir`) and the
+    cause. The manifest is written last, whole, so a failed writer leaves no Dataset.
+    """
 
     def __init__(self, root: str, image_shape: tuple[int, int, int], num_classes: int,
-                 shard_records: int = DEFAULT_SHARD_RECORDS) -> None:
+                 shard_records: int = DEFAULT_SHARD_RECORDS, name: str | None = None) -> None:
         if not 1 <= num_classes <= MAX_CLASSES:
             raise InputError(f"{num_classes} classes: the record format holds 1 to {MAX_CLASSES}")
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.name = name or str(root)
+        with os_errors(self.name):
+            self.root.mkdir(parents=True, exist_ok=True)
         self.image_shape = tuple(int(d) for d in image_shape)
         self.num_classes = num_classes
         self.shard_records = shard_records
@@ -83,13 +92,27 @@ class DatasetWriter:
         records[:, 1:] = images.reshape(n, -1)
         self._counts += np.bincount(labels.astype(np.int64), minlength=self.num_classes)
         start = 0
-        while start < n:
-            if self._handle is None or self._shards[-1][1] >= self.shard_records:
-                self._open_shard()
-            take = min(n - start, self.shard_records - self._shards[-1][1])
-            self._handle.write(records[start:start + take].tobytes())
-            self._shards[-1][1] += take
-            start += take
+        with self._writing():
+            while start < n:
+                if self._handle is None or self._shards[-1][1] >= self.shard_records:
+                    self._open_shard()
+                take = min(n - start, self.shard_records - self._shards[-1][1])
+                self._handle.write(records[start:start + take].tobytes())
+                self._shards[-1][1] += take
+                start += take
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """An OSError is one StorageError line; the open shard is released (never reused)."""
+        try:
+            with os_errors(self.name):
+                yield
+        except BaseException:
+            if self._handle is not None:
+                with contextlib.suppress(OSError):
+                    self._handle.close()
+                self._handle = None
+            raise
 
     def _open_shard(self) -> None:
         if self._handle is not None:
@@ -100,9 +123,10 @@ class DatasetWriter:
 
     def close(self) -> DatasetInfo:
         """Close the last shard, write the manifest and return what was written."""
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
+        with self._writing():
+            if self._handle is not None:
+                self._handle.close()
+                self._handle = None
         info = DatasetInfo(
             image_shape=self.image_shape,  # type: ignore[arg-type]
             num_classes=self.num_classes,
@@ -110,9 +134,20 @@ class DatasetWriter:
             shards=tuple((name, int(count)) for name, count in self._shards),
             class_counts=tuple(int(c) for c in self._counts),
         )
-        manifest = {"format": FORMAT, **dataclasses.asdict(info)}
-        (self.root / MANIFEST).write_text(json.dumps(manifest, indent=2))
+        self.write_manifest(info)
         return info
+
+    def write_manifest(self, info: DatasetInfo) -> None:
+        """Write (or rewrite) ``dataset.json`` for ``info``, whole (a temporary name first)."""
+        manifest = json.dumps({"format": FORMAT, **dataclasses.asdict(info)}, indent=2)
+        tmp = self.root / f".{MANIFEST}.partial"
+        try:
+            with os_errors(self.name):
+                tmp.write_text(manifest)
+                os.replace(tmp, self.root / MANIFEST)
+        finally:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
 
 
 def read_info(root: str) -> DatasetInfo:

@@ -1,5 +1,11 @@
 """User-facing errors: each becomes one clear line and a non-zero exit."""
 
+from __future__ import annotations
+
+import contextlib
+import errno
+from collections.abc import Iterator
+
 
 class TbpipeError(Exception):
     """An error the user can act on; its message names the input and what to do."""
@@ -23,6 +29,47 @@ class SettingError(InputError):
 
 class StorageError(TbpipeError):
     """A storage location that cannot be read or written."""
+
+    @classmethod
+    def from_os_error(cls, path: str, exc: OSError, action: str = "cannot write") -> StorageError:
+        """The one line for an OSError met on ``path``: the path, the cause, what to do.
+
+        ``{path}: cannot write (No space left on device); free space on that disk or write
+        elsewhere``. The cause is the system's own words (``exc.strerror``).
+        """
+        cause = exc.strerror or str(exc) or type(exc).__name__
+        hint = _OS_HINTS.get(exc.errno or 0, "check the path and try again")
+        return cls(f"{path}: {action} ({cause}); {hint}")
+
+
+_FULL = "free space on that disk or write elsewhere"
+_NOT_A_FOLDER = "a file is where a folder should be; remove it or choose another path"
+_DENIED = "check its permissions or write elsewhere"
+_OS_HINTS = {
+    errno.ENOSPC: _FULL,
+    errno.EDQUOT: _FULL,
+    errno.EFBIG: "the file is too large for that file system; write elsewhere",
+    errno.EROFS: "that file system is read-only; write to a writable folder",
+    errno.EACCES: _DENIED,
+    errno.EPERM: _DENIED,
+    errno.ENOTDIR: _NOT_A_FOLDER,
+    errno.EEXIST: _NOT_A_FOLDER,  # mkdir(exist_ok=True) on a file
+    errno.EISDIR: "a folder is where a file should be; remove it or choose another path",
+    errno.ENOENT: "its folder does not exist; create it or fix the path",
+    errno.EIO: "the disk reported an I/O error; check it or write elsewhere",
+}
+
+
+@contextlib.contextmanager
+def os_errors(path: str, action: str = "cannot write") -> Iterator[None]:
+    """Turn an OSError raised in the block into :meth:`StorageError.from_os_error` for ``path``.
+
+    Wrap only the writes (or reads) of ``path``, so another file's error is never blamed on it.
+    """
+    try:
+        yield
+    except OSError as exc:
+        raise StorageError.from_os_error(path, exc, action) from exc
 
 
 class StorageUnavailable(StorageError):  # noqa: N818 - reads as a state, like the GCS error

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tbpipe.components.common.errors import InputError, StorageError
+from tbpipe.components.common.errors import InputError, StorageError, os_errors
 from tbpipe.components.common.storage import (
     atomic_dir,
     download_file,
@@ -35,14 +35,20 @@ _HINT = "pass the model output of the train step"
 
 
 def save_model_folder(model: keras.Model, uri: str, meta: Mapping[str, object]) -> None:
-    """Write the Model folder at ``uri`` whole or not at all (``model.json`` last on gs://)."""
+    """Write the Model folder at ``uri`` whole or not at all (``model.json`` last on gs://).
+
+    Raises:
+        StorageError: ``uri`` (or the local staging folder) cannot be written: one line
+            naming ``uri`` and the cause; a Model folder there before is left whole.
+
+    """
     content = {"format": MODEL_FORMAT, **meta}
     if not is_remote(uri):
-        with atomic_dir(uri) as tmp:
+        with atomic_dir(uri) as tmp, os_errors(uri):
             model.save(os.path.join(tmp, MODEL_FILE))
             Path(tmp, META_FILE).write_text(json.dumps(content, indent=2))
         return
-    with tempfile.TemporaryDirectory(prefix="tbpipe-model-") as tmp:
+    with os_errors(uri), tempfile.TemporaryDirectory(prefix="tbpipe-model-") as tmp:
         local = os.path.join(tmp, MODEL_FILE)
         model.save(local)
         upload_file(local, join(uri, MODEL_FILE))

@@ -19,7 +19,7 @@ import numpy as np
 
 from tbpipe.components.common import storage
 from tbpipe.components.common.dataset import MAX_CLASSES, DatasetInfo, DatasetWriter
-from tbpipe.components.common.errors import InputError
+from tbpipe.components.common.errors import InputError, os_errors
 from tbpipe.components.preprocessing.clean import PixelScale, RowTally, clean_chunk
 from tbpipe.components.preprocessing.config import PreprocessConfig
 from tbpipe.components.preprocessing.readers import open_source
@@ -144,21 +144,24 @@ def preprocess_data(data_uri: str, train_uri: str, val_uri: str, test_uri: str,
             contextlib.ExitStack() as stack:
         roots = {s: stack.enter_context(storage.atomic_dir(uris[s])) for s in SPLITS}
         scale = PixelScale(source.name, source.max_value, source.columns)
-        tally, infos = _write_splits(data_uri, source, roots, config, scale)
+        tally, infos = _write_splits(data_uri, source, roots, uris, config, scale)
         stats = build_stats(data_uri, config, source, tally, infos, scale)
-        _save_stats(roots["train"], stats, tally, infos, scale)
+        _save_stats(roots["train"], train_uri, stats, tally, infos, scale)
         if log_dir:
             log_summary(log_dir, stats, tally.pixel_hist, tally.samples)
     return PreprocessResult(infos["train"], infos["val"], infos["test"], stats,
                             flat_metrics(stats))
 
 
-def _write_splits(data_uri: str, source: Source, roots: dict[str, str],
+def _write_splits(data_uri: str, source: Source, roots: dict[str, str], uris: dict[str, str],
                   config: PreprocessConfig, scale: PixelScale
                   ) -> tuple[RowTally, dict[str, DatasetInfo]]:
-    """Stream ``source`` into one Dataset per split under ``roots``; check and finish them."""
+    """Stream ``source`` into one Dataset per split under ``roots``; check and finish them.
+
+    ``roots`` are temporary folders that become ``uris``, the paths error lines name.
+    """
     writers = {s: DatasetWriter(roots[s], source.image_shape, MAX_CLASSES,
-                                config.shard_records) for s in SPLITS}
+                                config.shard_records, name=uris[s]) for s in SPLITS}
     test_fraction = 0.0 if source.has_test_split else config.test_fraction
     splitter = StratifiedSplitter(writers, config.val_fraction, test_fraction, config.seed)
     tally = _stream(source, splitter, writers["test"], scale)
@@ -170,10 +173,10 @@ def _write_splits(data_uri: str, source: Source, roots: dict[str, str],
     return tally, infos
 
 
-def _save_stats(train_root: str, stats: dict, tally: RowTally,
+def _save_stats(train_root: str, train_uri: str, stats: dict, tally: RowTally,
                 infos: dict[str, DatasetInfo], scale: PixelScale) -> None:
     """Write ``stats.json`` into the training Dataset's folder and print the summary line."""
-    with open(os.path.join(train_root, STATS_FILE), "w") as handle:
+    with os_errors(train_uri), open(os.path.join(train_root, STATS_FILE), "w") as handle:
         handle.write(json.dumps(stats, indent=2, sort_keys=True) + "\n")
     print(summary_line(tally, infos, scale), flush=True)
 

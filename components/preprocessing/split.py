@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from collections import defaultdict
 
 import numpy as np
 
-from tbpipe.components.common.dataset import FORMAT, MANIFEST, DatasetInfo, DatasetWriter
+from tbpipe.components.common.dataset import DatasetInfo, DatasetWriter
 
 SPLITS = ("train", "val", "test")
 BLOCK_ROWS = 128
@@ -101,6 +100,5 @@ def finish_writer(writer: DatasetWriter, num_classes: int) -> DatasetInfo:
         return info
     info = dataclasses.replace(info, num_classes=num_classes,
                                class_counts=info.class_counts[:num_classes])
-    manifest = {"format": FORMAT, **dataclasses.asdict(info)}
-    (writer.root / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    writer.write_manifest(info)
     return info

@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 
 import keras
 
-from tbpipe.components.common.errors import InputError, StorageError
+from tbpipe.components.common.errors import InputError, StorageError, os_errors
 from tbpipe.components.common.model_format import load_keras_file
 from tbpipe.components.common.storage import exists, join, read_bytes, upload_file, write_bytes
 
@@ -92,11 +92,18 @@ def load_checkpoint(checkpoint_dir: str, state: CheckpointState) -> keras.Model:
 
 
 def save_checkpoint(model: keras.Model, checkpoint_dir: str, state: CheckpointState) -> None:
-    """Publish ``model`` into ``state.slot``, then ``state.json`` (each write atomic)."""
-    with tempfile.TemporaryDirectory(prefix="tbpipe-ckpt-") as tmp:
+    """Publish ``model`` into ``state.slot``, then ``state.json`` (each write atomic).
+
+    Raises:
+        StorageError: a write failed (one line naming the file and the cause); the previous
+            checkpoint is left whole.
+
+    """
+    slot_uri = join(checkpoint_dir, state.slot)
+    with os_errors(slot_uri), tempfile.TemporaryDirectory(prefix="tbpipe-ckpt-") as tmp:
         local = os.path.join(tmp, state.slot)
         model.save(local)
-        upload_file(local, join(checkpoint_dir, state.slot))
+        upload_file(local, slot_uri)
     write_bytes(join(checkpoint_dir, STATE_FILE),
                 json.dumps(dataclasses.asdict(state), indent=2).encode())
 

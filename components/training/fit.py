@@ -55,9 +55,11 @@ def fit_and_save(job: FitJob, config: FitConfig) -> TrainResult:
     epoch's last batch), so a resumed attempt purges what the interrupted one logged after
     its checkpoint with one ``purge_step`` and no step appears twice or goes missing.
     HParams (the settings and the precision the model computes in) are logged last, at the
-    last step, after the model is saved.
+    last step, after the model is saved. An event that could not be written (disk full) fails
+    the step with one StorageError line naming the log dir: at the next checkpoint, before
+    the model is saved, or when the writer closes.
     """
-    from tbpipe.components.common.tensorboard.writer import log_hparams, open_writer
+    from tbpipe.components.common.tensorboard.writer import log_hparams, open_writer, sync_events
 
     plan = _plan_fit(job, config)
     purge = plan.initial_step + 1 if plan.initial_epoch else None
@@ -65,6 +67,7 @@ def fit_and_save(job: FitJob, config: FitConfig) -> TrainResult:
         _log_devices(writer, plan, plan.initial_step + 1)
         logs = _run_fit(plan, job, config, writer)
         metrics = {key: float(logs[key]) for key in METRIC_KEYS}
+        sync_events(writer, SYNC_TIMEOUT_S)  # lost events fail the step before the model is out
         _save(plan, job, config, metrics)
         hparams = {"epochs": config.epochs, "batch_size": config.batch_size,
                    "learning_rate": config.learning_rate, "seed": config.seed,

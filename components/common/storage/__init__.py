@@ -4,7 +4,10 @@ gs:// URIs go to :mod:`.gcs` (google-cloud-storage; credentials only from the en
 transient errors retried with backoff for up to ``deadline`` seconds,
 :data:`DEFAULT_DEADLINE_S` unless a call says otherwise; permanent errors fail at once as
 one :class:`StorageError` line naming the URI). Local writes go to a temporary name, then a
-rename, so a failed step never leaves an output that looks whole.
+rename, so a failed step never leaves an output that looks whole. A local write that fails
+(disk full, read-only file system, a file where a folder should be) is one StorageError line
+naming the path and the cause (:meth:`StorageError.from_os_error`), and leaves what the path
+held before whole, with no temporary file behind.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from tbpipe.components.common.errors import StorageError
+from tbpipe.components.common.errors import StorageError, os_errors
 from tbpipe.components.common.storage import gcs
 
 DEFAULT_DEADLINE_S = 120.0  # google-cloud-storage's own default retry deadline
@@ -64,7 +67,7 @@ def write_bytes(uri: str, data: bytes, deadline: float | None = None) -> None:
     if is_remote(uri):
         gcs.write_object(uri, data, _deadline(deadline))
         return
-    with _local_temp(uri, data) as tmp:
+    with os_errors(uri), _local_temp(uri, data) as tmp:
         os.replace(tmp, uri)
 
 
@@ -78,7 +81,8 @@ def create_bytes(uri: str, data: bytes, deadline: float | None = None) -> None:
     if is_remote(uri):
         existing = gcs.create_object(uri, data, _deadline(deadline))
     else:
-        existing = _create_local(uri, data)
+        with os_errors(uri):
+            existing = _create_local(uri, data)
     if existing is not None and existing != data:
         raise StorageError(f"{uri}: already exists with other content; it is never overwritten")
 
@@ -124,16 +128,21 @@ def upload_file(local_path: str, uri: str, deadline: float | None = None) -> Non
     if is_remote(uri):
         gcs.upload_object(local_path, uri, _deadline(deadline))
         return
-    write_bytes(uri, Path(local_path).read_bytes())
+    with os_errors(local_path, "cannot read"):
+        data = Path(local_path).read_bytes()
+    write_bytes(uri, data)
 
 
 def download_file(uri: str, local_path: str, deadline: float | None = None) -> None:
-    """Copy ``uri`` to a local file."""
-    Path(local_path).parent.mkdir(parents=True, exist_ok=True)
+    """Copy ``uri`` to a local file (locally: through a temporary sibling, then a rename)."""
+    with os_errors(local_path):
+        Path(local_path).parent.mkdir(parents=True, exist_ok=True)
     if is_remote(uri):
         gcs.download_object(uri, local_path, _deadline(deadline))
-    else:
-        shutil.copyfile(uri, local_path)
+        return
+    with os_errors(uri, "cannot read"):
+        data = Path(uri).read_bytes()
+    write_bytes(local_path, data)
 
 
 @contextlib.contextmanager
@@ -164,21 +173,34 @@ def local_input(uri: str) -> Iterator[str]:
 def atomic_dir(path: str) -> Iterator[str]:
     """Yield a temporary sibling folder that becomes ``path`` only if the block succeeds.
 
-    A previous folder at ``path`` is kept until the new one is complete.
+    A previous folder at ``path`` is kept until the new one is complete; if the swap fails,
+    it is put back. OSErrors of the block itself are the block's to describe (they may come
+    from reading an input); those of making and swapping the folder are StorageError lines.
     """
     final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)  # mkdtemp makes 0700; outputs get the usual folder mode
+    with os_errors(path):
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial",
+                                    dir=final.parent))
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        with os_errors(path):
+            tmp.chmod(0o777 & ~umask)  # mkdtemp makes 0700; outputs get the usual folder mode
         yield str(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     old = final.with_name(f".{final.name}.old")
-    if final.exists():
-        os.replace(final, old)
-    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)  # left by a crash between the two renames
+    try:
+        if final.exists():
+            os.replace(final, old)
+        os.replace(tmp, final)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old.exists() and not final.exists():
+            with contextlib.suppress(OSError):
+                os.replace(old, final)
+        raise StorageError.from_os_error(path, exc) from exc
     shutil.rmtree(old, ignore_errors=True)

@@ -11,14 +11,25 @@ All of it rests on private attributes of tensorboardX's ``EventFileWriter``. It 
 with the tensorboardX versions it was checked against (:data:`CHECKED_VERSIONS`); with any
 other version every function here takes tensorboardX's public path instead (slower, same
 event files), so a newer tensorboardX still works rather than breaks.
+
+Failed writes (disk full, read-only file system) are recorded, never lost: the writer thread
+writes through :class:`SerializedEvents`, which keeps the first OSError (and drops what
+follows, as the file is no longer whole) instead of letting the thread die, so the queue
+keeps draining and ``add_scalar`` never blocks. On the public path a watch on the thread's
+end (``threading.excepthook``) records the OSError that ends tensorboardX's own thread.
+:func:`write_error` says what was recorded; :func:`abandon` releases a writer whose close
+failed.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import math
 import queue
+import threading
 import time
+import weakref
 from collections.abc import Mapping
 from typing import NamedTuple
 
@@ -139,24 +150,107 @@ class SerializedEvents:
 
     The thread hands each queued item to ``write_event``: an ``Event`` proto as tensorboardX
     queues it, or the ``bytes`` of one (:func:`encode.scalars_event`), written as they are.
+    The first OSError is kept in ``error`` rather than ending the thread (tensorboardX's
+    thread dies on it, silently, and its queue then fills up); what comes after it is
+    dropped, since the file may end in a partial record.
     """
 
     def __init__(self, events_writer) -> None:  # noqa: ANN001 - tensorboardX EventsWriter
         self._events_writer = events_writer
+        self.error: OSError | None = None
+
+    def _guarded(self, call, *args: object) -> object:  # noqa: ANN001
+        if self.error is not None:
+            return None
+        try:
+            return call(*args)
+        except OSError as exc:
+            self.error = exc
+            return None
 
     def write_event(self, event: object) -> object:
         """Append one event (a proto or its serialized bytes) to the event file."""
         if isinstance(event, bytes):
-            return self._events_writer._write_serialized_event(event)
-        return self._events_writer.write_event(event)
+            return self._guarded(self._events_writer._write_serialized_event, event)
+        return self._guarded(self._events_writer.write_event, event)
 
     def flush(self) -> object:
         """Flush the event file."""
-        return self._events_writer.flush()
+        return self._guarded(self._events_writer.flush)
 
     def close(self) -> object:
         """Close the event file."""
-        return self._events_writer.close()
+        return self._guarded(self._events_writer.close)
+
+
+class _Record(NamedTuple):
+    """Where a writer's write errors are found.
+
+    Its :class:`SerializedEvents` (fast path), and OSErrors that ended tensorboardX writer
+    threads since it opened (``threading``'s hook is process-wide, so writers open at once
+    share those; a step has one writer at a time).
+    """
+
+    thread_errors_from: int
+    serialized: SerializedEvents | None = None
+
+
+_RECORDERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # writer -> _Record
+_THREAD_ERRORS: list[OSError] = []
+_HOOK_LOCK = threading.Lock()
+
+
+def _watch_thread_errors() -> None:
+    """Chain a ``threading.excepthook`` that records (not prints) writer-thread OSErrors."""
+    with _HOOK_LOCK:
+        earlier = threading.excepthook
+        if getattr(earlier, "tbpipe", False):
+            return
+
+        def hook(args: threading.ExceptHookArgs) -> None:
+            module = type(args.thread).__module__ if args.thread is not None else ""
+            if isinstance(args.exc_value, OSError) and module.startswith("tensorboardX"):
+                _THREAD_ERRORS.append(args.exc_value)
+                return
+            earlier(args)
+
+        hook.tbpipe = True  # type: ignore[attr-defined]
+        threading.excepthook = hook
+
+
+def write_error(writer) -> OSError | None:  # noqa: ANN001
+    """The first OSError met writing ``writer``'s events on its writer thread (None: none).
+
+    Safe after ``close`` (it never reopens the writer).
+    """
+    record = _RECORDERS.get(writer)
+    if record is None:
+        return None
+    if record.serialized is not None and record.serialized.error is not None:
+        return record.serialized.error
+    ended = _THREAD_ERRORS[record.thread_errors_from:]
+    return ended[0] if ended else None
+
+
+def abandon(writer) -> None:  # noqa: ANN001
+    """Release a writer whose flush or close failed on a write; never raises.
+
+    Stops its thread, closes its file (what is still buffered is lost: the disk refused it)
+    and marks it closed.
+    """
+    for file_writer in list((getattr(writer, "all_writers", None) or {}).values()):
+        events = getattr(file_writer, "event_writer", None)
+        if not ENABLED or events is None or getattr(events, "_closed", True):
+            continue
+        with contextlib.suppress(Exception):
+            if isinstance(events._event_queue, EventQueue) and events._worker is not None:
+                events._worker.stop()  # our thread never dies, so it takes the stop signal
+            with contextlib.suppress(OSError):
+                events._ev_writer._py_recordio_writer.close()  # the descriptor is released
+            events._event_queue = events._worker = None
+            events._closed = True
+    with contextlib.suppress(AttributeError):
+        writer.file_writer = writer.all_writers = None
 
 
 def _event_file_writer(writer):  # noqa: ANN001, ANN202 - tensorboardX EventFileWriter or None
@@ -168,6 +262,8 @@ def install(writer, maxsize: int = EVENT_QUEUE_SIZE) -> bool:
 
     Events queued before the swap are written first, to the same event file.
     """
+    _watch_thread_errors()
+    _RECORDERS.setdefault(writer, _Record(len(_THREAD_ERRORS)))
     events = _event_file_writer(writer)
     try:
         from tensorboardX.event_file_writer import _EventLoggerThread
@@ -175,15 +271,16 @@ def install(writer, maxsize: int = EVENT_QUEUE_SIZE) -> bool:
         old, worker = events._event_queue, events._worker
         flush_secs, record_writer = events._flush_secs, events._ev_writer
     except (ImportError, AttributeError):
-        return False  # the public path: tensorboardX's own queue
+        return False  # the public path: tensorboardX's own queue and thread
     if isinstance(old, EventQueue) or worker is None:
         return isinstance(old, EventQueue)
     use_native_crc32c()
     worker.stop()  # writes what is queued, then ends
     old.close()
+    serialized = SerializedEvents(record_writer)
+    _RECORDERS[writer] = _RECORDERS[writer]._replace(serialized=serialized)
     events._event_queue = EventQueue(maxsize)
-    events._worker = _EventLoggerThread(events._event_queue, SerializedEvents(record_writer),
-                                        flush_secs)
+    events._worker = _EventLoggerThread(events._event_queue, serialized, flush_secs)
     events._worker.start()
     return True
 

@@ -35,6 +35,7 @@ from tensorboardX import SummaryWriter
 
 from tbpipe.components.common import sigterm
 from tbpipe.components.common.errors import StorageError, StorageUnavailable
+from tbpipe.components.common.tensorboard import fastpath
 from tbpipe.components.common.tensorboard.segments import MAX_SEGMENT_BYTES, SegmentPublisher
 
 DEFAULT_CLOSE_TIMEOUT_S = 20.0
@@ -123,6 +124,7 @@ class GcsSummaryWriter(SummaryWriter):
                  max_segment_bytes: int = MAX_SEGMENT_BYTES) -> None:
         self.log_uri, self.close_timeout, self.report = log_dir, close_timeout, None
         self.closing = False
+        self.write_error: OSError | None = None  # the local staging file refused a write
         self.staging = tempfile.mkdtemp(prefix="tbpipe-events-")
         super().__init__(logdir=self.staging, flush_secs=flush_secs, purge_step=purge_step,
                          filename_suffix=f".{os.getpid()}")
@@ -150,7 +152,11 @@ class GcsSummaryWriter(SummaryWriter):
         if self.report is not None or self.closing:
             return
         self.closing = True
-        super().close()
+        try:
+            super().close()
+        except OSError as exc:  # disk full under the staging folder: reported by open_writer
+            self.write_error = exc
+            fastpath.abandon(self)
         self.report = self._finish(time.monotonic() + self.close_timeout)
 
     def _finish(self, stop_at: float) -> SinkReport:

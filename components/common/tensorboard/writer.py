@@ -9,6 +9,11 @@ Both hand events to tensorboardX's writer thread through a thread queue, and
 :func:`add_scalars` / :func:`add_histogram` only queue numbers for the writer thread to
 encode (:mod:`tbpipe.components.common.tensorboard.fastpath`, the one module that touches
 tensorboardX internals, with a public fallback; docs/performance.md).
+
+Every write is checked: a write that fails on the writer thread (disk full, read-only file
+system) is recorded there, and the block of :func:`open_writer` (or the next
+:func:`sync_events`) ends with one StorageError line naming the log dir and the cause, so a
+step never succeeds with fewer events than it logged.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from collections.abc import Iterator, Mapping
 
 import numpy as np
 
+from tbpipe.components.common.errors import StorageError
 from tbpipe.components.common.storage import is_remote
 from tbpipe.components.common.tensorboard import fastpath
 
@@ -36,6 +42,12 @@ def open_writer(log_dir: str, flush_secs: int = DEFAULT_FLUSH_SECS,
         flush_secs: How often queued events reach the event file (and, for gs://, storage).
         purge_step: On resume, the first step to keep: TensorBoard drops events logged at
             or after it by the interrupted attempt, so no step is shown twice.
+
+    Raises:
+        StorageError: ``log_dir`` cannot be made, or an event could not be written (checked
+            when the block ends, unless it ends with an error of its own): one line naming
+            ``log_dir`` and the cause, e.g. ``No space left on device``.
+
     """
     from tensorboardX import SummaryWriter
 
@@ -45,14 +57,36 @@ def open_writer(log_dir: str, flush_secs: int = DEFAULT_FLUSH_SECS,
         with gcs_writer(log_dir, flush_secs=flush_secs, purge_step=purge_step) as writer:
             fastpath.install(writer)
             yield writer
-        return
-    writer = SummaryWriter(logdir=log_dir, flush_secs=flush_secs, purge_step=purge_step)
-    fastpath.install(writer)
+        error = fastpath.write_error(writer) or writer.write_error
+    else:
+        try:
+            writer = SummaryWriter(logdir=log_dir, flush_secs=flush_secs, purge_step=purge_step)
+        except OSError as exc:
+            raise StorageError.from_os_error(log_dir, exc) from exc
+        fastpath.install(writer)
+        try:
+            yield writer
+        finally:
+            error = close_writer(writer)
+    if error is not None:
+        raise events_error(log_dir, error)
+
+
+def close_writer(writer) -> OSError | None:  # noqa: ANN001
+    """Flush and close ``writer``; the first OSError met writing its events (None: none)."""
+    error = None
     try:
-        yield writer
-    finally:
         writer.flush()
         writer.close()
+    except OSError as exc:
+        error = exc
+        fastpath.abandon(writer)
+    return fastpath.write_error(writer) or error
+
+
+def events_error(log_dir: str, exc: OSError) -> StorageError:
+    """The one line for events that could not be written to ``log_dir``."""
+    return StorageError.from_os_error(log_dir, exc, "cannot write TensorBoard events")
 
 
 def sync_events(writer, timeout: float = 10.0) -> bool:
@@ -62,12 +96,22 @@ def sync_events(writer, timeout: float = 10.0) -> bool:
     SIGKILL loses up to ``flush_secs`` of events. Called before a checkpoint is saved, this
     keeps a checkpoint from getting ahead of the logs: a run resumed from it shows no gap.
     Waits at most ``timeout`` seconds; returns whether everything was written (and published).
-    """
-    from tbpipe.components.common.errors import StorageError
 
+    Raises:
+        StorageError: an event could not be written (disk full...): one line naming the log
+            dir and the cause, so no checkpoint is saved past lost events.
+
+    """
     stop_at = time.monotonic() + timeout
     written = fastpath.wait_written(writer, timeout)
-    writer.flush()
+    error = None
+    try:
+        writer.flush()
+    except OSError as exc:
+        error = exc
+    error = fastpath.write_error(writer) or error
+    if error is not None:
+        raise events_error(getattr(writer, "log_uri", None) or writer.logdir, error)
     publisher = getattr(writer, "publisher", None)  # a gs:// writer (sink)
     if publisher is not None:
         try:

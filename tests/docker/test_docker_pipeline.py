@@ -122,15 +122,24 @@ def test_step_files_are_owned_by_the_user(docker_run):
     assert owners == {owner}, owners
 
 
-def served_runs(container: str, port: int, wanted: set[str], timeout: float = 120) -> dict:
-    """Poll the TensorBoard in ``container`` until it lists ``wanted``; its scalar tags."""
+def served_runs(container: str, port: int, wanted: set[str], timeout: float = 180,
+                last_tag: str = "epoch/accuracy") -> dict:
+    """Poll the TensorBoard in ``container`` until it serves ``wanted`` whole; its scalar tags.
+
+    A run is listed as soon as its first events are loaded (TensorBoard reads a log dir in
+    reload cycles): wait for ``last_tag``, logged at each epoch's end, in every wanted run
+    that has epochs, rather than for some time.
+    """
     runs: object = None
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             runs = get_json(f"http://127.0.0.1:{port}/data/runs")
-            if wanted <= set(runs):  # type: ignore[arg-type]
-                return get_json(f"http://127.0.0.1:{port}/data/plugin/scalars/tags")  # type: ignore[return-value]
+            tags = get_json(f"http://127.0.0.1:{port}/data/plugin/scalars/tags")
+            if wanted <= set(runs) and all(  # type: ignore[arg-type]
+                    last_tag in tags.get(run, {}) for run in wanted  # type: ignore[union-attr]
+                    if run.endswith(("/train", "/finetune"))):
+                return tags  # type: ignore[return-value]
         except OSError:
             pass
         time.sleep(1)

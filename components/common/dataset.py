@@ -14,6 +14,7 @@ a time, so a table larger than memory goes through. numpy reads them with ``np.f
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 from collections.abc import Iterator
@@ -38,6 +39,7 @@ class DatasetInfo:
     num_examples: int
     shards: tuple[tuple[str, int], ...]
     class_counts: tuple[int, ...]
+    digest: str = ""  # sha256 of the image shape and every record in order ("" if unknown)
 
     @property
     def record_bytes(self) -> int:
@@ -70,6 +72,7 @@ class DatasetWriter:
         self._shards: list[list] = []
         self._handle = None
         self._counts = np.zeros(num_classes, dtype=np.int64)
+        self._hash = hashlib.sha256(json.dumps(list(self.image_shape)).encode())
 
     def write(self, images: np.ndarray, labels: np.ndarray) -> None:
         """Append images (uint8, or floats in [0, 1]) shaped (n, H, W, C) and their labels."""
@@ -82,6 +85,7 @@ class DatasetWriter:
         records[:, 0] = labels.astype(np.uint8)
         records[:, 1:] = images.reshape(n, -1)
         self._counts += np.bincount(labels.astype(np.int64), minlength=self.num_classes)
+        self._hash.update(records.data)
         start = 0
         while start < n:
             if self._handle is None or self._shards[-1][1] >= self.shard_records:
@@ -109,6 +113,7 @@ class DatasetWriter:
             num_examples=int(sum(c for _, c in self._shards)),
             shards=tuple((name, int(count)) for name, count in self._shards),
             class_counts=tuple(int(c) for c in self._counts),
+            digest=f"sha256:{self._hash.hexdigest()}",
         )
         manifest = {"format": FORMAT, **dataclasses.asdict(info)}
         (self.root / MANIFEST).write_text(json.dumps(manifest, indent=2))
@@ -131,6 +136,7 @@ def read_info(root: str) -> DatasetInfo:
         num_examples=int(raw["num_examples"]),
         shards=tuple((name, int(count)) for name, count in raw["shards"]),
         class_counts=tuple(raw["class_counts"]),
+        digest=str(raw.get("digest", "")),
     )
 
 

@@ -37,7 +37,9 @@ class PipelineParams:
 
     ``log_root`` is empty by default: a local run resolves it when it starts
     (``./tbpipe-runs/logs``), so a compiled YAML holds no path of the machine that compiled
-    it; a cluster run must be given one (``gs://BUCKET/logs``).
+    it; a cluster run must be given one (``gs://BUCKET/logs``). ``resume``: continue the run
+    of this name (interrupted or finished) instead of refusing it; every step claims the run
+    for its job (``tbpipe.components.common.run_claim``).
     """
 
     data: str = "builtin:digits"
@@ -59,6 +61,7 @@ class PipelineParams:
     tensorboard_url: str = EvaluateConfig.tensorboard_url
     checkpoint_root: str = ""
     precision: str = TrainConfig.precision
+    resume: bool = False
 
     def validate(self) -> "PipelineParams":
         """Check every parameter before anything runs, by building each step's config.
@@ -125,8 +128,9 @@ def build_training_pipeline(options: CompileOptions | None = None):  # noqa: ANN
         freeze_layers: int = defaults.freeze_layers,
         tensorboard_url: str = defaults.tensorboard_url,
         checkpoint_root: str = defaults.checkpoint_root, precision: str = defaults.precision,
+        resume: bool = defaults.resume,
     ) -> str:
-        where = dict(log_root=log_root, experiment=experiment, run_name=run_name)
+        where = dict(log_root=log_root, experiment=experiment, run_name=run_name, resume=resume)
         prep = step(components.preprocess(data=data, val_fraction=val_fraction,
                                           test_fraction=test_fraction, seed=seed, **where),
                     "preprocess")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import os
 from collections.abc import Iterator
@@ -39,6 +40,7 @@ class DatasetInfo:
     num_examples: int
     shards: tuple[tuple[str, int], ...]
     class_counts: tuple[int, ...]
+    digest: str = ""  # sha256 of the image shape and every record in order ("" if unknown)
 
     @property
     def record_bytes(self) -> int:
@@ -79,6 +81,7 @@ class DatasetWriter:
         self._shards: list[list] = []
         self._handle = None
         self._counts = np.zeros(num_classes, dtype=np.int64)
+        self._hash = hashlib.sha256(json.dumps(list(self.image_shape)).encode())
 
     def write(self, images: np.ndarray, labels: np.ndarray) -> None:
         """Append images (uint8, or floats in [0, 1]) shaped (n, H, W, C) and their labels."""
@@ -91,6 +94,7 @@ class DatasetWriter:
         records[:, 0] = labels.astype(np.uint8)
         records[:, 1:] = images.reshape(n, -1)
         self._counts += np.bincount(labels.astype(np.int64), minlength=self.num_classes)
+        self._hash.update(records.data)
         start = 0
         with self._writing():
             while start < n:
@@ -133,6 +137,7 @@ class DatasetWriter:
             num_examples=int(sum(c for _, c in self._shards)),
             shards=tuple((name, int(count)) for name, count in self._shards),
             class_counts=tuple(int(c) for c in self._counts),
+            digest=f"sha256:{self._hash.hexdigest()}",
         )
         self.write_manifest(info)
         return info
@@ -166,6 +171,7 @@ def read_info(root: str) -> DatasetInfo:
         num_examples=int(raw["num_examples"]),
         shards=tuple((name, int(count)) for name, count in raw["shards"]),
         class_counts=tuple(raw["class_counts"]),
+        digest=str(raw.get("digest", "")),
     )
 
 

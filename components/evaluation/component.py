@@ -22,17 +22,20 @@ def evaluate(
     accuracy_target: float = 0.95,
     step_name: str = "evaluate",
     tensorboard_url: str = "http://127.0.0.1:6006",
+    resume: bool = False,
 ) -> NamedTuple("EvaluateOutputs", [("accuracy", float), ("meets_target", bool)]):
     """Evaluate a model on the test set; logs go to {log_root}/{experiment}/{run}/{step_name}.
 
     ``step_name`` is ``evaluate`` or ``evaluate-finetuned`` (the pipeline evaluates twice);
     the run is ``run_name``, else the KFP job's name. Defaults: EvaluateConfig's (a test
-    holds them equal). Returns the accuracy and whether it reaches ``accuracy_target``.
+    holds them equal). Returns the accuracy and whether it reaches ``accuracy_target``. The run
+    is claimed for this KFP job (see preprocess).
     """
     from collections import namedtuple
 
     from tbpipe.components.common.errors import exit_on_error
     from tbpipe.components.common.naming import step_place
+    from tbpipe.components.common.run_claim import claim_run, run_owner
     from tbpipe.components.evaluation.config import EvaluateConfig
     from tbpipe.components.evaluation.core import evaluate_model
 
@@ -41,6 +44,7 @@ def evaluate(
                                   metrics.uri)
         config = EvaluateConfig(accuracy_target=accuracy_target, tensorboard_url=tensorboard_url,
                                 run_label=f"{experiment}/{run}")
+        claim_run(log_root, experiment, run, run_owner(job_name, metrics.uri), resume)
         result = evaluate_model(model.path, test_data.path, report.path, log_dir, config)
     for name, value in result.metrics().items():
         metrics.log_metric(name, value)

@@ -6,6 +6,7 @@ import dataclasses
 from typing import TYPE_CHECKING
 
 from tbpipe.components.common.errors import SettingError
+from tbpipe.components.common.limits import check_count, check_finite
 
 if TYPE_CHECKING:
     from tbpipe.components.evaluation.metrics import ClassScores
@@ -29,12 +30,11 @@ class EvaluateConfig:
     run_label: str = ""
 
     def __post_init__(self) -> None:
-        """InputError for an accuracy target outside [0, 1] or a batch size below 1."""
-        if not 0.0 <= self.accuracy_target <= 1.0:
+        """InputError for an accuracy target outside [0, 1] (or not finite), a bad batch size."""
+        if not 0.0 <= check_finite("accuracy_target", self.accuracy_target) <= 1.0:
             raise SettingError("accuracy_target", self.accuracy_target,
                                "outside [0, 1]; pass a fraction such as 0.95")
-        if self.batch_size < 1:
-            raise SettingError("batch_size", self.batch_size, "must be at least 1")
+        check_count("batch_size", self.batch_size)
 
 
 @dataclasses.dataclass(frozen=True)

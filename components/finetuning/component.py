@@ -13,16 +13,17 @@ def finetune(model: Input[Model], train_data: Input[Dataset], val_data: Input[Da
              job_name: str = dsl.PIPELINE_JOB_NAME_PLACEHOLDER, epochs: int = 3,
              learning_rate: float = 0.0001, freeze_layers: int = 0, batch_size: int = 32,
              seed: int = 42, checkpoint_root: str = "", flush_secs: int = 5,
-             precision: str = "auto") -> None:
+             precision: str = "auto", resume: bool = False) -> None:
     """Fine-tune a trained model (optionally on other data); logs go to .../{run}/finetune.
 
     The run is ``run_name``, else the KFP job's name. Checkpoints go to
     {checkpoint_root or log_root}/{experiment}/{run}/checkpoints/finetune. Defaults:
     FinetuneConfig's (a test holds them equal); ``precision``: auto, float32, mixed_float16 or
-    mixed_bfloat16.
+    mixed_bfloat16. The run is claimed for this KFP job (see preprocess).
     """
     from tbpipe.components.common.errors import exit_on_error
     from tbpipe.components.common.naming import checkpoint_dir_for, step_place
+    from tbpipe.components.common.run_claim import claim_run, run_owner
     from tbpipe.components.finetuning.config import FinetuneConfig
     from tbpipe.components.finetuning.core import finetune_model
 
@@ -34,6 +35,7 @@ def finetune(model: Input[Model], train_data: Input[Dataset], val_data: Input[Da
             epochs=epochs, learning_rate=learning_rate, freeze_layers=freeze_layers,
             batch_size=batch_size, seed=seed, flush_secs=flush_secs, precision=precision,
             checkpoint_dir=checkpoint_dir_for(checkpoint_root or log_root, experiment, run, step))
+        claim_run(log_root, experiment, run, run_owner(job_name, finetuned_model.uri), resume)
         result = finetune_model(model.path, train_data.path, val_data.path, finetuned_model.path,
                                 log_dir, config)
     for name, value in result.metrics.items():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from tbpipe.components.common.errors import SettingError
+from tbpipe.components.common.limits import check_count
 from tbpipe.components.training.config import FitConfig
 
 
@@ -26,7 +26,4 @@ class FinetuneConfig(FitConfig):
     def __post_init__(self) -> None:
         """FitConfig's checks, and freeze_layers (checked against the model when it loads)."""
         super().__post_init__()
-        if isinstance(self.freeze_layers, bool) or not isinstance(self.freeze_layers, int) \
-                or self.freeze_layers < 0:
-            raise SettingError("freeze_layers", self.freeze_layers,
-                               "must be 0 or a positive integer")
+        check_count("freeze_layers", self.freeze_layers, low=0)

@@ -15,6 +15,10 @@ from tbpipe.components.finetuning.config import FinetuneConfig
 from tbpipe.components.training.config import TrainResult
 from tbpipe.components.training.fit import FitJob, fit_and_save
 
+#: The base model's model.json fields a finetune checkpoint is tied to.
+BASE_IDENTITY = ("image_shape", "num_classes", "epochs", "seed", "learning_rate",
+                 "batch_size", "params", "precision", "metrics")
+
 if TYPE_CHECKING:
     import keras
 
@@ -45,8 +49,11 @@ def finetune_model(base_model_uri: str, train_uri: str, val_uri: str, model_uri:
                "freeze_layers": config.freeze_layers}
     meta = {"source": "finetuned", "base_model": base_model_uri, "base_epochs": base_epochs,
             "finetune_epochs": config.epochs, "freeze_layers": config.freeze_layers}
+    # The base model by what it is (its record), not where this run's artifact lies.
+    identity = {"base_model": {k: base_meta.get(k) for k in BASE_IDENTITY},
+                "freeze_layers": config.freeze_layers}
     job = FitJob(train_uri, val_uri, model_uri, log_dir, build, hparams=hparams, meta=meta,
-                 base_epochs=base_epochs)
+                 base_epochs=base_epochs, identity=identity)
     return fit_and_save(job, config)
 
 

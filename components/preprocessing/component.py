@@ -12,7 +12,7 @@ def preprocess(data: str, train_data: Output[Dataset], val_data: Output[Dataset]
                experiment: str = "default", run_name: str = "",
                job_name: str = dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
                val_fraction: float = 0.1, test_fraction: float = 0.2, seed: int = 42,
-               step_name: str = "preprocess") -> None:
+               step_name: str = "preprocess", resume: bool = False) -> None:
     """Clean, scale and split labelled images into train/val/test Datasets.
 
     ``data`` is a .csv/.csv.gz/.parquet/.pq table (local or gs://), a folder of MNIST IDX
@@ -20,17 +20,21 @@ def preprocess(data: str, train_data: Output[Dataset], val_data: Output[Dataset]
     ``{log_root}/{experiment}/{run}/{step_name}`` (``preprocess``, or
     ``preprocess-finetune-data`` for a separate fine-tuning data set); the run is
     ``run_name``, else the KFP job's name. Defaults: PreprocessConfig's (a test holds them equal).
+    The run is claimed for this KFP job before anything is written: a run of that name that
+    another job claimed is refused, unless ``resume`` (continue it).
     """
     from tbpipe.components.common.errors import exit_on_error
     from tbpipe.components.common.naming import step_place
+    from tbpipe.components.common.run_claim import claim_run, run_owner
     from tbpipe.components.preprocessing.config import PreprocessConfig
     from tbpipe.components.preprocessing.core import preprocess_data
 
     with exit_on_error(step_name):
-        _, log_dir = step_place(log_root, experiment, run_name, job_name, step_name,
+        run, log_dir = step_place(log_root, experiment, run_name, job_name, step_name,
                                 train_data.uri)
         config = PreprocessConfig(val_fraction=val_fraction, test_fraction=test_fraction,
                                   seed=seed)
+        claim_run(log_root, experiment, run, run_owner(job_name, train_data.uri), resume)
         result = preprocess_data(data, train_data.path, val_data.path, test_data.path, log_dir,
                                  config)
     for artifact, info in ((train_data, result.train), (val_data, result.val),

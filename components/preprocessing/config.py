@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from tbpipe.components.common.errors import SettingError
+from tbpipe.components.common.limits import check_count, check_finite, check_seed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,19 +31,22 @@ class PreprocessConfig:
     shard_records: int = 50_000
 
     def __post_init__(self) -> None:
+        """SettingError for fractions outside [0, 1) or not finite, seeds numpy refuses, ...
+
+        Whether every split gets rows depends on the data: preprocess checks it once the class
+        counts are known.
+        """
         for name in ("val_fraction", "test_fraction"):
             value = getattr(self, name)
-            if not 0.0 <= value < 1.0:
+            if not 0.0 <= check_finite(name, value) < 1.0:
                 raise SettingError(name, value, "must be in [0, 1), e.g. 0.1")
         if self.val_fraction + self.test_fraction >= 1.0:
             raise SettingError("val_fraction + test_fraction",
                                self.val_fraction + self.test_fraction,
                                "must be below 1 so rows are left for training")
-        if self.seed < 0:
-            raise SettingError("seed", self.seed, "must be a non-negative integer")
+        check_seed("seed", self.seed)
         for name in ("chunk_rows", "shard_records"):
-            if getattr(self, name) < 1:
-                raise SettingError(name, getattr(self, name), "must be a positive integer")
+            check_count(name, getattr(self, name))
         if self.image_shape is not None and (
                 len(self.image_shape) != 3 or min(self.image_shape) < 1):
             raise SettingError("image_shape", self.image_shape,

@@ -167,10 +167,31 @@ def _write_splits(data_uri: str, source: Source, roots: dict[str, str], uris: di
     tally = _stream(source, splitter, writers["test"], scale)
     num_classes = _check_tally(data_uri, tally)
     infos = {s: finish_writer(writers[s], num_classes) for s in SPLITS}
-    if infos["train"].num_examples == 0:
-        raise InputError(f"{data_uri}: no training rows left after the split; "
-                         "give more rows or lower val_fraction/test_fraction")
+    _check_splits(data_uri, infos, config, fixed_test=source.has_test_split)
     return tally, infos
+
+
+def _check_splits(data_uri: str, infos: dict[str, DatasetInfo], config: PreprocessConfig,
+                  fixed_test: bool) -> None:
+    """InputError (one line) for a split the fractions leave empty on this much data.
+
+    Train and val are always needed (train validates on val); test when it is split off
+    (``test_fraction`` > 0) or the source has its own. Checked once the class counts are
+    known; the outputs are not published then.
+    """
+    kept = sum(info.num_examples for info in infos.values())
+    fractions = {"val": config.val_fraction, "test": config.test_fraction}
+    for split in SPLITS:
+        needed = split != "test" or fixed_test or config.test_fraction > 0
+        if not needed or infos[split].num_examples:
+            continue
+        if split == "train":
+            advice = "give more rows or lower val_fraction/test_fraction"
+        elif split == "test" and fixed_test:
+            advice = "the source's own test set is empty; give one with test rows"
+        else:
+            advice = f"raise {split}_fraction (now {fractions[split]:g}) or give more rows"
+        raise InputError(f"{data_uri}: the {split} split would get 0 of {kept} rows; {advice}")
 
 
 def _save_stats(train_root: str, train_uri: str, stats: dict, tally: RowTally,

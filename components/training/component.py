@@ -11,16 +11,19 @@ def train(train_data: Input[Dataset], val_data: Input[Dataset], model: Output[Mo
           metrics: Output[Metrics], log_root: str, experiment: str = "default",
           run_name: str = "", job_name: str = dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
           epochs: int = 10, batch_size: int = 32, learning_rate: float = 0.001, seed: int = 42,
-          checkpoint_root: str = "", flush_secs: int = 5, precision: str = "auto") -> None:
+          checkpoint_root: str = "", flush_secs: int = 5, precision: str = "auto",
+          resume: bool = False) -> None:
     """Train the CNN; logs go to {log_root}/{experiment}/{run}/train.
 
     The run is ``run_name``, else the KFP job's name. Checkpoints go to
     {checkpoint_root or log_root}/{experiment}/{run}/checkpoints/train, so a retried or
     preempted attempt resumes from its last complete epoch. Defaults: TrainConfig's (a test
-    holds them equal); ``precision``: auto, float32, mixed_float16 or mixed_bfloat16.
+    holds them equal); ``precision``: auto, float32, mixed_float16 or mixed_bfloat16. The run
+    is claimed for this KFP job (see preprocess; ``resume`` continues another job's run).
     """
     from tbpipe.components.common.errors import exit_on_error
     from tbpipe.components.common.naming import checkpoint_dir_for, step_place
+    from tbpipe.components.common.run_claim import claim_run, run_owner
     from tbpipe.components.training.config import TrainConfig
     from tbpipe.components.training.core import train_model
 
@@ -31,6 +34,7 @@ def train(train_data: Input[Dataset], val_data: Input[Dataset], model: Output[Mo
             epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
             flush_secs=flush_secs, precision=precision,
             checkpoint_dir=checkpoint_dir_for(checkpoint_root or log_root, experiment, run, step))
+        claim_run(log_root, experiment, run, run_owner(job_name, model.uri), resume)
         result = train_model(train_data.path, val_data.path, model.path, log_dir, config)
     for name, value in result.metrics.items():
         metrics.log_metric(name, value)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 
 from tbpipe.components.common.errors import SettingError
+from tbpipe.components.common.limits import check_count, check_finite, check_seed
 
 #: Compute precisions; ``auto``: mixed_float16 on a GPU, mixed_bfloat16 on a CPU with AMX-BF16,
 #: float32 otherwise (tbpipe.components.training.model.resolve_precision).
@@ -47,16 +48,18 @@ class FitConfig:
     precision: str = "auto"
 
     def __post_init__(self) -> None:
-        """InputError (one line) for settings training cannot use: checked once, here."""
-        for name in ("epochs", "batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise SettingError(name, value, "must be a positive integer")
-        if not self.learning_rate > 0:
+        """InputError (one line) for settings training cannot use: checked once, here.
+
+        Counts are at most 2**31-1 (TensorFlow's int32), the seed in [0, 2**32-1], the
+        learning rate finite and positive.
+        """
+        for name in ("epochs", "batch_size", "flush_secs"):
+            check_count(name, getattr(self, name))
+        for name in ("batch_log_every", "histogram_every", "cache_max_mb"):
+            check_count(name, getattr(self, name), low=0)
+        if not check_finite("learning_rate", self.learning_rate) > 0:
             raise SettingError("learning_rate", self.learning_rate, "must be greater than 0")
-        for name in ("batch_log_every", "histogram_every"):
-            if getattr(self, name) < 0:
-                raise SettingError(name, getattr(self, name), "must be 0 (off) or positive")
+        check_seed("seed", self.seed)
         if self.precision not in PRECISIONS:
             raise SettingError("precision", self.precision,
                                f"must be one of {', '.join(PRECISIONS)}")

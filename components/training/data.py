@@ -19,6 +19,7 @@ from tbpipe.components.common.storage import is_remote, join, read_bytes
 
 DEFAULT_SHUFFLE_BUFFER = 50_000
 _EPOCH_SEED_STRIDE = 1_000_003
+_GRAPH_SEED = 20_240_917  # any non-zero constant: the graph half of every epoch's seed pair
 
 
 def epoch_seed(seed: int, epoch: int | tf.Tensor) -> int | tf.Tensor:
@@ -57,18 +58,21 @@ def make_dataset(dataset_dir: str, batch_size: int, shuffle: bool, seed: int,
         shuffle_buffer = info.num_examples if cache else DEFAULT_SHUFFLE_BUFFER
     buffer = max(1, min(shuffle_buffer, info.num_examples))
 
-    def one_epoch(epoch: int) -> tf.data.Dataset:
+    def one_epoch(epoch: tf.Tensor) -> tf.data.Dataset:
         ordered = records
         if shuffle:
-            # A Python int seed: with a tensor seed (flat_map over epochs) TensorFlow fails
-            # when the global seed is 0 (keras.utils.set_random_seed(0)); the order is the same.
+            # The seed pair is (graph seed, epoch seed); a fixed graph seed in this function's
+            # own graph keeps the order a function of (seed, epoch) only, and avoids
+            # TensorFlow's failure with a tensor op seed when the global seed is 0.
+            tf.random.set_seed(_GRAPH_SEED)
             ordered = records.shuffle(buffer, seed=epoch_seed(seed, epoch),
                                       reshuffle_each_iteration=False)
         return ordered.batch(batch_size)
 
-    epochs = range(first_epoch, first_epoch + num_epochs)
+    # One dataset whatever the number of epochs: each epoch's batches are made when reached.
+    epochs = tf.data.Dataset.range(first_epoch, first_epoch + num_epochs)
     total = steps_per_epoch(info.num_examples, batch_size) * num_epochs
-    batches = _concatenate([one_epoch(epoch) for epoch in epochs] or [records.take(0).batch(1)])
+    batches = epochs.flat_map(one_epoch)
     batches = batches.apply(tf.data.experimental.assert_cardinality(total))
     decode = _decoder(info)
     return batches.map(decode, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
@@ -78,21 +82,15 @@ def fit_datasets(train_uri: str, val_uri: str, batch_size: int, seed: int, epoch
                  cache_max_mb: int) -> tuple[tf.data.Dataset, tf.data.Dataset]:
     """Build the shuffled training batches of ``epochs`` (0-based) and the validation batches.
 
-    Raw records are cached in memory when the training set is at most ``cache_max_mb``.
+    Raw records are cached in memory when the training set is at most ``cache_max_mb``. The
+    set-up does not grow with the number of epochs (one dataset makes each epoch when it
+    is reached), so ``epochs`` may be as large as the settings allow.
     """
     info = read_dataset_info(train_uri)
     cache = info.num_examples * info.record_bytes <= cache_max_mb * 2**20
     train = make_dataset(train_uri, batch_size, True, seed, cache=cache,
                          first_epoch=epochs.start, num_epochs=len(epochs))
     return train, make_dataset(val_uri, batch_size, False, seed, cache=cache)
-
-
-def _concatenate(parts: list[tf.data.Dataset]) -> tf.data.Dataset:
-    """``parts`` one after the other, nested pairwise (depth log2(n), not n)."""
-    while len(parts) > 1:
-        pairs = [parts[i].concatenate(parts[i + 1]) for i in range(0, len(parts) - 1, 2)]
-        parts = pairs + parts[len(parts) - len(parts) % 2:]
-    return parts[0]
 
 
 def read_dataset_info(dataset_dir: str) -> DatasetInfo:

@@ -34,6 +34,8 @@ class FitJob:
         meta: Extra ``model.json`` fields (``source`` and what the model came from).
         base_epochs: Epochs the starting model was already trained (finetune).
         callbacks: More Keras callbacks, run after tbpipe's own (e.g. a timer, early stopping).
+        identity: What else a checkpoint must have been made from to be resumed (content,
+            never an artifact path, which changes with every run of a pipeline).
 
     """
 
@@ -46,6 +48,7 @@ class FitJob:
     meta: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     base_epochs: int = 0
     callbacks: Sequence[keras.callbacks.Callback] = ()
+    identity: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def fit_and_save(job: FitJob, config: FitConfig) -> TrainResult:
@@ -107,16 +110,19 @@ def _plan_fit(job: FitJob, config: FitConfig) -> _Plan:
     from tbpipe.components.training import checkpoint, data
 
     train_info = data.read_dataset_info(job.train_uri)
-    data.check_compatible(train_info, data.read_dataset_info(job.val_uri),
-                          job.train_uri, job.val_uri)
+    val_info = data.read_dataset_info(job.val_uri)
+    data.check_compatible(train_info, val_info, job.train_uri, job.val_uri)
     keras.utils.set_random_seed(config.seed)
     strategy = model.pick_strategy()
     replicas = int(strategy.num_replicas_in_sync)
     precision = model.resolve_precision(config.precision)  # the one place it is resolved
-    fingerprint = {"train_data": job.train_uri, "val_data": job.val_uri, "seed": config.seed,
+    # What the run is made of, by content: a rerun of the pipeline (new artifact paths) or a
+    # copy of the data elsewhere resumes; other data or settings are refused.
+    fingerprint = {"train_data": train_info.digest or job.train_uri,
+                   "val_data": val_info.digest or job.val_uri, "seed": config.seed,
                    "batch_size": config.batch_size, "learning_rate": config.learning_rate,
                    "num_examples": train_info.num_examples,
-                   "precision": precision, **job.hparams}
+                   "precision": precision, **job.identity}
     state = None
     if config.checkpoint_dir:
         state = checkpoint.resume_state(config.checkpoint_dir, fingerprint, config.epochs)

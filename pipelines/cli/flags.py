@@ -21,12 +21,19 @@ from tbpipe.pipelines.placement import (
 )
 from tbpipe.pipelines.training import PARAM_CHOICES, PipelineParams
 
+BOOL_HELP = {"resume": "continue the run of this --run-name (interrupted or finished) from its "
+                       "checkpoints instead of refusing an existing run"}
+
 
 def add_param_arguments(parser: argparse.ArgumentParser) -> None:
     """Add one ``--flag`` per PipelineParams field (``--finetune-epochs`` for finetune_epochs)."""
     group = parser.add_argument_group("pipeline parameters")
     for field in dataclasses.fields(PipelineParams):
         flag = "--" + field.name.replace("_", "-")
+        if field.type is bool:  # a switch, off by default
+            group.add_argument(flag, dest=field.name, action="store_true", default=None,
+                               help=BOOL_HELP.get(field.name, "default: off"))
+            continue
         kind = field.type if field.type in (int, float) else str
         choices = PARAM_CHOICES.get(field.name)  # listed here, checked by the config
         group.add_argument(flag, dest=field.name, type=kind, default=None,

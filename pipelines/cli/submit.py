@@ -15,7 +15,12 @@ from tbpipe.components.common.errors import InputError, TbpipeError
 from tbpipe.components.common.naming import tensorboard_run_url
 from tbpipe.pipelines.cli.flags import add_compile_arguments, compile_options, key_value
 from tbpipe.pipelines.placement import CompileOptions
-from tbpipe.pipelines.runners.kfp_client import KfpConnection, read_package
+from tbpipe.pipelines.runners.kfp_client import (
+    DEFAULT_REQUEST_TIMEOUT_S,
+    KfpConnection,
+    check_timeout,
+    read_package,
+)
 from tbpipe.pipelines.runners.submit import follow, resolve_names, run_arguments, version_name
 from tbpipe.pipelines.training import PipelineParams, compile_pipeline
 
@@ -45,6 +50,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add("--timeout", type=float, default=None, metavar="SECONDS", help="with --wait: give up after")
     add("--poll-interval", type=float, default=10.0, metavar="SECONDS",
         help="with --wait: time between polls (default: 10)")
+    add("--request-timeout", type=float, default=DEFAULT_REQUEST_TIMEOUT_S, metavar="SECONDS",
+        help="give up on a KFP API request that gets no answer for this long (default: "
+             f"{DEFAULT_REQUEST_TIMEOUT_S:g}; a call tries to connect at most 3 times)")
     add_compile_arguments(cmd)
     cmd.set_defaults(handler=run_submit)
 
@@ -52,6 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_submit(args: argparse.Namespace) -> int:
     """``tbpipe submit``: the whole path, printing where the run and its logs can be seen."""
     host = args.host or os.environ.get("KFP_HOST")
+    check_timeout(args.request_timeout)
     options = compile_options(args)
     if args.package and options != CompileOptions():
         raise InputError(f"--package {args.package} is compiled already: placement flags "
@@ -65,7 +74,8 @@ def run_submit(args: argparse.Namespace) -> int:
                       if k in spec.parameters})
         arguments = run_arguments(spec.parameters, given)
         kfp = KfpConnection.open(host, args.namespace, token_file=args.token_file,
-                                 token=os.environ.get("KFP_TOKEN"))
+                                 token=os.environ.get("KFP_TOKEN"),
+                                 timeout=args.request_timeout)
         target = kfp.upload(package, spec.name, version_name(package))
     print(f"pipeline {spec.name}: {target.describe()}")
     run_id = kfp.start_run(kfp.experiment(experiment), run_name, target, arguments,

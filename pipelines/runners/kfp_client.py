@@ -1,8 +1,13 @@
 """The few Kubeflow Pipelines API calls ``tbpipe submit`` makes, through ``kfp.Client``.
 
 Each call runs inside ``calling(...)``: kfp.Client's own prints and warnings are kept off the
-terminal, and every failure (HTTP error, refused connection, unreadable token) becomes a
-TbpipeError of one line naming what was being done and what to do about it.
+terminal, and every failure (HTTP error, refused connection, unreadable token, no answer in
+time) becomes a TbpipeError of one line naming what was being done and what to do about it.
+
+Every request has a timeout (``--request-timeout``: connecting, and each wait for the server's
+bytes) and failed connections are retried at most ``CONNECT_RETRIES`` times, never reads, so
+one call gives up within ``(CONNECT_RETRIES + 1) x`` the timeout; kfp.Client passes no timeout
+of its own and would wait forever on a server that accepts connections and never answers.
 """
 
 from __future__ import annotations
@@ -16,9 +21,12 @@ import os
 import warnings
 from collections.abc import Iterator
 
-from tbpipe.components.common.errors import InputError, TbpipeError
+from tbpipe.components.common.errors import InputError, SettingError, TbpipeError
+from tbpipe.components.common.limits import check_finite
 
 DEFAULT_HOST = "the default KFP address ($KF_PIPELINES_ENDPOINT, in-cluster or kubeconfig)"
+DEFAULT_REQUEST_TIMEOUT_S = 60.0
+CONNECT_RETRIES = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,7 +107,7 @@ def _server_message(body: object) -> str:
 
 
 @contextlib.contextmanager
-def calling(host: str, doing: str) -> Iterator[None]:
+def calling(host: str, doing: str, timeout: float = DEFAULT_REQUEST_TIMEOUT_S) -> Iterator[None]:
     """Run kfp.Client calls quietly; turn their failures into one-line TbpipeErrors."""
     import kfp_server_api
     import urllib3
@@ -115,6 +123,12 @@ def calling(host: str, doing: str) -> Iterator[None]:
         raise TbpipeError(api_error_line(host, doing, exc)) from None
     except urllib3.exceptions.HTTPError as exc:
         cause = getattr(exc, "reason", None) or exc
+        no_answer = isinstance(cause, urllib3.exceptions.TimeoutError) and not isinstance(
+            cause, urllib3.exceptions.NewConnectionError)  # a refusal is one (urllib3 2.x)
+        if no_answer:
+            raise TbpipeError(f"KFP at {host} did not answer within {timeout:g}s while {doing}: "
+                              "check --host points at the KFP API, or raise "
+                              "--request-timeout") from None
         reason = "connection refused" if "refused" in str(cause).lower() else str(cause)
         raise TbpipeError(f"cannot connect to KFP at {host} while {doing} ({reason}): check "
                           "--host / $KFP_HOST and that the API is reachable") from None
@@ -124,21 +138,62 @@ def calling(host: str, doing: str) -> Iterator[None]:
         retries_log.setLevel(level)
 
 
+def check_timeout(timeout: float) -> None:
+    """SettingError unless ``timeout`` is a finite number of seconds above 0."""
+    if not check_finite("--request-timeout", timeout) > 0:
+        raise SettingError("--request-timeout", timeout, "must be greater than 0 (seconds)")
+
+
+def bound_requests(api_client: object, timeout: float) -> None:
+    """Give every request of a kfp_server_api ApiClient a timeout and bounded retries.
+
+    kfp.Client's calls pass no ``_request_timeout``, and an explicit None in urllib3 means
+    "wait forever", so the default goes on the one REST client all its APIs share.
+    Idempotent: a client already bound keeps its bound.
+    """
+    import urllib3
+
+    rest = api_client.rest_client
+    if getattr(rest, "_tbpipe_timeout", None) is not None:
+        return
+    request = rest.request
+
+    def bounded(*args: object, _request_timeout: object = None, **kwargs: object) -> object:
+        return request(*args, _request_timeout=_request_timeout or (timeout, timeout), **kwargs)
+
+    rest.request = bounded
+    rest._tbpipe_timeout = timeout  # noqa: SLF001 - our own mark
+    rest.pool_manager.connection_pool_kw["retries"] = urllib3.Retry(
+        total=CONNECT_RETRIES, connect=CONNECT_RETRIES, read=0, status=0, other=0,
+        redirect=CONNECT_RETRIES, backoff_factor=0.2, raise_on_status=False)
+    rest.pool_manager.clear()
+
+
 class KfpConnection:
     """A kfp.Client with one-line errors, for the calls submit makes."""
 
-    def __init__(self, client: object, host: str, namespace: str | None) -> None:
+    def __init__(self, client: object, host: str, namespace: str | None,
+                 timeout: float = DEFAULT_REQUEST_TIMEOUT_S) -> None:
         self.client, self.host, self.namespace = client, host, namespace
+        self.timeout = timeout
 
     @classmethod
     def open(cls, host: str | None, namespace: str | None, token_file: str | None = None,
-             token: str | None = None) -> KfpConnection:
-        """Connect as kfp.Client does (host, else in-cluster/kubeconfig), with a token if given."""
+             token: str | None = None,
+             timeout: float = DEFAULT_REQUEST_TIMEOUT_S) -> KfpConnection:
+        """Connect as kfp.Client does (host, else in-cluster/kubeconfig), with a token if given.
+
+        Every request of the client waits at most ``timeout`` seconds (see the module doc).
+        """
         import kfp
+
+        check_timeout(timeout)
 
         class _Client(kfp.Client):
             def get_kfp_healthz(self, sleep_duration: int = 5) -> object:
                 # One try: kfp.Client retries 5 times, 5 s apart; errors are reported instead.
+                # kfp.Client calls this from __init__, the first moment its API client exists.
+                bound_requests(self._healthz_api.api_client, timeout)
                 return self._healthz_api.healthz_service_get_healthz()
 
         credentials = None
@@ -149,13 +204,14 @@ class KfpConnection:
 
             credentials = ServiceAccountTokenVolumeCredentials(path=token_file)
         shown = host or DEFAULT_HOST
-        with calling(shown, "connecting"):
+        with calling(shown, "connecting", timeout):
             client = _Client(host=host, namespace=namespace or "kubeflow",
                              existing_token=token or None, credentials=credentials)
-        return cls(client, shown, namespace)
+        bound_requests(client._healthz_api.api_client, timeout)  # noqa: SLF001 - see above
+        return cls(client, shown, namespace, timeout)
 
     def _calling(self, doing: str) -> contextlib.AbstractContextManager:
-        return calling(self.host, doing)
+        return calling(self.host, doing, self.timeout)
 
     def upload(self, package: str, name: str, version: str) -> PipelineTarget:
         """Upload ``package`` as pipeline ``name``, or as a new version when it exists."""

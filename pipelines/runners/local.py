@@ -81,6 +81,21 @@ def check_sources(params: PipelineParams) -> None:
                              "Parquet table, an MNIST IDX folder, or builtin:digits")
 
 
+def claim_local_run(params: PipelineParams) -> str:
+    """Claim the run's folder for this local run before kfp.local starts; its owner id.
+
+    A run of that name that exists already (running now, interrupted or finished) is refused
+    with one line, unless ``params.resume``.
+    """
+    import uuid
+
+    from tbpipe.components.common.run_claim import claim_run
+
+    owner = f"tbpipe-run-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+    claim_run(params.log_root, params.experiment, params.run_name, owner, params.resume)
+    return owner
+
+
 def run_pipeline(params: PipelineParams, pipeline_root: str = DEFAULT_PIPELINE_ROOT,
                  runner: str = "subprocess", **runner_options: object) -> LocalRunResult:
     """Run the whole pipeline locally and return where everything went.
@@ -97,6 +112,7 @@ def run_pipeline(params: PipelineParams, pipeline_root: str = DEFAULT_PIPELINE_R
         params, run_name=params.run_name or default_run_name(),
         log_root=params.log_root or os.path.abspath(DEFAULT_LOG_ROOT)).validate()
     pipeline_root = os.path.abspath(pipeline_root)
+    claim_local_run(params)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     gpu = False
     if runner == "docker":
@@ -112,7 +128,9 @@ def run_pipeline(params: PipelineParams, pipeline_root: str = DEFAULT_PIPELINE_R
         with contextlib.redirect_stdout(output), warnings.catch_warnings():
             # resources and display names are for the cluster; kfp.local warns per task
             warnings.filterwarnings("ignore", message=".*no effect in the current local runner")
-            task = pipeline(**params.as_arguments())
+            # The run is this process's now: its steps continue it (each takes the claim
+            # over for kfp.local's job) rather than refuse the claim made just above.
+            task = pipeline(**{**params.as_arguments(), "resume": True})
     except RuntimeError as exc:
         if output.errors:  # repeat the step's own line: it names the input and what to do
             step, message = output.errors[-1]

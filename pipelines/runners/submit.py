@@ -98,6 +98,8 @@ def follow(kfp: KfpConnection, run_id: str, interval: float, timeout: float | No
     """Poll the run until it finishes, printing each change; returns (state, error message).
 
     A poll that fails is retried (``tries`` in a row at most): a long run outlives blips.
+    Each poll is bounded by the connection's request timeout, and ``timeout`` (``--timeout``)
+    bounds the whole wait, failing polls included.
     """
     start, shown, failures = time.monotonic(), None, 0
     while True:
@@ -107,7 +109,7 @@ def follow(kfp: KfpConnection, run_id: str, interval: float, timeout: float | No
             failures = 0
         except TbpipeError as exc:
             failures += 1
-            if failures >= tries:
+            if failures >= tries or (timeout is not None and elapsed > timeout):
                 raise
             print(f"(no answer: {exc}; retrying)", flush=True)
             time.sleep(interval)

@@ -41,6 +41,28 @@ RUN_CASES = {
                               r"--finetune='sometimes': must be one of auto, always, never"),
     "freeze-layers-negative": (["--freeze-layers", "-1"], 1,
                                r"--freeze-layers=-1: must be 0 or a positive integer"),
+    "learning-rate-inf": (["--learning-rate", "inf"], 1,
+                          r"--learning-rate=inf: must be a finite number \(not inf or nan\)"),
+    "learning-rate-nan": (["--learning-rate", "nan"], 1, r"--learning-rate=nan: must be a finite"),
+    "finetune-learning-rate-inf": (["--finetune-learning-rate", "inf"], 1,
+                                   r"--finetune-learning-rate=inf: must be a finite number"),
+    "val-fraction-nan": (["--val-fraction", "nan"], 1, r"--val-fraction=nan: must be a finite"),
+    "accuracy-target-inf": (["--accuracy-target", "inf"], 1,
+                            r"--accuracy-target=inf: must be a finite number"),
+    "seed-negative": (["--seed", "-1"], 1, r"--seed=-1: must be a non-negative integer up to "
+                                           r"4294967295 \(2\*\*32-1, the seeds numpy and "
+                                           r"TensorFlow accept\)"),
+    "seed-above-2-32": (["--seed", str(2**32)], 1, r"--seed=4294967296: must be a non-negative"),
+    "epochs-above-int32": (["--epochs", str(2**31)], 1,
+                           r"--epochs=2147483648: must be at most 2147483647 \(2\*\*31-1, "
+                           r"TensorFlow counts it in int32\)"),
+    "finetune-epochs-huge": (["--finetune-epochs", str(10**30)], 1,
+                             r"--finetune-epochs=10{30}: must be at most 2147483647"),
+    "batch-size-above-int32": (["--batch-size", str(2**31)], 1,
+                               r"--batch-size=2147483648: must be at most 2147483647"),
+    "experiment-with-a-slash": (["--experiment", "a/b"], 1,
+                                r"experiment name 'a/b' is not allowed"),
+    "run-name-dotdot": (["--run-name", ".."], 1, r"run name '\.\.' is not allowed"),
     "unknown-runner": (["--runner", "kubernetes"], 2,
                        r"tbpipe run: error: argument --runner: invalid choice: 'kubernetes'"),
 }
@@ -79,6 +101,21 @@ SUBMIT_CASES = {
                         r"must be below 1"),
     "param-accuracy-target": (["--param", "accuracy_target=95"], 1,
                               r"--accuracy-target=95\.0: outside \[0, 1\]"),
+    "param-learning-rate-inf": (["--param", "learning_rate=inf"], 1,
+                                r"--learning-rate=inf: must be a finite number"),
+    "param-accuracy-target-nan": (["--param", "accuracy_target=nan"], 1,
+                                  r"--accuracy-target=nan: must be a finite number"),
+    "param-seed-above-2-32": (["--param", f"seed={2**32}"], 1,
+                              r"--seed=4294967296: must be a non-negative integer up to"),
+    "param-epochs-above-int32": (["--param", f"epochs={2**31}"], 1,
+                                 r"--epochs=2147483648: must be at most 2147483647"),
+    "param-run-name-dotdot": (["--run-name", ".."], 1, r"run name '\.\.' is not allowed"),
+    "param-resume-not-a-boolean": (["--param", "resume=maybe"], 1,
+                                   r"--param resume=maybe: expected boolean"),
+    "request-timeout-zero": (["--request-timeout", "0"], 1,
+                             r"--request-timeout=0\.0: must be greater than 0"),
+    "request-timeout-inf": (["--request-timeout", "inf"], 1,
+                            r"--request-timeout=inf: must be a finite number"),
     "node-selector-without-equals": (["--node-selector", "pool"], 2,
                                      r"argument --node-selector: expected KEY=VALUE"),
 }
@@ -145,6 +182,13 @@ TRAIN_CASES = {
     "batch-size-zero": ({"batch_size": 0}, r"batch_size=0: must be a positive integer"),
     "learning-rate-zero": ({"learning_rate": 0.0}, r"learning_rate=0\.0: must be greater than 0"),
     "learning-rate-negative": ({"learning_rate": -1e-3}, r"learning_rate=-0\.001: must be"),
+    "learning-rate-inf": ({"learning_rate": float("inf")}, r"learning_rate=inf: must be a finite"),
+    "learning-rate-nan": ({"learning_rate": float("nan")}, r"learning_rate=nan: must be a finite"),
+    "seed-above-2-32": ({"seed": 2**32}, r"seed=4294967296: must be a non-negative integer up"),
+    "seed-negative": ({"seed": -1}, r"seed=-1: must be a non-negative integer up to"),
+    "epochs-above-int32": ({"epochs": 2**31}, r"epochs=2147483648: must be at most 2147483647"),
+    "batch-size-above-int32": ({"batch_size": 2**40}, r"batch_size=1099511627776: must be at"),
+    "flush-secs-zero": ({"flush_secs": 0}, r"flush_secs=0: must be a positive integer"),
 }
 
 
@@ -162,6 +206,9 @@ FINETUNE_CASES = {
     "epochs-zero": ({"epochs": 0}, r"epochs=0: must be a positive integer"),
     "learning-rate-zero": ({"learning_rate": 0.0}, r"learning_rate=0\.0: must be greater"),
     "freeze-layers-negative": ({"freeze_layers": -1}, r"freeze_layers=-1: must be 0 or"),
+    "learning-rate-inf": ({"learning_rate": float("inf")}, r"learning_rate=inf: must be a finite"),
+    "epochs-above-int32": ({"epochs": 2**31}, r"epochs=2147483648: must be at most"),
+    "seed-above-2-32": ({"seed": 2**32}, r"seed=4294967296: must be a non-negative integer"),
 }
 
 
@@ -182,6 +229,9 @@ PREPROCESS_CASES = {
     "fractions-sum-to-one": ({"val_fraction": 0.4, "test_fraction": 0.6},
                              r"val_fraction \+ test_fraction=1\.0: must be below 1"),
     "seed-negative": ({"seed": -1}, r"seed=-1: must be a non-negative integer"),
+    "seed-above-2-32": ({"seed": 2**32}, r"seed=4294967296: must be a non-negative integer up"),
+    "val-fraction-nan": ({"val_fraction": float("nan")}, r"val_fraction=nan: must be a finite"),
+    "test-fraction-inf": ({"test_fraction": float("inf")}, r"test_fraction=inf: must be a fin"),
 }
 
 
@@ -199,6 +249,34 @@ def test_preprocess_component_refuses_bad_settings(name, tmp_path, capsys):
 def test_evaluate_component_refuses_a_target_outside_0_1(target, data, tmp_path, capsys):
     exits_with_one_line(capsys, "evaluate", rf"accuracy_target={re.escape(str(target))}: "
                         r"outside \[0, 1\]; pass a fraction such as 0\.95",
+                        lambda: evaluate.python_func(
+                            model=Model(uri=str(tmp_path / "no-model")),
+                            test_data=data["val_data"], metrics=Metrics(uri=str(tmp_path / "m")),
+                            classification_metrics=ClassificationMetrics(uri=str(tmp_path / "c")),
+                            report=Markdown(uri=str(tmp_path / "report")),
+                            log_root=str(tmp_path / "logs"), **WHERE, accuracy_target=target))
+    assert not (tmp_path / "report").exists() and not (tmp_path / "logs").exists()
+
+
+@pytest.mark.parametrize(("fractions", "needle"), [
+    ({"val_fraction": 0.001}, r"the val split would get 0 of 1797 rows; raise val_fraction"),
+    ({"val_fraction": 0.0}, r"the val split would get 0 of 1797 rows"),
+    ({"test_fraction": 0.001}, r"the test split would get 0 of 1797 rows; raise test_fraction"),
+])
+def test_preprocess_component_refuses_fractions_that_leave_a_split_empty(fractions, needle,
+                                                                         tmp_path, capsys):
+    outs = {f"{s}_data": Dataset(uri=str(tmp_path / "out" / s)) for s in ("train", "val", "test")}
+    exits_with_one_line(capsys, "preprocess", r"builtin:digits: " + needle,
+                        lambda: preprocess.python_func(
+                            data="builtin:digits", **outs, stats=Metrics(uri=str(tmp_path / "st")),
+                            log_root=str(tmp_path / "logs"), **WHERE, **fractions))
+    assert not list((tmp_path / "out").glob("*"))  # no Dataset, nothing half-written
+    assert not (tmp_path / "logs" / "exp" / "r1" / "preprocess").exists()
+
+
+@pytest.mark.parametrize("target", [float("inf"), float("nan")])
+def test_evaluate_component_refuses_a_target_that_is_not_finite(target, data, tmp_path, capsys):
+    exits_with_one_line(capsys, "evaluate", rf"accuracy_target={target}: must be a finite number",
                         lambda: evaluate.python_func(
                             model=Model(uri=str(tmp_path / "no-model")),
                             test_data=data["val_data"], metrics=Metrics(uri=str(tmp_path / "m")),

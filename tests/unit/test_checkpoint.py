@@ -76,6 +76,26 @@ def test_resume_refuses_a_checkpoint_of_other_settings(data, tmp_path):
         check_resumable(state, {"batch_size": 16, "seed": 7}, epochs=1, checkpoint_dir="c")
 
 
+def test_resume_follows_the_datas_content_not_its_path(data, tmp_path):
+    """A rerun of a pipeline gets new artifact paths: a copy of the same data resumes, other
+    data is refused with one line naming the changed input."""
+    from tests.helpers import write_dataset
+
+    first = run(data, tmp_path, 1)
+    copies = tuple(str(tmp_path / "copy" / name) for name in ("train", "val"))
+    for source, copy in zip(data, copies, strict=True):
+        shutil.copytree(source, copy)
+    resumed = run(copies, tmp_path, 2)
+    assert (first.resumed_from_epoch, resumed.resumed_from_epoch) == (0, 1)
+
+    other = str(tmp_path / "other" / "train")
+    write_dataset(other, n=64, seed=9)  # same size and shape, other records
+    with pytest.raises(InputError, match=r"ckpt: checkpoint made with train_data='sha256:"
+                                         r"\w+', now 'sha256:\w+'; use a new run name") as err:
+        run((other, copies[1]), tmp_path, 3)
+    assert len(str(err.value).splitlines()) == 1
+
+
 def test_damaged_state_is_one_line_input_error(tmp_path):
     from tbpipe.components.training.checkpoint import read_state
 

@@ -153,8 +153,24 @@ def test_late_failure_leaves_no_outputs_and_keeps_old_ones(tmp_path: Path, csv_u
 
 def test_all_splits_needed_and_train_not_empty(tmp_path: Path) -> None:
     uri = write_csv(tmp_path / "tiny.csv", np.zeros((2, 4), np.uint8), np.array([0, 1]))
-    with pytest.raises(InputError, match=r"tiny\.csv: no training rows left"):
+    with pytest.raises(InputError, match=r"tiny\.csv: the train split would get 0 of 2 rows; "
+                       r"give more rows"):
         run(tmp_path, uri, val_fraction=0.3, test_fraction=0.6)
+
+
+@pytest.mark.parametrize(("fractions", "message"), [
+    ({"val_fraction": 0.05}, r"the val split would get 0 of 10 rows; raise val_fraction "
+                             r"\(now 0\.05\)"),
+    ({"val_fraction": 0.0}, r"the val split would get 0 of 10 rows"),
+    ({"test_fraction": 0.05}, r"the test split would get 0 of 10 rows; raise test_fraction"),
+])
+def test_a_split_the_fractions_leave_empty_is_one_line(tmp_path: Path, fractions: dict,
+                                                      message: str) -> None:
+    uri = write_csv(tmp_path / "small.csv", np.zeros((10, 4), np.uint8), np.arange(10) % 2)
+    settings = {"val_fraction": 0.4, "test_fraction": 0.4, **fractions}
+    with pytest.raises(InputError, match=r"small\.csv: " + message):
+        run(tmp_path, uri, **settings)
+    assert not list((tmp_path / "out").glob("*"))  # nothing published, nothing half-written
 
 
 @pytest.mark.parametrize(("config", "message"), [
@@ -162,6 +178,9 @@ def test_all_splits_needed_and_train_not_empty(tmp_path: Path) -> None:
     ({"test_fraction": 1.0}, r"test_fraction=1\.0: must be in \[0, 1\)"),
     ({"val_fraction": 0.5, "test_fraction": 0.5}, r"val_fraction \+ test_fraction"),
     ({"seed": -1}, r"seed=-1"),
+    ({"seed": 2**32}, r"seed=4294967296: must be a non-negative integer up to 4294967295"),
+    ({"val_fraction": float("nan")}, r"val_fraction=nan: must be a finite number"),
+    ({"test_fraction": float("inf")}, r"test_fraction=inf: must be a finite number"),
     ({"chunk_rows": 0}, r"chunk_rows=0"),
     ({"image_shape": (4, 4)}, r"image_shape=\(4, 4\)"),
 ])

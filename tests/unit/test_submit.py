@@ -187,3 +187,37 @@ def test_tokens_are_sent_as_bearer(kfp, package, capsys, monkeypatch, tmp_path):
     assert set(kfp.authorizations) == {"Bearer from-file"}
     rc, _, err = submit(kfp, capsys, "--token-file", str(tmp_path / "none"), package=package)
     assert rc == 1 and err == [f"tbpipe: error: --token-file {tmp_path / 'none'}: no such file"]
+
+
+@pytest.fixture
+def silent_server():
+    """A server that accepts connections (the kernel's backlog) and never answers."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(16)
+        yield f"http://127.0.0.1:{server.getsockname()[1]}"
+
+
+def test_a_server_that_never_answers_fails_in_one_line_within_the_bound(
+        silent_server, package, capsys, monkeypatch):
+    import time
+
+    monkeypatch.delenv("KFP_HOST", raising=False)
+    start = time.monotonic()
+    rc = main(["submit", "--host", silent_server, "--package", package, "--request-timeout",
+               "0.5", "--param", f"log_root={LOG_ROOT}"])
+    elapsed = time.monotonic() - start
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and len(err) == 1, err
+    assert err[0] == (f"tbpipe: error: KFP at {silent_server} did not answer within 0.5s while "
+                      "connecting: check --host points at the KFP API, or raise "
+                      "--request-timeout")
+    assert elapsed < 10
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "inf", "nan"])
+def test_a_request_timeout_must_be_positive_and_finite(value, package, capsys):
+    rc = main(["submit", "--host", "http://127.0.0.1:9", "--package", package,
+               "--request-timeout", value, "--param", f"log_root={LOG_ROOT}"])
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and line.startswith(f"tbpipe: error: --request-timeout={float(value)!r}: ")

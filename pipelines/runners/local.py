@@ -72,13 +72,19 @@ def init_runner(runner: str, pipeline_root: str, **runner_options: object) -> No
 
 
 def check_sources(params: PipelineParams) -> None:
-    """Fail before anything starts when a data location does not exist."""
-    from tbpipe.components.common.storage import exists
+    """Fail before anything starts when a data location does not exist or cannot be read
+    without blocking (a FIFO, a device: only files, folders and objects are read)."""
+    from tbpipe.components.common.storage import exists, is_remote
+    from tbpipe.components.preprocessing.source import check_regular
 
     for flag, uri in (("--data", params.data), ("--finetune-data", params.finetune_data)):
-        if uri and not uri.startswith("builtin:") and not exists(uri):
+        if not uri or uri.startswith("builtin:"):
+            continue
+        if not exists(uri):
             raise InputError(f"{flag} {uri}: no such file, folder or object; pass a CSV or "
                              "Parquet table, an MNIST IDX folder, or builtin:digits")
+        if not is_remote(uri):
+            check_regular(f"{flag} {uri}", uri)
 
 
 def claim_local_run(params: PipelineParams) -> str:

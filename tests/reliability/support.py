@@ -321,6 +321,18 @@ def tree_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
+def logged_files(log_root: Path) -> list[str]:
+    """What a step wrote under its log root besides the run's claim (``_run.json``).
+
+    A step claims its run before it reads its inputs (run_claim.py): a failed step leaves
+    the claim, so a later run of another job cannot take the name unnoticed, and nothing else.
+    """
+    if not log_root.exists():
+        return []
+    return sorted(str(p.relative_to(log_root)) for p in log_root.rglob("*")
+                  if p.is_file() and p.name != "_run.json")
+
+
 def whole_outputs(root: Path) -> list[str]:
     """Outputs under ``root`` that look whole (a Dataset, a Model, a report) or half-written.
 

@@ -73,7 +73,8 @@ def init_runner(runner: str, pipeline_root: str, **runner_options: object) -> No
 
 def check_sources(params: PipelineParams) -> None:
     """Fail before anything starts when a data location does not exist or cannot be read
-    without blocking (a FIFO, a device: only files, folders and objects are read)."""
+    without blocking (a FIFO, a device: only files, folders and objects are read).
+    """
     from tbpipe.components.common.storage import exists, is_remote
     from tbpipe.components.preprocessing.source import check_regular
 

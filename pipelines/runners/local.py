@@ -72,8 +72,9 @@ def init_runner(runner: str, pipeline_root: str, **runner_options: object) -> No
 
 
 def check_sources(params: PipelineParams) -> None:
-    """Fail before anything starts when a data location does not exist or cannot be read
-    without blocking (a FIFO, a device: only files, folders and objects are read).
+    """Fail before anything starts when a data location is missing or would block.
+
+    Only files, folders and objects are read: a FIFO or a device is refused here.
     """
     from tbpipe.components.common.storage import exists, is_remote
     from tbpipe.components.preprocessing.source import check_regular

@@ -230,3 +230,22 @@ def test_an_earlier_sigterm_handler_is_called_then_restored(gcs_root):
         assert calls == [signal.SIGTERM] and signal.getsignal(signal.SIGTERM) is earlier
     finally:
         signal.signal(signal.SIGTERM, before)
+
+
+@pytest.mark.gcs
+@pytest.mark.slow
+def test_a_step_whose_events_were_not_published_does_not_succeed(gcs_emulator, gcs_root):
+    """open_writer (what steps use): the block succeeded, storage never came back before the
+    close gave up: one line naming the log dir, never SUCCESS with less than was logged."""
+    from tbpipe.components.common.tensorboard.writer import open_writer
+
+    uri = storage.join(gcs_root, "exp/run/train")
+    try:
+        with pytest.raises(StorageError, match=r"could not be published .*; they are kept in"):
+            with open_writer(uri, flush_secs=1) as writer:
+                writer.add_scalar("loss", 1.0, 0)
+                gcs_emulator.stop()
+                for step in range(1, 200):
+                    writer.add_scalar("loss", 1.0 / step, step)
+    finally:
+        gcs_emulator.start()

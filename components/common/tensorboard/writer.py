@@ -44,8 +44,9 @@ def open_writer(log_dir: str, flush_secs: int = DEFAULT_FLUSH_SECS,
             or after it by the interrupted attempt, so no step is shown twice.
 
     Raises:
-        StorageError: ``log_dir`` cannot be made, or an event could not be written (checked
-            when the block ends, unless it ends with an error of its own): one line naming
+        StorageError: ``log_dir`` cannot be made, an event could not be written, or (gs://)
+            not every event could be published when the writer closed (checked when the
+            block ends, unless it ends with an error of its own): one line naming
             ``log_dir`` and the cause, e.g. ``No space left on device``.
 
     """
@@ -58,6 +59,13 @@ def open_writer(log_dir: str, flush_secs: int = DEFAULT_FLUSH_SECS,
             fastpath.install(writer)
             yield writer
         error = fastpath.write_error(writer) or writer.write_error
+        report = writer.report
+        if error is None and report is not None and report.error:
+            # the block succeeded, but not every event reached storage: no SUCCESS with less
+            raise StorageError(f"{log_dir}: {report.unpublished_bytes} bytes of TensorBoard "
+                               f"events could not be published ({report.error}); they are "
+                               f"kept in {report.kept_dir}: retry the step when storage "
+                               "answers")
     else:
         try:
             writer = SummaryWriter(logdir=log_dir, flush_secs=flush_secs, purge_step=purge_step)

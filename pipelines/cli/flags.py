@@ -21,8 +21,13 @@ from tbpipe.pipelines.placement import (
 )
 from tbpipe.pipelines.training import PARAM_CHOICES, PipelineParams
 
-BOOL_HELP = {"resume": "continue the run of this --run-name (interrupted or finished) from its "
-                       "checkpoints instead of refusing an existing run"}
+#: Help where the field's default does not say it all.
+PARAM_HELP = {
+    "resume": "continue the run of this --run-name (interrupted or finished) from its "
+              "checkpoints instead of refusing an existing run",
+    "log_root": "default: ./tbpipe-runs/logs, made absolute when the run starts",
+    "run_name": "default: run-YYYYmmdd-HHMMSS",
+}
 
 
 def add_param_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,13 +37,13 @@ def add_param_arguments(parser: argparse.ArgumentParser) -> None:
         flag = "--" + field.name.replace("_", "-")
         if field.type is bool:  # a switch, off by default
             group.add_argument(flag, dest=field.name, action="store_true", default=None,
-                               help=BOOL_HELP.get(field.name, "default: off"))
+                               help=PARAM_HELP.get(field.name, "default: off"))
             continue
         kind = field.type if field.type in (int, float) else str
         choices = PARAM_CHOICES.get(field.name)  # listed here, checked by the config
         group.add_argument(flag, dest=field.name, type=kind, default=None,
                            metavar="|".join(choices) if choices else field.name.upper(),
-                           help=f"default: {field.default!r}")
+                           help=PARAM_HELP.get(field.name, f"default: {field.default!r}"))
 
 
 def params_from_args(args: argparse.Namespace, **overrides: object) -> PipelineParams:

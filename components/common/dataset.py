@@ -2,9 +2,14 @@
 
 A Dataset artifact is a folder::
 
-    dataset.json          manifest: image shape, classes, shard files and counts
-    shard-00000.bin       records, each 1 label byte followed by H*W*C pixel bytes
-    shard-00001.bin       (pixel byte b means the value b / 255 in [0, 1])
+    dataset.json          manifest: image shape, classes (and their names), label width,
+                          shard files and counts
+    shard-00000.bin       records, each a label (``label_bytes``: 1 byte, or 2 bytes
+    shard-00001.bin       little-endian when there are more than 256 classes) followed by
+                          H*W*C pixel bytes (pixel byte b means the value b / 255 in [0, 1])
+
+A manifest without ``label_bytes`` (written before labels could widen) reads as 1 byte, one
+without ``class_names`` as the names ``"0".."k-1"``.
 
 Fixed-length records stream straight into ``tf.data.FixedLengthRecordDataset`` (native,
 parallel reads, no Python per sample), and any number of shards can be written one chunk at
@@ -17,6 +22,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import math
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +33,8 @@ from tbpipe.components.common.errors import InputError, os_errors
 
 MANIFEST = "dataset.json"
 FORMAT = "tbpipe.records.v1"
-MAX_CLASSES = 256
+BYTE_CLASSES = 256  # classes a 1-byte label holds
+MAX_CLASSES = 65_536  # classes a 2-byte label holds
 DEFAULT_SHARD_RECORDS = 50_000
 
 
@@ -41,16 +48,43 @@ class DatasetInfo:
     shards: tuple[tuple[str, int], ...]
     class_counts: tuple[int, ...]
     digest: str = ""  # sha256 of the image shape and every record in order ("" if unknown)
+    class_names: tuple[str, ...] = ()  # one name per class; default "0".."k-1"
+    label_bytes: int = 1  # 1, or 2 (little-endian uint16) for more than 256 classes
+
+    def __post_init__(self) -> None:
+        """Fill the default class names ``"0".."k-1"`` and check their number."""
+        if not self.class_names:
+            object.__setattr__(self, "class_names",
+                               tuple(str(k) for k in range(self.num_classes)))
+        else:
+            object.__setattr__(self, "class_names", tuple(str(n) for n in self.class_names))
+        if len(self.class_names) != self.num_classes:
+            raise InputError(f"{len(self.class_names)} class names for {self.num_classes} "
+                             "classes; the dataset manifest is damaged, rerun preprocess")
+        if self.label_bytes not in (1, 2):
+            raise InputError(f"label_bytes {self.label_bytes}: the record format holds 1 or 2")
 
     @property
     def record_bytes(self) -> int:
-        """Bytes per record: one label byte plus the pixels."""
+        """Bytes per record: the label bytes plus the pixels."""
         h, w, c = self.image_shape
-        return 1 + h * w * c
+        return self.label_bytes + h * w * c
 
     def shard_paths(self, root: str) -> list[str]:
         """Absolute paths of the shard files under ``root``."""
         return [os.path.join(root, name) for name, _ in self.shards]
+
+
+def label_width(num_classes: int) -> int:
+    """Bytes a label takes for ``num_classes`` classes: 1 up to 256, else 2."""
+    return 1 if num_classes <= BYTE_CLASSES else 2
+
+
+def decode_labels(records: np.ndarray, label_bytes: int) -> np.ndarray:
+    """The int32 labels of records ``(n, record_bytes)`` uint8 (little-endian when 2 bytes)."""
+    if label_bytes == 1:
+        return records[:, 0].astype(np.int32)
+    return records[:, 0].astype(np.int32) | (records[:, 1].astype(np.int32) << 8)
 
 
 def to_uint8(images: np.ndarray) -> np.ndarray:
@@ -65,12 +99,20 @@ class DatasetWriter:
     one StorageError line naming ``name`` (the Dataset's own path; ``root`` may be a
     temporary folder, see :func:`~tbpipe.components.common.storage.atomic_dir`) and the
     cause. The manifest is written last, whole, so a failed writer leaves no Dataset.
+
+    Labels take ``label_bytes`` bytes: by default 1 for up to 256 classes, else 2. A writer
+    started with 1 byte that meets a label above 255 widens what it wrote to 2 bytes (once;
+    preprocess of a table only knows its classes at the end).
     """
 
     def __init__(self, root: str, image_shape: tuple[int, int, int], num_classes: int,
-                 shard_records: int = DEFAULT_SHARD_RECORDS, name: str | None = None) -> None:
+                 shard_records: int = DEFAULT_SHARD_RECORDS, name: str | None = None,
+                 label_bytes: int | None = None) -> None:
         if not 1 <= num_classes <= MAX_CLASSES:
             raise InputError(f"{num_classes} classes: the record format holds 1 to {MAX_CLASSES}")
+        self.label_bytes = label_bytes or label_width(num_classes)
+        if self.label_bytes not in (1, 2):
+            raise InputError(f"label_bytes {self.label_bytes}: the record format holds 1 or 2")
         self.root = Path(root)
         self.name = name or str(root)
         with os_errors(self.name):
@@ -81,6 +123,7 @@ class DatasetWriter:
         self._shards: list[list] = []
         self._handle = None
         self._counts = np.zeros(num_classes, dtype=np.int64)
+        self.class_names: tuple[str, ...] = ()  # set before close() to name the classes
         self._hash = hashlib.sha256(json.dumps(list(self.image_shape)).encode())
 
     def write(self, images: np.ndarray, labels: np.ndarray) -> None:
@@ -90,10 +133,19 @@ class DatasetWriter:
         n = len(labels)
         if not n:
             return
-        records = np.empty((n, 1 + images[0].size), dtype=np.uint8)
-        records[:, 0] = labels.astype(np.uint8)
-        records[:, 1:] = images.reshape(n, -1)
-        self._counts += np.bincount(labels.astype(np.int64), minlength=self.num_classes)
+        labels = np.asarray(labels).astype(np.int64)
+        if labels.min() < 0 or labels.max() >= self.num_classes:
+            raise InputError(f"{self.name}: label {int(labels.max())} outside 0.."
+                             f"{self.num_classes - 1}")
+        if self.label_bytes == 1 and labels.max() >= BYTE_CLASSES:
+            self._widen()
+        width = self.label_bytes
+        records = np.empty((n, width + images[0].size), dtype=np.uint8)
+        records[:, 0] = labels & 0xFF
+        if width == 2:
+            records[:, 1] = labels >> 8
+        records[:, width:] = images.reshape(n, -1)
+        self._counts += np.bincount(labels, minlength=self.num_classes)
         self._hash.update(records.data)
         start = 0
         with self._writing():
@@ -118,6 +170,28 @@ class DatasetWriter:
                 self._handle = None
             raise
 
+    def _widen(self) -> None:
+        """Rewrite the shards written so far with 2-byte labels; the digest follows."""
+        with self._writing():
+            if self._handle is not None:
+                self._handle.close()
+                self._handle = None
+            self._hash = hashlib.sha256(json.dumps(list(self.image_shape)).encode())
+            old = 1 + math.prod(self.image_shape)
+            for name, count in self._shards:
+                path = self.root / name
+                records = np.fromfile(path, dtype=np.uint8).reshape(count, old)
+                wide = np.zeros((count, old + 1), np.uint8)
+                wide[:, 0] = records[:, 0]
+                wide[:, 2:] = records[:, 1:]
+                self._hash.update(wide.data)
+                tmp = path.with_name(f".{name}.partial")
+                wide.tofile(tmp)
+                os.replace(tmp, path)
+            if self._shards:
+                self._handle = open(self.root / self._shards[-1][0], "ab")  # noqa: SIM115
+        self.label_bytes = 2
+
     def _open_shard(self) -> None:
         if self._handle is not None:
             self._handle.close()
@@ -138,6 +212,8 @@ class DatasetWriter:
             shards=tuple((name, int(count)) for name, count in self._shards),
             class_counts=tuple(int(c) for c in self._counts),
             digest=f"sha256:{self._hash.hexdigest()}",
+            class_names=self.class_names,
+            label_bytes=self.label_bytes,
         )
         self.write_manifest(info)
         return info
@@ -172,6 +248,8 @@ def read_info(root: str) -> DatasetInfo:
         shards=tuple((name, int(count)) for name, count in raw["shards"]),
         class_counts=tuple(raw["class_counts"]),
         digest=str(raw.get("digest", "")),
+        class_names=tuple(raw.get("class_names") or ()),
+        label_bytes=int(raw.get("label_bytes", 1)),
     )
 
 
@@ -184,7 +262,8 @@ def iter_shards(root: str) -> Iterator[tuple[np.ndarray, np.ndarray]]:
             raise InputError(f"{path}: {records.size} bytes, expected {count} records of "
                              f"{info.record_bytes}; the dataset is damaged, rerun preprocess")
         records = records.reshape(count, info.record_bytes)
-        yield records[:, 1:].reshape(count, *info.image_shape), records[:, 0].astype(np.int32)
+        yield (records[:, info.label_bytes:].reshape(count, *info.image_shape),
+               decode_labels(records, info.label_bytes))
 
 
 def load_arrays(root: str) -> tuple[np.ndarray, np.ndarray]:

@@ -20,6 +20,10 @@ class PreprocessConfig:
         image_shape: (height, width, channels) of table rows; default: square, 1 channel.
         chunk_rows: Rows read and processed at a time (bounds peak memory).
         shard_records: Records per shard file of the output Datasets.
+        image_size: ``"HxW"`` (e.g. ``"32x32"``) images of an image folder are resized to;
+            ``""``: the most common size in the folder.
+        channels: 1 (grayscale) or 3 (RGB) for an image folder; 0: 3 if any file is colour,
+            else 1.
 
     """
 
@@ -29,6 +33,8 @@ class PreprocessConfig:
     image_shape: tuple[int, int, int] | None = None
     chunk_rows: int = 10_000
     shard_records: int = 50_000
+    image_size: str = ""
+    channels: int = 0
 
     def __post_init__(self) -> None:
         """SettingError for fractions outside [0, 1) or not finite, seeds numpy refuses, ...
@@ -51,3 +57,28 @@ class PreprocessConfig:
                 len(self.image_shape) != 3 or min(self.image_shape) < 1):
             raise SettingError("image_shape", self.image_shape,
                                "must be three positive ints (height, width, channels)")
+        parse_image_size(self.image_size)
+        if self.channels not in (0, 1, 3):
+            raise SettingError("channels", self.channels,
+                               "must be 1 (grayscale), 3 (RGB) or 0 (what the files are)")
+
+    @property
+    def image_hw(self) -> tuple[int, int] | None:
+        """``image_size`` as (height, width), or None for the most common size."""
+        return parse_image_size(self.image_size)
+
+
+MAX_IMAGE_SIDE = 4096
+
+
+def parse_image_size(text: str) -> tuple[int, int] | None:
+    """``"32x32"`` -> (32, 32) (height x width); ``""`` -> None; SettingError otherwise."""
+    if not text:
+        return None
+    parts = str(text).lower().replace(" ", "").split("x")
+    if len(parts) != 2 or not all(p.isdigit() for p in parts) or not all(
+            1 <= int(p) <= MAX_IMAGE_SIDE for p in parts):
+        raise SettingError("image_size", text,
+                           f"must be HEIGHTxWIDTH with sides 1..{MAX_IMAGE_SIDE}, e.g. 32x32, "
+                           "or empty for the most common size")
+    return int(parts[0]), int(parts[1])

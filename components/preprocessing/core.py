@@ -18,7 +18,12 @@ import time
 import numpy as np
 
 from tbpipe.components.common import storage
-from tbpipe.components.common.dataset import MAX_CLASSES, DatasetInfo, DatasetWriter
+from tbpipe.components.common.dataset import (
+    MAX_CLASSES,
+    DatasetInfo,
+    DatasetWriter,
+    label_width,
+)
 from tbpipe.components.common.errors import InputError, os_errors
 from tbpipe.components.preprocessing.clean import PixelScale, RowTally, clean_chunk
 from tbpipe.components.preprocessing.config import PreprocessConfig
@@ -105,6 +110,8 @@ def build_stats(data_uri: str, config: PreprocessConfig, source: Source, tally: 
         "source": data_uri,
         "image_shape": list(source.image_shape),
         "num_classes": infos["train"].num_classes,
+        "class_names": list(infos["train"].class_names),
+        **source.counts,
         "rows_read": tally.rows_read,
         "rows_dropped": tally.rows_dropped,
         "rows_kept": tally.rows_read - tally.rows_dropped,
@@ -140,13 +147,14 @@ def preprocess_data(data_uri: str, train_uri: str, val_uri: str, test_uri: str,
     """
     _check_outputs(train_uri, val_uri, test_uri)
     uris = dict(zip(SPLITS, (train_uri, val_uri, test_uri), strict=True))
-    with open_source(data_uri, config.chunk_rows, config.image_shape) as source, \
+    with open_source(data_uri, config.chunk_rows, config.image_shape, config.image_hw,
+                     config.channels) as source, \
             contextlib.ExitStack() as stack:
         roots = {s: stack.enter_context(storage.atomic_dir(uris[s])) for s in SPLITS}
         scale = PixelScale(source.name, source.max_value, source.columns)
         tally, infos = _write_splits(data_uri, source, roots, uris, config, scale)
         stats = build_stats(data_uri, config, source, tally, infos, scale)
-        _save_stats(roots["train"], train_uri, stats, tally, infos, scale)
+        _save_stats(roots["train"], train_uri, stats, tally, infos, scale, source.counts)
         if log_dir:
             log_summary(log_dir, stats, tally.pixel_hist, tally.samples)
     return PreprocessResult(infos["train"], infos["val"], infos["test"], stats,
@@ -160,13 +168,17 @@ def _write_splits(data_uri: str, source: Source, roots: dict[str, str], uris: di
 
     ``roots`` are temporary folders that become ``uris``, the paths error lines name.
     """
-    writers = {s: DatasetWriter(roots[s], source.image_shape, MAX_CLASSES,
-                                config.shard_records, name=uris[s]) for s in SPLITS}
+    # An image folder knows its classes; a table's labels widen the records past 255.
+    known = len(source.class_names)
+    writers = {s: DatasetWriter(roots[s], source.image_shape, known or MAX_CLASSES,
+                                config.shard_records, name=uris[s],
+                                label_bytes=label_width(known) if known else 1)
+               for s in SPLITS}
     test_fraction = 0.0 if source.has_test_split else config.test_fraction
     splitter = StratifiedSplitter(writers, config.val_fraction, test_fraction, config.seed)
     tally = _stream(source, splitter, writers["test"], scale)
-    num_classes = _check_tally(data_uri, tally)
-    infos = {s: finish_writer(writers[s], num_classes) for s in SPLITS}
+    num_classes = max(_check_tally(data_uri, tally), known)
+    infos = {s: finish_writer(writers[s], num_classes, source.class_names) for s in SPLITS}
     _check_splits(data_uri, infos, config, fixed_test=source.has_test_split)
     return tally, infos
 
@@ -195,18 +207,25 @@ def _check_splits(data_uri: str, infos: dict[str, DatasetInfo], config: Preproce
 
 
 def _save_stats(train_root: str, train_uri: str, stats: dict, tally: RowTally,
-                infos: dict[str, DatasetInfo], scale: PixelScale) -> None:
+                infos: dict[str, DatasetInfo], scale: PixelScale,
+                counts: dict[str, int] | None = None) -> None:
     """Write ``stats.json`` into the training Dataset's folder and print the summary line."""
     with os_errors(train_uri), open(os.path.join(train_root, STATS_FILE), "w") as handle:
         handle.write(json.dumps(stats, indent=2, sort_keys=True) + "\n")
-    print(summary_line(tally, infos, scale), flush=True)
+    print(summary_line(tally, infos, scale, counts), flush=True)
 
 
-def summary_line(tally: RowTally, infos: dict[str, DatasetInfo], scale: PixelScale) -> str:
-    """The one summary line: rows kept, pixel values seen and their scale, classes, split."""
-    classes = " ".join(f"{label}:{count}" for label, count in enumerate(tally.label_counts)
-                       if count)
+def summary_line(tally: RowTally, infos: dict[str, DatasetInfo], scale: PixelScale,
+                 counts: dict[str, int] | None = None) -> str:
+    """The one summary line: rows kept, pixel values seen and their scale, classes, split.
+
+    ``counts`` adds what the reader counted (an image folder's unreadable files).
+    """
+    names = infos["train"].class_names
+    classes = " ".join(f"{names[label]}:{count}"
+                       for label, count in enumerate(tally.label_counts[:len(names)]) if count)
+    extra = "".join(f"{key.replace('_', ' ')} {value}; " for key, value in (counts or {}).items())
     return (f"preprocess: kept {tally.rows_read - tally.rows_dropped} of {tally.rows_read} "
-            f"rows, dropped {tally.rows_dropped} ({tally.dropped}); pixel values "
+            f"rows, dropped {tally.rows_dropped} ({tally.dropped}); {extra}pixel values "
             f"{scale.range_seen()} read as {scale.describe()}; classes {classes}; split "
             f"{ {s: infos[s].num_examples for s in SPLITS} }")

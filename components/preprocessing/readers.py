@@ -25,6 +25,7 @@ import numpy as np
 from tbpipe.components.common import storage
 from tbpipe.components.common.errors import InputError
 from tbpipe.components.preprocessing.idx import idx_source
+from tbpipe.components.preprocessing.images import image_folder_source, is_image_folder
 from tbpipe.components.preprocessing.source import (
     FORMATS_HINT,
     RawChunk,
@@ -43,10 +44,14 @@ READ_BYTES = 256 << 10  # bytes handed to the CSV parser at a time
 
 @contextlib.contextmanager
 def open_source(data_uri: str, chunk_rows: int,
-                image_shape: tuple[int, int, int] | None = None) -> Iterator[Source]:
+                image_shape: tuple[int, int, int] | None = None,
+                image_size: tuple[int, int] | None = None,
+                channels: int = 0) -> Iterator[Source]:
     """Open ``data_uri`` (local path, ``gs://`` URI or ``builtin:NAME``) as a :class:`Source`.
 
     gs:// inputs are downloaded to a temporary folder that lives as long as the block.
+    ``image_size`` (height, width) and ``channels`` apply to image folders
+    (:mod:`.images`; None and 0 mean what the files are).
     """
     if data_uri.startswith("builtin:"):
         yield builtin_source(data_uri, chunk_rows)
@@ -57,7 +62,10 @@ def open_source(data_uri: str, chunk_rows: int,
         check_regular(data_uri, data_uri)
     with storage.local_input(data_uri) as local:
         if os.path.isdir(local):
-            yield idx_source(data_uri, local, chunk_rows)
+            if is_image_folder(local):
+                yield image_folder_source(data_uri, local, chunk_rows, image_size, channels)
+            else:
+                yield idx_source(data_uri, local, chunk_rows)
             return
         kind = table_kind(data_uri)
         reader = csv_source if kind == "csv" else parquet_source

@@ -12,7 +12,7 @@ import numpy as np
 from tbpipe.components.common.errors import InputError
 
 FORMATS_HINT = ("use a .csv, .csv.gz, .parquet or .pq table, a folder of MNIST IDX files, "
-                "builtin:digits or builtin:mnist")
+                "a folder of image folders (one per class), builtin:digits or builtin:mnist")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,7 +34,10 @@ class Source:
     ``max_value`` is the pixel value meaning full brightness when the format fixes it (255
     for IDX, 16 for builtin:digits); None for tables, whose scale (0..255 or [0, 1]) is
     decided from the values (:class:`~.clean.PixelScale`). ``columns`` names the pixel
-    columns of a table, in pixel order, for error lines.
+    columns of a table, in pixel order, for error lines. ``class_names`` names the classes
+    when the source knows them (image folders), label k being ``class_names[k]``; empty:
+    ``"0".."k-1"``. ``counts`` holds what the reader counted while reading (an image
+    folder's ``unreadable_files``), for the stats.
     """
 
     name: str
@@ -43,6 +46,8 @@ class Source:
     chunks: Callable[[], Iterator[RawChunk]]
     has_test_split: bool = False
     columns: tuple[str, ...] = ()
+    class_names: tuple[str, ...] = ()
+    counts: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 def check_regular(name: str, path: str) -> None:

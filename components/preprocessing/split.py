@@ -83,22 +83,26 @@ class StratifiedSplitter:
         where[order[n_test:n_test + n_val]] = _VAL
         for code, writer in enumerate(self._writers):
             chosen = block[where == code]
-            writer.write(chosen, np.full(len(chosen), label, np.uint8))
+            writer.write(chosen, np.full(len(chosen), label, np.int64))
         self._seen[label] = total
         assigned[0] += n_val
         assigned[1] += n_test
 
 
-def finish_writer(writer: DatasetWriter, num_classes: int) -> DatasetInfo:
-    """Close a writer opened with room for every class and record the real class count.
+def finish_writer(writer: DatasetWriter, num_classes: int,
+                  class_names: tuple[str, ...] = ()) -> DatasetInfo:
+    """Close a writer opened with room for every class and record the real classes.
 
     The number of classes (max label + 1) is known only after the whole table streamed
-    through, so writers start with the format's maximum and the manifest is rewritten here.
+    through, so writers start with the format's maximum and the manifest is rewritten here,
+    with ``class_names`` (default ``"0".."k-1"``).
     """
+    names = tuple(class_names) or tuple(str(k) for k in range(num_classes))
+    writer.class_names = names if num_classes == writer.num_classes else ()
     info = writer.close()
     if num_classes == info.num_classes:
         return info
-    info = dataclasses.replace(info, num_classes=num_classes,
+    info = dataclasses.replace(info, num_classes=num_classes, class_names=names,
                                class_counts=info.class_counts[:num_classes])
     writer.write_manifest(info)
     return info

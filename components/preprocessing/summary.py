@@ -33,6 +33,8 @@ def flat_metrics(stats: dict) -> dict[str, float]:
                ("num_classes", "rows_read", "rows_dropped", "rows_kept")}
     metrics.update({f"{s}_examples": float(stats["splits"][s]["num_examples"]) for s in SPLITS})
     metrics.update({f"pixel_{k}": float(v) for k, v in stats["pixels"].items()})
+    if "unreadable_files" in stats:
+        metrics["unreadable_files"] = float(stats["unreadable_files"])
     return metrics
 
 
@@ -59,7 +61,10 @@ def summary_markdown(stats: dict) -> str:
     return "\n\n".join([
         f"**Source** `{stats['source']}`: images {shape}, {stats['num_classes']} classes",
         f"Rows read {stats['rows_read']}, dropped {stats['rows_dropped']} ({dropped}), "
-        f"kept {stats['rows_kept']}; seed {stats['seed']}",
+        f"kept {stats['rows_kept']}; seed {stats['seed']}"
+        + (f"; unreadable files {stats['unreadable_files']}" if "unreadable_files" in stats
+           else ""),
+        *([f"Classes: {', '.join(stats['class_names'])}"] if stats.get("class_names") else []),
         markdown_table(["split", "examples", "class counts 0..k-1"], rows),
         f"Pixels (scaled to [0, 1]): {pixels}",
         *([f"Pixel values read: {v['min']:g}..{v['max']:g}, full brightness "
@@ -74,8 +79,9 @@ def log_summary(log_dir: str, stats: dict, pixel_hist: np.ndarray,
         for split in SPLITS:
             info = stats["splits"][split]
             prefix = "data/class_count" if split == "train" else f"data/class_count_{split}"
-            for label, count in enumerate(info["class_counts"]):
-                writer.add_scalar(f"{prefix}/{label}", count, 0)
+            names = stats.get("class_names") or [str(k) for k in range(len(info["class_counts"]))]
+            for name, count in zip(names, info["class_counts"], strict=True):
+                writer.add_scalar(f"{prefix}/{name}", count, 0)
             writer.add_scalar(f"data/num_examples/{split}", info["num_examples"], 0)
         for key in ("rows_read", "rows_dropped", "rows_kept"):
             writer.add_scalar(f"data/{key}", stats[key], 0)

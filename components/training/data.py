@@ -112,7 +112,9 @@ def _decoder(info: DatasetInfo):  # noqa: ANN202 - a tf.function-compatible call
     def decode(raw: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         values = tf.reshape(tf.io.decode_raw(raw, tf.uint8), (-1, info.record_bytes))
         labels = tf.cast(values[:, 0], tf.int32)
-        pixels = tf.reshape(values[:, 1:], (-1, height, width, channels))
+        if info.label_bytes == 2:  # little-endian uint16 (more than 256 classes)
+            labels += tf.cast(values[:, 1], tf.int32) * 256
+        pixels = tf.reshape(values[:, info.label_bytes:], (-1, height, width, channels))
         return tf.cast(pixels, tf.float32) / 255.0, labels
 
     return decode

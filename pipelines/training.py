@@ -62,6 +62,8 @@ class PipelineParams:
     checkpoint_root: str = ""
     precision: str = TrainConfig.precision
     resume: bool = False
+    image_size: str = PreprocessConfig.image_size
+    channels: int = PreprocessConfig.channels
 
     def validate(self) -> "PipelineParams":
         """Check every parameter before anything runs, by building each step's config.
@@ -71,7 +73,8 @@ class PipelineParams:
         """
         steps = (  # (config, {config field: pipeline parameter})
             (PreprocessConfig, {"val_fraction": "val_fraction",
-                                "test_fraction": "test_fraction", "seed": "seed"}),
+                                "test_fraction": "test_fraction", "seed": "seed",
+                                "image_size": "image_size", "channels": "channels"}),
             (TrainConfig, {"epochs": "epochs", "batch_size": "batch_size",
                            "learning_rate": "learning_rate", "seed": "seed",
                            "precision": "precision"}),
@@ -128,11 +131,13 @@ def build_training_pipeline(options: CompileOptions | None = None):  # noqa: ANN
         freeze_layers: int = defaults.freeze_layers,
         tensorboard_url: str = defaults.tensorboard_url,
         checkpoint_root: str = defaults.checkpoint_root, precision: str = defaults.precision,
-        resume: bool = defaults.resume,
+        resume: bool = defaults.resume, image_size: str = defaults.image_size,
+        channels: int = defaults.channels,
     ) -> str:
         where = dict(log_root=log_root, experiment=experiment, run_name=run_name, resume=resume)
         prep = step(components.preprocess(data=data, val_fraction=val_fraction,
-                                          test_fraction=test_fraction, seed=seed, **where),
+                                          test_fraction=test_fraction, seed=seed,
+                                          image_size=image_size, channels=channels, **where),
                     "preprocess")
         trained = step(components.train(train_data=prep.outputs["train_data"],
                                         val_data=prep.outputs["val_data"], epochs=epochs,
@@ -168,6 +173,7 @@ def build_training_pipeline(options: CompileOptions | None = None):  # noqa: ANN
         with dsl.Elif(decision.output == "other-data", name="finetune-other-data"):
             other_prep = step(components.preprocess(
                 data=finetune_data, val_fraction=val_fraction, test_fraction=0.0, seed=seed,
+                image_size=image_size, channels=channels,
                 step_name="preprocess-finetune-data", **where), "preprocess-finetune-data")
             other = finetune_and_select(other_prep.outputs["train_data"],
                                         other_prep.outputs["val_data"])

@@ -12,11 +12,13 @@ def preprocess(data: str, train_data: Output[Dataset], val_data: Output[Dataset]
                experiment: str = "default", run_name: str = "",
                job_name: str = dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
                val_fraction: float = 0.1, test_fraction: float = 0.2, seed: int = 42,
-               step_name: str = "preprocess", resume: bool = False) -> None:
+               step_name: str = "preprocess", resume: bool = False, image_size: str = "",
+               channels: int = 0) -> None:
     """Clean, scale and split labelled images into train/val/test Datasets.
 
     ``data`` is a .csv/.csv.gz/.parquet/.pq table (local or gs://), a folder of MNIST IDX
-    files, ``builtin:digits`` or ``builtin:mnist``. Logs go to
+    files, a folder of image folders (one per class; ``image_size`` "HxW" and ``channels``
+    1|3, default what the files are), ``builtin:digits`` or ``builtin:mnist``. Logs go to
     ``{log_root}/{experiment}/{run}/{step_name}`` (``preprocess``, or
     ``preprocess-finetune-data`` for a separate fine-tuning data set); the run is
     ``run_name``, else the KFP job's name. Defaults: PreprocessConfig's (a test holds them equal).
@@ -33,7 +35,7 @@ def preprocess(data: str, train_data: Output[Dataset], val_data: Output[Dataset]
         run, log_dir = step_place(log_root, experiment, run_name, job_name, step_name,
                                 train_data.uri)
         config = PreprocessConfig(val_fraction=val_fraction, test_fraction=test_fraction,
-                                  seed=seed)
+                                  seed=seed, image_size=image_size, channels=channels)
         claim_run(log_root, experiment, run, run_owner(job_name, train_data.uri), resume)
         result = preprocess_data(data, train_data.path, val_data.path, test_data.path, log_dir,
                                  config)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from tbpipe.components.common.errors import InputError, os_errors
-from tbpipe.components.common.model_format import load_model_folder, read_model_meta
+from tbpipe.components.common.model_format import class_names, load_model_folder, read_model_meta
 from tbpipe.components.common.storage import exists, is_remote, join
 
 if TYPE_CHECKING:
@@ -26,14 +26,6 @@ if TYPE_CHECKING:
 SAVED_MODEL_DIR = "saved_model"
 SIGNATURE = "serving_default"
 OUTPUT_KEY = "probabilities"
-
-
-def class_names(meta: dict, num_classes: int) -> list[str]:
-    """The class names a manifest or ``model.json`` records (``class_names``), else ``str(k)``."""
-    names = meta.get("class_names") if isinstance(meta, dict) else None
-    if isinstance(names, list) and len(names) == num_classes:
-        return [str(n) for n in names]
-    return [str(k) for k in range(num_classes)]
 
 
 def export_saved_model(model: keras.Model, path: str, image_shape: Sequence[int]) -> None:
@@ -153,8 +145,10 @@ def top_classes(probs: np.ndarray, names: Sequence[str], top: int) -> list[tuple
 def predict_files(uri: str, files: Sequence[str], top: int = 3,
                   emit: Callable[[str], None] = print,
                   emit_error: Callable[[str], None] = print) -> int:
-    """Emit ``FILE: name p, name p, ...`` per file, in order; a file that cannot be read is
-    one ``error: FILE: ...`` line to ``emit_error``. Returns how many files failed.
+    """Emit ``FILE: name p, name p, ...`` per file, in order; how many files failed.
+
+    A file that cannot be read is one ``error: FILE: ...`` line to ``emit_error``; the
+    others are still classified.
     """
     if top < 1:
         raise InputError(f"top={top}: must be a positive integer")

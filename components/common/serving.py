@@ -1,16 +1,17 @@
 """A Model for serving: a TensorFlow SavedModel export, and predictions on image files.
 
-The SavedModel (``saved_model/`` in a Model folder) takes what a client has, a batch of
+The SavedModel (``saved_model/1/`` in a Model folder: TensorFlow Serving, and so KServe's
+``tensorflow`` runtime, wants a numbered version folder under the ``storageUri``, which is the
+``saved_model/`` folder) takes what a client has, a batch of
 uint8 images ``(None, H, W, C)``, scales them by 1/255 itself and returns class
 probabilities ``(None, classes)`` float32 under ``probabilities`` in its
-``serving_default`` signature (TensorFlow Serving / KServe's ``tensorflow`` runtime).
+``serving_default`` signature.
 No kfp here; TensorFlow and PIL are imported inside the functions that use them.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     import keras
 
 SAVED_MODEL_DIR = "saved_model"
+SERVING_VERSION = "1"
 SIGNATURE = "serving_default"
 OUTPUT_KEY = "probabilities"
 
@@ -61,9 +63,14 @@ def export_saved_model(model: keras.Model, path: str, image_shape: Sequence[int]
 
 
 def export_model_folder(folder: str) -> None:
-    """Add ``saved_model/`` to the local Model folder ``folder`` (from its ``model.keras``)."""
+    """Add ``saved_model/1/`` to the local Model folder ``folder`` (from its ``model.keras``)."""
     model, meta = load_model_folder(folder, compile=False)
-    export_saved_model(model, os.path.join(folder, SAVED_MODEL_DIR), meta["image_shape"])
+    export_saved_model(model, saved_model_path(folder), meta["image_shape"])
+
+
+def saved_model_path(folder: str) -> str:
+    """Where a Model folder's SavedModel is: ``{folder}/saved_model/1``."""
+    return join(folder, SAVED_MODEL_DIR, SERVING_VERSION)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,7 +92,7 @@ def load_predictor(uri: str) -> Predictor:
     meta = read_model_meta(uri)
     shape = tuple(int(d) for d in meta["image_shape"])
     names = tuple(class_names(meta, int(meta["num_classes"])))
-    saved = join(uri, SAVED_MODEL_DIR)
+    saved = saved_model_path(uri)
     if not is_remote(uri) and exists(join(saved, "saved_model.pb")):
         import tensorflow as tf
 

@@ -132,3 +132,25 @@ def test_top_classes_and_tag_names():
     assert top_classes(probs, NAMES, 3) == [("one", 0.6), ("three", 0.25), ("zero", 0.1)]
     assert tag_names(["cat", "red fox", "a/b", "", "cat"]) == ["cat", "red_fox", "a_b", "3",
                                                                "cat_4"]
+
+
+@pytest.mark.parametrize("names", [("a", "b"), None])
+def test_training_records_the_dataset_class_names(monkeypatch, names):
+    from types import SimpleNamespace
+
+    from tbpipe.components.common import model_format
+    from tbpipe.components.training import fit
+
+    saved = {}
+    monkeypatch.setattr(model_format, "save_model_folder",
+                        lambda model, uri, meta: saved.update(meta))
+    info = SimpleNamespace(image_shape=(8, 8, 1), num_classes=2)
+    if names:
+        info.class_names = names
+    plan = SimpleNamespace(train_info=info, precision="float32",
+                           model=SimpleNamespace(count_params=lambda: 10))
+    job = SimpleNamespace(base_epochs=0, train_uri="t", meta={}, model_uri="m")
+    config = SimpleNamespace(epochs=1, learning_rate=0.1, batch_size=4, seed=0)
+    fit._save(plan, job, config, {"loss": 1.0})
+    assert saved.get("class_names") == (list(names) if names else None)
+    assert saved["num_classes"] == 2

@@ -70,6 +70,14 @@ def read_model_meta(uri: str) -> dict:
     return meta
 
 
+def class_names(meta: dict, num_classes: int) -> list[str]:
+    """The class names ``model.json`` (or a manifest) records (``class_names``), else ``str(k)``."""
+    names = meta.get("class_names") if isinstance(meta, dict) else None
+    if isinstance(names, list) and len(names) == num_classes:
+        return [str(n) for n in names]
+    return [str(k) for k in range(num_classes)]
+
+
 def load_keras_file(uri: str, compile: bool = True) -> keras.Model:
     """Load a ``.keras`` file (local or gs://); InputError naming it if it cannot be read."""
     from tbpipe.components.common.keras_import import import_keras

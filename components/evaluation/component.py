@@ -49,7 +49,7 @@ def evaluate(
     for name, value in result.metrics().items():
         metrics.log_metric(name, value)
     classification_metrics.log_confusion_matrix(
-        categories=[str(k) for k in range(len(result.confusion_matrix))],
+        categories=list(result.names),
         matrix=result.confusion_matrix)
     outputs = namedtuple("EvaluateOutputs", ["accuracy", "meets_target"])
     return outputs(result.accuracy, result.meets_target)

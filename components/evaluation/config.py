@@ -51,6 +51,13 @@ class EvaluateResult:
     macro_recall: float
     macro_f1: float
     confusion_matrix: list[list[int]]
+    class_names: tuple[str, ...] = ()  # the test Dataset's, else the model's; () means str(k)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The name of each class: ``class_names`` if it names them all, else ``str(k)``."""
+        k = len(self.confusion_matrix)
+        return self.class_names if len(self.class_names) == k else tuple(map(str, range(k)))
 
     def metrics(self) -> dict[str, float]:
         """Flat scalar metrics (``meets_target`` as 0/1) for KFP Metrics artifacts."""

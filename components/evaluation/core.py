@@ -7,12 +7,15 @@ memory stays bounded whatever the size of the test set.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 
 from tbpipe.components.common import storage
-from tbpipe.components.common.dataset import iter_shards, read_info
+from tbpipe.components.common.dataset import MANIFEST, iter_shards, read_info
 from tbpipe.components.common.errors import InputError
-from tbpipe.components.common.model_format import load_model_folder
+from tbpipe.components.common.model_format import class_names, load_model_folder
 from tbpipe.components.common.tensorboard.writer import open_writer
 from tbpipe.components.evaluation.config import EvaluateConfig, EvaluateResult
 from tbpipe.components.evaluation.metrics import (
@@ -42,7 +45,8 @@ def evaluate_model(model_uri: str, test_uri: str, report_uri: str, log_dir: str,
         model, model_info = load_model_folder(model_uri, compile=False)
         check_fits(model, local_test, test_uri)
         confusion, loss_sum, pr_hist = _predict_totals(model, local_test, config.batch_size)
-    result = summarize(confusion, loss_sum, config.accuracy_target)
+        names = class_names_for(local_test, model_info)
+    result = summarize(confusion, loss_sum, config.accuracy_target, names)
     with open_writer(log_dir) as writer:
         log_evaluation(writer, result, pr_hist)
     report = render_report(result, model_uri, test_uri, model_info, config)
@@ -67,6 +71,20 @@ def check_fits(model, local_test: str, test_uri: str) -> None:
                          f"{model.output_shape[-1]}; evaluate with the matching dataset")
 
 
+def class_names_for(local_test: str, model_info: dict) -> tuple[str, ...]:
+    """The class names of the test Dataset's manifest, else of ``model.json``, else ``str(k)``."""
+    info = read_info(local_test)
+    names = getattr(info, "class_names", None)
+    if not names:  # a manifest read by a DatasetInfo without the field
+        try:
+            names = json.loads(Path(local_test, MANIFEST).read_text()).get("class_names")
+        except (OSError, ValueError, AttributeError):
+            names = None
+    if isinstance(names, (list, tuple)) and len(names) == info.num_classes:
+        return tuple(str(n) for n in names)
+    return tuple(class_names(model_info, info.num_classes))
+
+
 def _predict_totals(model, local_test: str,
                     batch_size: int) -> tuple[np.ndarray, float, np.ndarray]:
     """Stream the test set through the model: (confusion matrix, summed loss, PR histograms)."""
@@ -89,7 +107,8 @@ def _predict_totals(model, local_test: str,
     return confusion, loss_sum, pr_hist
 
 
-def summarize(confusion: np.ndarray, loss_sum: float, accuracy_target: float) -> EvaluateResult:
+def summarize(confusion: np.ndarray, loss_sum: float, accuracy_target: float,
+              class_names: tuple[str, ...] = ()) -> EvaluateResult:
     """Build the result from the accumulated confusion matrix and summed per-example loss."""
     total = int(confusion.sum())
     accuracy = float(np.trace(confusion)) / total
@@ -100,4 +119,5 @@ def summarize(confusion: np.ndarray, loss_sum: float, accuracy_target: float) ->
         macro_precision=float(np.mean([s.precision for s in scores])),
         macro_recall=float(np.mean([s.recall for s in scores])),
         macro_f1=float(np.mean([s.f1 for s in scores])),
-        confusion_matrix=[[int(v) for v in row] for row in confusion])
+        confusion_matrix=[[int(v) for v in row] for row in confusion],
+        class_names=tuple(class_names))

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 from tbpipe.components.common.errors import InputError
+from tbpipe.components.common.model_format import META_FILE
 from tbpipe.components.common.storage import atomic_dir
 
 FINETUNE_MODES = ("auto", "always", "never")
@@ -42,6 +44,10 @@ def choose_model(trained_uri: str, trained_accuracy: float, best_uri: str,
                  finetuned_uri: str | None = None, finetuned_accuracy: float = -1.0) -> dict:
     """Copy the most accurate model to ``best_uri`` and say which one it was.
 
+    A tbpipe Model (a folder with ``model.json``) also gets its servable export,
+    ``saved_model/`` (see :mod:`tbpipe.components.common.serving`), written in the same
+    atomic swap as the rest of the folder; anything else is copied as it is.
+
     Returns:
         ``{"final_model": "trained" | "finetuned", "model_uri": ..., "accuracy": {...}}``.
     """
@@ -51,6 +57,11 @@ def choose_model(trained_uri: str, trained_accuracy: float, best_uri: str,
     name, source, accuracy = select_best(candidates)
     with atomic_dir(best_uri) as tmp:
         shutil.copytree(source, tmp, dirs_exist_ok=True)
+        if os.path.exists(os.path.join(tmp, META_FILE)):
+            from tbpipe.components.common.serving import SAVED_MODEL_DIR, export_model_folder
+
+            shutil.rmtree(os.path.join(tmp, SAVED_MODEL_DIR), ignore_errors=True)
+            export_model_folder(tmp)
     return {
         "final_model": name,
         "model_uri": best_uri,

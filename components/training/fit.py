@@ -196,4 +196,7 @@ def _save(plan: _Plan, job: FitJob, config: FitConfig, metrics: dict[str, float]
             "batch_size": config.batch_size, "seed": config.seed, "train_data": job.train_uri,
             "params": int(plan.model.count_params()), "precision": plan.precision,
             "metrics": metrics, **job.meta}
+    names = getattr(info, "class_names", None)
+    if names:
+        meta["class_names"] = [str(n) for n in names]
     save_model_folder(plan.model, job.model_uri, meta)

@@ -135,3 +135,94 @@ def test_service_and_workload_identity(built):
     assert account["metadata"]["annotations"]["iam.gke.io/gcp-service-account"].endswith(
         ".iam.gserviceaccount.com")
     assert pod["automountServiceAccountToken"] is False
+
+
+# --- deploy/kserve: the selected model's SavedModel behind a KServe InferenceService ---------
+
+KSERVE = BASE.parent / "kserve"
+
+#: The InferenceService fields this example uses, written out from the upstream CRD's
+#: openAPIV3Schema (kserve config/crd/full/serving.kserve.io_inferenceservices.yaml, v1beta1):
+#: types, required keys and the int-or-string quantities. Keys outside it are refused, so a
+#: misspelt field fails here rather than on the cluster.
+_QUANTITY = {"anyOf": [{"type": "integer"}, {"type": "string"}]}
+_RESOURCES = {"type": "object", "additionalProperties": False, "properties": {
+    "limits": {"type": "object", "additionalProperties": _QUANTITY},
+    "requests": {"type": "object", "additionalProperties": _QUANTITY}}}
+INFERENCE_SERVICE_SCHEMA = {
+    "type": "object", "required": ["apiVersion", "kind", "metadata", "spec"],
+    "additionalProperties": False,
+    "properties": {
+        "apiVersion": {"const": "serving.kserve.io/v1beta1"},
+        "kind": {"const": "InferenceService"},
+        "metadata": {"type": "object", "required": ["name"], "properties": {
+            "name": {"type": "string", "pattern": "^[a-z]([-a-z0-9]*[a-z0-9])?$"},
+            "namespace": {"type": "string"},
+            "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+            "annotations": {"type": "object", "additionalProperties": {"type": "string"}}}},
+        "spec": {"type": "object", "required": ["predictor"], "additionalProperties": False,
+                 "properties": {"predictor": {
+                     "type": "object", "additionalProperties": False,
+                     "properties": {
+                         "serviceAccountName": {"type": "string"},
+                         "minReplicas": {"type": "integer", "minimum": 0},
+                         "maxReplicas": {"type": "integer", "minimum": 0},
+                         "model": {
+                             "type": "object", "required": ["modelFormat"],
+                             "additionalProperties": False,
+                             "properties": {
+                                 "modelFormat": {
+                                     "type": "object", "required": ["name"],
+                                     "additionalProperties": False,
+                                     "properties": {"name": {"type": "string"},
+                                                    "version": {"type": "string"}}},
+                                 "runtime": {"type": "string"},
+                                 "protocolVersion": {"type": "string"},
+                                 "storageUri": {"type": "string"},
+                                 "resources": _RESOURCES}}}}}}}}
+
+
+@pytest.fixture(scope="module")
+def kserve() -> dict[str, dict]:
+    import shutil
+    import subprocess
+
+    if shutil.which("kubectl") is None:
+        pytest.skip("kubectl is not installed")
+    out = subprocess.run(["kubectl", "kustomize", str(KSERVE)], capture_output=True,
+                         text=True, check=True, timeout=60).stdout
+    return {obj["kind"]: obj for obj in yaml.safe_load_all(out) if obj}
+
+
+def test_kserve_builds_and_matches_the_crd_fields(kserve):
+    import jsonschema
+    import kubernetes_validate
+
+    assert set(kserve) == {"InferenceService", "ServiceAccount"}
+    jsonschema.validate(kserve["InferenceService"], INFERENCE_SERVICE_SCHEMA)
+    kubernetes_validate.validate(kserve["ServiceAccount"], KUBERNETES_VERSION, strict=True)
+    broken = copy.deepcopy(kserve["InferenceService"])
+    broken["spec"]["predictor"]["model"]["storageURI"] = "gs://x"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(broken, INFERENCE_SERVICE_SCHEMA)
+    del broken["spec"]["predictor"]
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(broken, INFERENCE_SERVICE_SCHEMA)
+
+
+def test_kserve_serves_the_selected_saved_model(kserve):
+    from tbpipe.components.common.serving import SAVED_MODEL_DIR
+
+    predictor = kserve["InferenceService"]["spec"]["predictor"]
+    model = predictor["model"]
+    assert model["modelFormat"]["name"] == "tensorflow"
+    assert model["storageUri"].startswith("gs://")
+    assert model["storageUri"].rstrip("/").endswith(f"/best_model/{SAVED_MODEL_DIR}")
+    assert {"cpu", "memory"} <= set(model["resources"]["requests"])
+    assert {"cpu", "memory"} <= set(model["resources"]["limits"])
+    account = kserve["ServiceAccount"]
+    assert predictor["serviceAccountName"] == account["metadata"]["name"]
+    assert account["metadata"]["annotations"]["iam.gke.io/gcp-service-account"].endswith(
+        ".iam.gserviceaccount.com")
+    for obj in kserve.values():
+        assert obj["metadata"]["labels"]["app.kubernetes.io/part-of"] == "tbpipe"

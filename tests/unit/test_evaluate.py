@@ -247,3 +247,70 @@ def test_select_best():
     assert select_best([base, ("finetuned", "gs://b/m2", 0.91)]) == base
     with pytest.raises(InputError):
         select_best([])
+
+
+# --- class names --------------------------------------------------------------------------
+
+NAMES = ["cat", "dog", "red fox", "a|b"]
+
+
+@pytest.fixture(scope="module")
+def named(model_dir, tmp_path_factory):
+    """An evaluation on a test Dataset whose manifest names its classes."""
+    root = tmp_path_factory.mktemp("named")
+    test = str(root / "test")
+    write_dataset(test, n=40, shape=SHAPE, classes=CLASSES, seed=7)
+    manifest = json.loads((root / "test" / "dataset.json").read_text())
+    (root / "test" / "dataset.json").write_text(json.dumps({**manifest, "class_names": NAMES}))
+    result = evaluate_model(model_dir, test, str(root / "report.md"), str(root / "logs"),
+                            EvaluateConfig(accuracy_target=0.5, batch_size=16))
+    return result, root
+
+
+def test_class_names_in_result_tags_and_report(named):
+    result, root = named
+    assert result.names == tuple(NAMES)
+    scalars = read_scalars(str(root / "logs"))
+    for name, tag in zip(NAMES, ["cat", "dog", "red_fox", "a_b"], strict=True):
+        k = NAMES.index(name)
+        assert scalars[f"eval/precision/{tag}"][0][1] == pytest.approx(
+            result.per_class[k].precision)
+    assert not any(tag.startswith("eval/f1/") and tag[-1].isdigit() for tag in scalars)
+    tags = read_tags(str(root / "logs"))
+    assert {"pr/cat", "pr/dog", "pr/red_fox", "pr/a_b"} <= set(tags["tensors"])
+    text = (root / "report.md").read_text()
+    assert "| true \\ predicted | cat | dog | red fox | a\\|b |" in text
+    row = "| red fox | " + " | ".join(str(v) for v in result.confusion_matrix[2]) + " |"
+    assert row in text
+    assert "| cat | " in text.split("## Per class")[1].split("## Confusion")[0]
+
+
+def test_confusion_image_carries_the_labels(named):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from tbpipe.components.evaluation.report import labeled_heatmap
+
+    _, root = named
+    acc = EventAccumulator(str(root / "logs"), size_guidance={"images": 0})
+    acc.Reload()
+    (image,) = acc.Images("eval/confusion_matrix")
+    assert image.width == image.height > CLASSES * 20  # the matrix plus the label margins
+    rows = np.eye(CLASSES)
+    labelled = labeled_heatmap(rows, NAMES)
+    plain = labeled_heatmap(rows, ["", "", "", ""])
+    assert labelled.shape[0] == 3 and labelled.dtype == np.float32
+    assert labelled.shape[1] > plain.shape[1]  # wider margin for longer names
+    margin = labelled.shape[1] - CLASSES * 20
+    assert (labelled[:, margin:, :margin] < 0.5).any()  # ink left of the rows
+    assert (labelled[:, :margin, margin:] < 0.5).any()  # ink above the columns
+
+
+def test_class_names_fall_back_to_the_model_then_indices(test_dir):
+    from tbpipe.components.evaluation.core import class_names_for
+
+    named_model = {"image_shape": list(SHAPE), "num_classes": CLASSES, "class_names": NAMES}
+    assert class_names_for(test_dir, named_model) == tuple(NAMES)
+    assert class_names_for(test_dir, {"num_classes": CLASSES}) == ("0", "1", "2", "3")
+    wrong_count = {**named_model, "class_names": NAMES[:2]}
+    assert class_names_for(test_dir, wrong_count) == ("0", "1", "2", "3")
+    assert summarize(np.eye(2, dtype=np.int64), 0.0, 0.5).names == ("0", "1")

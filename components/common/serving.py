@@ -1,0 +1,175 @@
+"""A Model for serving: a TensorFlow SavedModel export, and predictions on image files.
+
+The SavedModel (``saved_model/1/`` in a Model folder: TensorFlow Serving, and so KServe's
+``tensorflow`` runtime, wants a numbered version folder under the ``storageUri``, which is the
+``saved_model/`` folder) takes what a client has, a batch of
+uint8 images ``(None, H, W, C)``, scales them by 1/255 itself and returns class
+probabilities ``(None, classes)`` float32 under ``probabilities`` in its
+``serving_default`` signature.
+No kfp here; TensorFlow and PIL are imported inside the functions that use them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from tbpipe.components.common.errors import InputError, os_errors
+from tbpipe.components.common.model_format import class_names, load_model_folder, read_model_meta
+from tbpipe.components.common.storage import exists, is_remote, join
+
+if TYPE_CHECKING:
+    import keras
+
+SAVED_MODEL_DIR = "saved_model"
+SERVING_VERSION = "1"
+SIGNATURE = "serving_default"
+OUTPUT_KEY = "probabilities"
+
+
+def export_saved_model(model: keras.Model, path: str, image_shape: Sequence[int]) -> None:
+    """Write ``model`` as a SavedModel at the local folder ``path`` (made, must not exist).
+
+    Its ``serving_default`` signature takes uint8 ``(None, H, W, C)`` images, divides by 255
+    and returns ``{"probabilities": float32 (None, classes)}``; a model ending in logits is
+    softmaxed, one already giving probabilities (rows of non-negative values summing to 1)
+    is passed through, as evaluate reads it.
+    """
+    import tensorflow as tf
+
+    spec = tf.TensorSpec([None, *(int(d) for d in image_shape)], tf.uint8, name="images")
+
+    class Serving(tf.Module):
+        def __init__(self, wrapped):
+            super().__init__()
+            self.model = wrapped
+
+        @tf.function(input_signature=[spec])
+        def serve(self, images):
+            outputs = tf.cast(self.model(tf.cast(images, tf.float32) / 255.0, training=False),
+                              tf.float32)
+            is_prob = tf.logical_and(
+                tf.reduce_all(outputs >= 0.0),
+                tf.reduce_all(tf.abs(tf.reduce_sum(outputs, axis=1) - 1.0) <= 1e-3))
+            probs = tf.cond(is_prob, lambda: outputs, lambda: tf.nn.softmax(outputs, axis=-1))
+            return {OUTPUT_KEY: probs}
+
+    module = Serving(model)
+    with os_errors(path):
+        tf.saved_model.save(module, path, signatures={SIGNATURE: module.serve})
+
+
+def export_model_folder(folder: str) -> None:
+    """Add ``saved_model/1/`` to the local Model folder ``folder`` (from its ``model.keras``)."""
+    model, meta = load_model_folder(folder, compile=False)
+    export_saved_model(model, saved_model_path(folder), meta["image_shape"])
+
+
+def saved_model_path(folder: str) -> str:
+    """Where a Model folder's SavedModel is: ``{folder}/saved_model/1``."""
+    return join(folder, SAVED_MODEL_DIR, SERVING_VERSION)
+
+
+@dataclasses.dataclass(frozen=True)
+class Predictor:
+    """A loaded model: ``predict(uint8 (n, H, W, C)) -> float (n, classes)`` and its classes."""
+
+    predict: Callable[[np.ndarray], np.ndarray]
+    image_shape: tuple[int, int, int]
+    class_names: tuple[str, ...]
+
+
+def load_predictor(uri: str) -> Predictor:
+    """Load the Model folder at ``uri``: its SavedModel if it has one (local), else its Keras file.
+
+    Raises:
+        InputError: ``uri`` is not a tbpipe Model, or its model cannot be loaded.
+
+    """
+    meta = read_model_meta(uri)
+    shape = tuple(int(d) for d in meta["image_shape"])
+    names = tuple(class_names(meta, int(meta["num_classes"])))
+    saved = saved_model_path(uri)
+    if not is_remote(uri) and exists(join(saved, "saved_model.pb")):
+        import tensorflow as tf
+
+        try:
+            serve = tf.saved_model.load(saved).signatures[SIGNATURE]
+        except (OSError, ValueError, KeyError) as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            raise InputError(f"{saved}: cannot load the SavedModel ({first}); "
+                             "rerun the select step") from exc
+
+        def predict(images: np.ndarray) -> np.ndarray:
+            return serve(tf.constant(images, tf.uint8))[OUTPUT_KEY].numpy()
+
+        return Predictor(predict, shape, names)
+    from tbpipe.components.evaluation.metrics import as_probabilities
+
+    model, _ = load_model_folder(uri, compile=False)
+
+    def predict_keras(images: np.ndarray) -> np.ndarray:
+        batch = images.astype(np.float32) / 255.0
+        return as_probabilities(np.asarray(model.predict_on_batch(batch)))
+
+    return Predictor(predict_keras, shape, names)
+
+
+def read_image(path: str, image_shape: Sequence[int]) -> np.ndarray:
+    """An image file as uint8 ``(H, W, C)``: converted to the channels (1 or 3), resized.
+
+    Raises:
+        InputError: one line naming ``path`` when it cannot be read as an image.
+
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    h, w, c = (int(d) for d in image_shape)
+    if c not in (1, 3):
+        raise InputError(f"{path}: the model takes {c} channels; only 1 (L) or 3 (RGB) images "
+                         "can be read")
+    try:
+        with Image.open(path) as image:
+            image = image.convert("L" if c == 1 else "RGB")
+            if image.size != (w, h):
+                image = image.resize((w, h), Image.Resampling.BILINEAR)
+            pixels = np.asarray(image, dtype=np.uint8)
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise InputError(f"{path}: cannot read the image ({first})") from exc
+    return pixels.reshape(h, w, c)
+
+
+def top_classes(probs: np.ndarray, names: Sequence[str], top: int) -> list[tuple[str, float]]:
+    """The ``top`` most probable classes of one row, highest first: ``[(name, prob)]``."""
+    order = np.argsort(-probs, kind="stable")[:top]
+    return [(names[k], float(probs[k])) for k in order]
+
+
+def predict_files(uri: str, files: Sequence[str], top: int = 3,
+                  emit: Callable[[str], None] = print,
+                  emit_error: Callable[[str], None] = print) -> int:
+    """Emit ``FILE: name p, name p, ...`` per file, in order; how many files failed.
+
+    A file that cannot be read is one ``error: FILE: ...`` line to ``emit_error``; the
+    others are still classified.
+    """
+    if top < 1:
+        raise InputError(f"top={top}: must be a positive integer")
+    predictor = load_predictor(uri)
+    failed = 0
+    for path in files:
+        try:
+            pixels = read_image(path, predictor.image_shape)
+        except InputError as exc:
+            emit_error(f"error: {exc}")
+            failed += 1
+            continue
+        probs = predictor.predict(pixels[None])[0]
+        ranked = top_classes(probs, predictor.class_names, top)
+        emit(f"{path}: " + ", ".join(f"{name} {p:.3f}" for name, p in ranked))
+    return failed
+

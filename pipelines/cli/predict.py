@@ -1,0 +1,33 @@
+"""``tbpipe predict``: the top classes of image files under a Model folder (needs TensorFlow)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``predict``."""
+    cmd = subparsers.add_parser(
+        "predict", help="print the top classes of image files under a model",
+        description="Classify image files with a tbpipe Model folder (its saved_model/ if it "
+                    "has one): one line per file, 'FILE: class prob, ...'; a file that cannot "
+                    "be read is one error line, and the exit status is 1 at the end.")
+    cmd.add_argument("--model", required=True, metavar="URI",
+                     help="a Model folder (local or gs://), e.g. the best_model output")
+    cmd.add_argument("--top", type=int, default=3, metavar="N",
+                     help="how many classes per file (default: 3)")
+    cmd.add_argument("files", nargs="+", metavar="FILE", help="image files (PNG, JPEG, ...)")
+    cmd.set_defaults(handler=run_predict)
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    """Print one line per file; 1 if any file could not be read."""
+    from tbpipe.components.common.serving import predict_files
+
+    def to_stderr(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    failed = predict_files(args.model, args.files, top=args.top,
+                           emit=lambda line: print(line, flush=True), emit_error=to_stderr)
+    return 1 if failed else 0

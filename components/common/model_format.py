@@ -96,8 +96,9 @@ def load_model_folder(uri: str, compile: bool = True) -> tuple[keras.Model, dict
 
 def check_model_fits(uri: str, model: keras.Model, image_shape, num_classes: int,
                      hint: str) -> None:
-    """InputError (one line naming ``uri``) unless ``model`` takes images of ``image_shape``
-    and outputs ``num_classes`` scores: the one check of a model against the data.
+    """InputError (one line naming ``uri``) unless ``model`` fits the data: the one check.
+
+    ``model`` must take images of ``image_shape`` and output ``num_classes`` scores.
 
     A ``None`` side in the model's input (any size) fits any size.
     """

@@ -35,7 +35,6 @@ def train_model(train_uri: str, val_uri: str, model_uri: str, log_dir: str,
         config: The settings (validated when they were built).
 
     """
-
     spec = config.model
 
     def build(info: DatasetInfo, precision: str) -> keras.Model:

@@ -106,6 +106,19 @@ def read_model_source(text: str) -> str:
                          "existing Python file") from exc
 
 
+def local_start_path(text: str) -> str:
+    """The absolute path of a local ``.keras`` file or Model folder spec, else ``""``.
+
+    So a local run's steps, in other folders or containers, find it.
+    """
+    import os
+
+    spec = parse_model_spec(text)
+    if spec.kind not in ("keras", "folder") or "://" in spec.target:
+        return ""
+    return os.path.abspath(os.path.expanduser(spec.target))
+
+
 def check_model_exists(text: str) -> None:
     """InputError unless the file, ``.keras`` file or Model folder a spec names exists."""
     from tbpipe.components.common.storage import exists
@@ -118,8 +131,10 @@ def check_model_exists(text: str) -> None:
 
 
 def load_function(spec: ModelSpec):  # noqa: ANN201 - the user's callable
-    """The user's model function: from ``spec.source`` (a temporary module), the file, or
-    the importable module."""
+    """The user's model function.
+
+    From ``spec.source`` (written to a temporary module), the file, or the importable module.
+    """
     import importlib
     import importlib.util
     import os

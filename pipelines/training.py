@@ -39,7 +39,9 @@ class PipelineParams:
     (``./tbpipe-runs/logs``), so a compiled YAML holds no path of the machine that compiled
     it; a cluster run must be given one (``gs://BUCKET/logs``). ``resume``: continue the run
     of this name (interrupted or finished) instead of refusing it; every step claims the run
-    for its job (``tbpipe.components.common.run_claim``).
+    for its job (``tbpipe.components.common.run_claim``). ``model``: the train step's
+    starting model (docs/models.md); ``model_source``: the text of its ``file.py`` when it is
+    ``file.py:function`` (no flag: :meth:`with_model_source` reads it where tbpipe runs).
     """
 
     data: str = "builtin:digits"
@@ -64,6 +66,8 @@ class PipelineParams:
     resume: bool = False
     image_size: str = PreprocessConfig.image_size
     channels: int = PreprocessConfig.channels
+    model: str = TrainConfig.model_spec
+    model_source: str = ""
 
     def validate(self) -> "PipelineParams":
         """Check every parameter before anything runs, by building each step's config.
@@ -77,7 +81,8 @@ class PipelineParams:
                                 "image_size": "image_size", "channels": "channels"}),
             (TrainConfig, {"epochs": "epochs", "batch_size": "batch_size",
                            "learning_rate": "learning_rate", "seed": "seed",
-                           "precision": "precision"}),
+                           "precision": "precision", "model_spec": "model",
+                           "model_source": "model_source"}),
             (FinetuneConfig, {"epochs": "finetune_epochs", "batch_size": "batch_size",
                               "learning_rate": "finetune_learning_rate",
                               "freeze_layers": "freeze_layers", "seed": "seed",
@@ -99,6 +104,18 @@ class PipelineParams:
         if self.run_name:
             validate_name("run", self.run_name)
         return self
+
+    def with_model_source(self) -> "PipelineParams":
+        """These parameters with ``model_source`` read from a ``file.py:function`` model.
+
+        Where it was not given: the file's text travels to the train step, wherever it runs.
+        InputError (one line) if the file cannot be read.
+        """
+        from tbpipe.components.training.user_model import read_model_source
+
+        if self.model_source:
+            return self
+        return dataclasses.replace(self, model_source=read_model_source(self.model))
 
     def as_arguments(self) -> dict[str, object]:
         """The parameters as pipeline arguments."""
@@ -132,7 +149,8 @@ def build_training_pipeline(options: CompileOptions | None = None):  # noqa: ANN
         tensorboard_url: str = defaults.tensorboard_url,
         checkpoint_root: str = defaults.checkpoint_root, precision: str = defaults.precision,
         resume: bool = defaults.resume, image_size: str = defaults.image_size,
-        channels: int = defaults.channels,
+        channels: int = defaults.channels, model: str = defaults.model,
+        model_source: str = defaults.model_source,
     ) -> str:
         where = dict(log_root=log_root, experiment=experiment, run_name=run_name, resume=resume)
         prep = step(components.preprocess(data=data, val_fraction=val_fraction,
@@ -143,7 +161,8 @@ def build_training_pipeline(options: CompileOptions | None = None):  # noqa: ANN
                                         val_data=prep.outputs["val_data"], epochs=epochs,
                                         batch_size=batch_size, learning_rate=learning_rate,
                                         seed=seed, checkpoint_root=checkpoint_root,
-                                        precision=precision, **where), "train")
+                                        precision=precision, model_spec=model,
+                                        model_source=model_source, **where), "train")
         scored = step(components.evaluate(model=trained.outputs["model"],
                                           test_data=prep.outputs["test_data"],
                                           accuracy_target=accuracy_target, step_name="evaluate",

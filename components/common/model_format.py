@@ -100,3 +100,48 @@ def load_model_folder(uri: str, compile: bool = True) -> tuple[keras.Model, dict
     """Load a Model folder: the Keras model and its metadata."""
     meta = read_model_meta(uri)
     return load_keras_file(join(uri, MODEL_FILE), compile=compile), meta
+
+
+def check_model_fits(uri: str, model: keras.Model, image_shape, num_classes: int,
+                     hint: str) -> None:
+    """InputError (one line naming ``uri``) unless ``model`` fits the data: the one check.
+
+    ``model`` must take images of ``image_shape`` and output ``num_classes`` scores.
+
+    A ``None`` side in the model's input (any size) fits any size.
+    """
+    shape = tuple(int(side) for side in image_shape)
+    try:
+        takes, gives = tuple(model.input_shape[1:]), model.output_shape[-1]
+    except (AttributeError, TypeError, ValueError, IndexError):
+        takes, gives = None, None
+    fits = (takes is not None and len(takes) == len(shape)
+            and all(side is None or side == want for side, want in zip(takes, shape, strict=True))
+            and gives == num_classes)
+    if not fits:
+        raise InputError(f"{uri}: model takes {takes} images with {gives} classes, the data "
+                         f"has {shape} with {num_classes}; {hint}")
+
+
+def load_fitting_model(uri: str, image_shape, num_classes: int,
+                       hint: str) -> tuple[keras.Model, dict]:
+    """Load a ``.keras`` file or a Model folder, uncompiled, checked against the data.
+
+    A Model folder's ``model.json`` is checked before its (larger) ``model.keras`` loads.
+    Returns the model and the folder's metadata (empty for a ``.keras`` file).
+    """
+    if uri.endswith(".keras"):
+        model, meta = load_keras_file(uri, compile=False), {}
+    else:
+        meta = read_model_meta(uri)
+        shape, classes = tuple(meta.get("image_shape", ())), meta.get("num_classes")
+        if (shape, classes) != (tuple(image_shape), num_classes):
+            raise InputError(f"{uri}: model takes {shape} images with {classes} classes, the "
+                             f"data has {tuple(image_shape)} with {num_classes}; {hint}")
+        model = load_keras_file(join(uri, MODEL_FILE), compile=False)
+        if tuple(model.input_shape[1:]) != shape or model.output_shape[-1] != classes:
+            raise InputError(f"{uri}: model.keras takes {model.input_shape[1:]} -> "
+                             f"{model.output_shape[-1]} classes, model.json says {shape} -> "
+                             f"{classes}; rerun the train step")
+    check_model_fits(uri, model, image_shape, num_classes, hint)
+    return model, meta

@@ -9,8 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from tbpipe.components.common.errors import InputError
-from tbpipe.components.common.model_format import MODEL_FILE, load_keras_file, read_model_meta
-from tbpipe.components.common.storage import join
+from tbpipe.components.common.model_format import load_fitting_model, read_model_meta
 from tbpipe.components.finetuning.config import FinetuneConfig
 from tbpipe.components.training.config import TrainResult
 from tbpipe.components.training.fit import FitJob, fit_and_save
@@ -66,16 +65,8 @@ def load_base(uri: str, meta: dict, info: DatasetInfo, config: FinetuneConfig,
     """
     from tbpipe.components.training.model import compile_model, with_precision
 
-    shape, classes = tuple(meta.get("image_shape", ())), meta.get("num_classes")
-    if (shape, classes) != (tuple(info.image_shape), info.num_classes):
-        raise InputError(f"{uri}: model takes {shape} images with {classes} classes, the data "
-                         f"has {tuple(info.image_shape)} with {info.num_classes}; fine-tune on "
-                         "data shaped like the base model's")
-    model = load_keras_file(join(uri, MODEL_FILE), compile=False)
-    if tuple(model.input_shape[1:]) != shape or model.output_shape[-1] != classes:
-        raise InputError(f"{uri}: model.keras takes {model.input_shape[1:]} -> "
-                         f"{model.output_shape[-1]} classes, model.json says {shape} -> "
-                         f"{classes}; rerun the train step")
+    model, _ = load_fitting_model(uri, info.image_shape, info.num_classes,
+                                  "fine-tune on data shaped like the base model's")
     if config.freeze_layers >= len(model.layers):
         raise InputError(f"freeze_layers={config.freeze_layers}: the model has "
                          f"{len(model.layers)} layers; freeze fewer so some still train")

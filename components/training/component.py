@@ -12,8 +12,12 @@ def train(train_data: Input[Dataset], val_data: Input[Dataset], model: Output[Mo
           run_name: str = "", job_name: str = dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
           epochs: int = 10, batch_size: int = 32, learning_rate: float = 0.001, seed: int = 42,
           checkpoint_root: str = "", flush_secs: int = 5, precision: str = "auto",
-          resume: bool = False) -> None:
-    """Train the CNN; logs go to {log_root}/{experiment}/{run}/train.
+          resume: bool = False, model_spec: str = "builtin:cnn", model_source: str = "") -> None:
+    """Train the starting model ``model_spec``; logs go to {log_root}/{experiment}/{run}/train.
+
+    ``model_spec``: builtin:cnn, path/to/file.py:function (``model_source`` holds the file's
+    text, imported from a temporary module), package.module:function (installed in the
+    image), a .keras file or a tbpipe Model folder (docs/models.md).
 
     The run is ``run_name``, else the KFP job's name. Checkpoints go to
     {checkpoint_root or log_root}/{experiment}/{run}/checkpoints/train, so a retried or
@@ -32,7 +36,8 @@ def train(train_data: Input[Dataset], val_data: Input[Dataset], model: Output[Mo
         run, log_dir = step_place(log_root, experiment, run_name, job_name, step, model.uri)
         config = TrainConfig(
             epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
-            flush_secs=flush_secs, precision=precision,
+            flush_secs=flush_secs, precision=precision, model_spec=model_spec,
+            model_source=model_source,
             checkpoint_dir=checkpoint_dir_for(checkpoint_root or log_root, experiment, run, step))
         claim_run(log_root, experiment, run, run_owner(job_name, model.uri), resume)
         result = train_model(train_data.path, val_data.path, model.path, log_dir, config)

@@ -67,15 +67,36 @@ class FitConfig:
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig(FitConfig):
-    """Settings of the train step: FitConfig's, plus how the fresh model is compiled.
+    """Settings of the train step: FitConfig's, plus the starting model and its compiling.
 
     Attributes:
         jit_compile: XLA-compile the train step. None (auto): Keras' choice, on with one GPU,
             off on CPU (3-4x slower there, docs/performance.md) and with several GPUs.
+        model_spec: The starting model (``--model``): ``builtin:cnn``,
+            ``path/to/file.py:function``, ``package.module:function``, a ``.keras`` file or
+            a tbpipe Model folder (:mod:`tbpipe.components.training.user_model`).
+        model_source: The text of a ``file.py:function`` spec's file, when it travelled as a
+            string (the CLI reads it); empty otherwise.
 
     """
 
     jit_compile: bool | None = None
+    model_spec: str = "builtin:cnn"
+    model_source: str = ""
+
+    def __post_init__(self) -> None:
+        """FitConfig's checks, and the model spec's form (InputError naming ``--model``)."""
+        super().__post_init__()
+        from tbpipe.components.training.user_model import parse_model_spec
+
+        parse_model_spec(self.model_spec, self.model_source)
+
+    @property
+    def model(self):  # noqa: ANN201 - a ModelSpec
+        """The parsed model spec (:mod:`tbpipe.components.training.user_model`)."""
+        from tbpipe.components.training.user_model import parse_model_spec
+
+        return parse_model_spec(self.model_spec, self.model_source)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -22,7 +22,10 @@ if TYPE_CHECKING:
 
 def train_model(train_uri: str, val_uri: str, model_uri: str, log_dir: str,
                 config: TrainConfig) -> TrainResult:
-    """Train the CNN from scratch and write the Model folder at ``model_uri``.
+    """Train ``config.model_spec`` (the CNN by default) and write the Model folder.
+
+    The starting model is built (or loaded) and checked against the data before any
+    training: a bad spec, file or function fails with one line.
 
     Args:
         train_uri: Training Dataset folder.
@@ -32,13 +35,17 @@ def train_model(train_uri: str, val_uri: str, model_uri: str, log_dir: str,
         config: The settings (validated when they were built).
 
     """
+    spec = config.model
 
     def build(info: DatasetInfo, precision: str) -> keras.Model:
-        from tbpipe.components.training.model import build_cnn
+        from tbpipe.components.training.user_model import build_start_model
 
         jit = "auto" if config.jit_compile is None else config.jit_compile
-        return build_cnn(info.image_shape, info.num_classes, config.seed, config.learning_rate,
-                         precision=precision, jit_compile=jit)
+        return build_start_model(spec, info.image_shape, info.num_classes, seed=config.seed,
+                                 learning_rate=config.learning_rate, precision=precision,
+                                 jit_compile=jit)
 
-    job = FitJob(train_uri, val_uri, model_uri, log_dir, build, meta={"source": "trained"})
+    job = FitJob(train_uri, val_uri, model_uri, log_dir, build,
+                 hparams={"model": spec.text}, meta={"source": "trained", "model": spec.text},
+                 identity=spec.identity, summary=True)
     return fit_and_save(job, config)

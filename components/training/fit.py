@@ -36,6 +36,7 @@ class FitJob:
         callbacks: More Keras callbacks, run after tbpipe's own (e.g. a timer, early stopping).
         identity: What else a checkpoint must have been made from to be resumed (content,
             never an artifact path, which changes with every run of a pipeline).
+        summary: Log ``model.summary()`` as TensorBoard text (``model/summary``).
 
     """
 
@@ -49,6 +50,7 @@ class FitJob:
     base_epochs: int = 0
     callbacks: Sequence[keras.callbacks.Callback] = ()
     identity: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    summary: bool = False
 
 
 def fit_and_save(job: FitJob, config: FitConfig) -> TrainResult:
@@ -68,6 +70,8 @@ def fit_and_save(job: FitJob, config: FitConfig) -> TrainResult:
     purge = plan.initial_step + 1 if plan.initial_epoch else None
     with open_writer(job.log_dir, flush_secs=config.flush_secs, purge_step=purge) as writer:
         _log_devices(writer, plan, plan.initial_step + 1)
+        if job.summary:
+            writer.add_text("model/summary", model_summary(plan.model), plan.initial_step + 1)
         logs = _run_fit(plan, job, config, writer)
         metrics = {key: float(logs[key]) for key in METRIC_KEYS}
         sync_events(writer, SYNC_TIMEOUT_S)  # lost events fail the step before the model is out
@@ -138,6 +142,13 @@ def _plan_fit(job: FitJob, config: FitConfig) -> _Plan:
         "last_slot": state.slot, "last_logs": state.logs}
     return _Plan(train_info, strategy, replicas, start, model.model_precision(start), spe,
                  fingerprint, **resumed)
+
+
+def model_summary(model: keras.Model) -> str:
+    """``model.summary()`` as a Markdown code block (TensorBoard's text tab renders it)."""
+    lines: list[str] = []
+    model.summary(print_fn=lambda text, *_, **__: lines.append(str(text)))
+    return "```\n" + "\n".join(lines).rstrip() + "\n```"
 
 
 def _log_devices(writer, plan: _Plan, step: int) -> None:

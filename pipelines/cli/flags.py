@@ -27,13 +27,19 @@ PARAM_HELP = {
               "checkpoints instead of refusing an existing run",
     "log_root": "default: ./tbpipe-runs/logs, made absolute when the run starts",
     "run_name": "default: run-YYYYmmdd-HHMMSS",
+    "model": "the model to train: builtin:cnn (default), path/to/file.py:function, "
+             "package.module:function, a .keras file or a Model folder (docs/models.md)",
 }
+#: Parameters with no flag: tbpipe sets them (``model_source``: --model's file, read here).
+NO_FLAG = ("model_source",)
 
 
 def add_param_arguments(parser: argparse.ArgumentParser) -> None:
     """Add one ``--flag`` per PipelineParams field (``--finetune-epochs`` for finetune_epochs)."""
     group = parser.add_argument_group("pipeline parameters")
     for field in dataclasses.fields(PipelineParams):
+        if field.name in NO_FLAG:
+            continue
         flag = "--" + field.name.replace("_", "-")
         if field.type is bool:  # a switch, off by default
             group.add_argument(flag, dest=field.name, action="store_true", default=None,

@@ -28,7 +28,9 @@ LOOPBACK = ("localhost", "127.0.0.1", "::1")
 
 def docker_paths(params) -> dict[str, tuple[str, ...]]:  # noqa: ANN001 - PipelineParams
     """Return the ``inputs``/``outputs`` options of :func:`docker_runner` for ``params``."""
-    return {"inputs": (params.data, params.finetune_data),
+    from tbpipe.components.training.user_model import local_start_path
+
+    return {"inputs": (params.data, params.finetune_data, local_start_path(params.model)),
             "outputs": (params.log_root, params.checkpoint_root)}
 
 

@@ -78,6 +78,7 @@ def check_sources(params: PipelineParams) -> None:
     """
     from tbpipe.components.common.storage import exists, is_remote
     from tbpipe.components.preprocessing.source import check_regular
+    from tbpipe.components.training.user_model import check_model_exists
 
     for flag, uri in (("--data", params.data), ("--finetune-data", params.finetune_data)):
         if not uri or uri.startswith("builtin:"):
@@ -87,6 +88,7 @@ def check_sources(params: PipelineParams) -> None:
                              "Parquet table, an MNIST IDX folder, or builtin:digits")
         if not is_remote(uri):
             check_regular(f"{flag} {uri}", uri)
+    check_model_exists(params.model)
 
 
 def claim_local_run(params: PipelineParams) -> str:
@@ -112,12 +114,14 @@ def run_pipeline(params: PipelineParams, pipeline_root: str = DEFAULT_PIPELINE_R
         TbpipeError: a step failed (its own error line was printed above).
     """
     from tbpipe.components.common.naming import step_log_dir
+    from tbpipe.components.training.user_model import local_start_path
     from tbpipe.pipelines.placement import CompileOptions
     from tbpipe.pipelines.training import build_training_pipeline
 
     check_sources(params)
     params = dataclasses.replace(
-        params, run_name=params.run_name or default_run_name(),
+        params.with_model_source(), model=local_start_path(params.model) or params.model,
+        run_name=params.run_name or default_run_name(),
         log_root=params.log_root or os.path.abspath(DEFAULT_LOG_ROOT)).validate()
     pipeline_root = os.path.abspath(pipeline_root)
     claim_local_run(params)

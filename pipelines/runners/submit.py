@@ -54,6 +54,10 @@ def run_arguments(parameters: dict[str, dict], given: dict[str, str]) -> dict[st
             pipeline, a value out of range or a log_root only this machine has.
 
     """
+    if "model_source" in parameters and "model" in given and "model_source" not in given:
+        from tbpipe.components.training.user_model import read_model_source
+
+        given = {**given, "model_source": read_model_source(given["model"])}  # file -> cluster
     arguments = {key: typed(key, text, parameters) for key, text in given.items()}
     fields = {f.name: f.type for f in dataclasses.fields(PipelineParams)}
     if set(parameters) <= set(fields):  # the tbpipe pipeline: check ranges before anything runs

@@ -129,3 +129,13 @@ def test_component_defaults_are_the_configs_defaults():
         assert shared, component.name
         for name in shared:
             assert inputs[name].default == fields[name], (component.name, name)
+
+
+def test_the_pipeline_passes_model_and_model_source_to_train(compiled):
+    spec = compiled[2]
+    inputs = spec["root"]["inputDefinitions"]["parameters"]
+    assert inputs["model"]["defaultValue"] == "builtin:cnn"
+    assert inputs["model_source"]["defaultValue"] == ""
+    train = names(spec, spec["root"]["dag"])["train"][1]["inputs"]["parameters"]
+    assert train["model_spec"] == {"componentInputParameter": "model"}
+    assert train["model_source"] == {"componentInputParameter": "model_source"}

@@ -1,0 +1,227 @@
+"""The train step's starting model (``--model``): parse the spec, load it, build it.
+
+A spec is one of:
+
+* ``builtin:cnn``: tbpipe's CNN (:func:`~tbpipe.components.training.model.build_cnn`);
+* ``path/to/file.py:function`` or ``package.module:function``: ``function(input_shape,
+  num_classes)`` returns a ``keras.Model`` taking float32 images in [0, 1] of shape
+  ``(height, width, channels)``; on a cluster a file's source travels as a string
+  (``model_source``) and is imported from a temporary module;
+* a ``.keras`` file or a tbpipe Model folder (local or gs://): training starts from it.
+
+Parsing imports nothing heavy (configs check specs cheaply); Keras loads inside functions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import re
+from typing import TYPE_CHECKING
+
+from tbpipe.components.common.errors import InputError
+
+if TYPE_CHECKING:
+    import keras
+
+BUILTIN = "builtin:cnn"
+FORMS = ("builtin:cnn, path/to/file.py:function, package.module:function, a .keras file or "
+         "a tbpipe Model folder")
+_NAME = r"[A-Za-z_]\w*"
+_MODULE = re.compile(rf"{_NAME}(\.{_NAME})*")
+_FUNCTION = re.compile(_NAME)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """A parsed ``--model``.
+
+    Attributes:
+        text: The spec as given.
+        kind: ``builtin``, ``file`` (a Python file), ``module`` (an importable module),
+            ``keras`` (a ``.keras`` file) or ``folder`` (a tbpipe Model folder).
+        target: The file, module, ``.keras`` file or folder (``cnn`` for builtin).
+        function: The function's name (file and module kinds).
+        source: A file's text, when it travelled as a string (``model_source``).
+
+    """
+
+    text: str
+    kind: str
+    target: str
+    function: str = ""
+    source: str = ""
+
+    @property
+    def identity(self) -> dict[str, str]:
+        """What a checkpoint is tied to besides the data (empty for the built-in CNN)."""
+        if self.kind == "builtin":
+            return {}
+        digest = hashlib.sha256(self.source.encode()).hexdigest()[:16] if self.source else ""
+        return {"model": self.text, "model_source": digest}
+
+
+def parse_model_spec(text: str, source: str = "") -> ModelSpec:
+    """The ModelSpec ``text`` names; InputError (one line) when it is none of the forms."""
+    spec = text.strip()
+    bad = f"--model {text!r}: not a model spec; use {FORMS}"
+    if spec.startswith("builtin:"):
+        if spec != BUILTIN:
+            raise InputError(f"--model {text!r}: the only built-in model is {BUILTIN}")
+        return ModelSpec(spec, "builtin", "cnn")
+    if spec.endswith(".keras"):
+        return ModelSpec(spec, "keras", spec)
+    target, sep, function = spec.rpartition(":")
+    if sep and "://" not in function and "/" not in function:
+        if not _FUNCTION.fullmatch(function):
+            raise InputError(bad)
+        if target.endswith(".py"):
+            return ModelSpec(spec, "file", target, function, source)
+        if _MODULE.fullmatch(target):
+            return ModelSpec(spec, "module", target, function)
+        raise InputError(bad)
+    if spec.endswith(".py"):
+        raise InputError(f"--model {text!r}: name the function too, {spec}:function")
+    if not spec or any(ch.isspace() for ch in spec[:1] + spec[-1:]):
+        raise InputError(bad)
+    if "/" not in spec and "." in spec:  # "model.h5", "pkg.mod": looks like neither form
+        raise InputError(bad)
+    return ModelSpec(spec, "folder", spec)
+
+
+def read_model_source(text: str) -> str:
+    """The text of the Python file a ``file.py:function`` spec names, else ``""``.
+
+    The CLI reads it where the user runs tbpipe, so the file reaches the cluster's pods.
+    """
+    spec = parse_model_spec(text)
+    if spec.kind != "file":
+        return ""
+    try:
+        with open(spec.target, encoding="utf-8") as handle:
+            return handle.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        cause = getattr(exc, "strerror", None) or type(exc).__name__
+        raise InputError(f"--model {text}: cannot read {spec.target} ({cause}); pass an "
+                         "existing Python file") from exc
+
+
+def local_start_path(text: str) -> str:
+    """The absolute path of a local ``.keras`` file or Model folder spec, else ``""``.
+
+    So a local run's steps, in other folders or containers, find it.
+    """
+    import os
+
+    spec = parse_model_spec(text)
+    if spec.kind not in ("keras", "folder") or "://" in spec.target:
+        return ""
+    return os.path.abspath(os.path.expanduser(spec.target))
+
+
+def check_model_exists(text: str) -> None:
+    """InputError unless the file, ``.keras`` file or Model folder a spec names exists."""
+    from tbpipe.components.common.storage import exists
+
+    spec = parse_model_spec(text)
+    if spec.kind in ("keras", "folder", "file") and not exists(spec.target):
+        what = {"keras": "no such .keras file", "folder": "no such Model folder",
+                "file": "no such Python file"}[spec.kind]
+        raise InputError(f"--model {text}: {what}; use {FORMS}")
+
+
+def load_function(spec: ModelSpec):  # noqa: ANN201 - the user's callable
+    """The user's model function.
+
+    From ``spec.source`` (written to a temporary module), the file, or the importable module.
+    """
+    import importlib
+    import importlib.util
+    import os
+    import sys
+    import tempfile
+
+    if spec.kind == "module":
+        try:
+            module = importlib.import_module(spec.target)
+        except Exception as exc:  # noqa: BLE001 - any import failure is the user's: one line
+            raise InputError(f"--model {spec.text}: cannot import {spec.target} "
+                             f"({_first_line(exc)}); install it in the image") from exc
+    else:
+        name = f"tbpipe_user_model_{hashlib.sha256(spec.text.encode()).hexdigest()[:12]}"
+        with tempfile.TemporaryDirectory(prefix="tbpipe-model-src-") as tmp:
+            path = spec.target
+            if spec.source:
+                path = os.path.join(tmp, os.path.basename(spec.target) or "model.py")
+                with open(path, "w", encoding="utf-8") as handle:
+                    handle.write(spec.source)
+            elif not os.path.isfile(path):
+                raise InputError(f"--model {spec.text}: no such Python file; use {FORMS}")
+            try:
+                loader = importlib.util.spec_from_file_location(name, path)
+                module = importlib.util.module_from_spec(loader)
+                sys.modules[name] = module
+                loader.loader.exec_module(module)
+            except Exception as exc:  # noqa: BLE001 - the user's file: one line
+                sys.modules.pop(name, None)
+                raise InputError(f"--model {spec.text}: cannot import {spec.target} "
+                                 f"({_first_line(exc)}); fix the file") from exc
+    function = getattr(module, spec.function, None)
+    if not callable(function):
+        raise InputError(f"--model {spec.text}: {spec.target} has no function "
+                         f"{spec.function!r}; name a function(input_shape, num_classes)")
+    return function
+
+
+def build_start_model(spec: ModelSpec, image_shape, num_classes: int, *, seed: int,
+                      learning_rate: float, precision: str,
+                      jit_compile: bool | str = "auto") -> keras.Model:
+    """The compiled model the train step starts from, computing in ``precision``.
+
+    The built-in CNN; the user's function called under the dtype policy ``precision``
+    (its last layer then made float32, as the CNN's softmax); or a ``.keras`` file / Model
+    folder (architecture and weights) set to ``precision``. Checked against the data, then
+    compiled at ``learning_rate`` unless the function returned a compiled model that needed
+    no change. Raises InputError (one line) before any training.
+    """
+    from tbpipe.components.common.model_format import check_model_fits, load_fitting_model
+    from tbpipe.components.training.model import (
+        build_cnn,
+        compile_model,
+        keras,
+        with_precision,
+    )
+
+    shape = tuple(int(side) for side in image_shape)
+    if spec.kind == "builtin":
+        return build_cnn(shape, num_classes, seed, learning_rate, precision=precision,
+                         jit_compile=jit_compile)
+    hint = "give a model that takes the data's image shape and predicts its classes"
+    if spec.kind in ("keras", "folder"):
+        model, _ = load_fitting_model(spec.target, shape, num_classes, hint)
+        compiled = False
+    else:
+        function = load_function(spec)
+        keras.utils.set_random_seed(seed)
+        before = keras.mixed_precision.global_policy().name
+        keras.mixed_precision.set_dtype_policy(precision)
+        try:
+            model = function(shape, num_classes)
+        except Exception as exc:  # noqa: BLE001 - the user's function: one line naming it
+            raise InputError(f"--model {spec.text}: {spec.function}{shape, num_classes} "
+                             f"raised {type(exc).__name__}: {_first_line(exc)}") from exc
+        finally:
+            keras.mixed_precision.set_dtype_policy(before)
+        if not isinstance(model, keras.Model):
+            raise InputError(f"--model {spec.text}: {spec.function} returned "
+                             f"{type(model).__name__}, not a keras.Model; return the model")
+        check_model_fits(spec.text, model, shape, num_classes, hint)
+        compiled = bool(getattr(model, "compiled", False))
+    precise = with_precision(model, precision)
+    if precise is not model or not compiled:
+        compile_model(precise, learning_rate, jit_compile=jit_compile)
+    return precise
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]

@@ -7,13 +7,10 @@ memory stays bounded whatever the size of the test set.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 
 from tbpipe.components.common import storage
-from tbpipe.components.common.dataset import MANIFEST, iter_shards, read_info
+from tbpipe.components.common.dataset import iter_shards, read_info
 from tbpipe.components.common.errors import InputError
 from tbpipe.components.common.model_format import class_names, load_model_folder
 from tbpipe.components.common.tensorboard.writer import open_writer
@@ -72,16 +69,14 @@ def check_fits(model, local_test: str, test_uri: str) -> None:
 
 
 def class_names_for(local_test: str, model_info: dict) -> tuple[str, ...]:
-    """The class names of the test Dataset's manifest, else of ``model.json``, else ``str(k)``."""
+    """The test Dataset's class names; where its manifest names none, ``model.json``'s.
+
+    A manifest without names reads as ``"0".."k-1"`` (common/dataset.py); then the names
+    the model was trained with, if it records them, else those indices.
+    """
     info = read_info(local_test)
-    names = getattr(info, "class_names", None)
-    if not names:  # a manifest read by a DatasetInfo without the field
-        try:
-            names = json.loads(Path(local_test, MANIFEST).read_text()).get("class_names")
-        except (OSError, ValueError, AttributeError):
-            names = None
-    if isinstance(names, (list, tuple)) and len(names) == info.num_classes:
-        return tuple(str(n) for n in names)
+    if info.class_names != tuple(str(k) for k in range(info.num_classes)):
+        return info.class_names
     return tuple(class_names(model_info, info.num_classes))
 
 

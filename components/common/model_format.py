@@ -73,7 +73,7 @@ def read_model_meta(uri: str) -> dict:
 def class_names(meta: dict, num_classes: int) -> list[str]:
     """The class names ``model.json`` (or a manifest) records (``class_names``), else ``str(k)``."""
     names = meta.get("class_names") if isinstance(meta, dict) else None
-    if isinstance(names, list) and len(names) == num_classes:
+    if isinstance(names, list | tuple) and len(names) == num_classes:
         return [str(n) for n in names]
     return [str(k) for k in range(num_classes)]
 

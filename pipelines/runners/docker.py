@@ -30,7 +30,8 @@ def docker_paths(params) -> dict[str, tuple[str, ...]]:  # noqa: ANN001 - Pipeli
     """Return the ``inputs``/``outputs`` options of :func:`docker_runner` for ``params``."""
     from tbpipe.components.training.user_model import local_start_path
 
-    return {"inputs": (params.data, params.finetune_data, local_start_path(params.model)),
+    inputs = (params.data, params.finetune_data, local_start_path(params.model))
+    return {"inputs": tuple(path for path in inputs if path),
             "outputs": (params.log_root, params.checkpoint_root)}
 
 

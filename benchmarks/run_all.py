@@ -1,4 +1,4 @@
-"""Run the five benchmarks, each in a fresh process, and print their tables and a summary.
+"""Run the six benchmarks, each in a fresh process, and print their tables and a summary.
 
     python -m benchmarks [--full] [--only train,logging] [--out results.md]
 
@@ -26,6 +26,7 @@ BENCHMARKS = {
     "preprocess": ("bench_preprocess", ["--full"]),
     "pipeline": ("bench_pipeline", []),
     "tensorboard": ("bench_tensorboard", ["--full"]),
+    "images": ("bench_images", ["--full"]),
 }
 
 

@@ -6,8 +6,10 @@ model's ``saved_model/`` loads with ``tf.saved_model.load`` and predicts what th
 predicts; ``tbpipe predict`` names the class of an image file.
 """
 
+import json
 import re
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -81,3 +83,16 @@ def test_your_model_on_your_colour_images_then_saved_model_and_predict(tmp_path)
                                capture_output=True, text=True, timeout=300)
     assert predicted.returncode == 0, predicted.stderr[-2000:]
     assert predicted.stdout.startswith(f"{picture}: red "), predicted.stdout
+
+    # `tbpipe run --model prod.keras --finetune always`: fine-tune the model you have
+    prod = tmp_path / "prod.keras"
+    prod.write_bytes((Path(best) / "model.keras").read_bytes())
+    tuned = subprocess.run([*TBPIPE, "run", "--data", "my-images", "--model", "prod.keras",
+                            "--finetune", "always", "--epochs", "1", "--finetune-epochs", "1",
+                            "--run-name", "tuned", "--log-root", "logs", "--pipeline-root", "kfp"],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert tuned.returncode == 0, tuned.stdout[-3000:] + tuned.stderr[-3000:]
+    assert "(finetuned model)" in tuned.stdout
+    started_from = [json.loads(p.read_text())["model"]
+                    for p in (tmp_path / "kfp").glob("*/train/model/model.json")]
+    assert sorted(started_from) == sorted(["my_model.py:build", str(prod)]), started_from

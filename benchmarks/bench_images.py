@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
-import time
 
 from benchmarks.common import mnist_like, progress, ratio, work_folder
 from benchmarks.report import Report, fmt, in_fresh_process, main_for
@@ -52,20 +50,11 @@ def child(args: argparse.Namespace) -> dict:
     import PIL.Image  # noqa: F401 - imported before the baseline, like the reader does
     import tensorboardX  # noqa: F401
 
-    from benchmarks.bench_preprocess import peak_rss_mb
-    from tbpipe.components.preprocessing.config import PreprocessConfig
-    from tbpipe.components.preprocessing.core import preprocess_data
+    from benchmarks.bench_preprocess import measure_preprocess
 
-    baseline = peak_rss_mb()
-    with tempfile.TemporaryDirectory(prefix="tbpipe-bench-img-") as out:
-        started = time.perf_counter()
-        result = preprocess_data(args.child, os.path.join(out, "train"),
-                                 os.path.join(out, "val"), os.path.join(out, "test"),
-                                 os.path.join(out, "logs"), PreprocessConfig())
-        seconds = time.perf_counter() - started
+    seconds, result, peak, baseline = measure_preprocess(args.child)
     return {"seconds": seconds, "images": result.stats["rows_read"],
-            "shape": list(result.image_shape), "peak_mb": peak_rss_mb(),
-            "baseline_mb": baseline}
+            "shape": list(result.image_shape), "peak_mb": peak, "baseline_mb": baseline}
 
 
 def run(args: argparse.Namespace) -> Report:

@@ -76,18 +76,28 @@ def child(args: argparse.Namespace) -> dict:
     import pyarrow.parquet  # noqa: F401
     import tensorboardX  # noqa: F401
 
+    seconds, result, peak, baseline = measure_preprocess(args.child)
+    return {"seconds": seconds, "rows": result.stats["rows_read"], "peak_mb": peak,
+            "baseline_mb": baseline}
+
+
+def measure_preprocess(data_uri: str) -> tuple[float, object, float, float]:
+    """``preprocess_data`` on ``data_uri`` with default settings, in this process.
+
+    Returns seconds, the PreprocessResult, the peak RSS (MB) and the peak before it started
+    (the imports a caller made first, like the readers do).
+    """
     from tbpipe.components.preprocessing.config import PreprocessConfig
     from tbpipe.components.preprocessing.core import preprocess_data
 
     baseline = peak_rss_mb()
     with tempfile.TemporaryDirectory(prefix="tbpipe-bench-pre-") as out:
         started = time.perf_counter()
-        result = preprocess_data(args.child, os.path.join(out, "train"),
+        result = preprocess_data(data_uri, os.path.join(out, "train"),
                                  os.path.join(out, "val"), os.path.join(out, "test"),
                                  os.path.join(out, "logs"), PreprocessConfig())
         seconds = time.perf_counter() - started
-    return {"seconds": seconds, "rows": result.stats["rows_read"], "peak_mb": peak_rss_mb(),
-            "baseline_mb": baseline}
+    return seconds, result, peak_rss_mb(), baseline
 
 
 def peak_rss_mb() -> float:

@@ -183,7 +183,7 @@ def build_report(args: argparse.Namespace, series: int, size: int, written: floa
         f"{series} series, {points:,} points, {size / 2**20:.0f} MB of event files "
         f"(written in {written:.0f} s); reload interval 5 s.",
         "tbpipe tensorboard picks fast for local folders and real GCS when the data server "
-        "binary is installed (pipelines/tensorboard.py choose_loader).",
+        "binary is installed (pipelines/runners/tensorboard.py choose_loader).",
     ]
     return report
 

@@ -51,13 +51,23 @@ def resolve_run(run_name: str, job_name: str, output_uri: str = "") -> str:
     """
     if run_name:
         return validate_name("run", run_name)
-    if job_name and not job_name.startswith("{{"):
-        return validate_name("run", job_name)
-    parts = [p for p in output_uri.rstrip("/").split("/") if p]
-    if len(parts) >= 3:
-        return validate_name("run", parts[-3])
+    job = job_of(job_name, output_uri)
+    if job:
+        return validate_name("run", job)
     raise InputError("no run name: pass run_name (or call the component inside a pipeline, "
                      "whose job name names the run)")
+
+
+def job_of(job_name: str, output_uri: str) -> str:
+    """The KFP job a step runs in; empty when nothing says.
+
+    ``job_name`` once KFP filled the placeholder in, else the job's folder in the pipeline
+    root (``.../{job}/{task}/{output}``, from ``output_uri``).
+    """
+    if job_name and not job_name.startswith("{{"):
+        return job_name
+    parts = [p for p in output_uri.rstrip("/").split("/") if p]
+    return parts[-3] if len(parts) >= 3 else ""
 
 
 def step_place(log_root: str, experiment: str, run_name: str, job_name: str, step: str,

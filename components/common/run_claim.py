@@ -13,21 +13,14 @@ import json
 
 from tbpipe.components.common import storage
 from tbpipe.components.common.errors import InputError, StorageError
-from tbpipe.components.common.naming import validate_name
+from tbpipe.components.common.naming import job_of, validate_name
 
 RUN_MARKER = "_run.json"
 
 
 def run_owner(job_name: str, output_uri: str) -> str:
-    """Who a step claims its run for: the KFP job's name, or the job's pipeline-root folder.
-
-    A backend that leaves the job-name placeholder unfilled still gives each job its own
-    folder (``.../{job}/{task}/{output}``) in the pipeline root, as in ``resolve_run``.
-    """
-    if job_name and not job_name.startswith("{{"):
-        return job_name
-    parts = [p for p in output_uri.rstrip("/").split("/") if p]
-    return parts[-3] if len(parts) >= 3 else "unknown-job"
+    """Who a step claims its run for: its KFP job (``naming.job_of``)."""
+    return job_of(job_name, output_uri) or "unknown-job"
 
 
 def claim_run(log_root: str, experiment: str, run: str, owner: str,

@@ -39,7 +39,7 @@ RUN set -eu; \
     fi; \
     python3 -m venv /opt/venv; \
     pip install --progress-bar off -c /opt/tbpipe/constraints.txt --upgrade pip; \
-    pip install --progress-bar off -c /opt/tbpipe/constraints.txt tensorboard gcsfs; \
+    pip install --progress-bar off -c /opt/tbpipe/constraints.txt tensorboard gcsfs boto3; \
     pip check; \
     useradd --uid 1000 --user-group --create-home --shell /bin/sh tbpipe; \
     mkdir -p /logs

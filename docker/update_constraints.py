@@ -22,7 +22,7 @@ from pathlib import Path
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-ROOTS = ("tbpipe", "tensorboard", "gcsfs")
+ROOTS = ("tbpipe", "tensorboard", "gcsfs", "boto3")
 GPU_ROOT = "tensorflow[and-cuda]"
 DEFAULT_OUTPUT = Path(__file__).with_name("constraints.txt")
 

@@ -1,4 +1,4 @@
-"""Shared fixtures: a real local GCS server (gcp-storage-emulator) for gs:// tests.
+"""Shared fixtures: real local object stores, GCS (gcp-storage-emulator) and S3 (moto server).
 
 ``gcs_emulator`` (session) starts the emulator on a free loopback port with on-disk storage
 (so a stop/start keeps every object, as for a real outage), points this process and its
@@ -6,6 +6,10 @@ children at it (``STORAGE_EMULATOR_HOST``), creates a bucket, and stops it at th
 ``gcs_root`` (per test) gives a fresh ``gs://`` prefix and makes sure the emulator is up.
 
 Outage tests use ``gcs_emulator.stop()`` / ``.start()`` or ``with gcs_emulator.outage():``.
+
+``s3_server`` (session) starts moto's S3 server (``python -m moto.server``) on a free loopback
+port, points this process and its children at it (``AWS_ENDPOINT_URL`` and test credentials),
+creates a bucket; ``s3_root`` (per test) gives a fresh ``s3://`` prefix.
 """
 
 from __future__ import annotations
@@ -144,3 +148,106 @@ def gcs_root(gcs_emulator: GcsEmulator, request: pytest.FixtureRequest) -> str:
     gcs_emulator.start()
     name = re.sub(r"[^A-Za-z0-9_-]+", "-", request.node.name)[:60]
     return gcs_emulator.uri(f"{name}-{uuid.uuid4().hex[:8]}")
+
+
+class S3Server:
+    """moto's S3 server (``python -m moto.server``) in a process of its own; state in memory."""
+
+    def __init__(self, log_dir: Path, bucket: str = "tbpipe-test") -> None:
+        self.log_dir, self.bucket, self.port = log_dir, bucket, free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen | None = None
+
+    def env(self, access_key: str = "testing", secret_key: str = "testing") -> dict[str, str]:
+        """The standard AWS variables that point boto3 (and TensorBoard's S3 reader) here."""
+        return {"AWS_ENDPOINT_URL": self.endpoint, "AWS_ACCESS_KEY_ID": access_key,
+                "AWS_SECRET_ACCESS_KEY": secret_key, "AWS_DEFAULT_REGION": "us-east-1"}
+
+    def uri(self, *parts: str) -> str:
+        """``s3://<bucket>/<parts...>``."""
+        return "/".join([f"s3://{self.bucket}", *(p.strip("/") for p in parts if p)])
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Start the server and wait until it answers."""
+        log = open(self.log_dir / "moto.log", "ab")  # noqa: SIM115 - closed with the process
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"moto server exited; see {self.log_dir}/moto.log")
+            with contextlib.suppress(OSError):
+                with urllib.request.urlopen(self.endpoint + "/moto-api/", timeout=1) as reply:
+                    if reply.status == 200:
+                        return
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"moto server did not answer on {self.endpoint}")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def client(self, access_key: str = "testing", secret_key: str = "testing"):  # noqa: ANN201
+        """A boto3 S3 client of its own (not tbpipe's) for setting up the server."""
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
+                            aws_access_key_id=access_key, aws_secret_access_key=secret_key)
+
+    def create_bucket(self, name: str) -> None:
+        self.client().create_bucket(Bucket=name)
+
+    def enable_auth(self) -> None:
+        """From now on every request is authenticated and authorized (moto's IAM checks)."""
+        request = urllib.request.Request(self.endpoint + "/moto-api/reset-auth", data=b"0",
+                                         headers={"Content-Type": "text/plain"}, method="POST")
+        urllib.request.urlopen(request, timeout=10).close()
+
+
+@contextlib.contextmanager
+def environment(values: dict[str, str]) -> Iterator[None]:
+    """Set ``values`` in ``os.environ`` inside the block; restore what was there after it."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """A running moto S3 server with a bucket; this process and its children point at it."""
+    pytest.importorskip("moto.server")
+    pytest.importorskip("boto3")
+    from tbpipe.components.common.storage.s3 import reset_s3_client
+
+    server = S3Server(tmp_path_factory.mktemp("s3-server"))
+    server.start()
+    try:
+        with environment(server.env()):
+            reset_s3_client()
+            server.create_bucket(server.bucket)
+            yield server
+    finally:
+        server.stop()
+        reset_s3_client()
+
+
+@pytest.fixture
+def s3_root(s3_server: S3Server, request: pytest.FixtureRequest) -> str:
+    """A fresh ``s3://`` prefix for one test."""
+    name = re.sub(r"[^A-Za-z0-9_-]+", "-", request.node.name)[:60]
+    return s3_server.uri(f"{name}-{uuid.uuid4().hex[:8]}")

@@ -13,7 +13,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``tensorboard``."""
     cmd = subparsers.add_parser("tensorboard", help="serve TensorBoard on a log root")
     cmd.add_argument("--log-root", default=DEFAULT_LOG_ROOT,
-                     help="local folder or gs://bucket/prefix (default: %(default)s)")
+                     help="local folder, gs://bucket/prefix or s3://bucket/prefix "
+                          "(default: %(default)s)")
     cmd.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
     cmd.add_argument("--port", type=int, default=6006, help="port (default: %(default)s)")
     cmd.add_argument("--loader", choices=LOADERS, default="auto",

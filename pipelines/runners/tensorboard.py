@@ -1,4 +1,4 @@
-"""``tbpipe tensorboard``: one TensorBoard on a log root (a local folder or ``gs://``).
+"""``tbpipe tensorboard``: one TensorBoard on a log root (a local folder, ``gs://``, ``s3://``).
 
 Two loaders, and the fastest one that can read the root runs:
 
@@ -7,7 +7,8 @@ Two loaders, and the fastest one that can read the root runs:
 * ``python``: TensorBoard's Python loader, reading ``gs://`` through fsspec/gcsfs, which
   honours ``STORAGE_EMULATOR_HOST`` (with TensorFlow importable, TensorBoard would read gs://
   through tf.io.gfile, which cannot reach an emulator). Also the fallback where no data server
-  binary is installed.
+  binary is installed. ``s3://`` roots always take it: TensorBoard's own S3 reader (boto3,
+  the ``AWS_*`` environment; the endpoint as ``S3_ENDPOINT``, set from ``AWS_ENDPOINT_URL``).
 
 Either loader runs behind the same frontend, ``tensorboard_frontend.py``: TensorBoard
 in a process where TensorFlow is blocked. TensorBoard needs no TensorFlow to serve, and not
@@ -26,8 +27,9 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 
 from tbpipe.components.common.errors import InputError, TbpipeError
-from tbpipe.components.common.storage import list_files
+from tbpipe.components.common.storage import is_remote, list_files
 from tbpipe.components.common.storage.gcs import is_gcs
+from tbpipe.components.common.storage.s3 import is_s3
 
 LOADERS = ("auto", "fast", "python")
 
@@ -55,6 +57,9 @@ def choose_loader(log_root: str, environ: Mapping[str, str] = os.environ,
     fast = data_server_available() if fast_available is None else fast_available
     if not fast:
         return LoaderChoice("python", "no TensorBoard data server binary is installed")
+    if is_s3(log_root):
+        return LoaderChoice("python", "s3:// (the fast loader reads only local folders and "
+                                      "gs://; TensorBoard's S3 reader uses boto3)")
     if is_gcs(log_root) and environ.get("STORAGE_EMULATOR_HOST"):
         return LoaderChoice("python", "gs:// on an emulator (STORAGE_EMULATOR_HOST); the fast "
                                       "loader reads only real GCS, gcsfs reads both")
@@ -109,7 +114,7 @@ def start_tensorboard(log_root: str, host: str = "127.0.0.1", port: int = 6006,
     """Start TensorBoard on ``log_root`` and return once it answers HTTP.
 
     Args:
-        log_root: A local folder or ``gs://bucket/prefix``.
+        log_root: A local folder, ``gs://bucket/prefix`` or ``s3://bucket/prefix``.
         host: The address to bind (loopback by default).
         port: The port to serve on.
         loader: ``auto`` (see :func:`choose_loader`), ``fast`` or ``python``.
@@ -122,12 +127,12 @@ def start_tensorboard(log_root: str, host: str = "127.0.0.1", port: int = 6006,
         TbpipeError: the root cannot be read (StorageError) or TensorBoard did not start.
 
     """
-    if is_gcs(log_root):
+    if is_remote(log_root):
         list_files(log_root, max_results=1, deadline=30)  # no bucket or no access: fail now
     elif not os.path.isdir(log_root):
         print(f"note: {log_root} does not exist yet; TensorBoard shows runs once they appear")
     choice = choose_loader(log_root) if loader == "auto" else LoaderChoice(loader, "as asked")
-    env = {"TF_CPP_MIN_LOG_LEVEL": "2", **os.environ}
+    env = tensorboard_env(os.environ)
     command = tensorboard_command(log_root, host, port, choice.name, reload_interval, extra_args)
     process = subprocess.Popen(command, env=env, stdout=output, stderr=output,
                                stdin=subprocess.DEVNULL)
@@ -138,6 +143,18 @@ def start_tensorboard(log_root: str, host: str = "127.0.0.1", port: int = 6006,
         server.stop()
         raise
     return server
+
+
+def tensorboard_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """The TensorBoard process's environment: ours, quieter, S3's endpoint where it looks.
+
+    TensorBoard's S3 reader takes its endpoint from ``S3_ENDPOINT`` (passed to boto3 as
+    ``endpoint_url``); ``AWS_ENDPOINT_URL`` is the standard name, so it fills that in.
+    """
+    env = {"TF_CPP_MIN_LOG_LEVEL": "2", **environ}
+    if env.get("AWS_ENDPOINT_URL") and not env.get("S3_ENDPOINT"):
+        env["S3_ENDPOINT"] = env["AWS_ENDPOINT_URL"]
+    return env
 
 
 def wait_until_ready(server: TensorBoardServer, timeout: float) -> None:

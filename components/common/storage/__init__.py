@@ -1,7 +1,8 @@
-"""One small storage layer: local paths and ``gs://bucket/prefix`` URIs alike.
+"""One small storage layer: local paths, ``gs://bucket/prefix`` and ``s3://bucket/prefix`` alike.
 
-gs:// URIs go to :mod:`.gcs` (google-cloud-storage; credentials only from the environment;
-transient errors retried with backoff for up to ``deadline`` seconds,
+gs:// URIs go to :mod:`.gcs` (google-cloud-storage), s3:// URIs to :mod:`.s3` (boto3; AWS,
+MinIO via ``AWS_ENDPOINT_URL``); both take credentials only from the environment, retry
+transient errors with backoff for up to ``deadline`` seconds,
 :data:`DEFAULT_DEADLINE_S` unless a call says otherwise; permanent errors fail at once as
 one :class:`StorageError` line naming the URI). Local writes go to a temporary name, then a
 rename, so a failed step never leaves an output that looks whole. A local write that fails
@@ -20,39 +21,44 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from tbpipe.components.common.errors import StorageError, os_errors
-from tbpipe.components.common.storage import gcs
+from tbpipe.components.common.storage import gcs, s3
 
 DEFAULT_DEADLINE_S = 120.0  # google-cloud-storage's own default retry deadline
 
 
 def _deadline(deadline: float | None) -> float:
-    """Seconds a GCS call may retry: ``deadline``, or DEFAULT_DEADLINE_S (read at call time)."""
+    """Seconds a remote call may retry: ``deadline``, or DEFAULT_DEADLINE_S (read at call time)."""
     return DEFAULT_DEADLINE_S if deadline is None else deadline
 
 
 def is_remote(uri: str) -> bool:
-    """Whether ``uri`` names an object store location (``gs://``) rather than a local path."""
-    return gcs.is_gcs(uri)
+    """Whether ``uri`` names an object store location (``gs://``, ``s3://``), not a local path."""
+    return gcs.is_gcs(uri) or s3.is_s3(uri)
+
+
+def _store(uri: str):  # noqa: ANN202 - the module (gcs or s3) serving a remote ``uri``
+    """The object-store module for a remote ``uri``; both offer the same object functions."""
+    return s3 if s3.is_s3(uri) else gcs
 
 
 def join(uri: str, *parts: str) -> str:
-    """Join path segments onto a local path or a gs:// URI."""
+    """Join path segments onto a local path or a gs:// or s3:// URI."""
     if is_remote(uri):
         return "/".join([uri.rstrip("/"), *(p.strip("/") for p in parts if p)])
     return os.path.join(uri, *parts)
 
 
 def exists(uri: str, deadline: float | None = None) -> bool:
-    """Whether a file (or, for gs://, an object or a prefix with objects) exists."""
+    """Whether a file (or, remote, an object or a prefix with objects) exists."""
     if is_remote(uri):
-        return gcs.object_exists(uri, _deadline(deadline))
+        return _store(uri).object_exists(uri, _deadline(deadline))
     return os.path.exists(uri)
 
 
 def read_bytes(uri: str, deadline: float | None = None) -> bytes:
     """Return the whole content of a file or object."""
     if is_remote(uri):
-        return gcs.read_object(uri, _deadline(deadline))
+        return _store(uri).read_object(uri, _deadline(deadline))
     try:
         return Path(uri).read_bytes()
     except OSError as exc:
@@ -60,12 +66,12 @@ def read_bytes(uri: str, deadline: float | None = None) -> bytes:
 
 
 def write_bytes(uri: str, data: bytes, deadline: float | None = None) -> None:
-    """Write ``data`` whole: atomically (temp + rename) locally; one upload on GCS.
+    """Write ``data`` whole: atomically (temp + rename) locally; one upload on gs:// or s3://.
 
     A whole-object upload is idempotent (a retry writes the same bytes), so it is retried.
     """
     if is_remote(uri):
-        gcs.write_object(uri, data, _deadline(deadline))
+        _store(uri).write_object(uri, data, _deadline(deadline))
         return
     with os_errors(uri), _local_temp(uri, data) as tmp:
         os.replace(tmp, uri)
@@ -74,12 +80,13 @@ def write_bytes(uri: str, data: bytes, deadline: float | None = None) -> None:
 def create_bytes(uri: str, data: bytes, deadline: float | None = None) -> None:
     """Create ``uri`` holding ``data`` only if it does not exist yet (an immutable object).
 
-    On GCS the upload is conditional on generation 0, so retries cannot duplicate or
-    overwrite: if an earlier attempt landed (its reply was lost) the object already holds
-    ``data`` and this returns; an object with other content raises StorageError.
+    On GCS the upload is conditional on generation 0 (on S3: ``If-None-Match: *``), so
+    retries cannot duplicate or overwrite: if an earlier attempt landed (its reply was lost)
+    the object already holds ``data`` and this returns; an object with other content raises
+    StorageError.
     """
     if is_remote(uri):
-        existing = gcs.create_object(uri, data, _deadline(deadline))
+        existing = _store(uri).create_object(uri, data, _deadline(deadline))
     else:
         with os_errors(uri):
             existing = _create_local(uri, data)
@@ -116,7 +123,7 @@ def list_files(uri: str, max_results: int | None = None,
                deadline: float | None = None) -> list[str]:
     """Paths of the files under ``uri``, relative to it, sorted."""
     if is_remote(uri):
-        return gcs.list_objects(uri, _deadline(deadline), max_results=max_results)
+        return _store(uri).list_objects(uri, _deadline(deadline), max_results=max_results)
     root = Path(uri)
     if root.is_file():
         return [""]
@@ -124,9 +131,9 @@ def list_files(uri: str, max_results: int | None = None,
 
 
 def upload_file(local_path: str, uri: str, deadline: float | None = None) -> None:
-    """Copy a local file to ``uri`` (a local path or gs://); retried like write_bytes."""
+    """Copy a local file to ``uri`` (a local path, gs:// or s3://); retried like write_bytes."""
     if is_remote(uri):
-        gcs.upload_object(local_path, uri, _deadline(deadline))
+        _store(uri).upload_object(local_path, uri, _deadline(deadline))
         return
     with os_errors(local_path, "cannot read"):
         data = Path(local_path).read_bytes()
@@ -138,7 +145,7 @@ def download_file(uri: str, local_path: str, deadline: float | None = None) -> N
     with os_errors(local_path):
         Path(local_path).parent.mkdir(parents=True, exist_ok=True)
     if is_remote(uri):
-        gcs.download_object(uri, local_path, _deadline(deadline))
+        _store(uri).download_object(uri, local_path, _deadline(deadline))
         return
     with os_errors(uri, "cannot read"):
         data = Path(uri).read_bytes()
@@ -149,14 +156,15 @@ def download_file(uri: str, local_path: str, deadline: float | None = None) -> N
 def local_input(uri: str) -> Iterator[str]:
     """Yield a local path holding ``uri``'s content (a file or a folder).
 
-    Local paths are yielded as they are; gs:// objects or prefixes are downloaded to a
+    Local paths are yielded as they are; gs:// or s3:// objects or prefixes are downloaded to a
     temporary folder that is removed afterwards.
     """
     if not is_remote(uri):
         yield uri
         return
     with tempfile.TemporaryDirectory(prefix="tbpipe-in-") as tmp:
-        name = gcs.split_gcs(uri)[1].rsplit("/", 1)[-1] or "data"
+        name = uri.split("://", 1)[1].rstrip("/").partition("/")[2].rsplit("/", 1)[-1]
+        name = name or "data"
         target = os.path.join(tmp, name)
         files = list_files(uri)
         if files:

@@ -75,7 +75,7 @@ def step_place(log_root: str, experiment: str, run_name: str, job_name: str, ste
     """``(run, log_dir)`` of a step: its run's name and ``{log_root}/{experiment}/{run}/{step}``.
 
     Args:
-        log_root: The shared TensorBoard root (a folder, ``gs://...``).
+        log_root: The shared TensorBoard root (a folder, ``gs://...``, ``s3://...``).
         experiment: The experiment folder.
         run_name: The run's name; empty: the KFP job's name (see ``resolve_run``).
         job_name: The KFP job's name (KFP's placeholder by default).
@@ -84,8 +84,8 @@ def step_place(log_root: str, experiment: str, run_name: str, job_name: str, ste
 
     """
     if not log_root:
-        raise InputError("log_root is empty: pass the log root every step shares, a folder "
-                         "or gs://BUCKET/PATH")
+        raise InputError("log_root is empty: pass the log root every step shares, a "
+                         "folder, gs://BUCKET/PATH or s3://BUCKET/PATH")
     run = resolve_run(run_name, job_name, output_uri)
     return run, step_log_dir(log_root, experiment, run, step)
 

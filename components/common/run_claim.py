@@ -28,7 +28,7 @@ def claim_run(log_root: str, experiment: str, run: str, owner: str,
     """Claim ``{log_root}/{experiment}/{run}`` for ``owner`` (passes if it holds it already).
 
     Args:
-        log_root: The shared TensorBoard root (a folder or gs://...).
+        log_root: The shared TensorBoard root (a folder, gs://... or s3://...).
         experiment: The experiment folder (validated).
         run: The run's name (validated).
         owner: Who runs it: a KFP job's name, or a local run's id.

@@ -3,7 +3,8 @@
 kfp mounts the pipeline root itself; this adds what the steps reach besides it: local input
 paths (read-only) and output roots (log root, checkpoints) at the same absolute paths, the
 user's uid:gid so files end up owned by the user, the GCS emulator or credentials for
-``gs://``, and GPUs (docker device requests) when asked for and present.
+``gs://``, the ``AWS_*`` credentials and endpoint for ``s3://``, and GPUs (docker device
+requests) when asked for and present.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ PASSED_ENV = ("STORAGE_EMULATOR_HOST", "GOOGLE_CLOUD_PROJECT", "GCLOUD_PROJECT",
               "CLOUDSDK_CORE_PROJECT", "TF_CPP_MIN_LOG_LEVEL")
 ADC_FILE = Path("~/.config/gcloud/application_default_credentials.json")
 CONTAINER_ADC = "/var/run/tbpipe/application_default_credentials.json"
+# boto3's standard environment: credentials, endpoint (MinIO), region. Passed to s3:// runs only.
+AWS_PASSED_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+                  "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION")
 LOOPBACK = ("localhost", "127.0.0.1", "::1")
 
 
@@ -78,6 +82,20 @@ def gcs_settings(uses_gcs: bool) -> tuple[dict[str, str], list, str | None]:
                             type="bind", read_only=True))
         env["GOOGLE_APPLICATION_CREDENTIALS"] = CONTAINER_ADC
     return env, mounts, network
+
+
+def s3_settings(uses_s3: bool) -> tuple[dict[str, str], str | None]:
+    """Environment and network mode that let the steps reach S3 (or MinIO, or moto).
+
+    The ``AWS_*`` variables are passed through from this environment for runs that read or
+    write ``s3://``; an endpoint on the host's loopback needs the host's network.
+    """
+    if not uses_s3:
+        return {}, None
+    env = {name: os.environ[name] for name in AWS_PASSED_ENV if os.environ.get(name)}
+    endpoint = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
+    network = "host" if endpoint and urlsplit(endpoint).hostname in LOOPBACK else None
+    return env, network
 
 
 @functools.cache
@@ -181,6 +199,9 @@ def docker_runner(pipeline_root: str, gpus: str | None = None, inputs: Iterable[
     os.makedirs(pipeline_root, exist_ok=True)
     uses_gcs = any(str(p).startswith("gs://") for p in [*inputs, *outputs])
     env, gcs_mounts, network = gcs_settings(uses_gcs)
+    s3_env, s3_network = s3_settings(any(str(p).startswith("s3://")
+                                         for p in [*inputs, *outputs]))
+    env, network = {**env, **s3_env}, network or s3_network
     options: dict[str, object] = {
         "environment": {**env, "HOME": "/tmp"},  # the host uid may have no home in the image
         "mounts": path_mounts(inputs, outputs, pipeline_root) + gcs_mounts,

@@ -65,8 +65,9 @@ def run_arguments(parameters: dict[str, dict], given: dict[str, str]) -> dict[st
         values = {k: fields[k](v) for k, v in {**defaults, **arguments}.items()}  # 10.0 -> 10
         PipelineParams(**values).validate()
     if "log_root" in parameters and "log_root" not in given:
-        raise InputError("submit needs --param log_root=gs://BUCKET/logs: the log root the "
-                         "cluster's pods and TensorBoard share (the compiled pipeline has none)")
+        raise InputError("submit needs --param log_root=gs://BUCKET/logs (or s3://...): the "
+                         "log root the cluster's pods and TensorBoard share (the compiled "
+                         "pipeline has none)")
     return arguments
 
 

@@ -85,6 +85,44 @@ def test_no_engine_is_one_clear_error(monkeypatch, tmp_path):
     assert "\n" not in str(caught.value)
 
 
+def test_s3_credentials_and_endpoint_pass_through_only_for_s3_runs(monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "key")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9000")
+    monkeypatch.setenv("AWS_REGION", "eu-west-1")
+    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+    monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
+    monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
+    env, network = dr.s3_settings(uses_s3=True)
+    assert env == {"AWS_ACCESS_KEY_ID": "key", "AWS_SECRET_ACCESS_KEY": "secret",
+                   "AWS_ENDPOINT_URL": "http://127.0.0.1:9000", "AWS_REGION": "eu-west-1"}
+    assert network == "host"  # MinIO on the host's loopback
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://minio.minio.svc:9000")
+    assert dr.s3_settings(uses_s3=True)[1] is None
+    assert dr.s3_settings(uses_s3=False) == ({}, None)  # no secrets for runs without s3://
+
+
+def test_runner_passes_aws_settings_for_s3_roots(monkeypatch, tmp_path):
+
+    class Client:
+        images = type("Images", (), {"get": staticmethod(lambda name: name)})()
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(dr, "docker_client", Client)
+    monkeypatch.delenv("STORAGE_EMULATOR_HOST", raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "key")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://localhost:9000")
+    runner = dr.docker_runner(str(tmp_path / "root"), inputs=["s3://bucket/data.csv"],
+                              outputs=["s3://bucket/tb"])
+    args = runner.container_run_args
+    assert args["environment"]["AWS_SECRET_ACCESS_KEY"] == "secret"
+    assert args["environment"]["AWS_ENDPOINT_URL"] == "http://localhost:9000"
+    assert args["network_mode"] == "host" and args["mounts"] == []
+
+
 def test_runner_options(monkeypatch, tmp_path):
 
     class Client:

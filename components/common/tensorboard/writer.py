@@ -1,9 +1,10 @@
 """The writer layer of tbpipe's TensorBoard logging: open, log, sync, close.
 
 ``open_writer(log_dir)`` is the one way steps get a writer. Local folders get a plain
-tensorboardX ``SummaryWriter``; ``gs://`` log dirs get a writer whose events go to a local
-file and are published to GCS (:mod:`tbpipe.components.common.tensorboard.sink`). Either way
-the writer is flushed and closed when the ``with`` block ends, on success and on failure.
+tensorboardX ``SummaryWriter``; remote (``gs://``, ``s3://``) log dirs get a writer whose
+events go to a local file and are published to the object store
+(:mod:`tbpipe.components.common.tensorboard.sink`). Either way the writer is flushed and
+closed when the ``with`` block ends, on success and on failure.
 
 Both hand events to tensorboardX's writer thread through a thread queue, and
 :func:`add_scalars` / :func:`add_histogram` only queue numbers for the writer thread to
@@ -38,7 +39,8 @@ def open_writer(log_dir: str, flush_secs: int = DEFAULT_FLUSH_SECS,
     """Yield a tensorboardX ``SummaryWriter`` for ``log_dir``; always flushed and closed.
 
     Args:
-        log_dir: A local folder or a ``gs://`` URI (``{log_root}/{experiment}/{run}/{step}``).
+        log_dir: A local folder or a ``gs://`` / ``s3://`` URI
+            (``{log_root}/{experiment}/{run}/{step}``).
         flush_secs: How often queued events reach the event file (and, for gs://, storage).
         purge_step: On resume, the first step to keep: TensorBoard drops events logged at
             or after it by the interrupted attempt, so no step is shown twice.

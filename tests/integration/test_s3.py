@@ -1,0 +1,86 @@
+"""s3:// end to end against a real local S3 server (moto): the pipeline, then TensorBoard."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+import pytest
+
+from tbpipe.components.common import storage
+from tests.helpers import TBPIPE, free_port
+
+pytestmark = [pytest.mark.integration, pytest.mark.s3]
+
+
+def http_json(url: str):
+    try:
+        with urllib.request.urlopen(url, timeout=10) as reply:
+            return json.load(reply)
+    except (urllib.error.URLError, OSError):
+        return None
+
+
+def scalar_points(base_url: str, run: str, tag: str) -> list:
+    query = urllib.parse.urlencode({"run": run, "tag": tag})
+    return http_json(f"{base_url}data/plugin/scalars/scalars?{query}") or []
+
+
+@pytest.mark.slow
+def test_pipeline_reads_and_logs_on_s3_and_tensorboard_serves_every_step(s3_server, s3_root,
+                                                                         tmp_path):
+    """``--data s3://.../data.csv --log-root s3://.../tb``, then ``tbpipe tensorboard`` on it."""
+    import numpy as np
+    import pandas as pd
+    from sklearn.datasets import load_digits
+
+    from tbpipe.pipelines.runners.local import run_pipeline
+    from tbpipe.pipelines.training import PipelineParams
+
+    digits = load_digits()
+    table = pd.DataFrame(np.clip(digits.data[:400] * 16, 0, 255).astype(int),
+                         columns=[f"pixel{i}" for i in range(64)])
+    table.insert(0, "label", digits.target[:400])
+    table.to_csv(tmp_path / "data.csv", index=False)
+    data_uri = storage.join(s3_root, "data.csv")
+    storage.upload_file(str(tmp_path / "data.csv"), data_uri)
+    log_root = storage.join(s3_root, "tb")
+    params = PipelineParams(data=data_uri, log_root=log_root, experiment="s3", run_name="r1",
+                            epochs=1, finetune="always", finetune_epochs=1)
+    result = run_pipeline(dataclasses.replace(params), pipeline_root=str(tmp_path / "kfp"))
+    assert result.log_dir == storage.join(log_root, "s3", "r1")
+    assert storage.exists(storage.join(log_root, "s3", "r1", "_run.json"))  # the run claim
+
+    expected = {"train": ("epoch/loss", 1), "finetune": ("epoch/loss", 1),
+                "evaluate": ("eval/accuracy", 1), "evaluate-finetuned": ("eval/accuracy", 1)}
+    port = free_port()
+    base = f"http://127.0.0.1:{port}/"
+    with open(tmp_path / "tb.log", "w") as log:
+        cli = subprocess.Popen([*TBPIPE, "tensorboard", "--log-root", log_root, "--port",
+                                str(port), "--reload-interval", "1"],
+                               stdout=subprocess.PIPE, stderr=log, text=True)
+        try:
+            address, loader = cli.stdout.readline(), cli.stdout.readline()
+            assert base in address and log_root in address, address
+            assert loader.startswith("loader: python") and "s3://" in loader, loader
+            deadline = time.monotonic() + 90
+            tags: dict = {}
+            while time.monotonic() < deadline:
+                tags = http_json(f"{base}data/plugin/scalars/tags") or {}
+                if all(f"s3/r1/{step}" in tags for step in (*expected, "preprocess")):
+                    break
+                time.sleep(1)
+            runs = http_json(f"{base}data/runs") or []
+            for step, (tag, count) in expected.items():
+                assert tag in tags.get(f"s3/r1/{step}", {}), (step, sorted(tags))
+                assert len(scalar_points(base, f"s3/r1/{step}", tag)) == count, step
+            assert tags.get("s3/r1/preprocess"), sorted(tags)
+            assert {f"s3/r1/{s}" for s in (*expected, "preprocess")} <= set(runs), runs
+        finally:
+            cli.terminate()
+            cli.wait(timeout=20)

@@ -75,6 +75,9 @@ def tensorboard_command(log_root: str, host: str, port: int, loader: str,
     """
     if loader not in ("fast", "python"):
         raise InputError(f"loader {loader!r}: use fast or python (choose_loader resolves auto)")
+    if loader == "fast" and is_s3(log_root):
+        raise InputError(f"--loader fast cannot read {log_root}: TensorBoard's data server "
+                         "reads local folders and gs:// only; use --loader python (or auto)")
     load_fast = "true" if loader == "fast" else "false"
     frontend = os.path.join(os.path.dirname(__file__), "tensorboard_frontend.py")
     return [sys.executable, "-P", frontend, f"--load_fast={load_fast}",  # -P: no script dir

@@ -11,6 +11,7 @@ from tbpipe.pipelines.runners.tensorboard import (
     choose_loader,
     data_server_available,
     tensorboard_command,
+    tensorboard_env,
 )
 
 EMULATOR = {"STORAGE_EMULATOR_HOST": "http://127.0.0.1:9023"}
@@ -23,6 +24,8 @@ EMULATOR = {"STORAGE_EMULATOR_HOST": "http://127.0.0.1:9023"}
     ("/logs", EMULATOR, True, "fast"),  # the emulator matters only for gs://
     ("/logs", {}, False, "python"),
     ("gs://bucket/logs", {}, False, "python"),
+    ("s3://bucket/logs", {}, True, "python"),  # the data server reads no s3://
+    ("s3://bucket/logs", {"AWS_ENDPOINT_URL": "http://127.0.0.1:9000"}, True, "python"),
 ])
 def test_loader_is_fast_wherever_it_can_read_the_root(root, environ, fast, expected):
     choice = choose_loader(root, environ, fast_available=fast)
@@ -42,6 +45,19 @@ def test_both_loaders_run_behind_the_tensorflow_free_frontend():
     assert slow[2] == fast[2] and slow[3] == "--load_fast=false"
     assert {"--logdir=gs://b/logs", "--port=7000", "--host=127.0.0.1", "--reload_interval=2",
             "--x=1"} <= set(slow)
+
+
+def test_fast_loader_on_s3_is_one_clear_line():
+    with pytest.raises(InputError, match="--loader fast cannot read s3://b/logs"):
+        tensorboard_command("s3://b/logs", "127.0.0.1", 6006, "fast")
+
+
+def test_s3_endpoint_reaches_tensorboards_s3_reader():
+    env = tensorboard_env({"AWS_ENDPOINT_URL": "http://127.0.0.1:9000", "PATH": "/bin"})
+    assert env["S3_ENDPOINT"] == "http://127.0.0.1:9000" and env["PATH"] == "/bin"
+    mine = tensorboard_env({"AWS_ENDPOINT_URL": "http://a:1", "S3_ENDPOINT": "http://b:2"})
+    assert mine["S3_ENDPOINT"] == "http://b:2"  # one set by the user wins
+    assert "S3_ENDPOINT" not in tensorboard_env({})
 
 
 def test_unknown_loader_is_one_clear_line():

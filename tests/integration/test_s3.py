@@ -50,11 +50,15 @@ def test_pipeline_reads_and_logs_on_s3_and_tensorboard_serves_every_step(s3_serv
     data_uri = storage.join(s3_root, "data.csv")
     storage.upload_file(str(tmp_path / "data.csv"), data_uri)
     log_root = storage.join(s3_root, "tb")
-    params = PipelineParams(data=data_uri, log_root=log_root, experiment="s3", run_name="r1",
-                            epochs=1, finetune="always", finetune_epochs=1)
+    checkpoint_root = storage.join(s3_root, "checkpoints")
+    params = PipelineParams(data=data_uri, log_root=log_root, checkpoint_root=checkpoint_root,
+                            experiment="s3", run_name="r1", epochs=1, finetune="always",
+                            finetune_epochs=1)
     result = run_pipeline(dataclasses.replace(params), pipeline_root=str(tmp_path / "kfp"))
     assert result.log_dir == storage.join(log_root, "s3", "r1")
     assert storage.exists(storage.join(log_root, "s3", "r1", "_run.json"))  # the run claim
+    saved = storage.list_files(storage.join(checkpoint_root, "s3", "r1", "checkpoints"))
+    assert {name.split("/")[0] for name in saved} == {"train", "finetune"}, saved
 
     expected = {"train": ("epoch/loss", 1), "finetune": ("epoch/loss", 1),
                 "evaluate": ("eval/accuracy", 1), "evaluate-finetuned": ("eval/accuracy", 1)}

@@ -113,6 +113,13 @@ def test_run_claims_on_s3(s3_root):
     assert json.loads(storage.read_bytes(marker)) == {"owner": "job-b"}
 
 
+def test_a_bad_bucket_name_is_one_line(s3_server):
+    with pytest.raises(StorageError) as caught:
+        storage.read_bytes("s3://Bad_Bucket!/x")
+    assert "\n" not in str(caught.value) and str(caught.value).startswith(
+        "s3://Bad_Bucket!/x: storage error: ")
+
+
 def test_missing_bucket_and_object_are_one_line(s3_server):
     with pytest.raises(StorageError) as caught:
         storage.list_files("s3://no-such-bucket-tbpipe/logs")
@@ -241,6 +248,13 @@ def test_sink_publishes_segments_read_back_as_events(s3_server, s3_root, tmp_pat
     local = download_tree(uri, tmp_path / "copy")
     assert [s for s, _ in read_scalars(str(local))["loss"]] == list(range(3000))
     assert "weights" in read_tags(str(local))["histograms"]
+
+
+def test_sink_on_a_missing_bucket_fails_at_open(s3_server):
+    with pytest.raises(StorageError) as caught:
+        with open_writer("s3://no-such-bucket-tbpipe/exp/run/train") as writer:
+            writer.add_scalar("loss", 1.0, 0)
+    assert "no-such-bucket-tbpipe" in str(caught.value) and "not found" in str(caught.value)
 
 
 def test_tensorboard_cli_missing_bucket_is_one_line(s3_server):

@@ -163,7 +163,8 @@ def _reason(exc: BaseException) -> str:
 
 
 def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+    """The error's text on one line (botocore's validation errors span several)."""
+    return (" ".join(str(exc).split()) or type(exc).__name__)[:200]
 
 
 def object_exists(uri: str, deadline: float) -> bool:

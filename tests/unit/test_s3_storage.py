@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import socket
 import subprocess
 import threading
 import time
@@ -143,6 +145,61 @@ def test_unreachable_endpoint_is_retried_then_one_line(s3_server):
         s3.reset_s3_client()
     assert str(caught.value).startswith(f"{s3_server.uri('x')}: storage unreachable (")
     assert "retried with backoff" in str(caught.value)
+
+
+class FlakyProxy:
+    """A TCP proxy to the S3 server that drops every connection until ``heal()``."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port, self.healthy = target_port, False
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.dropped = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def heal(self) -> None:
+        self.healthy = True
+
+    def close(self) -> None:
+        self.listener.close()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if not self.healthy:
+                self.dropped += 1
+                client.close()  # the request dies mid-connection, as in an outage
+                continue
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+
+def test_a_short_outage_is_retried_within_the_deadline(s3_server, s3_root):
+    proxy = FlakyProxy(s3_server.port)
+    uri = storage.join(s3_root, "after-outage.txt")
+    s3.reset_s3_client()
+    try:
+        with environment({"AWS_ENDPOINT_URL": f"http://127.0.0.1:{proxy.port}"}):
+            threading.Timer(2.0, proxy.heal).start()
+            storage.write_bytes(uri, b"landed", deadline=30)  # waits the outage out
+            storage.create_bytes(storage.join(s3_root, "claim"), b"once", deadline=30)
+    finally:
+        proxy.close()
+        s3.reset_s3_client()
+    assert proxy.dropped >= 2  # the outage was real: attempts failed before it healed
+    assert storage.read_bytes(uri) == b"landed"
 
 
 def test_no_credentials_is_one_line(s3_server, tmp_path):

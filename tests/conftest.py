@@ -15,6 +15,7 @@ creates a bucket; ``s3_root`` (per test) gives a fresh ``s3://`` prefix.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import signal
@@ -28,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import free_port
+from tests.helpers import environment, free_port
 
 # gcsfs >= 2025 asks the Storage Control gRPC API for the bucket type first, which an emulator
 # does not serve (a 60 s stall per bucket); plain JSON-API gcsfs is what it speaks.
@@ -212,21 +213,6 @@ class S3Server:
         urllib.request.urlopen(request, timeout=10).close()
 
 
-@contextlib.contextmanager
-def environment(values: dict[str, str]) -> Iterator[None]:
-    """Set ``values`` in ``os.environ`` inside the block; restore what was there after it."""
-    saved = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     """A running moto S3 server with a bucket; this process and its children point at it."""
@@ -251,3 +237,32 @@ def s3_root(s3_server: S3Server, request: pytest.FixtureRequest) -> str:
     """A fresh ``s3://`` prefix for one test."""
     name = re.sub(r"[^A-Za-z0-9_-]+", "-", request.node.name)[:60]
     return s3_server.uri(f"{name}-{uuid.uuid4().hex[:8]}")
+
+
+@pytest.fixture(scope="session")
+def s3_auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[S3Server, str, str]]:
+    """A second moto server that authorizes every request (its IAM): ``(server, key, secret)``
+
+    The key's user may use bucket ``tbpipe-allowed`` only; ``tbpipe-denied`` exists too.
+    """
+    pytest.importorskip("moto.server")
+    import boto3
+
+    server = S3Server(tmp_path_factory.mktemp("s3-auth"))
+    server.start()
+    try:
+        for bucket in ("tbpipe-allowed", "tbpipe-denied"):
+            server.create_bucket(bucket)
+        iam = boto3.client("iam", endpoint_url=server.endpoint, region_name="us-east-1",
+                           aws_access_key_id="testing", aws_secret_access_key="testing")
+        iam.create_user(UserName="step")
+        policy = {"Version": "2012-10-17", "Statement": [{
+            "Effect": "Allow", "Action": "s3:*",
+            "Resource": ["arn:aws:s3:::tbpipe-allowed", "arn:aws:s3:::tbpipe-allowed/*"]}]}
+        iam.put_user_policy(UserName="step", PolicyName="one-bucket",
+                            PolicyDocument=json.dumps(policy))
+        key = iam.create_access_key(UserName="step")["AccessKey"]
+        server.enable_auth()
+        yield server, key["AccessKeyId"], key["SecretAccessKey"]
+    finally:
+        server.stop()

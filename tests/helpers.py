@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import socket
 import sys
 import urllib.request
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -74,3 +77,18 @@ def get_json(url: str, timeout: float = 10) -> object:
     """GET ``url`` and parse the JSON reply."""
     with urllib.request.urlopen(url, timeout=timeout) as reply:
         return json.loads(reply.read())
+
+
+@contextlib.contextmanager
+def environment(values: dict[str, str]) -> Iterator[None]:
+    """Set ``values`` in ``os.environ`` inside the block; restore what was there after it."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

@@ -20,8 +20,7 @@ from tbpipe.components.common.run_claim import claim_run
 from tbpipe.components.common.storage import s3
 from tbpipe.components.common.tensorboard.segments import complete_length
 from tbpipe.components.common.tensorboard.writer import open_writer
-from tests.conftest import S3Server, environment
-from tests.helpers import TBPIPE, free_port, read_scalars, read_tags
+from tests.helpers import TBPIPE, environment, free_port, read_scalars, read_tags
 
 pytestmark = pytest.mark.s3
 
@@ -220,34 +219,8 @@ def test_no_credentials_is_one_line(s3_server, tmp_path):
                                  "or role)")
 
 
-@pytest.fixture(scope="module")
-def auth_server(tmp_path_factory):
-    """A moto server of its own that checks every request: a user may use one bucket only."""
-    pytest.importorskip("moto.server")
-    import boto3
-
-    server = S3Server(tmp_path_factory.mktemp("s3-auth"))
-    server.start()
-    try:
-        for bucket in ("tbpipe-allowed", "tbpipe-denied"):
-            server.create_bucket(bucket)
-        iam = boto3.client("iam", endpoint_url=server.endpoint, region_name="us-east-1",
-                           aws_access_key_id="testing", aws_secret_access_key="testing")
-        iam.create_user(UserName="step")
-        policy = {"Version": "2012-10-17", "Statement": [{
-            "Effect": "Allow", "Action": "s3:*",
-            "Resource": ["arn:aws:s3:::tbpipe-allowed", "arn:aws:s3:::tbpipe-allowed/*"]}]}
-        iam.put_user_policy(UserName="step", PolicyName="one-bucket",
-                            PolicyDocument=json.dumps(policy))
-        key = iam.create_access_key(UserName="step")["AccessKey"]
-        server.enable_auth()
-        yield server, key["AccessKeyId"], key["SecretAccessKey"]
-    finally:
-        server.stop()
-
-
-def test_denied_requests_are_one_line(s3_server, auth_server):
-    server, key_id, secret = auth_server
+def test_denied_requests_are_one_line(s3_server, s3_auth_server):
+    server, key_id, secret = s3_auth_server
     s3.reset_s3_client()
     try:
         with environment(server.env(key_id, secret)):

@@ -26,9 +26,11 @@ _BASELINE_HINT = ("the baseline must take the same images and predict the same c
 
 def decide(new_scores: dict[str, float], baseline_scores: dict[str, float] | None,
            baseline_uri: str, config: PromoteConfig) -> PromotionDecision:
-    """The rule: promote when forced, when there is no baseline, or when the new model beats
-    the baseline on ``config.promotion_metric`` by more than 0 and at least
-    ``config.min_improvement``; else keep the baseline.
+    """Promote or keep the baseline: the one rule.
+
+    Promote when forced, when there is no baseline, or when the new model beats the baseline
+    on ``config.promotion_metric`` by more than 0 and at least ``config.min_improvement``;
+    else keep the baseline.
     """
     metric = config.promotion_metric
     args = dict(metric=metric, new_scores=dict(new_scores),
@@ -45,8 +47,9 @@ def decide(new_scores: dict[str, float], baseline_scores: dict[str, float] | Non
     if beats:
         return PromotionDecision(True, f"beats the baseline by {gain:+.4f} >= "
                                        f"{config.min_improvement:g}", **args)
-    return PromotionDecision(False, f"improvement {gain:+.4f} is not above 0 and at least "
-                                    f"{config.min_improvement:g}", **args)
+    need = (f"below the required {config.min_improvement:g}" if gain > 0
+            else "not above 0")
+    return PromotionDecision(False, f"improvement {gain:+.4f} is {need}", **args)
 
 
 def promote_model(model_uri: str, test_uri: str, promote_to: str, baseline_uri: str,

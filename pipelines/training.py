@@ -115,6 +115,11 @@ class PipelineParams:
         if self.finetune not in FINETUNE_MODES:
             raise SettingError("--finetune", self.finetune,
                                f"must be one of {', '.join(FINETUNE_MODES)}")
+        for needs_target in ("baseline_model", "force_promote"):
+            if getattr(self, needs_target) and not self.promote_to:
+                flag = "--" + needs_target.replace("_", "-")
+                raise SettingError(flag, getattr(self, needs_target),
+                                   "needs --promote-to (the folder the winner is copied to)")
         validate_name("experiment", self.experiment)
         if self.run_name:
             validate_name("run", self.run_name)

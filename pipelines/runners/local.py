@@ -89,6 +89,13 @@ def check_sources(params: PipelineParams) -> None:
         if not is_remote(uri):
             check_regular(f"{flag} {uri}", uri)
     check_model_exists(params.model)
+    if params.baseline_model and not exists(params.baseline_model):
+        raise InputError(f"--baseline-model {params.baseline_model}: no such file, folder or "
+                         "object; pass a tbpipe Model folder or a .keras file")
+    if params.promote_to:
+        from tbpipe.components.promotion.publish import check_target
+
+        check_target(params.promote_to)
 
 
 def claim_local_run(params: PipelineParams) -> str:

@@ -102,9 +102,25 @@ def test_unknown_metric_and_bad_improvement_are_one_line():
         PromoteConfig(promotion_metric="auc")
     with pytest.raises(SettingError, match="min_improvement"):
         PromoteConfig(min_improvement=1.5)
+
+
+@pytest.mark.parametrize("argv, line", [
+    (["--promotion-metric", "auc", "--promote-to", "p"],
+     "--promotion-metric='auc': must be one of accuracy, macro_f1"),
+    (["--baseline-model", "b"], "--baseline-model='b': needs --promote-to"),
+    (["--force-promote"], "--force-promote=True: needs --promote-to"),
+    (["--promote-to", "p", "--baseline-model", "nope"], "--baseline-model nope: no such file"),
+    (["--promote-to", "p.keras"], "p.keras: promote to a folder"),
+])
+def test_run_refuses_bad_promotion_flags_before_it_starts(argv, line, tmp_path, monkeypatch,
+                                                           capsys):
     from tbpipe.pipelines.cli.main import main
 
-    assert main(["run", "--promotion-metric", "auc", "--promote-to", "/tmp/x"]) == 1
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", *argv]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"tbpipe: error: {line}") and err.count("\n") == 1, err
+    assert os.listdir(tmp_path) == []  # nothing started
 
 
 def test_first_promotes_then_a_worse_model_keeps_the_baseline(world, tmp_path):

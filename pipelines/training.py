@@ -1,5 +1,7 @@
 """tbpipe's training pipeline: preprocess -> train -> evaluate -> [finetune -> evaluate] -> select.
 
+Then, with ``promote_to``, promote: the selected model goes to production only if it wins.
+
 Wiring only: every step's logic lives in ``tbpipe.components``, where each placement comes
 from :mod:`tbpipe.pipelines.placement`. :class:`PipelineParams` is the one table of the
 pipeline's run-time parameters: the CLI flags, the pipeline's signature and the run options
@@ -22,13 +24,15 @@ from tbpipe.components.common.naming import validate_name
 from tbpipe.components.evaluation.config import EvaluateConfig
 from tbpipe.components.finetuning.config import FinetuneConfig
 from tbpipe.components.preprocessing.config import PreprocessConfig
+from tbpipe.components.promotion.config import PROMOTION_METRICS, PromoteConfig
 from tbpipe.components.selection.core import FINETUNE_MODES
 from tbpipe.components.training.config import PRECISIONS, TrainConfig
 from tbpipe.pipelines.placement import CompileOptions, configure_task
 
 PIPELINE_NAME = "tbpipe-training"
 #: Allowed values of the parameters that have a fixed set (``--help`` lists them).
-PARAM_CHOICES = MappingProxyType({"finetune": FINETUNE_MODES, "precision": PRECISIONS})
+PARAM_CHOICES = MappingProxyType({"finetune": FINETUNE_MODES, "precision": PRECISIONS,
+                                  "promotion_metric": PROMOTION_METRICS})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +46,9 @@ class PipelineParams:
     for its job (``tbpipe.components.common.run_claim``). ``model``: the train step's
     starting model (docs/models.md); ``model_source``: the text of its ``file.py`` when it is
     ``file.py:function`` (no flag: :meth:`with_model_source` reads it where tbpipe runs).
+    ``promote_to``: the production folder the run's model is copied to only if it beats
+    ``baseline_model`` (empty: what ``promote_to`` holds) by ``min_improvement`` on
+    ``promotion_metric`` (or ``force_promote``); empty: no promote step.
     """
 
     data: str = "builtin:digits"
@@ -68,6 +75,11 @@ class PipelineParams:
     channels: int = PreprocessConfig.channels
     model: str = TrainConfig.model_spec
     model_source: str = ""
+    baseline_model: str = ""
+    promote_to: str = ""
+    min_improvement: float = PromoteConfig.min_improvement
+    promotion_metric: str = PromoteConfig.promotion_metric
+    force_promote: bool = PromoteConfig.force_promote
 
     def validate(self) -> "PipelineParams":
         """Check every parameter before anything runs, by building each step's config.
@@ -89,6 +101,9 @@ class PipelineParams:
                               "precision": "precision"}),
             (EvaluateConfig, {"accuracy_target": "accuracy_target",
                               "tensorboard_url": "tensorboard_url"}),
+            (PromoteConfig, {"promotion_metric": "promotion_metric",
+                             "min_improvement": "min_improvement",
+                             "force_promote": "force_promote"}),
         )
         for config, fields in steps:
             try:
@@ -100,6 +115,11 @@ class PipelineParams:
         if self.finetune not in FINETUNE_MODES:
             raise SettingError("--finetune", self.finetune,
                                f"must be one of {', '.join(FINETUNE_MODES)}")
+        for needs_target in ("baseline_model", "force_promote"):
+            if getattr(self, needs_target) and not self.promote_to:
+                flag = "--" + needs_target.replace("_", "-")
+                raise SettingError(flag, getattr(self, needs_target),
+                                   "needs --promote-to (the folder the winner is copied to)")
         validate_name("experiment", self.experiment)
         if self.run_name:
             validate_name("run", self.run_name)
@@ -151,8 +171,15 @@ def build_training_pipeline(options: CompileOptions | None = None):  # noqa: ANN
         resume: bool = defaults.resume, image_size: str = defaults.image_size,
         channels: int = defaults.channels, model: str = defaults.model,
         model_source: str = defaults.model_source,
+        baseline_model: str = defaults.baseline_model, promote_to: str = defaults.promote_to,
+        min_improvement: float = defaults.min_improvement,
+        promotion_metric: str = defaults.promotion_metric,
+        force_promote: bool = defaults.force_promote,
     ) -> str:
         where = dict(log_root=log_root, experiment=experiment, run_name=run_name, resume=resume)
+        # select-model writes the run's _summary.json (tbpipe runs)
+        summary_at = dict(log_root=log_root, experiment=experiment, run_name=run_name,
+                          tensorboard_url=tensorboard_url)
         prep = step(components.preprocess(data=data, val_fraction=val_fraction,
                                           test_fraction=test_fraction, seed=seed,
                                           image_size=image_size, channels=channels, **where),
@@ -185,7 +212,7 @@ def build_training_pipeline(options: CompileOptions | None = None):  # noqa: ANN
                 trained_model=trained.outputs["model"],
                 trained_accuracy=scored.outputs["accuracy"],
                 finetuned_model=tuned.outputs["finetuned_model"],
-                finetuned_accuracy=rescored.outputs["accuracy"]), "select-model")
+                finetuned_accuracy=rescored.outputs["accuracy"], **summary_at), "select-model")
 
         with dsl.If(decision.output == "same-data", name="finetune-same-data"):
             same = finetune_and_select(prep.outputs["train_data"], prep.outputs["val_data"])
@@ -198,9 +225,19 @@ def build_training_pipeline(options: CompileOptions | None = None):  # noqa: ANN
                                         other_prep.outputs["val_data"])
         with dsl.Else(name="keep-trained-model"):
             kept = step(components.select_model(trained_model=trained.outputs["model"],
-                                                trained_accuracy=scored.outputs["accuracy"]),
+                                                trained_accuracy=scored.outputs["accuracy"],
+                                                **summary_at),
                         "select-model")
-        return dsl.OneOf(same.outputs["Output"], other.outputs["Output"], kept.outputs["Output"])
+        selected = dsl.OneOf(same.outputs["Output"], other.outputs["Output"],
+                             kept.outputs["Output"])
+        with dsl.If(promote_to != "", name="promote-if-set"):  # skipped: costs nothing
+            step(components.promote(
+                selection=selected, test_data=prep.outputs["test_data"], promote_to=promote_to,
+                baseline_model=baseline_model, min_improvement=min_improvement,
+                promotion_metric=promotion_metric, force_promote=force_promote,
+                tensorboard_url=tensorboard_url, **where),
+                 "promote").set_caching_options(False)  # production may have changed since
+        return selected
 
     return training_pipeline
 

@@ -40,10 +40,7 @@ def evaluate_model(model_uri: str, test_uri: str, report_uri: str, log_dir: str,
     """
     with storage.local_input(test_uri) as local_test:
         model, model_info = load_model_folder(model_uri, compile=False)
-        check_fits(model, local_test, test_uri)
-        confusion, loss_sum, pr_hist = _predict_totals(model, local_test, config.batch_size)
-        names = class_names_for(local_test, model_info)
-    result = summarize(confusion, loss_sum, config.accuracy_target, names)
+        result, pr_hist = score_model(model, model_info, local_test, test_uri, config)
     with open_writer(log_dir) as writer:
         log_evaluation(writer, result, pr_hist)
     report = render_report(result, model_uri, test_uri, model_info, config)
@@ -51,6 +48,22 @@ def evaluate_model(model_uri: str, test_uri: str, report_uri: str, log_dir: str,
     print(f"evaluate: loss {result.loss:.4f}, accuracy {result.accuracy:.4f} "
           f"(target {config.accuracy_target:.4f}: {'met' if result.meets_target else 'missed'})")
     return result
+
+
+def score_model(model, model_info: dict, local_test: str, test_uri: str,
+                config: EvaluateConfig) -> tuple[EvaluateResult, np.ndarray]:
+    """Score a loaded model on a local test Dataset: the result and its PR histograms.
+
+    The one scoring of tbpipe (evaluate, and promote for the baseline and the new model).
+
+    Raises:
+        InputError: the model does not take the test images or predict its classes.
+
+    """
+    check_fits(model, local_test, test_uri)
+    confusion, loss_sum, pr_hist = _predict_totals(model, local_test, config.batch_size)
+    names = class_names_for(local_test, model_info)
+    return summarize(confusion, loss_sum, config.accuracy_target, names), pr_hist
 
 
 def check_fits(model, local_test: str, test_uri: str) -> None:

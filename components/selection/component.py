@@ -18,8 +18,17 @@ def decide_finetune(mode: str, meets_target: bool, finetune_data: str) -> str:
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def select_model(trained_model: Input[Model], trained_accuracy: float, best_model: Output[Model],
-                 finetuned_model: Input[Model] = None, finetuned_accuracy: float = -1.0) -> str:
-    """Copy the most accurate model evaluation saw to ``best_model``; return a JSON summary."""
+                 finetuned_model: Input[Model] = None, finetuned_accuracy: float = -1.0,
+                 log_root: str = "", experiment: str = "default", run_name: str = "",
+                 job_name: str = dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+                 tensorboard_url: str = "http://127.0.0.1:6006") -> str:
+    """Copy the most accurate model evaluation saw to ``best_model``; return a JSON summary.
+
+    With ``log_root``, the summary also goes to the run's ``_summary.json`` (``tbpipe runs``).
+    """
+    from tbpipe.components.common.errors import exit_on_error
+    from tbpipe.components.common.naming import resolve_run
+    from tbpipe.components.common.run_summary import write_run_summary
     from tbpipe.components.selection.core import choose_model, summary_json
 
     summary = choose_model(trained_model.path, trained_accuracy, best_model.path,
@@ -27,5 +36,10 @@ def select_model(trained_model: Input[Model], trained_accuracy: float, best_mode
     best_model.metadata.update({"source": summary["final_model"],
                                 "accuracy": summary["final_accuracy"]})
     summary["model_uri"] = best_model.uri
+    if log_root:
+        with exit_on_error("select-model"):
+            write_run_summary(log_root, experiment, resolve_run(run_name, job_name,
+                                                                best_model.uri),
+                              summary, tensorboard_url)
     print(f"final model: {summary['final_model']} (test accuracy {summary['final_accuracy']:.4f})")
     return summary_json(summary)

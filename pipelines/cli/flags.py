@@ -29,6 +29,12 @@ PARAM_HELP = {
     "run_name": "default: run-YYYYmmdd-HHMMSS",
     "model": "the model to train: builtin:cnn (default), path/to/file.py:function, "
              "package.module:function, a .keras file or a Model folder (docs/models.md)",
+    "promote_to": "production folder (local or gs://): the run's model is copied there only "
+                  "if it beats the baseline; default: no promotion",
+    "baseline_model": "the model to beat (Model folder or .keras); default: what "
+                      "--promote-to holds",
+    "min_improvement": "how much the new model must beat the baseline by (default: 0)",
+    "force_promote": "promote whatever the scores (the decision says so)",
 }
 #: Parameters with no flag: tbpipe sets them (``model_source``: --model's file, read here).
 NO_FLAG = ("model_source",)

@@ -1,4 +1,4 @@
-"""``tbpipe``: compile | run | submit | tensorboard | build-images | predict.
+"""``tbpipe``: compile | run | submit | tensorboard | runs | build-images | predict.
 
 Each sub-command is a module of this package with ``register(subparsers)``; the pipeline's
 parameters are declared once (``PipelineParams``) and turned into flags by
@@ -12,9 +12,9 @@ import sys
 
 from tbpipe.components._image import package_version
 from tbpipe.components.common.errors import TbpipeError
-from tbpipe.pipelines.cli import build_images, compile, predict, run, submit, tensorboard
+from tbpipe.pipelines.cli import build_images, compile, predict, run, runs, submit, tensorboard
 
-COMMANDS = (compile, run, submit, tensorboard, build_images, predict)
+COMMANDS = (compile, run, submit, tensorboard, runs, build_images, predict)
 
 
 class Parser(argparse.ArgumentParser):

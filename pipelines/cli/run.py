@@ -46,6 +46,8 @@ def print_result(result: LocalRunResult) -> None:
         if name in summary["accuracy"]:
             print(f"test accuracy {summary['accuracy'][name]:.4f} ({name} model)")
     print(f"final model: {summary['final_model']} -> {summary['model_uri']}")
+    if summary.get("promotion"):  # "promoted: new accuracy 0.9 vs baseline 0.8 (...)"
+        print(f"{summary['promotion']['line']} -> {params.promote_to}")
     print(f"artifacts and metrics: {result.job_dir}")
     for report in sorted(glob.glob(os.path.join(result.job_dir, "*", "report"))):
         print(f"evaluation report: {report}")

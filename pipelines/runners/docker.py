@@ -34,9 +34,14 @@ def docker_paths(params) -> dict[str, tuple[str, ...]]:  # noqa: ANN001 - Pipeli
     """Return the ``inputs``/``outputs`` options of :func:`docker_runner` for ``params``."""
     from tbpipe.components.training.user_model import local_start_path
 
-    inputs = (params.data, params.finetune_data, local_start_path(params.model))
+    inputs = (params.data, params.finetune_data, local_start_path(params.model),
+              params.baseline_model)
+    # promote swaps the production folder with siblings: its parent is mounted
+    production = os.path.dirname(os.path.abspath(params.promote_to)) if is_local_path(
+        params.promote_to) else ""
     return {"inputs": tuple(path for path in inputs if path),
-            "outputs": (params.log_root, params.checkpoint_root)}
+            "outputs": tuple(p for p in (params.log_root, params.checkpoint_root, production)
+                             if p)}
 
 
 def is_local_path(path: str) -> bool:

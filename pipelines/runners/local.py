@@ -89,6 +89,13 @@ def check_sources(params: PipelineParams) -> None:
         if not is_remote(uri):
             check_regular(f"{flag} {uri}", uri)
     check_model_exists(params.model)
+    if params.baseline_model and not exists(params.baseline_model):
+        raise InputError(f"--baseline-model {params.baseline_model}: no such file, folder or "
+                         "object; pass a tbpipe Model folder or a .keras file")
+    if params.promote_to:
+        from tbpipe.components.promotion.publish import check_target
+
+        check_target(params.promote_to)
 
 
 def claim_local_run(params: PipelineParams) -> str:
@@ -122,7 +129,10 @@ def run_pipeline(params: PipelineParams, pipeline_root: str = DEFAULT_PIPELINE_R
     params = dataclasses.replace(
         params.with_model_source(), model=local_start_path(params.model) or params.model,
         run_name=params.run_name or default_run_name(),
-        log_root=params.log_root or os.path.abspath(DEFAULT_LOG_ROOT)).validate()
+        log_root=params.log_root or os.path.abspath(DEFAULT_LOG_ROOT),
+        **{name: os.path.abspath(getattr(params, name))  # steps may run in another folder
+           for name in ("promote_to", "baseline_model")
+           if getattr(params, name) and "://" not in getattr(params, name)}).validate()
     pipeline_root = os.path.abspath(pipeline_root)
     claim_local_run(params)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -150,6 +160,11 @@ def run_pipeline(params: PipelineParams, pipeline_root: str = DEFAULT_PIPELINE_R
         raise TbpipeError(f"the pipeline failed: {str(exc).splitlines()[0]} "
                           "(the failing step's own error is printed above)") from exc
     summary = json.loads(task.output)
+    if params.promote_to:  # promote's decision: kfp.local returns select-model's output only
+        from tbpipe.components.common.run_summary import read_run_summary
+
+        written = read_run_summary(params.log_root, params.experiment, params.run_name) or {}
+        summary["promotion"] = written.get("promotion")
     run_dir = os.path.dirname(step_log_dir(params.log_root, params.experiment, params.run_name,
                                            "train"))
     job_dir = os.path.dirname(os.path.dirname(summary["model_uri"]))

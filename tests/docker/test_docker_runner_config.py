@@ -36,6 +36,9 @@ def test_mounts_inputs_read_only_outputs_created_same_paths(tmp_path):
 def test_docker_paths_name_what_a_run_reads_and_writes():
     params = PipelineParams(data="/d", finetune_data="/f", log_root="/l", checkpoint_root="/c")
     assert dr.docker_paths(params) == {"inputs": ("/d", "/f"), "outputs": ("/l", "/c")}
+    promoting = PipelineParams(log_root="/l", promote_to="/p/prod", baseline_model="/b.keras")
+    assert dr.docker_paths(promoting) == {  # promote swaps the folder with siblings in /p
+        "inputs": ("builtin:digits", "/b.keras"), "outputs": ("/l", "/p")}
 
 
 def test_emulator_on_loopback_uses_host_network(monkeypatch):

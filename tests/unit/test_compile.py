@@ -118,10 +118,12 @@ def test_component_defaults_are_the_configs_defaults():
     from tbpipe.components.evaluation.config import EvaluateConfig
     from tbpipe.components.finetuning.config import FinetuneConfig
     from tbpipe.components.preprocessing.config import PreprocessConfig
+    from tbpipe.components.promotion.config import PromoteConfig
     from tbpipe.components.training.config import TrainConfig
 
     pairs = [(components.preprocess, PreprocessConfig), (components.train, TrainConfig),
-             (components.finetune, FinetuneConfig), (components.evaluate, EvaluateConfig)]
+             (components.finetune, FinetuneConfig), (components.evaluate, EvaluateConfig),
+             (components.promote, PromoteConfig)]
     for component, config in pairs:
         inputs = component.component_spec.inputs
         fields = {f.name: f.default for f in dataclasses.fields(config)}
@@ -139,3 +141,21 @@ def test_the_pipeline_passes_model_and_model_source_to_train(compiled):
     train = names(spec, spec["root"]["dag"])["train"][1]["inputs"]["parameters"]
     assert train["model_spec"] == {"componentInputParameter": "model"}
     assert train["model_source"] == {"componentInputParameter": "model_source"}
+
+
+def test_promote_runs_only_with_promote_to_after_select_and_uncached(compiled):
+    spec = compiled[2]
+    top = names(spec, spec["root"]["dag"])
+    (_, gate), = [v for n, v in top.items() if n == "promote-if-set"]
+    assert gate["triggerPolicy"]["condition"] == \
+        "inputs.parameter_values['pipelinechannel--promote_to'] != ''"
+    (branches_key, _), = [v for n, v in top.items() if n.startswith("condition-branches")]
+    assert branches_key in gate["dependentTasks"]  # after select-model, whichever branch ran
+    (_, promote), = names(spec, sub_dag(spec, gate)).values()
+    assert promote["cachingOptions"] == {}  # never reused: production may have changed
+    inputs = promote["inputs"]
+    assert inputs["artifacts"]["test_data"] == {
+        "componentInputArtifact": "pipelinechannel--preprocess-test_data"}
+    assert "oneof" in inputs["parameters"]["selection"]["componentInputParameter"]
+    output = spec["root"]["dag"]["outputs"]["parameters"]["Output"]["valueFromParameter"]
+    assert output["producerSubtask"] == branches_key  # the run's output: select-model's

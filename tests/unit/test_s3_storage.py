@@ -47,6 +47,14 @@ def test_bytes_round_trip_and_listing(s3_root):
     assert storage.read_bytes(storage.join(s3_root, "a/one.txt")) == b"uno"
 
 
+def test_remove_deletes_an_object_and_its_prefix(s3_root):
+    for rel in ("model/a.bin", "model/sub/b.bin", "model.bak/c.bin"):
+        storage.write_bytes(storage.join(s3_root, rel), rel.encode())
+    storage.remove(storage.join(s3_root, "model"))
+    assert storage.list_files(s3_root) == ["model.bak/c.bin"]  # a sibling prefix stays
+    storage.remove(storage.join(s3_root, "model"))  # nothing there: no error
+
+
 @pytest.mark.slow  # a thousand PUTs: S3 answers at most 1000 keys a page
 def test_listing_pages_past_a_thousand_objects(s3_server, s3_root):
     bucket, prefix = s3.split_s3(s3_root)

@@ -212,3 +212,19 @@ def atomic_dir(path: str) -> Iterator[str]:
                 os.replace(old, final)
         raise StorageError.from_os_error(path, exc) from exc
     shutil.rmtree(old, ignore_errors=True)
+
+
+def remove(uri: str, deadline: float | None = None) -> None:
+    """Delete a file or a folder (remote: an object and every object under its prefix).
+
+    Nothing there is no error; a failure is one StorageError line naming ``uri``.
+    """
+    if is_remote(uri):
+        _store(uri).delete_objects(uri, _deadline(deadline))
+        return
+    path = Path(uri)
+    with os_errors(uri, "cannot remove"):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()

@@ -159,3 +159,13 @@ def download_object(uri: str, local_path: str, deadline: float) -> None:
     """Download the object ``uri`` to the local file ``local_path``."""
     with gcs_errors(uri):
         blob(uri).download_to_filename(local_path, **call_options(deadline))
+
+
+def delete_objects(uri: str, deadline: float) -> None:
+    """Delete the object ``uri`` and every object under the prefix ``uri/`` (none: no-op)."""
+    from google.api_core import exceptions as gexc
+
+    names = [uri] + [f"{uri.rstrip('/')}/{rel}" for rel in list_objects(uri, deadline)]
+    for name in names:
+        with gcs_errors(name), contextlib.suppress(gexc.NotFound):
+            blob(name).delete(**call_options(deadline))

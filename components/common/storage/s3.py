@@ -254,6 +254,17 @@ def list_objects(uri: str, deadline: float, max_results: int | None = None) -> l
     return sorted(names)[:max_results] if max_results is not None else sorted(names)
 
 
+def delete_objects(uri: str, deadline: float) -> None:
+    """Delete the object ``uri`` and every object under the prefix ``uri/`` (none: no-op)."""
+    bucket, key = split_s3(uri)
+    keys = [key] + [f"{key.rstrip('/')}/{rel}" for rel in list_objects(uri, deadline)]
+    for start in range(0, len(keys), 1000):  # DeleteObjects takes up to 1000 keys
+        batch = [{"Key": k} for k in keys[start:start + 1000]]
+        with s3_errors(uri):  # a missing key is no error for DeleteObjects
+            _retried(lambda batch=batch: _client(deadline).delete_objects(
+                Bucket=bucket, Delete={"Objects": batch, "Quiet": True}), deadline)
+
+
 def upload_object(local_path: str, uri: str, deadline: float) -> None:
     """Upload the local file ``local_path`` as the object ``uri`` (retried like writes)."""
     bucket, key = split_s3(uri)

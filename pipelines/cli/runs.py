@@ -1,0 +1,66 @@
+"""``tbpipe runs``: the runs under a log root, newest first, from their ``_summary.json``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+from tbpipe.components.common.run_summary import list_runs
+from tbpipe.pipelines.runners.local import DEFAULT_LOG_ROOT
+
+OUTPUTS = ("table", "json")
+COLUMNS = ("experiment", "run", "started", "steps", "test accuracy", "fine-tuned", "promoted",
+           "TensorBoard")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``runs``."""
+    cmd = subparsers.add_parser("runs", help="list the runs under a log root, newest first")
+    cmd.add_argument("--log-root", default=DEFAULT_LOG_ROOT,
+                     help="local folder or gs://bucket/prefix (default: %(default)s)")
+    cmd.add_argument("--output", choices=OUTPUTS, default=OUTPUTS[0],
+                     help="table (default) or json: one JSON object on stdout, nothing else")
+    cmd.set_defaults(handler=show_runs)
+
+
+def show_runs(args: argparse.Namespace) -> int:
+    """Print the runs as a table or as one JSON object ``{"log_root": ..., "runs": [...]}``."""
+    runs = list_runs(args.log_root)
+    if args.output == "json":
+        print(json.dumps({"log_root": args.log_root, "runs": runs}, sort_keys=True))
+        return 0
+    if not runs:
+        print(f"no runs under {args.log_root}")
+        return 0
+    print(format_table([table_row(run) for run in runs]))
+    return 0
+
+
+def table_row(run: dict) -> tuple[str, ...]:
+    """One run as the table's cells (COLUMNS); ``-`` where it does not say."""
+    started = run.get("started")
+    accuracy = run.get("test_accuracy")
+    promotion = run.get("promotion")
+    if run.get("status") == "unfinished":
+        promoted = "unfinished"
+    elif promotion:
+        promoted = "yes" if promotion.get("promoted") else "no (kept baseline)"
+    else:
+        promoted = "-"
+    return (
+        run.get("experiment", "-"), run.get("run", "-"),
+        time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(started)) if started else "-",
+        str(len(run.get("steps") or ())),
+        f"{accuracy:.4f}" if isinstance(accuracy, int | float) else "-",
+        {True: "yes", False: "no"}.get(run.get("finetuned"), "-"),
+        promoted, run.get("tensorboard_url") or "-",
+    )
+
+
+def format_table(rows: list[tuple[str, ...]]) -> str:
+    """COLUMNS and ``rows`` as left-aligned text columns (started is UTC)."""
+    widths = [max(len(cell) for cell in column) for column in zip(COLUMNS, *rows, strict=True)]
+    lines = [COLUMNS, *rows]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True))
+                     .rstrip() for line in lines)

@@ -16,7 +16,7 @@ import itertools
 import random
 from collections.abc import Sequence
 
-from tbpipe.components.common.errors import SettingError
+from tbpipe.components.common.errors import InputError, SettingError
 from tbpipe.components.common.naming import trial_name
 
 #: The train step's parameters a sweep may vary (PipelineParams names, as ``--sweep`` takes).
@@ -71,6 +71,8 @@ class Sweep:
                     TrainConfig(**{TRAIN_ARGUMENT.get(key, key): value})
                 except SettingError as exc:
                     raise SettingError(flag, value, exc.rule) from None
+                except InputError as exc:  # a model spec's line names --model: name --sweep
+                    raise SettingError(flag, value, str(exc).partition(": ")[2]) from None
         if isinstance(self.samples, bool) or not isinstance(self.samples, int) \
                 or self.samples < 0:
             raise SettingError("--sweep-samples", self.samples, "must be a positive integer")

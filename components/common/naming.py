@@ -13,6 +13,7 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 STEPS = ("preprocess", "train", "evaluate", "finetune", "evaluate-finetuned",
          "preprocess-finetune-data")
 _TRIAL = re.compile(r"^trial-[0-9]{2,}$")
+_LOOP_ITERATION = re.compile(r"^for-loop-[0-9]+-iteration-[0-9]+$")  # kfp.local's loop folders
 
 
 def validate_name(kind: str, value: str) -> str:
@@ -80,12 +81,16 @@ def job_of(job_name: str, output_uri: str) -> str:
     """The KFP job a step runs in; empty when nothing says.
 
     ``job_name`` once KFP filled the placeholder in, else the job's folder in the pipeline
-    root (``.../{job}/{task}/{output}``, from ``output_uri``).
+    root (``.../{job}/{task}/{output}``, from ``output_uri``); kfp.local puts a
+    ``dsl.ParallelFor``'s tasks one folder down per loop
+    (``.../{job}/for-loop-2-iteration-0/{task}/{output}``).
     """
     if job_name and not job_name.startswith("{{"):
         return job_name
-    parts = [p for p in output_uri.rstrip("/").split("/") if p]
-    return parts[-3] if len(parts) >= 3 else ""
+    parts = [p for p in output_uri.rstrip("/").split("/") if p][:-2]
+    while parts and _LOOP_ITERATION.match(parts[-1]):
+        parts.pop()
+    return parts[-1] if parts else ""
 
 
 def step_place(log_root: str, experiment: str, run_name: str, job_name: str, step: str,

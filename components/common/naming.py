@@ -81,16 +81,19 @@ def job_of(job_name: str, output_uri: str) -> str:
     """The KFP job a step runs in; empty when nothing says.
 
     ``job_name`` once KFP filled the placeholder in, else the job's folder in the pipeline
-    root (``.../{job}/{task}/{output}``, from ``output_uri``); kfp.local puts a
-    ``dsl.ParallelFor``'s tasks one folder down per loop
-    (``.../{job}/for-loop-2-iteration-0/{task}/{output}``).
+    root (``.../{job}/{task}/{output}``, from ``output_uri``). Inside a ``dsl.ParallelFor``
+    kfp.local names the job ``{job}/for-loop-2-iteration-0`` and puts the task's folder
+    one level down (``.../{job}/for-loop-2-iteration-0/{task}/{output}``): the job is
+    ``{job}`` all the same, so every trial of a sweep continues its run.
     """
-    if job_name and not job_name.startswith("{{"):
-        return job_name
-    parts = [p for p in output_uri.rstrip("/").split("/") if p][:-2]
-    while parts and _LOOP_ITERATION.match(parts[-1]):
+    filled = bool(job_name) and not job_name.startswith("{{")
+    parts = job_name.split("/") if filled else [
+        p for p in output_uri.rstrip("/").split("/") if p][:-2]
+    while len(parts) > 1 and _LOOP_ITERATION.match(parts[-1]):
         parts.pop()
-    return parts[-1] if parts else ""
+    if filled:
+        return "/".join(parts)
+    return parts[-1] if parts and not _LOOP_ITERATION.match(parts[-1]) else ""
 
 
 def step_place(log_root: str, experiment: str, run_name: str, job_name: str, step: str,

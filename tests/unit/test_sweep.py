@@ -122,12 +122,16 @@ def test_a_trial_logs_and_checkpoints_one_folder_down():
             validate_trial(bad)
 
 
-def test_a_loop_iteration_folder_is_not_the_job():
-    """kfp.local puts a ParallelFor's tasks in .../{job}/for-loop-N-iteration-M/{task}/{out}."""
+def test_a_loop_iteration_is_not_the_job():
+    """kfp.local runs a ParallelFor's tasks as {job}/for-loop-N-iteration-M, one folder down."""
     assert job_of("{{$.pipeline_job_name}}", "/root/job-1/train/model") == "job-1"
     assert job_of("", "/root/job-1/for-loop-2-iteration-3/train/model") == "job-1"
     assert job_of("", "/root/job-1/for-loop-2-iteration-0/for-loop-4-iteration-1/t/m") == "job-1"
     assert job_of("kfp-job", "/root/job-1/for-loop-2-iteration-3/train/model") == "kfp-job"
+    # kfp.local fills the job name in as the loop's iteration of the job
+    assert job_of("job-1/for-loop-2-iteration-3", "/root/job-1/for-loop-2-iteration-3/t/m") == \
+        "job-1"
+    assert job_of("", "/root/train/model") == "root"  # as before: the folder above the task
 
 
 def model_folder(path, trial, val_accuracy, val_loss):

@@ -175,3 +175,39 @@ def test_choose_trial_refuses_a_missing_or_foreign_trial(tmp_path):
     with pytest.raises(InputError, match="a model of no trial of this sweep"):
         choose_trial([one, other], TRIALS[:1], str(tmp_path / "best"))
     assert not (tmp_path / "best").exists()
+
+
+def test_every_trial_continues_the_run_its_job_claimed(tmp_path):
+    """kfp.local names a trial's job {job}/for-loop-N-iteration-M: the same owner, no resume."""
+    from tbpipe.components.common.run_claim import claim_run, run_owner
+
+    root = str(tmp_path / "logs")
+    claim_run(root, "exp", "r1", run_owner("job-7", f"{tmp_path}/job-7/preprocess/train_data"))
+    for i in range(3):
+        owner = run_owner(f"job-7/for-loop-2-iteration-{i}",
+                          f"{tmp_path}/job-7/for-loop-2-iteration-{i}/train/model")
+        claim_run(root, "exp", "r1", owner, resume=False)  # passes: the same job
+    with pytest.raises(InputError, match="already exists"):
+        claim_run(root, "exp", "r1", run_owner("job-8/for-loop-2-iteration-0", ""))
+
+
+@pytest.mark.parametrize(("flags", "needle"), [
+    (["--sweep", "lr=0.1"], "tbpipe: error: --sweep='lr': is not a train parameter a sweep "
+                            "can vary; use one of epochs, batch_size, learning_rate, seed, "
+                            "precision, model"),
+    (["--sweep", "batch_size="], "tbpipe: error: --sweep batch_size='': has no values; give "
+                                 "one or more, e.g. --sweep batch_size=V1,V2"),
+    (["--learning-rate", "0.01", "--sweep", "learning_rate=0.1,0.2"],
+     "tbpipe: error: --learning-rate=0.01: is swept by --sweep learning_rate; give its values "
+     "there only"),
+])
+def test_run_refuses_a_bad_sweep_before_anything_runs(tmp_path, flags, needle):
+    import subprocess
+
+    from tests.helpers import TBPIPE
+
+    proc = subprocess.run([*TBPIPE, "run", *flags, "--log-root", str(tmp_path / "logs"),
+                           "--pipeline-root", str(tmp_path / "kfp")], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 1 and proc.stderr.strip().splitlines() == [needle], proc.stderr
+    assert not (tmp_path / "logs").exists() and not (tmp_path / "kfp").exists()

@@ -70,9 +70,12 @@ def run_submit(args: argparse.Namespace) -> int:
     check_timeout(args.request_timeout)
     options = compile_options(args)
     sweep = sweep_from_args(args)
-    if args.package and (options != CompileOptions() or sweep):
-        raise InputError(f"--package {args.package} is compiled already: placement and sweep "
-                         "flags apply when submit compiles; pass them to tbpipe compile instead")
+    if args.package and options != CompileOptions():
+        raise InputError(f"--package {args.package} is compiled already: placement flags "
+                         "apply when submit compiles; pass them to tbpipe compile instead")
+    if args.package and sweep:
+        raise InputError(f"--package {args.package} is compiled already: --sweep applies when "
+                         "submit compiles; pass it to tbpipe compile instead")
     with tempfile.TemporaryDirectory(prefix="tbpipe-submit-") as tmp:
         package = args.package or compile_pipeline(os.path.join(tmp, "pipeline.yaml"), options,
                                                    sweep)

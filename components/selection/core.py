@@ -106,7 +106,11 @@ def choose_trial(model_uris: Sequence[str], trials: Sequence[Mapping[str, object
         if name not in planned:
             raise InputError(f"{uri}: a model of no trial of this sweep (trial {name!r}); "
                              "pass the models of the sweep's train steps")
-        found[name] = (uri, meta.get("metrics", {}))
+        metrics = meta.get("metrics")
+        if not isinstance(metrics, dict) or not {"val_accuracy", "val_loss"} <= set(metrics):
+            raise InputError(f"{uri}: {META_FILE} has no final val_accuracy/val_loss; pass "
+                             "the models of the sweep's train steps")
+        found[name] = (uri, metrics)
     missing = [name for name in planned if name not in found]
     if missing:
         raise InputError(f"no model for {', '.join(missing)}: every trial of the sweep must "

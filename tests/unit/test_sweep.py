@@ -174,6 +174,12 @@ def test_choose_trial_refuses_a_missing_or_foreign_trial(tmp_path):
     other = model_folder(tmp_path / "x", "trial-09", 0.7, 0.9)
     with pytest.raises(InputError, match="a model of no trial of this sweep"):
         choose_trial([one, other], TRIALS[:1], str(tmp_path / "best"))
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "model.json").write_text(json.dumps({"image_shape": [8, 8, 1], "num_classes": 4,
+                                                 "trial": "trial-01"}))
+    with pytest.raises(InputError, match="has no final val_accuracy/val_loss"):
+        choose_trial([str(bare)], TRIALS[:1], str(tmp_path / "best"))
     assert not (tmp_path / "best").exists()
 
 

@@ -4,10 +4,10 @@
 
 Each needs only its inputs and ``log_root``; the experiment defaults to ``default`` and the
 run to the KFP job's name, so every step of one pipeline run logs side by side under
-``{log_root}/{experiment}/{run}/{step}``. ``decide_finetune`` and ``select_model`` route
-tbpipe's own DAG; ``promote`` copies a model to production only if it beats the one
-there. Each wrapper lives in its step's ``component.py``, the logic (no kfp) beside it in
-``core.py``.
+``{log_root}/{experiment}/{run}/{step}``. ``decide_finetune``, ``select_model`` and
+``select_trial`` (a sweep's best trial) route tbpipe's own DAG; ``promote`` copies a model to
+production only if it beats the one there. Each wrapper lives in its step's ``component.py``,
+the logic (no kfp) beside it in ``core.py``.
 
 The components load when first named: a running step imports its own modules only (inside a
 KFP executor ``kfp.dsl`` has no ``component`` decorator to build the others with).
@@ -23,6 +23,7 @@ _HOMES = {
     "decide_finetune": "tbpipe.components.selection.component",
     "select_model": "tbpipe.components.selection.component",
     "promote": "tbpipe.components.promotion.component",
+    "select_trial": "tbpipe.components.selection.component",
 }
 __all__ = sorted(_HOMES)
 

@@ -28,7 +28,8 @@ STEP_KINDS = MappingProxyType({
     "preprocess": "preprocess", "preprocess-finetune-data": "preprocess",
     "train": "train", "finetune": "finetune",
     "evaluate": "evaluate", "evaluate-finetuned": "evaluate",
-    "decide-finetune": "select", "select-model": "select", "promote": "evaluate",
+    "decide-finetune": "select", "select-model": "select", "select-trial": "select",
+    "promote": "evaluate",
 })
 QUANTITY_PATTERNS = MappingProxyType({
     "cpu": re.compile(r"^([0-9]*[.])?[0-9]+m?$"),

@@ -10,6 +10,7 @@ derive from it, and its defaults are the step configs' own. Compiling imports no
 
 import contextlib
 import dataclasses
+import json
 import os
 import re
 import tempfile
@@ -28,6 +29,7 @@ from tbpipe.components.promotion.config import PROMOTION_METRICS, PromoteConfig
 from tbpipe.components.selection.core import FINETUNE_MODES
 from tbpipe.components.training.config import PRECISIONS, TrainConfig
 from tbpipe.pipelines.placement import CompileOptions, configure_task
+from tbpipe.pipelines.sweep import Sweep
 
 PIPELINE_NAME = "tbpipe-training"
 #: Allowed values of the parameters that have a fixed set (``--help`` lists them).
@@ -142,11 +144,14 @@ class PipelineParams:
         return dataclasses.asdict(self)
 
 
-def build_training_pipeline(options: CompileOptions | None = None):  # noqa: ANN201
+def build_training_pipeline(options: CompileOptions | None = None,  # noqa: ANN201
+                            sweep: Sweep | None = None):
     """Tbpipe's ``@dsl.pipeline`` function, with ``options`` applied to every task.
 
     Use it as a pipeline of its own, or call it inside yours (its output is the selection
-    summary as JSON).
+    summary as JSON). ``sweep``: train once per trial in a ``dsl.ParallelFor`` (parallelism
+    ``sweep.max_parallel``) and go on with the best trial's model (``select-trial``); its
+    trial table joins the summary as ``sweep``. Without one, the DAG has one train step.
     """
     options = options or CompileOptions()
     defaults = PipelineParams()
@@ -184,13 +189,18 @@ def build_training_pipeline(options: CompileOptions | None = None):  # noqa: ANN
                                           test_fraction=test_fraction, seed=seed,
                                           image_size=image_size, channels=channels, **where),
                     "preprocess")
-        trained = step(components.train(train_data=prep.outputs["train_data"],
-                                        val_data=prep.outputs["val_data"], epochs=epochs,
-                                        batch_size=batch_size, learning_rate=learning_rate,
-                                        seed=seed, checkpoint_root=checkpoint_root,
-                                        precision=precision, model_spec=model,
-                                        model_source=model_source, **where), "train")
-        scored = step(components.evaluate(model=trained.outputs["model"],
+        train_args = dict(train_data=prep.outputs["train_data"],
+                          val_data=prep.outputs["val_data"], epochs=epochs,
+                          batch_size=batch_size, learning_rate=learning_rate, seed=seed,
+                          checkpoint_root=checkpoint_root, precision=precision,
+                          model_spec=model, model_source=model_source, **where)
+        if sweep is None:
+            trained_model = step(components.train(**train_args), "train").outputs["model"]
+            swept = {}
+        else:
+            trained_model, table = sweep_trials(sweep, train_args, step)
+            swept = {"sweep": table}
+        scored = step(components.evaluate(model=trained_model,
                                           test_data=prep.outputs["test_data"],
                                           accuracy_target=accuracy_target, step_name="evaluate",
                                           tensorboard_url=tensorboard_url, **where), "evaluate")
@@ -200,7 +210,7 @@ def build_training_pipeline(options: CompileOptions | None = None):  # noqa: ANN
 
         def finetune_and_select(train_data, val_data):  # noqa: ANN001, ANN202
             tuned = step(components.finetune(
-                model=trained.outputs["model"], train_data=train_data, val_data=val_data,
+                model=trained_model, train_data=train_data, val_data=val_data,
                 epochs=finetune_epochs, learning_rate=finetune_learning_rate,
                 freeze_layers=freeze_layers, batch_size=batch_size, seed=seed,
                 checkpoint_root=checkpoint_root, precision=precision, **where), "finetune")
@@ -209,10 +219,10 @@ def build_training_pipeline(options: CompileOptions | None = None):  # noqa: ANN
                 accuracy_target=accuracy_target, step_name="evaluate-finetuned",
                 tensorboard_url=tensorboard_url, **where), "evaluate-finetuned")
             return step(components.select_model(
-                trained_model=trained.outputs["model"],
-                trained_accuracy=scored.outputs["accuracy"],
+                trained_model=trained_model, trained_accuracy=scored.outputs["accuracy"],
                 finetuned_model=tuned.outputs["finetuned_model"],
-                finetuned_accuracy=rescored.outputs["accuracy"], **summary_at), "select-model")
+                finetuned_accuracy=rescored.outputs["accuracy"], **summary_at, **swept),
+                "select-model")
 
         with dsl.If(decision.output == "same-data", name="finetune-same-data"):
             same = finetune_and_select(prep.outputs["train_data"], prep.outputs["val_data"])
@@ -224,9 +234,9 @@ def build_training_pipeline(options: CompileOptions | None = None):  # noqa: ANN
             other = finetune_and_select(other_prep.outputs["train_data"],
                                         other_prep.outputs["val_data"])
         with dsl.Else(name="keep-trained-model"):
-            kept = step(components.select_model(trained_model=trained.outputs["model"],
+            kept = step(components.select_model(trained_model=trained_model,
                                                 trained_accuracy=scored.outputs["accuracy"],
-                                                **summary_at),
+                                                **summary_at, **swept),
                         "select-model")
         selected = dsl.OneOf(same.outputs["Output"], other.outputs["Output"],
                              kept.outputs["Output"])
@@ -242,16 +252,48 @@ def build_training_pipeline(options: CompileOptions | None = None):  # noqa: ANN
     return training_pipeline
 
 
+def sweep_trials(sweep: Sweep, train_args: dict, step):  # noqa: ANN001, ANN201
+    """A train step per trial in a ``dsl.ParallelFor``, then ``select-trial``.
+
+    Each trial trains with ``train_args`` and its own values, logging to
+    ``{log_root}/{experiment}/{run}/trial-NN/train``. Returns the best trial's model and the
+    trial table (JSON), the outputs of ``select-trial``.
+    """
+    items = sweep.loop_items()
+    with dsl.ParallelFor(items, parallelism=sweep.max_parallel, name="sweep") as item:
+        own = {name: loop_field(item, name) for name in items[0]}
+        trial = step(components.train(**{**train_args, **own}), "train")
+    chosen = step(components.select_trial(models=dsl.Collected(trial.outputs["model"]),
+                                          trials=json.dumps(sweep.trials())), "select-trial")
+    return chosen.outputs["best_model"], chosen.outputs["Output"]
+
+
 #: The names KFP compiles to that hold tbpipe's pipeline. kfp 2.17 also takes ``.json``
 #: (deprecated), but only for pipelines without platform settings, and tbpipe's has them
 #: (node selectors, tolerations): it would empty the file, then fail.
 YAML_SUFFIXES = (".yaml", ".yml")
 
 
-def compile_pipeline(package_path: str, options: CompileOptions | None = None) -> str:
+def loop_field(item, name: str):  # noqa: ANN001, ANN201 - a kfp LoopArgumentVariable
+    """The field ``name`` of a ``dsl.ParallelFor``'s dict item, to pass to a step.
+
+    KFP gives every field of a dict item the type of the item's first value (kfp 2.17,
+    ``for_loop._get_first_element_type``), so an int field next to a str one would not pass
+    its type check. A field marked ``String``, KFP's type for a loop item of unknown type,
+    passes to a parameter of any type; the step's config checks the value when it runs
+    (the sweep's values were checked when the Sweep was built).
+    """
+    field = getattr(item, name)
+    field.channel_type = "String"
+    return field
+
+
+def compile_pipeline(package_path: str, options: CompileOptions | None = None,
+                     sweep: Sweep | None = None) -> str:
     """Compile tbpipe's pipeline to a KFP v2 YAML at ``package_path``; returns the path.
 
-    The YAML goes to a temporary sibling, then replaces ``package_path`` in one rename, so
+    ``sweep``: compile its trials in (see :func:`build_training_pipeline`). The YAML goes
+    to a temporary sibling, then replaces ``package_path`` in one rename, so
     a file already there is never emptied or half-written.
 
     Raises:
@@ -263,7 +305,7 @@ def compile_pipeline(package_path: str, options: CompileOptions | None = None) -
     if not package_path.endswith(YAML_SUFFIXES):
         raise InputError(f"{package_path}: KFP compiles tbpipe's pipeline to YAML only; "
                          "use a name ending in .yaml or .yml")
-    pipeline = build_training_pipeline(options)
+    pipeline = build_training_pipeline(options, sweep)
     final = Path(package_path)
     with os_errors(package_path):
         handle, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".partial.yaml",

@@ -12,6 +12,8 @@ from tbpipe.components.common.storage import join
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 STEPS = ("preprocess", "train", "evaluate", "finetune", "evaluate-finetuned",
          "preprocess-finetune-data")
+_TRIAL = re.compile(r"^trial-[0-9]{2,}$")
+_LOOP_ITERATION = re.compile(r"^for-loop-[0-9]+-iteration-[0-9]+$")  # kfp.local's loop folders
 
 
 def validate_name(kind: str, value: str) -> str:
@@ -34,11 +36,28 @@ def default_run_name(now: float | None = None) -> str:
     return time.strftime("run-%Y%m%d-%H%M%S", time.localtime(now))
 
 
-def step_log_dir(log_root: str, experiment: str, run: str, step: str) -> str:
-    """``{log_root}/{experiment}/{run}/{step}``, with every segment validated."""
+def trial_name(number: int) -> str:
+    """The folder of a sweep's trial ``number`` (1-based): ``trial-01``, ..., ``trial-123``."""
+    return f"trial-{number:02d}"
+
+
+def validate_trial(trial: str) -> str:
+    """Return ``trial`` if it is empty (no sweep) or a :func:`trial_name`, else InputError."""
+    if trial and not _TRIAL.match(trial):
+        raise InputError(f"trial {trial!r} is not a trial name: use trial-NN (trial-01, ...) "
+                         "or nothing outside a sweep")
+    return trial
+
+
+def step_log_dir(log_root: str, experiment: str, run: str, step: str, trial: str = "") -> str:
+    """``{log_root}/{experiment}/{run}/{step}``, with every segment validated.
+
+    A sweep's trial logs one level down, ``{log_root}/{experiment}/{run}/{trial}/{step}``,
+    so TensorBoard shows each trial as a run of its own under the run's folder.
+    """
     for kind, value in (("experiment", experiment), ("run", run), ("step", step)):
         validate_name(kind, value)
-    return join(log_root, experiment, run, step)
+    return join(log_root, experiment, run, *filter(None, [validate_trial(trial)]), step)
 
 
 def resolve_run(run_name: str, job_name: str, output_uri: str = "") -> str:
@@ -62,16 +81,23 @@ def job_of(job_name: str, output_uri: str) -> str:
     """The KFP job a step runs in; empty when nothing says.
 
     ``job_name`` once KFP filled the placeholder in, else the job's folder in the pipeline
-    root (``.../{job}/{task}/{output}``, from ``output_uri``).
+    root (``.../{job}/{task}/{output}``, from ``output_uri``). Inside a ``dsl.ParallelFor``
+    kfp.local names the job ``{job}/for-loop-2-iteration-0`` and puts the task's folder
+    one level down (``.../{job}/for-loop-2-iteration-0/{task}/{output}``): the job is
+    ``{job}`` all the same, so every trial of a sweep continues its run.
     """
-    if job_name and not job_name.startswith("{{"):
-        return job_name
-    parts = [p for p in output_uri.rstrip("/").split("/") if p]
-    return parts[-3] if len(parts) >= 3 else ""
+    filled = bool(job_name) and not job_name.startswith("{{")
+    parts = job_name.split("/") if filled else [
+        p for p in output_uri.rstrip("/").split("/") if p][:-2]
+    while len(parts) > 1 and _LOOP_ITERATION.match(parts[-1]):
+        parts.pop()
+    if filled:
+        return "/".join(parts)
+    return parts[-1] if parts and not _LOOP_ITERATION.match(parts[-1]) else ""
 
 
 def step_place(log_root: str, experiment: str, run_name: str, job_name: str, step: str,
-               output_uri: str) -> tuple[str, str]:
+               output_uri: str, trial: str = "") -> tuple[str, str]:
     """``(run, log_dir)`` of a step: its run's name and ``{log_root}/{experiment}/{run}/{step}``.
 
     Args:
@@ -81,20 +107,23 @@ def step_place(log_root: str, experiment: str, run_name: str, job_name: str, ste
         job_name: The KFP job's name (KFP's placeholder by default).
         step: The step's name.
         output_uri: One of the step's output artifacts' URIs (names the job as a fallback).
+        trial: A sweep's trial (``trial-NN``): the log dir is ``.../{run}/{trial}/{step}``.
 
     """
     if not log_root:
         raise InputError("log_root is empty: pass the log root every step shares, a "
                          "folder, gs://BUCKET/PATH or s3://BUCKET/PATH")
     run = resolve_run(run_name, job_name, output_uri)
-    return run, step_log_dir(log_root, experiment, run, step)
+    return run, step_log_dir(log_root, experiment, run, step, trial)
 
 
-def checkpoint_dir_for(root: str, experiment: str, run: str, step: str) -> str:
-    """``{root}/{experiment}/{run}/checkpoints/{step}``, every segment validated."""
+def checkpoint_dir_for(root: str, experiment: str, run: str, step: str,
+                       trial: str = "") -> str:
+    """``{root}/{experiment}/{run}/checkpoints/{step}`` (``.../{trial}/{step}`` for a trial)."""
     for kind, value in (("experiment", experiment), ("run", run), ("step", step)):
         validate_name(kind, value)
-    return join(root, experiment, run, "checkpoints", step)
+    return join(root, experiment, run, "checkpoints", *filter(None, [validate_trial(trial)]),
+                step)
 
 
 def tensorboard_run_url(base_url: str, run_label: str) -> str:

@@ -1,9 +1,37 @@
-"""Tiny steps that route the DAG: decide whether to fine-tune; pick the final model."""
+"""Tiny steps that route the DAG: a sweep's best trial, whether to fine-tune, the final model."""
 
 from kfp import dsl
-from kfp.dsl import Input, Model, Output
+from kfp.dsl import Input, Markdown, Model, Output
 
 from tbpipe.components._image import IMAGE
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def select_trial(models: Input[list[Model]], trials: str, best_model: Output[Model],
+                 table: Output[Markdown]) -> str:
+    """Copy the best trial's model (by validation accuracy) to ``best_model``.
+
+    ``models``: the sweep's trained models (``dsl.Collected``); ``trials``: the sweep's
+    trials as JSON (``tbpipe.pipelines.sweep.Sweep.trials``). Returns the trial table as JSON
+    (``{"best_trial": ..., "trials": [...]}``), also written to ``table`` as Markdown.
+    """
+    import json
+
+    from tbpipe.components.common.errors import exit_on_error
+    from tbpipe.components.selection.core import choose_trial, trial_table
+
+    with exit_on_error("select-trial"):
+        sweep = choose_trial([model.path for model in models], json.loads(trials),
+                             best_model.path)
+    markdown = trial_table(sweep)
+    with open(table.path, "w", encoding="utf-8") as handle:
+        handle.write(markdown + "\n")
+    best = next(row for row in sweep["trials"] if row["trial"] == sweep["best_trial"])
+    best_model.metadata.update({"source": "trained", "trial": sweep["best_trial"],
+                                "val_accuracy": best["val_accuracy"]})
+    print(markdown)
+    print(f"best trial: {sweep['best_trial']} (val accuracy {best['val_accuracy']:.4f})")
+    return json.dumps(sweep, sort_keys=True)
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
@@ -21,11 +49,14 @@ def select_model(trained_model: Input[Model], trained_accuracy: float, best_mode
                  finetuned_model: Input[Model] = None, finetuned_accuracy: float = -1.0,
                  log_root: str = "", experiment: str = "default", run_name: str = "",
                  job_name: str = dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
-                 tensorboard_url: str = "http://127.0.0.1:6006") -> str:
+                 tensorboard_url: str = "http://127.0.0.1:6006", sweep: str = "") -> str:
     """Copy the most accurate model evaluation saw to ``best_model``; return a JSON summary.
 
-    With ``log_root``, the summary also goes to the run's ``_summary.json`` (``tbpipe runs``).
+    ``sweep``: select-trial's trial table (JSON), kept in the summary as ``sweep``. With
+    ``log_root``, the summary also goes to the run's ``_summary.json`` (``tbpipe runs``).
     """
+    import json
+
     from tbpipe.components.common.errors import exit_on_error
     from tbpipe.components.common.naming import resolve_run
     from tbpipe.components.common.run_summary import write_run_summary
@@ -36,6 +67,8 @@ def select_model(trained_model: Input[Model], trained_accuracy: float, best_mode
     best_model.metadata.update({"source": summary["final_model"],
                                 "accuracy": summary["final_accuracy"]})
     summary["model_uri"] = best_model.uri
+    if sweep:
+        summary["sweep"] = json.loads(sweep)
     if log_root:
         with exit_on_error("select-model"):
             write_run_summary(log_root, experiment, resolve_run(run_name, job_name,

@@ -1,10 +1,11 @@
-"""Decisions between steps: whether to fine-tune, and which model the run ends with."""
+"""Decisions between steps: the best trial of a sweep, whether to fine-tune, the final model."""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
+from collections.abc import Mapping, Sequence
 
 from tbpipe.components.common.errors import InputError
 from tbpipe.components.common.model_format import META_FILE
@@ -73,3 +74,66 @@ def choose_model(trained_uri: str, trained_accuracy: float, best_uri: str,
 def summary_json(summary: dict) -> str:
     """The pipeline's output: the selection summary as one JSON line."""
     return json.dumps(summary, sort_keys=True)
+
+
+def choose_trial(model_uris: Sequence[str], trials: Sequence[Mapping[str, object]],
+                 best_uri: str) -> dict:
+    """Copy the model of the sweep's best trial, by validation accuracy, to ``best_uri``.
+
+    Each model says which trial it is (``trial`` in its ``model.json``, written by the train
+    step), so the order the models arrive in does not matter; ties keep the earlier trial.
+
+    Args:
+        model_uris: The trials' trained Model folders (a ``dsl.Collected`` of the loop).
+        trials: The sweep's trials, ``{"trial": "trial-01", parameter: value, ...}``.
+        best_uri: Where the best trial's Model folder goes (copied whole, atomically).
+
+    Returns:
+        ``{"best_trial": ..., "trials": [rows]}``, a row per trial in trial order: its
+        parameters, ``val_accuracy`` and ``val_loss``.
+
+    Raises:
+        InputError: a model is not a trial of this sweep, or a trial has no model.
+
+    """
+    from tbpipe.components.common.model_format import read_model_meta
+
+    planned = [str(trial["trial"]) for trial in trials]
+    found: dict[str, tuple[str, dict]] = {}
+    for uri in model_uris:
+        meta = read_model_meta(uri)
+        name = str(meta.get("trial", ""))
+        if name not in planned:
+            raise InputError(f"{uri}: a model of no trial of this sweep (trial {name!r}); "
+                             "pass the models of the sweep's train steps")
+        metrics = meta.get("metrics")
+        if not isinstance(metrics, dict) or not {"val_accuracy", "val_loss"} <= set(metrics):
+            raise InputError(f"{uri}: {META_FILE} has no final val_accuracy/val_loss; pass "
+                             "the models of the sweep's train steps")
+        found[name] = (uri, metrics)
+    missing = [name for name in planned if name not in found]
+    if missing:
+        raise InputError(f"no model for {', '.join(missing)}: every trial of the sweep must "
+                         "have trained")
+    rows = []
+    for trial in trials:
+        metrics = found[str(trial["trial"])][1]
+        rows.append({**trial, "val_accuracy": float(metrics["val_accuracy"]),
+                     "val_loss": float(metrics["val_loss"])})
+    best, source, _ = select_best([(row["trial"], found[row["trial"]][0], row["val_accuracy"])
+                                   for row in rows])
+    with atomic_dir(best_uri) as tmp:
+        shutil.copytree(source, tmp, dirs_exist_ok=True)
+    return {"best_trial": best, "trials": rows}
+
+
+def trial_table(sweep: Mapping[str, object]) -> str:
+    """``choose_trial``'s result as a Markdown table, the best trial marked ``*``."""
+    rows = list(sweep["trials"])
+    header = [key for key in rows[0] if key != "trial"] if rows else []
+    lines = ["| trial | " + " | ".join(header) + " |", "|---|" + "---|" * len(header)]
+    for row in rows:
+        mark = " *" if row["trial"] == sweep["best_trial"] else ""
+        cells = [f"{row[k]:.4f}" if k.startswith("val_") else str(row[k]) for k in header]
+        lines.append(f"| {row['trial']}{mark} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -12,7 +12,8 @@ def train(train_data: Input[Dataset], val_data: Input[Dataset], model: Output[Mo
           run_name: str = "", job_name: str = dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
           epochs: int = 10, batch_size: int = 32, learning_rate: float = 0.001, seed: int = 42,
           checkpoint_root: str = "", flush_secs: int = 5, precision: str = "auto",
-          resume: bool = False, model_spec: str = "builtin:cnn", model_source: str = "") -> None:
+          resume: bool = False, model_spec: str = "builtin:cnn", model_source: str = "",
+          trial: str = "") -> None:
     """Train the starting model ``model_spec``; logs go to {log_root}/{experiment}/{run}/train.
 
     ``model_spec``: builtin:cnn, path/to/file.py:function (``model_source`` holds the file's
@@ -21,7 +22,9 @@ def train(train_data: Input[Dataset], val_data: Input[Dataset], model: Output[Mo
 
     The run is ``run_name``, else the KFP job's name. Checkpoints go to
     {checkpoint_root or log_root}/{experiment}/{run}/checkpoints/train, so a retried or
-    preempted attempt resumes from its last complete epoch. Defaults: TrainConfig's (a test
+    preempted attempt resumes from its last complete epoch. ``trial``: a sweep's trial
+    (``trial-NN``): logs go to {log_root}/{experiment}/{run}/{trial}/train, checkpoints to
+    .../checkpoints/{trial}/train. Defaults: TrainConfig's (a test
     holds them equal); ``precision``: auto, float32, mixed_float16 or mixed_bfloat16. The run
     is claimed for this KFP job (see preprocess; ``resume`` continues another job's run).
     """
@@ -33,12 +36,14 @@ def train(train_data: Input[Dataset], val_data: Input[Dataset], model: Output[Mo
 
     step = "train"
     with exit_on_error(step):
-        run, log_dir = step_place(log_root, experiment, run_name, job_name, step, model.uri)
+        run, log_dir = step_place(log_root, experiment, run_name, job_name, step, model.uri,
+                                  trial)
         config = TrainConfig(
             epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
             flush_secs=flush_secs, precision=precision, model_spec=model_spec,
-            model_source=model_source,
-            checkpoint_dir=checkpoint_dir_for(checkpoint_root or log_root, experiment, run, step))
+            model_source=model_source, trial=trial,
+            checkpoint_dir=checkpoint_dir_for(checkpoint_root or log_root, experiment, run, step,
+                                              trial))
         claim_run(log_root, experiment, run, run_owner(job_name, model.uri), resume)
         result = train_model(train_data.path, val_data.path, model.path, log_dir, config)
     for name, value in result.metrics.items():

@@ -77,17 +77,23 @@ class TrainConfig(FitConfig):
             a tbpipe Model folder (:mod:`tbpipe.components.training.user_model`).
         model_source: The text of a ``file.py:function`` spec's file, when it travelled as a
             string (the CLI reads it); empty otherwise.
+        trial: The sweep trial this fit is (``trial-NN``, :mod:`tbpipe.pipelines.sweep`);
+            recorded in the HParams and ``model.json``. Empty outside a sweep.
 
     """
 
     jit_compile: bool | None = None
     model_spec: str = "builtin:cnn"
     model_source: str = ""
+    trial: str = ""
 
     def __post_init__(self) -> None:
-        """FitConfig's checks, and the model spec's form (InputError naming ``--model``)."""
+        """FitConfig's checks, the model spec's form (InputError naming ``--model``), the trial."""
         super().__post_init__()
+        from tbpipe.components.common.naming import validate_trial
         from tbpipe.components.training.user_model import parse_model_spec
+
+        validate_trial(self.trial)
 
         parse_model_spec(self.model_spec, self.model_source)
 

@@ -45,7 +45,9 @@ def train_model(train_uri: str, val_uri: str, model_uri: str, log_dir: str,
                                  learning_rate=config.learning_rate, precision=precision,
                                  jit_compile=jit)
 
+    trial = {"trial": config.trial} if config.trial else {}
     job = FitJob(train_uri, val_uri, model_uri, log_dir, build,
-                 hparams={"model": spec.text}, meta={"source": "trained", "model": spec.text},
+                 hparams={"model": spec.text, **trial},
+                 meta={"source": "trained", "model": spec.text, **trial},
                  identity=spec.identity, summary=True)
     return fit_and_save(job, config)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
+from tbpipe.components.common.errors import SettingError
 from tbpipe.pipelines.placement import (
     DEFAULT_GPU_TYPE,
     DEFAULT_RESOURCES,
@@ -19,6 +20,7 @@ from tbpipe.pipelines.placement import (
     amount,
     is_quantity,
 )
+from tbpipe.pipelines.sweep import SWEEPABLE, Sweep, parse_sweep
 from tbpipe.pipelines.training import PARAM_CHOICES, PipelineParams
 
 #: Help where the field's default does not say it all.
@@ -64,6 +66,35 @@ def params_from_args(args: argparse.Namespace, **overrides: object) -> PipelineP
     values = {k: v for k, v in values.items() if v is not None}
     values.update({k: v for k, v in overrides.items() if v is not None})
     return PipelineParams(**values).validate()
+
+
+def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--sweep``, ``--sweep-samples``, ``--max-parallel`` (``run``, ``compile``, ``submit``)."""
+    group = parser.add_argument_group("hyper-parameter sweep (compiled into the pipeline)")
+    group.add_argument("--sweep", action="append", default=[], metavar="KEY=V1,V2,...",
+                       help="train once per combination of these values, then go on with the "
+                            "best trial by validation accuracy (repeatable); keys: "
+                            f"{', '.join(SWEEPABLE)}")
+    group.add_argument("--sweep-samples", type=int, default=0, metavar="N",
+                       help="train N random picks from the grid (seeded) instead of all")
+    group.add_argument("--max-parallel", type=int, default=0, metavar="N",
+                       help="trials training at once on a cluster (default: 0, no limit; "
+                            "tbpipe run trains one at a time)")
+
+
+def sweep_from_args(args: argparse.Namespace) -> Sweep | None:
+    """The Sweep of the ``--sweep`` flags (None without any); SettingError if it is wrong.
+
+    A swept parameter's own flag (``--learning-rate`` with ``--sweep learning_rate=...``)
+    is refused: the sweep sets it.
+    """
+    sweep = parse_sweep(args.sweep, args.sweep_samples, args.max_parallel)
+    for key in sweep.keys if sweep else ():
+        if getattr(args, key, None) is not None:
+            flag = "--" + key.replace("_", "-")
+            raise SettingError(flag, getattr(args, key),
+                               f"is swept by --sweep {key}; give its values there only")
+    return sweep
 
 
 def add_compile_arguments(parser: argparse.ArgumentParser) -> None:

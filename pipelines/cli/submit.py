@@ -13,7 +13,13 @@ import tempfile
 
 from tbpipe.components.common.errors import InputError, TbpipeError
 from tbpipe.components.common.naming import tensorboard_run_url
-from tbpipe.pipelines.cli.flags import add_compile_arguments, compile_options, key_value
+from tbpipe.pipelines.cli.flags import (
+    add_compile_arguments,
+    add_sweep_arguments,
+    compile_options,
+    key_value,
+    sweep_from_args,
+)
 from tbpipe.pipelines.placement import CompileOptions
 from tbpipe.pipelines.runners.kfp_client import (
     DEFAULT_REQUEST_TIMEOUT_S,
@@ -54,6 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="give up on a KFP API request that gets no answer for this long (default: "
              f"{DEFAULT_REQUEST_TIMEOUT_S:g}; a call tries to connect at most 3 times)")
     add_compile_arguments(cmd)
+    add_sweep_arguments(cmd)
     cmd.set_defaults(handler=run_submit)
 
 
@@ -62,11 +69,16 @@ def run_submit(args: argparse.Namespace) -> int:
     host = args.host or os.environ.get("KFP_HOST")
     check_timeout(args.request_timeout)
     options = compile_options(args)
+    sweep = sweep_from_args(args)
     if args.package and options != CompileOptions():
         raise InputError(f"--package {args.package} is compiled already: placement flags "
                          "apply when submit compiles; pass them to tbpipe compile instead")
+    if args.package and sweep:
+        raise InputError(f"--package {args.package} is compiled already: --sweep applies when "
+                         "submit compiles; pass it to tbpipe compile instead")
     with tempfile.TemporaryDirectory(prefix="tbpipe-submit-") as tmp:
-        package = args.package or compile_pipeline(os.path.join(tmp, "pipeline.yaml"), options)
+        package = args.package or compile_pipeline(os.path.join(tmp, "pipeline.yaml"), options,
+                                                   sweep)
         spec = read_package(package)
         given = dict(args.param)
         experiment, run_name = resolve_names(args.experiment, args.run_name, given)

@@ -12,6 +12,7 @@ import warnings
 
 from tbpipe.components.common.errors import InputError, TbpipeError
 from tbpipe.components.common.naming import default_run_name
+from tbpipe.pipelines.sweep import Sweep
 from tbpipe.pipelines.training import PipelineParams
 
 RUNNERS = ("subprocess", "docker")
@@ -114,18 +115,23 @@ def claim_local_run(params: PipelineParams) -> str:
 
 
 def run_pipeline(params: PipelineParams, pipeline_root: str = DEFAULT_PIPELINE_ROOT,
-                 runner: str = "subprocess", **runner_options: object) -> LocalRunResult:
+                 runner: str = "subprocess", sweep: Sweep | None = None,
+                 **runner_options: object) -> LocalRunResult:
     """Run the whole pipeline locally and return where everything went.
+
+    ``sweep``: train its trials one after another (kfp.local), then go on with the best.
 
     Raises:
         TbpipeError: a step failed (its own error line was printed above).
     """
     from tbpipe.components.common.naming import step_log_dir
-    from tbpipe.components.training.user_model import local_start_path
+    from tbpipe.components.training.user_model import check_model_exists, local_start_path
     from tbpipe.pipelines.placement import CompileOptions
     from tbpipe.pipelines.training import build_training_pipeline
 
     check_sources(params)
+    for model in dict(sweep.axes).get("model", ()) if sweep else ():
+        check_model_exists(model)
     params = dataclasses.replace(
         params.with_model_source(), model=local_start_path(params.model) or params.model,
         run_name=params.run_name or default_run_name(),
@@ -144,7 +150,8 @@ def run_pipeline(params: PipelineParams, pipeline_root: str = DEFAULT_PIPELINE_R
         gpu = gpus_usable(runner_options.get("gpus"))
     init_runner(runner, pipeline_root, **runner_options)
     # train/finetune use the gpu image only when GPUs really pass through to the containers
-    pipeline = build_training_pipeline(CompileOptions(gpu=gpu, retries=0))
+    one_at_a_time = dataclasses.replace(sweep, max_parallel=1) if sweep else None
+    pipeline = build_training_pipeline(CompileOptions(gpu=gpu, retries=0), one_at_a_time)
     output = _StepErrors(sys.stdout)
     try:
         with contextlib.redirect_stdout(output), warnings.catch_warnings():

@@ -221,3 +221,19 @@ def test_a_request_timeout_must_be_positive_and_finite(value, package, capsys):
                "--request-timeout", value, "--param", f"log_root={LOG_ROOT}"])
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert rc == 1 and line.startswith(f"tbpipe: error: --request-timeout={float(value)!r}: ")
+
+
+def test_a_sweep_is_compiled_and_submitted_as_a_loop(kfp, capsys):
+    rc, _, err = submit(kfp, capsys, "--run-name", "s1", "--sweep", "learning_rate=0.01,0.001",
+                        "--max-parallel", "1")
+    assert (rc, err, kfp.problems) == (0, [], [])
+    (spec,) = kfp.specs.values()
+    tasks = {t["taskInfo"]["name"]: t for t in spec["root"]["dag"]["tasks"].values()}
+    assert tasks["sweep"]["iteratorPolicy"] == {"parallelismLimit": 1}
+    assert "select-trial" in tasks and "train" not in tasks
+
+
+def test_a_sweep_with_a_package_is_refused(kfp, package, capsys):
+    rc, _, err = submit(kfp, capsys, "--sweep", "seed=1,2", package=package)
+    assert rc == 1 and len(err) == 1 and "--sweep applies when submit compiles" in err[0], err
+    assert kfp.requests == []

@@ -3,21 +3,30 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from tbpipe.pipelines.cli.flags import add_compile_arguments, compile_options
-from tbpipe.pipelines.training import compile_pipeline
+from tbpipe.pipelines.cli.output import add_output_argument, emit, result_output, wants_json
+from tbpipe.pipelines.training import PIPELINE_NAME, compile_pipeline
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``compile``."""
     cmd = subparsers.add_parser("compile", help="write the KFP v2 pipeline YAML")
-    cmd.add_argument("-o", "--output", default="pipeline.yaml", help="YAML path to write")
+    cmd.add_argument("--package", default="pipeline.yaml", metavar="PATH",
+                     help="YAML to write, .yaml or .yml (default: %(default)s); submit "
+                          "--package takes it")
+    add_output_argument(cmd)
     add_compile_arguments(cmd)
     cmd.set_defaults(handler=run_compile)
 
 
 def run_compile(args: argparse.Namespace) -> int:
     """Compile with the placement flags and say where the YAML went."""
-    path = compile_pipeline(args.output, compile_options(args))
-    print(f"wrote {path}")
+    with result_output(args) as out:
+        path = compile_pipeline(args.package, compile_options(args))
+        if wants_json(args):
+            emit(out, {"package": os.path.abspath(path), "pipeline": PIPELINE_NAME})
+        else:
+            print(f"wrote {path}")
     return 0

@@ -49,7 +49,8 @@ def test_every_step_logged_what_it_must(finished_run):
         os.listdir(run_dir))
     tags = {step: read_tags(str(run_dir / step)) for step in STEPS}
     pre = tags["preprocess"]
-    assert any(t.startswith("data/class_count") for t in pre["scalars"])
+    assert "data/class_counts/text_summary" in pre["tensors"]
+    assert not any(t.startswith("data/class_count") for t in pre["scalars"])
     assert "data/pixels" in pre["histograms"] and "data/samples" in pre["images"]
     for step in ("train", "finetune"):
         scalars = set(tags[step]["scalars"])

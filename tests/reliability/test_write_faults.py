@@ -217,12 +217,12 @@ def test_a_failed_write_is_one_line_and_keeps_what_was_there(writer, place, tmp_
         assert left == []
 
 
-# ---- tbpipe compile -o ----------------------------------------------------------------------
+# ---- tbpipe compile --package ------------------------------------------------------------------
 
 def run_compile(path: Path, capsys) -> tuple[int, str]:  # noqa: ANN001
     from tbpipe.pipelines.cli.main import main
 
-    code = main(["compile", "-o", str(path)])
+    code = main(["compile", "--package", str(path)])
     captured = capsys.readouterr()
     assert "Traceback" not in captured.out + captured.err
     return code, captured.err

@@ -167,6 +167,6 @@ def run_pipeline(params: PipelineParams, pipeline_root: str = DEFAULT_PIPELINE_R
     job_dir = os.path.dirname(os.path.dirname(summary["model_uri"]))
     reports = {names.get(task, task): os.path.join(job_dir, task, "report")
                for task in sorted(os.listdir(job_dir))
-               if os.path.isdir(os.path.join(job_dir, task, "report"))}
+               if os.path.exists(os.path.join(job_dir, task, "report"))}
     return LocalRunResult(params, summary, run_dir, job_dir,
                           f"{params.experiment}/{params.run_name}", log_path, reports)

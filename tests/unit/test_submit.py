@@ -241,7 +241,8 @@ def test_output_json_is_the_only_thing_on_stdout(kfp, package, capsys):
     assert result["run_id"] == run["run_id"] and result["state"] == "SUCCEEDED"
     assert result["run_url"].endswith(f"/#/runs/details/{run['run_id']}")
     assert result["log_dir"] == f"{LOG_ROOT}/e1/j1"
-    assert result["tensorboard_url"] == f"http://tb.example/#scalars&regexInput={quote('e1/j1', safe='')}"
+    board = f"http://tb.example/#scalars&regexInput={quote('e1/j1', safe='')}"
+    assert result["tensorboard_url"] == board
     assert any("SUCCEEDED" in line for line in err)  # the progress went to stderr
 
 

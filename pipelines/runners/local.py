@@ -80,17 +80,17 @@ def claim_local_run(params: PipelineParams) -> str:
     return owner
 
 
-def hide_absent_gpus(environ: dict) -> None:
-    """Where the machine has no NVIDIA device, tell TensorFlow not to look for one.
+def tensorflow_log_level(environ: dict) -> None:
+    """Set the steps' ``TF_CPP_MIN_LOG_LEVEL`` unless it is set: 2, or 3 without a GPU device.
 
-    Without it every TensorFlow step prints ``E0000 ... failed call to cuInit`` on a CPU
-    machine. A ``CUDA_VISIBLE_DEVICES`` already set is kept; a machine with ``/dev/nvidia*``
-    devices is left alone.
+    2 shows errors only. Without ``/dev/nvidia*``, TensorFlow's CUDA plugin logs ``E0000 ...
+    failed call to cuInit`` in every step, even with ``CUDA_VISIBLE_DEVICES`` empty; where a
+    GPU device exists, errors stay visible.
     """
     import glob
 
-    if "CUDA_VISIBLE_DEVICES" not in environ and not glob.glob("/dev/nvidia[0-9]*"):
-        environ["CUDA_VISIBLE_DEVICES"] = ""
+    if "TF_CPP_MIN_LOG_LEVEL" not in environ:
+        environ["TF_CPP_MIN_LOG_LEVEL"] = "2" if glob.glob("/dev/nvidia[0-9]*") else "3"
 
 
 def run_log_path(pipeline_root: str, params: PipelineParams) -> str:
@@ -124,8 +124,7 @@ def run_pipeline(params: PipelineParams, pipeline_root: str = DEFAULT_PIPELINE_R
         log_root=params.log_root or os.path.abspath(DEFAULT_LOG_ROOT)).validate()
     pipeline_root = os.path.abspath(pipeline_root)
     claim_local_run(params)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    hide_absent_gpus(os.environ)
+    tensorflow_log_level(os.environ)
     gpu = False
     if runner == "docker":
         from tbpipe.pipelines.runners.docker import docker_paths, gpus_usable

@@ -1,4 +1,4 @@
-"""Parameters out of range, an unknown runner, malformed --param/--node-selector.
+"""Parameters out of range, an unknown runner, malformed --params-file/--node-selector.
 
 At the CLI (``run``, ``submit``, ``compile``): exit 1 (checked values) or 2 (argparse), one
 ``tbpipe...error`` line, nothing created. At the component level: SystemExit(1) and one line

@@ -90,7 +90,7 @@ SUBMIT_CASES = {
     "param-without-value": (["--epochs"], 2, r"argument --epochs: expected one argument"),
     "param-not-a-number": (["--epochs", "many"], 2,
                            r"argument --epochs: invalid int value: 'many'"),
-    "param-unknown": (["--epoch", "3"], 2, r"unrecognized arguments"),
+    "param-unknown": (["--epohcs", "3"], 2, r"unrecognized arguments: --epohcs 3"),
     "param-epochs-zero": (["--epochs", "0"], 1, r"--epochs=0: must be a positive integer"),
     "param-learning-rate-negative": (["--learning-rate", "-0.1"], 1,
                                      r"--learning-rate=.*: must be greater than 0"),

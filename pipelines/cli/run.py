@@ -89,7 +89,5 @@ def print_result(result: LocalRunResult) -> None:
     for step, report in result.reports.items():
         print(f"evaluation report ({REPORT_LABELS.get(step, step)} model): {report}")
     print(f"TensorBoard logs: {result.log_dir}")
-    if result.run_log:
-        print(f"full log of the run: {result.run_log}")
     print(f"view: {tbpipe_command()} tensorboard --log-root {params.log_root}")
     print(f"      then open {tensorboard_run_url(params.tensorboard_url, result.label)}")

@@ -58,8 +58,8 @@ def test_quiet_run_shows_each_step_and_the_result_in_under_40_lines(quiet_run):
         assert noise not in proc.stdout + proc.stderr, noise
     steps_shown = [line for line in lines if not line.startswith("evaluation report")]
     assert not any(re.search(r"evaluate-\d|select-model-\d", line) for line in steps_shown)
-    log_path = re.search(r"full log of the run: (\S+)", proc.stdout)[1]
-    assert log_path.startswith(str(root)) and f"(full log: {log_path})" in lines[0]
+    log_path = re.match(r"tbpipe run ux/q1 \(full log: (\S+)\)$", lines[0])[1]
+    assert log_path.startswith(str(root))
     log = open(log_path, encoding="utf-8").read()
     assert "Executing task" in log and "executor_input" in log  # it all went somewhere
 

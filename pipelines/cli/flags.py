@@ -34,7 +34,8 @@ PARAM_HELP = {
                      "fine-tune on --data)",
     "resume": "continue the run of this --run-name (interrupted or finished) from its "
               "checkpoints instead of refusing an existing run",
-    "log_root": "default: ./tbpipe-runs/logs, made absolute when the run starts",
+    "log_root": "where every step's TensorBoard logs go; run: default ./tbpipe-runs/logs, made "
+                "absolute when the run starts; submit: required, e.g. gs://BUCKET/logs",
     "run_name": "default: run-YYYYmmdd-HHMMSS",
     "model": "the model to train: builtin:cnn (default), path/to/file.py:function, "
              "package.module:function, a .keras file or a Model folder (docs/models.md)",

@@ -66,7 +66,9 @@ def run_result(result: LocalRunResult) -> dict:
     """The run's result as one JSON-able object (``--output json``)."""
     summary, params = result.summary, result.params
     return {
-        "experiment": params.experiment, "run_name": params.run_name, "run_id": None,
+        "experiment": params.experiment, "run_name": params.run_name,
+        "run_id": None,  # a KFP run id exists on a cluster only; kfp.local's job name:
+        "kfp_job": os.path.basename(result.job_dir),
         "test_accuracy": summary["final_accuracy"], "accuracy": summary["accuracy"],
         "final_model": summary["final_model"], "model_uri": summary["model_uri"],
         "log_dir": result.log_dir, "log_root": params.log_root,

@@ -58,7 +58,8 @@ FLAGS = {
 
 def run_pipeline(root: str, args: argparse.Namespace) -> tuple[float, dict[str, dict]]:
     """``tbpipe run``; its wall time and each task's marks (seconds since the run started)."""
-    command = [sys.executable, "-m", "tbpipe.pipelines.cli", "run", "--finetune", "always",
+    command = [sys.executable, "-m", "tbpipe.pipelines.cli", "run", "--verbose", "--finetune",
+               "always",
                "--epochs", str(args.epochs), "--finetune-epochs", str(args.finetune_epochs),
                "--data", args.data, "--log-root", os.path.join(root, "logs"),
                "--pipeline-root", os.path.join(root, "kfp"), "--experiment", "bench",

@@ -1,7 +1,7 @@
 """The one image tag all component specs use, derived from the package version.
 
 Compiling for a registry rewrites one value (``TBPIPE_IMAGE_REGISTRY`` or
-``--image-registry``), so component specs and images cannot drift.
+``--registry``), so component specs and images cannot drift.
 """
 
 from __future__ import annotations

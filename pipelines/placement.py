@@ -4,7 +4,7 @@ One module, one step table (:data:`STEP_KINDS`). :func:`place_task` puts GPUs, n
 selectors, the GPU toleration and CPU/memory on any task, tbpipe's or one of your own
 pipeline's; :func:`configure_task` applies a whole :class:`CompileOptions` to one of tbpipe's
 tasks. The image is set per task with ``PipelineTask.set_container_image`` (it overrides the
-component's import-time ``base_image`` in the compiled spec), so ``--image-registry`` and
+component's import-time ``base_image`` in the compiled spec), so ``--registry`` and
 ``--no-gpu`` change the YAML without re-importing the components.
 """
 

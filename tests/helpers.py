@@ -66,6 +66,18 @@ def read_tags(log_dir: str) -> dict[str, list[str]]:
     return acc.Tags()
 
 
+def read_text(log_dir: str, tag: str) -> str:
+    """The last text summary ``tag`` (as written by ``add_text``) in one run folder."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(log_dir, size_guidance={"tensors": 0})
+    acc.Reload()
+    names = [t for t in acc.Tags()["tensors"] if t in (tag, f"{tag}/text_summary")]
+    assert names, f"no text {tag!r} in {log_dir}: {acc.Tags()['tensors']}"
+    proto = acc.Tensors(names[0])[-1].tensor_proto
+    return b"".join(proto.string_val).decode()
+
+
 def free_port() -> int:
     """A TCP port free on the loopback interface right now."""
     with socket.socket() as sock:

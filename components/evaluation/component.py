@@ -35,6 +35,7 @@ def evaluate(
 
     from tbpipe.components.common.errors import exit_on_error
     from tbpipe.components.common.naming import step_place
+    from tbpipe.components.common.progress import report_result
     from tbpipe.components.common.run_claim import claim_run, run_owner
     from tbpipe.components.evaluation.config import EvaluateConfig
     from tbpipe.components.evaluation.core import evaluate_model
@@ -51,5 +52,8 @@ def evaluate(
     classification_metrics.log_confusion_matrix(
         categories=list(result.names),
         matrix=result.confusion_matrix)
+    target = "met" if result.meets_target else "not met"
+    report_result(step_name, f"test accuracy {result.accuracy:.4f} "
+                             f"(target {accuracy_target:g} {target})")
     outputs = namedtuple("EvaluateOutputs", ["accuracy", "meets_target"])
     return outputs(result.accuracy, result.meets_target)

@@ -23,6 +23,7 @@ def finetune(model: Input[Model], train_data: Input[Dataset], val_data: Input[Da
     """
     from tbpipe.components.common.errors import exit_on_error
     from tbpipe.components.common.naming import checkpoint_dir_for, step_place
+    from tbpipe.components.common.progress import report_result
     from tbpipe.components.common.run_claim import claim_run, run_owner
     from tbpipe.components.finetuning.config import FinetuneConfig
     from tbpipe.components.finetuning.core import finetune_model
@@ -41,6 +42,7 @@ def finetune(model: Input[Model], train_data: Input[Dataset], val_data: Input[Da
     for name, value in result.metrics.items():
         metrics.log_metric(name, value)
     metrics.log_metric("epochs", result.epochs_run)
+    report_result(step, f"val_accuracy {result.metrics['val_accuracy']:.4f}")
     finetuned_model.metadata.update({"framework": "keras", "epochs": result.epochs_run,
                                      "resumed_from_epoch": result.resumed_from_epoch,
                                      **result.metrics})

@@ -27,6 +27,7 @@ def preprocess(data: str, train_data: Output[Dataset], val_data: Output[Dataset]
     """
     from tbpipe.components.common.errors import exit_on_error
     from tbpipe.components.common.naming import step_place
+    from tbpipe.components.common.progress import report_result
     from tbpipe.components.common.run_claim import claim_run, run_owner
     from tbpipe.components.preprocessing.config import PreprocessConfig
     from tbpipe.components.preprocessing.core import preprocess_data
@@ -46,3 +47,6 @@ def preprocess(data: str, train_data: Output[Dataset], val_data: Output[Dataset]
         artifact.metadata["num_classes"] = info.num_classes
     for name, value in result.metrics.items():
         stats.log_metric(name, value)
+    report_result(step_name, f"kept {int(result.metrics['rows_kept'])} examples "
+                             f"({result.train.num_examples} train, {result.val.num_examples} "
+                             f"val, {result.test.num_examples} test)")

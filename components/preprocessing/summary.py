@@ -72,17 +72,28 @@ def summary_markdown(stats: dict) -> str:
     ])
 
 
+def class_count_table(stats: dict) -> str:
+    """The examples of each class in each split, as one Markdown table (a row per class)."""
+    counts = [stats["splits"][split]["class_counts"] for split in SPLITS]
+    names = stats.get("class_names") or [str(k) for k in range(len(counts[0]))]
+    rows = [[name, *(split_counts[k] for split_counts in counts), sum(c[k] for c in counts)]
+            for k, name in enumerate(names)]
+    return markdown_table(["class", *SPLITS, "all"], rows)
+
+
 def log_summary(log_dir: str, stats: dict, pixel_hist: np.ndarray,
                 samples: list[np.ndarray]) -> None:
-    """Write the data statistics to TensorBoard under ``data/`` (all at step 0)."""
+    """Write the data statistics to TensorBoard under ``data/`` (all at step 0).
+
+    Class counts are one text table (``data/class_counts``) and the ``data/labels``
+    histogram, not a one-point scalar chart per class, which would fill the scalar dashboard
+    ahead of the training curves.
+    """
     with open_writer(log_dir) as writer:
+        writer.add_text("data/class_counts", class_count_table(stats), 0)
         for split in SPLITS:
-            info = stats["splits"][split]
-            prefix = "data/class_count" if split == "train" else f"data/class_count_{split}"
-            names = stats.get("class_names") or [str(k) for k in range(len(info["class_counts"]))]
-            for name, count in zip(names, info["class_counts"], strict=True):
-                writer.add_scalar(f"{prefix}/{name}", count, 0)
-            writer.add_scalar(f"data/num_examples/{split}", info["num_examples"], 0)
+            writer.add_scalar(f"data/num_examples/{split}", stats["splits"][split]["num_examples"],
+                              0)
         for key in ("rows_read", "rows_dropped", "rows_kept"):
             writer.add_scalar(f"data/{key}", stats[key], 0)
         label_counts = np.sum([stats["splits"][s]["class_counts"] for s in SPLITS], axis=0)

@@ -39,6 +39,7 @@ def promote(
 
     from tbpipe.components.common.errors import exit_on_error
     from tbpipe.components.common.naming import step_place
+    from tbpipe.components.common.progress import report_result
     from tbpipe.components.common.run_claim import claim_run, run_owner
     from tbpipe.components.common.run_summary import write_run_summary
     from tbpipe.components.promotion.config import PromoteConfig
@@ -61,5 +62,6 @@ def promote(
     for name, value in (decision.baseline_scores or {}).items():
         metrics.log_metric(f"baseline_{name}", value)
     metrics.log_metric("promoted", float(decision.promoted))
+    report_result("promote", decision.line().split(" (")[0])  # verdict and both scores
     outputs = namedtuple("PromoteOutputs", ["decision", "summary"])
     return outputs(decision.verdict, json.dumps(summary, sort_keys=True))

@@ -18,6 +18,7 @@ def select_trial(models: Input[list[Model]], trials: str, best_model: Output[Mod
     import json
 
     from tbpipe.components.common.errors import exit_on_error
+    from tbpipe.components.common.progress import report_result
     from tbpipe.components.selection.core import choose_trial, trial_table
 
     with exit_on_error("select-trial"):
@@ -31,16 +32,22 @@ def select_trial(models: Input[list[Model]], trials: str, best_model: Output[Mod
                                 "val_accuracy": best["val_accuracy"]})
     print(markdown)
     print(f"best trial: {sweep['best_trial']} (val accuracy {best['val_accuracy']:.4f})")
+    report_result("select-trial", f"best {sweep['best_trial']} of {len(sweep['trials'])} "
+                                  f"(val_accuracy {best['val_accuracy']:.4f})")
     return json.dumps(sweep, sort_keys=True)
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def decide_finetune(mode: str, meets_target: bool, finetune_data: str) -> str:
     """``skip``, ``same-data`` or ``other-data``: what the fine-tuning branch should do."""
-    from tbpipe.components.selection.core import finetune_plan
+    from tbpipe.components.common.progress import report_result
+    from tbpipe.components.selection.core import OTHER_DATA, SAME_DATA, SKIP, finetune_plan
 
     plan = finetune_plan(mode, meets_target, finetune_data)
     print(f"finetune={mode}, meets target={meets_target} -> {plan}")
+    report_result("decide-finetune", {SKIP: "no fine-tuning",
+                                      SAME_DATA: "fine-tune on the same data",
+                                      OTHER_DATA: "fine-tune on --finetune-data"}[plan])
     return plan
 
 
@@ -59,6 +66,7 @@ def select_model(trained_model: Input[Model], trained_accuracy: float, best_mode
 
     from tbpipe.components.common.errors import exit_on_error
     from tbpipe.components.common.naming import resolve_run
+    from tbpipe.components.common.progress import report_result
     from tbpipe.components.common.run_summary import write_run_summary
     from tbpipe.components.selection.core import choose_model, summary_json
 
@@ -75,4 +83,6 @@ def select_model(trained_model: Input[Model], trained_accuracy: float, best_mode
                                                                 best_model.uri),
                               summary, tensorboard_url)
     print(f"final model: {summary['final_model']} (test accuracy {summary['final_accuracy']:.4f})")
+    report_result("select-model", f"{summary['final_model']} model "
+                                  f"(test accuracy {summary['final_accuracy']:.4f})")
     return summary_json(summary)

@@ -30,6 +30,7 @@ def train(train_data: Input[Dataset], val_data: Input[Dataset], model: Output[Mo
     """
     from tbpipe.components.common.errors import exit_on_error
     from tbpipe.components.common.naming import checkpoint_dir_for, step_place
+    from tbpipe.components.common.progress import report_result
     from tbpipe.components.common.run_claim import claim_run, run_owner
     from tbpipe.components.training.config import TrainConfig
     from tbpipe.components.training.core import train_model
@@ -49,5 +50,6 @@ def train(train_data: Input[Dataset], val_data: Input[Dataset], model: Output[Mo
     for name, value in result.metrics.items():
         metrics.log_metric(name, value)
     metrics.log_metric("epochs", result.epochs_run)
+    report_result(step, f"val_accuracy {result.metrics['val_accuracy']:.4f}")
     model.metadata.update({"framework": "keras", "epochs": result.epochs_run,
                            "resumed_from_epoch": result.resumed_from_epoch, **result.metrics})

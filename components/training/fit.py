@@ -170,6 +170,7 @@ def _run_fit(plan: _Plan, job: FitJob, config: FitConfig, writer) -> dict:
     PyTorch; not TensorFlow, whose batch hooks Keras 3.15 always runs on the training loop)
     the per-batch hooks would run on Keras' callback threads.
     """
+    from tbpipe.components.common.progress import keras_progress_callback
     from tbpipe.components.common.tensorboard.callback import TensorBoardX
     from tbpipe.components.common.tensorboard.writer import sync_events
     from tbpipe.components.training import checkpoint, data
@@ -184,7 +185,9 @@ def _run_fit(plan: _Plan, job: FitJob, config: FitConfig, writer) -> dict:
                       plan.initial_epoch, plan.steps_per_epoch,
                       global_steps=True, initial_step=plan.initial_step)
     with sigterm_flag() as flag:
-        callbacks = [StopOnSignal(flag, config.checkpoint_dir), tb]
+        step = job.log_dir.rstrip("/").rsplit("/", 1)[-1]  # {log_root}/{exp}/{run}/{step}
+        callbacks = [StopOnSignal(flag, config.checkpoint_dir), tb,
+                     keras_progress_callback(step, config.epochs, plan.steps_per_epoch)]
         if config.checkpoint_dir:
             callbacks.append(checkpoint.EpochCheckpoint(
                 config.checkpoint_dir, plan.fingerprint, plan.steps_per_epoch,

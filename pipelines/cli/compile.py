@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from tbpipe.pipelines.cli.flags import (
     add_compile_arguments,
@@ -10,13 +11,17 @@ from tbpipe.pipelines.cli.flags import (
     compile_options,
     sweep_from_args,
 )
-from tbpipe.pipelines.training import compile_pipeline
+from tbpipe.pipelines.cli.output import add_output_argument, emit, result_output, wants_json
+from tbpipe.pipelines.training import PIPELINE_NAME, compile_pipeline
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``compile``."""
     cmd = subparsers.add_parser("compile", help="write the KFP v2 pipeline YAML")
-    cmd.add_argument("-o", "--output", default="pipeline.yaml", help="YAML path to write")
+    cmd.add_argument("--package", default="pipeline.yaml", metavar="PATH",
+                     help="YAML to write, .yaml or .yml (default: %(default)s); submit "
+                          "--package takes it")
+    add_output_argument(cmd)
     add_compile_arguments(cmd)
     add_sweep_arguments(cmd)
     cmd.set_defaults(handler=run_compile)
@@ -24,6 +29,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_compile(args: argparse.Namespace) -> int:
     """Compile with the placement (and sweep) flags and say where the YAML went."""
-    path = compile_pipeline(args.output, compile_options(args), sweep_from_args(args))
-    print(f"wrote {path}")
+    with result_output(args) as out:
+        path = compile_pipeline(args.package, compile_options(args),
+                                sweep_from_args(args))
+        if wants_json(args):
+            emit(out, {"package": os.path.abspath(path), "pipeline": PIPELINE_NAME})
+        else:
+            print(f"wrote {path}")
     return 0

@@ -1,6 +1,6 @@
 """Flags shared by several sub-commands, each derived from the one table it sets.
 
-Pipeline parameters (``run``, and ``submit`` through ``--param``) come from
+Pipeline parameters (``run`` and ``submit``, the same flags and ``--params-file``) come from
 :class:`~tbpipe.pipelines.training.PipelineParams`; placement flags (``compile``, ``submit``)
 make a :class:`~tbpipe.pipelines.placement.CompileOptions`.
 """
@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 
-from tbpipe.components.common.errors import SettingError
+from tbpipe.components.common.errors import InputError, SettingError
 from tbpipe.pipelines.placement import (
     DEFAULT_GPU_TYPE,
     DEFAULT_RESOURCES,
@@ -23,11 +24,19 @@ from tbpipe.pipelines.placement import (
 from tbpipe.pipelines.sweep import SWEEPABLE, Sweep, parse_sweep
 from tbpipe.pipelines.training import PARAM_CHOICES, PipelineParams
 
+#: The data sources ``--data`` and ``--finetune-data`` take.
+DATA_FORMATS = ("a .csv, .csv.gz, .parquet or .pq table (a 'label' column and pixel0..N "
+                "columns), a folder of MNIST IDX files, a folder of image folders (one per "
+                "class), builtin:digits or builtin:mnist; a local path or gs://")
 #: Help where the field's default does not say it all.
 PARAM_HELP = {
+    "data": f"training data (default: builtin:digits): {DATA_FORMATS}",
+    "finetune_data": "data to fine-tune on, in the same formats as --data (default: none: "
+                     "fine-tune on --data)",
     "resume": "continue the run of this --run-name (interrupted or finished) from its "
               "checkpoints instead of refusing an existing run",
-    "log_root": "default: ./tbpipe-runs/logs, made absolute when the run starts",
+    "log_root": "where every step's TensorBoard logs go; run: default ./tbpipe-runs/logs, made "
+                "absolute when the run starts; submit: required, e.g. gs://BUCKET/logs",
     "run_name": "default: run-YYYYmmdd-HHMMSS",
     "model": "the model to train: builtin:cnn (default), path/to/file.py:function, "
              "package.module:function, a .keras file or a Model folder (docs/models.md)",
@@ -43,8 +52,16 @@ NO_FLAG = ("model_source",)
 
 
 def add_param_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add one ``--flag`` per PipelineParams field (``--finetune-epochs`` for finetune_epochs)."""
-    group = parser.add_argument_group("pipeline parameters")
+    """Add one ``--flag`` per PipelineParams field (``--finetune-epochs`` for finetune_epochs).
+
+    And ``--params-file``: the same parameters from a YAML or JSON file, keys named as the
+    pipeline's parameters (``finetune_epochs``); a flag given as well wins.
+    """
+    group = parser.add_argument_group(
+        "pipeline parameters", "each also a key of --params-file (e.g. finetune_epochs: 2); "
+        "a flag wins over the file")
+    group.add_argument("--params-file", default=None, metavar="FILE",
+                       help="YAML or JSON mapping of pipeline parameter names to values")
     for field in dataclasses.fields(PipelineParams):
         if field.name in NO_FLAG:
             continue
@@ -55,15 +72,31 @@ def add_param_arguments(parser: argparse.ArgumentParser) -> None:
             continue
         kind = field.type if field.type in (int, float) else str
         choices = PARAM_CHOICES.get(field.name)  # listed here, checked by the config
+        default_help = f"default: {field.default!r}"
+        if choices:
+            default_help = f"one of {', '.join(choices)}; {default_help}"
         group.add_argument(flag, dest=field.name, type=kind, default=None,
                            metavar="|".join(choices) if choices else field.name.upper(),
-                           help=PARAM_HELP.get(field.name, f"default: {field.default!r}"))
+                           help=PARAM_HELP.get(field.name, default_help))
+
+
+def given_params(args: argparse.Namespace) -> dict[str, object]:
+    """The pipeline parameters given: ``--params-file`` first, then the flags over it.
+
+    Raises:
+        InputError: the file cannot be read, is not a mapping, names an unknown parameter
+            or gives a value of the wrong type.
+
+    """
+    values = read_params_file(args.params_file) if getattr(args, "params_file", None) else {}
+    flags = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(PipelineParams)}
+    values.update({k: v for k, v in flags.items() if v is not None})
+    return values
 
 
 def params_from_args(args: argparse.Namespace, **overrides: object) -> PipelineParams:
-    """PipelineParams from parsed flags (unset flags keep their defaults)."""
-    values = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(PipelineParams)}
-    values = {k: v for k, v in values.items() if v is not None}
+    """PipelineParams from the params file and parsed flags (the rest keep their defaults)."""
+    values = given_params(args)
     values.update({k: v for k, v in overrides.items() if v is not None})
     return PipelineParams(**values).validate()
 
@@ -95,13 +128,62 @@ def sweep_from_args(args: argparse.Namespace) -> Sweep | None:
             raise SettingError(flag, getattr(args, key),
                                f"is swept by --sweep {key}; give its values there only")
     return sweep
+def read_params_file(path: str) -> dict[str, object]:
+    """Pipeline parameters from a YAML or JSON file (JSON is YAML), typed as PipelineParams.
+
+    Raises:
+        InputError: one line naming the file and what is wrong in it.
+
+    """
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as handle:
+            loaded = yaml.safe_load(handle)
+    except OSError as exc:
+        raise InputError(f"--params-file {path}: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        raise InputError(f"--params-file {path}: not YAML or JSON ({str(exc).splitlines()[0]})"
+                         ) from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise InputError(f"--params-file {path}: expected a mapping of parameter names to "
+                         f"values, got {type(loaded).__name__}")
+    fields = {f.name: f.type for f in dataclasses.fields(PipelineParams)}
+    values = {}
+    for key, value in loaded.items():
+        name = str(key).replace("-", "_")
+        if name not in fields or name in NO_FLAG:
+            known = ", ".join(sorted(set(fields) - set(NO_FLAG)))
+            raise InputError(f"--params-file {path}: unknown parameter {key!r} (known: {known})")
+        values[name] = typed_value(path, name, value, fields[name])
+    return values
+
+
+def typed_value(path: str, name: str, value: object, kind: object) -> object:
+    """``value`` from a params file as the parameter's type; InputError if it is not one."""
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+    elif kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif kind is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        return str(value)
+    expected = {bool: "true or false", int: "an integer", float: "a number"}.get(kind, "text")
+    raise InputError(f"--params-file {path}: {name}: expected {expected}, got "
+                     f"{json.dumps(value, default=str)}")
 
 
 def add_compile_arguments(parser: argparse.ArgumentParser) -> None:
     """Compile-time flags (shared by ``compile`` and ``submit``)."""
     group = parser.add_argument_group("placement (compile options)")
     add = group.add_argument
-    add("--image-registry", default=None, metavar="REGISTRY",
+    add("--registry", dest="image_registry", default=None, metavar="REGISTRY",
         help="registry the component images are pulled from (default: $TBPIPE_IMAGE_REGISTRY "
              "or localhost), e.g. europe-docker.pkg.dev/PROJECT/tbpipe")
     add("--no-gpu", action="store_true", help="compile a CPU-only pipeline")

@@ -1,4 +1,4 @@
-"""``tbpipe``: compile | run | submit | tensorboard | runs | build-images | predict.
+"""``tbpipe``: compile | run | submit | tensorboard | runs | build-images | predict | completion.
 
 Each sub-command is a module of this package with ``register(subparsers)``; the pipeline's
 parameters are declared once (``PipelineParams``) and turned into flags by
@@ -12,9 +12,21 @@ import sys
 
 from tbpipe.components._image import package_version
 from tbpipe.components.common.errors import TbpipeError
-from tbpipe.pipelines.cli import build_images, compile, predict, run, runs, submit, tensorboard
+from tbpipe.pipelines.cli import (
+    build_images,
+    compile,
+    completion,
+    predict,
+    run,
+    runs,
+    submit,
+    tensorboard,
+)
 
-COMMANDS = (compile, run, submit, tensorboard, runs, build_images, predict)
+COMMANDS = (compile, run, submit, tensorboard, runs, build_images, predict, completion)
+#: What ``tbpipe --help`` says first (plain text: argparse shows it as it is).
+DESCRIPTION = ("Train, evaluate and fine-tune a Keras model as a Kubeflow pipeline, locally "
+               "or on a cluster, every step in one TensorBoard.")
 
 
 class Parser(argparse.ArgumentParser):
@@ -27,7 +39,10 @@ class Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """The full ``tbpipe`` parser."""
-    parser = Parser(prog="tbpipe", description=__doc__.splitlines()[0])
+    parser = Parser(prog="tbpipe", description=DESCRIPTION,
+                    epilog="Run 'tbpipe COMMAND --help' for a command's flags. Exit status: 0 "
+                           "done, 1 error (one line on standard error), 2 usage error; "
+                           "submit --wait: 3 the run failed, 4 --timeout reached.")
     parser.add_argument("--version", action="version", version=f"tbpipe {package_version()}")
     subparsers = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     for command in COMMANDS:

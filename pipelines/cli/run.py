@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import glob
 import os
+import sys
 
 from tbpipe.components.common.naming import tensorboard_run_url
 from tbpipe.pipelines.cli.flags import (
@@ -13,6 +13,13 @@ from tbpipe.pipelines.cli.flags import (
     params_from_args,
     sweep_from_args,
 )
+from tbpipe.pipelines.cli.output import (
+    add_output_argument,
+    emit,
+    result_output,
+    tbpipe_command,
+    wants_json,
+)
 from tbpipe.pipelines.runners.local import (
     DEFAULT_PIPELINE_ROOT,
     RUNNERS,
@@ -20,30 +27,64 @@ from tbpipe.pipelines.runners.local import (
     run_pipeline,
 )
 
+#: How the result block names the model each evaluate step scored.
+REPORT_LABELS = {"evaluate": "trained", "evaluate-finetuned": "fine-tuned"}
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``run``."""
-    cmd = subparsers.add_parser("run", help="run the whole pipeline locally (kfp.local)")
-    cmd.add_argument("--runner", choices=RUNNERS, default=RUNNERS[0])
+    cmd = subparsers.add_parser(
+        "run", help="run the whole pipeline locally (kfp.local)",
+        description="Run preprocess -> train -> evaluate -> [finetune -> evaluate] -> select "
+                    "on this machine. Shows one line per step and the result; everything "
+                    "else goes to a log file whose path is printed (--verbose shows it all).")
+    cmd.add_argument("--runner", choices=RUNNERS, default=RUNNERS[0],
+                     help="subprocess (default): steps run in this Python; docker: in the "
+                          "images")
     cmd.add_argument("--pipeline-root", default=None,
                      help=f"where kfp.local keeps artifacts (default: {DEFAULT_PIPELINE_ROOT})")
     cmd.add_argument("--gpus", default=None,
                      help="with --runner docker: GPUs for train/finetune ('all' or a count)")
+    cmd.add_argument("-v", "--verbose", action="store_true",
+                     help="stream everything kfp.local and the steps print")
+    add_output_argument(cmd)
     add_param_arguments(cmd)
     add_sweep_arguments(cmd)
     cmd.set_defaults(handler=run_local)
 
 
 def run_local(args: argparse.Namespace) -> int:
-    """Run, then print the result block."""
+    """Run, then print the result block (or, with ``--output json``, the result object)."""
     params = params_from_args(args)
     sweep = sweep_from_args(args)
     root = os.path.abspath(args.pipeline_root or DEFAULT_PIPELINE_ROOT)
     runner_options = {"gpus": args.gpus} if args.runner == "docker" else {}
-    result = run_pipeline(params, pipeline_root=root, runner=args.runner, sweep=sweep,
-                          **runner_options)
-    print_result(result)
+    with result_output(args) as out:
+        result = run_pipeline(params, pipeline_root=root, runner=args.runner, sweep=sweep,
+                              verbose=args.verbose, screen=sys.stdout, **runner_options)
+        if wants_json(args):
+            emit(out, run_result(result))
+        else:
+            print_result(result)
     return 0
+
+
+def run_result(result: LocalRunResult) -> dict:
+    """The run's result as one JSON-able object (``--output json``)."""
+    summary, params = result.summary, result.params
+    return {
+        "experiment": params.experiment, "run_name": params.run_name,
+        "run_id": None,  # a KFP run id exists on a cluster only; kfp.local's job name:
+        "kfp_job": os.path.basename(result.job_dir),
+        "test_accuracy": summary["final_accuracy"], "accuracy": summary["accuracy"],
+        "final_model": summary["final_model"], "model_uri": summary["model_uri"],
+        "log_dir": result.log_dir, "log_root": params.log_root,
+        "tensorboard_url": tensorboard_run_url(params.tensorboard_url, result.label),
+        "artifacts": result.job_dir, "run_log": result.run_log,
+        "reports": {REPORT_LABELS.get(step, step): path
+                    for step, path in result.reports.items()},
+        "promotion": summary.get("promotion"), "sweep": summary.get("sweep"),
+    }
 
 
 def print_result(result: LocalRunResult) -> None:
@@ -59,10 +100,10 @@ def print_result(result: LocalRunResult) -> None:
     if summary.get("promotion"):  # "promoted: new accuracy 0.9 vs baseline 0.8 (...)"
         print(f"{summary['promotion']['line']} -> {params.promote_to}")
     print(f"artifacts and metrics: {result.job_dir}")
-    for report in sorted(glob.glob(os.path.join(result.job_dir, "*", "report"))):
-        print(f"evaluation report: {report}")
+    for step, report in result.reports.items():
+        print(f"evaluation report ({REPORT_LABELS.get(step, step)} model): {report}")
     print(f"TensorBoard logs: {result.log_dir}")
-    print(f"view: tbpipe tensorboard --log-root {params.log_root}")
+    print(f"view: {tbpipe_command()} tensorboard --log-root {params.log_root}")
     print(f"      then open {tensorboard_run_url(params.tensorboard_url, result.label)}")
 
 

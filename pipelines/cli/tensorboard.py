@@ -11,7 +11,12 @@ from tbpipe.pipelines.runners.tensorboard import LOADERS, start_tensorboard
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``tensorboard``."""
-    cmd = subparsers.add_parser("tensorboard", help="serve TensorBoard on a log root")
+    cmd = subparsers.add_parser(
+        "tensorboard", help="serve TensorBoard on a log root",
+        usage="%(prog)s [options] [-- TENSORBOARD_FLAGS ...]",
+        description="Serve one TensorBoard over every run and step under a log root. Flags "
+                    "after -- go to TensorBoard as they are, e.g. "
+                    "-- --samples_per_plugin=scalars=5000 (see tensorboard --helpfull).")
     cmd.add_argument("--log-root", default=DEFAULT_LOG_ROOT,
                      help="local folder, gs://bucket/prefix or s3://bucket/prefix "
                           "(default: %(default)s)")
@@ -21,13 +26,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="fast (native data server), python, or auto: fast where it can read")
     cmd.add_argument("--reload-interval", type=float, default=5,
                      help="seconds between reloads (default: %(default)s)")
+    cmd.add_argument("tensorboard_args", nargs="*", metavar="TENSORBOARD_FLAGS",
+                     help="after --: TensorBoard's own flags, passed through")
     cmd.set_defaults(handler=run_tensorboard)
 
 
 def run_tensorboard(args: argparse.Namespace) -> int:
     """``tbpipe tensorboard``: start, print the address and the loader, serve until stopped."""
     server = start_tensorboard(args.log_root, args.host, args.port, args.loader,
-                               args.reload_interval)
+                               args.reload_interval, extra_args=args.tensorboard_args)
     print(f"TensorBoard {server.url} serving {args.log_root}", flush=True)
     print(f"loader: {server.loader.name} ({server.loader.reason})", flush=True)
     with on_sigterm(server.process.terminate):

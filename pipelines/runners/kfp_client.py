@@ -84,7 +84,7 @@ def api_error_line(host: str, doing: str, exc: Exception) -> str:
         return (f"KFP at {host} refused the request while {doing} ({said}): give a valid token "
                 "with --token-file or $KFP_TOKEN, and --namespace on a multi-user cluster")
     if status == 404:
-        return (f"KFP at {host} answered {said} while {doing}: check --host points at the KFP "
+        return (f"KFP at {host} answered {said} while {doing}: check --endpoint points at the KFP "
                 "API (e.g. http://localhost:8080 after kubectl port-forward) and --namespace")
     if status >= 500:
         return (f"KFP at {host} failed while {doing} ({said}): try again, or read the "
@@ -127,11 +127,11 @@ def calling(host: str, doing: str, timeout: float = DEFAULT_REQUEST_TIMEOUT_S) -
             cause, urllib3.exceptions.NewConnectionError)  # a refusal is one (urllib3 2.x)
         if no_answer:
             raise TbpipeError(f"KFP at {host} did not answer within {timeout:g}s while {doing}: "
-                              "check --host points at the KFP API, or raise "
+                              "check --endpoint points at the KFP API, or raise "
                               "--request-timeout") from None
         reason = "connection refused" if "refused" in str(cause).lower() else str(cause)
         raise TbpipeError(f"cannot connect to KFP at {host} while {doing} ({reason}): check "
-                          "--host / $KFP_HOST and that the API is reachable") from None
+                          "--endpoint / $KFP_HOST and that the API is reachable") from None
     except (OSError, ValueError, TimeoutError) as exc:
         raise TbpipeError(f"KFP at {host}: {doing} failed: {str(exc).splitlines()[0]}") from None
     finally:

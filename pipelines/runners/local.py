@@ -6,7 +6,6 @@ import contextlib
 import dataclasses
 import json
 import os
-import re
 import sys
 import warnings
 
@@ -19,33 +18,6 @@ RUNNERS = ("subprocess", "docker")
 # Relative to the folder a run starts in; made absolute then (a compiled YAML holds neither).
 DEFAULT_LOG_ROOT = os.path.join("tbpipe-runs", "logs")
 DEFAULT_PIPELINE_ROOT = os.path.join("tbpipe-runs", "pipeline-root")
-_STEP_ERROR = re.compile(r"tbpipe: ([\w.-]+): error: (.+)")
-
-
-class _StepErrors:
-    """A stdout that passes a run's output through and keeps the steps' own error lines.
-
-    kfp.local prints each step's output line by line; a failed step's wrapper printed one
-    ``tbpipe: <step>: error: ...`` line (tbpipe.components.common.errors.exit_on_error).
-    """
-
-    def __init__(self, out) -> None:  # noqa: ANN001 - a text stream
-        self.out, self.errors, self._tail = out, [], ""
-
-    def write(self, text: str) -> int:
-        """Pass ``text`` on; remember every complete step error line."""
-        self.out.write(text)
-        *lines, self._tail = (self._tail + text).split("\n")
-        self.errors += [m.groups() for m in map(_STEP_ERROR.search, lines) if m]
-        return len(text)
-
-    def flush(self) -> None:  # noqa: D102
-        self.out.flush()
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self.out, name)
-
-
 @dataclasses.dataclass(frozen=True)
 class LocalRunResult:
     """What a local run produced."""
@@ -55,6 +27,8 @@ class LocalRunResult:
     log_dir: str
     job_dir: str
     label: str
+    run_log: str = ""  # everything the run printed (the screen showed a summary of it)
+    reports: dict = dataclasses.field(default_factory=dict)  # step display name -> report
 
 
 def init_runner(runner: str, pipeline_root: str, **runner_options: object) -> None:
@@ -114,19 +88,43 @@ def claim_local_run(params: PipelineParams) -> str:
     return owner
 
 
+def tensorflow_log_level(environ: dict) -> None:
+    """Set the steps' ``TF_CPP_MIN_LOG_LEVEL`` unless it is set: 2, or 3 without a GPU device.
+
+    2 shows errors only. Without ``/dev/nvidia*``, TensorFlow's CUDA plugin logs ``E0000 ...
+    failed call to cuInit`` in every step, even with ``CUDA_VISIBLE_DEVICES`` empty; where a
+    GPU device exists, errors stay visible.
+    """
+    import glob
+
+    if "TF_CPP_MIN_LOG_LEVEL" not in environ:
+        environ["TF_CPP_MIN_LOG_LEVEL"] = "2" if glob.glob("/dev/nvidia[0-9]*") else "3"
+
+
+def run_log_path(pipeline_root: str, params: PipelineParams) -> str:
+    """Where a local run's full output goes: ``{pipeline_root}/run-logs/{exp}/{run}.log``."""
+    return os.path.join(pipeline_root, "run-logs", params.experiment, f"{params.run_name}.log")
+
+
 def run_pipeline(params: PipelineParams, pipeline_root: str = DEFAULT_PIPELINE_ROOT,
                  runner: str = "subprocess", sweep: Sweep | None = None,
+                 verbose: bool = True, screen=None,  # noqa: ANN001
                  **runner_options: object) -> LocalRunResult:
     """Run the whole pipeline locally and return where everything went.
 
     ``sweep``: train its trials one after another (kfp.local), then go on with the best.
+    Everything kfp.local and the steps print goes to the run's log file
+    (:func:`run_log_path`); ``screen`` (default: stdout) shows one line per step as it
+    starts and ends, and a progress bar on a terminal (:mod:`.run_display`), or, with
+    ``verbose``, everything as it is printed.
 
     Raises:
-        TbpipeError: a step failed (its own error line was printed above).
+        TbpipeError: a step failed (its last lines and the log's path were shown).
     """
     from tbpipe.components.common.naming import step_log_dir
     from tbpipe.components.training.user_model import check_model_exists, local_start_path
     from tbpipe.pipelines.placement import CompileOptions
+    from tbpipe.pipelines.runners.run_display import RunDisplay, task_display_names
     from tbpipe.pipelines.training import build_training_pipeline
 
     check_sources(params)
@@ -141,7 +139,7 @@ def run_pipeline(params: PipelineParams, pipeline_root: str = DEFAULT_PIPELINE_R
            if getattr(params, name) and "://" not in getattr(params, name)}).validate()
     pipeline_root = os.path.abspath(pipeline_root)
     claim_local_run(params)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    tensorflow_log_level(os.environ)
     gpu = False
     if runner == "docker":
         from tbpipe.pipelines.runners.docker import docker_paths, gpus_usable
@@ -152,20 +150,32 @@ def run_pipeline(params: PipelineParams, pipeline_root: str = DEFAULT_PIPELINE_R
     # train/finetune use the gpu image only when GPUs really pass through to the containers
     one_at_a_time = dataclasses.replace(sweep, max_parallel=1) if sweep else None
     pipeline = build_training_pipeline(CompileOptions(gpu=gpu, retries=0), one_at_a_time)
-    output = _StepErrors(sys.stdout)
-    try:
-        with contextlib.redirect_stdout(output), warnings.catch_warnings():
-            # resources and display names are for the cluster; kfp.local warns per task
-            warnings.filterwarnings("ignore", message=".*no effect in the current local runner")
-            # The run is this process's now: its steps continue it (each takes the claim
-            # over for kfp.local's job) rather than refuse the claim made just above.
-            task = pipeline(**{**params.as_arguments(), "resume": True})
-    except RuntimeError as exc:
-        if output.errors:  # repeat the step's own line: it names the input and what to do
-            step, message = output.errors[-1]
-            raise TbpipeError(f"step {step} failed: {message}") from exc
-        raise TbpipeError(f"the pipeline failed: {str(exc).splitlines()[0]} "
-                          "(the failing step's own error is printed above)") from exc
+    screen = screen or sys.stdout
+    names = task_display_names(pipeline.pipeline_spec)
+    log_path = run_log_path(pipeline_root, params)
+    os.makedirs(os.path.dirname(log_path), exist_ok=True)
+    with open(log_path, "a", encoding="utf-8") as log:
+        live = not verbose and screen.isatty()
+        output = RunDisplay(screen, log, names, verbose=verbose, live=live)
+        if not verbose:
+            screen.write(f"tbpipe run {params.experiment}/{params.run_name} (full log: "
+                         f"{log_path})\n")
+        try:
+            with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output), \
+                    warnings.catch_warnings():
+                # resources and display names are for the cluster; kfp.local warns per task
+                warnings.filterwarnings("ignore",
+                                        message=".*no effect in the current local runner")
+                # The run is this process's now: its steps continue it (each takes the claim
+                # over for kfp.local's job) rather than refuse the claim made just above.
+                task = pipeline(**{**params.as_arguments(), "resume": True})
+        except RuntimeError as exc:
+            output.failed(log_path)
+            if output.errors:  # repeat the step's own line: it names the input and what to do
+                step, message = output.errors[-1]
+                raise TbpipeError(f"step {step} failed: {message}") from exc
+            raise TbpipeError(f"the pipeline failed: {str(exc).splitlines()[0]} "
+                              f"(full log: {log_path})") from exc
     summary = json.loads(task.output)
     if params.promote_to:  # promote's decision: kfp.local returns select-model's output only
         from tbpipe.components.common.run_summary import read_run_summary
@@ -175,5 +185,8 @@ def run_pipeline(params: PipelineParams, pipeline_root: str = DEFAULT_PIPELINE_R
     run_dir = os.path.dirname(step_log_dir(params.log_root, params.experiment, params.run_name,
                                            "train"))
     job_dir = os.path.dirname(os.path.dirname(summary["model_uri"]))
+    reports = {names.get(task, task): os.path.join(job_dir, task, "report")
+               for task in sorted(os.listdir(job_dir))
+               if os.path.exists(os.path.join(job_dir, task, "report"))}
     return LocalRunResult(params, summary, run_dir, job_dir,
-                          f"{params.experiment}/{params.run_name}")
+                          f"{params.experiment}/{params.run_name}", log_path, reports)

@@ -19,6 +19,10 @@ from tbpipe.pipelines.training import PipelineParams
 FINISHED = ("SUCCEEDED", "FAILED", "SKIPPED", "CANCELED")
 
 
+class WaitTimeout(TbpipeError):
+    """``submit --wait --timeout``: the run was still going when the time was up."""
+
+
 def version_name(package: str) -> str:
     """Name a pipeline version uniquely: package version, time and content hash."""
     from tbpipe.components._image import package_version
@@ -28,26 +32,22 @@ def version_name(package: str) -> str:
     return f"v{package_version()}-{time.strftime('%Y%m%d-%H%M%S')}-{digest}"
 
 
-def resolve_names(experiment: str | None, run_name: str | None,
-                  given: dict[str, str]) -> tuple[str, str]:
-    """Pick the run's experiment and name from ``--experiment``/``--run-name`` or ``--param``.
+def resolve_names(experiment: str | None, run_name: str | None) -> tuple[str, str]:
+    """The run's experiment and name: ``--experiment``/``--run-name`` (flag or params file).
 
     One name serves the KFP experiment/run and the TensorBoard folder ``{experiment}/{run}``.
     """
-    names = []
-    for key, flag, value, default in (("experiment", "--experiment", experiment,
-                                       PipelineParams.experiment),
-                                      ("run_name", "--run-name", run_name, None)):
-        if value and given.get(key, value) != value:
-            raise InputError(f"--param {key}={given[key]} conflicts with {flag} {value}: "
-                             "give one of them")
-        chosen = value or given.get(key) or default or default_run_name()
-        names.append(validate_name(key.split("_")[0], chosen))
-    return names[0], names[1]
+    return (validate_name("experiment", experiment or PipelineParams.experiment),
+            validate_name("run", run_name or default_run_name()))
+
+
+def flag_of(key: str) -> str:
+    """The ``run``/``submit`` flag of pipeline parameter ``key`` (``--finetune-epochs``)."""
+    return "--" + key.replace("_", "-")
 
 
 def run_arguments(parameters: dict[str, dict], given: dict[str, str]) -> dict[str, object]:
-    """Check and type the run's arguments ``given`` (strings) against the spec's inputs.
+    """Check and type the run's arguments ``given`` (as text) against the spec's inputs.
 
     Raises:
         InputError: an unknown parameter, a value of the wrong type or, for the tbpipe
@@ -65,16 +65,16 @@ def run_arguments(parameters: dict[str, dict], given: dict[str, str]) -> dict[st
         values = {k: fields[k](v) for k, v in {**defaults, **arguments}.items()}  # 10.0 -> 10
         PipelineParams(**values).validate()
     if "log_root" in parameters and "log_root" not in given:
-        raise InputError("submit needs --param log_root=gs://BUCKET/logs (or s3://...): the "
-                         "log root the cluster's pods and TensorBoard share (the compiled "
-                         "pipeline has none)")
+        raise InputError("submit needs --log-root gs://BUCKET/logs (or s3://...): the log root "
+                         "the cluster's pods and TensorBoard share (the compiled pipeline has "
+                         "none)")
     return arguments
 
 
 def typed(key: str, text: str, parameters: dict[str, dict]) -> object:
     """``text`` converted to the type the spec declares for parameter ``key``."""
     if key not in parameters:
-        raise InputError(f"--param {key}: the pipeline has no such parameter "
+        raise InputError(f"{flag_of(key)}: the pipeline in --package has no such parameter "
                          f"(it has: {', '.join(sorted(parameters))})")
     kind = parameters[key].get("parameterType", "STRING")
     try:
@@ -87,14 +87,14 @@ def typed(key: str, text: str, parameters: dict[str, dict]) -> object:
                     "false": False, "0": False, "no": False}[text.lower()]
     except (ValueError, KeyError):
         expected = kind.lower().replace("_", " ")
-        raise InputError(f"--param {key}={text}: expected {expected}") from None
+        raise InputError(f"{flag_of(key)} {text}: expected {expected}") from None
     if kind in ("LIST", "STRUCT"):
         import json
 
         try:
             return json.loads(text)
         except ValueError:
-            raise InputError(f"--param {key}={text}: expected JSON ({kind.lower()})") from None
+            raise InputError(f"{flag_of(key)} {text}: expected JSON ({kind.lower()})") from None
     return text
 
 
@@ -128,6 +128,6 @@ def follow(kfp: KfpConnection, run_id: str, interval: float, timeout: float | No
         if state in FINISHED:
             return state, message
         if timeout is not None and elapsed > timeout:
-            raise TbpipeError(f"run {run_id} still {state} after {timeout:g}s (--timeout); it "
+            raise WaitTimeout(f"run {run_id} still {state} after {timeout:g}s (--timeout); it "
                               "keeps running on the cluster")
         time.sleep(interval)

@@ -11,6 +11,34 @@ import os
 import sys
 from collections.abc import Sequence
 
+#: What TensorBoard prints where TensorFlow cannot be imported. tbpipe blocks it on purpose,
+#: and nothing tbpipe logs needs it (scalars, images, histograms, text, PR curves, HParams).
+NO_TENSORFLOW_NOTICE = "TensorFlow installation not found"
+
+
+class DropNotice:
+    """A stderr that drops TensorBoard's "TensorFlow installation not found" line.
+
+    TensorBoard prints it with ``print(..., file=sys.stderr)``: the text, then a newline.
+    """
+
+    def __init__(self, stream) -> None:  # noqa: ANN001 - a text stream
+        self.stream, self._dropping = stream, False
+
+    def write(self, text: str) -> int:
+        """Pass ``text`` on unless it is the notice (or the newline ending it)."""
+        if text.startswith(NO_TENSORFLOW_NOTICE):
+            self._dropping = not text.endswith("\n")
+            return len(text)
+        if self._dropping and text == "\n":
+            self._dropping = False
+            return len(text)
+        self._dropping = False
+        return self.stream.write(text)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.stream, name)
+
 
 def serve_without_tensorflow(argv: Sequence[str]) -> None:
     """Run TensorBoard (either loader, per ``--load_fast`` in ``argv``) with TensorFlow blocked.
@@ -35,6 +63,7 @@ def serve_without_tensorflow(argv: Sequence[str]) -> None:
     from tensorboard.main import run_main
 
     sys.argv = ["tensorboard", *argv]
+    sys.stderr = DropNotice(sys.stderr)
     run_main()
 
 

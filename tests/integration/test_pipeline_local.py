@@ -49,7 +49,8 @@ def test_every_step_logged_what_it_must(finished_run):
         os.listdir(run_dir))
     tags = {step: read_tags(str(run_dir / step)) for step in STEPS}
     pre = tags["preprocess"]
-    assert any(t.startswith("data/class_count") for t in pre["scalars"])
+    assert "data/class_counts/text_summary" in pre["tensors"]
+    assert not any(t.startswith("data/class_count") for t in pre["scalars"])
     assert "data/pixels" in pre["histograms"] and "data/samples" in pre["images"]
     for step in ("train", "finetune"):
         scalars = set(tags[step]["scalars"])
@@ -67,7 +68,7 @@ def test_every_step_logged_what_it_must(finished_run):
 def test_kfp_outputs_are_written(finished_run):
     _, out = finished_run
     job_dir = re.search(r"artifacts and metrics: (\S+)", out).group(1)
-    reports = re.findall(r"evaluation report: (\S+)", out)
+    reports = re.findall(r"evaluation report \((?:trained|fine-tuned) model\): (\S+)", out)
     assert len(reports) == 2 and all(r.startswith(job_dir) for r in reports), out[-2000:]
     text = open(reports[0]).read()
     assert "itest%2Fr1" in text and "accuracy" in text.lower()

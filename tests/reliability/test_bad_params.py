@@ -1,4 +1,4 @@
-"""Parameters out of range, an unknown runner, malformed --param/--node-selector.
+"""Parameters out of range, an unknown runner, malformed --params-file/--node-selector.
 
 At the CLI (``run``, ``submit``, ``compile``): exit 1 (checked values) or 2 (argparse), one
 ``tbpipe...error`` line, nothing created. At the component level: SystemExit(1) and one line
@@ -87,31 +87,28 @@ def package(tmp_path_factory) -> str:
 
 
 SUBMIT_CASES = {
-    "param-without-equals": (["--param", "epochs"], 2,
-                             r"argument --param: expected KEY=VALUE, got 'epochs'"),
-    "param-without-key": (["--param", "=3"], 2, r"expected KEY=VALUE, got '=3'"),
-    "param-not-a-number": (["--param", "epochs=many"], 1,
-                           r"--param epochs=many: expected number integer"),
-    "param-unknown": (["--param", "epoch=3"], 1,
-                      r"--param epoch: the pipeline has no such parameter"),
-    "param-epochs-zero": (["--param", "epochs=0"], 1, r"--epochs=0: must be a positive integer"),
-    "param-learning-rate-negative": (["--param", "learning_rate=-0.1"], 1,
+    "param-without-value": (["--epochs"], 2, r"argument --epochs: expected one argument"),
+    "param-not-a-number": (["--epochs", "many"], 2,
+                           r"argument --epochs: invalid int value: 'many'"),
+    "param-unknown": (["--epohcs", "3"], 2, r"unrecognized arguments: --epohcs 3"),
+    "param-epochs-zero": (["--epochs", "0"], 1, r"--epochs=0: must be a positive integer"),
+    "param-learning-rate-negative": (["--learning-rate", "-0.1"], 1,
                                      r"--learning-rate=.*: must be greater than 0"),
-    "param-fractions": (["--param", "val_fraction=0.7", "--param", "test_fraction=0.4"], 1,
+    "param-fractions": (["--val-fraction", "0.7", "--test-fraction", "0.4"], 1,
                         r"must be below 1"),
-    "param-accuracy-target": (["--param", "accuracy_target=95"], 1,
+    "param-accuracy-target": (["--accuracy-target", "95"], 1,
                               r"--accuracy-target=95\.0: outside \[0, 1\]"),
-    "param-learning-rate-inf": (["--param", "learning_rate=inf"], 1,
+    "param-learning-rate-inf": (["--learning-rate", "inf"], 1,
                                 r"--learning-rate=inf: must be a finite number"),
-    "param-accuracy-target-nan": (["--param", "accuracy_target=nan"], 1,
+    "param-accuracy-target-nan": (["--accuracy-target", "nan"], 1,
                                   r"--accuracy-target=nan: must be a finite number"),
-    "param-seed-above-2-32": (["--param", f"seed={2**32}"], 1,
+    "param-seed-above-2-32": (["--seed", f"{2**32}"], 1,
                               r"--seed=4294967296: must be a non-negative integer up to"),
-    "param-epochs-above-int32": (["--param", f"epochs={2**31}"], 1,
+    "param-epochs-above-int32": (["--epochs", f"{2**31}"], 1,
                                  r"--epochs=2147483648: must be at most 2147483647"),
     "param-run-name-dotdot": (["--run-name", ".."], 1, r"run name '\.\.' is not allowed"),
-    "param-resume-not-a-boolean": (["--param", "resume=maybe"], 1,
-                                   r"--param resume=maybe: expected boolean"),
+    "params-file-resume-not-a-boolean": (["--params-file", "RESUME_MAYBE"], 1,
+                                         r"--params-file .*: resume: expected true or false"),
     "request-timeout-zero": (["--request-timeout", "0"], 1,
                              r"--request-timeout=0\.0: must be greater than 0"),
     "request-timeout-inf": (["--request-timeout", "inf"], 1,
@@ -122,12 +119,15 @@ SUBMIT_CASES = {
 
 
 @pytest.mark.parametrize("name", sorted(SUBMIT_CASES))
-def test_submit_refuses_bad_parameters_before_contacting_kfp(name, package):
+def test_submit_refuses_bad_parameters_before_contacting_kfp(name, package, tmp_path):
+    resume_maybe = tmp_path / "params.yaml"
+    resume_maybe.write_text("resume: maybe\n")
     args, code, needle = SUBMIT_CASES[name]
     package_args = [] if "node-selector" in name else ["--package", package]
     # Port 9 (discard) has no KFP server: an error about it would mean the check came late.
-    proc = cli("submit", "--host", "http://127.0.0.1:9", *package_args,
-               "--param", "log_root=gs://bucket/logs", *args)
+    args = [str(resume_maybe) if a == "RESUME_MAYBE" else a for a in args]
+    proc = cli("submit", "--endpoint", "http://127.0.0.1:9", *package_args,
+               "--log-root", "gs://bucket/logs", *args)
     line = one_error_line(proc, needle, code=code)
     assert "127.0.0.1:9" not in line
 
@@ -148,7 +148,7 @@ COMPILE_CASES = {
 @pytest.mark.parametrize("name", sorted(COMPILE_CASES))
 def test_compile_refuses_bad_options_and_writes_nothing(name, tmp_path):
     args, code, needle = COMPILE_CASES[name]
-    proc = cli("compile", "-o", str(tmp_path / "p.yaml"), *args)
+    proc = cli("compile", "--package", str(tmp_path / "p.yaml"), *args)
     one_error_line(proc, needle, code=code)
     assert not (tmp_path / "p.yaml").exists()
 

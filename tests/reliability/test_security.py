@@ -37,7 +37,7 @@ def files_text(root: Path) -> str:
 
 
 def test_compiled_spec_holds_no_secret_from_the_environment(tmp_path):
-    proc = cli("compile", "-o", str(tmp_path / "p.yaml"), env=SECRETS)
+    proc = cli("compile", "--package", str(tmp_path / "p.yaml"), env=SECRETS)
     assert proc.returncode == 0, proc.stderr
     spec = (tmp_path / "p.yaml").read_text()
     assert leaks(spec + proc.stdout + proc.stderr) == []
@@ -50,8 +50,8 @@ def test_submit_sends_the_token_only_as_a_header(tmp_path, capsys, monkeypatch):
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("KFP_HOST", raising=False)
     with KfpStandIn() as kfp:
-        rc = main(["submit", "--host", kfp.url, "--experiment", "exp", "--run-name", "r1",
-                   "--param", "log_root=gs://bucket/logs", "--no-gpu"])
+        rc = main(["submit", "--endpoint", kfp.url, "--experiment", "exp", "--run-name", "r1",
+                   "--log-root", "gs://bucket/logs", "--no-gpu"])
     out, err = capsys.readouterr()
     assert rc == 0, err
     assert set(kfp.authorizations) == {f"Bearer {SECRETS['KFP_TOKEN']}"}
@@ -162,8 +162,8 @@ CLI_NAMES = {
     "run-run-name-slash": (["run", "--run-name", "a/b"], r"run name 'a/b'"),
     "run-experiment-empty": (["run", "--experiment", ""], r"experiment name ''"),
     "submit-run-name-dotdot": (["submit", "--run-name", "../evil"], r"run name '\.\./evil'"),
-    "submit-param-experiment-absolute": (["submit", "--param", "experiment=/etc"],
-                                         r"experiment name '/etc'"),
+    "submit-experiment-absolute": (["submit", "--experiment", "/etc"],
+                                   r"experiment name '/etc'"),
 }
 
 
@@ -172,7 +172,7 @@ def test_cli_refuses_names_that_leave_the_log_root(case, tmp_path):
     args, needle = CLI_NAMES[case]
     extra = (["--log-root", str(tmp_path / "logs"), "--pipeline-root", str(tmp_path / "kfp")]
              if args[0] == "run" else
-             ["--host", "http://127.0.0.1:9", "--param", "log_root=gs://bucket/logs"])
+             ["--endpoint", "http://127.0.0.1:9", "--log-root", "gs://bucket/logs"])
     proc = cli(*args, *extra)
     one_error_line(proc, r"^tbpipe: error: ", needle, ADVICE, code=1)
     assert list(tmp_path.iterdir()) == [] and not Path("/tmp/tbpipe-evil").exists()

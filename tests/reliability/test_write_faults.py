@@ -3,7 +3,7 @@
 Each writer (TensorBoard events, checkpoint, Model folder, Dataset, evaluation report) meets
 each bad place (a read-only folder, a file where a folder should be, a full disk) and must
 fail with one ``tbpipe: <step>: error:`` line naming its path and the system's cause, leave
-what the path held before whole, and leave no ``.partial`` behind. ``tbpipe compile -o``
+what the path held before whole, and leave no ``.partial`` behind. ``tbpipe compile --package``
 refuses a name KFP cannot compile to before touching the file, and never empties an existing
 file. Last, a disk that fills up under the log root mid-training fails the train step (the
 observed bug: SUCCESS with one epoch of three in the event file).
@@ -217,12 +217,12 @@ def test_a_failed_write_is_one_line_and_keeps_what_was_there(writer, place, tmp_
         assert left == []
 
 
-# ---- tbpipe compile -o ----------------------------------------------------------------------
+# ---- tbpipe compile --package ------------------------------------------------------------------
 
 def run_compile(path: Path, capsys) -> tuple[int, str]:  # noqa: ANN001
     from tbpipe.pipelines.cli.main import main
 
-    code = main(["compile", "-o", str(path)])
+    code = main(["compile", "--package", str(path)])
     captured = capsys.readouterr()
     assert "Traceback" not in captured.out + captured.err
     return code, captured.err

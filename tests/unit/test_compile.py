@@ -21,8 +21,8 @@ def compiled(tmp_path_factory):
     out = tmp_path_factory.mktemp("compile") / "pipeline.yaml"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "tbpipe.pipelines.cli",
-                           "compile", "-o", str(out)], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=300)
+                           "compile", "--package", str(out)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     imported = {line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines()
                 if line.startswith("import time:") and line.count("|") == 2}

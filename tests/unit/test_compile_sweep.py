@@ -26,7 +26,7 @@ def by_name(dag: dict) -> dict:
 @pytest.fixture(scope="module")
 def swept(tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("sweep") / "pipeline.yaml"
-    proc = subprocess.run([*TBPIPE, "compile", "-o", str(out), "--sweep",
+    proc = subprocess.run([*TBPIPE, "compile", "--package", str(out), "--sweep",
                            "learning_rate=0.003,0.001", "--sweep", "batch_size=32,128",
                            "--max-parallel", "2"], cwd=REPO, capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)
@@ -102,7 +102,7 @@ def test_the_sweep_is_compiled_in_not_a_parameter(tmp_path):
 ])
 def test_compile_refuses_a_bad_sweep_in_one_line(tmp_path, flags, needle):
     out = tmp_path / "p.yaml"
-    proc = subprocess.run([*TBPIPE, "compile", "-o", str(out), *flags], capture_output=True,
+    proc = subprocess.run([*TBPIPE, "compile", "--package", str(out), *flags], capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 1, proc.stderr
     (line,) = proc.stderr.strip().splitlines()

@@ -65,7 +65,7 @@ def test_plain_install_compiles_without_tensorflow(tmp_path):
     api = run(python, "-c", "from tbpipe.components import preprocess, train, evaluate, "
               "finetune; from tbpipe.pipelines import build_training_pipeline, place_task")
     assert api.returncode == 0, api.stderr[-2000:]
-    compiled = run(str(venv / "bin" / "tbpipe"), "compile", "-o", "p.yaml")
+    compiled = run(str(venv / "bin" / "tbpipe"), "compile", "--package", "p.yaml")
     assert compiled.returncode == 0, compiled.stderr[-2000:]
     text = (elsewhere / "p.yaml").read_text()
     assert "from tbpipe.components" in text and "from components." not in text

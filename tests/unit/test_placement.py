@@ -24,7 +24,7 @@ GPU_TASKS = {"train", "finetune"}
 def compile_spec(tmp_path, *flags):
     """Compile with ``tbpipe compile`` flags; returns {display name: [task view, ...]}."""
     out = tmp_path / f"pipeline-{abs(hash(flags))}.yaml"
-    assert main(["compile", "-o", str(out), *flags]) == 0
+    assert main(["compile", "--package", str(out), *flags]) == 0
     docs = list(yaml.load_all(out.read_text(), Loader=yaml.CSafeLoader))
     spec, platform = docs[0], (docs[1] if len(docs) > 1 else {})
     k8s = platform.get("platforms", {}).get("kubernetes", {}).get("deploymentSpec", {})
@@ -49,12 +49,12 @@ def walk(spec, dag):
 
 @pytest.fixture(scope="module")
 def default_spec(tmp_path_factory):
-    return compile_spec(tmp_path_factory.mktemp("default"), "--image-registry", REGISTRY)
+    return compile_spec(tmp_path_factory.mktemp("default"), "--registry", REGISTRY)
 
 
 @pytest.fixture(scope="module")
 def cpu_spec(tmp_path_factory):
-    return compile_spec(tmp_path_factory.mktemp("cpu"), "--image-registry", REGISTRY, "--no-gpu")
+    return compile_spec(tmp_path_factory.mktemp("cpu"), "--registry", REGISTRY, "--no-gpu")
 
 
 def test_installed_kfp_matches_the_pins_this_layout_assumes():
@@ -180,7 +180,7 @@ def test_gpu_node_selector_key_can_change_or_go(tmp_path):
 ])
 def test_bad_flags_are_one_line(tmp_path, capsys, flags, code, needle):
     try:
-        rc = main(["compile", "-o", str(tmp_path / "x.yaml"), *flags])
+        rc = main(["compile", "--package", str(tmp_path / "x.yaml"), *flags])
     except SystemExit as exc:
         rc = exc.code
     err = capsys.readouterr().err.strip().splitlines()

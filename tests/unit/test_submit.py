@@ -33,9 +33,9 @@ def kfp(monkeypatch, tmp_path):
 
 
 def submit(kfp, capsys, *argv, package=None, log_root=True):
-    args = ["submit", "--host", kfp.url, "--poll-interval", "0.01", *argv]
+    args = ["submit", "--endpoint", kfp.url, "--poll-interval", "0.01", *argv]
     args += ["--package", package] if package else []
-    args += ["--param", f"log_root={LOG_ROOT}"] if log_root else []
+    args += ["--log-root", LOG_ROOT] if log_root else []
     try:
         rc = main(args)
     except SystemExit as exc:
@@ -51,8 +51,8 @@ def only_run(kfp):
 
 def test_first_submit_uploads_pipeline_and_starts_run(kfp, package, capsys):
     rc, out, err = submit(kfp, capsys, "--experiment", "exp1", "--run-name", "r1",
-                          "--param", "epochs=3", "--param", "learning_rate=0.01",
-                          "--param", "tensorboard_url=http://tb.example", package=package)
+                          "--epochs", "3", "--learning-rate", "0.01",
+                          "--tensorboard-url", "http://tb.example", package=package)
     assert (rc, err, kfp.problems) == (0, [], [])
     run = only_run(kfp)
     assert run["display_name"] == "r1"
@@ -81,7 +81,7 @@ def test_second_submit_is_a_new_version_in_the_same_experiment(kfp, package, cap
 
 
 def test_submit_compiles_with_the_placement_flags(kfp, capsys):
-    rc, _, err = submit(kfp, capsys, "--no-gpu", "--image-registry", "reg.example/x")
+    rc, _, err = submit(kfp, capsys, "--no-gpu", "--registry", "reg.example/x")
     assert (rc, err, kfp.problems) == (0, [], [])
     (spec,) = kfp.specs.values()
     images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
@@ -92,11 +92,9 @@ def test_submit_compiles_with_the_placement_flags(kfp, capsys):
 
 
 @pytest.mark.parametrize("argv, code, needle", [
-    (["--param", "epochs"], 2, "expected KEY=VALUE"),
-    (["--param", "epoch=3"], 1, "--param epoch: the pipeline has no such parameter"),
-    (["--param", "epochs=three"], 1, "--param epochs=three: expected number integer"),
-    (["--param", "epochs=0"], 1, "--epochs=0: must be a positive integer"),
-    (["--param", "experiment=a", "--experiment", "b"], 1, "conflicts with --experiment b"),
+    (["--epochs"], 2, "argument --epochs: expected one argument"),
+    (["--epochs", "three"], 2, "argument --epochs: invalid int value: 'three'"),
+    (["--epochs", "0"], 1, "--epochs=0: must be a positive integer"),
     (["--run-name", "a/b"], 1, "run name 'a/b' is not allowed"),
 ])
 def test_bad_params_are_one_line_and_upload_nothing(kfp, package, capsys, argv, code, needle):
@@ -113,7 +111,7 @@ def test_placement_flags_with_a_package_are_refused(kfp, package, capsys):
 
 def test_log_root_must_be_given(kfp, package, capsys):
     rc, _, err = submit(kfp, capsys, package=package, log_root=False)
-    assert rc == 1 and len(err) == 1 and "--param log_root=gs://" in err[0]
+    assert rc == 1 and len(err) == 1 and "--log-root gs://" in err[0]
 
 
 def test_not_a_package_is_one_line(kfp, tmp_path, capsys):
@@ -147,8 +145,15 @@ def test_wait_follows_to_success(kfp, package, capsys):
 def test_wait_exits_non_zero_when_the_run_fails(kfp, package, capsys):
     kfp.run_states = ["RUNNING", ("FAILED", {"train": "FAILED"}, "train: out of memory")]
     rc, out, err = submit(kfp, capsys, "--wait", "--run-name", "w2", package=package)
-    assert rc == 1 and len(err) == 1
+    assert rc == 3 and len(err) == 1  # EXIT_RUN_FAILED: not 1 (an error), not 4 (timeout)
     assert "run w2 ended FAILED: train: out of memory" in err[0] and "/#/runs/details/" in err[0]
+
+
+def test_wait_timeout_has_its_own_exit_status(kfp, package, capsys):
+    kfp.run_states = ["RUNNING"]
+    rc, _, err = submit(kfp, capsys, "--wait", "--timeout", "0.05", "--run-name", "w3",
+                        package=package)
+    assert rc == 4 and len(err) == 1 and "still RUNNING after 0.05s (--timeout)" in err[0], err
 
 
 @pytest.mark.parametrize("status, prefix, needle", [
@@ -169,8 +174,8 @@ def test_connection_refused_is_one_line(package, capsys, monkeypatch):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]  # closed again before submit connects
-    rc = main(["submit", "--host", f"http://127.0.0.1:{port}", "--package", package,
-               "--param", f"log_root={LOG_ROOT}"])
+    rc = main(["submit", "--endpoint", f"http://127.0.0.1:{port}", "--package", package,
+               "--log-root", LOG_ROOT])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 1 and len(err) == 1 and "connection refused" in err[0], err
 
@@ -204,21 +209,21 @@ def test_a_server_that_never_answers_fails_in_one_line_within_the_bound(
 
     monkeypatch.delenv("KFP_HOST", raising=False)
     start = time.monotonic()
-    rc = main(["submit", "--host", silent_server, "--package", package, "--request-timeout",
-               "0.5", "--param", f"log_root={LOG_ROOT}"])
+    rc = main(["submit", "--endpoint", silent_server, "--package", package, "--request-timeout",
+               "0.5", "--log-root", LOG_ROOT])
     elapsed = time.monotonic() - start
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 1 and len(err) == 1, err
     assert err[0] == (f"tbpipe: error: KFP at {silent_server} did not answer within 0.5s while "
-                      "connecting: check --host points at the KFP API, or raise "
+                      "connecting: check --endpoint points at the KFP API, or raise "
                       "--request-timeout")
     assert elapsed < 10
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "inf", "nan"])
 def test_a_request_timeout_must_be_positive_and_finite(value, package, capsys):
-    rc = main(["submit", "--host", "http://127.0.0.1:9", "--package", package,
-               "--request-timeout", value, "--param", f"log_root={LOG_ROOT}"])
+    rc = main(["submit", "--endpoint", "http://127.0.0.1:9", "--package", package,
+               "--request-timeout", value, "--log-root", LOG_ROOT])
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert rc == 1 and line.startswith(f"tbpipe: error: --request-timeout={float(value)!r}: ")
 
@@ -236,4 +241,48 @@ def test_a_sweep_is_compiled_and_submitted_as_a_loop(kfp, capsys):
 def test_a_sweep_with_a_package_is_refused(kfp, package, capsys):
     rc, _, err = submit(kfp, capsys, "--sweep", "seed=1,2", package=package)
     assert rc == 1 and len(err) == 1 and "--sweep applies when submit compiles" in err[0], err
+    assert kfp.requests == []
+
+
+def test_output_json_is_the_only_thing_on_stdout(kfp, package, capsys):
+    import json
+
+    kfp.run_states = ["RUNNING", ("SUCCEEDED", {"train": "SUCCEEDED"}, "")]
+    rc, out, err = submit(kfp, capsys, "--wait", "--output", "json", "--experiment", "e1",
+                          "--run-name", "j1", "--tensorboard-url", "http://tb.example",
+                          package=package)
+    assert rc == 0, err
+    result = json.loads(out)  # the whole of stdout is one object
+    (run,) = kfp.runs.values()
+    assert result["run_id"] == run["run_id"] and result["state"] == "SUCCEEDED"
+    assert result["run_url"].endswith(f"/#/runs/details/{run['run_id']}")
+    assert result["log_dir"] == f"{LOG_ROOT}/e1/j1"
+    board = f"http://tb.example/#scalars&regexInput={quote('e1/j1', safe='')}"
+    assert result["tensorboard_url"] == board
+    assert any("SUCCEEDED" in line for line in err)  # the progress went to stderr
+
+
+def test_params_file_gives_parameters_and_flags_win(kfp, package, capsys, tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text("epochs: 7\nlearning-rate: 0.5\nfinetune: always\nrun_name: from-file\n")
+    rc, _, err = submit(kfp, capsys, "--params-file", str(params), "--epochs", "2",
+                        package=package)
+    assert (rc, err) == (0, [])
+    parameters = only_run(kfp)["runtime_config"]["parameters"]
+    assert (parameters["epochs"], parameters["learning_rate"], parameters["finetune"],
+            parameters["run_name"]) == (2, 0.5, "always", "from-file")
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("epochs: [1, 2]\n", "epochs: expected an integer, got [1, 2]"),
+    ("epoch: 3\n", "unknown parameter 'epoch'"),
+    ("- epochs\n", "expected a mapping of parameter names to values, got list"),
+    ("epochs: 3\n  bad: [\n", "not YAML or JSON"),
+    ('{"epochs": 0}', "--epochs=0: must be a positive integer"),
+])
+def test_a_bad_params_file_is_one_line(kfp, package, capsys, tmp_path, text, needle):
+    params = tmp_path / "params.json"
+    params.write_text(text)
+    rc, _, err = submit(kfp, capsys, "--params-file", str(params), package=package)
+    assert rc == 1 and len(err) == 1 and needle in err[0], err
     assert kfp.requests == []

@@ -9,7 +9,8 @@ On a cluster the lines are just part of the step's log. One line is::
 
 Events: ``batch`` (``batch``, ``batches``, ``epoch``, ``epochs``), ``epoch`` (``epoch``,
 ``epochs`` and the epoch's metrics), ``result`` (``figure``: the step's one line of result,
-e.g. ``val_accuracy 0.9312``).
+e.g. ``val_accuracy 0.9312``), ``label`` (``label``: the name to show for the step, e.g.
+``train trial-01``).
 """
 
 from __future__ import annotations

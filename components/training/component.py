@@ -30,12 +30,14 @@ def train(train_data: Input[Dataset], val_data: Input[Dataset], model: Output[Mo
     """
     from tbpipe.components.common.errors import exit_on_error
     from tbpipe.components.common.naming import checkpoint_dir_for, step_place
-    from tbpipe.components.common.progress import report_result
+    from tbpipe.components.common.progress import report, report_result
     from tbpipe.components.common.run_claim import claim_run, run_owner
     from tbpipe.components.training.config import TrainConfig
     from tbpipe.components.training.core import train_model
 
     step = "train"
+    if trial:  # a sweep's trials show as "train trial-01", ... in tbpipe run
+        report(step, "label", label=f"{step} {trial}")
     with exit_on_error(step):
         run, log_dir = step_place(log_root, experiment, run_name, job_name, step, model.uri,
                                   trial)

@@ -101,7 +101,9 @@ def print_result(result: LocalRunResult) -> None:
         print(f"{summary['promotion']['line']} -> {params.promote_to}")
     print(f"artifacts and metrics: {result.job_dir}")
     for step, report in result.reports.items():
-        print(f"evaluation report ({REPORT_LABELS.get(step, step)} model): {report}")
+        kind = (f"evaluation report ({REPORT_LABELS[step]} model)" if step in REPORT_LABELS
+                else f"{step} report")
+        print(f"{kind}: {report}")
     print(f"TensorBoard logs: {result.log_dir}")
     print(f"view: {tbpipe_command()} tensorboard --log-root {params.log_root}")
     print(f"      then open {tensorboard_run_url(params.tensorboard_url, result.label)}")

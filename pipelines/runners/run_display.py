@@ -147,7 +147,9 @@ class RunDisplay:
         if step is None:
             return
         kind = event["event"]
-        if kind == "result":
+        if kind == "label":  # the step names itself more precisely (a sweep's trial)
+            step.name = str(event.get("label", step.name))
+        elif kind == "result":
             step.figure = str(event.get("figure", ""))
         elif kind == "epoch":
             metrics = "  ".join(f"{k} {event[k]:.4f}" for k in

@@ -60,7 +60,7 @@ def test_first_run_promotes_a_worse_second_run_keeps_the_baseline(tmp_path):
     scalars = read_scalars(os.path.join(logs, "promo", "worse", "promote"))
     assert scalars["promote/accuracy/baseline"][0][1] == pytest.approx(good_accuracy, abs=1e-4)
     assert scalars["promote/promoted"] == [(0, 0.0)]
-    report = re.findall(r"evaluation report: (\S+/promote/report)", second.stdout)
+    report = re.findall(r"promote report: (\S+/promote/report)", second.stdout)
     assert report and "**kept baseline" in open(report[0]).read()
 
     listed = tbpipe("runs", "--log-root", logs, "--output", "json", timeout=120)

@@ -77,6 +77,16 @@ def test_quiet_display_is_one_line_per_step_start_and_end_and_epochs():
     assert log == RUN  # the log file gets every byte
 
 
+def test_a_sweep_trial_shows_under_its_own_name():
+    trial = [marker("train", "label", label="train trial-02"),
+             marker("train", "epoch", epoch=1, epochs=1, val_accuracy=0.5),
+             marker("train", "result", figure="val_accuracy 0.5000")]
+    _, screen, _ = show(kfp_task("train", trial))
+    lines = screen.splitlines()
+    assert lines[1].split()[:3] == ["train", "trial-02", "epoch"], screen
+    assert lines[2].startswith("✓ train trial-02") and lines[2].endswith("val_accuracy 0.5000")
+
+
 def test_live_display_draws_a_bar_and_ends_each_step_on_one_line():
     _, screen, _ = show(RUN, live=True)
     assert "[" + "#" * 24 + "] 40/40" in screen and "\r\x1b[K" in screen

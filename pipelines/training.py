@@ -18,7 +18,7 @@ from kfp import compiler, dsl
 
 from tbpipe import components
 from tbpipe.components.common.errors import InputError, SettingError, os_errors
-from tbpipe.components.common.naming import validate_name
+from tbpipe.components.common.naming import checkpoint_root_for, validate_name
 from tbpipe.components.evaluation.config import EvaluateConfig
 from tbpipe.components.finetuning.config import FinetuneConfig
 from tbpipe.components.preprocessing.config import PreprocessConfig
@@ -101,6 +101,8 @@ class PipelineParams:
             raise SettingError("--finetune", self.finetune,
                                f"must be one of {', '.join(FINETUNE_MODES)}")
         validate_name("experiment", self.experiment)
+        if self.log_root:  # checkpoints default beside it: a bucket root has no sibling
+            checkpoint_root_for(self.log_root, self.checkpoint_root)
         if self.run_name:
             validate_name("run", self.run_name)
         return self

@@ -90,11 +90,43 @@ def step_place(log_root: str, experiment: str, run_name: str, job_name: str, ste
     return run, step_log_dir(log_root, experiment, run, step)
 
 
-def checkpoint_dir_for(root: str, experiment: str, run: str, step: str) -> str:
-    """``{root}/{experiment}/{run}/checkpoints/{step}``, every segment validated."""
+#: The default checkpoint root is the log root's sibling ``{log_root}{CHECKPOINT_ROOT_SUFFIX}``.
+CHECKPOINT_ROOT_SUFFIX = "-checkpoints"
+
+
+def checkpoint_root_for(log_root: str, checkpoint_root: str = "") -> str:
+    """The checkpoint root: ``checkpoint_root`` if given, else a sibling of the log root.
+
+    ``{log_root}-checkpoints`` (``gs://b/tb`` -> ``gs://b/tb-checkpoints``, ``/mnt/logs/tb``
+    -> ``/mnt/logs/tb-checkpoints``), the same rule for local paths, gs:// and s3://, so
+    TensorBoard, which walks everything under the log root, never lists checkpoint files.
+
+    Raises:
+        InputError: no ``checkpoint_root`` and the log root is a bucket or a file-system
+            root, which has no sibling.
+
+    """
+    if checkpoint_root:
+        return checkpoint_root
+    root = log_root.rstrip("/")
+    scheme, sep, rest = root.partition("://")
+    if not root or (sep and "/" not in rest):
+        raise InputError(f"log_root {log_root!r} is a bucket or file-system root: checkpoints "
+                         "go beside the log root by default, so pass checkpoint_root "
+                         "(or a log root with a folder, e.g. gs://BUCKET/tbpipe/logs)")
+    return root + CHECKPOINT_ROOT_SUFFIX
+
+
+def checkpoint_dir_for(log_root: str, checkpoint_root: str, experiment: str, run: str,
+                       step: str) -> str:
+    """``{root}/{experiment}/{run}/checkpoints/{step}``, every segment validated.
+
+    ``root`` is :func:`checkpoint_root_for` ``(log_root, checkpoint_root)``.
+    """
     for kind, value in (("experiment", experiment), ("run", run), ("step", step)):
         validate_name(kind, value)
-    return join(root, experiment, run, "checkpoints", step)
+    return join(checkpoint_root_for(log_root, checkpoint_root), experiment, run,
+                "checkpoints", step)
 
 
 def tensorboard_run_url(base_url: str, run_label: str) -> str:

@@ -20,7 +20,8 @@ def train(train_data: Input[Dataset], val_data: Input[Dataset], model: Output[Mo
     image), a .keras file or a tbpipe Model folder (docs/models.md).
 
     The run is ``run_name``, else the KFP job's name. Checkpoints go to
-    {checkpoint_root or log_root}/{experiment}/{run}/checkpoints/train, so a retried or
+    {checkpoint_root}/{experiment}/{run}/checkpoints/train (default root: the log root's
+    sibling {log_root}-checkpoints, outside TensorBoard's tree), so a retried or
     preempted attempt resumes from its last complete epoch. Defaults: TrainConfig's (a test
     holds them equal); ``precision``: auto, float32, mixed_float16 or mixed_bfloat16. The run
     is claimed for this KFP job (see preprocess; ``resume`` continues another job's run).
@@ -38,7 +39,8 @@ def train(train_data: Input[Dataset], val_data: Input[Dataset], model: Output[Mo
             epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
             flush_secs=flush_secs, precision=precision, model_spec=model_spec,
             model_source=model_source,
-            checkpoint_dir=checkpoint_dir_for(checkpoint_root or log_root, experiment, run, step))
+            checkpoint_dir=checkpoint_dir_for(log_root, checkpoint_root, experiment, run,
+                                              step))
         claim_run(log_root, experiment, run, run_owner(job_name, model.uri), resume)
         result = train_model(train_data.path, val_data.path, model.path, log_dir, config)
     for name, value in result.metrics.items():

@@ -1,5 +1,6 @@
 """docker_runner's settings without running a container: mounts, GCS, GPUs, errors."""
 
+import dataclasses
 import os
 
 import pytest
@@ -36,6 +37,8 @@ def test_mounts_inputs_read_only_outputs_created_same_paths(tmp_path):
 def test_docker_paths_name_what_a_run_reads_and_writes():
     params = PipelineParams(data="/d", finetune_data="/f", log_root="/l", checkpoint_root="/c")
     assert dr.docker_paths(params) == {"inputs": ("/d", "/f"), "outputs": ("/l", "/c")}
+    default = dataclasses.replace(params, checkpoint_root="")  # checkpoints beside the logs
+    assert dr.docker_paths(default)["outputs"] == ("/l", "/l-checkpoints")
 
 
 def test_emulator_on_loopback_uses_host_network(monkeypatch):

@@ -139,7 +139,8 @@ def build_training_pipeline(options: CompileOptions | None = None):  # noqa: ANN
     @dsl.pipeline(name=PIPELINE_NAME, description=__doc__.splitlines()[0])
     def training_pipeline(
         data: str = defaults.data, finetune_data: str = defaults.finetune_data,
-        log_root: str = defaults.log_root, experiment: str = defaults.experiment,
+        log_root: str = options.default_log_root or defaults.log_root,
+        experiment: str = defaults.experiment,
         run_name: str = defaults.run_name, epochs: int = defaults.epochs,
         batch_size: int = defaults.batch_size, learning_rate: float = defaults.learning_rate,
         seed: int = defaults.seed, val_fraction: float = defaults.val_fraction,

@@ -64,7 +64,8 @@ def run_arguments(parameters: dict[str, dict], given: dict[str, str]) -> dict[st
         defaults = {k: p["defaultValue"] for k, p in parameters.items() if "defaultValue" in p}
         values = {k: fields[k](v) for k, v in {**defaults, **arguments}.items()}  # 10.0 -> 10
         PipelineParams(**values).validate()
-    if "log_root" in parameters and "log_root" not in given:
+    if ("log_root" in parameters and "log_root" not in given
+            and not parameters["log_root"].get("defaultValue")):  # --log-volume gives one
         raise InputError("submit needs --param log_root=gs://BUCKET/logs: the log root the "
                          "cluster's pods and TensorBoard share (the compiled pipeline has none)")
     return arguments

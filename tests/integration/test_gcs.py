@@ -26,9 +26,10 @@ import sys, time
 import numpy as np
 from tbpipe.components.common.tensorboard.sink import gcs_writer
 uri, steps, pause = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+compact = sys.argv[4] == "compact"
 rng = np.random.default_rng(0)
 slowest = 0.0
-with gcs_writer(uri, flush_secs=1, close_timeout=60) as writer:
+with gcs_writer(uri, flush_secs=1, close_timeout=60, compact=compact) as writer:
     for step in range(steps):
         started = time.monotonic()
         writer.add_scalar("loss", 1.0 / (step + 1), step)
@@ -45,8 +46,10 @@ print(f"done slowest_add={slowest:.3f} unpublished={writer.report.unpublished_by
 """
 
 
-def start_logger(uri: str, steps: int = STEPS, pause: float = 0.01) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", LOGGER, uri, str(steps), str(pause)],
+def start_logger(uri: str, steps: int = STEPS, pause: float = 0.01,
+                 compact: bool = True) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", LOGGER, uri, str(steps), str(pause),
+                             "compact" if compact else "segments"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONPATH": os.getcwd()})
 
@@ -100,7 +103,8 @@ def test_long_run_is_watched_live(gcs_emulator, gcs_root, tmp_path):
             if len(points) == STEPS:
                 break
             time.sleep(1)
-        assert [p[1] for p in points] == list(range(STEPS))
+        assert [p[1] for p in points] == list(range(STEPS))  # compacted under its eyes: once
+        assert len(storage.list_files(run_dir)) == 1
         tags = http_json(f"{tb.url}data/plugin/histograms/tags")
         assert "weights" in tags["exp/live/train"]
     assert "unpublished=0" in out
@@ -128,7 +132,7 @@ def test_outage_mid_run_loses_nothing_and_never_hangs(gcs_emulator, gcs_root, tm
 
 def test_fast_loader_reads_a_segmented_run(gcs_emulator, gcs_root, tmp_path):
     run_dir = storage.join(gcs_root, "exp", "fast", "train")
-    finish(start_logger(run_dir, steps=3000, pause=0.005))
+    finish(start_logger(run_dir, steps=3000, pause=0.005, compact=False))
     assert len(storage.list_files(run_dir)) >= 3
     local_root = tmp_path / "logs"
     gcs_emulator.download(gcs_root, local_root)
@@ -215,3 +219,7 @@ def test_pipeline_reads_and_logs_on_gcs(gcs_emulator, gcs_root, tmp_path):
         for step, (tag, count) in expected.items():
             assert tag in tags.get(f"gcs/r1/{step}", {}), (step, sorted(tags))
             assert len(scalar_points(tb.url, f"gcs/r1/{step}", tag)) == count, step
+    for step in (*expected, "preprocess"):  # finished steps: one event object each
+        events = [n for n in storage.list_files(storage.join(log_root, "gcs", "r1", step))
+                  if "tfevents" in n]
+        assert len(events) == 1, (step, events)

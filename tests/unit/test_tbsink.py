@@ -90,7 +90,7 @@ def test_only_new_bytes_are_sent(gcs_emulator, gcs_root, tmp_path, monkeypatch):
 
     monkeypatch.setattr(session, "request", counting)
     rng = np.random.default_rng(0)
-    with gcs_writer(uri, flush_secs=1) as writer:
+    with gcs_writer(uri, flush_secs=1, compact=False) as writer:  # the live segments
         for step in range(4000):
             writer.add_scalar("loss", float(rng.random()), step)
             writer.add_scalar("accuracy", float(rng.random()), step)
@@ -112,7 +112,7 @@ def test_only_new_bytes_are_sent(gcs_emulator, gcs_root, tmp_path, monkeypatch):
 @pytest.mark.gcs
 def test_memory_is_bounded_by_the_segment_size(gcs_root):
     uri = storage.join(gcs_root, "run/train")
-    with gcs_writer(uri, flush_secs=60, max_segment_bytes=2048) as writer:
+    with gcs_writer(uri, flush_secs=60, max_segment_bytes=2048, compact=False) as writer:
         for step in range(1000):
             writer.add_scalar("loss", float(step), step)
     sizes = [len(s) for s in _segments(uri)]
@@ -249,3 +249,20 @@ def test_a_step_whose_events_were_not_published_does_not_succeed(gcs_emulator, g
                     writer.add_scalar("loss", 1.0 / step, step)
     finally:
         gcs_emulator.start()
+
+
+@pytest.mark.gcs
+def test_a_closed_writer_leaves_one_event_object_per_file(gcs_emulator, gcs_root, tmp_path):
+    uri = storage.join(gcs_root, "exp/run/train")
+    with gcs_writer(uri, flush_secs=1) as writer:
+        for step in range(300):
+            writer.add_scalar("loss", float(step), step)
+            if step % 100 == 99:
+                writer.flush()
+                assert _wait_for(lambda: writer.publisher.pending_bytes() == 0, 15), step
+    report = writer.report
+    assert report.segments >= 3 and report.compacted_segments == report.segments
+    (name,) = storage.list_files(uri)
+    assert name.endswith(".compacted") and "tfevents" in name
+    steps = [s for s, _ in _scalars(gcs_emulator, uri, tmp_path)["loss"]]
+    assert steps == list(range(300))  # each step once

@@ -1,6 +1,6 @@
 """Benchmark 7: TensorBoard's time to discover and load a gs:// log root, before and after.
 
-    python -m benchmarks.bench_discovery [--runs 50 --points 200 --segments 40 --rounds 2]
+    python -m benchmarks.bench_discovery [--runs 20 --segments 10 --rounds 2] [--full]
 
 On gcp-storage-emulator, four log roots of ``--runs`` finished runs x ``--steps`` step
 folders, the same events in each, written directly (no training): each step's event file
@@ -12,6 +12,8 @@ root the way ``tbpipe tensorboard`` starts it for an emulator (the Python loader
 gcsfs), and timed from process start until every series is served up to its last point.
 The arms run in alternating order (A B C D, D C B A, ...), so drift hits all alike; figures
 are medians and ratios of medians against the "after" arm measured in the same process.
+``--full`` is the issue's size: 50 runs, 40 segments a step (200 s of a run at the 5 s flush),
+10 checkpoint objects a train/finetune step.
 """
 
 from __future__ import annotations
@@ -39,12 +41,13 @@ ARMS = {("segments", "inside"): "before: segments, checkpoints inside",
         ("compacted", "inside"): "compacted, checkpoints inside",
         ("compacted", "outside"): "after: compacted, checkpoints outside"}
 FLAGS = {
-    "--runs": (50, "finished runs"),
+    "--runs": (20, "finished runs"),
     "--steps": (4, "step folders per run (1-5)"),
-    "--points": (200, "points per series"),
+    "--points": (100, "points per series"),
     "--tags": (2, "scalar tags per step folder"),
-    "--segments": (40, "segments per step's event file (one per flush: 40 = 200 s at 5 s)"),
-    "--checkpoint-files": (10, "checkpoint objects per train/finetune step"),
+    "--segments": (10, "segments per step's event file (one per flush)"),
+    "--checkpoint-files": (5, "checkpoint objects per train/finetune step"),
+    "--full": (False, "50 runs, 40 segments a step, 10 checkpoint objects a step"),
     "--rounds": (2, "alternating rounds (each arm once per round)"),
     "--timeout": (900.0, "per TensorBoard start, seconds"),
 }
@@ -133,6 +136,8 @@ def upload(prefix: str, objects: list) -> None:
 
 def run(args: argparse.Namespace) -> Report:
     """Write the four roots, time TensorBoard on each in alternating rounds, report."""
+    if args.full:
+        args.runs, args.segments, args.checkpoint_files = 50, 40, 10
     series = args.runs * args.steps * args.tags
     work = tempfile.mkdtemp(prefix="tbpipe-bench-discovery-")
     try:

@@ -16,7 +16,9 @@ at its first step, TensorBoard's restart marker (the one tensorboardX writes for
 ``purge_step``): a reader that reaches it drops what it holds from that step on, then reads
 the same events once. Readers that read every segment, some of them, or none, all end each
 reload with every event exactly once, while the segments are deleted one by one and after.
-The segments are deleted only once the compacted object is complete; a failure midway leaves
+The segments are deleted only once the compacted object is complete, and a grace period
+later (TensorBoard's Python loader stops for good at an event file deleted under it, so
+readers get a reload to move past the segments first), last first; a failure midway leaves
 segments and perhaps the compacted object, which read together still give every event once.
 """
 
@@ -192,31 +194,47 @@ class SegmentPublisher:
         """Where the compacted object of the staging file ``rel`` goes."""
         return join(self.log_dir, f"{rel.replace(os.sep, '/')}{COMPACTED_SUFFIX}")
 
-    def compact(self, deadline: float) -> int:
+    def compact(self, deadline: float, grace: float = 0.0) -> int:
         """Replace the segments of each wholly published event file by one event object.
 
         Call it once the writer has closed. Per file with more than one segment: upload the
         restart marker and the file's bytes (the segments' bytes, in order) as
-        ``<file>.compacted``, then delete the segments, last first. Files with a segment still
-        unpublished are left alone.
+        ``<file>.compacted``; then, ``grace`` seconds later, delete the segments, last
+        first. Files with a segment still unpublished are left alone.
+
+        Args:
+            deadline: The most seconds it may take (grace included).
+            grace: Seconds between the compacted objects' upload and the first delete, so
+                a TensorBoard reading the folder (reload interval shorter than this) moves
+                past the segment it is at before that is deleted: TensorBoard's Python
+                loader stops at an event file that disappears under it.
 
         Returns:
             The number of segments deleted.
 
         Raises:
-            StorageError: storage failed or ``deadline`` seconds passed; what is published
-                stays readable (segments, the compacted object, or both: see the module).
+            StorageError: storage failed, or ``deadline`` would pass (then nothing is deleted
+                before the grace is over); what is published stays readable (segments, the
+                compacted object, or both: see the module).
 
         """
         stop_at = time.monotonic() + deadline
-        deleted = 0
         with self.lock:
+            done = []
             for rel in self.event_files():
                 path, count = os.path.join(self.staging, rel), self._seqs.get(rel, 0)
                 if count < 2 or rel in self._inflight or \
                         self._offsets.get(rel, 0) != os.path.getsize(path):
                     continue
                 self._upload_compacted(rel, path, stop_at)
+                done.append((rel, count))
+            if done and grace > 0:
+                if _left(stop_at) <= grace:
+                    raise StorageUnavailable(f"{self.log_dir}: no time left to wait {grace:g} s "
+                                             "for readers before deleting the segments")
+                time.sleep(grace)
+            deleted = 0
+            for rel, count in done:
                 for seq in reversed(range(count)):  # what is left is always a prefix
                     delete_file(self.segment_uri(rel, seq), deadline=_left(stop_at))
                     deleted += 1

@@ -42,6 +42,10 @@ from tbpipe.components.common.tensorboard import fastpath
 from tbpipe.components.common.tensorboard.segments import MAX_SEGMENT_BYTES, SegmentPublisher
 
 DEFAULT_CLOSE_TIMEOUT_S = 20.0
+#: Seconds between uploading a compacted object and deleting its segments: twice
+#: ``tbpipe tensorboard``'s default reload interval (5 s), so a watching TensorBoard moves
+#: past the segment it is reading first (see segments.SegmentPublisher.compact).
+COMPACT_GRACE_S = 10.0
 OPEN_DEADLINE_S = 5.0
 ATTEMPT_DEADLINE_S = 10.0
 MAX_BACKOFF_S = 30.0
@@ -188,7 +192,8 @@ class GcsSummaryWriter(SummaryWriter):
     def _compact(self, stop_at: float) -> int:
         """Compact the published segments (bounded by ``stop_at``); 0 and a warning if not."""
         try:
-            return self.publisher.compact(max(stop_at - time.monotonic(), 0.0))
+            return self.publisher.compact(max(stop_at - time.monotonic(), 0.0),
+                                          grace=COMPACT_GRACE_S)
         except (StorageError, OSError) as exc:
             _say(f"warning: TensorBoard events in {self.log_uri} stay as segments, not "
                  f"compacted ({exc}); every event is published and readable")

@@ -1,4 +1,4 @@
-"""Benchmark 7: TensorBoard's time to discover and load a gs:// log root, before and after.
+"""Benchmark 8: TensorBoard's time to discover and load a gs:// log root, before and after.
 
     python -m benchmarks.bench_discovery [--runs 20 --segments 10 --rounds 2] [--full]
 
@@ -126,10 +126,10 @@ def objects_of(args: argparse.Namespace, path: str) -> dict[tuple[str, str], lis
 
 
 def upload(prefix: str, objects: list) -> None:
-    """Upload ``objects`` under ``gs://BUCKET/{prefix}``, 8 at a time."""
+    """Upload ``objects`` under ``gs://BUCKET/{prefix}``, 4 at a time."""
     from tbpipe.components.common.storage import write_bytes
 
-    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
         list(pool.map(lambda item: write_bytes(f"gs://{BUCKET}/{prefix}/{item[0]}", item[1]),
                       objects))
 
@@ -174,7 +174,7 @@ def build_report(args: argparse.Namespace, series: int, counts: dict, times: dic
         rows.append([name, counts[arm], f"{median(times[arm]):.1f}",
                      " ".join(f"{t:.1f}" for t in times[arm]),
                      f"{median(times[arm]) / median(after):.2f} ({low:.2f}-{high:.2f})"])
-    report = Report("bench_discovery", "7. TensorBoard discovering a gs:// log root",
+    report = Report("bench_discovery", "8. TensorBoard discovering a gs:// log root",
                     ["log root", "objects under it", "serve everything s (median)",
                      "each round s", "x after (90% interval)"], rows)
     before = median(times[("segments", "inside")])
@@ -199,7 +199,7 @@ def build_report(args: argparse.Namespace, series: int, counts: dict, times: dic
 
 def summary(b: dict) -> list[str]:
     """The line of ``python -m benchmarks``' summary."""
-    return ["7 TensorBoard discovery (gs://)",
+    return ["8 TensorBoard discovery (gs://)",
             f"before {b['before_s']} s, after {b['after_s']} s "
             f"({b['before_over_after']}x)", "one object per step, no checkpoints in the tree"]
 

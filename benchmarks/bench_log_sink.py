@@ -51,9 +51,9 @@ def count_request_bodies() -> dict:
 
 def open_writer(kind: str, uri: str, flush_secs: int):
     if kind == "sink":
-        from tbpipe.components.common.tensorboard.sink import gcs_writer
+        from tbpipe.components.common.tensorboard.sink import remote_writer
 
-        return gcs_writer(uri, flush_secs=flush_secs, close_timeout=120)
+        return remote_writer(uri, flush_secs=flush_secs, close_timeout=120)
     from tensorboardX import SummaryWriter
 
     return contextlib.closing(SummaryWriter(logdir=uri, flush_secs=flush_secs))

@@ -1,4 +1,4 @@
-"""Run the six benchmarks, each in a fresh process, and print their tables and a summary.
+"""Run the seven benchmarks, each in a fresh process, and print their tables and a summary.
 
     python -m benchmarks [--full] [--only train,logging] [--out results.md]
 
@@ -27,6 +27,7 @@ BENCHMARKS = {
     "pipeline": ("bench_pipeline", []),
     "tensorboard": ("bench_tensorboard", ["--full"]),
     "images": ("bench_images", ["--full"]),
+    "discovery": ("bench_discovery", ["--full"]),
 }
 
 

@@ -23,6 +23,16 @@ GKE_ACCELERATOR_LABEL = "cloud.google.com/gke-accelerator"
 DEFAULT_GPU_TYPE = "nvidia-tesla-t4"
 IMAGE_UID = 1000  # the tbpipe user of docker/Dockerfile
 GPU_STEPS = ("train", "finetune")
+#: Where ``--log-volume`` / ``--data-volume`` claims are mounted in every step (and in the
+#: TensorBoard of deploy/tensorboard/overlays/pvc): fixed, so the paths below are known.
+LOG_VOLUME_MOUNT = "/mnt/tbpipe-logs"
+DATA_VOLUME_MOUNT = "/mnt/tbpipe-data"
+#: The compiled ``log_root`` default with ``--log-volume`` (checkpoints go beside it, on
+#: the same claim: ``/mnt/tbpipe-logs/logs-checkpoints``).
+VOLUME_LOG_ROOT = f"{LOG_VOLUME_MOUNT}/logs"
+#: A PersistentVolumeClaim's name: a DNS-1123 subdomain.
+PVC_NAME = re.compile(r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+                      r"(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 # Task display name (as pipelines/training.py names it) -> the kind of step (resource profile).
 STEP_KINDS = MappingProxyType({
     "preprocess": "preprocess", "preprocess-finetune-data": "preprocess",
@@ -151,6 +161,11 @@ class CompileOptions:
         retry_backoff_factor: Each further wait is this many times longer.
         cache_preprocess: Let KFP reuse preprocess results.
         cache_training: Let KFP reuse train/finetune results (off: always train).
+        log_volume: A PersistentVolumeClaim mounted at LOG_VOLUME_MOUNT in every step; the
+            compiled ``log_root`` then defaults to VOLUME_LOG_ROOT (empty: no volume).
+        data_volume: A PersistentVolumeClaim mounted at DATA_VOLUME_MOUNT in every step, for
+            ``data=/mnt/tbpipe-data/...`` (empty: no volume); not the log volume's claim
+            (data on that one is simply a path under LOG_VOLUME_MOUNT).
 
     """
 
@@ -167,8 +182,17 @@ class CompileOptions:
     retry_backoff_factor: float = 2.0
     cache_preprocess: bool = True
     cache_training: bool = False
+    log_volume: str = ""
+    data_volume: str = ""
 
     def __post_init__(self) -> None:
+        for flag, claim in (("--log-volume", self.log_volume), ("--data-volume", self.data_volume)):
+            if claim and not PVC_NAME.match(claim):
+                raise InputError(f"{flag} {claim!r} is not a PersistentVolumeClaim name: use "
+                                 "lower-case letters, digits, '-' and '.' (e.g. tbpipe-logs)")
+        if self.data_volume and self.data_volume == self.log_volume:
+            raise InputError(f"--data-volume {self.data_volume} is the --log-volume claim already: "
+                             f"drop --data-volume and pass data={LOG_VOLUME_MOUNT}/...")
         if self.gpu_count < 1:
             raise InputError(f"--gpu-count must be >= 1 (got {self.gpu_count}); "
                              "use --no-gpu for a CPU-only pipeline")
@@ -185,6 +209,17 @@ class CompileOptions:
         for kind, resources in merged.items():
             resources.validate(kind)
         object.__setattr__(self, "resources", MappingProxyType(merged))
+
+    @property
+    def default_log_root(self) -> str:
+        """The compiled ``log_root`` default: a path on the log volume, else empty."""
+        return VOLUME_LOG_ROOT if self.log_volume else ""
+
+    def volume_mounts(self) -> tuple[tuple[str, str], ...]:
+        """``(claim, mount path)`` of every volume each step mounts."""
+        return tuple((claim, path) for claim, path in ((self.log_volume, LOG_VOLUME_MOUNT),
+                                                       (self.data_volume, DATA_VOLUME_MOUNT))
+                     if claim)
 
     def image_for(self, kind: str) -> str:
         """Return the image of a kind of step: GPU for train/finetune when ``gpu``, else CPU."""
@@ -207,7 +242,7 @@ def step_kind(step: str) -> str:
 
 
 def configure_task(task, step: str, options: CompileOptions):  # noqa: ANN001, ANN201
-    """Apply image, GPUs, node selectors, tolerations, resources, retries and caching.
+    """Apply image, GPUs, node selectors, tolerations, resources, retries, caching, volumes.
 
     Args:
         task: One of tbpipe's ``PipelineTask``s.
@@ -235,4 +270,6 @@ def configure_task(task, step: str, options: CompileOptions):  # noqa: ANN001, A
     # the images' non-root tbpipe user; kfp-kubernetes has no read-only root file system knob
     kubernetes.set_security_context(task, run_as_user=IMAGE_UID, run_as_group=IMAGE_UID,
                                     run_as_non_root=True)
+    for claim, mount_path in options.volume_mounts():
+        kubernetes.mount_pvc(task, pvc_name=claim, mount_path=mount_path)
     return task

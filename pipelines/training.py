@@ -21,7 +21,7 @@ from kfp import compiler, dsl
 
 from tbpipe import components
 from tbpipe.components.common.errors import InputError, SettingError, os_errors
-from tbpipe.components.common.naming import validate_name
+from tbpipe.components.common.naming import checkpoint_root_for, validate_name
 from tbpipe.components.evaluation.config import EvaluateConfig
 from tbpipe.components.finetuning.config import FinetuneConfig
 from tbpipe.components.preprocessing.config import PreprocessConfig
@@ -123,6 +123,8 @@ class PipelineParams:
                 raise SettingError(flag, getattr(self, needs_target),
                                    "needs --promote-to (the folder the winner is copied to)")
         validate_name("experiment", self.experiment)
+        if self.log_root:  # checkpoints default beside it: a bucket root has no sibling
+            checkpoint_root_for(self.log_root, self.checkpoint_root)
         if self.run_name:
             validate_name("run", self.run_name)
         return self
@@ -162,7 +164,8 @@ def build_training_pipeline(options: CompileOptions | None = None,  # noqa: ANN2
     @dsl.pipeline(name=PIPELINE_NAME, description=__doc__.splitlines()[0])
     def training_pipeline(
         data: str = defaults.data, finetune_data: str = defaults.finetune_data,
-        log_root: str = defaults.log_root, experiment: str = defaults.experiment,
+        log_root: str = options.default_log_root or defaults.log_root,
+        experiment: str = defaults.experiment,
         run_name: str = defaults.run_name, epochs: int = defaults.epochs,
         batch_size: int = defaults.batch_size, learning_rate: float = defaults.learning_rate,
         seed: int = defaults.seed, val_fraction: float = defaults.val_fraction,

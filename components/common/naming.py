@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import re
 import time
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from tbpipe.components.common.errors import InputError
 from tbpipe.components.common.storage import join
 
+_DNS_LABEL = re.compile(r"^(?=.{1,63}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 STEPS = ("preprocess", "train", "evaluate", "finetune", "evaluate-finetuned",
          "preprocess-finetune-data")
@@ -117,22 +118,81 @@ def step_place(log_root: str, experiment: str, run_name: str, job_name: str, ste
     return run, step_log_dir(log_root, experiment, run, step, trial)
 
 
-def checkpoint_dir_for(root: str, experiment: str, run: str, step: str,
-                       trial: str = "") -> str:
-    """``{root}/{experiment}/{run}/checkpoints/{step}`` (``.../{trial}/{step}`` for a trial)."""
+#: The default checkpoint root is the log root's sibling ``{log_root}{CHECKPOINT_ROOT_SUFFIX}``.
+CHECKPOINT_ROOT_SUFFIX = "-checkpoints"
+
+
+def checkpoint_root_for(log_root: str, checkpoint_root: str = "") -> str:
+    """The checkpoint root: ``checkpoint_root`` if given, else a sibling of the log root.
+
+    ``{log_root}-checkpoints`` (``gs://b/tb`` -> ``gs://b/tb-checkpoints``, ``/mnt/logs/tb``
+    -> ``/mnt/logs/tb-checkpoints``), the same rule for local paths, gs:// and s3://, so
+    TensorBoard, which walks everything under the log root, never lists checkpoint files.
+
+    Raises:
+        InputError: no ``checkpoint_root`` and the log root is a bucket or a file-system
+            root, which has no sibling.
+
+    """
+    if checkpoint_root:
+        return checkpoint_root
+    root = log_root.rstrip("/")
+    scheme, sep, rest = root.partition("://")
+    if not root or (sep and "/" not in rest):
+        raise InputError(f"log_root {log_root!r} is a bucket or file-system root: checkpoints "
+                         "go beside the log root by default, so pass checkpoint_root "
+                         "(or a log root with a folder, e.g. gs://BUCKET/tbpipe/logs)")
+    return root + CHECKPOINT_ROOT_SUFFIX
+
+
+def checkpoint_dir_for(log_root: str, checkpoint_root: str, experiment: str, run: str,
+                       step: str, trial: str = "") -> str:
+    """``{root}/{experiment}/{run}/checkpoints/{step}`` (``.../{trial}/{step}`` for a trial).
+
+    Every segment is validated.
+
+    ``root`` is :func:`checkpoint_root_for` ``(log_root, checkpoint_root)``.
+    """
     for kind, value in (("experiment", experiment), ("run", run), ("step", step)):
         validate_name(kind, value)
-    return join(root, experiment, run, "checkpoints", *filter(None, [validate_trial(trial)]),
-                step)
+    return join(checkpoint_root_for(log_root, checkpoint_root), experiment, run,
+                "checkpoints", *filter(None, [validate_trial(trial)]), step)
 
 
 def tensorboard_run_url(base_url: str, run_label: str) -> str:
     """Link to TensorBoard's scalars filtered to one run (``.../#scalars&regexInput=exp%2Frun``).
 
     Args:
-        base_url: The TensorBoard address, e.g. ``http://127.0.0.1:6006``.
+        base_url: The TensorBoard address, e.g. ``http://127.0.0.1:6006``, or one under a
+            path such as Kubeflow's ``https://HOST/tensorboard/NAMESPACE/NAME/`` (the path
+            keeps its query, ends in ``/`` so the page's relative assets resolve, and any
+            fragment gives way to the filter).
         run_label: ``{experiment}/{run}``; empty means no filter.
 
     """
-    url = f"{base_url.rstrip('/')}/#scalars"
+    parts = urlsplit(base_url.strip())
+    path = parts.path.rstrip("/") + "/"
+    url = urlunsplit((parts.scheme, parts.netloc, path, parts.query, "scalars"))
     return f"{url}&regexInput={quote(run_label, safe='')}" if run_label else url
+
+
+def kubeflow_tensorboard_url(kubeflow_url: str, namespace: str, name: str) -> str:
+    """The address Kubeflow gives a ``Tensorboard`` resource: ``URL/tensorboard/NS/NAME/``.
+
+    Kubeflow's tensorboard-controller routes that prefix (an Istio VirtualService) to the
+    TensorBoard it runs for the resource ``name`` in the profile namespace ``namespace``.
+
+    Raises:
+        InputError: the URL is not http(s)://HOST[/PATH], or a name is not a DNS label.
+
+    """
+    parts = urlsplit(kubeflow_url.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise InputError(f"--kubeflow-url {kubeflow_url!r}: use the address of Kubeflow's "
+                         "dashboard, e.g. https://kubeflow.example.com")
+    for kind, value in (("--namespace", namespace), ("--name", name)):
+        if not _DNS_LABEL.match(value or ""):
+            raise InputError(f"{kind} {value!r} is not a Kubernetes name: use up to 63 "
+                             "lower-case letters, digits and '-'")
+    base = urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
+    return f"{base}/tensorboard/{namespace}/{name}/"

@@ -17,7 +17,8 @@ def finetune(model: Input[Model], train_data: Input[Dataset], val_data: Input[Da
     """Fine-tune a trained model (optionally on other data); logs go to .../{run}/finetune.
 
     The run is ``run_name``, else the KFP job's name. Checkpoints go to
-    {checkpoint_root or log_root}/{experiment}/{run}/checkpoints/finetune. Defaults:
+    {checkpoint_root}/{experiment}/{run}/checkpoints/finetune (default root:
+    {log_root}-checkpoints, beside the log root). Defaults:
     FinetuneConfig's (a test holds them equal); ``precision``: auto, float32, mixed_float16 or
     mixed_bfloat16. The run is claimed for this KFP job (see preprocess).
     """
@@ -35,7 +36,8 @@ def finetune(model: Input[Model], train_data: Input[Dataset], val_data: Input[Da
         config = FinetuneConfig(
             epochs=epochs, learning_rate=learning_rate, freeze_layers=freeze_layers,
             batch_size=batch_size, seed=seed, flush_secs=flush_secs, precision=precision,
-            checkpoint_dir=checkpoint_dir_for(checkpoint_root or log_root, experiment, run, step))
+            checkpoint_dir=checkpoint_dir_for(log_root, checkpoint_root, experiment, run,
+                                              step))
         claim_run(log_root, experiment, run, run_owner(job_name, finetuned_model.uri), resume)
         result = finetune_model(model.path, train_data.path, val_data.path, finetuned_model.path,
                                 log_dir, config)

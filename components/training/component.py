@@ -21,7 +21,8 @@ def train(train_data: Input[Dataset], val_data: Input[Dataset], model: Output[Mo
     image), a .keras file or a tbpipe Model folder (docs/models.md).
 
     The run is ``run_name``, else the KFP job's name. Checkpoints go to
-    {checkpoint_root or log_root}/{experiment}/{run}/checkpoints/train, so a retried or
+    {checkpoint_root}/{experiment}/{run}/checkpoints/train (default root: the log root's
+    sibling {log_root}-checkpoints, outside TensorBoard's tree), so a retried or
     preempted attempt resumes from its last complete epoch. ``trial``: a sweep's trial
     (``trial-NN``): logs go to {log_root}/{experiment}/{run}/{trial}/train, checkpoints to
     .../checkpoints/{trial}/train. Defaults: TrainConfig's (a test
@@ -45,8 +46,8 @@ def train(train_data: Input[Dataset], val_data: Input[Dataset], model: Output[Mo
             epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
             flush_secs=flush_secs, precision=precision, model_spec=model_spec,
             model_source=model_source, trial=trial,
-            checkpoint_dir=checkpoint_dir_for(checkpoint_root or log_root, experiment, run, step,
-                                              trial))
+            checkpoint_dir=checkpoint_dir_for(log_root, checkpoint_root, experiment, run,
+                                              step, trial))
         claim_run(log_root, experiment, run, run_owner(job_name, model.uri), resume)
         result = train_model(train_data.path, val_data.path, model.path, log_dir, config)
     for name, value in result.metrics.items():

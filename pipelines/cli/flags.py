@@ -13,9 +13,12 @@ import json
 
 from tbpipe.components.common.errors import InputError, SettingError
 from tbpipe.pipelines.placement import (
+    DATA_VOLUME_MOUNT,
     DEFAULT_GPU_TYPE,
     DEFAULT_RESOURCES,
     GKE_ACCELERATOR_LABEL,
+    LOG_VOLUME_MOUNT,
+    VOLUME_LOG_ROOT,
     CompileOptions,
     Resources,
     amount,
@@ -206,6 +209,12 @@ def add_compile_arguments(parser: argparse.ArgumentParser) -> None:
     add("--cache-training", action="store_true",
         help="let KFP reuse cached train/finetune results (default: always train)")
     add("--no-cache-preprocess", action="store_true", help="always rerun preprocess")
+    add("--log-volume", default="", metavar="PVC",
+        help=f"mount this PersistentVolumeClaim at {LOG_VOLUME_MOUNT} in every step; log_root "
+             f"then defaults to {VOLUME_LOG_ROOT}")
+    add("--data-volume", default="", metavar="PVC",
+        help=f"mount this PersistentVolumeClaim at {DATA_VOLUME_MOUNT} in every step "
+             f"(pass data={DATA_VOLUME_MOUNT}/...)")
 
 
 def key_value(text: str) -> tuple[str, str]:
@@ -253,4 +262,5 @@ def compile_options(args: argparse.Namespace) -> CompileOptions:
         node_selectors=tuple(args.node_selector),
         resources=resources_with_settings(args.cpu, args.memory),
         retries=args.retries, retry_backoff=args.retry_backoff,
-        cache_preprocess=not args.no_cache_preprocess, cache_training=args.cache_training)
+        cache_preprocess=not args.no_cache_preprocess, cache_training=args.cache_training,
+        log_volume=args.log_volume, data_volume=args.data_volume)

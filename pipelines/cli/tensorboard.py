@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from tbpipe.components.common.errors import InputError
+from tbpipe.components.common.naming import kubeflow_tensorboard_url, tensorboard_run_url
 from tbpipe.components.common.sigterm import on_sigterm
 from tbpipe.pipelines.runners.local import DEFAULT_LOG_ROOT
 from tbpipe.pipelines.runners.tensorboard import LOADERS, start_tensorboard
@@ -28,11 +30,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="seconds between reloads (default: %(default)s)")
     cmd.add_argument("tensorboard_args", nargs="*", metavar="TENSORBOARD_FLAGS",
                      help="after --: TensorBoard's own flags, passed through")
+    kubeflow = cmd.add_argument_group(
+        "Kubeflow's TensorBoard (deploy/tensorboard/overlays/kubeflow): print its address, "
+        "start nothing")
+    kubeflow.add_argument("--kubeflow-url", default=None, metavar="URL",
+                          help="Kubeflow's dashboard address, e.g. https://kubeflow.example.com")
+    kubeflow.add_argument("--namespace", default=None, metavar="NS",
+                          help="the Tensorboard resource's profile namespace (default: this "
+                               "pod's, inside a Kubeflow notebook)")
+    kubeflow.add_argument("--name", default="tbpipe",
+                          help="the Tensorboard resource's name (default: %(default)s)")
+    kubeflow.add_argument("--run", default="", metavar="EXPERIMENT/RUN",
+                          help="also print the link filtered to this run")
     cmd.set_defaults(handler=run_tensorboard)
 
 
 def run_tensorboard(args: argparse.Namespace) -> int:
     """``tbpipe tensorboard``: start, print the address and the loader, serve until stopped."""
+    if args.kubeflow_url:
+        return print_kubeflow_tensorboard(args)
     server = start_tensorboard(args.log_root, args.host, args.port, args.loader,
                                args.reload_interval, extra_args=args.tensorboard_args)
     print(f"TensorBoard {server.url} serving {args.log_root}", flush=True)
@@ -43,3 +59,34 @@ def run_tensorboard(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             server.stop()
             raise
+
+
+#: Where Kubernetes puts the pod's namespace (a Kubeflow notebook's is its profile's).
+POD_NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+
+def print_kubeflow_tensorboard(args: argparse.Namespace,
+                               namespace_file: str = POD_NAMESPACE_FILE) -> int:
+    """Print the address of Kubeflow's Tensorboard resource (and a run's link); start nothing.
+
+    Raises:
+        InputError: no ``--namespace`` and none to read in ``namespace_file``, or a bad URL
+            or name (one line).
+
+    """
+    namespace = args.namespace
+    if not namespace:
+        try:
+            with open(namespace_file, encoding="utf-8") as handle:
+                namespace = handle.read().strip()
+        except OSError:
+            raise InputError("--kubeflow-url needs --namespace: the profile namespace the "
+                             "Tensorboard resource is in (e.g. kubeflow-user-jane)") from None
+    url = kubeflow_tensorboard_url(args.kubeflow_url, namespace, args.name)
+    print(f"Kubeflow TensorBoard {namespace}/{args.name}: {url}")
+    if args.run:
+        print(f"run {args.run}: {tensorboard_run_url(url, args.run)}")
+    else:
+        print("a run's link: --run EXPERIMENT/RUN; pass the address to the pipeline as "
+              "--tensorboard-url so the evaluation report links to each run")
+    return 0

@@ -32,6 +32,7 @@ LOOPBACK = ("localhost", "127.0.0.1", "::1")
 
 def docker_paths(params) -> dict[str, tuple[str, ...]]:  # noqa: ANN001 - PipelineParams
     """Return the ``inputs``/``outputs`` options of :func:`docker_runner` for ``params``."""
+    from tbpipe.components.common.naming import checkpoint_root_for
     from tbpipe.components.training.user_model import local_start_path
 
     inputs = (params.data, params.finetune_data, local_start_path(params.model),
@@ -40,8 +41,10 @@ def docker_paths(params) -> dict[str, tuple[str, ...]]:  # noqa: ANN001 - Pipeli
     production = os.path.dirname(os.path.abspath(params.promote_to)) if is_local_path(
         params.promote_to) else ""
     return {"inputs": tuple(path for path in inputs if path),
-            "outputs": tuple(p for p in (params.log_root, params.checkpoint_root, production)
-                             if p)}
+            "outputs": tuple(p for p in (params.log_root,
+                                         checkpoint_root_for(params.log_root,
+                                                             params.checkpoint_root),
+                                         production) if p)}
 
 
 def is_local_path(path: str) -> bool:

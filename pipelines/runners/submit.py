@@ -64,10 +64,11 @@ def run_arguments(parameters: dict[str, dict], given: dict[str, str]) -> dict[st
         defaults = {k: p["defaultValue"] for k, p in parameters.items() if "defaultValue" in p}
         values = {k: fields[k](v) for k, v in {**defaults, **arguments}.items()}  # 10.0 -> 10
         PipelineParams(**values).validate()
-    if "log_root" in parameters and "log_root" not in given:
-        raise InputError("submit needs --log-root gs://BUCKET/logs (or s3://...): the log root "
-                         "the cluster's pods and TensorBoard share (the compiled pipeline has "
-                         "none)")
+    if ("log_root" in parameters and "log_root" not in given
+            and not parameters["log_root"].get("defaultValue")):  # --log-volume gives one
+        raise InputError("submit needs --log-root gs://BUCKET/logs (or s3://..., or "
+                         "--log-volume PVC): the log root the cluster's pods and TensorBoard "
+                         "share (the compiled pipeline has none)")
     return arguments
 
 

@@ -41,8 +41,10 @@ def test_train_then_finetune_components(tmp_path, data):
     meta = json.loads((tmp_path / "tuned" / "model.json").read_text())
     assert meta["source"] == "finetuned" and meta["epochs"] == 3 and meta["freeze_layers"] == 1
     assert tuned_metrics.metadata["epochs"] == 1
-    # no checkpoint_root: checkpoints go under the log root
-    assert (logs / "exp" / "job-3" / "checkpoints" / "finetune" / "state.json").exists()
+    # no checkpoint_root: checkpoints go beside the log root, outside TensorBoard's tree
+    sibling = tmp_path / "logs-checkpoints"
+    assert (sibling / "exp" / "job-3" / "checkpoints" / "finetune" / "state.json").exists()
+    assert not (logs / "exp" / "job-3" / "checkpoints").exists()
     finetune_logs = read_scalars(str(logs / "exp" / "job-3" / "finetune"))
     assert finetune_logs["hparam/val_accuracy"][0][1] == pytest.approx(
         tuned_metrics.metadata["val_accuracy"])
@@ -70,7 +72,8 @@ def test_only_inputs_and_log_root_are_needed(tmp_path, data):
                       log_root=str(tmp_path / "logs"), epochs=1, batch_size=16,
                       job_name="{{$.pipeline_job_name}}")
     assert read_scalars(str(tmp_path / "logs" / "default" / "my-job-42" / "train"))
-    assert (tmp_path / "logs" / "default" / "my-job-42" / "checkpoints" / "train").is_dir()
+    ckpt = tmp_path / "logs-checkpoints" / "default" / "my-job-42" / "checkpoints" / "train"
+    assert ckpt.is_dir()
     assert json.loads((job / "model" / "model.json").read_text())["epochs"] == 1
 
 

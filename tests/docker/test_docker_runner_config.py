@@ -1,5 +1,6 @@
 """docker_runner's settings without running a container: mounts, GCS, GPUs, errors."""
 
+import dataclasses
 import os
 
 import pytest
@@ -38,7 +39,9 @@ def test_docker_paths_name_what_a_run_reads_and_writes():
     assert dr.docker_paths(params) == {"inputs": ("/d", "/f"), "outputs": ("/l", "/c")}
     promoting = PipelineParams(log_root="/l", promote_to="/p/prod", baseline_model="/b.keras")
     assert dr.docker_paths(promoting) == {  # promote swaps the folder with siblings in /p
-        "inputs": ("builtin:digits", "/b.keras"), "outputs": ("/l", "/p")}
+        "inputs": ("builtin:digits", "/b.keras"), "outputs": ("/l", "/l-checkpoints", "/p")}
+    default = dataclasses.replace(params, checkpoint_root="")  # checkpoints beside the logs
+    assert dr.docker_paths(default)["outputs"] == ("/l", "/l-checkpoints")
 
 
 def test_emulator_on_loopback_uses_host_network(monkeypatch):

@@ -24,11 +24,12 @@ STEPS = 20_000
 LOGGER = """
 import sys, time
 import numpy as np
-from tbpipe.components.common.tensorboard.sink import gcs_writer
+from tbpipe.components.common.tensorboard.sink import remote_writer
 uri, steps, pause = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+compact = sys.argv[4] == "compact"
 rng = np.random.default_rng(0)
 slowest = 0.0
-with gcs_writer(uri, flush_secs=1, close_timeout=60) as writer:
+with remote_writer(uri, flush_secs=1, close_timeout=60, compact=compact) as writer:
     for step in range(steps):
         started = time.monotonic()
         writer.add_scalar("loss", 1.0 / (step + 1), step)
@@ -45,8 +46,10 @@ print(f"done slowest_add={slowest:.3f} unpublished={writer.report.unpublished_by
 """
 
 
-def start_logger(uri: str, steps: int = STEPS, pause: float = 0.01) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", LOGGER, uri, str(steps), str(pause)],
+def start_logger(uri: str, steps: int = STEPS, pause: float = 0.01,
+                 compact: bool = True) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", LOGGER, uri, str(steps), str(pause),
+                             "compact" if compact else "segments"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONPATH": os.getcwd()})
 
@@ -83,7 +86,10 @@ def test_long_run_is_watched_live(gcs_emulator, gcs_root, tmp_path):
     with open(tmp_path / "tb.log", "w") as log, start_tensorboard(
             gcs_root, port=port, reload_interval=1, extra_args=TB_FLAGS, output=log) as tb:
         assert tb.loader.name == "python"  # gs:// on an emulator
-        child = start_logger(run_dir)
+        # segments only: TensorBoard's Python loader (used for an emulator) stops at an event
+        # file deleted under it, and this one lags the writer by more than the compaction's
+        # grace (docs/performance.md, section 8); test_fast_loader_reads_a_compacted_run
+        child = start_logger(run_dir, compact=False)
         seen_while_running = []
         while child.poll() is None:
             count = len(scalar_points(tb.url, "exp/live/train", "loss"))
@@ -126,10 +132,12 @@ def test_outage_mid_run_loses_nothing_and_never_hangs(gcs_emulator, gcs_root, tm
     assert steps == list(range(STEPS))
 
 
-def test_fast_loader_reads_a_segmented_run(gcs_emulator, gcs_root, tmp_path):
+@pytest.mark.parametrize("compact", [False, True], ids=["segments", "compacted"])
+def test_fast_loader_reads_a_run(gcs_emulator, gcs_root, tmp_path, compact):
     run_dir = storage.join(gcs_root, "exp", "fast", "train")
-    finish(start_logger(run_dir, steps=3000, pause=0.005))
-    assert len(storage.list_files(run_dir)) >= 3
+    finish(start_logger(run_dir, steps=3000, pause=0.005, compact=compact))
+    objects = storage.list_files(run_dir)
+    assert len(objects) == 1 if compact else len(objects) >= 3, objects
     local_root = tmp_path / "logs"
     gcs_emulator.download(gcs_root, local_root)
     with open(tmp_path / "tb.log", "w") as log, start_tensorboard(
@@ -139,6 +147,24 @@ def test_fast_loader_reads_a_segmented_run(gcs_emulator, gcs_root, tmp_path):
         while time.monotonic() < deadline:
             points = scalar_points(tb.url, "exp/fast/train", "loss")
             if len(points) == 3000:
+                break
+            time.sleep(1)
+    assert [p[1] for p in points] == list(range(3000))  # each step once
+
+
+def test_python_loader_started_after_compaction_reads_every_step_once(gcs_emulator, gcs_root,
+                                                                      tmp_path):
+    run_dir = storage.join(gcs_root, "exp", "done", "train")
+    finish(start_logger(run_dir, steps=3000, pause=0.005))
+    assert len(storage.list_files(run_dir)) == 1
+    with open(tmp_path / "tb.log", "w") as log, start_tensorboard(
+            gcs_root, port=free_port(), reload_interval=1, extra_args=TB_FLAGS,
+            output=log) as tb:
+        assert tb.loader.name == "python"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            points = scalar_points(tb.url, "exp/done/train", "loss")
+            if len(points) >= 3000:
                 break
             time.sleep(1)
     assert [p[1] for p in points] == list(range(3000))
@@ -215,3 +241,7 @@ def test_pipeline_reads_and_logs_on_gcs(gcs_emulator, gcs_root, tmp_path):
         for step, (tag, count) in expected.items():
             assert tag in tags.get(f"gcs/r1/{step}", {}), (step, sorted(tags))
             assert len(scalar_points(tb.url, f"gcs/r1/{step}", tag)) == count, step
+    for step in (*expected, "preprocess"):  # finished steps: one event object each
+        events = [n for n in storage.list_files(storage.join(log_root, "gcs", "r1", step))
+                  if "tfevents" in n]
+        assert len(events) == 1, (step, events)

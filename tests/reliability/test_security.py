@@ -241,7 +241,7 @@ def test_build_context_excludes_everything_not_listed():
 
 
 def deploy_documents() -> list[dict]:
-    root = REPO / "deploy" / "tensorboard"
+    root = REPO / "deploy" / "tensorboard" / "base"
     # The base only: an overlay may add what the base must not have (an IAP Ingress).
     files = sorted(root.glob("*.yaml")) + sorted(root.glob("*.yml")) if root.exists() else []
     if not files:

@@ -1,9 +1,10 @@
-"""deploy/tensorboard: the kustomize base, built here in Python and validated offline.
+"""deploy/tensorboard: the kustomize base and its overlays, built and validated offline.
 
-No kustomize binary is needed: ``build`` applies what this base uses (resources, metadata
+No kustomize binary is needed for the base: ``build`` applies what it uses (resources, metadata
 labels, a configMapGenerator whose name gets a content hash, and the rewriting of the
 references to it), then every object is validated with kubernetes-validate in strict mode
-against a pinned Kubernetes version.
+against a pinned Kubernetes version. The overlays (``overlays/pvc``, ``overlays/kubeflow``)
+and deploy/kserve are built with ``kubectl kustomize`` (skipped where kubectl is missing).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
+import re
 from pathlib import Path
 
 import pytest
@@ -18,7 +21,7 @@ import yaml
 
 from tbpipe.components._image import image
 
-BASE = Path(__file__).resolve().parents[2] / "deploy" / "tensorboard"
+BASE = Path(__file__).resolve().parents[2] / "deploy" / "tensorboard" / "base"
 KUBERNETES_VERSION = "1.30.0"
 SUPPORTED_KEYS = {"apiVersion", "kind", "labels", "resources", "configMapGenerator", "namespace"}
 
@@ -139,7 +142,7 @@ def test_service_and_workload_identity(built):
 
 # --- deploy/kserve: the selected model's SavedModel behind a KServe InferenceService ---------
 
-KSERVE = BASE.parent / "kserve"
+KSERVE = BASE.parents[1] / "kserve"
 
 #: The InferenceService fields this example uses, written out from the upstream CRD's
 #: openAPIV3Schema (kserve config/crd/full/serving.kserve.io_inferenceservices.yaml, v1beta1):
@@ -226,3 +229,108 @@ def test_kserve_serves_the_selected_saved_model(kserve):
         ".iam.gserviceaccount.com")
     for obj in kserve.values():
         assert obj["metadata"]["labels"]["app.kubernetes.io/part-of"] == "tbpipe"
+
+
+# --- deploy/tensorboard/overlays: a shared volume; Kubeflow's own Tensorboard resource -------
+
+OVERLAYS = BASE.parent / "overlays"
+_DNS_LABEL = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+#: The Tensorboard resource's fields, written out from the upstream definition (kubeflow/kubeflow
+#: components/tensorboard-controller/api/v1alpha1/tensorboard_types.go: ``TensorboardSpec``
+#: has the one field ``LogsPath string `json:"logspath"```, no omitempty, so required; the
+#: resource is namespaced). Unknown spec fields are refused: a misspelt ``logsPath`` fails here.
+TENSORBOARD_SCHEMA = {
+    "type": "object", "required": ["apiVersion", "kind", "metadata", "spec"],
+    "additionalProperties": False,
+    "properties": {
+        "apiVersion": {"const": "tensorboard.kubeflow.org/v1alpha1"},
+        "kind": {"const": "Tensorboard"},
+        "metadata": {"type": "object", "required": ["name", "namespace"], "properties": {
+            "name": {"type": "string", "pattern": _DNS_LABEL, "maxLength": 63},
+            "namespace": {"type": "string", "pattern": _DNS_LABEL, "maxLength": 63},
+            "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+            "annotations": {"type": "object", "additionalProperties": {"type": "string"}}}},
+        "spec": {"type": "object", "required": ["logspath"], "additionalProperties": False,
+                 "properties": {"logspath": {"type": "string"}}}}}
+#: What Kubeflow's controller reads: a bucket path, or a claim and the path inside it.
+LOGSPATH = r"^(gs://[^/]+/.+|pvc://[a-z0-9][-a-z0-9.]*/.*)$"
+
+
+def kustomize(path: Path) -> list[dict]:
+    """The objects ``kubectl kustomize path`` prints."""
+    import shutil
+    import subprocess
+
+    if shutil.which("kubectl") is None:
+        pytest.skip("kubectl is not installed")
+    out = subprocess.run(["kubectl", "kustomize", str(path)], capture_output=True, text=True,
+                         check=True, timeout=60).stdout
+    return [obj for obj in yaml.safe_load_all(out) if obj]
+
+
+def test_pvc_overlay_mounts_the_log_volume_and_serves_the_compiled_log_root():
+    import kubernetes_validate
+
+    from tbpipe.pipelines.placement import LOG_VOLUME_MOUNT, VOLUME_LOG_ROOT
+
+    built = {obj["kind"]: obj for obj in kustomize(OVERLAYS / "pvc")}
+    assert set(built) == {"Deployment", "Service", "ServiceAccount", "ConfigMap"}
+    for obj in built.values():
+        kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+    assert built["ConfigMap"]["data"]["log_root"] == VOLUME_LOG_ROOT
+    container, pod = _container(built), built["Deployment"]["spec"]["template"]["spec"]
+    assert "--logdir=$(TBPIPE_LOG_ROOT)" in container["args"]
+    (env,) = [e for e in container["env"] if e["name"] == "TBPIPE_LOG_ROOT"]
+    assert env["valueFrom"]["configMapKeyRef"]["name"] == built["ConfigMap"]["metadata"]["name"]
+    (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == LOG_VOLUME_MOUNT]
+    assert mount.get("readOnly") is True
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    assert volume["persistentVolumeClaim"]["claimName"]
+    assert any(m["mountPath"] == "/tmp" for m in container["volumeMounts"])  # base kept
+
+
+def test_kubeflow_overlay_is_a_tensorboard_resource_in_a_profile_namespace():
+    import jsonschema
+
+    objects = kustomize(OVERLAYS / "kubeflow")
+    assert [obj["kind"] for obj in objects] == ["Tensorboard"]
+    for obj in objects:
+        jsonschema.validate(obj, TENSORBOARD_SCHEMA)
+        assert re.match(LOGSPATH, obj["spec"]["logspath"]), obj["spec"]["logspath"]
+        assert obj["metadata"]["namespace"] != "kubeflow"  # a profile's, not Kubeflow's own
+        assert obj["metadata"]["labels"]["app.kubernetes.io/part-of"] == "tbpipe"
+
+
+def test_the_tensorboard_schema_refuses_what_the_resource_would(tmp_path):
+    import jsonschema
+
+    (good,) = kustomize(OVERLAYS / "kubeflow")
+    for change in ({"logsPath": "gs://b/tb"}, {"logspath": 3}, {}):
+        broken = copy.deepcopy(good)
+        broken["spec"] = change
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(broken, TENSORBOARD_SCHEMA)
+    broken = copy.deepcopy(good)
+    del broken["metadata"]["namespace"]
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(broken, TENSORBOARD_SCHEMA)
+
+
+def test_kubeflow_overlay_takes_a_namespace_and_a_volume_logspath(tmp_path):
+    """What the overlay's comments tell a user to do: set the namespace, use the claim."""
+    import jsonschema
+
+    from tbpipe.pipelines.placement import LOG_VOLUME_MOUNT, VOLUME_LOG_ROOT
+
+    logspath = "pvc://tbpipe-logs/" + VOLUME_LOG_ROOT.removeprefix(LOG_VOLUME_MOUNT + "/")
+    (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+        "namespace": "kubeflow-user-jane",
+        "resources": [os.path.relpath(OVERLAYS / "kubeflow", tmp_path)],
+        "patches": [{"target": {"kind": "Tensorboard"}, "patch": yaml.safe_dump(
+            [{"op": "replace", "path": "/spec/logspath", "value": logspath}])}]}))
+    (obj,) = kustomize(tmp_path)
+    jsonschema.validate(obj, TENSORBOARD_SCHEMA)
+    assert obj["metadata"]["namespace"] == "kubeflow-user-jane"
+    assert obj["spec"]["logspath"] == "pvc://tbpipe-logs/logs"
+    assert re.match(LOGSPATH, logspath)

@@ -191,6 +191,15 @@ def test_tensorboard_run_url():
     assert tensorboard_run_url("http://tb", "") == "http://tb/#scalars"
 
 
+def test_tensorboard_run_url_under_a_path_such_as_kubeflows():
+    kubeflow = "https://kf.example.com/tensorboard/kubeflow-user-jane/tbpipe"
+    for base in (kubeflow, kubeflow + "/", kubeflow + "/#scalars"):
+        url = tensorboard_run_url(base, "exp/r1")
+        assert url == f"{kubeflow}/#scalars&regexInput=exp%2Fr1", base
+    assert tensorboard_run_url("https://kf/tb/?auth=1", "e/r") == \
+        "https://kf/tb/?auth=1#scalars&regexInput=e%2Fr"
+
+
 # --- errors -------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("target", [-0.1, 1.5, float("nan")])

@@ -14,7 +14,14 @@ import yaml
 
 from tbpipe.components._image import image
 from tbpipe.pipelines.cli.main import main
-from tbpipe.pipelines.placement import DEFAULT_RESOURCES, CompileOptions, step_kind
+from tbpipe.pipelines.placement import (
+    DATA_VOLUME_MOUNT,
+    DEFAULT_RESOURCES,
+    LOG_VOLUME_MOUNT,
+    VOLUME_LOG_ROOT,
+    CompileOptions,
+    step_kind,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 REGISTRY = "registry.example/proj"
@@ -177,6 +184,8 @@ def test_gpu_node_selector_key_can_change_or_go(tmp_path):
     (["--memory", "evaluate=8Gi,4Gi"], 1, "request 8Gi exceeds limit 4Gi"),
     (["--gpu-count", "0"], 1, "--gpu-count must be >= 1"),
     (["--retry-backoff", "1m"], 1, "--retry-backoff must be seconds"),
+    (["--log-volume", "Logs_Claim"], 1, "not a PersistentVolumeClaim name"),
+    (["--log-volume", "tb", "--data-volume", "tb"], 1, "is the --log-volume claim already"),
 ])
 def test_bad_flags_are_one_line(tmp_path, capsys, flags, code, needle):
     try:
@@ -196,3 +205,27 @@ def test_options_reject_unknown_resource_kind():
         CompileOptions(resources={"gpu": Resources("1", "1", "1Gi", "1Gi")})
     with pytest.raises(ValueError, match="no placement for step 'extra'"):
         step_kind("extra")
+
+
+def test_volumes_are_mounted_in_every_step_and_log_root_is_on_one(tmp_path, default_spec):
+    flags = ("--log-volume", "tb-logs", "--data-volume", "tb-data")
+    views = compile_spec(tmp_path, *flags)
+    assert set(views) == set(default_spec)
+    for name, task_views in views.items():
+        for view in task_views:
+            mounts = {(m["pvcNameParameter"]["runtimeValue"]["constant"], m["mountPath"])
+                      for m in view["k8s"].get("pvcMount", [])}
+            assert mounts == {("tb-logs", LOG_VOLUME_MOUNT), ("tb-data", DATA_VOLUME_MOUNT)}, name
+    spec = next(yaml.safe_load_all((tmp_path / f"pipeline-{abs(hash(flags))}.yaml").read_text()))
+    log_root = spec["root"]["inputDefinitions"]["parameters"]["log_root"]
+    assert log_root["defaultValue"] == VOLUME_LOG_ROOT
+    assert VOLUME_LOG_ROOT.startswith(LOG_VOLUME_MOUNT + "/")
+
+
+def test_no_volume_flags_mount_nothing_and_leave_log_root_empty(default_spec, tmp_path):
+    assert not any(view["k8s"].get("pvcMount") for views in default_spec.values()
+                   for view in views)
+    out = tmp_path / "plain.yaml"
+    assert main(["compile", "-o", str(out)]) == 0
+    spec = next(yaml.safe_load_all(out.read_text()))
+    assert not spec["root"]["inputDefinitions"]["parameters"]["log_root"].get("defaultValue")

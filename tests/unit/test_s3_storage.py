@@ -53,6 +53,9 @@ def test_remove_deletes_an_object_and_its_prefix(s3_root):
     storage.remove(storage.join(s3_root, "model"))
     assert storage.list_files(s3_root) == ["model.bak/c.bin"]  # a sibling prefix stays
     storage.remove(storage.join(s3_root, "model"))  # nothing there: no error
+    storage.delete_file(storage.join(s3_root, "model.bak/c.bin"))
+    storage.delete_file(storage.join(s3_root, "model.bak/c.bin"))  # gone already: fine
+    assert storage.list_files(s3_root) == []
 
 
 @pytest.mark.slow  # a thousand PUTs: S3 answers at most 1000 keys a page

@@ -114,6 +114,13 @@ def test_log_root_must_be_given(kfp, package, capsys):
     assert rc == 1 and len(err) == 1 and "--log-root gs://" in err[0]
 
 
+def test_a_log_volume_gives_the_log_root(kfp, capsys):
+    rc, _, err = submit(kfp, capsys, "--log-volume", "tb-logs", "--run-name", "r1",
+                        log_root=False)
+    assert (rc, err, kfp.problems) == (0, [], [])
+    assert "log_root" not in only_run(kfp)["runtime_config"]["parameters"]  # the spec's default
+
+
 def test_not_a_package_is_one_line(kfp, tmp_path, capsys):
     bogus = tmp_path / "bogus.yaml"
     bogus.write_text(yaml.safe_dump({"hello": "world"}))

@@ -115,7 +115,7 @@ def test_a_trial_logs_and_checkpoints_one_folder_down():
     assert step_log_dir("gs://b/logs", "exp", "r1", "train", "trial-03") == \
         "gs://b/logs/exp/r1/trial-03/train"
     assert step_log_dir("/logs", "exp", "r1", "train") == "/logs/exp/r1/train"
-    assert checkpoint_dir_for("/ck", "exp", "r1", "train", "trial-03") == \
+    assert checkpoint_dir_for("/logs", "/ck", "exp", "r1", "train", "trial-03") == \
         "/ck/exp/r1/checkpoints/trial-03/train"
     for bad in ("trial-1", "../trial-01", "trial-01/x", "try-01"):
         with pytest.raises(InputError, match="is not a trial name"):

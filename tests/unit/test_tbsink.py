@@ -17,7 +17,7 @@ from tbpipe.components.common import storage
 from tbpipe.components.common.errors import StorageError
 from tbpipe.components.common.storage import gcs
 from tbpipe.components.common.tensorboard.segments import complete_length, read_records
-from tbpipe.components.common.tensorboard.sink import gcs_writer
+from tbpipe.components.common.tensorboard.sink import remote_writer
 from tests.helpers import read_scalars, read_tags
 
 
@@ -64,7 +64,7 @@ def _wait_for(predicate, timeout: float) -> bool:
 @pytest.mark.gcs
 def test_segments_are_published_while_logging(gcs_emulator, gcs_root, tmp_path):
     uri = storage.join(gcs_root, "exp/run/train")
-    with gcs_writer(uri, flush_secs=1) as writer:
+    with remote_writer(uri, flush_secs=1) as writer:
         for step in range(100):
             writer.add_scalar("loss", 1.0 / (step + 1), step)
         seen = _wait_for(lambda: len(_segments(uri)) >= 2, timeout=15)
@@ -90,7 +90,7 @@ def test_only_new_bytes_are_sent(gcs_emulator, gcs_root, tmp_path, monkeypatch):
 
     monkeypatch.setattr(session, "request", counting)
     rng = np.random.default_rng(0)
-    with gcs_writer(uri, flush_secs=1) as writer:
+    with remote_writer(uri, flush_secs=1, compact=False) as writer:  # the live segments
         for step in range(4000):
             writer.add_scalar("loss", float(rng.random()), step)
             writer.add_scalar("accuracy", float(rng.random()), step)
@@ -112,7 +112,7 @@ def test_only_new_bytes_are_sent(gcs_emulator, gcs_root, tmp_path, monkeypatch):
 @pytest.mark.gcs
 def test_memory_is_bounded_by_the_segment_size(gcs_root):
     uri = storage.join(gcs_root, "run/train")
-    with gcs_writer(uri, flush_secs=60, max_segment_bytes=2048) as writer:
+    with remote_writer(uri, flush_secs=60, max_segment_bytes=2048, compact=False) as writer:
         for step in range(1000):
             writer.add_scalar("loss", float(step), step)
     sizes = [len(s) for s in _segments(uri)]
@@ -122,11 +122,11 @@ def test_memory_is_bounded_by_the_segment_size(gcs_root):
 @pytest.mark.gcs
 def test_purge_step_drops_the_interrupted_attempts_tail(gcs_emulator, gcs_root, tmp_path):
     uri = storage.join(gcs_root, "exp/run/train")
-    with gcs_writer(uri, flush_secs=60) as writer:
+    with remote_writer(uri, flush_secs=60) as writer:
         for step in range(10):
             writer.add_scalar("loss", 100.0 + step, step)
     time.sleep(1.1)  # event file names carry whole seconds: the resume sorts after
-    with gcs_writer(uri, flush_secs=60, purge_step=5) as writer:
+    with remote_writer(uri, flush_secs=60, purge_step=5) as writer:
         for step in range(5, 12):
             writer.add_scalar("loss", float(step), step)
     points = _scalars(gcs_emulator, uri, tmp_path)["loss"]
@@ -139,7 +139,7 @@ def test_missing_bucket_fails_at_open(gcs_emulator):
     uri = "gs://no-such-bucket-tbpipe/exp/run/train"
     started = time.monotonic()
     with pytest.raises(StorageError, match="no-such-bucket-tbpipe"):
-        with gcs_writer(uri):
+        with remote_writer(uri):
             pass
     assert time.monotonic() - started < 5
 
@@ -148,7 +148,7 @@ def test_missing_bucket_fails_at_open(gcs_emulator):
 def test_outage_never_blocks_logging_and_close_is_bounded(gcs_emulator, gcs_root, capfd):
     uri = storage.join(gcs_root, "exp/run/train")
     try:
-        with gcs_writer(uri, flush_secs=1, close_timeout=3) as writer:
+        with remote_writer(uri, flush_secs=1, close_timeout=3) as writer:
             writer.add_scalar("loss", 1.0, 0)
             gcs_emulator.stop()
             started = time.monotonic()
@@ -169,7 +169,7 @@ def test_outage_never_blocks_logging_and_close_is_bounded(gcs_emulator, gcs_root
 @pytest.mark.gcs
 def test_background_retry_publishes_after_an_outage(gcs_emulator, gcs_root, tmp_path):
     uri = storage.join(gcs_root, "exp/run/train")
-    with gcs_writer(uri, flush_secs=1) as writer:
+    with remote_writer(uri, flush_secs=1) as writer:
         with gcs_emulator.outage():
             for step in range(200):
                 writer.add_scalar("loss", float(step), step)
@@ -185,8 +185,8 @@ def test_sigterm_publishes_what_was_logged(gcs_emulator, gcs_root, tmp_path):
     uri = storage.join(gcs_root, "exp/run/train")
     script = textwrap.dedent(f"""
         import time
-        from tbpipe.components.common.tensorboard.sink import gcs_writer
-        with gcs_writer({uri!r}, flush_secs=600) as writer:
+        from tbpipe.components.common.tensorboard.sink import remote_writer
+        with remote_writer({uri!r}, flush_secs=600) as writer:
             for step in range(500):
                 writer.add_scalar("loss", float(step), step)
             print("ready", flush=True)
@@ -207,7 +207,7 @@ def test_sigterm_publishes_what_was_logged(gcs_emulator, gcs_root, tmp_path):
 @pytest.mark.gcs
 def test_other_files_are_uploaded_whole_on_close(gcs_root):
     uri = storage.join(gcs_root, "exp/run/embed")
-    with gcs_writer(uri, flush_secs=60) as writer:
+    with remote_writer(uri, flush_secs=60) as writer:
         writer.add_embedding(np.eye(4), metadata=["a", "b", "c", "d"], tag="emb")
     names = storage.list_files(uri)
     assert "projector_config.pbtxt" in names
@@ -223,7 +223,7 @@ def test_an_earlier_sigterm_handler_is_called_then_restored(gcs_root):
 
     before = signal.signal(signal.SIGTERM, earlier)
     try:
-        with gcs_writer(storage.join(gcs_root, "run/train"), flush_secs=60) as writer:
+        with remote_writer(storage.join(gcs_root, "run/train"), flush_secs=60) as writer:
             writer.add_scalar("loss", 1.0, 0)
             os.kill(os.getpid(), signal.SIGTERM)
             assert _wait_for(lambda: calls, timeout=5)
@@ -249,3 +249,20 @@ def test_a_step_whose_events_were_not_published_does_not_succeed(gcs_emulator, g
                     writer.add_scalar("loss", 1.0 / step, step)
     finally:
         gcs_emulator.start()
+
+
+@pytest.mark.gcs
+def test_a_closed_writer_leaves_one_event_object_per_file(gcs_emulator, gcs_root, tmp_path):
+    uri = storage.join(gcs_root, "exp/run/train")
+    with remote_writer(uri, flush_secs=1) as writer:
+        for step in range(300):
+            writer.add_scalar("loss", float(step), step)
+            if step % 100 == 99:
+                writer.flush()
+                assert _wait_for(lambda: writer.publisher.pending_bytes() == 0, 15), step
+    report = writer.report
+    assert report.segments >= 3 and report.compacted_segments == report.segments
+    (name,) = storage.list_files(uri)
+    assert name.endswith(".compacted") and "tfevents" in name
+    steps = [s for s, _ in _scalars(gcs_emulator, uri, tmp_path)["loss"]]
+    assert steps == list(range(300))  # each step once

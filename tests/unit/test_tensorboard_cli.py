@@ -70,3 +70,52 @@ def test_cli_defaults_to_the_pipeline_log_root_on_loopback():
     args = build_parser().parse_args(["tensorboard"])
     assert args.log_root == DEFAULT_LOG_ROOT  # where `tbpipe run` writes by default
     assert (args.host, args.port, args.loader) == ("127.0.0.1", 6006, "auto")
+
+
+# --- Kubeflow's Tensorboard resource: print its address, start nothing ---------------------
+
+def test_kubeflow_url_prints_the_resource_address_and_a_run_link(capsys):
+    from urllib.parse import unquote
+
+    from tbpipe.pipelines.cli.main import main
+
+    rc = main(["tensorboard", "--kubeflow-url", "https://kf.example.com/", "--namespace",
+               "kubeflow-user-jane", "--run", "exp/r1"])
+    lines = capsys.readouterr().out.splitlines()
+    assert rc == 0 and len(lines) == 2
+    address = "https://kf.example.com/tensorboard/kubeflow-user-jane/tbpipe/"
+    assert lines[0].endswith(f": {address}")
+    link = lines[1].split(": ", 1)[1]
+    base, _, label = link.partition("#scalars&regexInput=")
+    assert base == address and unquote(label) == "exp/r1"
+
+
+def test_kubeflow_address_keeps_a_path_prefix_and_takes_the_name():
+    from tbpipe.components.common.naming import kubeflow_tensorboard_url
+
+    assert kubeflow_tensorboard_url("http://host:8080/kf", "ns-1", "board") == \
+        "http://host:8080/kf/tensorboard/ns-1/board/"
+
+
+def test_namespace_defaults_to_the_pods_own(tmp_path, capsys):
+    from tbpipe.pipelines.cli.tensorboard import print_kubeflow_tensorboard
+
+    args = build_parser().parse_args(["tensorboard", "--kubeflow-url", "https://kf"])
+    (tmp_path / "namespace").write_text("kubeflow-user-pod\n")
+    assert print_kubeflow_tensorboard(args, str(tmp_path / "namespace")) == 0
+    assert "https://kf/tensorboard/kubeflow-user-pod/tbpipe/" in capsys.readouterr().out
+    with pytest.raises(InputError, match="--kubeflow-url needs --namespace"):
+        print_kubeflow_tensorboard(args, str(tmp_path / "absent"))
+
+
+@pytest.mark.parametrize(("flags", "needle"), [
+    (["--kubeflow-url", "kf.example.com", "--namespace", "ns"], "--kubeflow-url 'kf.example"),
+    (["--kubeflow-url", "https://kf", "--namespace", "Team_A"], "--namespace 'Team_A'"),
+    (["--kubeflow-url", "https://kf", "--namespace", "ns", "--name", "a/b"], "--name 'a/b'"),
+])
+def test_bad_kubeflow_flags_are_one_line(capsys, flags, needle):
+    from tbpipe.pipelines.cli.main import main
+
+    rc = main(["tensorboard", *flags])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and len(err) == 1 and needle in err[0], err

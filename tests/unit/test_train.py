@@ -162,10 +162,27 @@ def test_train_model_rejects_mismatched_validation_data(data, tmp_path):
 
 
 def test_checkpoint_dir_for():
-    assert checkpoint_dir_for("gs://b/logs", "exp", "run-1", "train") == \
-        "gs://b/logs/exp/run-1/checkpoints/train"
+    assert checkpoint_dir_for("gs://b/logs", "gs://b/ck", "exp", "run-1", "train") == \
+        "gs://b/ck/exp/run-1/checkpoints/train"
     with pytest.raises(InputError, match="run name"):
-        checkpoint_dir_for("/tmp", "exp", "../x", "train")
+        checkpoint_dir_for("/tmp/l", "", "exp", "../x", "train")
+
+
+@pytest.mark.parametrize(("log_root", "expected"), [
+    ("gs://b/tb", "gs://b/tb-checkpoints"), ("gs://b/a/tb/", "gs://b/a/tb-checkpoints"),
+    ("s3://b/tb", "s3://b/tb-checkpoints"), ("/mnt/logs/tb", "/mnt/logs/tb-checkpoints"),
+])
+def test_checkpoints_default_to_a_sibling_of_the_log_root(log_root, expected):
+    directory = checkpoint_dir_for(log_root, "", "exp", "run-1", "train")
+    assert directory == f"{expected}/exp/run-1/checkpoints/train"
+    assert not directory.startswith(log_root.rstrip("/") + "/")  # outside TensorBoard's tree
+
+
+@pytest.mark.parametrize("log_root", ["gs://bucket", "s3://bucket/", "/"])
+def test_a_root_without_a_sibling_asks_for_a_checkpoint_root(log_root):
+    with pytest.raises(InputError, match="pass checkpoint_root"):
+        checkpoint_dir_for(log_root, "", "exp", "run-1", "train")
+    assert checkpoint_dir_for(log_root, "gs://b/ck", "exp", "r", "train").startswith("gs://b/ck/")
 
 
 def test_model_json_is_plain_json(data, tmp_path):

@@ -130,6 +130,15 @@ def list_files(uri: str, max_results: int | None = None,
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
 
 
+def delete_file(uri: str, deadline: float | None = None) -> None:
+    """Delete a file or object; one that is already gone is fine (idempotent, so retried)."""
+    if is_remote(uri):
+        _store(uri).delete_object(uri, _deadline(deadline))
+        return
+    with os_errors(uri, "cannot delete"), contextlib.suppress(FileNotFoundError):
+        os.unlink(uri)
+
+
 def upload_file(local_path: str, uri: str, deadline: float | None = None) -> None:
     """Copy a local file to ``uri`` (a local path, gs:// or s3://); retried like write_bytes."""
     if is_remote(uri):

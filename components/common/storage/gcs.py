@@ -149,6 +149,17 @@ def list_objects(uri: str, deadline: float, max_results: int | None = None) -> l
         return sorted(b.name[len(prefix):] for b in blobs if not b.name.endswith("/"))
 
 
+def delete_object(uri: str, deadline: float) -> None:
+    """Delete the object ``uri``; one already gone is fine (a retried delete landed)."""
+    from google.api_core import exceptions as gexc
+
+    with gcs_errors(uri):
+        try:
+            blob(uri).delete(**call_options(deadline))
+        except gexc.NotFound:
+            pass
+
+
 def upload_object(local_path: str, uri: str, deadline: float) -> None:
     """Upload the local file ``local_path`` as the object ``uri`` (retried like writes)."""
     with gcs_errors(uri):

@@ -254,6 +254,13 @@ def list_objects(uri: str, deadline: float, max_results: int | None = None) -> l
     return sorted(names)[:max_results] if max_results is not None else sorted(names)
 
 
+def delete_object(uri: str, deadline: float) -> None:
+    """Delete the object ``uri``; one already gone is fine (S3 answers a missing key alike)."""
+    bucket, key = split_s3(uri)
+    with s3_errors(uri):
+        _retried(lambda: _client(deadline).delete_object(Bucket=bucket, Key=key), deadline)
+
+
 def delete_objects(uri: str, deadline: float) -> None:
     """Delete the object ``uri`` and every object under the prefix ``uri/`` (none: no-op)."""
     bucket, key = split_s3(uri)

@@ -4,19 +4,41 @@ An event file is a sequence of TFRecords (``length``, length CRC, data, data CRC
 :class:`SegmentPublisher` uploads the records of each local file that were not published yet
 as a new immutable object named ``<file>.<seq:06d>`` under the log dir, so the objects of one
 file, read in name order, hold exactly the file's bytes.
+
+When the writer has closed, :meth:`SegmentPublisher.compact` replaces a file's segments by
+one event object, ``<file>.compacted``, so a finished step costs TensorBoard one object.
+TensorBoard's directory loader reads a run's event files in name order and never goes back
+to a name before the one it is reading, so no choice of name alone can serve a reader that
+has read every segment (it must not read the data again) and one that starts afresh while
+segments remain (it must read them, then the compacted object) with one object. The
+compacted object therefore sorts after every segment and starts with a ``SessionLog.START``
+at its first step, TensorBoard's restart marker (the one tensorboardX writes for
+``purge_step``): a reader that reaches it drops what it holds from that step on, then reads
+the same events once. Readers that read every segment, some of them, or none, all end each
+reload with every event exactly once, while the segments are deleted one by one and after.
+The segments are deleted only once the compacted object is complete, and a grace period
+later (TensorBoard's Python loader stops for good at an event file deleted under it, so
+readers get a reload to move past the segments first), last first; a failure midway leaves
+segments and perhaps the compacted object, which read together still give every event once.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import struct
+import tempfile
 import threading
 import time
+from collections.abc import Iterator
 
 from tbpipe.components.common.errors import StorageUnavailable
-from tbpipe.components.common.storage import create_bytes, join, upload_file
+from tbpipe.components.common.storage import create_bytes, delete_file, join, upload_file
 
 MAX_SEGMENT_BYTES = 4 << 20
+#: The compacted object of ``<file>``: ``<file>.compacted`` sorts after ``<file>.NNNNNN``
+#: ("c" > "9") and before the files of a later writer (a later time in the name).
+COMPACTED_SUFFIX = ".compacted"
 _LENGTH = struct.Struct("<Q")
 _FRAMING = 12 + 4  # length + length CRC before the data, data CRC after it
 
@@ -30,6 +52,48 @@ def complete_length(buf: bytes) -> int:
             break
         pos = end
     return pos
+
+
+def iter_records(path: str) -> Iterator[bytes]:
+    """Yield the data of each whole TFRecord of the file ``path``, in order."""
+    with open(path, "rb") as handle:
+        while len(header := handle.read(12)) == 12:
+            data = handle.read(_LENGTH.unpack_from(header)[0])
+            if len(handle.read(4)) < 4:
+                return
+            yield data
+
+
+def frame_record(data: bytes) -> bytes:
+    """``data`` as one TFRecord: length, masked CRC of the length, data, masked CRC of data."""
+    from tensorboardX.record_writer import masked_crc32c
+
+    header = _LENGTH.pack(len(data))
+    return (header + struct.pack("<I", masked_crc32c(header)) + data
+            + struct.pack("<I", masked_crc32c(data)))
+
+
+def restart_marker(path: str) -> bytes | None:
+    """``file_version`` then a ``SessionLog.START`` at the first summary step of ``path``.
+
+    Both framed, to go before the file's own bytes in its compacted object: the version
+    first, so that a reader that met none yet (it began past the first segment) also takes
+    the START as a restart. None when the file holds no summary (nothing to hold twice).
+    """
+    from tensorboardX.proto import event_pb2
+
+    first_step = None
+    for data in iter_records(path):
+        event = event_pb2.Event.FromString(data)
+        if event.HasField("summary"):
+            first_step = event.step if first_step is None else min(first_step, event.step)
+    if first_step is None:
+        return None
+    now = time.time()
+    version = event_pb2.Event(wall_time=now, file_version="brain.Event:2")
+    start = event_pb2.Event(wall_time=now, step=first_step,
+                            session_log=event_pb2.SessionLog(status=event_pb2.SessionLog.START))
+    return frame_record(version.SerializeToString()) + frame_record(start.SerializeToString())
 
 
 def read_records(path: str, offset: int, max_bytes: int) -> bytes:
@@ -125,3 +189,72 @@ class SegmentPublisher:
         if data:
             self._inflight[rel] = len(data)
         return data
+
+    def compacted_uri(self, rel: str) -> str:
+        """Where the compacted object of the staging file ``rel`` goes."""
+        return join(self.log_dir, f"{rel.replace(os.sep, '/')}{COMPACTED_SUFFIX}")
+
+    def compact(self, deadline: float, grace: float = 0.0) -> int:
+        """Replace the segments of each wholly published event file by one event object.
+
+        Call it once the writer has closed. Per file with more than one segment: upload the
+        restart marker and the file's bytes (the segments' bytes, in order) as
+        ``<file>.compacted``; then, ``grace`` seconds later, delete the segments, last
+        first. Files with a segment still unpublished are left alone.
+
+        Args:
+            deadline: The most seconds it may take (grace included).
+            grace: Seconds between the compacted objects' upload and the first delete, so
+                a TensorBoard reading the folder (reload interval shorter than this) moves
+                past the segment it is at before that is deleted: TensorBoard's Python
+                loader stops at an event file that disappears under it.
+
+        Returns:
+            The number of segments deleted.
+
+        Raises:
+            StorageError: storage failed, or ``deadline`` would pass (then nothing is deleted
+                before the grace is over); what is published stays readable (segments, the
+                compacted object, or both: see the module).
+
+        """
+        stop_at = time.monotonic() + deadline
+        with self.lock:
+            done = []
+            for rel in self.event_files():
+                path, count = os.path.join(self.staging, rel), self._seqs.get(rel, 0)
+                if count < 2 or rel in self._inflight or \
+                        self._offsets.get(rel, 0) != os.path.getsize(path):
+                    continue
+                self._upload_compacted(rel, path, stop_at)
+                done.append((rel, count))
+            if done and grace > 0:
+                if _left(stop_at) <= grace:
+                    raise StorageUnavailable(f"{self.log_dir}: no time left to wait {grace:g} s "
+                                             "for readers before deleting the segments")
+                time.sleep(grace)
+            deleted = 0
+            for rel, count in done:
+                for seq in reversed(range(count)):  # what is left is always a prefix
+                    delete_file(self.segment_uri(rel, seq), deadline=_left(stop_at))
+                    deleted += 1
+        return deleted
+
+    def _upload_compacted(self, rel: str, path: str, stop_at: float) -> None:
+        marker = restart_marker(path)
+        handle, tmp = tempfile.mkstemp(prefix="tbpipe-compacted-")  # not in staging
+        try:
+            with os.fdopen(handle, "wb") as out, open(path, "rb") as events:
+                out.write(marker or b"")
+                shutil.copyfileobj(events, out)
+            upload_file(tmp, self.compacted_uri(rel), deadline=_left(stop_at))
+        finally:
+            os.unlink(tmp)
+
+
+def _left(stop_at: float) -> float:
+    """Seconds left until ``stop_at``; StorageUnavailable once none are."""
+    remaining = stop_at - time.monotonic()
+    if remaining <= 0:
+        raise StorageUnavailable("compacting TensorBoard events timed out")
+    return remaining

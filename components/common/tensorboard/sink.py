@@ -1,4 +1,4 @@
-"""TensorBoard events for ``gs://`` log dirs, live and at linear cost.
+"""TensorBoard events for remote (``gs://``, ``s3://``) log dirs, live and at linear cost.
 
 tensorboardX writes events to a local staging file. A background thread publishes, at each
 flush interval, only the complete records written since the last publish, as a new
@@ -15,7 +15,10 @@ Storage trouble never blocks ``add_scalar``: the local file keeps growing while 
 is retried in the background with backoff. Memory stays bounded (one segment of at most
 ``max_segment_bytes`` at a time). On close (success, failure, or SIGTERM turned into
 ``SystemExit(143)``) what is held is published within ``close_timeout`` seconds; anything
-left is reported, and kept on local disk.
+left is reported, and kept on local disk. Then, in what is left of that time, each event
+file's segments are compacted into one object (``<file>.compacted``, see
+:mod:`.segments`), so a finished step costs TensorBoard one object to list and read; a
+compaction cut short only warns: its segments stay, readable as before.
 """
 
 from __future__ import annotations
@@ -39,6 +42,10 @@ from tbpipe.components.common.tensorboard import fastpath
 from tbpipe.components.common.tensorboard.segments import MAX_SEGMENT_BYTES, SegmentPublisher
 
 DEFAULT_CLOSE_TIMEOUT_S = 20.0
+#: Seconds between uploading a compacted object and deleting its segments: twice
+#: ``tbpipe tensorboard``'s default reload interval (5 s), so a watching TensorBoard moves
+#: past the segment it is reading first (see segments.SegmentPublisher.compact).
+COMPACT_GRACE_S = 10.0
 OPEN_DEADLINE_S = 5.0
 ATTEMPT_DEADLINE_S = 10.0
 MAX_BACKOFF_S = 30.0
@@ -54,6 +61,7 @@ class SinkReport:
     unpublished_bytes: int
     kept_dir: str | None
     error: str | None
+    compacted_segments: int = 0
 
 
 class _PublishLoop(threading.Thread):
@@ -103,15 +111,18 @@ def _say(message: str) -> None:
     print(f"tbpipe: tbsink: {message}", file=sys.stderr, flush=True)
 
 
-class GcsSummaryWriter(SummaryWriter):
-    """A tensorboardX SummaryWriter whose events are published to a ``gs://`` log dir.
+class RemoteSummaryWriter(SummaryWriter):
+    """A tensorboardX SummaryWriter whose events are published to a remote log dir.
 
     Args:
-        log_dir: The ``gs://`` folder of the run (``{log_root}/{experiment}/{run}/{step}``).
+        log_dir: The ``gs://`` or ``s3://`` folder of the run
+            (``{log_root}/{experiment}/{run}/{step}``).
         flush_secs: How often events reach the local file and new records are published.
         purge_step: On resume, the first step to keep (see tensorboardX).
         close_timeout: The most seconds ``close`` waits for storage.
         max_segment_bytes: The largest segment (and so the memory the publisher holds).
+        compact: On close, compact each event file's segments into one object (it sends the
+            file's bytes once more; False leaves the segments).
 
     Raises:
         StorageError: the log dir cannot be written for a permanent reason (no bucket, no
@@ -121,8 +132,9 @@ class GcsSummaryWriter(SummaryWriter):
 
     def __init__(self, log_dir: str, flush_secs: int = 5, purge_step: int | None = None,
                  close_timeout: float = DEFAULT_CLOSE_TIMEOUT_S,
-                 max_segment_bytes: int = MAX_SEGMENT_BYTES) -> None:
+                 max_segment_bytes: int = MAX_SEGMENT_BYTES, compact: bool = True) -> None:
         self.log_uri, self.close_timeout, self.report = log_dir, close_timeout, None
+        self.compact_on_close = compact
         self.closing = False
         self.write_error: OSError | None = None  # the local staging file refused a write
         self.staging = tempfile.mkdtemp(prefix="tbpipe-events-")
@@ -168,6 +180,7 @@ class GcsSummaryWriter(SummaryWriter):
         except StorageError as exc:
             error = str(exc)
         left = self.publisher.pending_bytes()
+        compacted = self._compact(stop_at) if self.compact_on_close and not error else 0
         if error:
             _say(f"warning: {left} bytes of TensorBoard events (and any other files) were not "
                  f"published to {self.log_uri} within {self.close_timeout:.0f} s ({error}); "
@@ -175,20 +188,32 @@ class GcsSummaryWriter(SummaryWriter):
         else:
             shutil.rmtree(self.staging, ignore_errors=True)
         return SinkReport(self.log_uri, self.publisher.segments, self.publisher.published_bytes,
-                          left, self.staging if error else None, error)
+                          left, self.staging if error else None, error, compacted)
+
+    def _compact(self, stop_at: float) -> int:
+        """Compact the published segments (bounded by ``stop_at``); 0 and a warning if not."""
+        try:
+            return self.publisher.compact(max(stop_at - time.monotonic(), 0.0),
+                                          grace=COMPACT_GRACE_S)
+        except (StorageError, OSError) as exc:
+            _say(f"warning: TensorBoard events in {self.log_uri} stay as segments, not "
+                 f"compacted ({exc}); every event is published and readable")
+            return 0
 
 
 @contextlib.contextmanager
-def gcs_writer(log_dir: str, flush_secs: int = 5, purge_step: int | None = None,
+def remote_writer(log_dir: str, flush_secs: int = 5, purge_step: int | None = None,
                close_timeout: float = DEFAULT_CLOSE_TIMEOUT_S,
-               max_segment_bytes: int = MAX_SEGMENT_BYTES) -> Iterator[GcsSummaryWriter]:
-    """Yield a :class:`GcsSummaryWriter`, closed (and published) however the block ends.
+               max_segment_bytes: int = MAX_SEGMENT_BYTES,
+               compact: bool = True) -> Iterator[RemoteSummaryWriter]:
+    """Yield a :class:`RemoteSummaryWriter`, closed (and published) however the block ends.
 
     In the main thread, SIGTERM (a preempted node) ends the block with ``SystemExit(143)``
     so that the events are published on the way out; a SIGTERM handler installed before
     is called instead, and is back in place afterwards.
     """
-    writer = GcsSummaryWriter(log_dir, flush_secs, purge_step, close_timeout, max_segment_bytes)
+    writer = RemoteSummaryWriter(log_dir, flush_secs, purge_step, close_timeout, max_segment_bytes,
+                              compact)
     try:
         with _publish_on_sigterm(writer):
             yield writer
@@ -196,7 +221,7 @@ def gcs_writer(log_dir: str, flush_secs: int = 5, purge_step: int | None = None,
         writer.close()
 
 
-def _publish_on_sigterm(writer: GcsSummaryWriter) -> contextlib.AbstractContextManager:
+def _publish_on_sigterm(writer: RemoteSummaryWriter) -> contextlib.AbstractContextManager:
     """SIGTERM ends the block with ``SystemExit(143)`` (the close on the way out publishes).
 
     A handler installed before tbpipe's is called instead. No locks are taken in the handler.

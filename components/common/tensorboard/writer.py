@@ -55,9 +55,9 @@ def open_writer(log_dir: str, flush_secs: int = DEFAULT_FLUSH_SECS,
     from tensorboardX import SummaryWriter
 
     if is_remote(log_dir):
-        from tbpipe.components.common.tensorboard.sink import gcs_writer
+        from tbpipe.components.common.tensorboard.sink import remote_writer
 
-        with gcs_writer(log_dir, flush_secs=flush_secs, purge_step=purge_step) as writer:
+        with remote_writer(log_dir, flush_secs=flush_secs, purge_step=purge_step) as writer:
             fastpath.install(writer)
             yield writer
         error = fastpath.write_error(writer) or writer.write_error

@@ -226,6 +226,6 @@ def test_no_volume_flags_mount_nothing_and_leave_log_root_empty(default_spec, tm
     assert not any(view["k8s"].get("pvcMount") for views in default_spec.values()
                    for view in views)
     out = tmp_path / "plain.yaml"
-    assert main(["compile", "-o", str(out)]) == 0
+    assert main(["compile", "--package", str(out)]) == 0
     spec = next(yaml.safe_load_all(out.read_text()))
     assert not spec["root"]["inputDefinitions"]["parameters"]["log_root"].get("defaultValue")

@@ -18,7 +18,9 @@ from tbpipe.components.common import storage
 from tbpipe.components.common.errors import InputError, StorageError, StorageUnavailable
 from tbpipe.components.common.run_claim import claim_run
 from tbpipe.components.common.storage import s3
+from tbpipe.components.common.tensorboard import sink as tb_sink
 from tbpipe.components.common.tensorboard.segments import complete_length
+from tbpipe.components.common.tensorboard.sink import remote_writer
 from tbpipe.components.common.tensorboard.writer import open_writer
 from tests.helpers import TBPIPE, environment, free_port, read_scalars, read_tags
 
@@ -271,7 +273,7 @@ def test_sink_publishes_segments_read_back_as_events(s3_server, s3_root, tmp_pat
     monkeypatch.setattr(s3, "s3_client", counting_client)
     rng = np.random.default_rng(0)
     try:
-        with open_writer(uri, flush_secs=1) as writer:
+        with remote_writer(uri, flush_secs=1, compact=False) as writer:  # the live segments
             for step in range(1500):
                 writer.add_scalar("loss", float(rng.random()), step)
                 if step % 100 == 0:
@@ -290,6 +292,22 @@ def test_sink_publishes_segments_read_back_as_events(s3_server, s3_root, tmp_pat
     local = download_tree(uri, tmp_path / "copy")
     assert [s for s, _ in read_scalars(str(local))["loss"]] == list(range(1500))
     assert "weights" in read_tags(str(local))["histograms"]
+
+
+def test_a_closed_writer_leaves_one_compacted_object(s3_root, tmp_path, monkeypatch):
+    monkeypatch.setattr(tb_sink, "COMPACT_GRACE_S", 0.0)  # no reader to wait for here
+    uri = storage.join(s3_root, "compact/run/train")
+    with open_writer(uri, flush_secs=1) as writer:
+        for step in range(300):
+            writer.add_scalar("loss", float(step), step)
+            if step % 100 == 99:
+                time.sleep(1.5)  # a flush interval: one more segment
+    assert writer.report.segments >= 2
+    assert writer.report.compacted_segments == writer.report.segments
+    (name,) = storage.list_files(uri)
+    assert name.endswith(".compacted")
+    local = download_tree(uri, tmp_path / "copy")
+    assert [s for s, _ in read_scalars(str(local))["loss"]] == list(range(300))  # each once
 
 
 def test_sink_on_a_missing_bucket_fails_at_open(s3_server):

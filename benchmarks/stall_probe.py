@@ -68,21 +68,30 @@ TRAIN_SCRIPT = """
 import sys
 from tbpipe.components.training.config import TrainConfig
 from tbpipe.components.training.core import train_model
-train, val, out, epochs, batch = sys.argv[1:6]
+train, val, out, epochs, batch, model = sys.argv[1:7]
 train_model(train, val, out + "/model", out + "/logs",
-            TrainConfig(epochs=int(epochs), batch_size=int(batch)))
+            TrainConfig(epochs=int(epochs), batch_size=int(batch), model_spec=model))
 """
 
 
-def probe_train(train_uri: str, val_uri: str, runs: int, epochs: int, batch_size: int
-                ) -> list[dict[str, float]]:
+LIGHT_MODEL = """
+import keras
+
+def build(input_shape, num_classes):
+    return keras.Sequential([keras.Input(shape=input_shape), keras.layers.Flatten(),
+                             keras.layers.Dense(num_classes, activation="softmax")])
+"""
+
+
+def probe_train(train_uri: str, val_uri: str, runs: int, epochs: int, batch_size: int,
+                model_spec: str = "builtin:cnn") -> list[dict[str, float]]:
     """Run the train step's logic ``runs`` times in fresh processes; each run's end times."""
     results = []
     for index in range(runs):
         with tempfile.TemporaryDirectory(prefix="tbpipe-stall-") as out:
             lines, ended, code = stamped_lines(
                 [sys.executable, "-c", TRAIN_SCRIPT, train_uri, val_uri, out, str(epochs),
-                 str(batch_size)])
+                 str(batch_size), model_spec])
         if code:
             raise RuntimeError("\n".join(text for _, text in lines[-20:]))
         times = step_end_times(lines, ended)
@@ -103,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--examples", type=int, default=60_000)
     parser.add_argument("--data", help="a folder holding train/ and val/ Dataset folders")
     parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--light-model", action="store_true",
+                        help="a one-layer model instead of the CNN: the same data pipeline "
+                             "and fit loop in a fraction of the time (a loaded machine)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="tbpipe-stall-data-") as tmp:
         root = args.data
@@ -114,10 +126,16 @@ def main(argv: list[str] | None = None) -> int:
             write_records(os.path.join(tmp, "train"), images[:cut], labels[:cut])
             write_records(os.path.join(tmp, "val"), images[cut:], labels[cut:])
             root = tmp
+        model = "builtin:cnn"
+        if args.light_model:
+            model = os.path.join(tmp, "light_model.py") + ":build"
+            with open(model.rsplit(":", 1)[0], "w", encoding="utf-8") as out:
+                out.write(LIGHT_MODEL)
         runs = probe_train(os.path.join(root, "train"), os.path.join(root, "val"), args.runs,
-                           args.epochs, args.batch_size)
+                           args.epochs, args.batch_size, model)
     waits = sorted(r["wait_s"] for r in runs)
-    report = {"runs": runs, "waits_sorted": waits, "max_wait_s": waits[-1],
+    report = {"model": "light" if args.light_model else "builtin:cnn", "epochs": args.epochs,
+              "runs": runs, "waits_sorted": waits, "max_wait_s": waits[-1],
               "stalls_over_2s": sum(w > STALL_S for w in waits),
               "exit_s": sorted(r["exit_s"] for r in runs)}
     text = json.dumps(report, indent=1)

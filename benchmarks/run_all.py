@@ -27,6 +27,7 @@ BENCHMARKS = {
     "pipeline": ("bench_pipeline", []),
     "tensorboard": ("bench_tensorboard", ["--full"]),
     "images": ("bench_images", ["--full"]),
+    "vs_keras": ("bench_vs_keras", ["--examples", "60000", "--pairs", "3"]),
 }
 
 

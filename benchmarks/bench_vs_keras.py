@@ -46,7 +46,18 @@ FLAGS = {
     "--examples": (12_000, "training images in the generated IDX set (the issue: 60000)"),
     "--epochs": (3, None),
     "--batch-size": (128, None),
+    "--fixed-cost-pairs": (2, "paired digits runs with and without the warm worker"),
 }
+
+# One local run (builtin:digits, 1 epoch) in-process, with or without the warm worker.
+LOCAL_RUN = r'''
+import sys
+from tbpipe.pipelines.runners.local import run_pipeline
+from tbpipe.pipelines.training import PipelineParams
+root, warm = sys.argv[1], sys.argv[2] == "warm"
+run_pipeline(PipelineParams(epochs=1, finetune="never", log_root=root + "/logs"),
+             pipeline_root=root + "/kfp", warm_worker=warm)
+'''
 
 # The script as a user writes it; the marks (``@mark name time``) are the only additions.
 SCRIPT = r'''
@@ -212,6 +223,43 @@ def run_tbpipe(folder: str, root: str, args: argparse.Namespace) -> dict:
             "accuracy": float(accuracy.group(1)) if accuracy else 0.0}
 
 
+def task_times(lines: list[tuple[float, str]]) -> dict[str, dict[str, float]]:
+    """Each task's marks (start, executor up and done, end) from kfp.local's stamped lines."""
+    tasks: dict[str, dict[str, float]] = {}
+    current = None
+    for stamp, text in lines:
+        if found := TASK_START.search(text):
+            current = found.group(1)
+            tasks[current] = {"start": stamp}
+        elif found := TASK_END.search(text):
+            tasks[found.group(1)]["end"] = stamp
+        elif current and EXECUTOR_UP.search(text):
+            tasks[current].setdefault("up", stamp)
+        elif current and EXECUTOR_DONE.search(text):
+            tasks[current]["done"] = stamp
+    return tasks
+
+
+def fixed_cost_pairs(pairs: int, tmp: str) -> dict[str, list[dict[str, float]]]:
+    """The evaluate task (the extra TensorFlow step) with and without the warm worker.
+
+    Each arm is one local run of builtin:digits (1 epoch) in a fresh process, alternating.
+    Returns per arm: the evaluate task's time (start to end) and the whole run's wall time.
+    """
+    arms: dict[str, list[dict[str, float]]] = {"warm": [], "plain": []}
+    for index in range(pairs):
+        for arm in ("warm", "plain") if index % 2 == 0 else ("plain", "warm"):
+            progress(f"fixed cost pair {index + 1}/{pairs}: {arm}")
+            lines, wall = stamped([sys.executable, "-c", LOCAL_RUN,
+                                   os.path.join(tmp, f"fixed-{arm}-{index}"), arm],
+                                  {**os.environ, "PYTHONUNBUFFERED": "1"})
+            tasks = task_times(lines)
+            arms[arm].append({"evaluate": tasks["evaluate"]["end"] - tasks["evaluate"]["start"],
+                              "train": tasks["train"]["end"] - tasks["train"]["start"],
+                              "wall": wall})
+    return arms
+
+
 def run(args: argparse.Namespace) -> Report:
     """Generate the set, run the pairs, report."""
     with tempfile.TemporaryDirectory(prefix="tbpipe-vs-keras-") as tmp:
@@ -233,7 +281,23 @@ def run(args: argparse.Namespace) -> Report:
                 progress(f"pair {index + 1}/{args.pairs}: script in {precision}")
                 same.append(run_script(folder, args, precision,
                                        os.path.join(tmp, f"p{index}.keras")))
-    return report(args, piped, script, same, precision or "float32")
+        fixed = fixed_cost_pairs(args.fixed_cost_pairs, tmp)
+    result = report(args, piped, script, same, precision or "float32")
+    if fixed["warm"]:
+        rows = [[arm, len(runs), *(f"{median([r[k] for r in runs]):.2f}"
+                                   for k in ("evaluate", "train", "wall"))]
+                for arm, runs in fixed.items()]
+        result.add_table("Fixed cost: builtin:digits, 1 epoch, with and without the warm "
+                         "worker (paired, alternating)",
+                         ["arm", "runs", "evaluate task s", "train task s", "run wall s"], rows)
+        saved = median([r["evaluate"] for r in fixed["plain"]]) - median(
+            [r["evaluate"] for r in fixed["warm"]])
+        result.headline["evaluate_task_warm_s"] = round(
+            median([r["evaluate"] for r in fixed["warm"]]), 2)
+        result.headline["evaluate_task_plain_s"] = round(
+            median([r["evaluate"] for r in fixed["plain"]]), 2)
+        result.headline["saved_per_tf_step_s"] = round(saved, 2)
+    return result
 
 
 def _row(name: str, runs: list[dict]) -> list[object]:

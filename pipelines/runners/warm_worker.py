@@ -40,6 +40,10 @@ CHECKED_KFP = ("2.14", "2.15", "2.16", "2.17")
 START_TIMEOUT_S = 120.0  # the most the first step waits for the zygote's imports
 EXECUTOR_MODULE = "kfp.dsl.executor_main"
 _PROGRAM = '"$program_path/ephemeral_component.py"'
+# Steps whose source names these wait for the worker to be ready (they import TensorFlow);
+# other steps run as plain subprocesses while it is still importing, alongside it.
+WAIT_FOR = ("tbpipe.components.training", "tbpipe.components.evaluation",
+            "tbpipe.components.finetuning")
 _HEADER = struct.Struct("!Q")
 _CODE = struct.Struct("!i")
 PRELOAD = ("tbpipe.components.training.fit", "tbpipe.components.training.data",
@@ -206,8 +210,11 @@ class WarmWorker:
         while not self.failed:
             if os.path.exists(self.socket_path):
                 return True
-            if self.process.poll() is not None or time.monotonic() > deadline:
+            if self.process.poll() is not None:
                 self.failed = True
+                break
+            if time.monotonic() >= deadline:
+                self.failed = timeout_s > 0  # only a wait that ran out gives up on it
                 break
             time.sleep(0.05)
         return False
@@ -285,7 +292,8 @@ def install(worker: WarmWorker) -> Callable[[], None] | None:
 
     def run_local_subprocess(full_command: list[str], env_vars: dict | None = None) -> int:
         program = step_program(full_command)
-        if program is None or not worker.ready():
+        wait = program is not None and any(name in program[0] for name in WAIT_FOR)
+        if program is None or not worker.ready(START_TIMEOUT_S if wait else 0.0):
             return plain(full_command=full_command, env_vars=env_vars)
         try:
             code = worker.run(*program, env={**os.environ, **(env_vars or {})},

@@ -1,4 +1,4 @@
-"""Run the six benchmarks, each in a fresh process, and print their tables and a summary.
+"""Run the seven benchmarks, each in a fresh process, and print their tables and a summary.
 
     python -m benchmarks [--full] [--only train,logging] [--out results.md]
 

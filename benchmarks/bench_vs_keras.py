@@ -341,7 +341,8 @@ def report(args: argparse.Namespace, piped: list[dict], script: list[dict], same
         "precision": precision, "fixed_cost_extra_step_s": round(median(fixed), 2),
         "pipeline_stalls": sum(len(r["stalls"]) for r in piped),
         "script_stalls": sum(len(r["stalls"]) for r in script + same),
-        "pairs": len(piped)}
+        "pairs": len(piped), "walls_tbpipe": [round(w, 1) for w in walls],
+        "walls_script": [round(r["wall"], 1) for r in script]}
     result.notes.append(
         f"{args.examples:,} generated 28x28 images (IDX), --epochs {args.epochs}, batch "
         f"{args.batch_size}, {len(piped)} pairs in alternating order. tbpipe run: the whole "

@@ -28,6 +28,7 @@ BENCHMARKS = {
     "tensorboard": ("bench_tensorboard", ["--full"]),
     "images": ("bench_images", ["--full"]),
     "discovery": ("bench_discovery", ["--full"]),
+    "vs_keras": ("bench_vs_keras", ["--examples", "60000", "--pairs", "3"]),
 }
 
 

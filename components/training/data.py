@@ -1,13 +1,20 @@
 """Stream a tbpipe Dataset folder into batches with tf.data: native, parallel, no per-sample Python.
 
-Records are read with ``FixedLengthRecordDataset`` (shards in parallel), optionally cached as
-raw bytes, shuffled per epoch with a seed derived from ``(seed, epoch)``, batched, and only then
-decoded, one vectorized op per batch. The per-epoch seed makes epoch ``e``'s order the same
-whether training started at epoch 0 or resumed at ``e`` from a checkpoint.
+Records are held in memory as raw bytes (when they fit; else read with
+``FixedLengthRecordDataset``, shards in parallel), shuffled per epoch with a seed derived from
+``(seed, epoch)``, batched, and only then decoded, one vectorized op per batch. The per-epoch
+seed makes epoch ``e``'s order the same whether training started at epoch 0 or resumed at
+``e`` from a checkpoint.
+
+tf.data's autotuning is off, with fixed parallelism (one decode per CPU, two batches
+prefetched): with it on, destroying an iterator (Keras does at the end of ``fit`` and of each
+validation pass) waits for the autotuning thread's next wake-up, which grows to a minute
+apart; that idle wait after the last epoch was seconds to half a minute (docs/performance.md).
 """
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 
@@ -20,6 +27,23 @@ from tbpipe.components.common.storage import is_remote, join, read_bytes
 DEFAULT_SHUFFLE_BUFFER = 50_000
 _EPOCH_SEED_STRIDE = 1_000_003
 _GRAPH_SEED = 20_240_917  # any non-zero constant: the graph half of every epoch's seed pair
+PREFETCH_BATCHES = 2
+# Records held in memory are one tensor that tf.data may serialize with the dataset's graph
+# (a distribution strategy does), and a serialized graph holds at most 2 GiB.
+MAX_IN_MEMORY_BYTES = 2**30
+
+
+def data_workers() -> int:
+    """Threads for reading and decoding: the CPUs this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+        os.cpu_count() or 1)
+
+
+def without_autotune(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    """``dataset`` with tf.data's autotuning off (its iterators are destroyed without a wait)."""
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.with_options(options)
 
 
 def epoch_seed(seed: int, epoch: int | tf.Tensor) -> int | tf.Tensor:
@@ -37,36 +61,42 @@ def make_dataset(dataset_dir: str, batch_size: int, shuffle: bool, seed: int,
                  shuffle_buffer: int | None = None) -> tf.data.Dataset:
     """Batches of ``(images float32 (b, H, W, C) in [0, 1], labels int32 (b,))``.
 
+    Cached, the raw records are read into memory once and each epoch shuffles their indices
+    (a full shuffle whose first batch needs no buffer of records filled first); not cached,
+    the records stream from the shards through a shuffle buffer.
+
     Args:
         dataset_dir: A tbpipe Dataset folder (local, or gs:// which tf.io reads directly).
         batch_size: Records per batch (the last batch of each epoch may be smaller).
         shuffle: Shuffle each epoch; epoch ``e`` uses the seed ``epoch_seed(seed, e)``.
         seed: The run's seed.
-        cache: Keep the raw records in memory after the first pass (when they fit).
+        cache: Hold the raw records in memory (when they fit).
         first_epoch: The 0-based index of the first epoch produced (on resume).
         num_epochs: How many epochs of batches to produce, one after the other.
-        shuffle_buffer: Records in the shuffle buffer; default all of them when cached,
-            else at most ``DEFAULT_SHUFFLE_BUFFER``.
+        shuffle_buffer: Records in the shuffle buffer when not cached; default at most
+            ``DEFAULT_SHUFFLE_BUFFER``.
 
     """
     info = read_dataset_info(dataset_dir)
-    records = tf.data.FixedLengthRecordDataset(
-        info.shard_paths(dataset_dir), info.record_bytes, num_parallel_reads=tf.data.AUTOTUNE)
+    shards = info.shard_paths(dataset_dir)
     if cache:
-        records = records.cache()
-    if shuffle_buffer is None:
-        shuffle_buffer = info.num_examples if cache else DEFAULT_SHUFFLE_BUFFER
-    buffer = max(1, min(shuffle_buffer, info.num_examples))
+        rows = _read_rows(shards, info)  # uint8 (n, record_bytes)
+        source = tf.data.Dataset.range(info.num_examples)
+        buffer = max(1, info.num_examples)
+    else:
+        source = tf.data.FixedLengthRecordDataset(
+            shards, info.record_bytes, num_parallel_reads=max(1, min(data_workers(), len(shards))))
+        buffer = max(1, min(shuffle_buffer or DEFAULT_SHUFFLE_BUFFER, info.num_examples))
 
     def one_epoch(epoch: tf.Tensor) -> tf.data.Dataset:
-        ordered = records
+        ordered = source
         if shuffle:
             # The seed pair is (graph seed, epoch seed); a fixed graph seed in this function's
             # own graph keeps the order a function of (seed, epoch) only, and avoids
             # TensorFlow's failure with a tensor op seed when the global seed is 0.
             tf.random.set_seed(_GRAPH_SEED)
-            ordered = records.shuffle(buffer, seed=epoch_seed(seed, epoch),
-                                      reshuffle_each_iteration=False)
+            ordered = source.shuffle(buffer, seed=epoch_seed(seed, epoch),
+                                     reshuffle_each_iteration=False)
         return ordered.batch(batch_size)
 
     # One dataset whatever the number of epochs: each epoch's batches are made when reached.
@@ -74,20 +104,37 @@ def make_dataset(dataset_dir: str, batch_size: int, shuffle: bool, seed: int,
     total = steps_per_epoch(info.num_examples, batch_size) * num_epochs
     batches = epochs.flat_map(one_epoch)
     batches = batches.apply(tf.data.experimental.assert_cardinality(total))
-    decode = _decoder(info)
-    return batches.map(decode, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    decode_rows = _decoder(info)
+    if cache:
+        def decode(indices: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            return decode_rows(tf.gather(rows, indices))
+    else:
+        def decode(raw: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            return decode_rows(tf.reshape(tf.io.decode_raw(raw, tf.uint8),
+                                          (-1, info.record_bytes)))
+    decoded = batches.map(decode, num_parallel_calls=data_workers())
+    return without_autotune(decoded.prefetch(PREFETCH_BATCHES))
+
+
+def _read_rows(shards: list[str], info: DatasetInfo) -> tf.Tensor:
+    """All records of ``shards`` as one uint8 ``(num_examples, record_bytes)`` tensor."""
+    parts = [tf.io.decode_raw(tf.io.read_file(path), tf.uint8) for path in shards]
+    flat = tf.concat(parts, 0) if parts else tf.zeros((0,), tf.uint8)
+    return tf.reshape(flat, (-1, info.record_bytes))
 
 
 def fit_datasets(train_uri: str, val_uri: str, batch_size: int, seed: int, epochs: range,
                  cache_max_mb: int) -> tuple[tf.data.Dataset, tf.data.Dataset]:
     """Build the shuffled training batches of ``epochs`` (0-based) and the validation batches.
 
-    Raw records are cached in memory when the training set is at most ``cache_max_mb``. The
+    Raw records are held in memory when the training set is at most ``cache_max_mb`` (and
+    ``MAX_IN_MEMORY_BYTES``). The
     set-up does not grow with the number of epochs (one dataset makes each epoch when it
     is reached), so ``epochs`` may be as large as the settings allow.
     """
     info = read_dataset_info(train_uri)
-    cache = info.num_examples * info.record_bytes <= cache_max_mb * 2**20
+    size = info.num_examples * info.record_bytes
+    cache = size <= min(cache_max_mb * 2**20, MAX_IN_MEMORY_BYTES)
     train = make_dataset(train_uri, batch_size, True, seed, cache=cache,
                          first_epoch=epochs.start, num_epochs=len(epochs))
     return train, make_dataset(val_uri, batch_size, False, seed, cache=cache)
@@ -109,15 +156,15 @@ def read_dataset_info(dataset_dir: str) -> DatasetInfo:
 def _decoder(info: DatasetInfo):  # noqa: ANN202 - a tf.function-compatible callable
     height, width, channels = info.image_shape
 
-    def decode(raw: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        values = tf.reshape(tf.io.decode_raw(raw, tf.uint8), (-1, info.record_bytes))
+    def decode_rows(values: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """uint8 records ``(b, record_bytes)``: label bytes, then the pixels."""
         labels = tf.cast(values[:, 0], tf.int32)
         if info.label_bytes == 2:  # little-endian uint16 (more than 256 classes)
             labels += tf.cast(values[:, 1], tf.int32) * 256
         pixels = tf.reshape(values[:, info.label_bytes:], (-1, height, width, channels))
         return tf.cast(pixels, tf.float32) / 255.0, labels
 
-    return decode
+    return decode_rows
 
 
 def check_compatible(train: DatasetInfo, val: DatasetInfo, train_uri: str, val_uri: str) -> None:

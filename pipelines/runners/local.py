@@ -31,12 +31,23 @@ class LocalRunResult:
     reports: dict = dataclasses.field(default_factory=dict)  # step display name -> report
 
 
-def init_runner(runner: str, pipeline_root: str, **runner_options: object) -> None:
-    """Initialise kfp.local with the named runner."""
+def init_runner(runner: str, pipeline_root: str, warm_worker: bool = True,
+                **runner_options: object) -> None:
+    """Initialise kfp.local with the named runner.
+
+    The subprocess runner runs the steps in a warm worker (TensorFlow imported once, a fork
+    per step: tbpipe.pipelines.runners.warm_worker) unless ``warm_worker`` is False, and as
+    plain subprocesses when the worker cannot start.
+    """
     from kfp import local
 
+    from tbpipe.pipelines.runners.warm_worker import start_warm_worker, stop_warm_worker
+
+    stop_warm_worker()
     if runner == "subprocess":
         chosen = local.SubprocessRunner(use_venv=False)
+        if warm_worker:
+            start_warm_worker()
     elif runner == "docker":
         from tbpipe.pipelines.runners.docker import docker_runner
 

@@ -266,3 +266,16 @@ def s3_auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[S
         yield server, key["AccessKeyId"], key["SecretAccessKey"]
     finally:
         server.stop()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Group tests for pytest-xdist's ``--dist loadgroup`` (scripts/test.sh runs workers).
+
+    A module's tests share a worker, so its module-scoped fixtures (a whole pipeline run)
+    run once; every docker test shares one, so images are built one at a time.
+    """
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    for item in items:
+        group = "docker" if item.get_closest_marker("docker") else item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group(group))

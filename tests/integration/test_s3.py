@@ -59,6 +59,10 @@ def test_pipeline_reads_and_logs_on_s3_and_tensorboard_serves_every_step(s3_serv
     assert storage.exists(storage.join(log_root, "s3", "r1", "_run.json"))  # the run claim
     saved = storage.list_files(storage.join(checkpoint_root, "s3", "r1", "checkpoints"))
     assert {name.split("/")[0] for name in saved} == {"train", "finetune"}, saved
+    for step in ("preprocess", "train", "evaluate", "finetune", "evaluate-finetuned"):
+        events = [name for name in storage.list_files(storage.join(result.log_dir, step))
+                  if "tfevents" in name]  # a finished step: its segments compacted into one
+        assert len(events) == 1 and events[0].endswith(".compacted"), (step, events)
 
     expected = {"train": ("epoch/loss", 1), "finetune": ("epoch/loss", 1),
                 "evaluate": ("eval/accuracy", 1), "evaluate-finetuned": ("eval/accuracy", 1)}

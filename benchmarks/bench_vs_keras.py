@@ -190,7 +190,25 @@ def run_tbpipe(folder: str, root: str, args: argparse.Namespace) -> dict:
                                      text=True).stdout:
         command.append("--verbose")  # every step's own lines, which the stamps come from
     lines, wall = stamped(command, {**os.environ, "PYTHONUNBUFFERED": "1"})
-    tasks: dict[str, dict[str, float]] = {}
+    tasks = task_times(lines)
+    train = tasks["train"]
+    fixed = {step: (tasks[step]["up"] - tasks[step]["start"])
+             + (tasks[step]["end"] - tasks[step]["done"]) for step in TF_STEPS if step in tasks}
+    epochs = train["epochs"]
+    accuracy = re.search(r"test accuracy ([0-9.]*[0-9])", "\n".join(t for _, t in lines))
+    return {"wall": wall, "import": train["up"] - train["start"],
+            "epochs": epochs[-1] - train["fit_start"], "wait": train["saved"] - epochs[-1],
+            "exit": train["end"] - train["done"], "fixed": fixed,
+            "before_train": train["start"], "precision": train.get("precision", "float32"),
+            "stalls": [round(train["saved"] - epochs[-1], 1)]
+            if train["saved"] - epochs[-1] > STALL_S else [],
+            "accuracy": float(accuracy.group(1)) if accuracy else 0.0}
+
+
+def task_times(lines: list[tuple[float, str]]) -> dict[str, dict]:
+    """Each task's marks from kfp.local's stamped lines (start, executor up and done, end;
+    a training task's fit start, epochs, model saved and precision too)."""
+    tasks: dict[str, dict] = {}
     current = None
     for stamp, text in lines:
         if found := TASK_START.search(text):
@@ -209,34 +227,6 @@ def run_tbpipe(folder: str, root: str, args: argparse.Namespace) -> dict:
         elif current and text.strip().startswith("training on"):
             tasks[current]["fit_start"] = stamp
             tasks[current]["precision"] = text.split(" in ")[-1].split(",")[0].strip()
-    train = tasks["train"]
-    fixed = {step: (tasks[step]["up"] - tasks[step]["start"])
-             + (tasks[step]["end"] - tasks[step]["done"]) for step in TF_STEPS if step in tasks}
-    epochs = train["epochs"]
-    accuracy = re.search(r"test accuracy ([0-9.]*[0-9])", "\n".join(t for _, t in lines))
-    return {"wall": wall, "import": train["up"] - train["start"],
-            "epochs": epochs[-1] - train["fit_start"], "wait": train["saved"] - epochs[-1],
-            "exit": train["end"] - train["done"], "fixed": fixed,
-            "before_train": train["start"], "precision": train.get("precision", "float32"),
-            "stalls": [round(train["saved"] - epochs[-1], 1)]
-            if train["saved"] - epochs[-1] > STALL_S else [],
-            "accuracy": float(accuracy.group(1)) if accuracy else 0.0}
-
-
-def task_times(lines: list[tuple[float, str]]) -> dict[str, dict[str, float]]:
-    """Each task's marks (start, executor up and done, end) from kfp.local's stamped lines."""
-    tasks: dict[str, dict[str, float]] = {}
-    current = None
-    for stamp, text in lines:
-        if found := TASK_START.search(text):
-            current = found.group(1)
-            tasks[current] = {"start": stamp}
-        elif found := TASK_END.search(text):
-            tasks[found.group(1)]["end"] = stamp
-        elif current and EXECUTOR_UP.search(text):
-            tasks[current].setdefault("up", stamp)
-        elif current and EXECUTOR_DONE.search(text):
-            tasks[current]["done"] = stamp
     return tasks
 
 

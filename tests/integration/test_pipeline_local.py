@@ -46,7 +46,7 @@ def test_every_step_logged_what_it_must(finished_run):
     root, _ = finished_run
     run_dir = root / "logs" / "itest" / "r1"
     # the steps (and the run claim), no checkpoints: they sit beside the log root
-    assert set(os.listdir(run_dir)) - {"_run.json"} == set(STEPS)
+    assert set(os.listdir(run_dir)) - {"_run.json", "_summary.json"} == set(STEPS)
     assert (root / "logs-checkpoints" / "itest" / "r1" / "checkpoints" / "train").is_dir()
     tags = {step: read_tags(str(run_dir / step)) for step in STEPS}
     pre = tags["preprocess"]

@@ -53,7 +53,8 @@ def test_first_run_promotes_a_worse_second_run_keeps_the_baseline(tmp_path):
     assert kept, second.stdout[-2000:]
     assert float(kept.group(1)) < float(kept.group(2)) == good_accuracy
     assert folder_digest(prod) == before  # production untouched, byte for byte
-    assert sorted(os.listdir(tmp_path)) == ["kfp", "logs", "prod"]  # no staging left
+    # no staging folder left beside production
+    assert sorted(os.listdir(tmp_path)) == ["kfp", "logs", "logs-checkpoints", "prod"]
 
     record = json.load(open(os.path.join(prod, "promotion.json")))
     assert [h["run"] for h in record["history"]] == ["promo/good"]

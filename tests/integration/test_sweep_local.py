@@ -102,13 +102,15 @@ def test_every_trial_is_in_the_hparams_table_and_the_best_went_on(swept_run, tmp
 
 def test_every_trial_continued_the_run(swept_run):
     """One claim hand-over (from tbpipe run to the KFP job); each trial is that job's step."""
-    root, out = swept_run
-    assert len(re.findall(r"resuming run sweep/s1 \(claimed by tbpipe-run-", out)) == 1, out
-    assert len(re.findall(r"resuming run", out)) == 1
+    root, _ = swept_run
+    log = (root / "kfp" / "run-logs" / "sweep" / "s1.log").read_text()  # the steps' own lines
+    assert len(re.findall(r"resuming run sweep/s1 \(claimed by tbpipe-run-", log)) == 1, log
+    assert len(re.findall(r"resuming run", log)) == 1
     run_dir = root / "logs" / "sweep" / "s1"
     assert sorted(p.name for p in run_dir.glob("trial-*")) == [f"trial-0{i}" for i in range(1, 5)]
     for trial in run_dir.glob("trial-*"):
         assert [p.name for p in trial.iterdir()] == ["train"]
         assert list((trial / "train").glob("events.out.tfevents.*"))
-    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == [
+    checkpoints = root / "logs-checkpoints" / "sweep" / "s1" / "checkpoints"  # beside the logs
+    assert sorted(p.name for p in checkpoints.iterdir()) == [
         f"trial-0{i}" for i in range(1, 5)]

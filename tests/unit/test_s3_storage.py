@@ -160,17 +160,17 @@ def test_unreachable_endpoint_is_retried_then_one_line(s3_server):
 
 
 class FlakyProxy:
-    """A TCP proxy to the S3 server that drops every connection until ``heal()``."""
+    """A TCP proxy to the S3 server that drops its first ``drops`` connections (an outage).
 
-    def __init__(self, target_port: int) -> None:
-        self.target_port, self.healthy = target_port, False
+    Counted, not timed: on a loaded machine the outage still spans several attempts.
+    """
+
+    def __init__(self, target_port: int, drops: int) -> None:
+        self.target_port, self.drops = target_port, drops
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.dropped = 0
         threading.Thread(target=self._serve, daemon=True).start()
-
-    def heal(self) -> None:
-        self.healthy = True
 
     def close(self) -> None:
         self.listener.close()
@@ -181,7 +181,7 @@ class FlakyProxy:
                 client, _ = self.listener.accept()
             except OSError:
                 return
-            if not self.healthy:
+            if self.dropped < self.drops:
                 self.dropped += 1
                 client.close()  # the request dies mid-connection, as in an outage
                 continue
@@ -199,18 +199,17 @@ class FlakyProxy:
 
 
 def test_a_short_outage_is_retried_within_the_deadline(s3_server, s3_root):
-    proxy = FlakyProxy(s3_server.port)
+    proxy = FlakyProxy(s3_server.port, drops=3)
     uri = storage.join(s3_root, "after-outage.txt")
     s3.reset_s3_client()
     try:
         with environment({"AWS_ENDPOINT_URL": f"http://127.0.0.1:{proxy.port}"}):
-            threading.Timer(2.0, proxy.heal).start()
             storage.write_bytes(uri, b"landed", deadline=30)  # waits the outage out
             storage.create_bytes(storage.join(s3_root, "claim"), b"once", deadline=30)
     finally:
         proxy.close()
         s3.reset_s3_client()
-    assert proxy.dropped >= 2  # the outage was real: attempts failed before it healed
+    assert proxy.dropped == 3  # the outage was real: three attempts failed before one landed
     assert storage.read_bytes(uri) == b"landed"
 
 

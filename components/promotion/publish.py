@@ -86,10 +86,10 @@ def resolve_target(promote_to: str) -> tuple[str, str]:
     real = os.path.realpath(absolute)
     if real == absolute:
         return absolute, ""
-    if not os.path.exists(real):
+    if os.path.islink(absolute) and not os.path.exists(real):
         raise InputError(f"{promote_to}: a symlink to {real}, which does not exist; create "
                          "that folder or promote to a real folder")
-    return real, f"{promote_to} is a symlink: promoting into {real}"
+    return real, f"{promote_to} leads through a symlink: promoting into {real}"
 
 
 def lock_uri(target: str) -> str:

@@ -266,8 +266,10 @@ def test_a_symlinked_target_is_resolved_and_says_so(tmp_path):
     link = tmp_path / "prod"
     os.symlink(real, link)
     assert publish.resolve_target(str(link)) == (
-        str(real), f"{link} is a symlink: promoting into {real}")
-    for i in range(2):  # today the first promotion replaced the link; every later one failed
+        str(real), f"{link} leads through a symlink: promoting into {real}")
+    below = link / "new" / "prod"  # not there yet, below a symlinked folder: fine
+    assert publish.check_target(str(below)) == str(real / "new" / "prod")
+    for i in range(2):  # a symlinked target broke every later promotion
         promote(fake_model(tmp_path / f"m{i}", f"m{i}"), str(link), f"r{i}")
     assert os.path.islink(link) and os.readlink(link) == str(real)
     assert [h["run"] for h in publish.read_record(str(real))["history"]] == ["r0", "r1"]
@@ -288,3 +290,42 @@ def test_a_production_folder_of_the_first_layout_is_read_and_kept(tmp_path):
     assert [h["run"] for h in publish.read_record(str(prod))["history"]] == ["r0", "r1"]
     after = snapshot(str(prod))
     assert all(after[rel] == digest for rel, digest in before.items())  # still served as was
+
+
+KILLED_MID_COPY = """
+import os, signal, sys
+from tbpipe.components.common import storage
+from tbpipe.components.promotion import publish
+real, uploads = storage.upload_file, []
+def upload(*args, **kwargs):
+    uploads.append(args)
+    if len(uploads) == 2:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(*args, **kwargs)
+storage.upload_file = upload
+target = publish.check_target(sys.argv[2])
+with publish.promotion_lock(target) as lease:
+    publish.publish(sys.argv[1], target, {"run": "killed"}, lease)
+"""
+
+
+def test_a_real_sigkill_mid_copy_leaves_production_serving_and_the_lock_free(tmp_path,
+                                                                             monkeypatch):
+    import signal
+    import subprocess
+    import sys
+
+    prod = str(tmp_path / "prod")
+    old, new = fake_model(tmp_path / "old", "old"), fake_model(tmp_path / "new", "new")
+    promote(old, prod, "r1")
+    before = serving(prod)
+    proc = subprocess.run([sys.executable, "-c", KILLED_MID_COPY, new, prod], timeout=120,
+                          capture_output=True, text=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    assert serving(prod) == before  # the pointer still names v1, whole
+    assert os.path.exists(os.path.join(prod, "v2", publish.PARTIAL_MARK))  # the kill's debris
+    monkeypatch.setattr(publish, "LOCK_WAIT_S", 0.0)  # the dead holder's flock is gone
+    after = promote(new, prod, "r2")
+    assert [h["run"] for h in after["history"]] == ["r1", "r2"]
+    assert serving(prod) == ("v3", snapshot(new)) and not os.path.exists(
+        os.path.join(prod, "v2"))

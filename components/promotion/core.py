@@ -118,7 +118,9 @@ def promote_model(model_uri: str, test_uri: str, promote_to: str, baseline_uri: 
         if decision.promoted:
             record = publish.publish(model_uri, target, _entry(decision, model_uri, config),
                                      lease)
-            decision = dataclasses.replace(decision, version=record["current"]["version"])
+            version = record["current"]["version"]
+            decision = dataclasses.replace(decision, version=version,
+                                           reason=f"{decision.reason}; production is {version}")
     with open_writer(log_dir) as writer:
         log_decision(writer, decision)
     storage.write_bytes(report_uri, render_report(decision, target, config).encode())

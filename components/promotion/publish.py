@@ -209,11 +209,6 @@ def current_model(promote_to: str) -> str:
     return ""
 
 
-def holds_model(promote_to: str) -> bool:
-    """Whether ``promote_to`` serves a promoted model."""
-    return bool(current_model(promote_to))
-
-
 # ---- the lock -----------------------------------------------------------------------------
 
 @contextlib.contextmanager

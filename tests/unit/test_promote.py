@@ -128,6 +128,7 @@ def test_first_promotes_then_a_worse_model_keeps_the_baseline(world, tmp_path):
     prod = tmp_path / "prod"
     first = run_promote(world, tmp_path, good, prod, "r1")
     assert first.promoted and first.baseline_scores is None and "no baseline" in first.reason
+    assert first.line().endswith("(no baseline: the first model is promoted; production is v1)")
     assert first.version == "v1" and publish.current_model(str(prod)) == str(prod / "v1")
     assert snapshot(str(prod / "v1")) == snapshot(good)  # the model and its SavedModel
     record = json.loads((prod / "promotion.json").read_text())

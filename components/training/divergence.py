@@ -71,8 +71,13 @@ def non_finite_logs(logs: Mapping[str, object] | None) -> dict[str, float]:
 class StopOnNonFinite(keras.callbacks.Callback):
     """Raise :class:`Diverged` at the first non-finite loss (batch) or metric/weight (epoch).
 
-    The step's wrapper prefixes the step's name to the line.
+    The step's wrapper prefixes the step's name to the line. ``async_safe`` like tbpipe's
+    other callbacks: it keeps no state between batches but the epoch number; on a backend
+    that runs batch hooks on callback threads, Keras re-raises the error when it collects
+    them, at the latest at the epoch's end, before any checkpoint.
     """
+
+    async_safe = True
 
     def __init__(self) -> None:
         super().__init__()

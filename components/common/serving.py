@@ -154,8 +154,8 @@ def predict_files(uri: str, files: Sequence[str], top: int = 3,
                   emit_error: Callable[[str], None] = print) -> int:
     """Emit ``FILE: name p, name p, ...`` per file, in order; how many files failed.
 
-    A file that cannot be read is one ``error: FILE: ...`` line to ``emit_error``; the
-    others are still classified.
+    A file that cannot be read, or whose prediction is not finite (a broken model), is one
+    ``error: FILE: ...`` line to ``emit_error``; the others are still classified.
     """
     if top < 1:
         raise InputError(f"top={top}: must be a positive integer")
@@ -169,6 +169,11 @@ def predict_files(uri: str, files: Sequence[str], top: int = 3,
             failed += 1
             continue
         probs = predictor.predict(pixels[None])[0]
+        if not np.isfinite(probs).all():
+            emit_error(f"error: {path}: the model's output is NaN or infinite; the model at "
+                       f"{uri} is broken (its training diverged?): retrain it")
+            failed += 1
+            continue
         ranked = top_classes(probs, predictor.class_names, top)
         emit(f"{path}: " + ", ".join(f"{name} {p:.3f}" for name, p in ranked))
     return failed

@@ -21,9 +21,14 @@ from tbpipe.components.evaluation.metrics import (
     as_probabilities,
     class_scores,
     confusion_matrix,
+    non_finite_rows,
     pr_histograms,
 )
 from tbpipe.components.evaluation.report import log_evaluation, render_report
+
+
+class NonFiniteOutputs(InputError):
+    """A model whose outputs are NaN or infinite: broken, never scored as a success."""
 
 
 def evaluate_model(model_uri: str, test_uri: str, report_uri: str, log_dir: str,
@@ -40,7 +45,8 @@ def evaluate_model(model_uri: str, test_uri: str, report_uri: str, log_dir: str,
     """
     with storage.local_input(test_uri) as local_test:
         model, model_info = load_model_folder(model_uri, compile=False)
-        result, pr_hist = score_model(model, model_info, local_test, test_uri, config)
+        result, pr_hist = score_model(model, model_info, local_test, test_uri, config,
+                                      model_uri=model_uri)
     with open_writer(log_dir) as writer:
         log_evaluation(writer, result, pr_hist)
     report = render_report(result, model_uri, test_uri, model_info, config)
@@ -51,17 +57,21 @@ def evaluate_model(model_uri: str, test_uri: str, report_uri: str, log_dir: str,
 
 
 def score_model(model, model_info: dict, local_test: str, test_uri: str,
-                config: EvaluateConfig) -> tuple[EvaluateResult, np.ndarray]:
+                config: EvaluateConfig, model_uri: str = "the model",
+                ) -> tuple[EvaluateResult, np.ndarray]:
     """Score a loaded model on a local test Dataset: the result and its PR histograms.
 
     The one scoring of tbpipe (evaluate, and promote for the baseline and the new model).
 
     Raises:
-        InputError: the model does not take the test images or predict its classes.
+        InputError: the model does not take the test images or predict its classes, or
+            its outputs are not finite (a broken model is never scored as a success; the
+            line names ``model_uri``).
 
     """
     check_fits(model, local_test, test_uri)
-    confusion, loss_sum, pr_hist = _predict_totals(model, local_test, config.batch_size)
+    confusion, loss_sum, pr_hist = _predict_totals(model, local_test, config.batch_size,
+                                                   model_uri)
     names = class_names_for(local_test, model_info)
     return summarize(confusion, loss_sum, config.accuracy_target, names), pr_hist
 
@@ -93,9 +103,12 @@ def class_names_for(local_test: str, model_info: dict) -> tuple[str, ...]:
     return tuple(class_names(model_info, info.num_classes))
 
 
-def _predict_totals(model, local_test: str,
-                    batch_size: int) -> tuple[np.ndarray, float, np.ndarray]:
-    """Stream the test set through the model: (confusion matrix, summed loss, PR histograms)."""
+def _predict_totals(model, local_test: str, batch_size: int,
+                    model_uri: str) -> tuple[np.ndarray, float, np.ndarray]:
+    """Stream the test set through the model: (confusion matrix, summed loss, PR histograms).
+
+    The first batch with a NaN or infinite output is an InputError naming ``model_uri``.
+    """
     info = read_info(local_test)
     k = info.num_classes
     confusion = np.zeros((k, k), dtype=np.int64)
@@ -104,7 +117,15 @@ def _predict_totals(model, local_test: str,
     for images, labels in iter_shards(local_test):
         for start in range(0, len(labels), batch_size):
             batch = images[start:start + batch_size].astype(np.float32) / 255.0
-            probs = as_probabilities(np.asarray(model.predict_on_batch(batch)))
+            outputs = np.asarray(model.predict_on_batch(batch))
+            bad = non_finite_rows(outputs)
+            if bad:
+                raise NonFiniteOutputs(
+                    f"{model_uri}: the model's outputs are NaN or infinite for {bad} of "
+                    f"{len(batch)} test images (examples {seen + start + 1}-"
+                    f"{seen + start + len(batch)}); the model is broken (its training "
+                    "diverged?): retrain it, e.g. with a lower learning rate")
+            probs = as_probabilities(outputs)
             truth = labels[start:start + batch_size]
             confusion += confusion_matrix(truth, probs.argmax(axis=1), k)
             pr_hist += pr_histograms(truth, probs)

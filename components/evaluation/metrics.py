@@ -25,6 +25,14 @@ class ClassScores:
     support: int
 
 
+def non_finite_rows(outputs: np.ndarray) -> int:
+    """How many rows (examples) of a model's outputs hold a NaN or an infinity."""
+    outputs = np.asarray(outputs)
+    if outputs.dtype.kind != "f":
+        return 0
+    return int((~np.isfinite(outputs.reshape(len(outputs), -1))).any(axis=1).sum())
+
+
 def as_probabilities(outputs: np.ndarray) -> np.ndarray:
     """Model outputs as class probabilities: kept if rows already sum to 1, else softmaxed."""
     outputs = outputs.astype(np.float64)

@@ -54,7 +54,7 @@ def promote(
         claim_run(log_root, experiment, run, run_owner(job_name, metrics.uri), resume)
         chosen = json.loads(selection)
         decision = promote_model(chosen["model_uri"], test_data.path, promote_to,
-                                 baseline_model, log_dir, report.path, config)
+                                 baseline_model, log_dir, report.path, config, log_root)
         summary = write_run_summary(log_root, experiment, run, chosen, tensorboard_url,
                                     decision.as_dict())
     for name, value in decision.new_scores.items():

@@ -54,6 +54,7 @@ class PromotionDecision:
         baseline_scores: The baseline's, or None when there was none.
         baseline_uri: Where the baseline came from ("" when there was none).
         forced: Whether ``force`` decided it.
+        version: The production version the new model became (``v3``); "" when kept.
 
     """
 
@@ -64,6 +65,7 @@ class PromotionDecision:
     baseline_scores: dict[str, float] | None
     baseline_uri: str
     forced: bool = False
+    version: str = ""
 
     @property
     def verdict(self) -> str:

@@ -2,16 +2,22 @@
 
 Both models are scored on the same test split by the evaluate step's own scoring
 (:func:`tbpipe.components.evaluation.core.score_model`), logged side by side to TensorBoard,
-and compared on one metric; the new model is copied to ``promote_to`` (an atomic swap, with
-its ``promotion.json``: :mod:`tbpipe.components.promotion.publish`) only if it wins.
+and compared on one metric; the new model becomes a new version of ``promote_to`` (its
+``promotion.json`` pointer written last: :mod:`tbpipe.components.promotion.publish`) only if
+it wins. A model with non-finite weights or outputs is never promoted, and a broken baseline
+is never compared with silently. The whole promotion holds the target's lock, so two
+promotions to one folder are decided and written one after the other.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
+import math
 
 from tbpipe.components.common import storage
 from tbpipe.components.common.dataset import read_info
+from tbpipe.components.common.errors import InputError
 from tbpipe.components.common.model_format import load_fitting_model
 from tbpipe.components.common.tensorboard.writer import markdown_table, open_writer
 from tbpipe.components.evaluation.config import EvaluateConfig, EvaluateResult
@@ -33,6 +39,12 @@ def decide(new_scores: dict[str, float], baseline_scores: dict[str, float] | Non
     else keep the baseline.
     """
     metric = config.promotion_metric
+    for who, scores in (("new model", new_scores), ("baseline", baseline_scores or {})):
+        bad = {k: v for k, v in scores.items() if not math.isfinite(v)}
+        if bad:
+            raise InputError(f"{baseline_uri if who == 'baseline' else 'the new model'}: the "
+                             f"{who}'s scores are not finite ({bad}); a broken model is never "
+                             "compared: retrain it or pass another --baseline-model")
     args = dict(metric=metric, new_scores=dict(new_scores),
                 baseline_scores=dict(baseline_scores) if baseline_scores else None,
                 baseline_uri=baseline_uri, forced=config.force_promote)
@@ -53,7 +65,8 @@ def decide(new_scores: dict[str, float], baseline_scores: dict[str, float] | Non
 
 
 def promote_model(model_uri: str, test_uri: str, promote_to: str, baseline_uri: str,
-                  log_dir: str, report_uri: str, config: PromoteConfig) -> PromotionDecision:
+                  log_dir: str, report_uri: str, config: PromoteConfig,
+                  log_root: str = "") -> PromotionDecision:
     """Score the new model and the baseline on ``test_uri``; promote the new one if it wins.
 
     Args:
@@ -65,42 +78,77 @@ def promote_model(model_uri: str, test_uri: str, promote_to: str, baseline_uri: 
         log_dir: ``{log_root}/{experiment}/{run}/promote``.
         report_uri: Where the Markdown report goes.
         config: The settings.
+        log_root: The run's log root: ``promote_to`` may not be it or inside it.
 
     Raises:
         InputError: a model that does not fit the test data (one line naming it), a
-            ``promote_to`` that is not a production folder.
-        StorageError: the copy failed; ``promote_to`` still holds its previous model.
+            ``promote_to`` tbpipe cannot own, a new model that is broken (BrokenModel: its
+            weights or outputs are not finite), a broken baseline without ``force_promote``.
+        StorageError: a copy failed, or another promotion held the lock too long;
+            production still serves the version it served.
 
     """
-    publish.check_target(promote_to)
-    recovered = publish.recover(promote_to)
-    if recovered:
-        print(f"promote: {recovered}")
-    if not baseline_uri and publish.holds_model(promote_to):
-        baseline_uri = promote_to
-    scoring = EvaluateConfig(batch_size=config.batch_size)
-    with storage.local_input(test_uri) as local_test:
-        info = read_info(local_test)
-        new = _score(model_uri, local_test, test_uri, info, scoring, _NEW_HINT)
-        baseline = (_score(baseline_uri, local_test, test_uri, info, scoring, _BASELINE_HINT)
-                    if baseline_uri else None)
-    decision = decide(_scores(new), _scores(baseline) if baseline else None, baseline_uri,
-                      config)
-    if decision.promoted:
-        publish.publish(model_uri, promote_to, _entry(decision, model_uri, config))
+    target = publish.check_target(promote_to, log_root)
+    _, note = publish.resolve_target(promote_to)
+    if note:
+        print(f"promote: {note}")
+    with publish.promotion_lock(target) as lease:
+        baseline_uri = baseline_uri or publish.current_model(target)
+        scoring = EvaluateConfig(batch_size=config.batch_size)
+        with storage.local_input(test_uri) as local_test:
+            info = read_info(local_test)
+            try:
+                new = _score(model_uri, local_test, test_uri, info, scoring, _NEW_HINT)
+            except BrokenModel as exc:
+                raise BrokenModel(f"{exc}; it is not promoted: retrain it") from exc
+            broken = ""
+            try:
+                baseline = (_score(baseline_uri, local_test, test_uri, info, scoring,
+                                   _BASELINE_HINT) if baseline_uri else None)
+            except BrokenModel as exc:
+                if not config.force_promote:
+                    raise BrokenModel(f"{exc}; it is the baseline: pass --force-promote to "
+                                     "replace it, or another --baseline-model") from exc
+                baseline, broken = None, str(exc)
+        decision = decide(_scores(new), _scores(baseline) if baseline else None, baseline_uri,
+                          config)
+        if broken:
+            decision = dataclasses.replace(decision, forced=True, reason=(
+                f"forced by --force-promote: the baseline is broken ({broken[:200]})"))
+        if decision.promoted:
+            record = publish.publish(model_uri, target, _entry(decision, model_uri, config),
+                                     lease)
+            version = record["current"]["version"]
+            decision = dataclasses.replace(decision, version=version,
+                                           reason=f"{decision.reason}; production is {version}")
     with open_writer(log_dir) as writer:
         log_decision(writer, decision)
-    storage.write_bytes(report_uri, render_report(decision, promote_to, config).encode())
+    storage.write_bytes(report_uri, render_report(decision, target, config).encode())
     print(f"promote: {decision.line()}")
+    if decision.version:
+        served = storage.join(target, decision.version)
+        print(f"promote: production is {served} (serve {storage.join(served, 'saved_model')})")
     return decision
+
+
+class BrokenModel(InputError):
+    """A model whose weights or outputs are not finite: never promoted, never compared."""
 
 
 def _score(uri: str, local_test: str, test_uri: str, info, scoring: EvaluateConfig,  # noqa: ANN001
            hint: str) -> EvaluateResult:
-    from tbpipe.components.evaluation.core import score_model
+    from tbpipe.components.evaluation.core import NonFiniteOutputs, score_model
+    from tbpipe.components.training.divergence import non_finite_weights
 
     model, meta = load_fitting_model(uri, info.image_shape, info.num_classes, hint)
-    return score_model(model, meta, local_test, test_uri, scoring)[0]
+    bad = non_finite_weights(model)
+    if bad:
+        raise BrokenModel(f"{uri}: the weights hold NaN or infinite values ({', '.join(bad[:3])}"
+                      "); the model is broken")
+    try:
+        return score_model(model, meta, local_test, test_uri, scoring, model_uri=uri)[0]
+    except NonFiniteOutputs as exc:
+        raise BrokenModel(str(exc)) from exc
 
 
 def _scores(result: EvaluateResult) -> dict[str, float]:

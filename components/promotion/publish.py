@@ -1,207 +1,447 @@
-"""The production folder (``--promote-to``): replaced whole, with its ``promotion.json``.
+"""The production folder (``--promote-to``): immutable versions and one pointer written last.
 
-The folder holds the promoted Model (``model.keras``, ``model.json``, ``saved_model/``) and
-``promotion.json`` (the current promotion and the history of every one before it, oldest
-first), and both change in one swap, so the record always describes the model beside it.
+Layout, the same on local disk, gs:// and s3://::
 
-Locally the swap is two renames: the new version is written complete to the sibling
-``.{name}.partial``; then ``{name}`` becomes ``.{name}.previous`` and ``.{name}.partial``
-becomes ``{name}``; then the previous version is deleted. A crash while copying leaves
-``{name}`` untouched; a crash between the renames leaves the previous version whole in
-``.{name}.previous``, which the next promotion (or baseline read) puts back first
-(:func:`recover`).
+    {promote_to}/promotion.json      the pointer and the history (format tbpipe.promotion.v2)
+    {promote_to}/v1/                 a promoted Model folder: model.keras, model.json,
+    {promote_to}/v2/ ...                 saved_model/1/ (what KServe's storageUri names)
 
-An object store (gs://) has no rename, so the previous version is kept complete until the
-new one is: (1) the new version is uploaded whole to the sibling prefix ``.{name}.partial/``;
-(2) the current version is copied to ``.{name}.previous/`` and then marked complete
-(``.{name}.previous/.complete``); (3) the new objects are copied over ``{name}/``
-(``promotion.json`` last) and the objects the new version lacks are deleted; (4) the mark,
-the copy and the staging prefix are deleted. A crash in (1)-(2) leaves ``{name}/``
-untouched; a crash in (3) leaves the complete previous version in ``.{name}.previous/``,
-which :func:`recover` copies back before anything else reads or promotes (a crash after
-(3) but before the mark is deleted also rolls back: production stays the previous model,
-with its own record). One promotion to one folder at a time: tbpipe does not lock it.
+``promotion.json``'s ``current`` names the production version (``"version": "v2"``) and
+every file tbpipe wrote for it (``files``); ``history`` holds every promotion, oldest first.
+A promotion (:func:`publish`), under the lock:
+
+1. creates ``vN/.tbpipe-partial`` (N: one above any ``v<number>`` already there), the mark of
+   a version being written;
+2. writes the Model folder's files into ``vN/`` (each file one atomic write or upload);
+3. deletes the mark;
+4. writes ``promotion.json`` (one atomic write: a rename locally, one object upload on an
+   object store), naming ``vN`` and appending the entry to the history.
+
+Until step 4 the pointer names the previous version, which nothing touched; after it, the
+new one, complete. A crash at any point therefore leaves production whole and serving one
+version, never a mix. A version left with its mark by a crash is tbpipe's own unfinished
+work: the next promotion deletes it first (:func:`recover`). Versions are never modified or
+deleted once complete (issue 24's registry moves an alias over the same folders).
+
+What tbpipe owns in ``promote_to``: ``promotion.json`` and the ``vN/`` it created. Anything
+else a user keeps there survives every promotion. A target tbpipe cannot own is refused
+with one line (:func:`check_target`): a file, a ``promotion.json`` that is not tbpipe's,
+``/``, the log root, a place it cannot write. A symlinked local target is resolved and the
+promotion goes to the folder it points to (and says so); a dangling one is refused.
+
+Promotions to one target are serialized by a lock beside it, ``.{name}.lock``: locally an
+``fcntl.flock`` on that file (the kernel drops it if the holder dies); on an object store a
+lease object created only if absent (``storage.create_bytes``), holding its expiry
+(:data:`LEASE_S`), deleted by its holder when done; an expired lease (its holder crashed) is
+taken over by exactly one waiter (it first creates ``.{name}.lock.takeover-<digest>``,
+create-if-absent). A waiter gives up after :data:`LOCK_WAIT_S` with one line naming the
+holder.
+
+A production folder of tbpipe's first layout (the Model folder's files beside a
+``tbpipe.promotion.v1`` record) is read as the current version until the first promotion in
+this layout; its files are left where they are (a deployment may still serve them).
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import fcntl
+import hashlib
 import json
 import os
-import shutil
-from collections.abc import Mapping
-from pathlib import Path
+import re
+import socket
+import time
+import uuid
+from collections.abc import Iterator, Mapping
 
 from tbpipe.components.common import storage
 from tbpipe.components.common.errors import InputError, StorageError, os_errors
 from tbpipe.components.common.model_format import META_FILE
 
 RECORD_FILE = "promotion.json"
-RECORD_FORMAT = "tbpipe.promotion.v1"
-_COMPLETE = ".complete"
+RECORD_FORMAT = "tbpipe.promotion.v2"
+LEGACY_FORMAT = "tbpipe.promotion.v1"
+PARTIAL_MARK = ".tbpipe-partial"
+LEASE_S = 3600.0  # an object-store lease's life: a crashed holder blocks others this long
+LOCK_WAIT_S = 600.0  # how long a promotion waits for another one to the same target
+_POLL_S = 0.5
+_VERSION = re.compile(r"^v([1-9][0-9]{0,8})$")
 
 
-def _siblings(promote_to: str) -> tuple[str, str]:
-    """``(.{name}.partial, .{name}.previous)`` beside ``promote_to``."""
-    trimmed = promote_to.rstrip("/")
-    if not storage.is_remote(trimmed):
-        trimmed = os.path.abspath(trimmed)
-    parent, _, name = trimmed.rpartition("/")
-    if not name or (storage.is_remote(trimmed) and parent.count("/") < 2):
-        raise InputError(f"{promote_to}: promote to a folder below the bucket or disk root, "
-                         "e.g. gs://BUCKET/models/digits")
-    return f"{parent}/.{name}.partial", f"{parent}/.{name}.previous"
+# ---- where: the target, its lock, what it holds ----------------------------------------
+
+def resolve_target(promote_to: str) -> tuple[str, str]:
+    """The target tbpipe writes to, and a note when it differs from ``promote_to``.
+
+    gs:// and s3:// are taken as they are (trailing ``/`` dropped). A local path is made
+    absolute; a symlink (to a folder) is resolved, so that two names of one folder share its
+    lock: the note says so. A symlink to nowhere is refused.
+    """
+    trimmed = promote_to.rstrip("/") or promote_to
+    if storage.is_remote(trimmed):
+        return trimmed, ""
+    absolute = os.path.abspath(trimmed)
+    real = os.path.realpath(absolute)
+    if real == absolute:
+        return absolute, ""
+    if os.path.islink(absolute) and not os.path.exists(real):
+        raise InputError(f"{promote_to}: a symlink to {real}, which does not exist; create "
+                         "that folder or promote to a real folder")
+    return real, f"{promote_to} leads through a symlink: promoting into {real}"
 
 
-def check_target(promote_to: str) -> None:
-    """InputError unless ``promote_to`` can hold a production Model folder.
+def lock_uri(target: str) -> str:
+    """The lock beside ``target`` (resolved): ``{parent}/.{name}.lock``."""
+    parent, _, name = target.rpartition("/")
+    return f"{parent}/.{name}.lock"
 
-    It must be a folder (not a ``.keras`` file) that is new, empty, or holds a tbpipe Model:
-    tbpipe never replaces files it did not put there.
+
+def check_target(promote_to: str, log_root: str = "") -> str:
+    """InputError unless tbpipe can own ``promote_to``; the resolved target.
+
+    Refused, with one line saying why: a ``.keras`` name or a file (a folder is needed), the
+    disk or bucket root, the log root or a folder inside it, a place that cannot be written,
+    a symlink to nowhere, and a folder whose ``promotion.json`` is not tbpipe's (or is not
+    a file). Other files in the folder are fine: tbpipe never touches them.
     """
     if promote_to.rstrip("/").endswith(".keras"):
         raise InputError(f"{promote_to}: promote to a folder (it receives a Model folder), "
                          "not a .keras file")
-    _siblings(promote_to)
-    if not storage.is_remote(promote_to) and os.path.isfile(promote_to):
+    target, _ = resolve_target(promote_to)
+    if storage.is_remote(target):
+        if target.split("://", 1)[1].count("/") < 1:
+            raise InputError(f"{promote_to}: promote to a folder below the bucket root, "
+                             "e.g. gs://BUCKET/models/digits")
+    else:
+        _check_local(promote_to, target)
+    if log_root and _inside(target, log_root):
+        raise InputError(f"{promote_to}: is the log root {log_root} or inside it; TensorBoard "
+                         "reads that tree: promote to a folder outside it")
+    record_uri = storage.join(target, RECORD_FILE)
+    if not storage.is_remote(target) and os.path.lexists(record_uri) \
+            and (os.path.islink(record_uri) or not os.path.isfile(record_uri)):
+        raise InputError(f"{record_uri}: not a file tbpipe wrote (a symlink or a folder); "
+                         "move it away or promote to another folder")
+    read_record(target)  # a promotion.json that is not tbpipe's is refused here
+    return target
+
+
+def _check_local(promote_to: str, target: str) -> None:
+    if target == os.path.sep or os.path.dirname(target) == target:
+        raise InputError(f"{promote_to}: the disk root; promote to a folder of its own, e.g. "
+                         "./production")
+    if os.path.isfile(target):
         raise InputError(f"{promote_to}: is a file; promote to a folder")
-    if storage.exists(promote_to) and storage.list_files(promote_to) \
-            and not holds_model(promote_to):
-        raise InputError(f"{promote_to}: holds files but no tbpipe Model ({META_FILE}); "
-                         "promote to a new or empty folder, or to one tbpipe promoted to")
+    if os.path.lexists(target) and not os.path.isdir(target):
+        raise InputError(f"{promote_to}: not a folder; promote to a folder")
+    existing = target
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise InputError(f"{promote_to}: {existing} is a file, not a folder; promote to a "
+                         "folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f"{promote_to}: cannot write in {existing} (permission denied); "
+                         "promote to a folder you can write")
+    parent = os.path.dirname(target)
+    if os.path.isdir(parent) and not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"{promote_to}: cannot write its lock in {parent} (permission "
+                         "denied); promote to a folder whose parent you can write")
 
 
-def holds_model(promote_to: str) -> bool:
-    """Whether ``promote_to`` holds a Model folder (its ``model.json``)."""
-    return storage.exists(storage.join(promote_to, META_FILE))
+def _inside(target: str, root: str) -> bool:
+    """Whether ``target`` is ``root`` or below it (local paths resolved)."""
+    if storage.is_remote(root) != storage.is_remote(target):
+        return False
+    if not storage.is_remote(root):
+        root = os.path.realpath(os.path.abspath(root))
+    root = root.rstrip("/")
+    return target == root or target.startswith(root + "/")
 
 
-def read_record(promote_to: str) -> dict:
-    """``promotion.json`` of ``promote_to``; an empty record where there is none."""
-    uri = storage.join(promote_to, RECORD_FILE)
+def read_record(target: str) -> dict:
+    """``promotion.json`` of ``target``: the pointer and the history; empty where none.
+
+    A record of the first layout (``tbpipe.promotion.v1``) reads with ``current`` pointing
+    at the folder itself (``"version": ""``).
+
+    Raises:
+        InputError: a ``promotion.json`` that is not a tbpipe record.
+
+    """
+    uri = storage.join(target, RECORD_FILE)
     if not storage.exists(uri):
         return {"format": RECORD_FORMAT, "current": None, "history": []}
+    hint = "it is not tbpipe's: move it away or promote to another folder"
     try:
         record = json.loads(storage.read_bytes(uri))
-    except ValueError as exc:
-        raise InputError(f"{uri}: not a promotion record (not JSON); restore it or promote "
-                         "to another folder") from exc
-    if not isinstance(record, dict) or not isinstance(record.get("history"), list):
-        raise InputError(f"{uri}: not a promotion record (no history list); restore it or "
-                         "promote to another folder")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InputError(f"{uri}: not a promotion record (not JSON); {hint}") from exc
+    if not isinstance(record, dict) or record.get("format") not in (RECORD_FORMAT,
+                                                                      LEGACY_FORMAT) \
+            or not isinstance(record.get("history"), list):
+        raise InputError(f"{uri}: not a tbpipe promotion record; {hint}")
+    current = record.get("current")
+    if record["format"] == LEGACY_FORMAT:
+        current = {**current, "version": ""} if isinstance(current, dict) else None
+        record = {**record, "current": current}
+    elif current is not None and not (isinstance(current, dict) and _VERSION.match(
+            str(current.get("version", "")))):
+        raise InputError(f"{uri}: its current version is not a vN folder; {hint}")
     return record
 
 
-def recover(promote_to: str) -> str:
-    """Finish or roll back a swap a crash interrupted; what it did ("" when nothing).
+def current_model(promote_to: str) -> str:
+    """The Model folder production serves now ("" when nothing was promoted yet).
 
-    Locally: ``.{name}.previous`` without ``{name}`` is put back; beside a complete
-    ``{name}`` it is deleted. gs://: a complete ``.{name}.previous/`` is copied back over
-    ``{name}/``. Staging left by a crash is deleted in both cases.
+    ``{target}/vN`` from ``promotion.json``; a folder of the first layout (a Model folder
+    itself) is its own current model.
     """
-    staging, previous = _siblings(promote_to)
-    done = ""
-    if storage.is_remote(promote_to):
-        if storage.exists(storage.join(previous, _COMPLETE)):
-            _replace_objects(previous, promote_to)
-            storage.remove(storage.join(previous, _COMPLETE))
-            done = f"rolled back an interrupted promotion: {promote_to} holds its previous model"
-        storage.remove(previous)
-    elif os.path.isdir(previous):
-        if os.path.exists(promote_to):
-            with os_errors(previous, "cannot remove"):
-                shutil.rmtree(previous)
-        else:
-            with os_errors(promote_to):
-                os.replace(previous, promote_to)
-            done = f"put back {promote_to}: a promotion was interrupted between its renames"
-    storage.remove(staging)
-    return done
+    target, _ = resolve_target(promote_to)
+    record = read_record(target)
+    current = record["current"]
+    if current and current.get("version"):
+        return storage.join(target, current["version"])
+    if storage.exists(storage.join(target, META_FILE)):
+        return target
+    return ""
 
 
-def publish(model_uri: str, promote_to: str, entry: Mapping[str, object]) -> dict:
-    """Make the Model folder at ``model_uri`` the production model at ``promote_to``.
+# ---- the lock -----------------------------------------------------------------------------
 
-    ``entry`` (what, when, from which run, with which metrics) becomes ``promotion.json``'s
-    ``current`` and is appended to its ``history``, in the same swap as the model.
+@contextlib.contextmanager
+def promotion_lock(target: str) -> Iterator[bytes | None]:
+    """Hold the lock of the (resolved) ``target`` for the block.
+
+    Yields the lease's content on an object store (pass it to :func:`publish`, which checks
+    it is still held before it writes the pointer), None locally.
+
+    Raises:
+        StorageError: another promotion held it for :data:`LOCK_WAIT_S`; the line names it.
+
+    """
+    uri = lock_uri(target)
+    if storage.is_remote(target):
+        with _lease(uri) as lease:
+            yield lease
+    else:
+        with _flock(uri):
+            yield None
+
+
+@contextlib.contextmanager
+def _flock(path: str) -> Iterator[None]:
+    with os_errors(path):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        handle = open(path, "a+")  # noqa: SIM115 - held for the block
+    try:
+        deadline = time.monotonic() + LOCK_WAIT_S
+        while True:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise StorageError(f"{path}: another promotion to this folder held the "
+                                       f"lock for {LOCK_WAIT_S:g} s; try again when it has "
+                                       "finished") from None
+                time.sleep(_POLL_S)
+        yield
+    finally:
+        handle.close()  # releases the lock
+
+
+@dataclasses.dataclass(frozen=True)
+class _Holder:
+    data: bytes
+    expires_at: float
+
+
+def _lease_bytes() -> _Holder:
+    expires = time.time() + LEASE_S
+    body = {"owner": uuid.uuid4().hex, "host": socket.gethostname(), "pid": os.getpid(),
+            "expires_at": expires,
+            "expires": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expires))}
+    return _Holder(json.dumps(body, sort_keys=True).encode(), expires)
+
+
+@contextlib.contextmanager
+def _lease(uri: str) -> Iterator[bytes]:
+    mine = _lease_bytes()
+    deadline = time.monotonic() + LOCK_WAIT_S
+    absent_failures = 0
+    while True:
+        try:
+            storage.create_bytes(uri, mine.data)
+            break
+        except StorageError:
+            if not storage.exists(uri):  # released since, or the store failed: try again
+                absent_failures += 1
+                if absent_failures > 3:
+                    raise
+                continue
+        held = _read_lease(uri)
+        if held is None:
+            continue  # released between the two calls
+        if held[1] < time.time():
+            _take_over(uri, held[0])
+            continue
+        if time.monotonic() >= deadline:
+            raise StorageError(f"{uri}: another promotion holds this folder's lease "
+                               f"({_describe(held[0])}); try again when it has finished, or "
+                               "delete the lease if that promotion is dead")
+        time.sleep(_POLL_S)
+    try:
+        yield mine.data
+    finally:
+        with contextlib.suppress(StorageError):
+            held = _read_lease(uri)
+            if held is not None and held[0] == mine.data:
+                storage.delete_file(uri)
+
+
+def _read_lease(uri: str) -> tuple[bytes, float] | None:
+    """(content, expiry) of the lease at ``uri``; None when there is none. Unreadable: expired."""
+    for attempt in range(4):
+        try:
+            data = storage.read_bytes(uri)
+            break
+        except StorageError:
+            if not storage.exists(uri):
+                return None
+            if attempt == 3:  # it exists but cannot be read: the store failed
+                raise
+    try:
+        expires = float(json.loads(data)["expires_at"])
+    except (ValueError, KeyError, TypeError):
+        expires = 0.0
+    return data, expires
+
+
+def _take_over(uri: str, stale: bytes) -> None:
+    """Delete the expired lease ``stale`` at ``uri``, if this caller wins the takeover.
+
+    Only one waiter can create the takeover mark of a given lease (create-if-absent); it
+    deletes the lease only if it still holds those bytes, then its mark.
+    """
+    mark = f"{uri}.takeover-{hashlib.sha256(stale).hexdigest()[:16]}"
+    try:
+        storage.create_bytes(mark, uuid.uuid4().hex.encode())
+    except StorageError:
+        if not storage.exists(mark):
+            raise
+        time.sleep(_POLL_S)  # another waiter is taking it over
+        return
+    held = _read_lease(uri)
+    if held is not None and held[0] == stale:
+        storage.delete_file(uri)
+    storage.delete_file(mark)
+
+
+def _describe(lease: bytes) -> str:
+    try:
+        body = json.loads(lease)
+        return f"host {body['host']}, pid {body['pid']}, until {body['expires']}"
+    except (ValueError, KeyError, TypeError):
+        return "unreadable"
+
+
+def still_holds(target: str, lease: bytes | None) -> bool:
+    """Whether the lease is still held (always, locally: the kernel keeps the flock)."""
+    if lease is None or not storage.is_remote(target):
+        return True
+    held = _read_lease(lock_uri(target))
+    return held is not None and held[0] == lease
+
+
+# ---- recovery and the promotion itself ----------------------------------------------------
+
+def _entries(target: str) -> dict[str, list[str]]:
+    """The ``vN`` folders under ``target`` -> their files (relative to the folder)."""
+    found: dict[str, list[str]] = {}
+    for rel in storage.list_files(target):
+        head, _, rest = rel.partition("/")
+        if rest and _VERSION.match(head):
+            found.setdefault(head, []).append(rest)
+    return found
+
+
+def recover(target: str, record: Mapping[str, object],
+            entries: Mapping[str, list[str]]) -> str:
+    """Delete versions a crash left unfinished (marked ``.tbpipe-partial``); what it did.
+
+    ``record`` and ``entries`` are the target's (:func:`read_record`, ``_entries``); call it
+    holding the lock (:func:`publish` does). Never touches a complete version or anything
+    that is not tbpipe's.
+    """
+    current = (record.get("current") or {}).get("version")
+    removed = []
+    for version, files in sorted(entries.items()):
+        if PARTIAL_MARK in files and version != current:
+            storage.remove(storage.join(target, version))
+            removed.append(version)
+    if not removed:
+        return ""
+    return (f"deleted {', '.join(removed)} in {target}: left unfinished by an interrupted "
+            "promotion (production was not changed by it)")
+
+
+def next_version(target: str, record: Mapping[str, object],
+                 entries: Mapping[str, list[str]]) -> str:
+    """``v{N}``: one above every version the history names or the folder holds."""
+    numbers = [0]
+    for entry in record.get("history", []):
+        match = _VERSION.match(str(entry.get("version", ""))) if isinstance(entry, dict) else None
+        if match:
+            numbers.append(int(match.group(1)))
+    numbers += [int(_VERSION.match(v).group(1)) for v in entries]
+    if not storage.is_remote(target) and os.path.isdir(target):
+        numbers += [int(m.group(1)) for name in os.listdir(target)
+                    if (m := _VERSION.match(name))]
+    return f"v{max(numbers) + 1}"
+
+
+def publish(model_uri: str, promote_to: str, entry: Mapping[str, object],
+            lease: bytes | None = None) -> dict:
+    """Make the Model folder at ``model_uri`` production at ``promote_to``: a new ``vN``.
+
+    Call it holding :func:`promotion_lock` (``promote_model`` does). It first deletes the
+    versions a crash left unfinished (:func:`recover`). ``entry`` (what, when, from which
+    run, with which metrics) becomes ``promotion.json``'s ``current``, with the
+    version and its files, and is appended to its ``history``.
 
     Returns:
         The record written.
 
     Raises:
-        StorageError: a copy or the swap failed; ``promote_to`` holds the model it held
-            before, whole (see the module's docstring).
+        StorageError: a copy failed; production still serves the version it served, whole.
 
     """
-    recover(promote_to)
-    record = read_record(promote_to)
-    record = {"format": RECORD_FORMAT, "current": dict(entry),
-              "history": [*record["history"], dict(entry)]}
-    data = json.dumps(record, indent=2, sort_keys=True).encode()
-    if storage.is_remote(promote_to):
-        _publish_remote(model_uri, promote_to, data)
-    else:
-        _publish_local(model_uri, promote_to, data)
+    target, _ = resolve_target(promote_to)
+    record = read_record(target)
+    entries = _entries(target)
+    recovered = recover(target, record, entries)
+    if recovered:
+        print(f"promote: {recovered}", flush=True)
+    version = next_version(target, record, entries)
+    folder = storage.join(target, version)
+    storage.create_bytes(storage.join(folder, PARTIAL_MARK), b"")  # (1)
+    written = []
+    with storage.local_input(model_uri) as source:  # (2)
+        for rel in storage.list_files(source):
+            if rel == PARTIAL_MARK:
+                continue
+            storage.upload_file(os.path.join(source, rel), storage.join(folder, rel))
+            written.append(rel)
+    storage.delete_file(storage.join(folder, PARTIAL_MARK))  # (3)
+    current = {**entry, "version": version, "files": written}
+    history = [h for h in record["history"] if isinstance(h, dict)]
+    record = {"format": RECORD_FORMAT, "current": current, "history": [*history, current]}
+    if not still_holds(target, lease):
+        raise StorageError(f"{lock_uri(target)}: this promotion's lease expired and another "
+                           f"took it over; {version} was written but production is unchanged")
+    storage.write_bytes(storage.join(target, RECORD_FILE),  # (4) the pointer, last
+                        json.dumps(record, indent=2, sort_keys=True).encode())
     return record
-
-
-def _publish_local(model_uri: str, promote_to: str, record: bytes) -> None:
-    staging, previous = _siblings(promote_to)
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
-        with storage.local_input(model_uri) as source:
-            shutil.copytree(source, staging)
-            Path(staging, RECORD_FILE).write_bytes(record)
-    except OSError as exc:  # shutil.Error too: the first file that failed says why
-        shutil.rmtree(staging, ignore_errors=True)
-        raise StorageError(f"{promote_to}: cannot copy the new model ({_cause(exc)}); the "
-                           "production model there is unchanged") from exc
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    with os_errors(promote_to):
-        if os.path.exists(promote_to):
-            os.replace(promote_to, previous)
-        os.replace(staging, promote_to)
-    shutil.rmtree(previous, ignore_errors=True)
-
-
-def _publish_remote(model_uri: str, promote_to: str, record: bytes) -> None:
-    staging, previous = _siblings(promote_to)
-    storage.remove(staging)
-    for rel in storage.list_files(model_uri):  # (1) the new version, complete, staged
-        storage.write_bytes(storage.join(staging, rel),
-                            storage.read_bytes(storage.join(model_uri, rel)))
-    storage.write_bytes(storage.join(staging, RECORD_FILE), record)
-    storage.remove(previous)
-    if storage.exists(promote_to):  # (2) the current version, complete, kept aside
-        _copy_objects(promote_to, previous)
-        storage.write_bytes(storage.join(previous, _COMPLETE), b"")
-    _replace_objects(staging, promote_to)  # (3) the swap
-    storage.remove(storage.join(previous, _COMPLETE))  # (4) done: clean up
-    storage.remove(previous)
-    storage.remove(staging)
-
-
-def _copy_objects(source: str, target: str) -> list[str]:
-    """Copy every object under ``source`` to ``target``, ``promotion.json`` last."""
-    names = [n for n in storage.list_files(source) if n != _COMPLETE]
-    names.sort(key=lambda n: n == RECORD_FILE)
-    for rel in names:
-        storage.write_bytes(storage.join(target, rel), storage.read_bytes(
-            storage.join(source, rel)))
-    return names
-
-
-def _replace_objects(source: str, target: str) -> None:
-    """Make ``target`` hold what ``source`` holds: copy over, then delete the rest."""
-    keep = set(_copy_objects(source, target))
-    for rel in storage.list_files(target):
-        if rel not in keep:
-            storage.remove(storage.join(target, rel))
-
-
-def _cause(exc: OSError) -> str:
-    """The first reason in an OSError, or in a ``shutil.Error``'s list of failed files."""
-    if isinstance(exc, shutil.Error) and exc.args and isinstance(exc.args[0], list):
-        return str(exc.args[0][0][-1])[:200]
-    return exc.strerror or str(exc)[:200] or type(exc).__name__

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 from collections.abc import Mapping, Sequence
@@ -24,9 +25,20 @@ def should_finetune(mode: str, meets_target: bool) -> bool:
 
 
 def select_best(candidates: list[tuple[str, str, float]]) -> tuple[str, str, float]:
-    """Pick the ``(name, model_uri, accuracy)`` with the highest accuracy; ties keep the earlier."""
+    """Pick the ``(name, model_uri, accuracy)`` with the highest accuracy; ties keep the earlier.
+
+    Raises:
+        InputError: no candidates, or a candidate whose accuracy is not a finite number in
+            [0, 1] (a broken model; NaN would compare false and be kept silently).
+
+    """
     if not candidates:
         raise InputError("no candidate models to choose from; pass at least one evaluated model")
+    for name, uri, accuracy in candidates:
+        if not (math.isfinite(accuracy) and 0.0 <= accuracy <= 1.0):
+            raise InputError(f"{uri}: the {name} model's accuracy is {accuracy}, not a number "
+                             "in [0, 1]; the model is broken: retrain it (a lower learning "
+                             "rate) before a model is selected")
     best = candidates[0]
     for candidate in candidates[1:]:
         if candidate[2] > best[2]:

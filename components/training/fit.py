@@ -65,6 +65,7 @@ def fit_and_save(job: FitJob, config: FitConfig) -> TrainResult:
     the model is saved, or when the writer closes.
     """
     from tbpipe.components.common.tensorboard.writer import log_hparams, open_writer, sync_events
+    from tbpipe.components.training.divergence import check_finite_fit
 
     plan = _plan_fit(job, config)
     purge = plan.initial_step + 1 if plan.initial_epoch else None
@@ -74,6 +75,7 @@ def fit_and_save(job: FitJob, config: FitConfig) -> TrainResult:
             writer.add_text("model/summary", model_summary(plan.model), plan.initial_step + 1)
         logs = _run_fit(plan, job, config, writer)
         metrics = {key: float(logs[key]) for key in METRIC_KEYS}
+        check_finite_fit(plan.model, metrics)  # a diverged model is never saved
         sync_events(writer, SYNC_TIMEOUT_S)  # lost events fail the step before the model is out
         _save(plan, job, config, metrics)
         hparams = {"epochs": config.epochs, "batch_size": config.batch_size,
@@ -174,6 +176,7 @@ def _run_fit(plan: _Plan, job: FitJob, config: FitConfig, writer) -> dict:
     from tbpipe.components.common.tensorboard.callback import TensorBoardX
     from tbpipe.components.common.tensorboard.writer import sync_events
     from tbpipe.components.training import checkpoint, data
+    from tbpipe.components.training.divergence import StopOnNonFinite
     from tbpipe.components.training.preemption import StopOnSignal, sigterm_flag
 
     if plan.initial_epoch >= config.epochs:
@@ -187,7 +190,8 @@ def _run_fit(plan: _Plan, job: FitJob, config: FitConfig, writer) -> dict:
     with sigterm_flag() as flag:
         step = job.log_dir.rstrip("/").rsplit("/", 1)[-1]  # {log_root}/{exp}/{run}/{step}
         callbacks = [StopOnSignal(flag, config.checkpoint_dir), tb,
-                     keras_progress_callback(step, config.epochs, plan.steps_per_epoch)]
+                     keras_progress_callback(step, config.epochs, plan.steps_per_epoch),
+                     StopOnNonFinite()]  # before the checkpoint: a NaN epoch is never kept
         if config.checkpoint_dir:
             callbacks.append(checkpoint.EpochCheckpoint(
                 config.checkpoint_dir, plan.fingerprint, plan.steps_per_epoch,

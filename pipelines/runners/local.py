@@ -81,7 +81,7 @@ def check_sources(params: PipelineParams) -> None:
     if params.promote_to:
         from tbpipe.components.promotion.publish import check_target
 
-        check_target(params.promote_to)
+        check_target(params.promote_to, params.log_root)
 
 
 def claim_local_run(params: PipelineParams) -> str:

@@ -1,7 +1,8 @@
 """Issue 14's "done when": two runs in a row with --promote-to, through kfp.local.
 
 The first run promotes (no baseline yet); a second, worse run (1 epoch, learning rate 1e-6)
-keeps the baseline, and the production folder still holds the first model byte for byte;
+keeps the baseline, and the production folder still serves the first model (``v1``) byte for
+byte;
 ``tbpipe runs`` lists both with their outcome.
 """
 
@@ -41,8 +42,9 @@ def test_first_run_promotes_a_worse_second_run_keeps_the_baseline(tmp_path):
                      rf"\) -> {re.escape(prod)}$", first.stdout, re.M)
     assert line, first.stdout[-2000:]
     good_accuracy = float(line.group(1))
-    assert os.path.isfile(os.path.join(prod, "model.keras"))
-    assert os.path.isdir(os.path.join(prod, "saved_model"))  # the servable export came along
+    served = os.path.join(prod, "v1")
+    assert os.path.isfile(os.path.join(served, "model.keras"))
+    assert os.path.isdir(os.path.join(served, "saved_model"))  # the servable export came along
     before = folder_digest(prod)
 
     second = tbpipe("run", *common, "--run-name", "worse", "--epochs", "1",
@@ -54,10 +56,13 @@ def test_first_run_promotes_a_worse_second_run_keeps_the_baseline(tmp_path):
     assert float(kept.group(1)) < float(kept.group(2)) == good_accuracy
     assert folder_digest(prod) == before  # production untouched, byte for byte
     # no staging folder left beside production
-    assert sorted(os.listdir(tmp_path)) == ["kfp", "logs", "logs-checkpoints", "prod"]
+    assert sorted(os.listdir(tmp_path)) == [".prod.lock", "kfp", "logs", "logs-checkpoints",
+                                            "prod"]  # and the promotions' lock file
+    assert sorted(os.listdir(prod)) == ["promotion.json", "v1"]
 
     record = json.load(open(os.path.join(prod, "promotion.json")))
     assert [h["run"] for h in record["history"]] == ["promo/good"]
+    assert record["current"]["version"] == "v1"
     scalars = read_scalars(os.path.join(logs, "promo", "worse", "promote"))
     assert scalars["promote/accuracy/baseline"][0][1] == pytest.approx(good_accuracy, abs=1e-4)
     assert scalars["promote/promoted"] == [(0, 0.0)]

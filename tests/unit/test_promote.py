@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tbpipe.components.common import storage
-from tbpipe.components.common.errors import InputError, SettingError, StorageError
+from tbpipe.components.common.errors import InputError, SettingError
 from tbpipe.components.promotion import publish
 from tbpipe.components.promotion.config import PromoteConfig
 from tbpipe.components.promotion.core import decide, promote_model
@@ -128,18 +128,24 @@ def test_first_promotes_then_a_worse_model_keeps_the_baseline(world, tmp_path):
     prod = tmp_path / "prod"
     first = run_promote(world, tmp_path, good, prod, "r1")
     assert first.promoted and first.baseline_scores is None and "no baseline" in first.reason
-    assert (prod / "model.keras").read_bytes() == open(os.path.join(good, "model.keras"),
-                                                       "rb").read()
+    assert first.line().endswith("(no baseline: the first model is promoted; production is v1)")
+    assert first.version == "v1" and publish.current_model(str(prod)) == str(prod / "v1")
+    assert snapshot(str(prod / "v1")) == snapshot(good)  # the model and its SavedModel
     record = json.loads((prod / "promotion.json").read_text())
     assert record["current"]["run"] == "exp/r1" and len(record["history"]) == 1
+    assert record["current"]["version"] == "v1"
+    assert record["current"]["files"] == storage.list_files(good)
     assert record["current"]["new"]["accuracy"] == 1.0 and record["current"]["baseline"] is None
     before = snapshot(str(prod))
 
-    second = run_promote(world, tmp_path, bad, prod, "r2")  # baseline: what prod holds
-    assert not second.promoted and second.baseline_uri == str(prod)
+    second = run_promote(world, tmp_path, bad, prod, "r2")  # baseline: what prod serves
+    assert not second.promoted and second.baseline_uri == str(prod / "v1")
+    assert second.version == ""
     assert second.new_scores["accuracy"] < 0.5 and second.baseline_scores["accuracy"] == 1.0
     assert snapshot(str(prod)) == before
-    assert sorted(os.listdir(tmp_path)) == sorted(["prod", "r1", "r2", "r1.md", "r2.md"])
+    before_v1 = snapshot(str(prod / "v1"))
+    assert sorted(os.listdir(tmp_path)) == sorted(["prod", ".prod.lock", "r1", "r2", "r1.md",
+                                                   "r2.md"])
 
     scalars = read_scalars(str(tmp_path / "r2" / "promote"))
     assert scalars["promote/accuracy/baseline"] == [(0, 1.0)]
@@ -154,6 +160,8 @@ def test_first_promotes_then_a_worse_model_keeps_the_baseline(world, tmp_path):
     assert forced.promoted and "forced" in forced.reason
     history = json.loads((prod / "promotion.json").read_text())["history"]
     assert [h["run"] for h in history] == ["exp/r1", "exp/r3"] and history[1]["forced"]
+    assert [h["version"] for h in history] == ["v1", "v2"] and forced.version == "v2"
+    assert snapshot(str(prod / "v1")) == before_v1  # a version is never changed
 
 
 def test_a_baseline_with_other_classes_or_shape_is_one_line(world, tmp_path):
@@ -170,72 +178,62 @@ def test_a_baseline_with_other_classes_or_shape_is_one_line(world, tmp_path):
     assert not (tmp_path / "prod").exists()
 
 
-def test_promote_to_a_folder_of_other_files_is_refused(world, tmp_path):
+def test_files_a_user_keeps_in_the_target_survive_and_a_foreign_record_is_refused(world,
+                                                                                   tmp_path):
     _, good, _ = world
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
-    with pytest.raises(InputError, match="holds files but no tbpipe Model"):
-        run_promote(world, tmp_path, good, tmp_path / "mine", "r1")
+    assert run_promote(world, tmp_path, good, tmp_path / "mine", "r1").promoted
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+    (tmp_path / "theirs").mkdir()
+    (tmp_path / "theirs" / "promotion.json").write_text('{"owner": "someone else"}')
+    with pytest.raises(InputError, match="not a tbpipe promotion record"):
+        run_promote(world, tmp_path, good, tmp_path / "theirs", "r2")
+    assert os.listdir(tmp_path / "theirs") == ["promotion.json"]
 
 
-def test_a_crash_mid_copy_leaves_production_whole(world, tmp_path):
-    import shutil
+def test_a_broken_candidate_is_never_promoted_and_a_broken_baseline_never_compared(
+        world, tmp_path):
+    """Weights set to NaN: the candidate is refused; as the baseline it needs --force-promote."""
+    from tbpipe.components.promotion.core import BrokenModel
 
-    _, good, bad = world
-    prod = str(tmp_path / "prod")
-    publish.publish(good, prod, {"run": "exp/r1"})
-    before = snapshot(prod)
-    vanishing = tmp_path / "src" / "bad"
-    shutil.copytree(bad, vanishing)
-    os.symlink(tmp_path / "gone", vanishing / "weights.h5")  # a file that vanished mid-copy
-    with pytest.raises(StorageError, match="cannot copy the new model.*unchanged"):
-        publish.publish(str(vanishing), prod, {"run": "exp/r2"})
-    assert snapshot(prod) == before
-    assert sorted(os.listdir(tmp_path)) == ["prod", "src"]  # no staging left behind
-
-
-def test_a_crash_between_the_renames_is_put_back(world, tmp_path):
     _, good, _ = world
-    prod = str(tmp_path / "prod")
-    publish.publish(good, prod, {"run": "exp/r1"})
-    before = snapshot(prod)
-    os.replace(prod, str(tmp_path / ".prod.previous"))  # the swap's first rename, then a crash
-    assert "put back" in publish.recover(prod)
-    assert snapshot(prod) == before and sorted(os.listdir(tmp_path)) == ["prod"]
+    model = row_model()
+    weights = model.layers[-1].get_weights()
+    model.layers[-1].set_weights([np.full_like(weights[0], np.nan), weights[1]])
+    broken = save(model, tmp_path / "broken")
+    prod = tmp_path / "prod"
+    with pytest.raises(BrokenModel, match="NaN or infinite.*not promoted") as err:
+        run_promote(world, tmp_path, broken, prod, "r1")
+    assert str(err.value).startswith(broken) and "\n" not in str(err.value)
+    assert publish.current_model(str(prod)) == ""  # nothing was promoted
+
+    test, _, _ = world
+    with pytest.raises(BrokenModel, match="it is the baseline: pass --force-promote"):
+        promote_model(good, test, str(prod), broken, str(tmp_path / "l"),
+                      str(tmp_path / "r.md"), PromoteConfig())
+    assert publish.current_model(str(prod)) == ""
+    forced = promote_model(good, test, str(prod), broken, str(tmp_path / "l2"),
+                           str(tmp_path / "r2.md"), PromoteConfig(force_promote=True))
+    assert forced.promoted and "the baseline is broken" in forced.reason
+    assert forced.baseline_scores is None and forced.version == "v1"
 
 
-@pytest.mark.gcs
-def test_gcs_swap_keeps_the_previous_version_until_the_new_one_is_whole(world, gcs_root,
-                                                                      monkeypatch):
-    _, good, bad = world
-    prod = storage.join(gcs_root, "models", "digits")
-    publish.publish(good, prod, {"run": "exp/r1"})
-    before = snapshot(prod)
-    staged = len(storage.list_files(bad)) + 1  # the new version and its record
-    backup = len(before) + 1  # the previous version and its mark
-    writes = []
-    real_write = storage.write_bytes
+@pytest.mark.parametrize("new, base", [
+    ({"accuracy": float("nan"), "macro_f1": 0.5}, {"accuracy": 0.8, "macro_f1": 0.8}),
+    ({"accuracy": 0.9, "macro_f1": 0.9}, {"accuracy": float("nan"), "macro_f1": 0.8}),
+    ({"accuracy": float("inf"), "macro_f1": 0.9}, None),
+])
+def test_the_rule_refuses_non_finite_scores(new, base):
+    with pytest.raises(InputError, match="not finite"):
+        decide(new, base, "b" if base else "", PromoteConfig(force_promote=True))
 
-    def crash_mid_swap(uri, data, deadline=None):
-        writes.append(uri)
-        if len(writes) == staged + backup + 3:  # model.json, model.keras landed, then a crash
-            raise StorageError(f"{uri}: injected crash")
-        return real_write(uri, data, deadline)
 
-    monkeypatch.setattr(storage, "write_bytes", crash_mid_swap)
-    with pytest.raises(StorageError, match="injected crash"):
-        publish.publish(bad, prod, {"run": "exp/r2"})
-    monkeypatch.setattr(storage, "write_bytes", real_write)
-    assert snapshot(prod) != before  # mid-swap: the previous version is whole aside
-    assert "rolled back" in publish.recover(prod)
-    assert snapshot(prod) == before
-    assert storage.list_files(storage.join(gcs_root, "models")) == sorted(
-        f"digits/{rel}" for rel in before)
-
-    publish.publish(bad, prod, {"run": "exp/r3"})
-    assert snapshot(prod) != before
-    record = json.loads(storage.read_bytes(storage.join(prod, "promotion.json")))
-    assert [h["run"] for h in record["history"]] == ["exp/r1", "exp/r3"]
-    assert storage.list_files(storage.join(gcs_root, "models")) == sorted(
-        f"digits/{rel}" for rel in storage.list_files(prod))
+def test_a_promotion_into_the_log_root_is_refused(world, tmp_path):
+    _, good, _ = world
+    test, _, _ = world
+    with pytest.raises(InputError, match="is the log root"):
+        promote_model(good, test, str(tmp_path / "logs" / "prod"), "",
+                      str(tmp_path / "logs" / "e" / "r" / "promote"), str(tmp_path / "r.md"),
+                      PromoteConfig(), log_root=str(tmp_path / "logs"))
+    assert not (tmp_path / "logs").exists()

@@ -124,13 +124,17 @@ def launch_workers(command: list[str], env: dict[str, str], workers: int, placem
     if workers < 2:
         raise InputError(f"workers={workers}: launch_workers needs 2 or more workers")
     launch = _Launch.connect(spec, progress, poll_s)
-    me = launch.own_pod()
-    manifest = worker_set_manifest(spec, command, launch.worker_env(env, me), workers,
-                                   run_id=me.run_id, step=step, owners=[me.owner_reference],
-                                   service_account=me.service_account)
-    deadline = time.monotonic() + spec.deadline_s
-    if launch.create_or_follow(manifest, me, deadline):
-        launch.watch(manifest["metadata"]["name"], workers, deadline)
+    try:
+        me = launch.own_pod()
+        manifest = worker_set_manifest(spec, command, launch.worker_env(env, me), workers,
+                                       run_id=me.run_id, step=step,
+                                       owners=[me.owner_reference],
+                                       service_account=me.service_account)
+        deadline = time.monotonic() + spec.deadline_s
+        if launch.create_or_follow(manifest, me, deadline):
+            launch.watch(manifest["metadata"]["name"], workers, deadline)
+    finally:
+        launch.close()
 
 
 class _Launch:
@@ -148,22 +152,35 @@ class _Launch:
         self.followed: str | None = None  # uid of the chief pod whose log is followed
         self.follower: threading.Thread | None = None
         self.stream = None  # the followed log's HTTP response (closed when done)
+        self.api_client = api_client
+
+    def close(self) -> None:
+        """Stop following the chief's log; close the client's connections."""
+        self._close_log()
+        with contextlib.suppress(Exception):
+            self.api_client.close()
 
     @classmethod
     def connect(cls, spec: WorkerPlacement, progress: Callable[[str], None],
                 poll_s: float) -> _Launch:
-        """In-cluster credentials (the step's service account), else the kubeconfig."""
+        """In-cluster credentials (the step's service account), else the kubeconfig.
+
+        Into a configuration of its own (the client's global default is left alone); the
+        kubeconfig is ``$KUBECONFIG`` as it is now, else ``~/.kube/config``.
+        """
         from kubernetes import client, config
 
+        configuration = client.Configuration()
         try:
-            config.load_incluster_config()
+            config.load_incluster_config(client_configuration=configuration)
         except config.ConfigException:
             try:
-                config.load_kube_config()
+                config.load_kube_config(config_file=os.environ.get("KUBECONFIG") or None,
+                                        client_configuration=configuration)
             except (config.ConfigException, OSError) as exc:
                 raise TbpipeError("no Kubernetes API to start the workers on: neither in-"
                                   f"cluster credentials nor a kubeconfig ({exc})") from None
-        return cls(client.ApiClient(), spec, _namespace(), progress, poll_s)
+        return cls(client.ApiClient(configuration), spec, _namespace(), progress, poll_s)
 
     # --- API calls, each error one line -----------------------------------------------------
     def _call(self, doing: str, call: Callable, *args: object, **kwargs: object):  # noqa: ANN202
@@ -450,7 +467,7 @@ def _namespace() -> str:
     from kubernetes import config
 
     with contextlib.suppress(Exception):
-        _, active = config.list_kube_config_contexts()
+        _, active = config.list_kube_config_contexts(os.environ.get("KUBECONFIG") or None)
         if active["context"].get("namespace"):
             return active["context"]["namespace"]
     return "default"

@@ -17,6 +17,7 @@ e.g. a preempted node) is restarted, an error of the step (exit code 1) fails th
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -57,9 +58,18 @@ def env_vars(env: Mapping[str, str]) -> list[dict]:
     return [{"name": key, "value": str(value)} for key, value in sorted(env.items())]
 
 
+#: WorkerPlacement fields that are the launcher's own waits, not what the workers run.
+WAITS = ("deadline_s", "pending_timeout_s")
+
+
 def spec_digest(command: Sequence[str], workers: int, placement: WorkerPlacement) -> str:
-    """What a set runs, as a digest: an earlier attempt's set is followed only if it matches."""
-    text = json.dumps([list(command), workers, placement.to_json()])
+    """What a set runs (command, workers, placement but the waits), as a digest.
+
+    A retried step follows an earlier attempt's set only if its digest is this one. The
+    environment is not in it: a retry's may differ in what does not matter (its pod's name).
+    """
+    where = {k: v for k, v in dataclasses.asdict(placement).items() if k not in WAITS}
+    text = json.dumps([list(command), workers, where], sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -137,19 +147,18 @@ def jobset_manifest(name: str, placement: WorkerPlacement, command: Sequence[str
     job = {"parallelism": workers, "completions": workers, "completionMode": "Indexed",
            "backoffLimit": 0,
            "template": {"metadata": {"labels": _labels(name)}, "spec": pod}}
-    return {
-        "apiVersion": "jobset.x-k8s.io/v1alpha2", "kind": "JobSet",
-        "metadata": _metadata(name, run_id, step, spec_digest(command, workers, placement),
-                              owners),
-        "spec": {
-            "failurePolicy": {"maxRestarts": placement.max_restarts},
-            "network": {"enableDNSHostnames": True, "subdomain": name,
-                        "publishNotReadyAddresses": True},
-            "successPolicy": {"operator": "All", "targetReplicatedJobs": [REPLICATED_JOB]},
-            "replicatedJobs": [{"name": REPLICATED_JOB, "replicas": 1, "template": {
-                "metadata": {"labels": _labels(name)}, "spec": job}}],
-        },
+    spec = {
+        "failurePolicy": {"maxRestarts": placement.max_restarts},
+        "network": {"enableDNSHostnames": True, "subdomain": name,
+                    "publishNotReadyAddresses": True},
+        "successPolicy": {"operator": "All", "targetReplicatedJobs": [REPLICATED_JOB]},
+        "replicatedJobs": [{"name": REPLICATED_JOB, "replicas": 1, "template": {
+            "metadata": {"labels": _labels(name)}, "spec": job}}],
     }
+    return {"apiVersion": "jobset.x-k8s.io/v1alpha2", "kind": "JobSet",
+            "metadata": _metadata(name, run_id, step,
+                                  spec_digest(command, workers, placement), owners),
+            "spec": spec}
 
 
 def tfjob_manifest(name: str, placement: WorkerPlacement, command: Sequence[str],
@@ -158,17 +167,16 @@ def tfjob_manifest(name: str, placement: WorkerPlacement, command: Sequence[str]
     """The TFJob of ``workers`` Worker replicas, worker 0 the chief (see the docstring)."""
     pod = worker_pod_spec(placement, command, env, container="tensorflow",
                           port_name="tfjob-port", service_account=service_account)
-    return {
-        "apiVersion": "kubeflow.org/v1", "kind": "TFJob",
-        "metadata": _metadata(name, run_id, step, spec_digest(command, workers, placement),
-                              owners),
-        "spec": {
-            "runPolicy": {"backoffLimit": placement.max_restarts, "cleanPodPolicy": "None"},
-            "tfReplicaSpecs": {"Worker": {
-                "replicas": workers, "restartPolicy": "ExitCode",
-                "template": {"metadata": {"labels": _labels(name)}, "spec": pod}}},
-        },
+    spec = {
+        "runPolicy": {"backoffLimit": placement.max_restarts, "cleanPodPolicy": "None"},
+        "tfReplicaSpecs": {"Worker": {
+            "replicas": workers, "restartPolicy": "ExitCode",
+            "template": {"metadata": {"labels": _labels(name)}, "spec": pod}}},
     }
+    return {"apiVersion": "kubeflow.org/v1", "kind": "TFJob",
+            "metadata": _metadata(name, run_id, step,
+                                  spec_digest(command, workers, placement), owners),
+            "spec": spec}
 
 
 def worker_set_manifest(placement: WorkerPlacement, command: Sequence[str],

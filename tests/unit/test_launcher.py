@@ -343,3 +343,44 @@ def test_the_rbac_role_grants_exactly_what_the_launcher_uses(kube, monkeypatch):
         used = used_permissions(kube.requests)
         mine = {g for g in granted if g[1] in ("pods", "pods/log", PLURALS[engine])}
         assert used == mine, (engine, used ^ mine)
+
+
+def test_a_set_another_running_step_owns_is_never_replaced(kube, monkeypatch):
+    """Two steps of one run given the same step name (a sweep's trials): the second refuses."""
+    sibling = kube.add_step_pod("trial-1-pod")
+    other = worker_set_manifest(placement(), ["python", "-m", "x", "gs://b/trial-1.json"], [], 3,
+                                run_id="run-1", step="train",
+                                owners=[{"apiVersion": "v1", "kind": "Pod", "name": "trial-1-pod",
+                                         "uid": sibling["metadata"]["uid"]}])
+    kube.put_set("jobsets", other)
+    with pytest.raises(TbpipeError, match="runs other work for pod trial-1-pod of this run, "
+                                          "which is still running: give each multi-worker step"):
+        launch(kube)
+    assert kube.deleted == [] and kube.created == []
+    sibling["status"]["phase"] = "Failed"  # that step is gone: a retry may replace its set
+    kube.script = chief_runs_then_completes("jobset", [])
+    assert "runs something else: replacing it" in launch(kube)[0]
+
+
+def test_the_rbac_binds_in_a_profile_namespace_as_docs_cluster_md_shows(tmp_path):
+    import os
+    import shutil
+    import subprocess
+
+    import yaml
+
+    if shutil.which("kubectl") is None:
+        pytest.skip("kubectl is not installed")
+    docs = (RBAC.parents[1] / "docs" / "cluster.md").read_text()
+    (example,) = [block for block in docs.split("```yaml\n")[1:]
+                  if "default-editor" in block]
+    kustomization = yaml.safe_load(example.split("```")[0])
+    kustomization["resources"] = [os.path.relpath(RBAC, tmp_path)]
+    (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
+    env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
+    out = subprocess.run(["kubectl", "kustomize", str(tmp_path)], capture_output=True,
+                         text=True, check=True, timeout=60, env=env).stdout
+    built = {obj["kind"]: obj for obj in yaml.safe_load_all(out) if obj}
+    assert {obj["metadata"]["namespace"] for obj in built.values()} == {"kubeflow-user-jane"}
+    assert built["RoleBinding"]["subjects"] == [
+        {"kind": "ServiceAccount", "name": "default-editor", "namespace": "kubeflow-user-jane"}]

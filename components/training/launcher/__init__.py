@@ -282,10 +282,34 @@ class _Launch:
                 self.progress(f"{e.kind} {name} of an earlier attempt of this step already "
                               "completed")
                 return False
+            if not same and state is None:
+                owner = self._live_owner(meta, me)
+                if owner:
+                    raise TbpipeError(
+                        f"{e.kind} {name} runs other work for pod {owner} of this run, which "
+                        f"is still running: give each multi-worker step a name of its own "
+                        f"(step={meta.get('annotations', {}).get('tbpipe/step')!r})")
             why = "failed" if same else "runs something else"
             self.progress(f"{e.kind} {name} of an earlier attempt {why}: replacing it")
             self._delete_set(name)
             self._wait_gone(name, deadline)
+
+    def _live_owner(self, meta: dict, me: OwnPod) -> str | None:
+        """The name of a pod other than this one that owns the set and still runs."""
+        for owner in meta.get("ownerReferences") or ():
+            if owner.get("kind") != "Pod" or owner.get("uid") == me.uid:
+                continue
+            try:
+                pod = self._raw("get pods", self.core.read_namespaced_pod, owner["name"],
+                                self.namespace)
+            except _ApiError as exc:
+                if exc.status == 404:
+                    continue
+                raise
+            alive = (pod.get("status") or {}).get("phase") in ("Pending", "Running")
+            if alive and (pod.get("metadata") or {}).get("uid") == owner.get("uid"):
+                return owner["name"]
+        return None
 
     def _wait_gone(self, name: str, deadline: float) -> None:
         while time.monotonic() < deadline:

@@ -36,6 +36,7 @@ from urllib.parse import parse_qs, urlparse
 import yaml
 
 TOKEN = "stand-in-token"
+GO_TRUE = ("1", "t", "T", "true", "True", "TRUE")  # what the server's strconv.ParseBool takes
 KINDS = {"jobsets": ("jobset.x-k8s.io/v1alpha2", "JobSet"), "tfjobs": ("kubeflow.org/v1", "TFJob")}
 
 
@@ -316,6 +317,8 @@ class KubeStandIn:
 
 def _handler_for(kube: KubeStandIn) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, and chunked log streams
+
         def log_message(self, *args: object) -> None:
             pass
 
@@ -324,21 +327,25 @@ def _handler_for(kube: KubeStandIn) -> type[BaseHTTPRequestHandler]:
             query = {k: v[-1] for k, v in parse_qs(url.query).items()}
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
-            if method == "GET" and url.path.endswith("/log") and query.get("follow") == "true":
+            if method == "GET" and url.path.endswith("/log") and query.get("follow") in GO_TRUE:
                 try:
                     kube.handle(method, url.path, query, body, self.headers)
                 except StandInError as exc:
                     return self._answer(exc.status, _status(exc))
                 self.send_response(200)
                 self.send_header("Content-Type", "text/plain")
-                self.end_headers()  # HTTP/1.0: the body ends when the connection closes
+                self.send_header("Transfer-Encoding", "chunked")  # as the API server streams
+                self.send_header("Connection", "close")
+                self.end_headers()
+                self.close_connection = True
 
                 def write(data: bytes) -> None:
-                    self.wfile.write(data)
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
                     self.wfile.flush()
                 pod_name = url.path.rstrip("/").split("/")[-2]
                 try:
                     kube.stream_log(pod_name, write)
+                    self.wfile.write(b"0\r\n\r\n")
                 except (BrokenPipeError, ConnectionResetError):
                     pass
                 return None

@@ -117,6 +117,30 @@ def test_creates_the_set_watches_it_to_success_and_streams_the_chiefs_log(kube, 
         assert ("TBPIPE_WORKER_HOSTS" in env) == (engine == "jobset")
 
 
+def test_the_chiefs_lines_reach_the_step_log_while_it_runs(kube):
+    """The set completes only once its chief's first lines were shown: a live stream."""
+    seen: list[str] = []
+
+    def running(kube, name):
+        pods = kube.start_pods(name)
+        kube.logs[pods[0]] = ["epoch 1/9 loss 0.91"]
+
+    def done_once_streamed(kube, name):
+        if "worker 0: epoch 1/9 loss 0.91" not in seen:
+            kube.script.append(done_once_streamed)  # look again
+            return
+        kube.logs[kube.worker_pods(name)[0]].append("epoch 2/9 loss 0.55")
+        for pod in kube.worker_pods(name):
+            kube.set_phase(pod, "Succeeded", exit_code=0)
+        kube.finish(name, "Completed")
+    kube.script = [running, done_once_streamed]
+    launch_workers(COMMAND, {}, 3, placement(deadline_s=10).to_json(), "train", seen.append,
+                   poll_s=POLL_S)
+    (done,) = [i for i, line in enumerate(seen) if line.endswith(", 3 done")]
+    assert seen.index("worker 0: epoch 1/9 loss 0.91") < done
+    assert "worker 0: epoch 2/9 loss 0.55" in seen and seen[-1].endswith("completed")
+
+
 def test_a_failing_worker_ends_in_one_line_naming_it_and_its_last_log_lines(kube):
     def fail(kube, name):
         pods = kube.start_pods(name)

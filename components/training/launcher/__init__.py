@@ -355,12 +355,12 @@ class _Launch:
                 self._follow_chief(pods)
                 self._drain()
                 terminal = _terminal(found, e)
-                if terminal == e.succeeded:
-                    self._finish_log()
+                if terminal == e.succeeded:  # the chief has stopped: its stream ends
+                    self._finish_log(wait_s=max(5.0, 2 * self.poll_s))
                     self.progress(f"{e.kind} {name}: all {workers} workers completed")
                     return
-                if terminal is not None:
-                    self._finish_log()
+                if terminal is not None:  # the chief may still run: a short wait
+                    self._finish_log(wait_s=self.poll_s)
                     raise TbpipeError(self._failure_line(name, found, pods))
                 self._check_stuck(name, pods, stuck_since)
                 if time.monotonic() > deadline:
@@ -450,17 +450,24 @@ class _Launch:
                 return
             self.progress(f"worker 0: {line}")
 
-    def _finish_log(self) -> None:
+    def _finish_log(self, wait_s: float) -> None:
+        """Let the chief's log stream end (it does when its container stops), then show it."""
         if self.follower is not None:
-            self.follower.join(timeout=max(5.0, 2 * self.poll_s))
+            self.follower.join(timeout=wait_s)
         self._drain()
 
     def _close_log(self) -> None:
-        if self.stream is not None:
-            with contextlib.suppress(Exception):
-                self.stream.release_conn()
-                self.stream.close()
-            self.stream = None
+        """Stop following: shut the socket down first, which wakes the reading thread."""
+        stream, self.stream = self.stream, None
+        if stream is None:
+            return
+        with contextlib.suppress(Exception):
+            if hasattr(stream, "shutdown"):  # urllib3 >= 2.3; older: close() alone
+                stream.shutdown()
+        if self.follower is not None:
+            self.follower.join(timeout=1.0)
+        with contextlib.suppress(Exception):
+            stream.close()
 
 
 class _ApiError(TbpipeError):

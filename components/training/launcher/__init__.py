@@ -27,6 +27,7 @@ from tbpipe.components.common.errors import InputError, TbpipeError
 from tbpipe.components.training.launcher.manifests import (
     DIGEST_ANNOTATION,
     SET_LABEL,
+    STEP_ANNOTATION,
     worker_set_manifest,
 )
 from tbpipe.components.training.launcher.placement import WorkerPlacement
@@ -288,7 +289,7 @@ class _Launch:
                     raise TbpipeError(
                         f"{e.kind} {name} runs other work for pod {owner} of this run, which "
                         f"is still running: give each multi-worker step a name of its own "
-                        f"(step={meta.get('annotations', {}).get('tbpipe/step')!r})")
+                        f"(step={(meta.get('annotations') or {}).get(STEP_ANNOTATION)!r})")
             why = "failed" if same else "runs something else"
             self.progress(f"{e.kind} {name} of an earlier attempt {why}: replacing it")
             self._delete_set(name)
@@ -414,11 +415,10 @@ class _Launch:
         except _ApiError:
             tail = []
         ended = _terminated(pod)
-        how = " ".join(str(part) for part in (
-            f"with exit code {ended['exitCode']}" if "exitCode" in ended else "",
-            f"({ended.get('reason') or (pod.get('status') or {}).get('reason') or ''})")
-            if part and part != "()")
-        return (f"worker {_index(pod, e)} (pod {pod_name}) failed {how}; last log lines: "
+        how = f" with exit code {ended['exitCode']}" if "exitCode" in ended else ""
+        reason = ended.get("reason") or (pod.get("status") or {}).get("reason")
+        how += f" ({reason})" if reason else ""
+        return (f"worker {_index(pod, e)} (pod {pod_name}) failed{how}; last log lines: "
                 f"{' | '.join(tail[-TAIL_LINES:]) or '(none)'}; {e.kind} {name}: {said}")
 
     # --- the chief's log ------------------------------------------------------------------

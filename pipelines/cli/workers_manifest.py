@@ -19,8 +19,11 @@ DRY_RUN_COMMAND = ("python", "-m", "tbpipe.components.training.worker", "TASK_UR
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``workers-manifest``."""
+    # "resolve": --workers is this command's own, whatever the compile flags hold
     cmd = subparsers.add_parser(
-        "workers-manifest", help="print the JobSet/TFJob a multi-worker step would create")
+        "workers-manifest", help="print the JobSet/TFJob a multi-worker step would create",
+        conflict_handler="resolve")
+    add_compile_arguments(cmd)
     cmd.add_argument("--workers", type=int, required=True, metavar="N",
                      help="how many workers (2 or more; worker 0 is the chief)")
     cmd.add_argument("--step", choices=("train", "finetune"), default="train",
@@ -29,7 +32,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="the KFP run id the set's name derives from (default: %(default)s)")
     cmd.add_argument("--namespace", default=None, metavar="NAMESPACE",
                      help="put the object in this namespace (default: none, kubectl's own)")
-    add_compile_arguments(cmd)
     cmd.set_defaults(handler=run_workers_manifest)
 
 

@@ -280,6 +280,27 @@ def test_jobset_workers_find_each_other_through_the_headless_service():
         assert int(port) == WORKER_PORT == container["ports"][0]["containerPort"]
 
 
+@pytest.mark.parametrize(("step", "workers"), [("train", 2), ("finetune", 4096),
+                                              ("A Long_step name, trial 12345678", 9999)])
+def test_jobset_passes_the_jobset_webhooks_create_checks(step, workers):
+    """jobset api/jobset/v1alpha2/jobset_webhook.go ``ValidateCreate``, rule by rule."""
+    manifest = worker_set_manifest(placement("jobset"), COMMAND, [], workers, run_id="r" * 36,
+                                   step=step)
+    name, spec = manifest["metadata"]["name"], manifest["spec"]
+    subdomain = spec["network"]["subdomain"]  # a DNS-1123 subdomain and a DNS-1035 label
+    assert re.match(DNS_LABEL, subdomain) and len(subdomain) <= 63
+    for rjob in spec["replicatedJobs"]:
+        job = rjob["template"]["spec"]
+        assert job["parallelism"] * rjob["replicas"] <= 2**31 - 1
+        longest_job = f"{name}-{rjob['name']}-{rjob['replicas'] - 1}"
+        assert re.match(DNS_LABEL, longest_job) and len(longest_job) <= 63
+        assert job["completionMode"] == "Indexed"
+        longest_pod = f"{longest_job}-{job['completions'] - 1}-abcde"
+        assert re.match(DNS_LABEL, longest_pod) and len(longest_pod) <= 63, longest_pod
+    names = {rjob["name"] for rjob in spec["replicatedJobs"]}
+    assert set(spec["successPolicy"]["targetReplicatedJobs"]) <= names
+
+
 def test_tfjob_workers_use_the_operators_container_port_and_restart_policy():
     manifest = tfjob_manifest("tbpipe-train-0123456789", placement("tfjob"), COMMAND, ENV, 3,
                               run_id="r", step="train")

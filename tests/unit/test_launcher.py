@@ -408,3 +408,22 @@ def test_the_rbac_binds_in_a_profile_namespace_as_docs_cluster_md_shows(tmp_path
     assert {obj["metadata"]["namespace"] for obj in built.values()} == {"kubeflow-user-jane"}
     assert built["RoleBinding"]["subjects"] == [
         {"kind": "ServiceAccount", "name": "default-editor", "namespace": "kubeflow-user-jane"}]
+
+
+def test_sigterm_stops_the_workers_too(kube):
+    """KFP cancels a run by stopping its pods (SIGTERM), which may stay as they are."""
+    import os
+    import signal
+
+    def running(kube, name):
+        kube.start_pods(name)
+
+    def cancelled(kube, name):
+        os.kill(os.getpid(), signal.SIGTERM)  # to this process: the step's
+    kube.script = [running, cancelled]
+    earlier = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(TbpipeError, match=f"JobSet {name_of()}: the step was stopped "
+                                          r"\(SIGTERM: the run was cancelled"):
+        launch(kube)
+    assert kube.deleted == [("jobsets", name_of())]
+    assert signal.getsignal(signal.SIGTERM) is earlier  # tbpipe's handler is gone again

@@ -2,7 +2,8 @@
 
 :func:`launch_workers` is what a train/finetune step calls on a cluster with more than one
 worker: it creates the JobSet or TFJob of :mod:`.manifests` (official ``kubernetes`` client),
-owned by the step's own pod (a cancelled or deleted run takes its workers with it), named
+owned by the step's own pod (a deleted run takes its workers with it; a step stopped by
+SIGTERM, as a cancelled run's are, deletes them itself), named
 after the KFP run and the step (a retried step follows the set it finds instead of starting a
 second one), then watches it: workers scheduled/running, the chief's log lines in the step's
 log, one clear line when a worker fails or cannot start, and a deadline.
@@ -24,6 +25,7 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
 from tbpipe.components.common.errors import InputError, TbpipeError
+from tbpipe.components.common.sigterm import on_sigterm
 from tbpipe.components.training.launcher.manifests import (
     DIGEST_ANNOTATION,
     SET_LABEL,
@@ -132,8 +134,9 @@ def launch_workers(command: list[str], env: dict[str, str], workers: int, placem
                                        owners=[me.owner_reference],
                                        service_account=me.service_account)
         deadline = time.monotonic() + spec.deadline_s
-        if launch.create_or_follow(manifest, me, deadline):
-            launch.watch(manifest["metadata"]["name"], workers, deadline)
+        with on_sigterm(launch.stopped.set):  # a cancelled run: stop the workers too
+            if launch.create_or_follow(manifest, me, deadline):
+                launch.watch(manifest["metadata"]["name"], workers, deadline)
     finally:
         launch.close()
 
@@ -154,6 +157,7 @@ class _Launch:
         self.follower: threading.Thread | None = None
         self.stream = None  # the followed log's HTTP response (closed when done)
         self.api_client = api_client
+        self.stopped = threading.Event()  # SIGTERM: the step is being stopped
 
     def close(self) -> None:
         """Stop following the chief's log; close the client's connections."""
@@ -364,13 +368,19 @@ class _Launch:
                     self._finish_log(wait_s=self.poll_s)
                     raise TbpipeError(self._failure_line(name, found, pods))
                 self._check_stuck(name, pods, stuck_since)
+                if self.stopped.is_set():
+                    self._delete_set(name)
+                    raise TbpipeError(f"{e.kind} {name}: the step was stopped (SIGTERM: the run "
+                                      "was cancelled, or the step's node is going away); its "
+                                      "workers were deleted (a retry starts them again from "
+                                      "the last checkpoint)")
                 if time.monotonic() > deadline:
                     self._delete_set(name)
                     raise TbpipeError(f"{e.kind} {name}: the workers did not finish within the "
                                       f"deadline ({self.spec.deadline_s}s); they were deleted. "
                                       "Train for fewer epochs or compile with a longer "
                                       "--worker-deadline")
-                time.sleep(self.poll_s)
+                self.stopped.wait(self.poll_s)
         finally:
             self._close_log()
 

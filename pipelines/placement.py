@@ -17,6 +17,7 @@ from types import MappingProxyType
 
 from tbpipe.components._image import image
 from tbpipe.components.common.errors import InputError
+from tbpipe.components.training.launcher.placement import ENGINES, WorkerPlacement
 
 GPU_RESOURCE = "nvidia.com/gpu"  # the Kubernetes extended resource the KFP driver limits
 GKE_ACCELERATOR_LABEL = "cloud.google.com/gke-accelerator"
@@ -166,6 +167,9 @@ class CompileOptions:
         data_volume: A PersistentVolumeClaim mounted at DATA_VOLUME_MOUNT in every step, for
             ``data=/mnt/tbpipe-data/...`` (empty: no volume); not the log volume's claim
             (data on that one is simply a path under LOG_VOLUME_MOUNT).
+        distributed_engine: What starts a multi-worker step's workers on a cluster:
+            ``jobset`` or ``tfjob`` (see :func:`worker_placement`).
+        worker_deadline: Seconds a multi-worker step waits for its workers.
 
     """
 
@@ -184,8 +188,15 @@ class CompileOptions:
     cache_training: bool = False
     log_volume: str = ""
     data_volume: str = ""
+    distributed_engine: str = WorkerPlacement.engine
+    worker_deadline: int = WorkerPlacement.deadline_s
 
     def __post_init__(self) -> None:
+        if self.distributed_engine not in ENGINES:
+            raise InputError(f"--distributed-engine {self.distributed_engine!r}: use one of "
+                             f"{', '.join(ENGINES)}")
+        if self.worker_deadline < 1:
+            raise InputError(f"--worker-deadline must be >= 1 second (got {self.worker_deadline})")
         for flag, claim in (("--log-volume", self.log_volume), ("--data-volume", self.data_volume)):
             if claim and not PVC_NAME.match(claim):
                 raise InputError(f"{flag} {claim!r} is not a PersistentVolumeClaim name: use "
@@ -273,3 +284,24 @@ def configure_task(task, step: str, options: CompileOptions):  # noqa: ANN001, A
     for claim, mount_path in options.volume_mounts():
         kubernetes.mount_pvc(task, pvc_name=claim, mount_path=mount_path)
     return task
+
+
+def worker_placement(options: CompileOptions, step: str) -> str:
+    """The ``worker_placement`` JSON of a train/finetune step: its workers' pods and engine.
+
+    The same image, GPUs, node selectors, toleration, CPU/memory, user and volumes as the
+    step's own pod (:func:`configure_task`), and ``options.distributed_engine``; the step
+    hands it to ``tbpipe.components.training.launcher.launch_workers``.
+    """
+    kind = step_kind(step)
+    resources = options.resources[kind]
+    gpu_count = options.gpu_count if options.gpu and kind in GPU_STEPS else 0
+    return WorkerPlacement(
+        image=options.image_for(kind), engine=options.distributed_engine, gpu_count=gpu_count,
+        gpu_type=(options.gpu_node_selector_value or options.gpu_type) if gpu_count else "",
+        gpu_node_selector_key=options.gpu_node_selector_key if gpu_count else "",
+        node_selectors=options.node_selectors if kind in GPU_STEPS else (),
+        cpu_request=resources.cpu_request, cpu_limit=resources.cpu_limit,
+        memory_request=resources.memory_request, memory_limit=resources.memory_limit,
+        run_as_user=IMAGE_UID, volumes=options.volume_mounts(),
+        deadline_s=options.worker_deadline).to_json()

@@ -28,7 +28,7 @@ from tbpipe.components.preprocessing.config import PreprocessConfig
 from tbpipe.components.promotion.config import PROMOTION_METRICS, PromoteConfig
 from tbpipe.components.selection.core import FINETUNE_MODES
 from tbpipe.components.training.config import PRECISIONS, TrainConfig
-from tbpipe.pipelines.placement import CompileOptions, configure_task
+from tbpipe.pipelines.placement import CompileOptions, configure_task, worker_placement
 from tbpipe.pipelines.sweep import Sweep
 
 PIPELINE_NAME = "tbpipe-training"
@@ -196,7 +196,8 @@ def build_training_pipeline(options: CompileOptions | None = None,  # noqa: ANN2
                           val_data=prep.outputs["val_data"], epochs=epochs,
                           batch_size=batch_size, learning_rate=learning_rate, seed=seed,
                           checkpoint_root=checkpoint_root, precision=precision,
-                          model_spec=model, model_source=model_source, **where)
+                          model_spec=model, model_source=model_source,
+                          worker_placement=worker_placement(options, "train"), **where)
         if sweep is None:
             trained_model = step(components.train(**train_args), "train").outputs["model"]
             swept = {}
@@ -216,7 +217,8 @@ def build_training_pipeline(options: CompileOptions | None = None,  # noqa: ANN2
                 model=trained_model, train_data=train_data, val_data=val_data,
                 epochs=finetune_epochs, learning_rate=finetune_learning_rate,
                 freeze_layers=freeze_layers, batch_size=batch_size, seed=seed,
-                checkpoint_root=checkpoint_root, precision=precision, **where), "finetune")
+                checkpoint_root=checkpoint_root, precision=precision,
+                worker_placement=worker_placement(options, "finetune"), **where), "finetune")
             rescored = step(components.evaluate(
                 model=tuned.outputs["finetuned_model"], test_data=prep.outputs["test_data"],
                 accuracy_target=accuracy_target, step_name="evaluate-finetuned",

@@ -13,7 +13,7 @@ def finetune(model: Input[Model], train_data: Input[Dataset], val_data: Input[Da
              job_name: str = dsl.PIPELINE_JOB_NAME_PLACEHOLDER, epochs: int = 3,
              learning_rate: float = 0.0001, freeze_layers: int = 0, batch_size: int = 32,
              seed: int = 42, checkpoint_root: str = "", flush_secs: int = 5,
-             precision: str = "auto", resume: bool = False) -> None:
+             precision: str = "auto", resume: bool = False, worker_placement: str = "") -> None:
     """Fine-tune a trained model (optionally on other data); logs go to .../{run}/finetune.
 
     The run is ``run_name``, else the KFP job's name. Checkpoints go to
@@ -21,6 +21,9 @@ def finetune(model: Input[Model], train_data: Input[Dataset], val_data: Input[Da
     {log_root}-checkpoints, beside the log root). Defaults:
     FinetuneConfig's (a test holds them equal); ``precision``: auto, float32, mixed_float16 or
     mixed_bfloat16. The run is claimed for this KFP job (see preprocess).
+    ``worker_placement``: where a multi-worker step's workers run on a cluster (image, GPUs,
+    node selectors, resources, engine), the JSON of ``launcher.placement.WorkerPlacement``
+    compiled by the pipeline (``tbpipe.pipelines.placement.worker_placement``); empty: none.
     """
     from tbpipe.components.common.errors import exit_on_error
     from tbpipe.components.common.naming import checkpoint_dir_for, step_place

@@ -13,7 +13,7 @@ def train(train_data: Input[Dataset], val_data: Input[Dataset], model: Output[Mo
           epochs: int = 10, batch_size: int = 32, learning_rate: float = 0.001, seed: int = 42,
           checkpoint_root: str = "", flush_secs: int = 5, precision: str = "auto",
           resume: bool = False, model_spec: str = "builtin:cnn", model_source: str = "",
-          trial: str = "") -> None:
+          trial: str = "", worker_placement: str = "") -> None:
     """Train the starting model ``model_spec``; logs go to {log_root}/{experiment}/{run}/train.
 
     ``model_spec``: builtin:cnn, path/to/file.py:function (``model_source`` holds the file's
@@ -28,6 +28,9 @@ def train(train_data: Input[Dataset], val_data: Input[Dataset], model: Output[Mo
     .../checkpoints/{trial}/train. Defaults: TrainConfig's (a test
     holds them equal); ``precision``: auto, float32, mixed_float16 or mixed_bfloat16. The run
     is claimed for this KFP job (see preprocess; ``resume`` continues another job's run).
+    ``worker_placement``: where a multi-worker step's workers run on a cluster (image, GPUs,
+    node selectors, resources, engine), the JSON of ``launcher.placement.WorkerPlacement``
+    compiled by the pipeline (``tbpipe.pipelines.placement.worker_placement``); empty: none.
     """
     from tbpipe.components.common.errors import exit_on_error
     from tbpipe.components.common.naming import checkpoint_dir_for, step_place

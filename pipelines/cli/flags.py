@@ -12,6 +12,7 @@ import dataclasses
 import json
 
 from tbpipe.components.common.errors import InputError, SettingError
+from tbpipe.components.training.launcher.placement import ENGINES, WorkerPlacement
 from tbpipe.pipelines.placement import (
     DATA_VOLUME_MOUNT,
     DEFAULT_GPU_TYPE,
@@ -215,6 +216,11 @@ def add_compile_arguments(parser: argparse.ArgumentParser) -> None:
     add("--data-volume", default="", metavar="PVC",
         help=f"mount this PersistentVolumeClaim at {DATA_VOLUME_MOUNT} in every step "
              f"(pass data={DATA_VOLUME_MOUNT}/...)")
+    add("--distributed-engine", default=WorkerPlacement.engine, choices=ENGINES,
+        help="what starts the workers of a multi-worker train/finetune step on a cluster: "
+             "jobset (JobSet controller) or tfjob (Training Operator v1) (default: %(default)s)")
+    add("--worker-deadline", type=int, default=WorkerPlacement.deadline_s, metavar="SECONDS",
+        help="how long a multi-worker step waits for its workers (default: %(default)s)")
 
 
 def key_value(text: str) -> tuple[str, str]:
@@ -263,4 +269,5 @@ def compile_options(args: argparse.Namespace) -> CompileOptions:
         resources=resources_with_settings(args.cpu, args.memory),
         retries=args.retries, retry_backoff=args.retry_backoff,
         cache_preprocess=not args.no_cache_preprocess, cache_training=args.cache_training,
-        log_volume=args.log_volume, data_volume=args.data_volume)
+        log_volume=args.log_volume, data_volume=args.data_volume,
+        distributed_engine=args.distributed_engine, worker_deadline=args.worker_deadline)

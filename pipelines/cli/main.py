@@ -1,5 +1,7 @@
 """``tbpipe``: compile | run | submit | tensorboard | runs | build-images | predict | completion.
 
+And ``workers-manifest`` (the JobSet/TFJob of a multi-worker step).
+
 Each sub-command is a module of this package with ``register(subparsers)``; the pipeline's
 parameters are declared once (``PipelineParams``) and turned into flags by
 :mod:`tbpipe.pipelines.cli.flags`.
@@ -21,9 +23,11 @@ from tbpipe.pipelines.cli import (
     runs,
     submit,
     tensorboard,
+    workers_manifest,
 )
 
-COMMANDS = (compile, run, submit, tensorboard, runs, build_images, predict, completion)
+COMMANDS = (compile, run, submit, tensorboard, runs, build_images, predict, completion,
+            workers_manifest)
 #: What ``tbpipe --help`` says first (plain text: argparse shows it as it is).
 DESCRIPTION = ("Train, evaluate and fine-tune a Keras model as a Kubeflow pipeline, locally "
                "or on a cluster, every step in one TensorBoard.")

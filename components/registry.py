@@ -10,6 +10,7 @@ parameters read it from here. Adding a step is its folder plus its place in the 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib
 import pkgutil
@@ -35,8 +36,14 @@ def steps() -> tuple[Step, ...]:
             if exc.name != f"{package.__name__}.{module.name}.step":
                 raise
             continue
-        found.append(declared.STEP)
+        found.append(dataclasses.replace(declared.STEP,
+                                         package=f"{package.__name__}.{module.name}"))
     return tuple(sorted(found, key=lambda step: step.order))
+
+
+def tensorflow_packages() -> tuple[str, ...]:
+    """The packages of the steps that import TensorFlow (the warm worker waits for those)."""
+    return tuple(step.package for step in steps() if step.tensorflow)
 
 
 @functools.cache

@@ -39,8 +39,8 @@ class Step:
             swept values).
         preload: Modules the local warm worker imports before forking this step.
         params: The pipeline parameters the step owns (its ``config.PARAMS``).
-        modules: The packages the step's source imports from (the warm worker recognises a
-            step by them).
+        package: The step's package (``tbpipe.components.training``); the registry fills it
+            in from where it found the step.
 
     """
 
@@ -56,7 +56,7 @@ class Step:
     preflight_params: tuple[str, ...] = ()
     preload: tuple[str, ...] = ()
     params: ParamGroup | None = None
-    modules: tuple[str, ...] = ()
+    package: str = ""
 
     def __post_init__(self) -> None:
         """A step has its own resources or names the kind it shares, not both."""

@@ -7,4 +7,4 @@ STEP = Step(
     name="evaluate", display_names=("evaluate", "evaluate-finetuned"), order=30,
     tensorflow=True, cpu=("1", "2"), memory=("2Gi", "4Gi"),
     preload=("tbpipe.components.evaluation.core",),
-    params=PARAMS, modules=("tbpipe.components.evaluation",))
+    params=PARAMS)

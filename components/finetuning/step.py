@@ -7,4 +7,4 @@ STEP = Step(
     name="finetune", display_names=("finetune",), order=50, tensorflow=True, gpu=True,
     cpu=("3", "6"), memory=("8Gi", "12Gi"),
     preload=("tbpipe.components.finetuning.core",),
-    params=PARAMS, modules=("tbpipe.components.finetuning",))
+    params=PARAMS)

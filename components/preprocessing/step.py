@@ -35,4 +35,4 @@ STEP = Step(
     name="preprocess", display_names=("preprocess", "preprocess-finetune-data"), order=10,
     cpu=("1", "2"), memory=("2Gi", "4Gi"),
     preflight=check_data, preflight_params=("data", "finetune_data"),
-    params=PARAMS, modules=("tbpipe.components.preprocessing",))
+    params=PARAMS)

@@ -29,4 +29,4 @@ STEP = Step(
     name="promote", display_names=("promote",), order=60, tensorflow=True,
     resources_of="evaluate",  # it scores two models as evaluate does
     preflight=check_promotion, preflight_params=("baseline_model", "promote_to"),
-    params=PARAMS, modules=("tbpipe.components.promotion",))
+    params=PARAMS)

@@ -36,4 +36,4 @@ STEP = Step(
              "tbpipe.components.training.user_model",
              "tbpipe.components.common.tensorboard.writer",
              "tbpipe.components.common.tensorboard.callback"),
-    params=PARAMS, modules=("tbpipe.components.training",))
+    params=PARAMS)

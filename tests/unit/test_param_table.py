@@ -8,7 +8,7 @@ import pytest
 
 from tbpipe.components.common.errors import InputError, SettingError
 from tbpipe.components.common.params import Param, ParamGroup
-from tbpipe.components.registry import param_groups, param_table, steps
+from tbpipe.components.registry import param_groups, param_table, steps, tensorflow_packages
 from tbpipe.pipelines.cli import flags
 from tbpipe.pipelines.cli.main import build_parser
 from tbpipe.pipelines.placement import CompileOptions
@@ -111,7 +111,6 @@ def test_each_step_declares_its_place_and_the_registry_finds_them_all():
     found = {step.name for step in steps()}
     assert found == {"preprocess", "train", "evaluate", "select", "finetune", "promote"}
     from tbpipe.pipelines.placement import DEFAULT_RESOURCES, GPU_STEPS, step_kind
-    from tbpipe.components.registry import tensorflow_packages
     from tbpipe.pipelines.runners.warm_worker import PRELOAD, WAIT_FOR
 
     assert set(GPU_STEPS) == {"train", "finetune"}

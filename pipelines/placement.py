@@ -1,6 +1,8 @@
 """Where each step runs: image, GPUs, node selectors, tolerations, resources, retries, caching.
 
-One module, one step table (:data:`STEP_KINDS`). :func:`place_task` puts GPUs, node
+The steps' own declarations (``components/<step>/step.py``, read through
+:mod:`tbpipe.components.registry`) say which kind each task is, which get GPUs and their
+default resources; this module keeps no table of steps. :func:`place_task` puts GPUs, node
 selectors, the GPU toleration and CPU/memory on any task, tbpipe's or one of your own
 pipeline's; :func:`configure_task` applies a whole :class:`CompileOptions` to one of tbpipe's
 tasks. The image is set per task with ``PipelineTask.set_container_image`` (it overrides the
@@ -17,13 +19,15 @@ from types import MappingProxyType
 
 from tbpipe.components._image import image
 from tbpipe.components.common.errors import InputError
+from tbpipe.components.registry import step_named, steps
 from tbpipe.components.training.launcher.placement import ENGINES, WorkerPlacement
 
 GPU_RESOURCE = "nvidia.com/gpu"  # the Kubernetes extended resource the KFP driver limits
 GKE_ACCELERATOR_LABEL = "cloud.google.com/gke-accelerator"
 DEFAULT_GPU_TYPE = "nvidia-tesla-t4"
 IMAGE_UID = 1000  # the tbpipe user of docker/Dockerfile
-GPU_STEPS = ("train", "finetune")
+#: The kinds of step that get GPUs (and retries, and training's caching): the steps' own say.
+GPU_STEPS = tuple(step.name for step in steps() if step.gpu)
 #: Where ``--log-volume`` / ``--data-volume`` claims are mounted in every step (and in the
 #: TensorBoard of deploy/tensorboard/overlays/pvc): fixed, so the paths below are known.
 LOG_VOLUME_MOUNT = "/mnt/tbpipe-logs"
@@ -34,14 +38,6 @@ VOLUME_LOG_ROOT = f"{LOG_VOLUME_MOUNT}/logs"
 #: A PersistentVolumeClaim's name: a DNS-1123 subdomain.
 PVC_NAME = re.compile(r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?"
                       r"(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-# Task display name (as pipelines/training.py names it) -> the kind of step (resource profile).
-STEP_KINDS = MappingProxyType({
-    "preprocess": "preprocess", "preprocess-finetune-data": "preprocess",
-    "train": "train", "finetune": "finetune",
-    "evaluate": "evaluate", "evaluate-finetuned": "evaluate",
-    "decide-finetune": "select", "select-model": "select", "select-trial": "select",
-    "promote": "evaluate",
-})
 QUANTITY_PATTERNS = MappingProxyType({
     "cpu": re.compile(r"^([0-9]*[.])?[0-9]+m?$"),
     "memory": re.compile(r"^[0-9]+(E|Ei|P|Pi|T|Ti|G|Gi|M|Mi|K|Ki)?$"),
@@ -87,14 +83,10 @@ class Resources:
         return self
 
 
-# Fit a GKE n1-standard-4 + T4 node (about 3.9 CPU / 12 GiB allocatable) or an e2-standard-4.
+#: Default requests/limits per kind of step, as each step declares them (sized to fit a GKE
+#: n1-standard-4 + T4 node, about 3.9 CPU / 12 GiB allocatable, or an e2-standard-4).
 DEFAULT_RESOURCES = MappingProxyType({
-    "preprocess": Resources("1", "2", "2Gi", "4Gi"),
-    "train": Resources("3", "6", "8Gi", "12Gi"),
-    "finetune": Resources("3", "6", "8Gi", "12Gi"),
-    "evaluate": Resources("1", "2", "2Gi", "4Gi"),
-    "select": Resources("250m", "1", "512Mi", "1Gi"),
-})
+    step.name: Resources(*step.cpu, *step.memory) for step in steps() if step.cpu})
 
 
 def place_task(task, *, gpu_count: int = 0, gpu_type: str = DEFAULT_GPU_TYPE,  # noqa: ANN001, ANN201
@@ -244,12 +236,12 @@ class CompileOptions:
 
 
 def step_kind(step: str) -> str:
-    """Return the kind of step of a task name (``evaluate-finetuned`` -> ``evaluate``)."""
-    try:
-        return STEP_KINDS[step]
-    except KeyError:
-        raise ValueError(f"no placement for step {step!r}: add it to STEP_KINDS "
-                         f"({', '.join(STEP_KINDS)})") from None
+    """The kind of step of a task name (``evaluate-finetuned`` -> ``evaluate``).
+
+    The step that declares the name says (its ``resources_of`` where it shares a profile).
+    """
+    declared = step_named(step)
+    return declared.resources_of or declared.name
 
 
 def configure_task(task, step: str, options: CompileOptions):  # noqa: ANN001, ANN201
@@ -257,7 +249,7 @@ def configure_task(task, step: str, options: CompileOptions):  # noqa: ANN001, A
 
     Args:
         task: One of tbpipe's ``PipelineTask``s.
-        step: Its display name, a key of STEP_KINDS.
+        step: Its display name, as a step declares it (``display_names``).
         options: What to apply.
 
     Returns:

@@ -18,16 +18,19 @@ from collections.abc import Sequence
 
 from tbpipe.components.common.errors import InputError, SettingError
 from tbpipe.components.common.naming import trial_name
+from tbpipe.components.registry import param_table
 
 #: The train step's parameters a sweep may vary (PipelineParams names, as ``--sweep`` takes).
 SWEEPABLE = ("epochs", "batch_size", "learning_rate", "seed", "precision", "model")
-#: The train step's argument each sweepable parameter goes to, where the name differs.
-TRAIN_ARGUMENT = {"model": "model_spec"}
 #: Most trials one sweep may have (a bigger grid: pick some with ``--sweep-samples``).
 MAX_TRIALS = 64
 #: The seed of ``--sweep-samples``' picks.
 SAMPLE_SEED = 0
-_KINDS = {"epochs": int, "batch_size": int, "seed": int, "learning_rate": float}
+
+
+def train_argument(key: str) -> str:
+    """The train step's argument (its config field) a sweepable parameter sets."""
+    return param_table()[key].field or key
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,11 +71,14 @@ class Sweep:
                 raise SettingError(flag, ",".join(map(str, values)), "repeats a value")
             for value in values:  # checked by the train step's own config, as the flags are
                 try:
-                    TrainConfig(**{TRAIN_ARGUMENT.get(key, key): value})
+                    TrainConfig(**{train_argument(key): value})
                 except SettingError as exc:
                     raise SettingError(flag, value, exc.rule) from None
                 except InputError as exc:  # a model spec's line names --model: name --sweep
                     raise SettingError(flag, value, str(exc).partition(": ")[2]) from None
+        object.__setattr__(self, "axes", tuple(  # typed once: a model is a ModelSpec
+            (key, tuple(map(param_table()[key].parse, values))
+             if param_table()[key].parse else values) for key, values in self.axes))
         if isinstance(self.samples, bool) or not isinstance(self.samples, int) \
                 or self.samples < 0:
             raise SettingError("--sweep-samples", self.samples, "must be a positive integer")
@@ -115,18 +121,18 @@ class Sweep:
     def loop_items(self) -> list[dict[str, object]]:
         """The ParallelFor's items: each trial's train-step arguments, and ``trial``.
 
-        A swept ``model`` goes to ``model_spec`` (a local ``.keras`` file or Model folder as
-        an absolute path) with ``model_source``, the text of a ``file.py:function`` spec's
-        file, read here where tbpipe compiles (as ``--model`` is).
+        A swept ``model`` (parsed by :func:`parse_axis`) goes to ``model_spec`` (a local
+        ``.keras`` file or Model folder as an absolute path) with ``model_source``, the text
+        of a ``file.py:function`` spec's file, read here where tbpipe compiles (as
+        ``--model`` is).
         """
-        from tbpipe.components.training.user_model import local_start_path, read_model_source
-
         items = []
         for trial in self.trials():
-            item = {TRAIN_ARGUMENT.get(key, key): value for key, value in trial.items()}
+            item = {key if key == "trial" else train_argument(key): value
+                    for key, value in trial.items()}
             if "model" in trial:
-                item["model_spec"] = local_start_path(trial["model"]) or trial["model"]
-                item["model_source"] = read_model_source(trial["model"])
+                item["model_spec"] = trial["model"].made_absolute()
+                item["model_source"] = trial["model"].read_source()
             items.append(item)
         return items
 
@@ -151,13 +157,16 @@ def parse_axis(text: str) -> tuple[str, tuple]:
     if not items:
         raise SettingError(f"--sweep {key}", "", f"has no values; give one or more, e.g. "
                            f"--sweep {key}=V1,V2")
-    kind = _KINDS.get(key, str)
+    param = param_table()[key]
+    kind = param.parse or param.type  # a model: parsed once, here
     values = []
     for item in items:
         if not item:
             raise SettingError(f"--sweep {key}", listed, "has an empty value")
         try:
             values.append(kind(item))
+        except InputError as exc:  # a model spec's line names --model: name --sweep
+            raise SettingError(f"--sweep {key}", item, str(exc).partition(": ")[2]) from None
         except ValueError:
             what = "an integer" if kind is int else "a number"
             raise SettingError(f"--sweep {key}", item, f"must be {what}") from None

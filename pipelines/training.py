@@ -3,130 +3,54 @@
 Then, with ``promote_to``, promote: the selected model goes to production only if it wins.
 
 Wiring only: every step's logic lives in ``tbpipe.components``, where each placement comes
-from :mod:`tbpipe.pipelines.placement`. :class:`PipelineParams` is the one table of the
-pipeline's run-time parameters: the CLI flags, the pipeline's signature and the run options
-derive from it, and its defaults are the step configs' own. Compiling imports no TensorFlow.
+from :mod:`tbpipe.pipelines.placement`. The pipeline's run-time parameters are the table
+the steps declare (:func:`tbpipe.components.registry.param_table`): :class:`PipelineParams`
+and the pipeline function's signature are generated from it, so a parameter is one field in
+its step's config plus its use in the DAG below. Compiling imports no TensorFlow.
 """
 
 import contextlib
 import dataclasses
+import inspect
 import json
 import os
-import re
 import tempfile
 from pathlib import Path
-from types import MappingProxyType
+from types import SimpleNamespace
 
 from kfp import compiler, dsl
 
 from tbpipe import components
-from tbpipe.components.common.errors import InputError, SettingError, os_errors
-from tbpipe.components.common.naming import checkpoint_root_for, validate_name
-from tbpipe.components.evaluation.config import EvaluateConfig
-from tbpipe.components.finetuning.config import FinetuneConfig
-from tbpipe.components.preprocessing.config import PreprocessConfig
-from tbpipe.components.promotion.config import PROMOTION_METRICS, PromoteConfig
-from tbpipe.components.selection.core import FINETUNE_MODES
-from tbpipe.components.training.config import PRECISIONS, TrainConfig
+from tbpipe.components.common.errors import InputError, os_errors
+from tbpipe.components.registry import param_groups, param_table
 from tbpipe.pipelines.placement import CompileOptions, configure_task, worker_placement
 from tbpipe.pipelines.sweep import Sweep
 
 PIPELINE_NAME = "tbpipe-training"
-#: Allowed values of the parameters that have a fixed set (``--help`` lists them).
-PARAM_CHOICES = MappingProxyType({"finetune": FINETUNE_MODES, "precision": PRECISIONS,
-                                  "promotion_metric": PROMOTION_METRICS})
 
 
-@dataclasses.dataclass(frozen=True)
-class PipelineParams:
-    """Run-time parameters of the training pipeline (the compiled spec's inputs).
+class _ParamsBehaviour:
+    """What :class:`PipelineParams` does besides holding the table's values."""
 
-    ``log_root`` is empty by default: a local run resolves it when it starts
-    (``./tbpipe-runs/logs``), so a compiled YAML holds no path of the machine that compiled
-    it; a cluster run must be given one (``gs://BUCKET/logs``). ``resume``: continue the run
-    of this name (interrupted or finished) instead of refusing it; every step claims the run
-    for its job (``tbpipe.components.common.run_claim``). ``model``: the train step's
-    starting model (docs/models.md); ``model_source``: the text of its ``file.py`` when it is
-    ``file.py:function`` (no flag: :meth:`with_model_source` reads it where tbpipe runs).
-    ``promote_to``: the production folder the run's model is copied to only if it beats
-    ``baseline_model`` (empty: what ``promote_to`` holds) by ``min_improvement`` on
-    ``promotion_metric`` (or ``force_promote``); empty: no promote step.
-    """
+    def __post_init__(self) -> None:
+        """Parse once, at the edge: a parameter with a ``parse`` (``model``) holds its value."""
+        for param in param_table().values():
+            if param.parse is not None:
+                object.__setattr__(self, param.name, param.parse(getattr(self, param.name)))
 
-    data: str = "builtin:digits"
-    finetune_data: str = ""
-    log_root: str = ""
-    experiment: str = "default"
-    run_name: str = ""
-    epochs: int = TrainConfig.epochs
-    batch_size: int = TrainConfig.batch_size
-    learning_rate: float = TrainConfig.learning_rate
-    seed: int = TrainConfig.seed
-    val_fraction: float = PreprocessConfig.val_fraction
-    test_fraction: float = PreprocessConfig.test_fraction
-    accuracy_target: float = EvaluateConfig.accuracy_target
-    finetune: str = FINETUNE_MODES[0]
-    finetune_epochs: int = FinetuneConfig.epochs
-    finetune_learning_rate: float = FinetuneConfig.learning_rate
-    freeze_layers: int = FinetuneConfig.freeze_layers
-    tensorboard_url: str = EvaluateConfig.tensorboard_url
-    checkpoint_root: str = ""
-    precision: str = TrainConfig.precision
-    resume: bool = False
-    image_size: str = PreprocessConfig.image_size
-    channels: int = PreprocessConfig.channels
-    model: str = TrainConfig.model_spec
-    model_source: str = ""
-    baseline_model: str = ""
-    promote_to: str = ""
-    min_improvement: float = PromoteConfig.min_improvement
-    promotion_metric: str = PromoteConfig.promotion_metric
-    force_promote: bool = PromoteConfig.force_promote
+    def as_values(self) -> dict[str, object]:
+        """Every parameter's value by name."""
+        return {name: getattr(self, name) for name in param_table()}
 
     def validate(self) -> "PipelineParams":
-        """Check every parameter before anything runs, by building each step's config.
+        """Check every parameter before anything runs, by the part that declares it.
 
         Each setting is checked once, where its step's config is built; the error names the
         flag (``--finetune-epochs=0: must be a positive integer``).
         """
-        steps = (  # (config, {config field: pipeline parameter})
-            (PreprocessConfig, {"val_fraction": "val_fraction",
-                                "test_fraction": "test_fraction", "seed": "seed",
-                                "image_size": "image_size", "channels": "channels"}),
-            (TrainConfig, {"epochs": "epochs", "batch_size": "batch_size",
-                           "learning_rate": "learning_rate", "seed": "seed",
-                           "precision": "precision", "model_spec": "model",
-                           "model_source": "model_source"}),
-            (FinetuneConfig, {"epochs": "finetune_epochs", "batch_size": "batch_size",
-                              "learning_rate": "finetune_learning_rate",
-                              "freeze_layers": "freeze_layers", "seed": "seed",
-                              "precision": "precision"}),
-            (EvaluateConfig, {"accuracy_target": "accuracy_target",
-                              "tensorboard_url": "tensorboard_url"}),
-            (PromoteConfig, {"promotion_metric": "promotion_metric",
-                             "min_improvement": "min_improvement",
-                             "force_promote": "force_promote"}),
-        )
-        for config, fields in steps:
-            try:
-                config(**{field: getattr(self, param) for field, param in fields.items()})
-            except SettingError as exc:  # name the flags: "--val-fraction + --test-fraction"
-                flags = {field: "--" + param.replace("_", "-") for field, param in fields.items()}
-                flag = re.sub(r"\w+", lambda m, flags=flags: flags.get(m[0], m[0]), exc.name)
-                raise SettingError(flag, exc.value, exc.rule) from None
-        if self.finetune not in FINETUNE_MODES:
-            raise SettingError("--finetune", self.finetune,
-                               f"must be one of {', '.join(FINETUNE_MODES)}")
-        for needs_target in ("baseline_model", "force_promote"):
-            if getattr(self, needs_target) and not self.promote_to:
-                flag = "--" + needs_target.replace("_", "-")
-                raise SettingError(flag, getattr(self, needs_target),
-                                   "needs --promote-to (the folder the winner is copied to)")
-        validate_name("experiment", self.experiment)
-        if self.log_root:  # checkpoints default beside it: a bucket root has no sibling
-            checkpoint_root_for(self.log_root, self.checkpoint_root)
-        if self.run_name:
-            validate_name("run", self.run_name)
+        values = self.as_values()
+        for group in param_groups():
+            group.validate(values)
         return self
 
     def with_model_source(self) -> "PipelineParams":
@@ -135,15 +59,47 @@ class PipelineParams:
         Where it was not given: the file's text travels to the train step, wherever it runs.
         InputError (one line) if the file cannot be read.
         """
-        from tbpipe.components.training.user_model import read_model_source
-
         if self.model_source:
             return self
-        return dataclasses.replace(self, model_source=read_model_source(self.model))
+        return dataclasses.replace(self, model_source=self.model.read_source())
 
     def as_arguments(self) -> dict[str, object]:
-        """The parameters as pipeline arguments."""
-        return dataclasses.asdict(self)
+        """The parameters as pipeline arguments (plain str, int, float and bool)."""
+        return {name: param.type(getattr(self, name))
+                for name, param in param_table().items()}
+
+
+#: Run-time parameters of the training pipeline (the compiled spec's inputs), one field per
+#: parameter of :func:`~tbpipe.components.registry.param_table`, with its type and default.
+#: ``model`` holds a parsed :class:`~tbpipe.components.training.config.ModelSpec`.
+PipelineParams = dataclasses.make_dataclass(
+    "PipelineParams",
+    [(name, param.type, dataclasses.field(default=param.default))
+     for name, param in param_table().items()],
+    bases=(_ParamsBehaviour,), frozen=True)
+PipelineParams.__module__ = __name__
+PipelineParams.__doc__ = (
+    "Run-time parameters of the training pipeline, generated from the steps' table.\n\n"
+    "Fields: " + ", ".join(param_table()) + " (docs/parameters.md).")
+
+
+def pipeline_signature(options: CompileOptions) -> inspect.Signature:
+    """The pipeline function's signature: one parameter per table entry, typed, defaulted.
+
+    ``log_root`` defaults to ``options.default_log_root`` (a path on ``--log-volume``).
+    """
+    defaults = {name: param.default for name, param in param_table().items()}
+    defaults["log_root"] = options.default_log_root or defaults["log_root"]
+    return inspect.Signature(
+        [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                           default=defaults[name], annotation=param.type)
+         for name, param in param_table().items()], return_annotation=str)
+
+
+def pipeline_docstring() -> str:
+    """The pipeline's docstring: its first line, then ``Args:`` from the table (KFP shows them)."""
+    args = "\n".join(f"    {name}: {param.help}" for name, param in param_table().items())
+    return f"{__doc__.splitlines()[0]}\n\nArgs:\n{args}\n"
 
 
 def build_training_pipeline(options: CompileOptions | None = None,  # noqa: ANN201
@@ -156,47 +112,28 @@ def build_training_pipeline(options: CompileOptions | None = None,  # noqa: ANN2
     trial table joins the summary as ``sweep``. Without one, the DAG has one train step.
     """
     options = options or CompileOptions()
-    defaults = PipelineParams()
+    signature = pipeline_signature(options)
 
     def step(task, name: str):  # noqa: ANN001, ANN202
         return configure_task(task.set_display_name(name), name, options)
 
-    @dsl.pipeline(name=PIPELINE_NAME, description=__doc__.splitlines()[0])
-    def training_pipeline(
-        data: str = defaults.data, finetune_data: str = defaults.finetune_data,
-        log_root: str = options.default_log_root or defaults.log_root,
-        experiment: str = defaults.experiment,
-        run_name: str = defaults.run_name, epochs: int = defaults.epochs,
-        batch_size: int = defaults.batch_size, learning_rate: float = defaults.learning_rate,
-        seed: int = defaults.seed, val_fraction: float = defaults.val_fraction,
-        test_fraction: float = defaults.test_fraction,
-        accuracy_target: float = defaults.accuracy_target, finetune: str = defaults.finetune,
-        finetune_epochs: int = defaults.finetune_epochs,
-        finetune_learning_rate: float = defaults.finetune_learning_rate,
-        freeze_layers: int = defaults.freeze_layers,
-        tensorboard_url: str = defaults.tensorboard_url,
-        checkpoint_root: str = defaults.checkpoint_root, precision: str = defaults.precision,
-        resume: bool = defaults.resume, image_size: str = defaults.image_size,
-        channels: int = defaults.channels, model: str = defaults.model,
-        model_source: str = defaults.model_source,
-        baseline_model: str = defaults.baseline_model, promote_to: str = defaults.promote_to,
-        min_improvement: float = defaults.min_improvement,
-        promotion_metric: str = defaults.promotion_metric,
-        force_promote: bool = defaults.force_promote,
-    ) -> str:
-        where = dict(log_root=log_root, experiment=experiment, run_name=run_name, resume=resume)
+    def training_pipeline(*args, **kwargs) -> str:  # noqa: ANN002, ANN003
+        p = SimpleNamespace(**signature.bind(*args, **kwargs).arguments)
+        where = dict(log_root=p.log_root, experiment=p.experiment, run_name=p.run_name,
+                     resume=p.resume)
         # select-model writes the run's _summary.json (tbpipe runs)
-        summary_at = dict(log_root=log_root, experiment=experiment, run_name=run_name,
-                          tensorboard_url=tensorboard_url)
-        prep = step(components.preprocess(data=data, val_fraction=val_fraction,
-                                          test_fraction=test_fraction, seed=seed,
-                                          image_size=image_size, channels=channels, **where),
+        summary_at = dict(log_root=p.log_root, experiment=p.experiment, run_name=p.run_name,
+                          tensorboard_url=p.tensorboard_url)
+        prep = step(components.preprocess(data=p.data, val_fraction=p.val_fraction,
+                                          test_fraction=p.test_fraction, seed=p.seed,
+                                          image_size=p.image_size, channels=p.channels,
+                                          **where),
                     "preprocess")
         train_args = dict(train_data=prep.outputs["train_data"],
-                          val_data=prep.outputs["val_data"], epochs=epochs,
-                          batch_size=batch_size, learning_rate=learning_rate, seed=seed,
-                          checkpoint_root=checkpoint_root, precision=precision,
-                          model_spec=model, model_source=model_source,
+                          val_data=prep.outputs["val_data"], epochs=p.epochs,
+                          batch_size=p.batch_size, learning_rate=p.learning_rate, seed=p.seed,
+                          checkpoint_root=p.checkpoint_root, precision=p.precision,
+                          model_spec=p.model, model_source=p.model_source,
                           worker_placement=worker_placement(options, "train"), **where)
         if sweep is None:
             trained_model = step(components.train(**train_args), "train").outputs["model"]
@@ -206,23 +143,26 @@ def build_training_pipeline(options: CompileOptions | None = None,  # noqa: ANN2
             swept = {"sweep": table}
         scored = step(components.evaluate(model=trained_model,
                                           test_data=prep.outputs["test_data"],
-                                          accuracy_target=accuracy_target, step_name="evaluate",
-                                          tensorboard_url=tensorboard_url, **where), "evaluate")
+                                          accuracy_target=p.accuracy_target,
+                                          step_name="evaluate",
+                                          tensorboard_url=p.tensorboard_url, **where),
+                      "evaluate")
         decision = step(components.decide_finetune(
-            mode=finetune, meets_target=scored.outputs["meets_target"],
-            finetune_data=finetune_data), "decide-finetune")
+            mode=p.finetune, meets_target=scored.outputs["meets_target"],
+            finetune_data=p.finetune_data), "decide-finetune")
 
         def finetune_and_select(train_data, val_data):  # noqa: ANN001, ANN202
             tuned = step(components.finetune(
                 model=trained_model, train_data=train_data, val_data=val_data,
-                epochs=finetune_epochs, learning_rate=finetune_learning_rate,
-                freeze_layers=freeze_layers, batch_size=batch_size, seed=seed,
-                checkpoint_root=checkpoint_root, precision=precision,
-                worker_placement=worker_placement(options, "finetune"), **where), "finetune")
+                epochs=p.finetune_epochs, learning_rate=p.finetune_learning_rate,
+                freeze_layers=p.freeze_layers, batch_size=p.batch_size, seed=p.seed,
+                checkpoint_root=p.checkpoint_root, precision=p.precision,
+                worker_placement=worker_placement(options, "finetune"), **where),
+                "finetune")
             rescored = step(components.evaluate(
                 model=tuned.outputs["finetuned_model"], test_data=prep.outputs["test_data"],
-                accuracy_target=accuracy_target, step_name="evaluate-finetuned",
-                tensorboard_url=tensorboard_url, **where), "evaluate-finetuned")
+                accuracy_target=p.accuracy_target, step_name="evaluate-finetuned",
+                tensorboard_url=p.tensorboard_url, **where), "evaluate-finetuned")
             return step(components.select_model(
                 trained_model=trained_model, trained_accuracy=scored.outputs["accuracy"],
                 finetuned_model=tuned.outputs["finetuned_model"],
@@ -233,8 +173,8 @@ def build_training_pipeline(options: CompileOptions | None = None,  # noqa: ANN2
             same = finetune_and_select(prep.outputs["train_data"], prep.outputs["val_data"])
         with dsl.Elif(decision.output == "other-data", name="finetune-other-data"):
             other_prep = step(components.preprocess(
-                data=finetune_data, val_fraction=val_fraction, test_fraction=0.0, seed=seed,
-                image_size=image_size, channels=channels,
+                data=p.finetune_data, val_fraction=p.val_fraction, test_fraction=0.0,
+                seed=p.seed, image_size=p.image_size, channels=p.channels,
                 step_name="preprocess-finetune-data", **where), "preprocess-finetune-data")
             other = finetune_and_select(other_prep.outputs["train_data"],
                                         other_prep.outputs["val_data"])
@@ -245,16 +185,22 @@ def build_training_pipeline(options: CompileOptions | None = None,  # noqa: ANN2
                         "select-model")
         selected = dsl.OneOf(same.outputs["Output"], other.outputs["Output"],
                              kept.outputs["Output"])
-        with dsl.If(promote_to != "", name="promote-if-set"):  # skipped: costs nothing
+        with dsl.If(p.promote_to != "", name="promote-if-set"):  # skipped: costs nothing
             step(components.promote(
-                selection=selected, test_data=prep.outputs["test_data"], promote_to=promote_to,
-                baseline_model=baseline_model, min_improvement=min_improvement,
-                promotion_metric=promotion_metric, force_promote=force_promote,
-                tensorboard_url=tensorboard_url, **where),
+                selection=selected, test_data=prep.outputs["test_data"],
+                promote_to=p.promote_to, baseline_model=p.baseline_model,
+                min_improvement=p.min_improvement, promotion_metric=p.promotion_metric,
+                force_promote=p.force_promote, tensorboard_url=p.tensorboard_url, **where),
                  "promote").set_caching_options(False)  # production may have changed since
         return selected
 
-    return training_pipeline
+    training_pipeline.__signature__ = signature
+    training_pipeline.__annotations__ = {
+        **{name: param.annotation for name, param in signature.parameters.items()},
+        "return": str}
+    training_pipeline.__doc__ = pipeline_docstring()
+    return dsl.pipeline(name=PIPELINE_NAME,
+                        description=__doc__.splitlines()[0])(training_pipeline)
 
 
 def sweep_trials(sweep: Sweep, train_args: dict, step):  # noqa: ANN001, ANN201

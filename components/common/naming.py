@@ -97,27 +97,6 @@ def job_of(job_name: str, output_uri: str) -> str:
     return parts[-1] if parts and not _LOOP_ITERATION.match(parts[-1]) else ""
 
 
-def step_place(log_root: str, experiment: str, run_name: str, job_name: str, step: str,
-               output_uri: str, trial: str = "") -> tuple[str, str]:
-    """``(run, log_dir)`` of a step: its run's name and ``{log_root}/{experiment}/{run}/{step}``.
-
-    Args:
-        log_root: The shared TensorBoard root (a folder, ``gs://...``, ``s3://...``).
-        experiment: The experiment folder.
-        run_name: The run's name; empty: the KFP job's name (see ``resolve_run``).
-        job_name: The KFP job's name (KFP's placeholder by default).
-        step: The step's name.
-        output_uri: One of the step's output artifacts' URIs (names the job as a fallback).
-        trial: A sweep's trial (``trial-NN``): the log dir is ``.../{run}/{trial}/{step}``.
-
-    """
-    if not log_root:
-        raise InputError("log_root is empty: pass the log root every step shares, a "
-                         "folder, gs://BUCKET/PATH or s3://BUCKET/PATH")
-    run = resolve_run(run_name, job_name, output_uri)
-    return run, step_log_dir(log_root, experiment, run, step, trial)
-
-
 #: The default checkpoint root is the log root's sibling ``{log_root}{CHECKPOINT_ROOT_SUFFIX}``.
 CHECKPOINT_ROOT_SUFFIX = "-checkpoints"
 

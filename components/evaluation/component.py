@@ -33,20 +33,17 @@ def evaluate(
     """
     from collections import namedtuple
 
-    from tbpipe.components.common.errors import exit_on_error
-    from tbpipe.components.common.naming import step_place
     from tbpipe.components.common.progress import report_result
-    from tbpipe.components.common.run_claim import claim_run, run_owner
+    from tbpipe.components.common.run_place import step_run
     from tbpipe.components.evaluation.config import EvaluateConfig
     from tbpipe.components.evaluation.core import evaluate_model
 
-    with exit_on_error(step_name):
-        run, log_dir = step_place(log_root, experiment, run_name, job_name, step_name,
-                                  metrics.uri)
+    with step_run(step_name, metrics.uri, log_root, experiment, run_name, job_name,
+                  resume) as here:
         config = EvaluateConfig(accuracy_target=accuracy_target, tensorboard_url=tensorboard_url,
-                                run_label=f"{experiment}/{run}")
-        claim_run(log_root, experiment, run, run_owner(job_name, metrics.uri), resume)
-        result = evaluate_model(model.path, test_data.path, report.path, log_dir, config)
+                                run_label=here.label)
+        here.claim()
+        result = evaluate_model(model.path, test_data.path, report.path, here.log_dir, config)
     for name, value in result.metrics().items():
         metrics.log_metric(name, value)
     classification_metrics.log_confusion_matrix(

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from tbpipe.components.common.errors import SettingError
 from tbpipe.components.common.limits import check_count, check_finite
+from tbpipe.components.common.params import Param, ParamGroup
 
 if TYPE_CHECKING:
     from tbpipe.components.evaluation.metrics import ClassScores
@@ -35,6 +36,13 @@ class EvaluateConfig:
             raise SettingError("accuracy_target", self.accuracy_target,
                                "outside [0, 1]; pass a fraction such as 0.95")
         check_count("batch_size", self.batch_size)
+
+
+PARAMS = ParamGroup("evaluate", (
+    Param("accuracy_target", "the test accuracy in [0, 1] that counts as good enough "
+                             "(--finetune auto fine-tunes below it)"),
+    Param("tensorboard_url", "the TensorBoard the reports and the run's summary link to"),
+), config=EvaluateConfig)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -25,25 +25,21 @@ def finetune(model: Input[Model], train_data: Input[Dataset], val_data: Input[Da
     node selectors, resources, engine), the JSON of ``launcher.placement.WorkerPlacement``
     compiled by the pipeline (``tbpipe.pipelines.placement.worker_placement``); empty: none.
     """
-    from tbpipe.components.common.errors import exit_on_error
-    from tbpipe.components.common.naming import checkpoint_dir_for, step_place
     from tbpipe.components.common.progress import report_result
-    from tbpipe.components.common.run_claim import claim_run, run_owner
+    from tbpipe.components.common.run_place import step_run
     from tbpipe.components.finetuning.config import FinetuneConfig
     from tbpipe.components.finetuning.core import finetune_model
 
     step = "finetune"
-    with exit_on_error(step):
-        run, log_dir = step_place(log_root, experiment, run_name, job_name, step,
-                                  finetuned_model.uri)
+    with step_run(step, finetuned_model.uri, log_root, experiment, run_name, job_name,
+                  resume) as here:
         config = FinetuneConfig(
             epochs=epochs, learning_rate=learning_rate, freeze_layers=freeze_layers,
             batch_size=batch_size, seed=seed, flush_secs=flush_secs, precision=precision,
-            checkpoint_dir=checkpoint_dir_for(log_root, checkpoint_root, experiment, run,
-                                              step))
-        claim_run(log_root, experiment, run, run_owner(job_name, finetuned_model.uri), resume)
+            checkpoint_dir=here.checkpoint_dir(checkpoint_root))
+        here.claim()
         result = finetune_model(model.path, train_data.path, val_data.path, finetuned_model.path,
-                                log_dir, config)
+                                here.log_dir, config)
     for name, value in result.metrics.items():
         metrics.log_metric(name, value)
     metrics.log_metric("epochs", result.epochs_run)

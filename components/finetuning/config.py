@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from tbpipe.components.common.limits import check_count
+from tbpipe.components.common.params import Param, ParamGroup
 from tbpipe.components.training.config import FitConfig
 
 
@@ -27,3 +28,12 @@ class FinetuneConfig(FitConfig):
         """FitConfig's checks, and freeze_layers (checked against the model when it loads)."""
         super().__post_init__()
         check_count("freeze_layers", self.freeze_layers, low=0)
+
+
+PARAMS = ParamGroup("finetune", (
+    Param("finetune_epochs", "passes of fine-tuning", field="epochs"),
+    Param("finetune_learning_rate", "Adam's learning rate when fine-tuning",
+          field="learning_rate"),
+    Param("freeze_layers", "how many of the first layers keep their weights when "
+                           "fine-tuning (0: none)"),
+), config=FinetuneConfig)

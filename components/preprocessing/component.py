@@ -25,21 +25,18 @@ def preprocess(data: str, train_data: Output[Dataset], val_data: Output[Dataset]
     The run is claimed for this KFP job before anything is written: a run of that name that
     another job claimed is refused, unless ``resume`` (continue it).
     """
-    from tbpipe.components.common.errors import exit_on_error
-    from tbpipe.components.common.naming import step_place
     from tbpipe.components.common.progress import report_result
-    from tbpipe.components.common.run_claim import claim_run, run_owner
+    from tbpipe.components.common.run_place import step_run
     from tbpipe.components.preprocessing.config import PreprocessConfig
     from tbpipe.components.preprocessing.core import preprocess_data
 
-    with exit_on_error(step_name):
-        run, log_dir = step_place(log_root, experiment, run_name, job_name, step_name,
-                                train_data.uri)
+    with step_run(step_name, train_data.uri, log_root, experiment, run_name, job_name,
+                  resume) as here:
         config = PreprocessConfig(val_fraction=val_fraction, test_fraction=test_fraction,
                                   seed=seed, image_size=image_size, channels=channels)
-        claim_run(log_root, experiment, run, run_owner(job_name, train_data.uri), resume)
-        result = preprocess_data(data, train_data.path, val_data.path, test_data.path, log_dir,
-                                 config)
+        here.claim()
+        result = preprocess_data(data, train_data.path, val_data.path, test_data.path,
+                                 here.log_dir, config)
     for artifact, info in ((train_data, result.train), (val_data, result.val),
                            (test_data, result.test)):
         artifact.metadata["num_examples"] = info.num_examples

@@ -6,6 +6,13 @@ import dataclasses
 
 from tbpipe.components.common.errors import SettingError
 from tbpipe.components.common.limits import check_count, check_finite, check_seed
+from tbpipe.components.common.params import DEFAULT_SEED, Param, ParamGroup
+
+#: The data sources ``--data`` and ``--finetune-data`` take.
+DATA_FORMATS = ("a .csv, .csv.gz, .parquet or .pq table (a 'label' column and pixel0..N "
+                "columns), a folder of MNIST IDX files, a folder of image folders (one per "
+                "class), builtin:digits or builtin:mnist; a local path or a URL (gs://, "
+                "s3://, ...)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,7 +36,7 @@ class PreprocessConfig:
 
     val_fraction: float = 0.1
     test_fraction: float = 0.2
-    seed: int = 42
+    seed: int = DEFAULT_SEED
     image_shape: tuple[int, int, int] | None = None
     chunk_rows: int = 10_000
     shard_records: int = 50_000
@@ -82,3 +89,16 @@ def parse_image_size(text: str) -> tuple[int, int] | None:
                            f"must be HEIGHTxWIDTH with sides 1..{MAX_IMAGE_SIDE}, e.g. 32x32, "
                            "or empty for the most common size")
     return int(parts[0]), int(parts[1])
+
+
+PARAMS = ParamGroup("preprocess", (
+    Param("data", f"training data (default: builtin:digits): {DATA_FORMATS}", type=str,
+          default="builtin:digits"),
+    Param("finetune_data", "data to fine-tune on, in the same formats as --data (default: "
+                           "none: fine-tune on --data)", type=str, default=""),
+    Param("val_fraction", "share of each class that goes to validation, in [0, 1)"),
+    Param("test_fraction", "share of each class that goes to test, in [0, 1)"),
+    Param("image_size", "HxW an image folder's images are resized to (default: the most "
+                        "common size)"),
+    Param("channels", "1 (grayscale) or 3 (RGB) for an image folder; 0: what the files are"),
+), config=PreprocessConfig)

@@ -37,25 +37,22 @@ def promote(
     import json
     from collections import namedtuple
 
-    from tbpipe.components.common.errors import exit_on_error
-    from tbpipe.components.common.naming import step_place
     from tbpipe.components.common.progress import report_result
-    from tbpipe.components.common.run_claim import claim_run, run_owner
+    from tbpipe.components.common.run_place import step_run
     from tbpipe.components.common.run_summary import write_run_summary
     from tbpipe.components.promotion.config import PromoteConfig
     from tbpipe.components.promotion.core import promote_model
 
-    with exit_on_error("promote"):
-        run, log_dir = step_place(log_root, experiment, run_name, job_name, "promote",
-                                  metrics.uri)
+    with step_run("promote", metrics.uri, log_root, experiment, run_name, job_name,
+                  resume) as here:
         config = PromoteConfig(promotion_metric=promotion_metric,
                                min_improvement=min_improvement, force_promote=force_promote,
-                               run_label=f"{experiment}/{run}")
-        claim_run(log_root, experiment, run, run_owner(job_name, metrics.uri), resume)
+                               run_label=here.label)
+        here.claim()
         chosen = json.loads(selection)
         decision = promote_model(chosen["model_uri"], test_data.path, promote_to,
-                                 baseline_model, log_dir, report.path, config, log_root)
-        summary = write_run_summary(log_root, experiment, run, chosen, tensorboard_url,
+                                 baseline_model, here.log_dir, report.path, config, log_root)
+        summary = write_run_summary(log_root, experiment, here.run, chosen, tensorboard_url,
                                     decision.as_dict())
     for name, value in decision.new_scores.items():
         metrics.log_metric(f"new_{name}", value)

@@ -6,6 +6,7 @@ import dataclasses
 
 from tbpipe.components.common.errors import SettingError
 from tbpipe.components.common.limits import check_finite
+from tbpipe.components.common.params import Param, ParamGroup
 
 #: The metrics a promotion may compare, as the evaluate step names them.
 PROMOTION_METRICS = ("accuracy", "macro_f1")
@@ -40,6 +41,28 @@ class PromoteConfig:
         if not 0.0 <= check_finite("min_improvement", self.min_improvement) < 1.0:
             raise SettingError("min_improvement", self.min_improvement,
                                "outside [0, 1); pass a fraction such as 0.01")
+
+
+def check_promote_params(values: dict) -> None:
+    """``--baseline-model`` and ``--force-promote`` mean nothing without ``--promote-to``."""
+    for needs_target in ("baseline_model", "force_promote"):
+        if values[needs_target] and not values["promote_to"]:
+            flag = "--" + needs_target.replace("_", "-")
+            raise SettingError(flag, values[needs_target],
+                               "needs --promote-to (the folder the winner is copied to)")
+
+
+PARAMS = ParamGroup("promote", (
+    Param("promote_to", "production folder (local or a URL such as gs://BUCKET/prod): the "
+                        "run's model is copied there only if it beats the baseline; default: "
+                        "no promotion", type=str, default="", local_path=True),
+    Param("baseline_model", "the model to beat (Model folder or .keras); default: what "
+                            "--promote-to holds", type=str, default="", local_path=True),
+    Param("min_improvement", "how much the new model must beat the baseline by, in [0, 1)"),
+    Param("promotion_metric", "what the new model and the baseline are compared on",
+          choices=PROMOTION_METRICS),
+    Param("force_promote", "promote whatever the scores (the decision says so)"),
+), config=PromoteConfig, check=check_promote_params)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,8 +11,8 @@ from collections.abc import Mapping, Sequence
 from tbpipe.components.common.errors import InputError
 from tbpipe.components.common.model_format import META_FILE
 from tbpipe.components.common.storage import atomic_dir
+from tbpipe.components.selection.config import FINETUNE_MODES
 
-FINETUNE_MODES = ("auto", "always", "never")
 SKIP, SAME_DATA, OTHER_DATA = "skip", "same-data", "other-data"
 
 

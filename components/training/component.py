@@ -32,27 +32,23 @@ def train(train_data: Input[Dataset], val_data: Input[Dataset], model: Output[Mo
     node selectors, resources, engine), the JSON of ``launcher.placement.WorkerPlacement``
     compiled by the pipeline (``tbpipe.pipelines.placement.worker_placement``); empty: none.
     """
-    from tbpipe.components.common.errors import exit_on_error
-    from tbpipe.components.common.naming import checkpoint_dir_for, step_place
     from tbpipe.components.common.progress import report, report_result
-    from tbpipe.components.common.run_claim import claim_run, run_owner
+    from tbpipe.components.common.run_place import step_run
     from tbpipe.components.training.config import TrainConfig
     from tbpipe.components.training.core import train_model
 
     step = "train"
     if trial:  # a sweep's trials show as "train trial-01", ... in tbpipe run
         report(step, "label", label=f"{step} {trial}")
-    with exit_on_error(step):
-        run, log_dir = step_place(log_root, experiment, run_name, job_name, step, model.uri,
-                                  trial)
+    with step_run(step, model.uri, log_root, experiment, run_name, job_name, resume,
+                  trial) as here:
         config = TrainConfig(
             epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
             flush_secs=flush_secs, precision=precision, model_spec=model_spec,
             model_source=model_source, trial=trial,
-            checkpoint_dir=checkpoint_dir_for(log_root, checkpoint_root, experiment, run,
-                                              step, trial))
-        claim_run(log_root, experiment, run, run_owner(job_name, model.uri), resume)
-        result = train_model(train_data.path, val_data.path, model.path, log_dir, config)
+            checkpoint_dir=here.checkpoint_dir(checkpoint_root))
+        here.claim()
+        result = train_model(train_data.path, val_data.path, model.path, here.log_dir, config)
     for name, value in result.metrics.items():
         metrics.log_metric(name, value)
     metrics.log_metric("epochs", result.epochs_run)

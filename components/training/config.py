@@ -6,13 +6,139 @@ No TensorFlow here: pipelines and wrappers import this cheaply.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import os
+import re
 
-from tbpipe.components.common.errors import SettingError
+from tbpipe.components.common.errors import InputError, SettingError
 from tbpipe.components.common.limits import check_count, check_finite, check_seed
+from tbpipe.components.common.naming import validate_trial
+from tbpipe.components.common.params import DEFAULT_SEED, Param, ParamGroup
 
 #: Compute precisions; ``auto``: mixed_float16 on a GPU, mixed_bfloat16 on a CPU with AMX-BF16,
 #: float32 otherwise (tbpipe.components.training.model.resolve_precision).
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+BUILTIN = "builtin:cnn"
+FORMS = ("builtin:cnn, path/to/file.py:function, package.module:function, a .keras file or "
+         "a tbpipe Model folder")
+_NAME = r"[A-Za-z_]\w*"
+_MODULE = re.compile(rf"{_NAME}(\.{_NAME})*")
+_FUNCTION = re.compile(_NAME)
+
+
+class ModelSpec(str):
+    """A parsed ``--model``: the text as given, and what it names, parsed once.
+
+    It is the text itself (a ``str``: it passes to KFP, JSON and comparisons as the text),
+    parsed where it enters tbpipe (the CLI, a params file, a step's config). One of:
+    ``builtin:cnn``; ``path/to/file.py:function`` or ``package.module:function`` (a
+    ``function(input_shape, num_classes)`` returning a ``keras.Model``); a ``.keras`` file
+    or a tbpipe Model folder (local or a URL). Parsing imports nothing heavy.
+
+    Attributes:
+        kind: ``builtin``, ``file`` (a Python file), ``module`` (an importable module),
+            ``keras`` (a ``.keras`` file) or ``folder`` (a tbpipe Model folder).
+        target: The file, module, ``.keras`` file or folder (``cnn`` for builtin).
+        function: The function's name (file and module kinds).
+        source: A file's text, when it travelled as a string (``model_source``).
+
+    """
+
+    kind: str
+    target: str
+    function: str
+    source: str
+
+    def __new__(cls, text: str, source: str = "") -> ModelSpec:
+        """Parse ``text``; InputError (one line naming ``--model``) when it is no spec."""
+        if isinstance(text, ModelSpec):  # parsed already: only the source may change
+            if text.source == source:
+                return text
+            spec, (kind, target, function) = str(text), (text.kind, text.target, text.function)
+        else:
+            spec = str(text).strip()
+            kind, target, function = _parse_model(text, spec)
+        self = super().__new__(cls, spec)
+        for name, value in (("kind", kind), ("target", target), ("function", function),
+                            ("source", source if kind == "file" else "")):
+            object.__setattr__(self, name, value)
+        return self
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"ModelSpec is frozen: cannot set {name}")
+
+    def __reduce__(self) -> tuple:
+        return ModelSpec, (str(self), self.source)
+
+    @property
+    def text(self) -> str:
+        """The spec as plain text."""
+        return str(self)
+
+    @property
+    def identity(self) -> dict[str, str]:
+        """What a checkpoint is tied to besides the data (empty for the built-in CNN)."""
+        if self.kind == "builtin":
+            return {}
+        digest = hashlib.sha256(self.source.encode()).hexdigest()[:16] if self.source else ""
+        return {"model": self.text, "model_source": digest}
+
+    def read_source(self) -> str:
+        """The text of the Python file a ``file.py:function`` spec names, else ``""``.
+
+        Read where the user runs tbpipe, so the file reaches the cluster's pods.
+        """
+        if self.kind != "file":
+            return ""
+        try:
+            with open(self.target, encoding="utf-8") as handle:
+                return handle.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            cause = getattr(exc, "strerror", None) or type(exc).__name__
+            raise InputError(f"--model {self.text}: cannot read {self.target} ({cause}); pass "
+                             "an existing Python file") from exc
+
+    def made_absolute(self) -> ModelSpec:
+        """The spec with a local ``.keras`` file or Model folder made absolute.
+
+        So a local run's steps, in other folders or containers, find it.
+        """
+        path = self.local_start_path
+        return ModelSpec(path) if path and path != self.target else self
+
+    @property
+    def local_start_path(self) -> str:
+        """The absolute path of a local ``.keras`` file or Model folder spec, else ``""``."""
+        if self.kind not in ("keras", "folder") or "://" in self.target:
+            return ""
+        return os.path.abspath(os.path.expanduser(self.target))
+
+
+def _parse_model(text: str, spec: str) -> tuple[str, str, str]:
+    """``(kind, target, function)`` of a model spec; InputError when it is none of FORMS."""
+    bad = f"--model {text!r}: not a model spec; use {FORMS}"
+    if spec.startswith("builtin:"):
+        if spec != BUILTIN:
+            raise InputError(f"--model {text!r}: the only built-in model is {BUILTIN}")
+        return "builtin", "cnn", ""
+    if spec.endswith(".keras"):
+        return "keras", spec, ""
+    target, sep, function = spec.rpartition(":")
+    if sep and "://" not in function and "/" not in function:
+        if not _FUNCTION.fullmatch(function):
+            raise InputError(bad)
+        if target.endswith(".py"):
+            return "file", target, function
+        if _MODULE.fullmatch(target):
+            return "module", target, function
+        raise InputError(bad)
+    if spec.endswith(".py"):
+        raise InputError(f"--model {text!r}: name the function too, {spec}:function")
+    if not spec or any(ch.isspace() for ch in spec[:1] + spec[-1:]):
+        raise InputError(bad)
+    if "/" not in spec and "." in spec:  # "model.h5", "pkg.mod": looks like neither form
+        raise InputError(bad)
+    return "folder", spec, ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,7 +165,7 @@ class FitConfig:
     epochs: int = 10
     batch_size: int = 32
     learning_rate: float = 1e-3
-    seed: int = 42
+    seed: int = DEFAULT_SEED
     batch_log_every: int = 1
     histogram_every: int = 1
     flush_secs: int = 5
@@ -83,26 +209,48 @@ class TrainConfig(FitConfig):
     """
 
     jit_compile: bool | None = None
-    model_spec: str = "builtin:cnn"
+    model_spec: str = BUILTIN
     model_source: str = ""
     trial: str = ""
 
     def __post_init__(self) -> None:
-        """FitConfig's checks, the model spec's form (InputError naming ``--model``), the trial."""
+        """FitConfig's checks, the model spec parsed (InputError naming ``--model``), the trial."""
         super().__post_init__()
-        from tbpipe.components.common.naming import validate_trial
-        from tbpipe.components.training.user_model import parse_model_spec
-
         validate_trial(self.trial)
-
-        parse_model_spec(self.model_spec, self.model_source)
+        object.__setattr__(self, "model_spec", ModelSpec(self.model_spec, self.model_source))
 
     @property
-    def model(self):  # noqa: ANN201 - a ModelSpec
-        """The parsed model spec (:mod:`tbpipe.components.training.user_model`)."""
-        from tbpipe.components.training.user_model import parse_model_spec
+    def model(self) -> ModelSpec:
+        """The parsed model spec, with ``model_source``."""
+        return self.model_spec
 
-        return parse_model_spec(self.model_spec, self.model_source)
+
+def check_train_params(values: dict) -> None:
+    """The checkpoint root: a log root that is a bucket root needs ``--checkpoint-root``."""
+    from tbpipe.components.common.naming import checkpoint_root_for
+
+    if values["log_root"]:  # checkpoints default beside it: a bucket root has no sibling
+        checkpoint_root_for(values["log_root"], values["checkpoint_root"])
+
+
+PARAMS = ParamGroup("train", (
+    Param("epochs", "passes over the training data"),
+    Param("batch_size", "examples per batch and per device (train and finetune)"),
+    Param("learning_rate", "Adam's learning rate"),
+    Param("seed", "seeds the split, the weights and the shuffle: same seed and data, same "
+                  "metrics"),
+    Param("precision", "what the hidden layers compute in (train and finetune); auto: "
+                       "mixed_float16 on a GPU, mixed_bfloat16 on a CPU with AMX-BF16, else "
+                       "float32", choices=PRECISIONS),
+    Param("model", "the model to train: builtin:cnn (default), path/to/file.py:function, "
+                   "package.module:function, a .keras file or a Model folder "
+                   "(docs/models.md)", field="model_spec", parse=ModelSpec),
+    Param("model_source", "the text of --model's file.py (tbpipe reads it where it runs)",
+          flag=False),
+    Param("checkpoint_root", "where train and finetune checkpoint each epoch; default: the "
+                             "log root's sibling {log_root}-checkpoints",
+          type=str, default=""),
+), config=TrainConfig, check=check_train_params)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The train step's starting model (``--model``): parse the spec, load it, build it.
+"""The train step's starting model (``--model``): load it or build it.
 
 A spec is one of:
 
@@ -9,125 +9,20 @@ A spec is one of:
   (``model_source``) and is imported from a temporary module;
 * a ``.keras`` file or a tbpipe Model folder (local or gs://): training starts from it.
 
-Parsing imports nothing heavy (configs check specs cheaply); Keras loads inside functions.
+The spec is parsed once where it enters (:class:`~tbpipe.components.training.config.ModelSpec`,
+in the step's config); Keras loads inside functions.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
-import re
 from typing import TYPE_CHECKING
 
 from tbpipe.components.common.errors import InputError
+from tbpipe.components.training.config import FORMS, ModelSpec
 
 if TYPE_CHECKING:
     import keras
-
-BUILTIN = "builtin:cnn"
-FORMS = ("builtin:cnn, path/to/file.py:function, package.module:function, a .keras file or "
-         "a tbpipe Model folder")
-_NAME = r"[A-Za-z_]\w*"
-_MODULE = re.compile(rf"{_NAME}(\.{_NAME})*")
-_FUNCTION = re.compile(_NAME)
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelSpec:
-    """A parsed ``--model``.
-
-    Attributes:
-        text: The spec as given.
-        kind: ``builtin``, ``file`` (a Python file), ``module`` (an importable module),
-            ``keras`` (a ``.keras`` file) or ``folder`` (a tbpipe Model folder).
-        target: The file, module, ``.keras`` file or folder (``cnn`` for builtin).
-        function: The function's name (file and module kinds).
-        source: A file's text, when it travelled as a string (``model_source``).
-
-    """
-
-    text: str
-    kind: str
-    target: str
-    function: str = ""
-    source: str = ""
-
-    @property
-    def identity(self) -> dict[str, str]:
-        """What a checkpoint is tied to besides the data (empty for the built-in CNN)."""
-        if self.kind == "builtin":
-            return {}
-        digest = hashlib.sha256(self.source.encode()).hexdigest()[:16] if self.source else ""
-        return {"model": self.text, "model_source": digest}
-
-
-def parse_model_spec(text: str, source: str = "") -> ModelSpec:
-    """The ModelSpec ``text`` names; InputError (one line) when it is none of the forms."""
-    spec = text.strip()
-    bad = f"--model {text!r}: not a model spec; use {FORMS}"
-    if spec.startswith("builtin:"):
-        if spec != BUILTIN:
-            raise InputError(f"--model {text!r}: the only built-in model is {BUILTIN}")
-        return ModelSpec(spec, "builtin", "cnn")
-    if spec.endswith(".keras"):
-        return ModelSpec(spec, "keras", spec)
-    target, sep, function = spec.rpartition(":")
-    if sep and "://" not in function and "/" not in function:
-        if not _FUNCTION.fullmatch(function):
-            raise InputError(bad)
-        if target.endswith(".py"):
-            return ModelSpec(spec, "file", target, function, source)
-        if _MODULE.fullmatch(target):
-            return ModelSpec(spec, "module", target, function)
-        raise InputError(bad)
-    if spec.endswith(".py"):
-        raise InputError(f"--model {text!r}: name the function too, {spec}:function")
-    if not spec or any(ch.isspace() for ch in spec[:1] + spec[-1:]):
-        raise InputError(bad)
-    if "/" not in spec and "." in spec:  # "model.h5", "pkg.mod": looks like neither form
-        raise InputError(bad)
-    return ModelSpec(spec, "folder", spec)
-
-
-def read_model_source(text: str) -> str:
-    """The text of the Python file a ``file.py:function`` spec names, else ``""``.
-
-    The CLI reads it where the user runs tbpipe, so the file reaches the cluster's pods.
-    """
-    spec = parse_model_spec(text)
-    if spec.kind != "file":
-        return ""
-    try:
-        with open(spec.target, encoding="utf-8") as handle:
-            return handle.read()
-    except (OSError, UnicodeDecodeError) as exc:
-        cause = getattr(exc, "strerror", None) or type(exc).__name__
-        raise InputError(f"--model {text}: cannot read {spec.target} ({cause}); pass an "
-                         "existing Python file") from exc
-
-
-def local_start_path(text: str) -> str:
-    """The absolute path of a local ``.keras`` file or Model folder spec, else ``""``.
-
-    So a local run's steps, in other folders or containers, find it.
-    """
-    import os
-
-    spec = parse_model_spec(text)
-    if spec.kind not in ("keras", "folder") or "://" in spec.target:
-        return ""
-    return os.path.abspath(os.path.expanduser(spec.target))
-
-
-def check_model_exists(text: str) -> None:
-    """InputError unless the file, ``.keras`` file or Model folder a spec names exists."""
-    from tbpipe.components.common.storage import exists
-
-    spec = parse_model_spec(text)
-    if spec.kind in ("keras", "folder", "file") and not exists(spec.target):
-        what = {"keras": "no such .keras file", "folder": "no such Model folder",
-                "file": "no such Python file"}[spec.kind]
-        raise InputError(f"--model {text}: {what}; use {FORMS}")
 
 
 def load_function(spec: ModelSpec):  # noqa: ANN201 - the user's callable

@@ -12,7 +12,8 @@ from tbpipe.pipelines.cli.flags import (
     sweep_from_args,
 )
 from tbpipe.pipelines.cli.output import add_output_argument, emit, result_output, wants_json
-from tbpipe.pipelines.training import PIPELINE_NAME, compile_pipeline
+from tbpipe.pipelines.preflight import check
+from tbpipe.pipelines.training import PIPELINE_NAME, PipelineParams, compile_pipeline
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -30,8 +31,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_compile(args: argparse.Namespace) -> int:
     """Compile with the placement (and sweep) flags and say where the YAML went."""
     with result_output(args) as out:
-        path = compile_pipeline(args.package, compile_options(args),
-                                sweep_from_args(args))
+        sweep = sweep_from_args(args)
+        check(PipelineParams(), sweep, local=False)  # a swept model's file is read here
+        path = compile_pipeline(args.package, compile_options(args), sweep)
         if wants_json(args):
             emit(out, {"package": os.path.abspath(path), "pipeline": PIPELINE_NAME})
         else:

@@ -1,8 +1,9 @@
 """Flags shared by several sub-commands, each derived from the one table it sets.
 
 Pipeline parameters (``run`` and ``submit``, the same flags and ``--params-file``) come from
-:class:`~tbpipe.pipelines.training.PipelineParams`; placement flags (``compile``, ``submit``)
-make a :class:`~tbpipe.pipelines.placement.CompileOptions`.
+the steps' table (:func:`tbpipe.components.registry.param_table`), as
+:class:`~tbpipe.pipelines.training.PipelineParams` does; placement flags (``compile``,
+``submit``) make a :class:`~tbpipe.pipelines.placement.CompileOptions`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import dataclasses
 import json
 
 from tbpipe.components.common.errors import InputError, SettingError
+from tbpipe.components.registry import param_table
 from tbpipe.components.training.launcher.placement import ENGINES, WorkerPlacement
 from tbpipe.pipelines.placement import (
     DATA_VOLUME_MOUNT,
@@ -26,37 +28,27 @@ from tbpipe.pipelines.placement import (
     is_quantity,
 )
 from tbpipe.pipelines.sweep import SWEEPABLE, Sweep, parse_sweep
-from tbpipe.pipelines.training import PARAM_CHOICES, PipelineParams
+from tbpipe.pipelines.training import PipelineParams
 
-#: The data sources ``--data`` and ``--finetune-data`` take.
-DATA_FORMATS = ("a .csv, .csv.gz, .parquet or .pq table (a 'label' column and pixel0..N "
-                "columns), a folder of MNIST IDX files, a folder of image folders (one per "
-                "class), builtin:digits or builtin:mnist; a local path or gs://")
-#: Help where the field's default does not say it all.
-PARAM_HELP = {
-    "data": f"training data (default: builtin:digits): {DATA_FORMATS}",
-    "finetune_data": "data to fine-tune on, in the same formats as --data (default: none: "
-                     "fine-tune on --data)",
-    "resume": "continue the run of this --run-name (interrupted or finished) from its "
-              "checkpoints instead of refusing an existing run",
-    "log_root": "where every step's TensorBoard logs go; run: default ./tbpipe-runs/logs, made "
-                "absolute when the run starts; submit: required, e.g. gs://BUCKET/logs",
-    "run_name": "default: run-YYYYmmdd-HHMMSS",
-    "model": "the model to train: builtin:cnn (default), path/to/file.py:function, "
-             "package.module:function, a .keras file or a Model folder (docs/models.md)",
-    "promote_to": "production folder (local or gs://): the run's model is copied there only "
-                  "if it beats the baseline; default: no promotion",
-    "baseline_model": "the model to beat (Model folder or .keras); default: what "
-                      "--promote-to holds",
-    "min_improvement": "how much the new model must beat the baseline by (default: 0)",
-    "force_promote": "promote whatever the scores (the decision says so)",
-}
-#: Parameters with no flag: tbpipe sets them (``model_source``: --model's file, read here).
-NO_FLAG = ("model_source",)
+#: Parameters with no flag and no params-file key: tbpipe sets them (``model_source``).
+NO_FLAG = tuple(name for name, param in param_table().items() if not param.flag)
+
+
+def param_help(param) -> str:  # noqa: ANN001 - a Param
+    """A parameter's ``--help`` line: what it does, its choices and its default.
+
+    The default is added unless the help says it already (``default: no promotion``).
+    """
+    if param.type is bool:
+        return f"{param.help} (a switch, off by default)"
+    parts = [f"one of {', '.join(param.choices)}"] if param.choices else []
+    if "default" not in param.help:
+        parts.append(f"default: {param.default!r}")
+    return f"{param.help} ({'; '.join(parts)})" if parts else param.help
 
 
 def add_param_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add one ``--flag`` per PipelineParams field (``--finetune-epochs`` for finetune_epochs).
+    """Add one ``--flag`` per pipeline parameter (``--finetune-epochs`` for finetune_epochs).
 
     And ``--params-file``: the same parameters from a YAML or JSON file, keys named as the
     pipeline's parameters (``finetune_epochs``); a flag given as well wins.
@@ -66,22 +58,17 @@ def add_param_arguments(parser: argparse.ArgumentParser) -> None:
         "a flag wins over the file")
     group.add_argument("--params-file", default=None, metavar="FILE",
                        help="YAML or JSON mapping of pipeline parameter names to values")
-    for field in dataclasses.fields(PipelineParams):
-        if field.name in NO_FLAG:
+    for name, param in param_table().items():
+        if not param.flag:
             continue
-        flag = "--" + field.name.replace("_", "-")
-        if field.type is bool:  # a switch, off by default
-            group.add_argument(flag, dest=field.name, action="store_true", default=None,
-                               help=PARAM_HELP.get(field.name, "default: off"))
+        if param.type is bool:  # a switch, off by default
+            group.add_argument(param.flag_name, dest=name, action="store_true", default=None,
+                               help=param_help(param))
             continue
-        kind = field.type if field.type in (int, float) else str
-        choices = PARAM_CHOICES.get(field.name)  # listed here, checked by the config
-        default_help = f"default: {field.default!r}"
-        if choices:
-            default_help = f"one of {', '.join(choices)}; {default_help}"
-        group.add_argument(flag, dest=field.name, type=kind, default=None,
-                           metavar="|".join(choices) if choices else field.name.upper(),
-                           help=PARAM_HELP.get(field.name, default_help))
+        kind = param.type if param.type in (int, float) else str
+        group.add_argument(param.flag_name, dest=name, type=kind, default=None,
+                           metavar="|".join(param.choices) if param.choices else name.upper(),
+                           help=param_help(param))
 
 
 def given_params(args: argparse.Namespace) -> dict[str, object]:
@@ -93,13 +80,16 @@ def given_params(args: argparse.Namespace) -> dict[str, object]:
 
     """
     values = read_params_file(args.params_file) if getattr(args, "params_file", None) else {}
-    flags = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(PipelineParams)}
+    flags = {name: getattr(args, name, None) for name in param_table()}
     values.update({k: v for k, v in flags.items() if v is not None})
     return values
 
 
 def params_from_args(args: argparse.Namespace, **overrides: object) -> PipelineParams:
-    """PipelineParams from the params file and parsed flags (the rest keep their defaults)."""
+    """PipelineParams from the params file and parsed flags (the rest keep their defaults).
+
+    The edge: each value is parsed here, once (``--model`` into a ModelSpec), and checked.
+    """
     values = given_params(args)
     values.update({k: v for k, v in overrides.items() if v is not None})
     return PipelineParams(**values).validate()

@@ -26,6 +26,7 @@ from tbpipe.pipelines.cli.flags import (
 )
 from tbpipe.pipelines.cli.output import add_output_argument, emit, result_output
 from tbpipe.pipelines.placement import CompileOptions
+from tbpipe.pipelines.preflight import check
 from tbpipe.pipelines.runners.kfp_client import (
     DEFAULT_REQUEST_TIMEOUT_S,
     KfpConnection,
@@ -39,7 +40,7 @@ from tbpipe.pipelines.runners.submit import (
     run_arguments,
     version_name,
 )
-from tbpipe.pipelines.training import compile_pipeline
+from tbpipe.pipelines.training import PipelineParams, compile_pipeline
 
 #: ``submit --wait`` exit status when the run ended other than SUCCEEDED (failed, canceled).
 EXIT_RUN_FAILED = 3
@@ -111,7 +112,9 @@ def submit_run(args: argparse.Namespace) -> tuple[dict, int]:
     if args.package and sweep:
         raise InputError(f"--package {args.package} is compiled already: --sweep applies when "
                          "submit compiles; pass it to tbpipe compile instead")
-    given = {key: as_text(value) for key, value in given_params(args).items()}
+    values = given_params(args)
+    check(PipelineParams(**values), sweep, local=False)  # parsed once, at the edge
+    given = {key: as_text(value) for key, value in values.items()}
     with tempfile.TemporaryDirectory(prefix="tbpipe-submit-") as tmp:
         package = args.package or compile_pipeline(os.path.join(tmp, "pipeline.yaml"), options,
                                                    sweep)

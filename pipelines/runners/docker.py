@@ -33,9 +33,8 @@ LOOPBACK = ("localhost", "127.0.0.1", "::1")
 def docker_paths(params) -> dict[str, tuple[str, ...]]:  # noqa: ANN001 - PipelineParams
     """Return the ``inputs``/``outputs`` options of :func:`docker_runner` for ``params``."""
     from tbpipe.components.common.naming import checkpoint_root_for
-    from tbpipe.components.training.user_model import local_start_path
 
-    inputs = (params.data, params.finetune_data, local_start_path(params.model),
+    inputs = (params.data, params.finetune_data, params.model.local_start_path,
               params.baseline_model)
     # promote swaps the production folder with siblings: its parent is mounted
     production = os.path.dirname(os.path.abspath(params.promote_to)) if is_local_path(

@@ -9,7 +9,7 @@ import os
 import sys
 import warnings
 
-from tbpipe.components.common.errors import InputError, TbpipeError
+from tbpipe.components.common.errors import TbpipeError
 from tbpipe.components.common.naming import default_run_name
 from tbpipe.pipelines.sweep import Sweep
 from tbpipe.pipelines.training import PipelineParams
@@ -57,31 +57,22 @@ def init_runner(runner: str, pipeline_root: str, warm_worker: bool = True,
     local.init(runner=chosen, pipeline_root=pipeline_root, raise_on_error=True)
 
 
-def check_sources(params: PipelineParams) -> None:
-    """Fail before anything starts when a data location is missing or would block.
+def resolved_for_local_run(params: PipelineParams) -> PipelineParams:
+    """``params`` as a local run's steps take them, wherever they run (another folder, docker).
 
-    Only files, folders and objects are read: a FIFO or a device is refused here.
+    The run name (default: timestamped) and the log root (default: ``./tbpipe-runs/logs``)
+    resolved; a local ``--model`` file or folder and every parameter that names a local file
+    or folder (``Param.local_path``) made absolute; a ``file.py`` model's text read.
     """
-    from tbpipe.components.common.storage import exists, is_remote
-    from tbpipe.components.preprocessing.source import check_regular
-    from tbpipe.components.training.user_model import check_model_exists
+    from tbpipe.components.registry import param_table
 
-    for flag, uri in (("--data", params.data), ("--finetune-data", params.finetune_data)):
-        if not uri or uri.startswith("builtin:"):
-            continue
-        if not exists(uri):
-            raise InputError(f"{flag} {uri}: no such file, folder or object; pass a CSV or "
-                             "Parquet table, an MNIST IDX folder, or builtin:digits")
-        if not is_remote(uri):
-            check_regular(f"{flag} {uri}", uri)
-    check_model_exists(params.model)
-    if params.baseline_model and not exists(params.baseline_model):
-        raise InputError(f"--baseline-model {params.baseline_model}: no such file, folder or "
-                         "object; pass a tbpipe Model folder or a .keras file")
-    if params.promote_to:
-        from tbpipe.components.promotion.publish import check_target
-
-        check_target(params.promote_to, params.log_root)
+    paths = {name: os.path.abspath(getattr(params, name))
+             for name, param in param_table().items()
+             if param.local_path and getattr(params, name) and "://" not in getattr(params, name)}
+    return dataclasses.replace(
+        params.with_model_source(), model=params.model.made_absolute(),
+        run_name=params.run_name or default_run_name(),
+        log_root=params.log_root or os.path.abspath(DEFAULT_LOG_ROOT), **paths).validate()
 
 
 def claim_local_run(params: PipelineParams) -> str:
@@ -133,21 +124,13 @@ def run_pipeline(params: PipelineParams, pipeline_root: str = DEFAULT_PIPELINE_R
         TbpipeError: a step failed (its last lines and the log's path were shown).
     """
     from tbpipe.components.common.naming import step_log_dir
-    from tbpipe.components.training.user_model import check_model_exists, local_start_path
     from tbpipe.pipelines.placement import CompileOptions
+    from tbpipe.pipelines.preflight import check
     from tbpipe.pipelines.runners.run_display import RunDisplay, task_display_names
     from tbpipe.pipelines.training import build_training_pipeline
 
-    check_sources(params)
-    for model in dict(sweep.axes).get("model", ()) if sweep else ():
-        check_model_exists(model)
-    params = dataclasses.replace(
-        params.with_model_source(), model=local_start_path(params.model) or params.model,
-        run_name=params.run_name or default_run_name(),
-        log_root=params.log_root or os.path.abspath(DEFAULT_LOG_ROOT),
-        **{name: os.path.abspath(getattr(params, name))  # steps may run in another folder
-           for name in ("promote_to", "baseline_model")
-           if getattr(params, name) and "://" not in getattr(params, name)}).validate()
+    check(params, sweep)
+    params = resolved_for_local_run(params)
     pipeline_root = os.path.abspath(pipeline_root)
     claim_local_run(params)
     tensorflow_log_level(os.environ)

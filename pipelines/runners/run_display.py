@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from typing import TextIO
 
 from tbpipe.components.common.progress import parse
+from tbpipe.components.registry import steps
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _STARTED = re.compile(r"Executing task '([^']+)'")
@@ -27,7 +28,8 @@ _STEP_ERROR = re.compile(r"tbpipe: ([\w.-]+): error: (.+)")
 #: How many of a failing step's last output lines the screen shows.
 TAIL_LINES = 20
 BAR_WIDTH = 24
-NAME_WIDTH = 26
+#: The step-name column: the longest display name a step declares, and two spaces.
+NAME_WIDTH = max(len(name) for step in steps() for name in step.display_names) + 2
 
 
 def task_display_names(pipeline_spec: object) -> dict[str, str]:

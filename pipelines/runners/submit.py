@@ -7,12 +7,13 @@ address (filtered to ``{experiment}/{run}``) are printed. Every server error is 
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import time
 
 from tbpipe.components.common.errors import InputError, TbpipeError
 from tbpipe.components.common.naming import default_run_name, validate_name
+from tbpipe.components.common.run_place import DEFAULT_EXPERIMENT
+from tbpipe.components.registry import param_table
 from tbpipe.pipelines.runners.kfp_client import KfpConnection
 from tbpipe.pipelines.training import PipelineParams
 
@@ -37,7 +38,7 @@ def resolve_names(experiment: str | None, run_name: str | None) -> tuple[str, st
 
     One name serves the KFP experiment/run and the TensorBoard folder ``{experiment}/{run}``.
     """
-    return (validate_name("experiment", experiment or PipelineParams.experiment),
+    return (validate_name("experiment", experiment or DEFAULT_EXPERIMENT),
             validate_name("run", run_name or default_run_name()))
 
 
@@ -55,11 +56,12 @@ def run_arguments(parameters: dict[str, dict], given: dict[str, str]) -> dict[st
 
     """
     if "model_source" in parameters and "model" in given and "model_source" not in given:
-        from tbpipe.components.training.user_model import read_model_source
+        from tbpipe.components.training.config import ModelSpec
 
-        given = {**given, "model_source": read_model_source(given["model"])}  # file -> cluster
+        source = ModelSpec(given["model"]).read_source()  # the file -> the cluster
+        given = {**given, "model_source": source}
     arguments = {key: typed(key, text, parameters) for key, text in given.items()}
-    fields = {f.name: f.type for f in dataclasses.fields(PipelineParams)}
+    fields = {name: param.type for name, param in param_table().items()}
     if set(parameters) <= set(fields):  # the tbpipe pipeline: check ranges before anything runs
         defaults = {k: p["defaultValue"] for k, p in parameters.items() if "defaultValue" in p}
         values = {k: fields[k](v) for k, v in {**defaults, **arguments}.items()}  # 10.0 -> 10

@@ -35,6 +35,8 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 
+from tbpipe.components.registry import steps
+
 # kfp versions whose subprocess runner builds and runs a step the way this module expects
 CHECKED_KFP = ("2.14", "2.15", "2.16", "2.17")
 START_TIMEOUT_S = 120.0  # the most the first step waits for the zygote's imports
@@ -46,11 +48,9 @@ WAIT_FOR = ("tbpipe.components.training", "tbpipe.components.evaluation",
             "tbpipe.components.finetuning")
 _HEADER = struct.Struct("!Q")
 _CODE = struct.Struct("!i")
-PRELOAD = ("tbpipe.components.training.fit", "tbpipe.components.training.data",
-           "tbpipe.components.training.model", "tbpipe.components.training.checkpoint",
-           "tbpipe.components.training.user_model", "tbpipe.components.evaluation.core",
-           "tbpipe.components.finetuning.core", "tbpipe.components.common.tensorboard.writer",
-           "tbpipe.components.common.tensorboard.callback", "tensorboardX", EXECUTOR_MODULE)
+#: What the worker imports before it forks: each step's declared preload (its step.py).
+PRELOAD = (*dict.fromkeys(module for step in steps() for module in step.preload),
+           "tensorboardX", EXECUTOR_MODULE)
 
 
 def step_program(full_command: Sequence[str]) -> tuple[str, list[str]] | None:

@@ -7,13 +7,9 @@ import numpy as np
 import pytest
 
 from tbpipe.components.common.errors import InputError
-from tbpipe.components.training.config import TrainConfig
+from tbpipe.components.training.config import ModelSpec, TrainConfig
 from tbpipe.components.training.core import train_model
-from tbpipe.components.training.user_model import (
-    build_start_model,
-    parse_model_spec,
-    read_model_source,
-)
+from tbpipe.components.training.user_model import build_start_model
 from tests.helpers import read_tags, write_dataset
 
 pytestmark = pytest.mark.slow
@@ -64,7 +60,7 @@ def test_a_user_function_is_compiled_trained_and_logged(data, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     spec = f"{data}/user_model.py:tiny"
-    built = build_start_model(parse_model_spec(spec), (8, 8, 1), 4, seed=1,
+    built = build_start_model(ModelSpec(spec), (8, 8, 1), 4, seed=1,
                               learning_rate=0.01, precision="float32")
     assert built.compiled and built.name == "users_net"  # uncompiled by the user, compiled here
     assert float(built.optimizer.learning_rate) == pytest.approx(0.01)
@@ -83,7 +79,7 @@ def test_a_user_function_is_compiled_trained_and_logged(data, tmp_path):
 
 
 def test_a_user_function_gets_the_precision_and_a_float32_softmax(data):
-    built = build_start_model(parse_model_spec(f"{data}/user_model.py:tiny"), (8, 8, 1), 4,
+    built = build_start_model(ModelSpec(f"{data}/user_model.py:tiny"), (8, 8, 1), 4,
                               seed=1, learning_rate=0.01, precision="mixed_bfloat16")
     policies = [layer.dtype_policy.name for layer in built.layers]
     assert policies == ["mixed_bfloat16", "mixed_bfloat16", "float32"]
@@ -97,7 +93,7 @@ def test_training_starts_from_a_keras_file(data, tmp_path):
     start = build_cnn((8, 8, 1), 4, seed=7)
     start.save(str(tmp_path / "prod.keras"))
     spec = str(tmp_path / "prod.keras")
-    loaded = build_start_model(parse_model_spec(spec), (8, 8, 1), 4, seed=1,
+    loaded = build_start_model(ModelSpec(spec), (8, 8, 1), 4, seed=1,
                                learning_rate=0.02, precision="float32")
     for want, got in zip(start.get_weights(), loaded.get_weights(), strict=True):
         np.testing.assert_array_equal(want, got)
@@ -151,7 +147,7 @@ def test_the_source_travels_as_a_string_through_the_component(data, tmp_path):
 
     from tbpipe.components import train
 
-    source = read_model_source(f"{data}/user_model.py:tiny")
+    source = ModelSpec(f"{data}/user_model.py:tiny").read_source()
     assert source == USER_MODEL
     model = Model(uri=str(tmp_path / "model"))
     # the pod has no such file: the text it was given is imported

@@ -12,6 +12,7 @@ import sys
 
 from tbpipe.components._image import package_version
 from tbpipe.components.common.errors import TbpipeError
+from tbpipe.components.common.sigterm import EXIT_TERMINATED, Terminated, sigterm_raises
 from tbpipe.pipelines.cli import (
     build_images,
     compile,
@@ -41,8 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     """The full ``tbpipe`` parser."""
     parser = Parser(prog="tbpipe", description=DESCRIPTION,
                     epilog="Run 'tbpipe COMMAND --help' for a command's flags. Exit status: 0 "
-                           "done, 1 error (one line on standard error), 2 usage error; "
-                           "submit --wait: 3 the run failed, 4 --timeout reached.")
+                           "done, 1 error (one line on standard error; the traceback of an "
+                           "unexpected one goes to the log file it names), 2 usage error; "
+                           "submit --wait: 3 the run failed, 4 --timeout reached; 130 "
+                           "interrupted (Ctrl-C); 143 stopped by SIGTERM.")
     parser.add_argument("--version", action="version", version=f"tbpipe {package_version()}")
     subparsers = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     for command in COMMANDS:
@@ -50,17 +53,67 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Exit statuses (stable; ``tbpipe --help`` lists them).
+EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``tbpipe`` console script."""
+    """Entry point of the ``tbpipe`` console script: every outcome is one line and a status.
+
+    0 done; 1 any error: one ``tbpipe: error: ...`` line on stderr naming the input and the
+    cause (for an unexpected one, the traceback goes to a log file the line names: the run's
+    log for ``tbpipe run``); 2 usage; 3, 4 ``submit --wait``; 130 Ctrl-C; 143 SIGTERM.
+    """
     args = build_parser().parse_args(argv)
-    try:
-        return int(args.handler(args) or 0)
-    except TbpipeError as exc:
-        print(f"tbpipe: error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("tbpipe: interrupted", file=sys.stderr)
-        return 130
+    with sigterm_raises():
+        try:
+            return int(args.handler(args) or 0)
+        except Terminated:
+            return stopped_by_sigterm(args.command)
+        except KeyboardInterrupt:
+            print("tbpipe: interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        except TbpipeError as exc:
+            print(f"tbpipe: error: {exc}", file=sys.stderr)
+            return EXIT_ERROR
+        except Exception as exc:  # noqa: BLE001 - the one exit path for what nobody foresaw
+            return unexpected_error(args, exc)
+
+
+def stopped_by_sigterm(command: str) -> int:
+    """Say that ``tbpipe COMMAND`` was stopped by SIGTERM (one line); exit status 143.
+
+    The helpers it started (the warm worker and the steps) are ended on the way out.
+    """
+    from tbpipe.components.common.errors import traceback_log
+
+    log = traceback_log()
+    where = f" (full log: {log})" if log else ""
+    print(f"tbpipe {command}: stopped by SIGTERM; the steps it started are stopped too"
+          f"{where}", file=sys.stderr, flush=True)
+    return EXIT_TERMINATED
+
+
+def unexpected_error(args: argparse.Namespace, exc: Exception) -> int:
+    """One line for an exception no handler foresaw; its traceback in a log file. Status 1."""
+    import os
+
+    from tbpipe.components.common.errors import error_line, write_traceback
+
+    folders = {}
+    if args.command == "run":
+        from tbpipe.pipelines.runners.local import DEFAULT_LOG_ROOT, DEFAULT_PIPELINE_ROOT
+
+        folders = {"the pipeline root (--pipeline-root)":
+                   os.path.abspath(getattr(args, "pipeline_root", None)
+                                   or DEFAULT_PIPELINE_ROOT),
+                   "the log root (--log-root)":
+                   os.path.abspath(getattr(args, "log_root", None) or DEFAULT_LOG_ROOT)}
+    line = error_line(exc, {k: v for k, v in folders.items() if "://" not in v})
+    logged = write_traceback(exc, args.command)
+    where = f"traceback in {logged}" if logged else "no room to write the traceback"
+    print(f"tbpipe: error: {args.command}: {line} ({where})", file=sys.stderr, flush=True)
+    return EXIT_ERROR
 
 
 if __name__ == "__main__":

@@ -222,7 +222,6 @@ def bind_step_to_zygote(zygote: int) -> None:
     """In a forked step, first thing: SIGTERM when the zygote ends; watch the lifeline too."""
     from tbpipe.pipelines.runners.lifetime import die_with_parent, end_self, watch_lifeline
 
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     die_with_parent(zygote, signal.SIGTERM)
     if _lifeline >= 0:
         watch_lifeline(_lifeline, end_self)

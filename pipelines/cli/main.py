@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 #: Exit statuses (stable; ``tbpipe --help`` lists them).
-EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+EXIT_ERROR, EXIT_INTERRUPTED = 1, 130  # 2: usage (Parser.error), 143: EXIT_TERMINATED
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,15 +83,25 @@ def main(argv: list[str] | None = None) -> int:
 def stopped_by_sigterm(command: str) -> int:
     """Say that ``tbpipe COMMAND`` was stopped by SIGTERM (one line); exit status 143.
 
-    The helpers it started (the warm worker and the steps) are ended on the way out.
+    The helpers ``tbpipe run`` started (the warm worker and the steps) are ended on the way
+    out (:mod:`tbpipe.pipelines.runners.lifetime`).
     """
     from tbpipe.components.common.errors import traceback_log
 
     log = traceback_log()
     where = f" (full log: {log})" if log else ""
-    print(f"tbpipe {command}: stopped by SIGTERM; the steps it started are stopped too"
-          f"{where}", file=sys.stderr, flush=True)
+    after = AFTER_SIGTERM.get(command, "nothing it started is left running")
+    print(f"tbpipe {command}: stopped by SIGTERM; {after}{where}", file=sys.stderr, flush=True)
     return EXIT_TERMINATED
+
+
+#: What ``tbpipe COMMAND: stopped by SIGTERM; ...`` says happened to what the command started.
+AFTER_SIGTERM = {
+    "run": "its warm worker and steps are stopped too; to continue the run, rerun it with the "
+           "same --run-name and --resume",
+    "submit": "a run it submitted goes on in the cluster",
+    "tensorboard": "TensorBoard is stopped too",
+}
 
 
 def unexpected_error(args: argparse.Namespace, exc: Exception) -> int:

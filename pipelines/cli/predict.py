@@ -11,8 +11,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cmd = subparsers.add_parser(
         "predict", help="print the top classes of image files under a model",
         description="Classify image files with a tbpipe Model folder (its saved_model/ if it "
-                    "has one): one line per file, 'FILE: class prob, ...'; a file that cannot "
-                    "be read is one error line, and the exit status is 1 at the end.")
+                    "has one): one line per file, 'FILE: class prob, ...'. A file that cannot "
+                    "be read (not an image, truncated, more than 2**24 pixels, a folder, a "
+                    "FIFO) is one error line on standard error and the others are still "
+                    "classified; the exit status is then 1 (0 when every file was "
+                    "classified).")
     cmd.add_argument("--model", required=True, metavar="URI",
                      help="a Model folder (local or gs://), e.g. the best_model output")
     cmd.add_argument("--top", type=int, default=3, metavar="N",

@@ -187,7 +187,7 @@ def main(argv: Sequence[str]) -> int:
         signal.signal(signum, forward)
     code = child.wait()
     if ending.is_set() or group_alive(child.pid):  # what the command left behind
-        end_process_group(child.pid, 1.0)
+        end_process_group(child.pid, GRACE_S if ending.is_set() else 1.0)
     return 128 - code if code < 0 else code
 
 

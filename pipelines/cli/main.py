@@ -45,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
                            "done, 1 error (one line on standard error; the traceback of an "
                            "unexpected one goes to the log file it names), 2 usage error; "
                            "submit --wait: 3 the run failed, 4 --timeout reached; 130 "
-                           "interrupted (Ctrl-C); 143 stopped by SIGTERM.")
+                           "interrupted (Ctrl-C); 141 standard output closed by its reader; "
+                           "143 stopped by SIGTERM.")
     parser.add_argument("--version", action="version", version=f"tbpipe {package_version()}")
     subparsers = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     for command in COMMANDS:
@@ -55,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 #: Exit statuses (stable; ``tbpipe --help`` lists them).
 EXIT_ERROR, EXIT_INTERRUPTED = 1, 130  # 2: usage (Parser.error), 143: EXIT_TERMINATED
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as a shell reports a writer whose reader left
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
 
     0 done; 1 any error: one ``tbpipe: error: ...`` line on stderr naming the input and the
     cause (for an unexpected one, the traceback goes to a log file the line names: the run's
-    log for ``tbpipe run``); 2 usage; 3, 4 ``submit --wait``; 130 Ctrl-C; 143 SIGTERM.
+    log for ``tbpipe run``); 2 usage; 3, 4 ``submit --wait``; 130 Ctrl-C; 141 standard
+    output closed by its reader (no line); 143 SIGTERM.
     """
     args = build_parser().parse_args(argv)
     with sigterm_raises():
@@ -76,8 +79,36 @@ def main(argv: list[str] | None = None) -> int:
         except TbpipeError as exc:
             print(f"tbpipe: error: {exc}", file=sys.stderr)
             return EXIT_ERROR
+        except BrokenPipeError as exc:
+            if stdout_closed():  # `tbpipe runs | head -1`: the reader has what it wanted
+                return EXIT_BROKEN_PIPE
+            return unexpected_error(args, exc)
         except Exception as exc:  # noqa: BLE001 - the one exit path for what nobody foresaw
             return unexpected_error(args, exc)
+
+
+def stdout_closed() -> bool:
+    """Whether standard output's reader went away; if so, later writes go to /dev/null.
+
+    A pipe whose reader closed polls as an error. Python would otherwise report the broken
+    pipe again when it flushes at exit.
+    """
+    import os
+    import select
+
+    try:
+        fd = sys.stdout.fileno()
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        events = poller.poll(0)
+    except (OSError, ValueError, AttributeError):  # no real file, or no poll (Windows)
+        return False
+    if not any(event & select.POLLERR for _, event in events):
+        return False
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
+    return True
 
 
 def stopped_by_sigterm(command: str) -> int:

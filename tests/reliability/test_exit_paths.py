@@ -174,3 +174,25 @@ def test_a_run_whose_temporary_folder_is_full_says_so(tmp_path):
     line = one_error_line(proc, code=1)
     assert f"{tmp}: the temporary folder (TMPDIR) is full: no space left on device; free " \
            "space there or set TMPDIR to a folder with room" in line, line
+
+
+CLOSED_STDOUT = """
+import os, sys
+from tbpipe.pipelines.cli import main as cli_main
+parser = cli_main.build_parser()
+cli_main.build_parser = lambda: parser
+def many_lines(args):
+    for i in range(10**6):
+        print("run", i)
+parser._subparsers._group_actions[0].choices["runs"].set_defaults(handler=many_lines)
+read_end, write_end = os.pipe()
+os.close(read_end)  # the reader is gone, as `tbpipe runs | head -1` once head has its line
+os.dup2(write_end, 1)
+sys.exit(cli_main.main(["runs"]))
+"""
+
+
+def test_a_closed_standard_output_ends_quietly_with_141():
+    proc = subprocess.run([sys.executable, "-c", CLOSED_STDOUT], capture_output=True,
+                          text=True, timeout=60)
+    assert (proc.returncode, proc.stderr) == (141, "")

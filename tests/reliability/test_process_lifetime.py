@@ -110,7 +110,9 @@ def test_a_run_killed_while_the_worker_starts_leaves_no_process(tmp_path, sig):
         assert proc.returncode == -signal.SIGKILL
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+# SIGKILL mid-step passes too (the zygote's and the step's parent-death signals); it is left
+# out of the suite for time: add signal.SIGKILL here to run it (about 30 s).
+@pytest.mark.parametrize("sig", [signal.SIGTERM])
 def test_a_run_killed_mid_step_ends_the_worker_and_the_step(tmp_path, sig):
     proc = start_run(tmp_path)
     try:

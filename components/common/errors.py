@@ -171,7 +171,7 @@ def report_uncaught(step: str, exc: BaseException, when: str = "") -> None:
     line = error_line(exc)
     if when:
         line = f"{when} ({line})"
-    print(f"tbpipe: {step}: error: {line}; the traceback above is in the step's log",
+    print(f"tbpipe: {step}: error: {line}; its traceback is in the step's log",
           file=sys.stderr, flush=True)
 
 

@@ -171,11 +171,15 @@ def main(argv: Sequence[str]) -> int:
     if dashes != "--" or not command:
         print("usage: lifetime.py PARENT_PID -- COMMAND...", file=sys.stderr)
         return 2
-    die_with_parent(int(parent), signal.SIGTERM)
-    child = subprocess.Popen(command, process_group=0)
+    started: list[subprocess.Popen] = []
+    pending: list[int] = []  # a signal that came before the command started
     ending = threading.Event()
 
     def forward(signum: int, frame: object) -> None:
+        if not started:
+            pending.append(signum)
+            return
+        child = started[0]
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(child.pid, signum)
         if signum != signal.SIGINT and not ending.is_set():
@@ -184,7 +188,14 @@ def main(argv: Sequence[str]) -> int:
                              daemon=True).start()
 
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(signum, forward)
+        signal.signal(signum, forward)  # before anything starts: no window without them
+    die_with_parent(int(parent), signal.SIGTERM)
+    if pending:
+        return 128 + pending[0]
+    child = subprocess.Popen(command, process_group=0)
+    started.append(child)
+    if pending:  # between the start and the line above
+        forward(pending[0], None)
     code = child.wait()
     if ending.is_set() or group_alive(child.pid):  # what the command left behind
         end_process_group(child.pid, GRACE_S if ending.is_set() else 1.0)

@@ -26,8 +26,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_predict(args: argparse.Namespace) -> int:
     """Print one line per file; 1 if any file could not be read."""
-    from tbpipe.components.common.serving import predict_files
+    import os
 
+    from tbpipe.components.common.serving import predict_files
+    from tbpipe.pipelines.runners.local import tensorflow_log_level
+
+    tensorflow_log_level(os.environ)  # before TensorFlow loads: no CUDA noise among the lines
     def to_stderr(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 

@@ -176,6 +176,9 @@ def read_image(path: str, image_shape: Sequence[int]) -> np.ndarray:
                 pixels = np.asarray(image, dtype=np.uint8)
     except InputError:
         raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise InputError(f"{path}: more than {MAX_IMAGE_PIXELS} pixels, the most predict "
+                         "reads (a decompression bomb?); scale the image down first") from exc
     except Exception as exc:  # noqa: BLE001 - Pillow's plugins raise many kinds; all are this
         first = (str(exc).strip().splitlines() or [""])[0][:200] or type(exc).__name__
         raise InputError(f"{path}: cannot read the image ({first})") from exc

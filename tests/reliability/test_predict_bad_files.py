@@ -70,7 +70,8 @@ def bad_files(folder: Path) -> dict[str, str]:
     }
 
 
-EXPECTED = {"bomb": "cannot read the image", "above-the-bound": f"{MAX_IMAGE_PIXELS} pixels",
+EXPECTED = {"bomb": f"more than {MAX_IMAGE_PIXELS} pixels, the most predict reads",
+            "above-the-bound": f"{MAX_IMAGE_PIXELS} pixels predict reads",
             "truncated": "cannot read the image", "folder": "is a folder, not an image file",
             "fifo": "is a FIFO", "not-an-image": "cannot read the image"}
 

@@ -135,6 +135,8 @@ def kfp_local_failed(output: object, exc: Exception, log_path: str) -> TbpipeErr
     line names the step running or finished last (``output``: the run's
     :class:`~.run_display.RunDisplay`); the traceback goes to the run's log.
     """
+    import re
+
     from tbpipe.components.common.errors import error_line, write_traceback
 
     step = output.step.name if output.step is not None else output.last_finished
@@ -144,8 +146,6 @@ def kfp_local_failed(output: object, exc: Exception, log_path: str) -> TbpipeErr
     cause = error_line(exc)
     if not step:
         return TbpipeError(f"the pipeline failed in kfp.local ({cause}) (full log: {log_path})")
-    import re
-
     hint = ("; a metric or output is not a finite number"
             if re.search(r"\b(nan|inf|infinity)\b", cause, re.IGNORECASE) else "")
     return TbpipeError(f"step {step} failed: kfp.local could not take its outputs "
@@ -226,11 +226,14 @@ def run_pipeline(params: PipelineParams, pipeline_root: str = DEFAULT_PIPELINE_R
             if output.errors:  # repeat the step's own line: it names the input and what to do
                 step, message = output.errors[-1]
                 raise TbpipeError(f"step {step} failed: {message}") from exc
-            for line in full_folders(run_folders(pipeline_root, params)):  # said nothing:
-                raise TbpipeError(f"the pipeline failed: {line} (full log: {log_path})") \
-                    from exc  # a full disk can stop a step before it can say why
+            full = full_folders(run_folders(pipeline_root, params))  # a full disk can stop
+            if full:  # a step before it could say why (kfp's shell writes to TMPDIR first)
+                raise TbpipeError(f"the pipeline failed: {full[0]} (full log: {log_path})") \
+                    from exc
             raise TbpipeError(f"the pipeline failed: {str(exc).splitlines()[0]} "
                               f"(full log: {log_path})") from exc
+        except OSError:  # writing the run's log, most likely: cli.main names the folder
+            raise
         except Exception as exc:  # raised in kfp.local itself, e.g. reading a step's outputs
             raise kfp_local_failed(output, exc, log_path) from exc
     summary = json.loads(task.output)

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import TBPIPE
-from tests.reliability.support import REPO
+from tests.reliability.support import REPO, frame, write_table
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")]
@@ -73,10 +73,12 @@ def forked_step(sid: int) -> int | None:
 
 
 def start_run(tmp_path: Path) -> subprocess.Popen:
-    """``tbpipe run`` for long enough to be killed in it (many epochs of builtin:digits)."""
+    """``tbpipe run`` for long enough to be killed in it (a tiny table, many epochs)."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    data = write_table(tmp_path / "data.csv", frame(n=60))
     return subprocess.Popen(
-        [*TBPIPE, "run", "--epochs", "500", "--finetune", "never", "--run-name", "killed",
+        [*TBPIPE, "run", "--data", data, "--epochs", "100000", "--finetune", "never",
+         "--run-name", "killed",
          "--log-root", str(tmp_path / "logs"), "--pipeline-root", str(tmp_path / "kfp")],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         start_new_session=True)

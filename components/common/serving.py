@@ -98,7 +98,7 @@ def load_predictor(uri: str) -> Predictor:
 
         try:
             serve = tf.saved_model.load(saved).signatures[SIGNATURE]
-        except (OSError, ValueError, KeyError) as exc:
+        except Exception as exc:  # noqa: BLE001 - tf.errors.* (corrupt variables) too
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
             raise InputError(f"{saved}: cannot load the SavedModel ({first}); "
                              "rerun the select step") from exc
@@ -118,27 +118,69 @@ def load_predictor(uri: str) -> Predictor:
     return Predictor(predict_keras, shape, names)
 
 
+#: The most pixels an image given to ``predict`` may have (width x height), checked from its
+#: header before it is decoded: 2**24 (4096 x 4096), about 50 MB decoded as RGB. Pillow's
+#: own guard (``Image.MAX_IMAGE_PIXELS``, about 89 million) only warns below twice that.
+MAX_IMAGE_PIXELS = 2**24
+
+
+def check_image_file(path: str) -> None:
+    """Refuse what is not a regular file before anything opens it (a FIFO would block).
+
+    Raises:
+        InputError: ``path`` is missing, a folder, a FIFO, a device or a socket.
+
+    """
+    import os
+    import stat
+
+    from tbpipe.components.preprocessing.source import check_regular
+
+    check_regular(path, path)  # FIFO, device, socket: one line, nothing opened
+    if stat.S_ISDIR(os.stat(path).st_mode):
+        raise InputError(f"{path}: is a folder, not an image file; pass the image files in it "
+                         f"({os.path.join(path, '*.png')})")
+
+
 def read_image(path: str, image_shape: Sequence[int]) -> np.ndarray:
     """An image file as uint8 ``(H, W, C)``: converted to the channels (1 or 3), resized.
+
+    At most :data:`MAX_IMAGE_PIXELS` pixels, checked before decoding (a decompression bomb
+    is refused, not decoded); a truncated file is an error, not a partly grey image.
 
     Raises:
         InputError: one line naming ``path`` when it cannot be read as an image.
 
     """
-    from PIL import Image, UnidentifiedImageError
+    import warnings
+
+    from PIL import Image
 
     h, w, c = (int(d) for d in image_shape)
     if c not in (1, 3):
         raise InputError(f"{path}: the model takes {c} channels; only 1 (L) or 3 (RGB) images "
                          "can be read")
+    check_image_file(path)
     try:
-        with Image.open(path) as image:
-            image = image.convert("L" if c == 1 else "RGB")
-            if image.size != (w, h):
-                image = image.resize((w, h), Image.Resampling.BILINEAR)
-            pixels = np.asarray(image, dtype=np.uint8)
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                width, height = image.size
+                if width * height > MAX_IMAGE_PIXELS:
+                    raise InputError(f"{path}: {width}x{height} pixels is above the "
+                                     f"{MAX_IMAGE_PIXELS} pixels predict reads (a "
+                                     "decompression bomb?); scale the image down first")
+                image = image.convert("L" if c == 1 else "RGB")
+                if image.size != (w, h):
+                    image = image.resize((w, h), Image.Resampling.BILINEAR)
+                pixels = np.asarray(image, dtype=np.uint8)
+    except InputError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise InputError(f"{path}: more than {MAX_IMAGE_PIXELS} pixels, the most predict "
+                         "reads (a decompression bomb?); scale the image down first") from exc
+    except Exception as exc:  # noqa: BLE001 - Pillow's plugins raise many kinds; all are this
+        first = (str(exc).strip().splitlines() or [""])[0][:200] or type(exc).__name__
         raise InputError(f"{path}: cannot read the image ({first})") from exc
     return pixels.reshape(h, w, c)
 
@@ -164,11 +206,16 @@ def predict_files(uri: str, files: Sequence[str], top: int = 3,
     for path in files:
         try:
             pixels = read_image(path, predictor.image_shape)
+            probs = predictor.predict(pixels[None])[0]
         except InputError as exc:
             emit_error(f"error: {exc}")
             failed += 1
             continue
-        probs = predictor.predict(pixels[None])[0]
+        except Exception as exc:  # noqa: BLE001 - one file's failure must not stop the rest
+            first = (str(exc).strip().splitlines() or [""])[0][:200]
+            emit_error(f"error: {path}: cannot classify it ({type(exc).__name__}: {first})")
+            failed += 1
+            continue
         if not np.isfinite(probs).all():
             emit_error(f"error: {path}: the model's output is NaN or infinite; the model at "
                        f"{uri} is broken (its training diverged?): retrain it")

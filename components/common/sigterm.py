@@ -51,3 +51,30 @@ def on_sigterm(action: Callable[[], None]) -> Iterator[bool]:
 def earlier_handler() -> object:
     """The SIGTERM handler that was in place before tbpipe's (a callable, SIG_DFL or SIG_IGN)."""
     return signal.SIG_DFL if _earlier is None else _earlier
+
+
+class Terminated(BaseException):  # noqa: N818 - reads as what happened, like KeyboardInterrupt
+    """SIGTERM reached a command that stops on it (:func:`sigterm_raises`).
+
+    A ``BaseException``, as ``KeyboardInterrupt``: ``except Exception`` blocks let it pass,
+    ``finally`` blocks and context managers run on the way out.
+    """
+
+
+#: Exit status of a command stopped by SIGTERM (128 + 15, as the shell reports it).
+EXIT_TERMINATED = 128 + signal.SIGTERM
+
+
+def _raise_terminated() -> None:
+    raise Terminated
+
+
+@contextlib.contextmanager
+def sigterm_raises() -> Iterator[bool]:
+    """While the block runs, SIGTERM raises :class:`Terminated` in the main thread.
+
+    For the ``tbpipe`` commands: the block unwinds (helpers are stopped, files closed) and
+    the command says so in one line. An inner :func:`on_sigterm` block takes precedence.
+    """
+    with on_sigterm(_raise_terminated) as installed:
+        yield installed

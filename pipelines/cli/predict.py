@@ -11,8 +11,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cmd = subparsers.add_parser(
         "predict", help="print the top classes of image files under a model",
         description="Classify image files with a tbpipe Model folder (its saved_model/ if it "
-                    "has one): one line per file, 'FILE: class prob, ...'; a file that cannot "
-                    "be read is one error line, and the exit status is 1 at the end.")
+                    "has one): one line per file, 'FILE: class prob, ...'. A file that cannot "
+                    "be read (not an image, truncated, more than 2**24 pixels, a folder, a "
+                    "FIFO) is one error line on standard error and the others are still "
+                    "classified; the exit status is then 1 (0 when every file was "
+                    "classified).")
     cmd.add_argument("--model", required=True, metavar="URI",
                      help="a Model folder (local or gs://), e.g. the best_model output")
     cmd.add_argument("--top", type=int, default=3, metavar="N",
@@ -23,8 +26,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_predict(args: argparse.Namespace) -> int:
     """Print one line per file; 1 if any file could not be read."""
-    from tbpipe.components.common.serving import predict_files
+    import os
 
+    from tbpipe.components.common.serving import predict_files
+    from tbpipe.pipelines.runners.local import tensorflow_log_level
+
+    tensorflow_log_level(os.environ)  # before TensorFlow loads: no CUDA noise among the lines
     def to_stderr(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 

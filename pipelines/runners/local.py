@@ -9,7 +9,11 @@ import os
 import sys
 import warnings
 
-from tbpipe.components.common.errors import TbpipeError
+from tbpipe.components.common.errors import (
+    TbpipeError,
+    full_folders,
+    log_tracebacks_to,
+)
 from tbpipe.components.common.naming import default_run_name
 from tbpipe.pipelines.sweep import Sweep
 from tbpipe.pipelines.training import PipelineParams
@@ -103,6 +107,41 @@ def tensorflow_log_level(environ: dict) -> None:
         environ["TF_CPP_MIN_LOG_LEVEL"] = "2" if glob.glob("/dev/nvidia[0-9]*") else "3"
 
 
+def run_folders(pipeline_root: str, params: PipelineParams) -> dict[str, str]:
+    """The local folders a run writes to, by what the user knows them as."""
+    from tbpipe.components.common.errors import temporary_folder
+
+    folders = {"the temporary folder (TMPDIR)": temporary_folder(),
+               "the pipeline root (--pipeline-root)": pipeline_root,
+               "the log root (--log-root)": params.log_root}
+    return {label: path for label, path in folders.items() if "://" not in path}
+
+
+def kfp_local_failed(output: object, exc: Exception, log_path: str) -> TbpipeError:
+    """The one line for an error kfp.local raised itself (not a step's failure).
+
+    kfp.local reads each step's outputs in this process, after it said the step succeeded: a
+    metric it cannot serialize (NaN) fails there, with a traceback that names no step. The
+    line names the step running or finished last (``output``: the run's
+    :class:`~.run_display.RunDisplay`); the traceback goes to the run's log.
+    """
+    import re
+
+    from tbpipe.components.common.errors import error_line, write_traceback
+
+    step = output.step.name if output.step is not None else output.last_finished
+    output.failed(log_path)
+    output.flush()
+    write_traceback(exc, "run")
+    cause = error_line(exc)
+    if not step:
+        return TbpipeError(f"the pipeline failed in kfp.local ({cause}) (full log: {log_path})")
+    hint = ("; a metric or output is not a finite number"
+            if re.search(r"\b(nan|inf|infinity)\b", cause, re.IGNORECASE) else "")
+    return TbpipeError(f"step {step} failed: kfp.local could not take its outputs "
+                       f"({cause}){hint} (full log: {log_path})")
+
+
 def run_log_path(pipeline_root: str, params: PipelineParams) -> str:
     """Where a local run's full output goes: ``{pipeline_root}/run-logs/{exp}/{run}.log``."""
     return os.path.join(pipeline_root, "run-logs", params.experiment, f"{params.run_name}.log")
@@ -148,6 +187,7 @@ def run_pipeline(params: PipelineParams, pipeline_root: str = DEFAULT_PIPELINE_R
     names = task_display_names(pipeline.pipeline_spec)
     log_path = run_log_path(pipeline_root, params)
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
+    log_tracebacks_to(log_path)  # an unexpected error's traceback goes there (cli.main)
     with open(log_path, "a", encoding="utf-8") as log:
         live = not verbose and screen.isatty()
         output = RunDisplay(screen, log, names, verbose=verbose, live=live)
@@ -168,8 +208,16 @@ def run_pipeline(params: PipelineParams, pipeline_root: str = DEFAULT_PIPELINE_R
             if output.errors:  # repeat the step's own line: it names the input and what to do
                 step, message = output.errors[-1]
                 raise TbpipeError(f"step {step} failed: {message}") from exc
+            full = full_folders(run_folders(pipeline_root, params))  # a full disk can stop
+            if full:  # a step before it could say why (kfp's shell writes to TMPDIR first)
+                raise TbpipeError(f"the pipeline failed: {full[0]} (full log: {log_path})") \
+                    from exc
             raise TbpipeError(f"the pipeline failed: {str(exc).splitlines()[0]} "
                               f"(full log: {log_path})") from exc
+        except OSError:  # writing the run's log, most likely: cli.main names the folder
+            raise
+        except Exception as exc:  # raised in kfp.local itself, e.g. reading a step's outputs
+            raise kfp_local_failed(output, exc, log_path) from exc
     summary = json.loads(task.output)
     if params.promote_to:  # promote's decision: kfp.local returns select-model's output only
         from tbpipe.components.common.run_summary import read_run_summary

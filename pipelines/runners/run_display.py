@@ -73,6 +73,7 @@ class RunDisplay:
         self.verbose, self.live = verbose, live and not verbose
         self.errors: list[tuple[str, str]] = []  # (step, message) of each step error line
         self.step: _Step | None = None  # the step running now (kfp.local runs one at a time)
+        self.last_finished = ""  # the step that finished last (kfp.local reads its outputs)
         self._partial = ""
         self._bar_shown = False
 
@@ -143,6 +144,7 @@ class RunDisplay:
         figure = f"  {step.figure}" if step.figure else ""
         self._show(f"✓ {step.name:<{NAME_WIDTH}} {seconds:6.1f}s{figure}")
         self.step = None
+        self.last_finished = step.name
 
     def _event(self, event: dict) -> None:
         step = self.step

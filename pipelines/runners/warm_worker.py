@@ -18,7 +18,10 @@ touched only here, for the kfp versions it was checked with). A step whose comma
 lightweight Python component, a kfp of another version, or a worker that did not start runs
 as a plain subprocess, as without the worker.
 
-    python -m tbpipe.pipelines.runners.warm_worker SOCKET     # the zygote (the runner starts it)
+    python -m tbpipe.pipelines.runners.warm_worker SOCKET PARENT_PID LIFELINE_FD  # the zygote
+
+The zygote and its steps end with the runner however it ends (:func:`bind_zygote`,
+:func:`end_zygote`, :mod:`tbpipe.pipelines.runners.lifetime`).
 """
 
 from __future__ import annotations
@@ -81,8 +84,11 @@ def tensorflow_threads() -> list[str]:
 
 # ---------------------------------------------------------------- the zygote (its own process)
 
-def serve(socket_path: str) -> int:
-    """Import TensorFlow and the steps' modules, then fork a child for each step requested."""
+def serve(socket_path: str, parent: int | None = None) -> int:
+    """Import TensorFlow and the steps' modules, then fork a child for each step requested.
+
+    ``parent``: the runner's process id; the worker leaves once its parent is another.
+    """
     import importlib
 
     from tbpipe.components.common.keras_import import import_keras
@@ -95,7 +101,7 @@ def serve(socket_path: str) -> int:
         print(f"warm worker: TensorFlow started threads at import ({started}); not serving",
               file=sys.stderr, flush=True)
         return 2
-    parent = os.getppid()
+    parent = os.getppid() if parent is None else parent
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C ends the steps; the runner ends this
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -116,8 +122,10 @@ def serve(socket_path: str) -> int:
             continue
         sys.stdout.flush()
         sys.stderr.flush()
+        zygote = os.getpid()
         if os.fork() == 0:
             server.close()
+            bind_step_to_zygote(zygote)
             _run_step(conn, request, fds)  # never returns
         for fd in fds:
             os.close(fd)
@@ -156,6 +164,8 @@ def _run_step(conn: socket.socket, request: dict, fds: list[int]) -> None:
         os.environ.update(request["env"])
         os.environ["_KFP_RUNTIME"] = "true"
         code = _execute(request["source"], request["args"])
+    except BaseException as exc:  # noqa: BLE001 - e.g. no room for the program (TMPDIR full)
+        _could_not_start(request, exc)
     finally:
         with contextlib.suppress(Exception):
             sys.stdout.flush()
@@ -167,8 +177,6 @@ def _run_step(conn: socket.socket, request: dict, fds: list[int]) -> None:
 
 def _execute(source: str, args: list[str]) -> int:
     """Run the KFP executor on ``source`` as ``python -m kfp.dsl.executor_main`` would."""
-    import traceback
-
     from kfp.dsl import executor_main
 
     with tempfile.TemporaryDirectory(prefix="tbpipe-step-") as program_dir:
@@ -184,9 +192,79 @@ def _execute(source: str, args: list[str]) -> int:
             print(exc.code, file=sys.stderr)
             return 1
         except BaseException:  # noqa: BLE001 - what python would print, then exit status 1
-            traceback.print_exc()
+            sys.excepthook(*sys.exc_info())  # a step's own hook (exit_on_error) included
             return 1
     return 0
+
+
+# --------------------------------------------- process lifetime (tbpipe.pipelines.runners.lifetime)
+
+#: The lifeline's read end in the zygote and its steps (-1: none); see :func:`bind_zygote`.
+_lifeline = -1
+
+
+def bind_zygote(parent: int, lifeline: int) -> None:
+    """In the zygote, first thing: end with ``parent`` (the runner), however it ends.
+
+    SIGKILL by the kernel when the runner ends (Linux), and, everywhere, the lifeline pipe:
+    end of file sends SIGTERM to the zygote's process group (its steps stop at a batch).
+    """
+    from tbpipe.pipelines.runners.lifetime import die_with_parent, end_self, watch_lifeline
+
+    global _lifeline
+    die_with_parent(parent, signal.SIGKILL)
+    if lifeline >= 0:
+        _lifeline = lifeline
+        watch_lifeline(lifeline, end_self)
+
+
+def bind_step_to_zygote(zygote: int) -> None:
+    """In a forked step, first thing: SIGTERM when the zygote ends; watch the lifeline too."""
+    from tbpipe.pipelines.runners.lifetime import die_with_parent, end_self, watch_lifeline
+
+    die_with_parent(zygote, signal.SIGTERM)
+    if _lifeline >= 0:
+        watch_lifeline(_lifeline, end_self)
+
+
+def start_zygote(socket_path: str, log: object) -> tuple[subprocess.Popen, int]:
+    """Start the zygote in its own process group, tied to this process; it and the lifeline.
+
+    The lifeline is the write end of a pipe whose read end only the zygote holds: closing
+    it (or this process ending) tells the zygote to go.
+    """
+    read_end, write_end = os.pipe()
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", __name__, socket_path, str(os.getpid()), str(read_end)],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            process_group=0, pass_fds=(read_end,))
+    except BaseException:
+        os.close(write_end)
+        raise
+    finally:
+        os.close(read_end)
+    return process, write_end
+
+
+def end_zygote(process: subprocess.Popen, lifeline: int) -> None:
+    """End the zygote and every step it forked (its process group), then close the lifeline."""
+    from tbpipe.pipelines.runners.lifetime import end_process_group
+
+    end_process_group(process.pid, leader=process)
+    with contextlib.suppress(OSError):
+        os.close(lifeline)
+
+
+def _could_not_start(request: dict, exc: BaseException) -> None:
+    """The one line of a step the worker could not start (its traceback first)."""
+    from tbpipe.components.common.errors import report_uncaught
+
+    args = list(request.get("args", []))
+    name = args[args.index("--function_to_execute") + 1] \
+        if "--function_to_execute" in args[:-1] else "step"
+    with contextlib.suppress(Exception):
+        report_uncaught(name, exc, "the warm worker could not start the step")
 
 
 # ------------------------------------------------------------------ the runner's side
@@ -199,9 +277,7 @@ class WarmWorker:
         self.socket_path = os.path.join(self._dir, "worker.sock")
         self.log_path = os.path.join(self._dir, "worker.log")
         with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", __name__, self.socket_path], stdin=subprocess.DEVNULL,
-                stdout=log, stderr=subprocess.STDOUT)
+            self.process, self._lifeline = start_zygote(self.socket_path, log)
         self.failed = False
 
     def ready(self, timeout_s: float = START_TIMEOUT_S) -> bool:
@@ -252,10 +328,7 @@ class WarmWorker:
 
     def stop(self) -> None:
         """End the zygote (steps it forked have ended with their run) and remove its folder."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(timeout=5)
+        end_zygote(self.process, self._lifeline)
         import shutil
 
         shutil.rmtree(self._dir, ignore_errors=True)
@@ -289,17 +362,18 @@ def install(worker: WarmWorker) -> Callable[[], None] | None:
     plain = getattr(handler, "run_local_subprocess", None)
     if plain is None:
         return None
+    from tbpipe.pipelines.runners.lifetime import run_supervised as started  # ends with us
 
     def run_local_subprocess(full_command: list[str], env_vars: dict | None = None) -> int:
         program = step_program(full_command)
         wait = program is not None and any(name in program[0] for name in WAIT_FOR)
         if program is None or not worker.ready(START_TIMEOUT_S if wait else 0.0):
-            return plain(full_command=full_command, env_vars=env_vars)
+            return started(full_command=full_command, env_vars=env_vars)
         try:
             code = worker.run(*program, env={**os.environ, **(env_vars or {})},
                               echo=lambda line: print(line, end=""))
         except OSError:  # the worker is gone: this step and the next run as before
-            return plain(full_command=full_command, env_vars=env_vars)
+            return started(full_command=full_command, env_vars=env_vars)
         print("\n")  # as kfp's runner ends a step's output
         return code
 
@@ -350,4 +424,6 @@ def stop_warm_worker() -> None:
 
 
 if __name__ == "__main__":
-    raise SystemExit(serve(sys.argv[1]))
+    if len(sys.argv) > 3:  # started by start_zygote
+        bind_zygote(int(sys.argv[2]), int(sys.argv[3]))
+    raise SystemExit(serve(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else None))

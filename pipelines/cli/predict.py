@@ -23,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_predict(args: argparse.Namespace) -> int:
     """Print one line per file; 1 if any file could not be read."""
-    from tbpipe.components.common.serving import predict_files
+    from tbpipe.components.selection.serving import predict_files
 
     def to_stderr(line: str) -> None:
         print(line, file=sys.stderr, flush=True)

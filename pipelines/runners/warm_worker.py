@@ -55,7 +55,7 @@ PRELOAD = ("tbpipe.components.training.fit", "tbpipe.components.training.data",
            "tbpipe.components.training.model", "tbpipe.components.training.checkpoint",
            "tbpipe.components.training.user_model", "tbpipe.components.evaluation.core",
            "tbpipe.components.finetuning.core", "tbpipe.components.common.tensorboard.writer",
-           "tbpipe.components.common.tensorboard.callback", "tensorboardX", EXECUTOR_MODULE)
+           "tbpipe.components.training.tensorboard_callback", "tensorboardX", EXECUTOR_MODULE)
 
 
 def step_program(full_command: Sequence[str]) -> tuple[str, list[str]] | None:

@@ -8,9 +8,11 @@ what is said below, so a newer kfp degrades rather than breaks:
 * **Loop fields** (:func:`loop_field`): a ``dsl.ParallelFor`` over dict items gives every
   field the type of the item's first value (kfp 2.17, ``for_loop._get_first_element_type``);
   tbpipe marks each field ``String`` (the ``channel_type`` of kfp's loop variable), the type
-  kfp passes to a parameter of any type. Fallback: the field as kfp types it; a sweep
-  whose trial values are not all of the first value's type then fails kfp's type check
-  when it compiles (``tbpipe compile/run/submit --sweep``).
+  kfp passes to a parameter of any type. Fallback: the field as kfp types it (kfp has no
+  public way to type it or to relax its check); a sweep whose item values are not all of
+  the first value's type then fails kfp's type check when it compiles: every sweep with a
+  numeric axis (the item's ``trial`` name is a str), only ``model``/``precision`` sweeps
+  compile.
 * **The REST client** (:func:`open_client`): kfp.Client passes no request timeout and
   retries its health check 5 times, 5 s apart. tbpipe bounds every request of the one REST
   client kfp.Client's APIs share (reached through ``kfp.Client._healthz_api``) and makes the

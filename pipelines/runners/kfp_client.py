@@ -7,8 +7,10 @@ time) becomes a TbpipeError of one line naming what was being done and what to d
 Every request has a timeout (``--request-timeout``: connecting, and each wait for the server's
 bytes) and failed connections are retried at most ``CONNECT_RETRIES`` times, never reads, so
 one call gives up within ``(CONNECT_RETRIES + 1) x`` the timeout; kfp.Client passes no timeout
-of its own and would wait forever on a server that accepts connections and never answers
-(:func:`tbpipe.pipelines.kfp_compat.open_client` bounds it, with kfp's private names).
+of its own and would wait forever on a server that accepts connections and never answers.
+:func:`tbpipe.pipelines.kfp_compat.open_client` bounds its requests (through kfp's private
+names, on the kfp releases it was checked with); on another kfp each call gets the same
+budget as one deadline instead (:func:`tbpipe.pipelines.kfp_compat.request_deadline`).
 """
 
 from __future__ import annotations

@@ -26,15 +26,16 @@ import time
 
 from benchmarks.common import median, progress
 from benchmarks.report import Report, in_fresh_process, main_for, quiet_env
+from tbpipe.pipelines.kfp_compat import LOCAL_TASK_ENDED, LOCAL_TASK_STARTED
 
 STEPS = ("preprocess", "train", "evaluate", "decide-finetune", "finetune",
          "evaluate-finetuned", "select-model")
 KFP_NAMES = {"evaluate-2": "evaluate-finetuned"}
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
-MARKS = {"start": re.compile(r"Executing task '([^']+)'"),
+MARKS = {"start": LOCAL_TASK_STARTED,
          "up": re.compile(r"\[KFP Executor .*Looking for component"),
          "done": re.compile(r"\[KFP Executor .*Wrote executor output"),
-         "end": re.compile(r"Task '([^']+)' finished with status")}
+         "end": LOCAL_TASK_ENDED}
 START_UP = {
     "python -c pass": "pass",
     "import kfp.dsl (the executor)": "import kfp.dsl",

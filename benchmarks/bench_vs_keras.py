@@ -36,6 +36,7 @@ import numpy as np
 
 from benchmarks.common import median, median_ratio_interval, mnist_like, progress
 from benchmarks.report import Report, main_for, quiet_env
+from tbpipe.pipelines.kfp_compat import LOCAL_TASK_ENDED, LOCAL_TASK_STARTED
 
 STALL_S = 2.0
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -173,8 +174,7 @@ def run_script(folder: str, args: argparse.Namespace, precision: str, out: str) 
             "accuracy": float(accuracy.group(1)) if accuracy else 0.0}
 
 
-TASK_START = re.compile(r"Executing task '([^']+)'")
-TASK_END = re.compile(r"Task '([^']+)' finished with status")
+TASK_START, TASK_END = LOCAL_TASK_STARTED, LOCAL_TASK_ENDED
 EXECUTOR_UP = re.compile(r"\[KFP Executor .*Looking for component")
 EXECUTOR_DONE = re.compile(r"\[KFP Executor .*Wrote executor output")
 EPOCH_LINE = re.compile(r"^\s*\d+/\d+ - .*(loss|accuracy)")

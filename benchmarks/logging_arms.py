@@ -89,7 +89,7 @@ def writer_thread_cpu(writer) -> object:  # noqa: ANN001 - a tensorboardX Summar
 
 def legacy_callback_class() -> type:
     """tbpipe's callback as it was: one ``add_scalar`` per metric and per batch."""
-    from tbpipe.components.common.tensorboard.callback import TensorBoardX
+    from tbpipe.components.training.tensorboard_callback import TensorBoardX
 
     class LegacyTensorBoardX(TensorBoardX):
         async_safe = False
@@ -109,8 +109,8 @@ def callback_arms(root: str):  # noqa: ANN201 - name -> (make callbacks, close) 
     import keras
     from tensorboardX import SummaryWriter
 
-    from tbpipe.components.common.tensorboard.callback import TensorBoardX
     from tbpipe.components.common.tensorboard.writer import open_writer, sync_events
+    from tbpipe.components.training.tensorboard_callback import TensorBoardX
 
     class NoOp(keras.callbacks.Callback):
         def on_train_batch_end(self, batch: int, logs=None) -> None:
@@ -162,8 +162,8 @@ def gpu_logging_arms(fit, root: str, steps: int, work: dict) -> dict:  # noqa: A
     """
     import keras
 
-    from tbpipe.components.common.tensorboard.callback import TensorBoardX
     from tbpipe.components.common.tensorboard.writer import open_writer, sync_events
+    from tbpipe.components.training.tensorboard_callback import TensorBoardX
 
     class NoOp(keras.callbacks.Callback):
         async_safe = True

@@ -24,9 +24,9 @@ def toggle_part(arms: Arms, args: argparse.Namespace, root: str) -> dict[str, li
     """One fit, logging on/off by epoch; epoch wall and CPU seconds of each kind."""
     import keras
 
-    from tbpipe.components.common.tensorboard.callback import TensorBoardX
     from tbpipe.components.common.tensorboard.writer import open_writer
     from tbpipe.components.training.model import build_cnn, resolve_precision
+    from tbpipe.components.training.tensorboard_callback import TensorBoardX
 
     class Toggle(keras.callbacks.Callback):
         def __init__(self, logger: TensorBoardX) -> None:

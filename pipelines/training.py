@@ -23,6 +23,7 @@ from kfp import compiler, dsl
 from tbpipe import components
 from tbpipe.components.common.errors import InputError, os_errors
 from tbpipe.components.registry import param_groups, param_table
+from tbpipe.pipelines.kfp_compat import loop_field
 from tbpipe.pipelines.placement import CompileOptions, configure_task, worker_placement
 from tbpipe.pipelines.sweep import Sweep
 
@@ -223,20 +224,6 @@ def sweep_trials(sweep: Sweep, train_args: dict, step):  # noqa: ANN001, ANN201
 #: (deprecated), but only for pipelines without platform settings, and tbpipe's has them
 #: (node selectors, tolerations): it would empty the file, then fail.
 YAML_SUFFIXES = (".yaml", ".yml")
-
-
-def loop_field(item, name: str):  # noqa: ANN001, ANN201 - a kfp LoopArgumentVariable
-    """The field ``name`` of a ``dsl.ParallelFor``'s dict item, to pass to a step.
-
-    KFP gives every field of a dict item the type of the item's first value (kfp 2.17,
-    ``for_loop._get_first_element_type``), so an int field next to a str one would not pass
-    its type check. A field marked ``String``, KFP's type for a loop item of unknown type,
-    passes to a parameter of any type; the step's config checks the value when it runs
-    (the sweep's values were checked when the Sweep was built).
-    """
-    field = getattr(item, name)
-    field.channel_type = "String"
-    return field
 
 
 def compile_pipeline(package_path: str, options: CompileOptions | None = None,

@@ -26,10 +26,30 @@ def evaluate(
 ) -> NamedTuple("EvaluateOutputs", [("accuracy", float), ("meets_target", bool)]):
     """Evaluate a model on the test set; logs go to {log_root}/{experiment}/{run}/{step_name}.
 
-    ``step_name`` is ``evaluate`` or ``evaluate-finetuned`` (the pipeline evaluates twice);
-    the run is ``run_name``, else the KFP job's name. Defaults: EvaluateConfig's (a test
-    holds them equal). Returns the accuracy and whether it reaches ``accuracy_target``. The run
-    is claimed for this KFP job (see preprocess).
+    The run is claimed for this KFP job (see preprocess). Defaults: EvaluateConfig's (a test
+    holds them equal).
+
+    Args:
+        model: The model to score (train's or finetune's).
+        test_data: The test examples (preprocess's ``test_data``).
+        log_root: Where every step's TensorBoard logs go; this step's are
+            ``{log_root}/{experiment}/{run}/{step_name}``.
+        experiment: The experiment the run belongs to (a folder under ``log_root``).
+        run_name: The run's name; empty: the KFP job's name.
+        job_name: The KFP job's name (the run's owner); KFP fills it in.
+        accuracy_target: The test accuracy the model should reach (``meets_target``).
+        step_name: ``evaluate`` or ``evaluate-finetuned`` (the pipeline evaluates twice):
+            the step's log folder.
+        tensorboard_url: The TensorBoard address the report links to.
+        resume: Continue a run of this name that another KFP job claimed.
+
+    Returns:
+        metrics: Test loss, accuracy, macro precision, recall and F1, whether the target
+            is met (0/1) and the number of examples.
+        classification_metrics: The confusion matrix (the KFP UI draws it).
+        report: A Markdown report: the scores, the confusion matrix and the TensorBoard link.
+        accuracy: The test accuracy, from 0 to 1.
+        meets_target: Whether ``accuracy`` reaches ``accuracy_target``.
     """
     from collections import namedtuple
 

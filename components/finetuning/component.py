@@ -16,14 +16,38 @@ def finetune(model: Input[Model], train_data: Input[Dataset], val_data: Input[Da
              precision: str = "auto", resume: bool = False, worker_placement: str = "") -> None:
     """Fine-tune a trained model (optionally on other data); logs go to .../{run}/finetune.
 
-    The run is ``run_name``, else the KFP job's name. Checkpoints go to
-    {checkpoint_root}/{experiment}/{run}/checkpoints/finetune (default root:
-    {log_root}-checkpoints, beside the log root). Defaults:
-    FinetuneConfig's (a test holds them equal); ``precision``: auto, float32, mixed_float16 or
-    mixed_bfloat16. The run is claimed for this KFP job (see preprocess).
-    ``worker_placement``: where a multi-worker step's workers run on a cluster (image, GPUs,
-    node selectors, resources, engine), the JSON of ``launcher.placement.WorkerPlacement``
-    compiled by the pipeline (``tbpipe.pipelines.placement.worker_placement``); empty: none.
+    Checkpoints go to ``{checkpoint_root}/{experiment}/{run}/checkpoints/finetune``. The run
+    is claimed for this KFP job (see preprocess). Defaults: FinetuneConfig's (a test holds
+    them equal).
+
+    Args:
+        model: The trained model to start from (train's ``model``).
+        train_data: The examples to fine-tune on (the training data, or another set's).
+        val_data: The validation examples, scored after every epoch.
+        log_root: Where every step's TensorBoard logs go; this step's are
+            ``{log_root}/{experiment}/{run}/finetune``.
+        experiment: The experiment the run belongs to (a folder under ``log_root``).
+        run_name: The run's name; empty: the KFP job's name.
+        job_name: The KFP job's name (the run's owner); KFP fills it in.
+        epochs: How many passes over the fine-tuning data.
+        learning_rate: The Adam optimizer's learning rate (lower than training's).
+        freeze_layers: How many of the model's first layers keep their weights.
+        batch_size: Examples per training batch.
+        seed: The seed of shuffling.
+        checkpoint_root: Where checkpoints go; empty: the log root's sibling
+            ``{log_root}-checkpoints``, outside TensorBoard's tree.
+        flush_secs: How often (seconds) the event files are flushed for TensorBoard to see.
+        precision: auto, float32, mixed_float16 or mixed_bfloat16.
+        resume: Continue a run of this name that another KFP job claimed, from its
+            checkpoints.
+        worker_placement: Where a multi-worker step's workers run on a cluster (image,
+            GPUs, node selectors, resources, engine): the JSON of
+            ``launcher.placement.WorkerPlacement`` the pipeline compiles; empty: none.
+
+    Returns:
+        finetuned_model: The fine-tuned model (a tbpipe Model folder).
+        metrics: The last epoch's loss, accuracy, val_loss and val_accuracy, and the
+            epochs run.
     """
     from tbpipe.components.common.progress import report_result
     from tbpipe.components.common.run_place import step_run

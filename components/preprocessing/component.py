@@ -16,14 +16,33 @@ def preprocess(data: str, train_data: Output[Dataset], val_data: Output[Dataset]
                channels: int = 0) -> None:
     """Clean, scale and split labelled images into train/val/test Datasets.
 
-    ``data`` is a .csv/.csv.gz/.parquet/.pq table (local or gs://), a folder of MNIST IDX
-    files, a folder of image folders (one per class; ``image_size`` "HxW" and ``channels``
-    1|3, default what the files are), ``builtin:digits`` or ``builtin:mnist``. Logs go to
-    ``{log_root}/{experiment}/{run}/{step_name}`` (``preprocess``, or
-    ``preprocess-finetune-data`` for a separate fine-tuning data set); the run is
-    ``run_name``, else the KFP job's name. Defaults: PreprocessConfig's (a test holds them equal).
     The run is claimed for this KFP job before anything is written: a run of that name that
-    another job claimed is refused, unless ``resume`` (continue it).
+    another job claimed is refused, unless ``resume``. Defaults: PreprocessConfig's (a test
+    holds them equal).
+
+    Args:
+        data: The labelled images: a .csv/.csv.gz/.parquet/.pq table (local, gs:// or s3://),
+            a folder of MNIST IDX files, a folder of image folders (one per class),
+            ``builtin:digits`` or ``builtin:mnist``.
+        log_root: Where every step's TensorBoard logs go; this step's are
+            ``{log_root}/{experiment}/{run}/{step_name}``.
+        experiment: The experiment the run belongs to (a folder under ``log_root``).
+        run_name: The run's name; empty: the KFP job's name.
+        job_name: The KFP job's name (the run's owner); KFP fills it in.
+        val_fraction: The share of the examples held out for validation.
+        test_fraction: The share of the examples held out for the test set.
+        seed: The seed of the shuffle before the split.
+        step_name: ``preprocess``, or ``preprocess-finetune-data`` for a separate
+            fine-tuning data set: the step's log folder.
+        resume: Continue a run of this name that another KFP job claimed.
+        image_size: ``HxW`` to resize image files to; empty: the files' own size.
+        channels: 1 (grayscale) or 3 (RGB) for image files; 0: the files' own.
+
+    Returns:
+        train_data: The training examples (a tbpipe Dataset folder).
+        val_data: The validation examples (a tbpipe Dataset folder).
+        test_data: The test examples (a tbpipe Dataset folder).
+        stats: Row counts: read, dropped as bad, kept, and per split.
     """
     from tbpipe.components.common.progress import report_result
     from tbpipe.components.common.run_place import step_run

@@ -28,11 +28,33 @@ def promote(
 ) -> NamedTuple("PromoteOutputs", [("decision", str), ("summary", str)]):
     """Copy the selected model to ``promote_to`` only if it beats the baseline there.
 
-    ``selection`` is select-model's JSON summary (its ``model_uri`` is the model); the
-    baseline is ``baseline_model``, else what ``promote_to`` holds. Logs go to
-    {log_root}/{experiment}/{run}/promote; the run's ``_summary.json`` gets the decision.
-    Defaults: PromoteConfig's (a test holds them equal). Returns ``promoted`` or
-    ``kept baseline``, and the run summary as JSON.
+    Logs go to {log_root}/{experiment}/{run}/promote; the run's ``_summary.json`` gets the
+    decision. The run is claimed for this KFP job (see preprocess). Defaults:
+    PromoteConfig's (a test holds them equal).
+
+    Args:
+        selection: select-model's JSON summary; its ``model_uri`` is the model to promote.
+        test_data: The test examples both models are scored on.
+        log_root: Where every step's TensorBoard logs go; this step's are
+            ``{log_root}/{experiment}/{run}/promote``.
+        promote_to: The production folder (local, gs:// or s3://) replaced in one swap when
+            the model is promoted.
+        baseline_model: The model to beat; empty: the one ``promote_to`` holds (none there:
+            the model is promoted).
+        min_improvement: How much the new model must beat the baseline by, in [0, 1).
+        promotion_metric: The test metric the two models are compared on: accuracy or macro_f1.
+        force_promote: Promote whatever the scores.
+        experiment: The experiment the run belongs to (a folder under ``log_root``).
+        run_name: The run's name; empty: the KFP job's name.
+        job_name: The KFP job's name (the run's owner); KFP fills it in.
+        tensorboard_url: The TensorBoard address the run summary links to.
+        resume: Continue a run of this name that another KFP job claimed.
+
+    Returns:
+        metrics: Both models' test scores (``new_*``, ``baseline_*``) and ``promoted`` (0/1).
+        report: A Markdown report: the scores side by side and the decision.
+        decision: ``promoted`` or ``kept baseline``.
+        summary: The run summary (``_summary.json``) as JSON.
     """
     import json
     from collections import namedtuple

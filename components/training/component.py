@@ -14,23 +14,46 @@ def train(train_data: Input[Dataset], val_data: Input[Dataset], model: Output[Mo
           checkpoint_root: str = "", flush_secs: int = 5, precision: str = "auto",
           resume: bool = False, model_spec: str = "builtin:cnn", model_source: str = "",
           trial: str = "", worker_placement: str = "") -> None:
-    """Train the starting model ``model_spec``; logs go to {log_root}/{experiment}/{run}/train.
+    """Train the starting model ``model_spec`` on a Dataset; logs go to .../{run}/train.
 
-    ``model_spec``: builtin:cnn, path/to/file.py:function (``model_source`` holds the file's
-    text, imported from a temporary module), package.module:function (installed in the
-    image), a .keras file or a tbpipe Model folder (docs/models.md).
+    Checkpoints go to ``{checkpoint_root}/{experiment}/{run}/checkpoints/train``, so a retried
+    or preempted attempt resumes from its last complete epoch. The run is claimed for this
+    KFP job (see preprocess). Defaults: TrainConfig's (a test holds them equal).
 
-    The run is ``run_name``, else the KFP job's name. Checkpoints go to
-    {checkpoint_root}/{experiment}/{run}/checkpoints/train (default root: the log root's
-    sibling {log_root}-checkpoints, outside TensorBoard's tree), so a retried or
-    preempted attempt resumes from its last complete epoch. ``trial``: a sweep's trial
-    (``trial-NN``): logs go to {log_root}/{experiment}/{run}/{trial}/train, checkpoints to
-    .../checkpoints/{trial}/train. Defaults: TrainConfig's (a test
-    holds them equal); ``precision``: auto, float32, mixed_float16 or mixed_bfloat16. The run
-    is claimed for this KFP job (see preprocess; ``resume`` continues another job's run).
-    ``worker_placement``: where a multi-worker step's workers run on a cluster (image, GPUs,
-    node selectors, resources, engine), the JSON of ``launcher.placement.WorkerPlacement``
-    compiled by the pipeline (``tbpipe.pipelines.placement.worker_placement``); empty: none.
+    Args:
+        train_data: The training examples (preprocess's ``train_data``).
+        val_data: The validation examples, scored after every epoch.
+        log_root: Where every step's TensorBoard logs go; this step's are
+            ``{log_root}/{experiment}/{run}/train`` (``.../{run}/{trial}/train`` in a sweep).
+        experiment: The experiment the run belongs to (a folder under ``log_root``).
+        run_name: The run's name; empty: the KFP job's name.
+        job_name: The KFP job's name (the run's owner); KFP fills it in.
+        epochs: How many passes over the training data.
+        batch_size: Examples per training batch.
+        learning_rate: The Adam optimizer's learning rate.
+        seed: The seed of weight initialization and shuffling.
+        checkpoint_root: Where checkpoints go; empty: the log root's sibling
+            ``{log_root}-checkpoints``, outside TensorBoard's tree.
+        flush_secs: How often (seconds) the event files are flushed for TensorBoard to see.
+        precision: auto, float32, mixed_float16 or mixed_bfloat16 (auto: mixed on a GPU
+            that gains from it, else float32).
+        resume: Continue a run of this name that another KFP job claimed, from its
+            checkpoints.
+        model_spec: The starting model: builtin:cnn, path/to/file.py:function,
+            package.module:function (installed in the image), a .keras file or a tbpipe
+            Model folder (docs/models.md).
+        model_source: The text of a ``file.py:function`` spec's file (imported from a
+            temporary module); empty for the other kinds.
+        trial: A sweep's trial (``trial-NN``) whose logs and checkpoints go to their own
+            ``{trial}/train`` folders; empty outside a sweep.
+        worker_placement: Where a multi-worker step's workers run on a cluster (image,
+            GPUs, node selectors, resources, engine): the JSON of
+            ``launcher.placement.WorkerPlacement`` the pipeline compiles; empty: none.
+
+    Returns:
+        model: The trained model (a tbpipe Model folder: ``model.keras`` and ``model.json``).
+        metrics: The last epoch's loss, accuracy, val_loss and val_accuracy, and the
+            epochs run.
     """
     from tbpipe.components.common.progress import report, report_result
     from tbpipe.components.common.run_place import step_run

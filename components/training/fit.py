@@ -173,11 +173,11 @@ def _run_fit(plan: _Plan, job: FitJob, config: FitConfig, writer) -> dict:
     the per-batch hooks would run on Keras' callback threads.
     """
     from tbpipe.components.common.progress import keras_progress_callback
-    from tbpipe.components.common.tensorboard.callback import TensorBoardX
     from tbpipe.components.common.tensorboard.writer import sync_events
     from tbpipe.components.training import checkpoint, data
     from tbpipe.components.training.divergence import StopOnNonFinite
     from tbpipe.components.training.preemption import StopOnSignal, sigterm_flag
+    from tbpipe.components.training.tensorboard_callback import TensorBoardX
 
     if plan.initial_epoch >= config.epochs:
         return plan.last_logs

@@ -35,5 +35,5 @@ STEP = Step(
              "tbpipe.components.training.model", "tbpipe.components.training.checkpoint",
              "tbpipe.components.training.user_model",
              "tbpipe.components.common.tensorboard.writer",
-             "tbpipe.components.common.tensorboard.callback"),
+             "tbpipe.components.training.tensorboard_callback"),
     params=PARAMS)

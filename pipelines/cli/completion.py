@@ -8,7 +8,9 @@ Install: ``eval "$(tbpipe completion bash)"`` in ``~/.bashrc`` (or ``zsh``, ``~/
 from __future__ import annotations
 
 import argparse
+import functools
 import shlex
+from collections.abc import Mapping
 
 SHELLS = ("bash", "zsh")
 
@@ -21,14 +23,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "'eval \"$(tbpipe completion bash)\"' to ~/.bashrc; zsh: "
                     "'eval \"$(tbpipe completion zsh)\"' to ~/.zshrc.")
     cmd.add_argument("shell", choices=SHELLS, help="bash or zsh")
-    cmd.set_defaults(handler=run_completion)
+    # ``subparsers.choices`` holds every sub-command once the parser is built, this one too:
+    # the script is made from it, so this module needs nothing from the one that builds it.
+    cmd.set_defaults(handler=functools.partial(run_completion, subparsers.choices))
 
 
-def run_completion(args: argparse.Namespace) -> int:
-    """Print the script for ``args.shell``."""
-    from tbpipe.pipelines.cli.main import build_parser
-
-    print(completion_script(build_parser(), args.shell))
+def run_completion(commands: Mapping[str, argparse.ArgumentParser],
+                   args: argparse.Namespace) -> int:
+    """Print the script for ``args.shell``, for the sub-commands ``commands``."""
+    print(completion_script(commands, args.shell))
     return 0
 
 
@@ -40,31 +43,33 @@ def allowed_values(action: argparse.Action) -> tuple[str, ...]:
     return tuple(metavar.split("|")) if "|" in metavar else ()
 
 
-def command_table(parser: argparse.ArgumentParser) -> dict[str, dict[str, tuple[str, ...]]]:
-    """``{sub-command: {flag: allowed values (empty: any)}}`` from a parser with sub-commands.
+def command_table(commands: Mapping[str, argparse.ArgumentParser],
+                  ) -> dict[str, dict[str, tuple[str, ...]]]:
+    """``{sub-command: {flag: allowed values (empty: any)}}`` of the sub-commands' parsers.
 
     argparse has no public way to list a parser's arguments; its ``_actions`` lists (stable
-    since Python 2.7) are read here and nowhere else, and a parser without them gives an
-    empty table (the script then completes file names only).
+    since Python 2.7) are read here and nowhere else, and a parser without them gives no
+    flags (the script then completes file names only).
     """
     table: dict[str, dict[str, tuple[str, ...]]] = {}
-    commands = getattr(getattr(parser, "_subparsers", None), "_group_actions", ())
-    for action in commands:
-        for name, sub in (action.choices or {}).items():
-            flags: dict[str, tuple[str, ...]] = {}
-            for option in getattr(sub, "_actions", ()):
-                if not option.option_strings and option.choices and "" not in flags:
-                    flags[""] = allowed_values(option)  # a positional with fixed values
-                for flag in option.option_strings:
-                    if flag.startswith("--"):
-                        flags[flag] = allowed_values(option)
-            table[name] = flags
+    for name, sub in commands.items():
+        flags: dict[str, tuple[str, ...]] = {}
+        for option in getattr(sub, "_actions", ()):
+            if not option.option_strings and option.choices and "" not in flags:
+                flags[""] = allowed_values(option)  # a positional with fixed values
+            for flag in option.option_strings:
+                if flag.startswith("--"):
+                    flags[flag] = allowed_values(option)
+        table[name] = flags
     return table
 
 
-def completion_script(parser: argparse.ArgumentParser, shell: str) -> str:
-    """A bash completion function for ``tbpipe`` (zsh loads it through bashcompinit)."""
-    table = command_table(parser)
+def completion_script(commands: Mapping[str, argparse.ArgumentParser], shell: str) -> str:
+    """A bash completion function for ``tbpipe`` (zsh loads it through bashcompinit).
+
+    ``commands``: the sub-commands' parsers by name (``subparsers.choices``).
+    """
+    table = command_table(commands)
     cases = []
     for name, flags in table.items():
         words = " ".join(flag for flag in flags if flag)

@@ -28,7 +28,7 @@ def run_predict(args: argparse.Namespace) -> int:
     """Print one line per file; 1 if any file could not be read."""
     import os
 
-    from tbpipe.components.common.serving import predict_files
+    from tbpipe.components.selection.serving import predict_files
     from tbpipe.pipelines.runners.local import tensorflow_log_level
 
     tensorflow_log_level(os.environ)  # before TensorFlow loads: no CUDA noise among the lines

@@ -8,6 +8,9 @@ Every request has a timeout (``--request-timeout``: connecting, and each wait fo
 bytes) and failed connections are retried at most ``CONNECT_RETRIES`` times, never reads, so
 one call gives up within ``(CONNECT_RETRIES + 1) x`` the timeout; kfp.Client passes no timeout
 of its own and would wait forever on a server that accepts connections and never answers.
+:func:`tbpipe.pipelines.kfp_compat.open_client` bounds its requests (through kfp's private
+names, on the kfp releases it was checked with); on another kfp each call gets the same
+budget as one deadline instead (:func:`tbpipe.pipelines.kfp_compat.request_deadline`).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from collections.abc import Iterator
 
 from tbpipe.components.common.errors import InputError, SettingError, TbpipeError
 from tbpipe.components.common.limits import check_finite
+from tbpipe.pipelines.kfp_compat import NoAnswer, open_client, request_deadline
 
 DEFAULT_HOST = "the default KFP address ($KF_PIPELINES_ENDPOINT, in-cluster or kubeconfig)"
 DEFAULT_REQUEST_TIMEOUT_S = 60.0
@@ -116,9 +120,12 @@ def calling(host: str, doing: str, timeout: float = DEFAULT_REQUEST_TIMEOUT_S) -
     level = retries_log.level
     retries_log.setLevel(logging.ERROR)
     try:
-        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings(), \
+                request_deadline((CONNECT_RETRIES + 1) * timeout):
             warnings.simplefilter("ignore")
             yield
+    except NoAnswer:
+        raise TbpipeError(_no_answer(host, doing, timeout)) from None
     except kfp_server_api.ApiException as exc:
         raise TbpipeError(api_error_line(host, doing, exc)) from None
     except urllib3.exceptions.HTTPError as exc:
@@ -126,9 +133,7 @@ def calling(host: str, doing: str, timeout: float = DEFAULT_REQUEST_TIMEOUT_S) -
         no_answer = isinstance(cause, urllib3.exceptions.TimeoutError) and not isinstance(
             cause, urllib3.exceptions.NewConnectionError)  # a refusal is one (urllib3 2.x)
         if no_answer:
-            raise TbpipeError(f"KFP at {host} did not answer within {timeout:g}s while {doing}: "
-                              "check --endpoint points at the KFP API, or raise "
-                              "--request-timeout") from None
+            raise TbpipeError(_no_answer(host, doing, timeout)) from None
         reason = "connection refused" if "refused" in str(cause).lower() else str(cause)
         raise TbpipeError(f"cannot connect to KFP at {host} while {doing} ({reason}): check "
                           "--endpoint / $KFP_HOST and that the API is reachable") from None
@@ -138,35 +143,15 @@ def calling(host: str, doing: str, timeout: float = DEFAULT_REQUEST_TIMEOUT_S) -
         retries_log.setLevel(level)
 
 
+def _no_answer(host: str, doing: str, timeout: float) -> str:
+    return (f"KFP at {host} did not answer within {timeout:g}s while {doing}: check --endpoint "
+            "points at the KFP API, or raise --request-timeout")
+
+
 def check_timeout(timeout: float) -> None:
     """SettingError unless ``timeout`` is a finite number of seconds above 0."""
     if not check_finite("--request-timeout", timeout) > 0:
         raise SettingError("--request-timeout", timeout, "must be greater than 0 (seconds)")
-
-
-def bound_requests(api_client: object, timeout: float) -> None:
-    """Give every request of a kfp_server_api ApiClient a timeout and bounded retries.
-
-    kfp.Client's calls pass no ``_request_timeout``, and an explicit None in urllib3 means
-    "wait forever", so the default goes on the one REST client all its APIs share.
-    Idempotent: a client already bound keeps its bound.
-    """
-    import urllib3
-
-    rest = api_client.rest_client
-    if getattr(rest, "_tbpipe_timeout", None) is not None:
-        return
-    request = rest.request
-
-    def bounded(*args: object, _request_timeout: object = None, **kwargs: object) -> object:
-        return request(*args, _request_timeout=_request_timeout or (timeout, timeout), **kwargs)
-
-    rest.request = bounded
-    rest._tbpipe_timeout = timeout  # noqa: SLF001 - our own mark
-    rest.pool_manager.connection_pool_kw["retries"] = urllib3.Retry(
-        total=CONNECT_RETRIES, connect=CONNECT_RETRIES, read=0, status=0, other=0,
-        redirect=CONNECT_RETRIES, backoff_factor=0.2, raise_on_status=False)
-    rest.pool_manager.clear()
 
 
 class KfpConnection:
@@ -185,17 +170,7 @@ class KfpConnection:
 
         Every request of the client waits at most ``timeout`` seconds (see the module doc).
         """
-        import kfp
-
         check_timeout(timeout)
-
-        class _Client(kfp.Client):
-            def get_kfp_healthz(self, sleep_duration: int = 5) -> object:
-                # One try: kfp.Client retries 5 times, 5 s apart; errors are reported instead.
-                # kfp.Client calls this from __init__, the first moment its API client exists.
-                bound_requests(self._healthz_api.api_client, timeout)
-                return self._healthz_api.healthz_service_get_healthz()
-
         credentials = None
         if token_file:
             if not os.path.isfile(token_file):
@@ -205,9 +180,9 @@ class KfpConnection:
             credentials = ServiceAccountTokenVolumeCredentials(path=token_file)
         shown = host or DEFAULT_HOST
         with calling(shown, "connecting", timeout):
-            client = _Client(host=host, namespace=namespace or "kubeflow",
-                             existing_token=token or None, credentials=credentials)
-        bound_requests(client._healthz_api.api_client, timeout)  # noqa: SLF001 - see above
+            client = open_client(timeout, CONNECT_RETRIES, host=host,
+                                 namespace=namespace or "kubeflow",
+                                 existing_token=token or None, credentials=credentials)
         return cls(client, shown, namespace, timeout)
 
     def _calling(self, doing: str) -> contextlib.AbstractContextManager:

@@ -1,7 +1,8 @@
 """What a person sees of a local run: one line per step, a progress bar, the figure that matters.
 
 kfp.local prints everything to ``sys.stdout``: its own log lines (``Executing task 'train'``,
-each task's executor input as JSON) and, line by line, every step's output. :class:`RunDisplay`
+each task's executor input as JSON; read by :func:`tbpipe.pipelines.kfp_compat.local_task_event`)
+and, line by line, every step's output. :class:`RunDisplay`
 stands in for ``sys.stdout`` during the run: all of it goes to the run's log file, and the
 screen gets a line when a step starts and when it ends, with its duration and the figure the
 step reported (:mod:`tbpipe.components.common.progress` marker lines), plus a live bar for
@@ -20,10 +21,9 @@ from typing import TextIO
 
 from tbpipe.components.common.progress import parse
 from tbpipe.components.registry import steps
+from tbpipe.pipelines.kfp_compat import local_task_event, reads_local_log
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
-_STARTED = re.compile(r"Executing task '([^']+)'")
-_SUCCEEDED = re.compile(r"Task '([^']+)' finished with status SUCCESS")
 _STEP_ERROR = re.compile(r"tbpipe: ([\w.-]+): error: (.+)")
 #: How many of a failing step's last output lines the screen shows.
 TAIL_LINES = 20
@@ -76,6 +76,9 @@ class RunDisplay:
         self.last_finished = ""  # the step that finished last (kfp.local reads its outputs)
         self._partial = ""
         self._bar_shown = False
+        #: Steps start and end at kfp.local's own log lines; else at their markers
+        #: (:mod:`tbpipe.pipelines.kfp_compat`).
+        self.reads_local_log = reads_local_log()
 
     # -- the text stream -------------------------------------------------------------------
     def write(self, text: str) -> int:
@@ -101,15 +104,16 @@ class RunDisplay:
 
     # -- what the lines mean ---------------------------------------------------------------
     def _line(self, line: str) -> None:
-        if started := _STARTED.search(line):
-            self._start(started[1])
-            return
-        if succeeded := _SUCCEEDED.search(line):
-            self._finish(succeeded[1])
+        if task := local_task_event(line):
+            (self._start if task[0] == "started" else self._finish)(task[1])
             return
         event = parse(line)
         if event is not None:
+            if self.step is None and not self.reads_local_log:  # kfp's wording unknown:
+                self._start(str(event["step"]))  # the step's first marker starts it
             self._event(event)
+            if event["event"] == "result" and not self.reads_local_log:
+                self._finish(str(event["step"]))  # and its result ends it
             return
         if error := _STEP_ERROR.search(line):
             self.errors.append((error[1], error[2]))

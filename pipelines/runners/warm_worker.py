@@ -13,8 +13,8 @@ files), the child leaves with ``os._exit``, skipping TensorFlow's teardown.
 
 Only the local subprocess runner uses it; on a cluster every step is the same KFP component
 run in its own container. :func:`install` hooks the runner's one function that starts a
-step's process (``kfp.local.subprocess_task_handler.run_local_subprocess``, a kfp internal,
-touched only here, for the kfp versions it was checked with). A step whose command is not a
+step's process (a kfp internal, replaced through :mod:`tbpipe.pipelines.kfp_compat` for the
+kfp versions it was checked with). A step whose command is not a
 lightweight Python component, a kfp of another version, or a worker that did not start runs
 as a plain subprocess, as without the worker.
 
@@ -39,11 +39,15 @@ import time
 from collections.abc import Callable, Sequence
 
 from tbpipe.components.registry import steps
+from tbpipe.pipelines.kfp_compat import (
+    EXECUTOR_MODULE,
+    kfp_checked,
+    local_subprocess,
+    replace_local_subprocess,
+    run_executor,
+)
 
-# kfp versions whose subprocess runner builds and runs a step the way this module expects
-CHECKED_KFP = ("2.14", "2.15", "2.16", "2.17")
 START_TIMEOUT_S = 120.0  # the most the first step waits for the zygote's imports
-EXECUTOR_MODULE = "kfp.dsl.executor_main"
 _PROGRAM = '"$program_path/ephemeral_component.py"'
 # Steps whose source names these wait for the worker to be ready (they import TensorFlow);
 # other steps run as plain subprocesses while it is still importing, alongside it.
@@ -177,15 +181,12 @@ def _run_step(conn: socket.socket, request: dict, fds: list[int]) -> None:
 
 def _execute(source: str, args: list[str]) -> int:
     """Run the KFP executor on ``source`` as ``python -m kfp.dsl.executor_main`` would."""
-    from kfp.dsl import executor_main
-
     with tempfile.TemporaryDirectory(prefix="tbpipe-step-") as program_dir:
         program = os.path.join(program_dir, "ephemeral_component.py")
         with open(program, "w", encoding="utf-8") as out:
             out.write(source)
-        sys.argv = [executor_main.__file__, "--component_module_path", program, *args]
         try:
-            executor_main.executor_main()
+            run_executor(program, args)
         except SystemExit as exc:
             if exc.code is None or isinstance(exc.code, int):
                 return int(exc.code or 0)
@@ -342,29 +343,18 @@ def _usable(fd: int) -> bool:
     return True
 
 
-def kfp_checked() -> bool:
-    """Whether the installed kfp's subprocess runner is one this module was checked with."""
-    import kfp
-
-    return kfp.__version__.startswith(CHECKED_KFP)
-
-
 def install(worker: WarmWorker) -> Callable[[], None] | None:
     """Run the local subprocess runner's steps in ``worker``; the function that undoes it.
 
     ``None`` (nothing changed: steps run as plain subprocesses) when the installed kfp was
     not checked with this module or does not have the function it replaces.
     """
-    if not kfp_checked():
-        return None
-    from kfp.local import subprocess_task_handler as handler
-
-    plain = getattr(handler, "run_local_subprocess", None)
+    plain = local_subprocess()
     if plain is None:
         return None
     from tbpipe.pipelines.runners.lifetime import run_supervised as started  # ends with us
 
-    def run_local_subprocess(full_command: list[str], env_vars: dict | None = None) -> int:
+    def run_step(full_command: list[str], env_vars: dict | None = None) -> int:
         program = step_program(full_command)
         wait = program is not None and any(name in program[0] for name in WAIT_FOR)
         if program is None or not worker.ready(START_TIMEOUT_S if wait else 0.0):
@@ -377,12 +367,7 @@ def install(worker: WarmWorker) -> Callable[[], None] | None:
         print("\n")  # as kfp's runner ends a step's output
         return code
 
-    handler.run_local_subprocess = run_local_subprocess
-
-    def undo() -> None:
-        handler.run_local_subprocess = plain
-
-    return undo
+    return replace_local_subprocess(plain, run_step)
 
 
 _active: list[Callable[[], None]] = []  # how to stop the worker this process started

@@ -4,8 +4,9 @@ import os
 
 import pytest
 from kfp import dsl, local
+from packaging.specifiers import SpecifierSet
 
-from tbpipe.pipelines.runners import warm_worker
+from tbpipe.pipelines import kfp_compat
 from tbpipe.pipelines.runners.warm_worker import (
     WarmWorker,
     install,
@@ -93,7 +94,7 @@ def test_without_a_worker_steps_run_as_plain_subprocesses(worker):
 
 
 def test_an_unchecked_kfp_leaves_the_runner_alone(monkeypatch):
-    monkeypatch.setattr(warm_worker, "CHECKED_KFP", ("0.1",))
+    monkeypatch.setattr(kfp_compat, "CHECKED_KFP", SpecifierSet(">=99"))
     assert start_warm_worker() is None
 
 

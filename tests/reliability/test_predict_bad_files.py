@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from tbpipe.components.common.errors import InputError
-from tbpipe.components.common.serving import (
+from tbpipe.components.selection.serving import (
     MAX_IMAGE_PIXELS,
     export_model_folder,
     load_predictor,

@@ -30,7 +30,7 @@ def main(spec_path: str) -> int:
 
     from tbpipe.components import train
     from tbpipe.components.common import storage
-    from tbpipe.components.common.tensorboard.callback import TensorBoardX
+    from tbpipe.components.training.tensorboard_callback import TensorBoardX
 
     spec = json.loads(open(spec_path).read())
     if spec.get("storage_deadline") is not None:

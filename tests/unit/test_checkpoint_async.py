@@ -74,8 +74,8 @@ def test_the_train_steps_callbacks_allow_async_batch_hooks(monkeypatch, tmp_path
     import keras
     from keras.src import backend
 
-    from tbpipe.components.common.tensorboard.callback import TensorBoardX
     from tbpipe.components.training.preemption import StopOnSignal, sigterm_flag
+    from tbpipe.components.training.tensorboard_callback import TensorBoardX
 
     class PlainBatchHook(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):

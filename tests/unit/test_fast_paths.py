@@ -162,8 +162,8 @@ def _steps_in_file_order(log_dir, tag):
 
 
 def test_batches_ending_out_of_order_are_logged_in_order(tmp_path):
-    from tbpipe.components.common.tensorboard.callback import TensorBoardX
     from tbpipe.components.training.model import build_cnn
+    from tbpipe.components.training.tensorboard_callback import TensorBoardX
 
     with open_writer(str(tmp_path)) as writer:
         callback = TensorBoardX(writer, batch_every=2, histogram_every=0, initial_epoch=1,
@@ -180,8 +180,8 @@ def test_batches_ending_out_of_order_are_logged_in_order(tmp_path):
 
 
 def test_every_batch_of_a_fit_is_logged_in_order(tmp_path):
-    from tbpipe.components.common.tensorboard.callback import TensorBoardX
     from tbpipe.components.training.model import build_cnn
+    from tbpipe.components.training.tensorboard_callback import TensorBoardX
 
     model = build_cnn((8, 8, 1), 4, seed=1, jit_compile=False)
     x = np.random.default_rng(0).random((96, 8, 8, 1)).astype(np.float32)

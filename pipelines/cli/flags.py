@@ -30,7 +30,8 @@ from tbpipe.pipelines.training import PARAM_CHOICES, PipelineParams
 #: The data sources ``--data`` and ``--finetune-data`` take.
 DATA_FORMATS = ("a .csv, .csv.gz, .parquet or .pq table (a 'label' column and pixel0..N "
                 "columns), a folder of MNIST IDX files, a folder of image folders (one per "
-                "class), builtin:digits or builtin:mnist; a local path or gs://")
+                "class), builtin:digits or builtin:mnist; a local path or a store URI "
+                "(gs://, s3://, az://: any scheme fsspec knows)")
 #: Help where the field's default does not say it all.
 PARAM_HELP = {
     "data": f"training data (default: builtin:digits): {DATA_FORMATS}",
@@ -43,8 +44,8 @@ PARAM_HELP = {
     "run_name": "default: run-YYYYmmdd-HHMMSS",
     "model": "the model to train: builtin:cnn (default), path/to/file.py:function, "
              "package.module:function, a .keras file or a Model folder (docs/models.md)",
-    "promote_to": "production folder (local or gs://): the run's model is copied there only "
-                  "if it beats the baseline; default: no promotion",
+    "promote_to": "production folder (local, gs://, s3://, az://...): the run's model is "
+                  "copied there only if it beats the baseline; default: no promotion",
     "baseline_model": "the model to beat (Model folder or .keras); default: what "
                       "--promote-to holds",
     "min_improvement": "how much the new model must beat the baseline by (default: 0)",

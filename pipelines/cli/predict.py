@@ -14,7 +14,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "has one): one line per file, 'FILE: class prob, ...'; a file that cannot "
                     "be read is one error line, and the exit status is 1 at the end.")
     cmd.add_argument("--model", required=True, metavar="URI",
-                     help="a Model folder (local or gs://), e.g. the best_model output")
+                     help="a Model folder (local or a store URI: gs://, s3://, az://...), e.g. "
+                          "the best_model output")
     cmd.add_argument("--top", type=int, default=3, metavar="N",
                      help="how many classes per file (default: 3)")
     cmd.add_argument("files", nargs="+", metavar="FILE", help="image files (PNG, JPEG, ...)")

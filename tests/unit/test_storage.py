@@ -149,3 +149,19 @@ def test_gcs_missing_credentials_is_one_clear_line(monkeypatch):
     monkeypatch.setattr(GCSFileSystem, "_find", no_credentials)
     with pytest.raises(StorageError, match="gs://b/p: no Google credentials found"):
         storage.list_files("gs://b/p")
+
+
+def test_gcs_anonymous_fallback_reads_as_missing_credentials(monkeypatch):
+    """gcsfs finding no credentials goes on anonymously; GCS then answers 401."""
+    from gcsfs import GCSFileSystem
+    from gcsfs.retry import validate_response
+
+    async def anonymous(self, path, *args, **kwargs):
+        validate_response(401, b'{"error": {"code": 401, "message": "Anonymous caller does '
+                               b'not have storage.objects.get access to the object."}}', path)
+
+    monkeypatch.setattr(GCSFileSystem, "_cat_file", anonymous)
+    with pytest.raises(StorageError) as caught:
+        storage.read_bytes("gs://b/p", deadline=2)
+    assert str(caught.value) == ("gs://b/p: no Google credentials found; use Application "
+                                 "Default Credentials or Workload Identity")

@@ -273,14 +273,22 @@ def _is_denied(exc: BaseException) -> bool:
             or "ClientAuthenticationError" in _class_names(exc))
 
 
-def _credentials_missing(exc: BaseException) -> str | None:
+#: A store that fell back to anonymous access (gcsfs does, finding no credentials) answers
+#: 401 "Anonymous caller ...": that is missing credentials too.
+_ANONYMOUS_CALLER = {"gs": "DefaultCredentialsError", "gcs": "DefaultCredentialsError"}
+
+
+def _credentials_missing(exc: BaseException, uri: str = "") -> str | None:
     names = _class_names(exc)
+    if _status(exc) == 401 and "anonymous" in _first_line(exc).lower() \
+            and scheme(uri) in _ANONYMOUS_CALLER:
+        names.add(_ANONYMOUS_CALLER[scheme(uri)])
     return next((text for name, text in _NO_CREDENTIALS.items() if name in names), None)
 
 
 def _storage_error(uri: str, exc: BaseException) -> StorageError:
     """The one line for a permanent error met on ``uri``."""
-    missing = _credentials_missing(exc)
+    missing = _credentials_missing(exc, uri)
     if missing:
         return StorageError(f"{uri}: {missing}")
     if _is_not_found(exc):

@@ -128,3 +128,27 @@ def test_a_store_without_conditional_writes_checks_then_writes(capsys):
     assert storage.list_files(storage.join(root, "exp")) == ["run/_run.json", "run/train/a"]
     storage.remove(storage.join(root, "exp"))
     assert not storage.exists(storage.join(root, "exp"))
+
+
+@pytest.mark.azure
+def test_an_unreachable_azure_endpoint_is_retried_within_the_deadline(azurite):
+    """azure-core retries on its own (up to minutes of backoff); the deadline bounds it all."""
+    import time
+
+    from tbpipe.components.common.errors import StorageUnavailable
+    from tests.helpers import environment, free_port
+
+    closed = azurite.env()["AZURE_STORAGE_CONNECTION_STRING"].replace(
+        str(azurite.port), str(free_port()))
+    uri = azurite.uri("x")
+    storage.reset_filesystems()
+    try:
+        with environment({"AZURE_STORAGE_CONNECTION_STRING": closed}):
+            started = time.monotonic()
+            with pytest.raises(StorageUnavailable) as caught:
+                storage.read_bytes(uri, deadline=3)
+            took = time.monotonic() - started
+    finally:
+        storage.reset_filesystems()
+    assert 1 <= took < 10, took  # it kept trying for most of the deadline, and no longer
+    assert str(caught.value).startswith(f"{uri}: storage unreachable (")

@@ -69,8 +69,10 @@ def test_pipeline_on_azure_blob_and_tensorboard_serves_every_step(az_root, tmp_p
             tags: dict = {}
             while time.monotonic() < deadline:
                 tags = http_json(f"{base}data/plugin/scalars/tags") or {}
-                if all(f"az/r1/{step}" in tags for step in steps):
-                    break
+                if all(f"az/r1/{step}" in tags for step in steps) and len(scalar_points(
+                        base, "az/r1/train", "epoch/loss")) == 1 and len(scalar_points(
+                        base, "az/r1/evaluate", "eval/accuracy")) == 1:
+                    break  # a tag shows while TensorBoard is still reading its run
                 time.sleep(1)
             assert tags.get("az/r1/preprocess"), (sorted(tags), (tmp_path / "tb.log").read_text())
             assert len(scalar_points(base, "az/r1/train", "epoch/loss")) == 1, sorted(tags)

@@ -322,6 +322,8 @@ def _not_found(uri: str) -> StorageError:
 def _reason(exc: BaseException) -> str:
     if _class_names(exc) & _CONNECTION_CLASSES:
         return "connection failed"
+    if _class_names(exc) & {"TimeoutError", "FSTimeoutError", "ReadTimeoutError"}:
+        return "timed out"
     code = _error_code(exc)
     text = _first_line(exc)
     return f"{code}: {text}" if code and code not in text else text

@@ -31,7 +31,7 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 
 from tbpipe.components.common.errors import InputError, TbpipeError
-from tbpipe.components.common.storage import exists, is_remote, local_path, scheme
+from tbpipe.components.common.storage import exists, is_remote, scheme, to_local_path
 
 LOADERS = ("auto", "fast", "python")
 
@@ -82,7 +82,7 @@ def tensorboard_command(log_root: str, host: str, port: int, loader: str,
         raise InputError(f"--loader fast cannot read {log_root}: TensorBoard's data server "
                          "reads local folders and gs:// only; use --loader python (or auto)")
     load_fast = "true" if loader == "fast" else "false"
-    logdir = log_root if is_remote(log_root) else local_path(log_root)
+    logdir = log_root if is_remote(log_root) else to_local_path(log_root)
     frontend = os.path.join(os.path.dirname(__file__), "tensorboard_frontend.py")
     return [sys.executable, "-P", frontend, f"--load_fast={load_fast}",  # -P: no script dir
             f"--logdir={logdir}", f"--host={host}", f"--port={port}",
@@ -137,7 +137,7 @@ def start_tensorboard(log_root: str, host: str = "127.0.0.1", port: int = 6006,
     """
     if is_remote(log_root):
         exists(log_root, deadline=30)  # no bucket or no access: fail now (one request or two)
-    elif not os.path.isdir(local_path(log_root)):
+    elif not os.path.isdir(to_local_path(log_root)):
         print(f"note: {log_root} does not exist yet; TensorBoard shows runs once they appear")
     choice = choose_loader(log_root) if loader == "auto" else LoaderChoice(loader, "as asked")
     env = tensorboard_env(os.environ)

@@ -121,7 +121,7 @@ def is_remote(uri: str) -> bool:
     return scheme(uri) not in LOCAL_SCHEMES | {""}
 
 
-def local_path(uri: str) -> str:
+def to_local_path(uri: str) -> str:
     """The local path that a local ``uri`` names (``file:///x`` -> ``/x``)."""
     return uri.split("://", 1)[1] if scheme(uri) in LOCAL_SCHEMES else uri
 
@@ -368,7 +368,7 @@ def exists(uri: str, deadline: float | None = None) -> bool:
 
     """
     if not is_remote(uri):
-        return os.path.exists(local_path(uri))
+        return os.path.exists(to_local_path(uri))
     fs, path = filesystem(uri)
     fs.invalidate_cache(path)
     try:
@@ -395,7 +395,7 @@ def read_bytes(uri: str, deadline: float | None = None) -> bytes:
                 raise
         return _call(uri, deadline, "cat_file", path)  # an empty object has no byte 0
     try:
-        return Path(local_path(uri)).read_bytes()
+        return Path(to_local_path(uri)).read_bytes()
     except OSError as exc:
         raise StorageError(f"{uri}: cannot read ({exc.strerror})") from exc
 
@@ -408,7 +408,7 @@ def write_bytes(uri: str, data: bytes, deadline: float | None = None) -> None:
     if is_remote(uri):
         _call(uri, deadline, "pipe_file", filesystem(uri)[1], data)
         return
-    path = local_path(uri)
+    path = to_local_path(uri)
     with os_errors(uri), _local_temp(path, data) as tmp:
         os.replace(tmp, path)
 
@@ -424,7 +424,7 @@ def create_bytes(uri: str, data: bytes, deadline: float | None = None) -> None:
     """
     if not is_remote(uri):
         with os_errors(uri):
-            existing = _create_local(local_path(uri), data)
+            existing = _create_local(to_local_path(uri), data)
     else:
         existing = _create_remote(uri, data, _deadline(deadline))
     if existing is not None and existing != data:
@@ -509,7 +509,7 @@ def list_files(uri: str, max_results: int | None = None,
     Locally a file lists as ``[""]``; remote, only objects under the prefix ``uri/`` count.
     """
     if not is_remote(uri):
-        root = Path(local_path(uri))
+        root = Path(to_local_path(uri))
         if root.is_file():
             return [""]
         return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
@@ -539,35 +539,35 @@ def delete_file(uri: str, deadline: float | None = None) -> None:
                 raise
         return
     with os_errors(uri, "cannot delete"), contextlib.suppress(FileNotFoundError):
-        os.unlink(local_path(uri))
+        os.unlink(to_local_path(uri))
 
 
-def upload_file(local_file: str, uri: str, deadline: float | None = None) -> None:
+def upload_file(local_path: str, uri: str, deadline: float | None = None) -> None:
     """Copy a local file to ``uri`` (a local path or a store URI), whole or not at all.
 
     To a store: one upload (an object appears only complete), retried like write_bytes;
     locally: a temporary sibling, then a rename.
     """
-    with os_errors(local_file, "cannot read"):
-        open(local_file, "rb").close()  # a missing source is the source's error, not the store's
+    with os_errors(local_path, "cannot read"):
+        open(local_path, "rb").close()  # a missing source is the source's error, not the store's
     if is_remote(uri):
-        _call(uri, deadline, "put_file", local_file, filesystem(uri)[1])
+        _call(uri, deadline, "put_file", local_path, filesystem(uri)[1])
         return
-    path = local_path(uri)
+    path = to_local_path(uri)
     with os_errors(uri), _local_temp(path) as tmp:
-        shutil.copyfile(local_file, tmp)
+        shutil.copyfile(local_path, tmp)
         os.replace(tmp, path)
 
 
-def download_file(uri: str, local_file: str, deadline: float | None = None) -> None:
+def download_file(uri: str, local_path: str, deadline: float | None = None) -> None:
     """Copy ``uri`` to a local file, whole or not at all (a temporary sibling, then a rename)."""
-    with os_errors(local_file), _local_temp(local_file) as tmp:
+    with os_errors(local_path), _local_temp(local_path) as tmp:
         if is_remote(uri):
             _call(uri, deadline, "get_file", filesystem(uri)[1], tmp)
         else:
             with os_errors(uri, "cannot read"):
-                shutil.copyfile(local_path(uri), tmp)
-        os.replace(tmp, local_file)
+                shutil.copyfile(to_local_path(uri), tmp)
+        os.replace(tmp, local_path)
 
 
 @contextlib.contextmanager
@@ -578,7 +578,7 @@ def local_input(uri: str) -> Iterator[str]:
     temporary folder that is removed afterwards.
     """
     if not is_remote(uri):
-        yield local_path(uri)
+        yield to_local_path(uri)
         return
     with tempfile.TemporaryDirectory(prefix="tbpipe-in-") as tmp:
         name = uri.split("://", 1)[1].rstrip("/").partition("/")[2].rsplit("/", 1)[-1]
@@ -603,7 +603,7 @@ def atomic_dir(path: str) -> Iterator[str]:
     it is put back. OSErrors of the block itself are the block's to describe (they may come
     from reading an input); those of making and swapping the folder are StorageError lines.
     """
-    final = Path(local_path(path))
+    final = Path(to_local_path(path))
     with os_errors(path):
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial",
@@ -646,7 +646,7 @@ def remove(uri: str, deadline: float | None = None) -> None:
             _call(uri, max(stop_at - time.monotonic(), 0.1), "rm", under)
         fs.invalidate_cache(path)
         return
-    path = Path(local_path(uri))
+    path = Path(to_local_path(uri))
     with os_errors(uri, "cannot remove"):
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)

@@ -1,5 +1,6 @@
-# The shared TensorBoard: TensorBoard without TensorFlow, plus gcsfs so it reads gs:// log roots
-# (without TensorFlow, TensorBoard's file layer goes through fsspec for gs://). It runs the
+# The shared TensorBoard: TensorBoard without TensorFlow, plus gcsfs and adlfs so it reads gs://
+# and az:// log roots (without TensorFlow, TensorBoard's file layer goes through fsspec for every
+# scheme but s3://, which its boto3 reader serves). It runs the
 # Python loader (--load_fast=false) by default: gcsfs reads real GCS (Workload Identity,
 # GOOGLE_APPLICATION_CREDENTIALS) and an emulator (STORAGE_EMULATOR_HOST) alike. TensorBoard's
 # native data server is faster but has a GCS client of its own (gcloud, metadata server or the
@@ -29,7 +30,8 @@ ENV VIRTUAL_ENV=/opt/venv \
     PIP_CERT=/etc/ssl/certs/ca-certificates.crt \
     SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt \
     REQUESTS_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt \
-    FSSPEC_GS='{"use_listings_cache": false}'
+    FSSPEC_GS='{"use_listings_cache": false}' \
+    FSSPEC_AZ='{"use_listings_cache": false}'
 USER root
 COPY docker/ca-certificates/ /usr/local/share/ca-certificates/tbpipe/
 COPY docker/constraints.txt /opt/tbpipe/constraints.txt
@@ -39,7 +41,7 @@ RUN set -eu; \
     fi; \
     python3 -m venv /opt/venv; \
     pip install --progress-bar off -c /opt/tbpipe/constraints.txt --upgrade pip; \
-    pip install --progress-bar off -c /opt/tbpipe/constraints.txt tensorboard gcsfs boto3; \
+    pip install --progress-bar off -c /opt/tbpipe/constraints.txt tensorboard gcsfs adlfs boto3; \
     pip check; \
     useradd --uid 1000 --user-group --create-home --shell /bin/sh tbpipe; \
     mkdir -p /logs

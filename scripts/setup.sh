@@ -13,4 +13,16 @@ fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 echo "installing tbpipe and its dependencies into .venv (TensorFlow is large: a few minutes the first time)"
 .venv/bin/python -m pip install --quiet --progress-bar off -e ".[run,dev]"
+# Azurite, the Azure Blob emulator the az:// tests run against (an npm package; the test
+# fixture installs it itself if this step could not, and skips those tests only outside CI).
+AZURITE=azurite@3.35.0
+if [ ! -x .tools/azurite/node_modules/.bin/azurite-blob ]; then
+  if command -v npm >/dev/null; then
+    echo "installing $AZURITE (the Azure Blob emulator for the az:// tests) into .tools/azurite"
+    npm install --prefix .tools/azurite --no-audit --no-fund --loglevel=error "$AZURITE" \
+      || echo "warning: npm install $AZURITE failed; the az:// tests will say why" >&2
+  else
+    echo "note: npm not found: the az:// tests need Azurite (node 18+ and npm)" >&2
+  fi
+fi
 echo "ready: .venv/bin/tbpipe --help"

@@ -10,6 +10,15 @@ Outage tests use ``gcs_emulator.stop()`` / ``.start()`` or ``with gcs_emulator.o
 ``s3_server`` (session) starts moto's S3 server (``python -m moto.server``) on a free loopback
 port, points this process and its children at it (``AWS_ENDPOINT_URL`` and test credentials),
 creates a bucket; ``s3_root`` (per test) gives a fresh ``s3://`` prefix.
+
+``azurite`` (session) starts Azurite, Microsoft's Azure Blob emulator (an npm package:
+``scripts/setup.sh`` installs it under ``.tools/azurite``; the fixture installs it there
+itself when missing) on a free loopback port with a data folder of its own, points this
+process and its children at it (``AZURE_STORAGE_CONNECTION_STRING``, which adlfs reads),
+creates a container; ``az_root`` (per test) gives a fresh ``az://`` prefix. tbpipe has no
+code for Azure: it is the store that shows "any scheme fsspec knows". Where Azurite cannot
+be installed (no node/npm, no registry) its tests skip with the reason, except under
+``CI=true``, where they fail.
 """
 
 from __future__ import annotations
@@ -18,10 +27,12 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -29,11 +40,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import environment, free_port
+from tests.helpers import environment, free_port, point_fsspec_at_environment
 
 # gcsfs >= 2025 asks the Storage Control gRPC API for the bucket type first, which an emulator
 # does not serve (a 60 s stall per bucket); plain JSON-API gcsfs is what it speaks.
-EMULATOR_ENV = {"GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false"}
+# An emulator takes no credentials: gcsfs is told so through fsspec's own configuration
+# variables (FSSPEC_<PROTOCOL>_<OPTION>), as a user would.
+EMULATOR_ENV = {"GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false", "FSSPEC_GS_TOKEN": "anon"}
 
 
 class GcsEmulator:
@@ -103,12 +116,15 @@ class GcsEmulator:
             self.start()
 
     def create_bucket(self, name: str) -> None:
+        """Create a bucket with a client of its own (google-cloud-storage, not tbpipe's)."""
         from google.api_core.exceptions import Conflict
+        from google.auth.credentials import AnonymousCredentials
+        from google.cloud import storage as gcs
 
-        from tbpipe.components.common.storage.gcs import gcs_client
-
+        client = gcs.Client(project="tbpipe-test", credentials=AnonymousCredentials(),
+                            client_options={"api_endpoint": self.endpoint})
         with contextlib.suppress(Conflict):
-            gcs_client().create_bucket(name)
+            client.create_bucket(name)
 
     def download(self, uri: str, local_dir: Path) -> Path:
         """Copy every object under ``uri`` into ``local_dir`` (keeping relative paths)."""
@@ -123,13 +139,11 @@ class GcsEmulator:
 def gcs_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GcsEmulator]:
     """A running emulator with a bucket; this process and its children point at it."""
     pytest.importorskip("gcp_storage_emulator")
-    from tbpipe.components.common.storage.gcs import reset_gcs_client
-
     emulator = GcsEmulator(tmp_path_factory.mktemp("gcs-emulator"))
     emulator.start()
     saved = {key: os.environ.get(key) for key in emulator.env()}
     os.environ.update(emulator.env())
-    reset_gcs_client()
+    point_fsspec_at_environment()
     try:
         emulator.create_bucket(emulator.bucket)
         yield emulator
@@ -140,7 +154,7 @@ def gcs_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GcsEmulat
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-        reset_gcs_client()
+        point_fsspec_at_environment()
 
 
 @pytest.fixture
@@ -217,19 +231,19 @@ class S3Server:
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     """A running moto S3 server with a bucket; this process and its children point at it."""
     pytest.importorskip("moto.server")
-    pytest.importorskip("boto3")
-    from tbpipe.components.common.storage.s3 import reset_s3_client
+    pytest.importorskip("s3fs")
+    from tbpipe.components.common.storage import reset_filesystems
 
     server = S3Server(tmp_path_factory.mktemp("s3-server"))
     server.start()
     try:
         with environment(server.env()):
-            reset_s3_client()
+            reset_filesystems()
             server.create_bucket(server.bucket)
             yield server
     finally:
         server.stop()
-        reset_s3_client()
+        reset_filesystems()
 
 
 @pytest.fixture
@@ -266,6 +280,125 @@ def s3_auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[S
         yield server, key["AccessKeyId"], key["SecretAccessKey"]
     finally:
         server.stop()
+
+
+AZURITE_PACKAGE = "azurite@3.35.0"
+AZURITE_DIR = Path(__file__).resolve().parent.parent / ".tools" / "azurite"
+AZURITE_BLOB = AZURITE_DIR / "node_modules" / ".bin" / "azurite-blob"
+#: Azurite's one built-in account and its published development key (not a secret).
+AZURITE_ACCOUNT = "devstoreaccount1"
+AZURITE_KEY = ("Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/"
+               "KBHBeksoGMGw==")
+
+
+def azurite_binary() -> Path:
+    """Azurite's blob server, installed with npm under .tools/azurite if it is not yet.
+
+    Skips the calling test with the reason where it cannot be installed; fails under CI.
+    """
+    if not AZURITE_BLOB.exists():
+        problem = None
+        if not shutil.which("npm") or not shutil.which("node"):
+            problem = "node and npm are not installed"
+        else:
+            AZURITE_DIR.mkdir(parents=True, exist_ok=True)
+            proc = subprocess.run(["npm", "install", "--prefix", str(AZURITE_DIR), "--no-audit",
+                                   "--no-fund", "--loglevel=error", AZURITE_PACKAGE],
+                                  capture_output=True, text=True, timeout=600)
+            if proc.returncode or not AZURITE_BLOB.exists():
+                problem = f"npm install {AZURITE_PACKAGE} failed: {proc.stderr.strip()[-300:]}"
+        if problem:
+            message = f"Azurite (the Azure Blob emulator) cannot be installed: {problem}"
+            if os.environ.get("CI") == "true":
+                pytest.fail(message)
+            pytest.skip(message)
+    return AZURITE_BLOB
+
+
+class Azurite:
+    """Azurite's blob service in a process of its own, state in its own data folder."""
+
+    def __init__(self, data_dir: Path, container: str = "tbpipe-test") -> None:
+        self.data_dir, self.container, self.port = data_dir, container, free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}/{AZURITE_ACCOUNT}"
+        self.process: subprocess.Popen | None = None
+
+    def env(self) -> dict[str, str]:
+        """The standard Azure variable that points adlfs (and azure-storage-blob) here."""
+        return {"AZURE_STORAGE_CONNECTION_STRING": (
+            f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};"
+            f"AccountKey={AZURITE_KEY};BlobEndpoint={self.endpoint};")}
+
+    def uri(self, *parts: str) -> str:
+        """``az://<container>/<parts...>``."""
+        return "/".join([f"az://{self.container}", *(p.strip("/") for p in parts if p)])
+
+    def start(self, binary: Path, timeout: float = 60.0) -> None:
+        """Start the server and wait until it answers."""
+        log = open(self.data_dir / "azurite.log", "ab")  # noqa: SIM115 - closed with the process
+        self.process = subprocess.Popen(
+            [str(binary), "--blobHost", "127.0.0.1", "--blobPort", str(self.port),
+             "--location", str(self.data_dir / "store"), "--skipApiVersionCheck", "--loose",
+             "--silent"],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"Azurite exited; see {self.data_dir}/azurite.log")
+            try:
+                urllib.request.urlopen(self.endpoint + "?comp=list", timeout=1).close()
+                return
+            except urllib.error.HTTPError:
+                return  # it answers (unsigned requests are refused)
+            except OSError:
+                time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"Azurite did not answer on {self.endpoint}")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def create_container(self, name: str) -> None:
+        """Create a container with a client of its own (azure-storage-blob, not tbpipe's)."""
+        from azure.core.exceptions import ResourceExistsError
+        from azure.storage.blob import BlobServiceClient
+
+        client = BlobServiceClient.from_connection_string(self.env()[
+            "AZURE_STORAGE_CONNECTION_STRING"])
+        with contextlib.suppress(ResourceExistsError):
+            client.create_container(name)
+
+
+@pytest.fixture(scope="session")
+def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
+    """A running Azurite with a container; this process and its children point at it."""
+    pytest.importorskip("adlfs")
+    from tbpipe.components.common.storage import reset_filesystems
+
+    server = Azurite(tmp_path_factory.mktemp("azurite"))
+    server.start(azurite_binary())
+    try:
+        with environment(server.env()):
+            reset_filesystems()
+            server.create_container(server.container)
+            yield server
+    finally:
+        server.stop()
+        reset_filesystems()
+
+
+@pytest.fixture
+def az_root(azurite: Azurite, request: pytest.FixtureRequest) -> str:
+    """A fresh ``az://`` prefix for one test."""
+    name = re.sub(r"[^A-Za-z0-9_-]+", "-", request.node.name)[:60]
+    return azurite.uri(f"{name}-{uuid.uuid4().hex[:8]}")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -104,3 +104,18 @@ def environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def point_fsspec_at_environment() -> None:
+    """Re-read fsspec's ``FSSPEC_*`` variables and forget cached filesystems (new endpoints).
+
+    fsspec reads those variables when it is imported; child processes read them afresh.
+    """
+    import fsspec.config
+
+    from tbpipe.components.common.storage import reset_filesystems
+
+    for key in [k for k in fsspec.config.conf if k in ("gs", "gcs", "az", "abfs")]:
+        fsspec.config.conf.pop(key)
+    fsspec.config.set_conf_env(fsspec.config.conf)
+    reset_filesystems()

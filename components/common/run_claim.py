@@ -1,7 +1,8 @@
 """Claiming a run's folder before any step writes into it, so two runs never share one.
 
 ``{log_root}/{experiment}/{run}/_run.json`` is created once (``storage.create_bytes``: a
-hard link locally, a generation-0 upload on gs://, both atomic) and names its owner: the
+hard link locally, the store's conditional write on gs://, s3:// and az://, all atomic; on a
+store without one, a check then a write) and names its owner: the
 local ``tbpipe run`` that claimed it, or the KFP job whose first step did. A step of the same
 owner (every step of one job, a retried step, a retry of the job) passes; anyone else is
 refused with one line, unless it asks to resume the run, which takes the claim over.
@@ -28,7 +29,7 @@ def claim_run(log_root: str, experiment: str, run: str, owner: str,
     """Claim ``{log_root}/{experiment}/{run}`` for ``owner`` (passes if it holds it already).
 
     Args:
-        log_root: The shared TensorBoard root (a folder, gs://... or s3://...).
+        log_root: The shared TensorBoard root (a folder or a store URI: gs://, s3://, az://...).
         experiment: The experiment folder (validated).
         run: The run's name (validated).
         owner: Who runs it: a KFP job's name, or a local run's id.

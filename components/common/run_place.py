@@ -63,7 +63,8 @@ class RunPlace:
         """The log root; InputError (one line) when there is none (a step needs one)."""
         if not self.log_root:
             raise InputError("log_root is empty: pass the log root every step shares, a "
-                             "folder or a URL such as gs://BUCKET/PATH or s3://BUCKET/PATH")
+                             "folder or a store URI such as gs://BUCKET/PATH, s3://BUCKET/PATH or "
+                             "az://CONTAINER/PATH")
         return self.log_root
 
     def log_dir(self, run: str, step: str, trial: str = "") -> str:
@@ -74,7 +75,7 @@ class RunPlace:
 PARAMS = ParamGroup("run place", (
     Param("log_root", "where every step's TensorBoard logs go; run: default "
                       "./tbpipe-runs/logs, made absolute when the run starts; submit: "
-                      "required, e.g. gs://BUCKET/logs or s3://BUCKET/logs"),
+                      "required, e.g. gs://BUCKET/logs, s3://BUCKET/logs or az://CONTAINER/logs"),
     Param("experiment", "the experiment folder under the log root"),
     Param("run_name", "the run's folder under the experiment; default: "
                       "run-YYYYmmdd-HHMMSS"),

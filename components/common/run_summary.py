@@ -1,7 +1,7 @@
 """One small summary file per run, ``{log_root}/{experiment}/{run}/_summary.json``.
 
 The run's last step writes it whole (select-model, then promote when the run promotes:
-``storage.write_bytes``, a temp file + rename locally, one upload on gs://), so a reader sees
+``storage.write_bytes``, a temp file + rename locally, one upload to a store), so a reader sees
 the summary of a finished run or none. ``tbpipe runs`` lists a log root from these files
 (:func:`list_runs`), plus the claimed runs (``_run.json``) that have none yet.
 """
@@ -50,7 +50,7 @@ def write_run_summary(log_root: str, experiment: str, run: str, selection: Mappi
     """Write the run's ``_summary.json`` whole, replacing an earlier one; returns it.
 
     Args:
-        log_root: The shared TensorBoard root (a folder or gs://...).
+        log_root: The shared TensorBoard root (a folder or a store URI).
         experiment: The experiment.
         run: The run's name.
         selection: select-model's summary (``final_model``, ``final_accuracy``,

@@ -11,8 +11,8 @@ from tbpipe.components.common.params import DEFAULT_SEED, Param, ParamGroup
 #: The data sources ``--data`` and ``--finetune-data`` take.
 DATA_FORMATS = ("a .csv, .csv.gz, .parquet or .pq table (a 'label' column and pixel0..N "
                 "columns), a folder of MNIST IDX files, a folder of image folders (one per "
-                "class), builtin:digits or builtin:mnist; a local path or a URL (gs://, "
-                "s3://, ...)")
+                "class), builtin:digits or builtin:mnist; a local path or a store URI "
+                "(gs://, s3://, az://: any scheme fsspec knows)")
 
 
 @dataclasses.dataclass(frozen=True)

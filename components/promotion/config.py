@@ -53,7 +53,7 @@ def check_promote_params(values: dict) -> None:
 
 
 PARAMS = ParamGroup("promote", (
-    Param("promote_to", "production folder (local or a URL such as gs://BUCKET/prod): the "
+    Param("promote_to", "production folder (local, or any store: gs://, s3://, az://...): the "
                         "run's model is copied there only if it beats the baseline; default: "
                         "no promotion", type=str, default="", local_path=True),
     Param("baseline_model", "the model to beat (Model folder or .keras); default: what "

@@ -17,7 +17,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "classified; the exit status is then 1 (0 when every file was "
                     "classified).")
     cmd.add_argument("--model", required=True, metavar="URI",
-                     help="a Model folder (local or gs://), e.g. the best_model output")
+                     help="a Model folder (local or a store URI: gs://, s3://, az://...), e.g. "
+                          "the best_model output")
     cmd.add_argument("--top", type=int, default=3, metavar="N",
                      help="how many classes per file (default: 3)")
     cmd.add_argument("files", nargs="+", metavar="FILE", help="image files (PNG, JPEG, ...)")

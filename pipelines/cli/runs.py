@@ -18,7 +18,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``runs``."""
     cmd = subparsers.add_parser("runs", help="list the runs under a log root, newest first")
     cmd.add_argument("--log-root", default=DEFAULT_LOG_ROOT,
-                     help="local folder or gs://bucket/prefix (default: %(default)s)")
+                     help="local folder or store URI: gs://, s3://, az://bucket/prefix (any "
+                          "scheme fsspec knows; default: %(default)s)")
     cmd.add_argument("--output", choices=OUTPUTS, default=OUTPUTS[0],
                      help="table (default) or json: one JSON object on stdout, nothing else")
     cmd.set_defaults(handler=show_runs)

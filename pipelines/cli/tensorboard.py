@@ -20,7 +20,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "after -- go to TensorBoard as they are, e.g. "
                     "-- --samples_per_plugin=scalars=5000 (see tensorboard --helpfull).")
     cmd.add_argument("--log-root", default=DEFAULT_LOG_ROOT,
-                     help="local folder, gs://bucket/prefix or s3://bucket/prefix "
+                     help="local folder or store URI: gs://, s3://, az://bucket/prefix (any scheme "
+                          "fsspec knows) "
                           "(default: %(default)s)")
     cmd.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
     cmd.add_argument("--port", type=int, default=6006, help="port (default: %(default)s)")

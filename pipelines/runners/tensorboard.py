@@ -1,14 +1,18 @@
-"""``tbpipe tensorboard``: one TensorBoard on a log root (a local folder, ``gs://``, ``s3://``).
+"""``tbpipe tensorboard``: one TensorBoard on a log root (a local folder or any store URI).
 
 Two loaders, and the fastest one that can read the root runs:
 
 * ``fast``: TensorBoard's native data server (``--load_fast=true``, Rust). It reads local
-  folders and real GCS (credentials from the environment), but not an emulator.
-* ``python``: TensorBoard's Python loader, reading ``gs://`` through fsspec/gcsfs, which
-  honours ``STORAGE_EMULATOR_HOST`` (with TensorFlow importable, TensorBoard would read gs://
-  through tf.io.gfile, which cannot reach an emulator). Also the fallback where no data server
-  binary is installed. ``s3://`` roots always take it: TensorBoard's own S3 reader (boto3,
-  the ``AWS_*`` environment; the endpoint as ``S3_ENDPOINT``, set from ``AWS_ENDPOINT_URL``).
+  folders and real GCS (credentials from the environment), but not an emulator nor any
+  other store.
+* ``python``: TensorBoard's Python loader, for every other root. It runs without
+  TensorFlow, so its file layer (``tensorboard.compat.tensorflow_stub.io.gfile``) reads
+  ``s3://`` through its own S3 reader (boto3, the ``AWS_*`` environment; the endpoint as
+  ``S3_ENDPOINT``, set from ``AWS_ENDPOINT_URL``) and every other scheme through fsspec:
+  ``gs://`` with gcsfs (which honours ``STORAGE_EMULATOR_HOST``), ``az://``/``abfs://``
+  with adlfs, and whatever fsspec implementation is installed. No tbpipe code per store,
+  and no local mirror: TensorBoard reads the store itself. Also the fallback where no data
+  server binary is installed.
 
 Either loader runs behind the same frontend, ``tensorboard_frontend.py``: TensorBoard
 in a process where TensorFlow is blocked. TensorBoard needs no TensorFlow to serve, and not
@@ -27,9 +31,7 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 
 from tbpipe.components.common.errors import InputError, TbpipeError
-from tbpipe.components.common.storage import is_remote, list_files
-from tbpipe.components.common.storage.gcs import is_gcs
-from tbpipe.components.common.storage.s3 import is_s3
+from tbpipe.components.common.storage import exists, is_remote, scheme, to_local_path
 
 LOADERS = ("auto", "fast", "python")
 
@@ -57,13 +59,14 @@ def choose_loader(log_root: str, environ: Mapping[str, str] = os.environ,
     fast = data_server_available() if fast_available is None else fast_available
     if not fast:
         return LoaderChoice("python", "no TensorBoard data server binary is installed")
-    if is_s3(log_root):
-        return LoaderChoice("python", "s3:// (the fast loader reads only local folders and "
-                                      "gs://; TensorBoard's S3 reader uses boto3)")
-    if is_gcs(log_root) and environ.get("STORAGE_EMULATOR_HOST"):
+    if scheme(log_root) == "gs" and environ.get("STORAGE_EMULATOR_HOST"):
         return LoaderChoice("python", "gs:// on an emulator (STORAGE_EMULATOR_HOST); the fast "
                                       "loader reads only real GCS, gcsfs reads both")
-    where = "real GCS" if is_gcs(log_root) else "a local folder"
+    if is_remote(log_root) and scheme(log_root) != "gs":
+        return LoaderChoice("python", f"{scheme(log_root)}:// (the fast loader reads only local "
+                                      "folders and gs://; the Python loader reads any store "
+                                      "fsspec knows)")
+    where = "real GCS" if is_remote(log_root) else "a local folder"
     return LoaderChoice("fast", f"native data server (--load_fast=true) on {where}")
 
 
@@ -75,13 +78,14 @@ def tensorboard_command(log_root: str, host: str, port: int, loader: str,
     """
     if loader not in ("fast", "python"):
         raise InputError(f"loader {loader!r}: use fast or python (choose_loader resolves auto)")
-    if loader == "fast" and is_s3(log_root):
+    if loader == "fast" and is_remote(log_root) and scheme(log_root) != "gs":
         raise InputError(f"--loader fast cannot read {log_root}: TensorBoard's data server "
                          "reads local folders and gs:// only; use --loader python (or auto)")
     load_fast = "true" if loader == "fast" else "false"
+    logdir = log_root if is_remote(log_root) else to_local_path(log_root)
     frontend = os.path.join(os.path.dirname(__file__), "tensorboard_frontend.py")
     return [sys.executable, "-P", frontend, f"--load_fast={load_fast}",  # -P: no script dir
-            f"--logdir={log_root}", f"--host={host}", f"--port={port}",
+            f"--logdir={logdir}", f"--host={host}", f"--port={port}",
             f"--reload_interval={reload_interval:g}", *extra_args]
 
 
@@ -117,7 +121,8 @@ def start_tensorboard(log_root: str, host: str = "127.0.0.1", port: int = 6006,
     """Start TensorBoard on ``log_root`` and return once it answers HTTP.
 
     Args:
-        log_root: A local folder, ``gs://bucket/prefix`` or ``s3://bucket/prefix``.
+        log_root: A local folder or a store URI (``gs://``, ``s3://``, ``az://``, any
+            scheme fsspec knows).
         host: The address to bind (loopback by default).
         port: The port to serve on.
         loader: ``auto`` (see :func:`choose_loader`), ``fast`` or ``python``.
@@ -131,8 +136,8 @@ def start_tensorboard(log_root: str, host: str = "127.0.0.1", port: int = 6006,
 
     """
     if is_remote(log_root):
-        list_files(log_root, max_results=1, deadline=30)  # no bucket or no access: fail now
-    elif not os.path.isdir(log_root):
+        exists(log_root, deadline=30)  # no bucket or no access: fail now (one request or two)
+    elif not os.path.isdir(to_local_path(log_root)):
         print(f"note: {log_root} does not exist yet; TensorBoard shows runs once they appear")
     choice = choose_loader(log_root) if loader == "auto" else LoaderChoice(loader, "as asked")
     env = tensorboard_env(os.environ)

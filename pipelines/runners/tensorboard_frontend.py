@@ -43,10 +43,12 @@ class DropNotice:
 def serve_without_tensorflow(argv: Sequence[str]) -> None:
     """Run TensorBoard (either loader, per ``--load_fast`` in ``argv``) with TensorFlow blocked.
 
-    Without TensorFlow the process starts seconds sooner, and the Python loader reads gs://
-    through gcsfs (which reaches an emulator too). ``tensorboard.compat.notf`` is
-    TensorBoard's own switch for "run without TensorFlow"; blocking the ``tensorflow`` import
-    as well keeps any plugin from loading it anyway.
+    Without TensorFlow the process starts seconds sooner, and the Python loader reads every
+    scheme but s3:// through fsspec (``gs://`` through gcsfs, which reaches an emulator too;
+    ``az://`` through adlfs; any installed fsspec implementation), listing afresh at each
+    reload. ``tensorboard.compat.notf`` is TensorBoard's own switch for "run without
+    TensorFlow"; blocking the ``tensorflow`` import as well keeps any plugin from loading it
+    anyway.
     """
     import types
 
@@ -54,10 +56,12 @@ def serve_without_tensorflow(argv: Sequence[str]) -> None:
     sys.modules["tensorboard.compat.notf"] = types.ModuleType("tensorboard.compat.notf")
     import fsspec
 
-    gs_options = fsspec.config.conf.setdefault("gs", {})
-    gs_options["use_listings_cache"] = False  # a run grows while watched: list afresh
+    logdir = next((a.split("=", 1)[1] for a in argv if a.startswith("--logdir=")), "")
+    protocol = logdir.split("://", 1)[0].lower() if "://" in logdir else ""
+    for name in {"gs", protocol} - {""}:  # a run grows while watched: list afresh
+        fsspec.config.conf.setdefault(name, {})["use_listings_cache"] = False
     if os.environ.get("STORAGE_EMULATOR_HOST"):
-        gs_options.setdefault("token", "anon")
+        fsspec.config.conf["gs"].setdefault("token", "anon")
         # gcsfs would first ask the Storage Control gRPC API (absent on an emulator).
         os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
     from tensorboard.main import run_main

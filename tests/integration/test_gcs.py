@@ -235,8 +235,10 @@ def test_pipeline_reads_and_logs_on_gcs(gcs_emulator, gcs_root, tmp_path):
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             tags = http_json(f"{tb.url}data/plugin/scalars/tags") or {}
-            if all(f"gcs/r1/{step}" in tags for step in (*expected, "preprocess")):
-                break
+            if all(f"gcs/r1/{step}" in tags for step in (*expected, "preprocess")) and all(
+                    len(scalar_points(tb.url, f"gcs/r1/{step}", tag)) == count
+                    for step, (tag, count) in expected.items()):
+                break  # a tag shows while TensorBoard is still reading its run: wait for all
             time.sleep(1)
         assert tags.get("gcs/r1/preprocess"), sorted(tags)
         for step, (tag, count) in expected.items():

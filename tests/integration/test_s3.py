@@ -80,8 +80,10 @@ def test_pipeline_reads_and_logs_on_s3_and_tensorboard_serves_every_step(s3_serv
             tags: dict = {}
             while time.monotonic() < deadline:
                 tags = http_json(f"{base}data/plugin/scalars/tags") or {}
-                if all(f"s3/r1/{step}" in tags for step in (*expected, "preprocess")):
-                    break
+                if all(f"s3/r1/{step}" in tags for step in (*expected, "preprocess")) and all(
+                        len(scalar_points(base, f"s3/r1/{step}", tag)) == count
+                        for step, (tag, count) in expected.items()):
+                    break  # a tag shows while TensorBoard is still reading its run
                 time.sleep(1)
             runs = http_json(f"{base}data/runs") or []
             for step, (tag, count) in expected.items():

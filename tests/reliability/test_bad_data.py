@@ -15,8 +15,8 @@ import pytest
 from kfp.dsl import Dataset, Metrics
 
 from tbpipe.components import preprocess
+from tbpipe.components.common import storage
 from tbpipe.components.common.errors import InputError
-from tbpipe.components.common.storage import gcs
 from tbpipe.components.preprocessing.config import PreprocessConfig
 from tbpipe.components.preprocessing.core import preprocess_data
 from tests.helpers import write_dataset
@@ -138,12 +138,12 @@ def test_no_permission_is_one_line(tmp_path, capsys, monkeypatch):
                r"grant the step's service account access")
     with forbidding_storage() as endpoint:
         monkeypatch.setenv("STORAGE_EMULATOR_HOST", endpoint)
-        gcs.reset_gcs_client()
+        storage.reset_filesystems()
         try:
             line = fails_in_component(uri, tmp_path, capsys)
         finally:
             monkeypatch.undo()
-            gcs.reset_gcs_client()
+            storage.reset_filesystems()
         for needle in needles:
             assert re.search(needle, line), (needle, line)
         fails_in_cli(uri, tmp_path / "cli", r"^tbpipe: error: ", *needles,

@@ -20,7 +20,6 @@ from kfp.dsl import Dataset, Metrics
 
 from tbpipe.components import preprocess
 from tbpipe.components.common import storage
-from tbpipe.components.common.storage import gcs
 from tests.reliability.attempts import EPOCHS, STEPS, Run, assert_same_as, finish, wait_until
 from tests.reliability.support import frame, one_error_line, whole_outputs
 
@@ -102,10 +101,10 @@ def silent_storage(monkeypatch):
     server.bind(("127.0.0.1", 0))
     server.listen(64)
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{server.getsockname()[1]}")
-    gcs.reset_gcs_client()
+    storage.reset_filesystems()
     yield
     monkeypatch.undo()
-    gcs.reset_gcs_client()
+    storage.reset_filesystems()
     server.close()
 
 

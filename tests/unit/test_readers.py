@@ -223,7 +223,7 @@ def gcs_bucket(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 
     from gcp_storage_emulator.server import create_server
 
-    from tbpipe.components.common.storage import gcs
+    from tests.helpers import point_fsspec_at_environment
 
     with socket.socket() as probe:
         probe.bind(("localhost", 0))
@@ -232,11 +232,14 @@ def gcs_bucket(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     server.start()
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://localhost:{port}")
     monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "test")
-    gcs.reset_gcs_client()
+    monkeypatch.setenv("FSSPEC_GS_TOKEN", "anon")  # an emulator takes no credentials
+    monkeypatch.setenv("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
+    point_fsspec_at_environment()
     try:
         yield "gs://data-bkt"
     finally:
-        gcs.reset_gcs_client()
+        monkeypatch.undo()
+        point_fsspec_at_environment()
         server.stop()
 
 

@@ -17,7 +17,6 @@ import pytest
 from tbpipe.components.common import storage
 from tbpipe.components.common.errors import InputError, StorageError, StorageUnavailable
 from tbpipe.components.common.run_claim import claim_run
-from tbpipe.components.common.storage import s3
 from tbpipe.components.common.tensorboard import sink as tb_sink
 from tbpipe.components.common.tensorboard.segments import complete_length
 from tbpipe.components.common.tensorboard.sink import remote_writer
@@ -62,7 +61,7 @@ def test_remove_deletes_an_object_and_its_prefix(s3_root):
 
 @pytest.mark.slow  # a thousand PUTs: S3 answers at most 1000 keys a page
 def test_listing_pages_past_a_thousand_objects(s3_server, s3_root):
-    bucket, prefix = s3.split_s3(s3_root)
+    bucket, _, prefix = s3_root.removeprefix("s3://").partition("/")
     client = s3_server.client()
     for i in range(1003):
         client.put_object(Bucket=bucket, Key=f"{prefix}/many/{i:05d}", Body=b"x")
@@ -148,13 +147,13 @@ def test_missing_bucket_and_object_are_one_line(s3_server):
 
 def test_unreachable_endpoint_is_retried_then_one_line(s3_server):
     closed = f"http://127.0.0.1:{free_port()}"
-    s3.reset_s3_client()
+    storage.reset_filesystems()
     try:
         with environment({"AWS_ENDPOINT_URL": closed}):
             with pytest.raises(StorageUnavailable) as caught:
                 storage.read_bytes(s3_server.uri("x"), deadline=1.5)
     finally:
-        s3.reset_s3_client()
+        storage.reset_filesystems()
     assert str(caught.value).startswith(f"{s3_server.uri('x')}: storage unreachable (")
     assert "retried with backoff" in str(caught.value)
 
@@ -201,20 +200,20 @@ class FlakyProxy:
 def test_a_short_outage_is_retried_within_the_deadline(s3_server, s3_root):
     proxy = FlakyProxy(s3_server.port, drops=3)
     uri = storage.join(s3_root, "after-outage.txt")
-    s3.reset_s3_client()
+    storage.reset_filesystems()
     try:
         with environment({"AWS_ENDPOINT_URL": f"http://127.0.0.1:{proxy.port}"}):
             storage.write_bytes(uri, b"landed", deadline=30)  # waits the outage out
             storage.create_bytes(storage.join(s3_root, "claim"), b"once", deadline=30)
     finally:
         proxy.close()
-        s3.reset_s3_client()
+        storage.reset_filesystems()
     assert proxy.dropped == 3  # the outage was real: three attempts failed before one landed
     assert storage.read_bytes(uri) == b"landed"
 
 
 def test_no_credentials_is_one_line(s3_server, tmp_path):
-    s3.reset_s3_client()
+    storage.reset_filesystems()
     nowhere = str(tmp_path / "none")
     try:
         with environment({"AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": "",
@@ -225,7 +224,7 @@ def test_no_credentials_is_one_line(s3_server, tmp_path):
             with pytest.raises(StorageError) as caught:
                 storage.read_bytes(s3_server.uri("x"))
     finally:
-        s3.reset_s3_client()
+        storage.reset_filesystems()
     assert str(caught.value) == (f"{s3_server.uri('x')}: no AWS credentials found; set "
                                  "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or a profile "
                                  "or role)")
@@ -233,19 +232,19 @@ def test_no_credentials_is_one_line(s3_server, tmp_path):
 
 def test_denied_requests_are_one_line(s3_server, s3_auth_server):
     server, key_id, secret = s3_auth_server
-    s3.reset_s3_client()
+    storage.reset_filesystems()
     try:
         with environment(server.env(key_id, secret)):
             storage.write_bytes("s3://tbpipe-allowed/ok", b"ok")  # the user's own bucket
             assert storage.read_bytes("s3://tbpipe-allowed/ok") == b"ok"
             with pytest.raises(StorageError) as denied:
                 storage.write_bytes("s3://tbpipe-denied/x", b"x")
-        s3.reset_s3_client()
+        storage.reset_filesystems()
         with environment(server.env(key_id, "a-wrong-secret")):
             with pytest.raises(StorageError) as wrong_secret:
                 storage.read_bytes("s3://tbpipe-allowed/ok")
     finally:
-        s3.reset_s3_client()
+        storage.reset_filesystems()
     assert str(denied.value) == (
         "s3://tbpipe-denied/x: permission denied (403 AccessDenied); check AWS_ACCESS_KEY_ID / "
         "AWS_SECRET_ACCESS_KEY and the bucket's policy for the step's identity")
@@ -262,14 +261,11 @@ def test_sink_publishes_segments_read_back_as_events(s3_server, s3_root, tmp_pat
     def count(request, **_: object) -> None:
         sent.append(int(request.headers.get("Content-Length", 0)))
 
-    cached_client = s3.s3_client
+    from fsspec.asyn import sync
 
-    def counting_client(timeout: float = 60.0):  # every client the sink uses counts PUT bodies
-        client = cached_client(timeout)
-        client.meta.events.register("before-send.s3.PutObject", count, unique_id="count")
-        return client
-
-    monkeypatch.setattr(s3, "s3_client", counting_client)
+    fs, _ = storage.filesystem(uri)  # the cached s3fs instance the sink uses: count its PUTs
+    client = sync(fs.loop, fs.set_session)
+    client.meta.events.register("before-send.s3.PutObject", count, unique_id="count")
     rng = np.random.default_rng(0)
     try:
         with remote_writer(uri, flush_secs=1, compact=False) as writer:  # the live segments
@@ -280,8 +276,7 @@ def test_sink_publishes_segments_read_back_as_events(s3_server, s3_root, tmp_pat
                 if step % 500 == 499:
                     time.sleep(1.5)  # a few flush intervals: several segments
     finally:
-        monkeypatch.undo()
-        s3.reset_s3_client()  # new clients, without the counter
+        storage.reset_filesystems()  # new clients, without the counter
     names = storage.list_files(uri)
     segments = [storage.read_bytes(storage.join(uri, n)) for n in names]
     logged = sum(len(s) for s in segments)

@@ -9,7 +9,6 @@ import pytest
 
 from tbpipe.components.common import storage
 from tbpipe.components.common.errors import StorageError, StorageUnavailable
-from tbpipe.components.common.storage import gcs
 
 
 def test_local_round_trip_and_atomic_write(tmp_path):
@@ -66,20 +65,20 @@ def test_gcs_create_bytes_after_lost_reply(gcs_root, monkeypatch):
     (The emulator does not enforce generation preconditions, so the 412 real GCS sends is
     simulated here; the object itself is real.)
     """
-    from google.api_core.exceptions import PreconditionFailed
-    from google.cloud.storage import Blob
+    from gcsfs import GCSFileSystem
+    from gcsfs.retry import validate_response
 
     uri = storage.join(gcs_root, "seg.000001")
     storage.write_bytes(uri, b"first attempt landed")
     calls = []
 
-    def precondition_failed(self, data, **kwargs):
+    async def precondition_failed(self, path, data, **kwargs):
         calls.append(kwargs)
-        raise PreconditionFailed("conditionNotMet")
+        validate_response(412, b'{"error": {"message": "conditionNotMet"}}', path)
 
-    monkeypatch.setattr(Blob, "upload_from_string", precondition_failed)
+    monkeypatch.setattr(GCSFileSystem, "_pipe_file", precondition_failed)
     storage.create_bytes(uri, b"first attempt landed")
-    assert calls[0]["if_generation_match"] == 0
+    assert calls[0]["mode"] == "create"  # gcsfs sends ifGenerationMatch=0
     with pytest.raises(StorageError, match="already exists with other content"):
         storage.create_bytes(uri, b"something else")
 
@@ -128,30 +127,41 @@ def test_gcs_outage_longer_than_deadline_fails_clearly(gcs_emulator, gcs_root):
     assert uri in str(info.value) and "\n" not in str(info.value)
 
 
-class _Raises:
-    def __init__(self, exc):
-        self.exc = exc
-
-    def __getattr__(self, name):
-        def call(*args, **kwargs):
-            raise self.exc
-        return call
-
-
 def test_gcs_permission_denied_is_one_clear_line(monkeypatch):
-    from google.api_core.exceptions import Forbidden
+    from gcsfs import GCSFileSystem
+    from gcsfs.retry import validate_response
 
-    monkeypatch.setattr(gcs, "blob", lambda uri: _Raises(Forbidden("denied")))
+    async def forbidden(self, path, *args, **kwargs):  # what gcsfs makes of GCS's 403
+        validate_response(403, b'{"error": {"message": "denied"}}', path)
+
+    monkeypatch.setattr(GCSFileSystem, "_cat_file", forbidden)
     with pytest.raises(StorageError, match=r"gs://b/p: permission denied \(403\)"):
         storage.read_bytes("gs://b/p")
 
 
 def test_gcs_missing_credentials_is_one_clear_line(monkeypatch):
+    from gcsfs import GCSFileSystem
     from google.auth.exceptions import DefaultCredentialsError
 
-    def no_client():
+    async def no_credentials(self, *args, **kwargs):  # token="google_default", none found
         raise DefaultCredentialsError("Your default credentials were not found")
 
-    monkeypatch.setattr(gcs, "gcs_client", no_client)
+    monkeypatch.setattr(GCSFileSystem, "_find", no_credentials)
     with pytest.raises(StorageError, match="gs://b/p: no Google credentials found"):
         storage.list_files("gs://b/p")
+
+
+def test_gcs_anonymous_fallback_reads_as_missing_credentials(monkeypatch):
+    """gcsfs finding no credentials goes on anonymously; GCS then answers 401."""
+    from gcsfs import GCSFileSystem
+    from gcsfs.retry import validate_response
+
+    async def anonymous(self, path, *args, **kwargs):
+        validate_response(401, b'{"error": {"code": 401, "message": "Anonymous caller does '
+                               b'not have storage.objects.get access to the object."}}', path)
+
+    monkeypatch.setattr(GCSFileSystem, "_cat_file", anonymous)
+    with pytest.raises(StorageError) as caught:
+        storage.read_bytes("gs://b/p", deadline=2)
+    assert str(caught.value) == ("gs://b/p: no Google credentials found; use Application "
+                                 "Default Credentials or Workload Identity")

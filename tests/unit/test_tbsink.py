@@ -15,7 +15,6 @@ from tensorboardX import SummaryWriter
 
 from tbpipe.components.common import storage
 from tbpipe.components.common.errors import StorageError
-from tbpipe.components.common.storage import gcs
 from tbpipe.components.common.tensorboard.segments import complete_length, read_records
 from tbpipe.components.common.tensorboard.sink import remote_writer
 from tests.helpers import read_scalars, read_tags
@@ -78,17 +77,17 @@ def test_segments_are_published_while_logging(gcs_emulator, gcs_root, tmp_path):
 @pytest.mark.gcs
 def test_only_new_bytes_are_sent(gcs_emulator, gcs_root, tmp_path, monkeypatch):
     uri = storage.join(gcs_root, "exp/run/train")
-    session = gcs.gcs_client()._http
+    from gcsfs import GCSFileSystem
+
     sent = []
-    original = session.request
+    original = GCSFileSystem._request
 
-    def counting(method, url, *args, **kwargs):
-        body = kwargs.get("data") or (args[0] if args else b"")
-        if method in ("POST", "PUT") and isinstance(body, bytes):
-            sent.append(len(body))
-        return original(method, url, *args, **kwargs)
+    async def counting(self, method, path, *args, data=None, **kwargs):  # every HTTP request
+        if method in ("POST", "PUT") and data is not None:
+            sent.append(len(data.getbuffer()) if hasattr(data, "getbuffer") else len(data))
+        return await original(self, method, path, *args, data=data, **kwargs)
 
-    monkeypatch.setattr(session, "request", counting)
+    monkeypatch.setattr(GCSFileSystem, "_request", counting)
     rng = np.random.default_rng(0)
     with remote_writer(uri, flush_secs=1, compact=False) as writer:  # the live segments
         for step in range(4000):

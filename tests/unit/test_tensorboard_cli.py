@@ -26,6 +26,8 @@ EMULATOR = {"STORAGE_EMULATOR_HOST": "http://127.0.0.1:9023"}
     ("gs://bucket/logs", {}, False, "python"),
     ("s3://bucket/logs", {}, True, "python"),  # the data server reads no s3://
     ("s3://bucket/logs", {"AWS_ENDPOINT_URL": "http://127.0.0.1:9000"}, True, "python"),
+    ("az://container/logs", {}, True, "python"),  # any other store: TensorBoard's fsspec reader
+    ("file:///logs", {}, True, "fast"),
 ])
 def test_loader_is_fast_wherever_it_can_read_the_root(root, environ, fast, expected):
     choice = choose_loader(root, environ, fast_available=fast)
@@ -50,6 +52,8 @@ def test_both_loaders_run_behind_the_tensorflow_free_frontend():
 def test_fast_loader_on_s3_is_one_clear_line():
     with pytest.raises(InputError, match="--loader fast cannot read s3://b/logs"):
         tensorboard_command("s3://b/logs", "127.0.0.1", 6006, "fast")
+    with pytest.raises(InputError, match="--loader fast cannot read az://c/logs"):
+        tensorboard_command("az://c/logs", "127.0.0.1", 6006, "fast")
 
 
 def test_s3_endpoint_reaches_tensorboards_s3_reader():

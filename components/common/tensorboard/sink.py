@@ -1,4 +1,4 @@
-"""TensorBoard events for remote (``gs://``, ``s3://``) log dirs, live and at linear cost.
+"""TensorBoard events for log dirs on a store (``gs://``, ``s3://``, ``az://``...), live.
 
 tensorboardX writes events to a local staging file. A background thread publishes, at each
 flush interval, only the complete records written since the last publish, as a new
@@ -115,7 +115,7 @@ class RemoteSummaryWriter(SummaryWriter):
     """A tensorboardX SummaryWriter whose events are published to a remote log dir.
 
     Args:
-        log_dir: The ``gs://`` or ``s3://`` folder of the run
+        log_dir: The store folder (``gs://``, ``s3://``, ``az://``...) of the step
             (``{log_root}/{experiment}/{run}/{step}``).
         flush_secs: How often events reach the local file and new records are published.
         purge_step: On resume, the first step to keep (see tensorboardX).

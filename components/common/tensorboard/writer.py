@@ -1,8 +1,8 @@
 """The writer layer of tbpipe's TensorBoard logging: open, log, sync, close.
 
 ``open_writer(log_dir)`` is the one way steps get a writer. Local folders get a plain
-tensorboardX ``SummaryWriter``; remote (``gs://``, ``s3://``) log dirs get a writer whose
-events go to a local file and are published to the object store
+tensorboardX ``SummaryWriter``; log dirs on a store (``gs://``, ``s3://``, ``az://``, any
+scheme fsspec knows) get a writer whose events go to a local file and are published to it
 (:mod:`tbpipe.components.common.tensorboard.sink`). Either way the writer is flushed and
 closed when the ``with`` block ends, on success and on failure.
 
@@ -39,14 +39,14 @@ def open_writer(log_dir: str, flush_secs: int = DEFAULT_FLUSH_SECS,
     """Yield a tensorboardX ``SummaryWriter`` for ``log_dir``; always flushed and closed.
 
     Args:
-        log_dir: A local folder or a ``gs://`` / ``s3://`` URI
+        log_dir: A local folder or a store URI (``gs://``, ``s3://``, ``az://``...)
             (``{log_root}/{experiment}/{run}/{step}``).
-        flush_secs: How often queued events reach the event file (and, for gs://, storage).
+        flush_secs: How often queued events reach the event file (and, on a store, storage).
         purge_step: On resume, the first step to keep: TensorBoard drops events logged at
             or after it by the interrupted attempt, so no step is shown twice.
 
     Raises:
-        StorageError: ``log_dir`` cannot be made, an event could not be written, or (gs://)
+        StorageError: ``log_dir`` cannot be made, an event could not be written, or (on a store)
             not every event could be published when the writer closed (checked when the
             block ends, unless it ends with an error of its own): one line naming
             ``log_dir`` and the cause, e.g. ``No space left on device``.
@@ -100,7 +100,7 @@ def events_error(log_dir: str, exc: OSError) -> StorageError:
 
 
 def sync_events(writer, timeout: float = 10.0) -> bool:
-    """Put every event logged so far into the event file (and, for gs://, publish it).
+    """Put every event logged so far into the event file (and, on a store, publish it).
 
     tensorboardX queues events for a writer thread and ``flush()`` skips that queue, so a
     SIGKILL loses up to ``flush_secs`` of events. Called before a checkpoint is saved, this
@@ -122,7 +122,7 @@ def sync_events(writer, timeout: float = 10.0) -> bool:
     error = fastpath.write_error(writer) or error
     if error is not None:
         raise events_error(getattr(writer, "log_uri", None) or writer.logdir, error)
-    publisher = getattr(writer, "publisher", None)  # a gs:// writer (sink)
+    publisher = getattr(writer, "publisher", None)  # a store writer (sink)
     if publisher is not None:
         try:
             publisher.publish(max(stop_at - time.monotonic(), 0.0))

@@ -82,6 +82,7 @@ class PipelineParams:
     min_improvement: float = PromoteConfig.min_improvement
     promotion_metric: str = PromoteConfig.promotion_metric
     force_promote: bool = PromoteConfig.force_promote
+    workers: int = TrainConfig.workers
 
     def validate(self) -> "PipelineParams":
         """Check every parameter before anything runs, by building each step's config.
@@ -96,11 +97,11 @@ class PipelineParams:
             (TrainConfig, {"epochs": "epochs", "batch_size": "batch_size",
                            "learning_rate": "learning_rate", "seed": "seed",
                            "precision": "precision", "model_spec": "model",
-                           "model_source": "model_source"}),
+                           "model_source": "model_source", "workers": "workers"}),
             (FinetuneConfig, {"epochs": "finetune_epochs", "batch_size": "batch_size",
                               "learning_rate": "finetune_learning_rate",
                               "freeze_layers": "freeze_layers", "seed": "seed",
-                              "precision": "precision"}),
+                              "precision": "precision", "workers": "workers"}),
             (EvaluateConfig, {"accuracy_target": "accuracy_target",
                               "tensorboard_url": "tensorboard_url"}),
             (PromoteConfig, {"promotion_metric": "promotion_metric",
@@ -182,7 +183,7 @@ def build_training_pipeline(options: CompileOptions | None = None,  # noqa: ANN2
         baseline_model: str = defaults.baseline_model, promote_to: str = defaults.promote_to,
         min_improvement: float = defaults.min_improvement,
         promotion_metric: str = defaults.promotion_metric,
-        force_promote: bool = defaults.force_promote,
+        force_promote: bool = defaults.force_promote, workers: int = defaults.workers,
     ) -> str:
         where = dict(log_root=log_root, experiment=experiment, run_name=run_name, resume=resume)
         # select-model writes the run's _summary.json (tbpipe runs)
@@ -196,7 +197,8 @@ def build_training_pipeline(options: CompileOptions | None = None,  # noqa: ANN2
                           val_data=prep.outputs["val_data"], epochs=epochs,
                           batch_size=batch_size, learning_rate=learning_rate, seed=seed,
                           checkpoint_root=checkpoint_root, precision=precision,
-                          model_spec=model, model_source=model_source, **where)
+                          model_spec=model, model_source=model_source, workers=workers,
+                          **where)
         if sweep is None:
             trained_model = step(components.train(**train_args), "train").outputs["model"]
             swept = {}
@@ -216,7 +218,8 @@ def build_training_pipeline(options: CompileOptions | None = None,  # noqa: ANN2
                 model=trained_model, train_data=train_data, val_data=val_data,
                 epochs=finetune_epochs, learning_rate=finetune_learning_rate,
                 freeze_layers=freeze_layers, batch_size=batch_size, seed=seed,
-                checkpoint_root=checkpoint_root, precision=precision, **where), "finetune")
+                checkpoint_root=checkpoint_root, precision=precision, workers=workers,
+                **where), "finetune")
             rescored = step(components.evaluate(
                 model=tuned.outputs["finetuned_model"], test_data=prep.outputs["test_data"],
                 accuracy_target=accuracy_target, step_name="evaluate-finetuned",

@@ -13,21 +13,22 @@ def finetune(model: Input[Model], train_data: Input[Dataset], val_data: Input[Da
              job_name: str = dsl.PIPELINE_JOB_NAME_PLACEHOLDER, epochs: int = 3,
              learning_rate: float = 0.0001, freeze_layers: int = 0, batch_size: int = 32,
              seed: int = 42, checkpoint_root: str = "", flush_secs: int = 5,
-             precision: str = "auto", resume: bool = False) -> None:
+             precision: str = "auto", resume: bool = False, workers: int = 1) -> None:
     """Fine-tune a trained model (optionally on other data); logs go to .../{run}/finetune.
 
     The run is ``run_name``, else the KFP job's name. Checkpoints go to
     {checkpoint_root}/{experiment}/{run}/checkpoints/finetune (default root:
     {log_root}-checkpoints, beside the log root). Defaults:
     FinetuneConfig's (a test holds them equal); ``precision``: auto, float32, mixed_float16 or
-    mixed_bfloat16. The run is claimed for this KFP job (see preprocess).
+    mixed_bfloat16. The run is claimed for this KFP job (see preprocess). ``workers``: as
+    train's (multi-worker training, ``batch_size`` per device).
     """
     from tbpipe.components.common.errors import exit_on_error
     from tbpipe.components.common.naming import checkpoint_dir_for, step_place
     from tbpipe.components.common.progress import report_result
     from tbpipe.components.common.run_claim import claim_run, run_owner
     from tbpipe.components.finetuning.config import FinetuneConfig
-    from tbpipe.components.finetuning.core import finetune_model
+    from tbpipe.components.training.worker import WorkerTask, run_fit_step
 
     step = "finetune"
     with exit_on_error(step):
@@ -36,11 +37,13 @@ def finetune(model: Input[Model], train_data: Input[Dataset], val_data: Input[Da
         config = FinetuneConfig(
             epochs=epochs, learning_rate=learning_rate, freeze_layers=freeze_layers,
             batch_size=batch_size, seed=seed, flush_secs=flush_secs, precision=precision,
+            workers=workers,
             checkpoint_dir=checkpoint_dir_for(log_root, checkpoint_root, experiment, run,
                                               step))
         claim_run(log_root, experiment, run, run_owner(job_name, finetuned_model.uri), resume)
-        result = finetune_model(model.path, train_data.path, val_data.path, finetuned_model.path,
-                                log_dir, config)
+        result = run_fit_step(WorkerTask(step, config, train_data.path, val_data.path,
+                                         finetuned_model.path, log_dir,
+                                         base_model_uri=model.path))
     for name, value in result.metrics.items():
         metrics.log_metric(name, value)
     metrics.log_metric("epochs", result.epochs_run)

@@ -49,6 +49,9 @@ PARAM_HELP = {
                       "--promote-to holds",
     "min_improvement": "how much the new model must beat the baseline by (default: 0)",
     "force_promote": "promote whatever the scores (the decision says so)",
+    "workers": "train and fine-tune over N worker processes (MultiWorkerMirroredStrategy; "
+               "--batch-size per device, so the global batch grows with N; the learning rate "
+               "is not scaled); default: 1",
 }
 #: Parameters with no flag: tbpipe sets them (``model_source``: --model's file, read here).
 NO_FLAG = ("model_source",)

@@ -166,6 +166,8 @@ class CompileOptions:
         data_volume: A PersistentVolumeClaim mounted at DATA_VOLUME_MOUNT in every step, for
             ``data=/mnt/tbpipe-data/...`` (empty: no volume); not the log volume's claim
             (data on that one is simply a path under LOG_VOLUME_MOUNT).
+        workers: The compiled default of the pipeline's ``workers`` parameter (``compile
+            --workers``; checked where the train config is built).
 
     """
 
@@ -184,6 +186,7 @@ class CompileOptions:
     cache_training: bool = False
     log_volume: str = ""
     data_volume: str = ""
+    workers: int = 1
 
     def __post_init__(self) -> None:
         for flag, claim in (("--log-volume", self.log_volume), ("--data-volume", self.data_volume)):
@@ -209,6 +212,14 @@ class CompileOptions:
         for kind, resources in merged.items():
             resources.validate(kind)
         object.__setattr__(self, "resources", MappingProxyType(merged))
+        if self.workers != 1:
+            from tbpipe.components.common.errors import SettingError
+            from tbpipe.components.training.config import TrainConfig
+
+            try:
+                TrainConfig(workers=self.workers)
+            except SettingError as exc:
+                raise SettingError("--workers", exc.value, exc.rule) from None
 
     @property
     def default_log_root(self) -> str:

@@ -183,7 +183,7 @@ def build_training_pipeline(options: CompileOptions | None = None,  # noqa: ANN2
         baseline_model: str = defaults.baseline_model, promote_to: str = defaults.promote_to,
         min_improvement: float = defaults.min_improvement,
         promotion_metric: str = defaults.promotion_metric,
-        force_promote: bool = defaults.force_promote, workers: int = defaults.workers,
+        force_promote: bool = defaults.force_promote, workers: int = options.workers,
     ) -> str:
         where = dict(log_root=log_root, experiment=experiment, run_name=run_name, resume=resume)
         # select-model writes the run's _summary.json (tbpipe runs)

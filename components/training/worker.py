@@ -59,6 +59,10 @@ TASK_FILE = "task.json"
 RESULT_FILE = "result.json"
 #: Set inside a Kubernetes pod: with a worker placement, the step launches pods.
 IN_CLUSTER_ENV = "KUBERNETES_SERVICE_HOST"
+#: Where a non-chief worker makes its scratch folder (default: the temporary folder); the
+#: local set points it into its own folder, removed after the set even when a worker was
+#: killed before it could remove its own.
+SCRATCH_ENV = "TBPIPE_WORKER_SCRATCH"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,13 +182,15 @@ def run_fit_step(task: WorkerTask, placement: str = "",
         return _launch(task, join(task.config.checkpoint_dir, "workers"), placement, progress)
     folder = tempfile.mkdtemp(prefix="tbpipe-workers-")
     try:
-        return _launch(task, folder, "", progress)
+        os.mkdir(os.path.join(folder, "scratch"))
+        return _launch(task, folder, "", progress,
+                       {SCRATCH_ENV: os.path.join(folder, "scratch")})
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _launch(task: WorkerTask, folder: str, placement: str,
-            progress: Callable[[str], None]) -> TrainResult:
+def _launch(task: WorkerTask, folder: str, placement: str, progress: Callable[[str], None],
+            env: Mapping[str, str] | None = None) -> TrainResult:
     from tbpipe.components.common.storage import delete_file, exists, join, read_bytes, write_bytes
     from tbpipe.components.training.distributed import run_local_workers
 
@@ -198,9 +204,9 @@ def _launch(task: WorkerTask, folder: str, placement: str,
     if placement:
         from tbpipe.components.training.launcher import launch_workers
 
-        launch_workers(command, {}, workers, placement, task.step, progress)
+        launch_workers(command, dict(env or {}), workers, placement, task.step, progress)
     else:
-        run_local_workers(command, {}, workers, progress)
+        run_local_workers(command, dict(env or {}), workers, progress)
     if not exists(task.result_uri):
         raise TbpipeError(f"{task.step}: the {workers} workers ended without the chief's "
                           f"result ({task.result_uri})")
@@ -238,7 +244,8 @@ def run_worker(task_uri: str, environ: Mapping[str, str]) -> TrainResult:
         return result
     from tbpipe.components.training.checkpoint import copy_checkpoint
 
-    with tempfile.TemporaryDirectory(prefix=f"tbpipe-worker-{cluster.rank}-") as scratch:
+    with tempfile.TemporaryDirectory(prefix=f"tbpipe-worker-{cluster.rank}-",
+                                     dir=environ.get(SCRATCH_ENV) or None) as scratch:
         own = task.with_outputs(scratch)
         if task.config.checkpoint_dir:
             copy_checkpoint(task.config.checkpoint_dir, own.config.checkpoint_dir)

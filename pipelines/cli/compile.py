@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 
 from tbpipe.pipelines.cli.flags import (
@@ -23,6 +24,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                           "--package takes it")
     add_output_argument(cmd)
     add_compile_arguments(cmd)
+    cmd.add_argument("--workers", type=int, default=1, metavar="N",
+                     help="the compiled default of the workers parameter: train and finetune "
+                          "over N workers (default: 1)")
     add_sweep_arguments(cmd)
     cmd.set_defaults(handler=run_compile)
 
@@ -30,8 +34,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_compile(args: argparse.Namespace) -> int:
     """Compile with the placement (and sweep) flags and say where the YAML went."""
     with result_output(args) as out:
-        path = compile_pipeline(args.package, compile_options(args),
-                                sweep_from_args(args))
+        options = dataclasses.replace(compile_options(args), workers=args.workers)
+        path = compile_pipeline(args.package, options, sweep_from_args(args))
         if wants_json(args):
             emit(out, {"package": os.path.abspath(path), "pipeline": PIPELINE_NAME})
         else:

@@ -182,9 +182,9 @@ def _keras_multi_worker_class() -> type:
 
     Keras 3 (checked with 3.15) calls ``strategy.reduce`` with a nested batch (when it builds
     the model's metrics) and with ``axis=0`` on scalar metrics (``reduce_per_replica``);
-    MirroredStrategy on one machine never reaches those calls, MultiWorkerMirroredStrategy
-    refuses both. This reduces each element of a nested value, and a scalar over the
-    replicas (``axis=None``): what those calls mean. Public API only (an override).
+    MultiWorkerMirroredStrategy, which hands both to its cross-worker collectives, refuses
+    them. This reduces each element of a nested value, and a scalar over the replicas
+    (``axis=None``): what those calls mean. Public API only (an override).
     """
     import tensorflow as tf
 

@@ -111,6 +111,50 @@ def test_compile_workers_sets_the_pipeline_default_passed_to_train_and_finetune(
     assert "--workers=0: must be a positive integer" in capsys.readouterr().err
 
 
+def test_workers_flag_and_params_file(tmp_path):
+    from tbpipe.pipelines.cli.flags import params_from_args
+    from tbpipe.pipelines.cli.main import build_parser
+
+    (tmp_path / "p.yaml").write_text("workers: 3\nbatch_size: 16\n")
+    for command in ("run", "submit"):
+        args = build_parser().parse_args([command, "--params-file", str(tmp_path / "p.yaml")])
+        assert params_from_args(args).workers == 3
+        args = build_parser().parse_args([command, "--params-file", str(tmp_path / "p.yaml"),
+                                          "--workers", "2"])
+        assert params_from_args(args).workers == 2  # the flag wins
+
+
+def test_on_a_cluster_the_step_calls_the_cluster_launcher(tmp_path, monkeypatch):
+    """The seam to the cluster launcher (another module), with a stand-in for it."""
+    import types
+
+    calls = []
+
+    def launch_workers(command, env, workers, placement, step, progress):  # the stand-in
+        task = WorkerTask.from_json(open(command[-1], "rb").read(), command[-1])
+        calls.append((command[1:3], workers, placement, step, task))
+        progress("chief: epoch 1/1")
+        result = {"metrics": {"loss": 0.5}, "epochs_run": 1, "resumed_from_epoch": 0,
+                  "replicas": workers}
+        open(task.result_uri, "w").write(json.dumps(result))
+
+    standin = types.ModuleType("tbpipe.components.training.launcher")
+    standin.launch_workers = launch_workers
+    monkeypatch.setitem(sys.modules, "tbpipe.components.training.launcher", standin)
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+    ckpt = tmp_path / "ckpt"
+    task = WorkerTask("train", TrainConfig(workers=4, checkpoint_dir=str(ckpt)), "gs://b/t",
+                      "gs://b/v", "gs://b/m", "gs://b/logs/e/r/train")
+    lines = []
+    result = run_fit_step(task, placement='{"gpu_count": 2}', progress=lines.append)
+    (module, workers, placement, step, sent), = calls
+    assert module == ["-m", "tbpipe.components.training.worker"]
+    assert (workers, placement, step) == (4, '{"gpu_count": 2}', "train")
+    assert sent.result_uri == str(ckpt / "workers" / "result.json")  # where the pods see it
+    assert sent.config == task.config and sent.train_uri == "gs://b/t"
+    assert result.replicas == 4 and lines == ["chief: epoch 1/1"]
+
+
 # --- the local set, with plain Python processes standing in for TensorFlow workers ---------
 
 def fake_worker(tmp_path, body: str) -> list[str]:

@@ -162,6 +162,8 @@ class CompileOptions:
         distributed_engine: What starts a multi-worker step's workers on a cluster:
             ``jobset`` or ``tfjob`` (see :func:`worker_placement`).
         worker_deadline: Seconds a multi-worker step waits for its workers.
+        workers: The compiled default of the pipeline's ``workers`` parameter (``compile
+            --workers``; None: the table's; checked where the train config is built).
 
     """
 
@@ -182,6 +184,7 @@ class CompileOptions:
     data_volume: str = ""
     distributed_engine: str = WorkerPlacement.engine
     worker_deadline: int = WorkerPlacement.deadline_s
+    workers: int | None = None
 
     def __post_init__(self) -> None:
         if self.distributed_engine not in ENGINES:
@@ -212,6 +215,14 @@ class CompileOptions:
         for kind, resources in merged.items():
             resources.validate(kind)
         object.__setattr__(self, "resources", MappingProxyType(merged))
+        if self.workers is not None:
+            from tbpipe.components.common.errors import SettingError
+            from tbpipe.components.training.config import TrainConfig
+
+            try:
+                TrainConfig(workers=self.workers)
+            except SettingError as exc:
+                raise SettingError("--workers", exc.value, exc.rule) from None
 
     @property
     def default_log_root(self) -> str:

@@ -87,10 +87,13 @@ PipelineParams.__doc__ = (
 def pipeline_signature(options: CompileOptions) -> inspect.Signature:
     """The pipeline function's signature: one parameter per table entry, typed, defaulted.
 
-    ``log_root`` defaults to ``options.default_log_root`` (a path on ``--log-volume``).
+    ``log_root`` defaults to ``options.default_log_root`` (a path on ``--log-volume``),
+    ``workers`` to ``options.workers`` where it is set (``compile --workers``).
     """
     defaults = {name: param.default for name, param in param_table().items()}
     defaults["log_root"] = options.default_log_root or defaults["log_root"]
+    if options.workers is not None:  # compile --workers
+        defaults["workers"] = options.workers
     return inspect.Signature(
         [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD,
                            default=defaults[name], annotation=param.type)
@@ -134,7 +137,7 @@ def build_training_pipeline(options: CompileOptions | None = None,  # noqa: ANN2
                           val_data=prep.outputs["val_data"], epochs=p.epochs,
                           batch_size=p.batch_size, learning_rate=p.learning_rate, seed=p.seed,
                           checkpoint_root=p.checkpoint_root, precision=p.precision,
-                          model_spec=p.model, model_source=p.model_source,
+                          model_spec=p.model, model_source=p.model_source, workers=p.workers,
                           worker_placement=worker_placement(options, "train"), **where)
         if sweep is None:
             trained_model = step(components.train(**train_args), "train").outputs["model"]
@@ -157,7 +160,7 @@ def build_training_pipeline(options: CompileOptions | None = None,  # noqa: ANN2
                 model=trained_model, train_data=train_data, val_data=val_data,
                 epochs=p.finetune_epochs, learning_rate=p.finetune_learning_rate,
                 freeze_layers=p.freeze_layers, batch_size=p.batch_size, seed=p.seed,
-                checkpoint_root=p.checkpoint_root, precision=p.precision,
+                checkpoint_root=p.checkpoint_root, precision=p.precision, workers=p.workers,
                 worker_placement=worker_placement(options, "finetune"), **where),
                 "finetune")
             rescored = step(components.evaluate(

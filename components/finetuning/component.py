@@ -13,7 +13,8 @@ def finetune(model: Input[Model], train_data: Input[Dataset], val_data: Input[Da
              job_name: str = dsl.PIPELINE_JOB_NAME_PLACEHOLDER, epochs: int = 3,
              learning_rate: float = 0.0001, freeze_layers: int = 0, batch_size: int = 32,
              seed: int = 42, checkpoint_root: str = "", flush_secs: int = 5,
-             precision: str = "auto", resume: bool = False, worker_placement: str = "") -> None:
+             precision: str = "auto", resume: bool = False, worker_placement: str = "",
+             workers: int = 1) -> None:
     """Fine-tune a trained model (optionally on other data); logs go to .../{run}/finetune.
 
     Checkpoints go to ``{checkpoint_root}/{experiment}/{run}/checkpoints/finetune``. The run
@@ -40,6 +41,8 @@ def finetune(model: Input[Model], train_data: Input[Dataset], val_data: Input[Da
         precision: auto, float32, mixed_float16 or mixed_bfloat16.
         resume: Continue a run of this name that another KFP job claimed, from its
             checkpoints.
+        workers: As train's: above 1, fine-tune over that many worker processes
+            (``batch_size`` stays per device).
         worker_placement: Where a multi-worker step's workers run on a cluster (image,
             GPUs, node selectors, resources, engine): the JSON of
             ``launcher.placement.WorkerPlacement`` the pipeline compiles; empty: none.
@@ -52,7 +55,7 @@ def finetune(model: Input[Model], train_data: Input[Dataset], val_data: Input[Da
     from tbpipe.components.common.progress import report_result
     from tbpipe.components.common.run_place import step_run
     from tbpipe.components.finetuning.config import FinetuneConfig
-    from tbpipe.components.finetuning.core import finetune_model
+    from tbpipe.components.training.worker import WorkerTask, on_cluster, run_fit_step
 
     step = "finetune"
     with step_run(step, finetuned_model.uri, log_root, experiment, run_name, job_name,
@@ -60,10 +63,15 @@ def finetune(model: Input[Model], train_data: Input[Dataset], val_data: Input[Da
         config = FinetuneConfig(
             epochs=epochs, learning_rate=learning_rate, freeze_layers=freeze_layers,
             batch_size=batch_size, seed=seed, flush_secs=flush_secs, precision=precision,
+            workers=workers,
             checkpoint_dir=here.checkpoint_dir(checkpoint_root))
         here.claim()
-        result = finetune_model(model.path, train_data.path, val_data.path, finetuned_model.path,
-                                here.log_dir, config)
+        remote = on_cluster(worker_placement)  # worker pods read the artifacts by URI
+        inputs = (train_data.uri, val_data.uri) if remote else (train_data.path, val_data.path)
+        result = run_fit_step(WorkerTask(step, config, *inputs, finetuned_model.path,
+                                         here.log_dir,
+                                         base_model_uri=model.uri if remote else model.path),
+                              placement=worker_placement)
     for name, value in result.metrics.items():
         metrics.log_metric(name, value)
     metrics.log_metric("epochs", result.epochs_run)

@@ -24,7 +24,14 @@ import keras
 
 from tbpipe.components.common.errors import InputError, StorageError, os_errors
 from tbpipe.components.common.model_format import load_keras_file
-from tbpipe.components.common.storage import exists, join, read_bytes, upload_file, write_bytes
+from tbpipe.components.common.storage import (
+    download_file,
+    exists,
+    join,
+    read_bytes,
+    upload_file,
+    write_bytes,
+)
 
 STATE_FILE = "state.json"
 SLOTS = ("ckpt-a.keras", "ckpt-b.keras")
@@ -89,6 +96,20 @@ def check_resumable(state: CheckpointState, fingerprint: Mapping[str, object], e
 def load_checkpoint(checkpoint_dir: str, state: CheckpointState) -> keras.Model:
     """Load the checkpointed model, compiled, with its optimizer state (steps, moments)."""
     return load_keras_file(join(checkpoint_dir, state.slot), compile=True)
+
+
+def copy_checkpoint(source_dir: str, local_dir: str) -> CheckpointState | None:
+    """Copy the checkpoint in ``source_dir`` (its slot, then its state) to ``local_dir``.
+
+    What a non-chief worker resumes from: the chief's checkpoint, in its own scratch folder,
+    where its own (discarded) checkpoints go. None, copying nothing, when there is none.
+    """
+    state = read_state(source_dir)
+    if state is not None:
+        download_file(join(source_dir, state.slot), os.path.join(local_dir, state.slot))
+        write_bytes(os.path.join(local_dir, STATE_FILE),
+                    json.dumps(dataclasses.asdict(state), indent=2).encode())
+    return state
 
 
 def save_checkpoint(model: keras.Model, checkpoint_dir: str, state: CheckpointState) -> None:

@@ -13,7 +13,8 @@ def train(train_data: Input[Dataset], val_data: Input[Dataset], model: Output[Mo
           epochs: int = 10, batch_size: int = 32, learning_rate: float = 0.001, seed: int = 42,
           checkpoint_root: str = "", flush_secs: int = 5, precision: str = "auto",
           resume: bool = False, model_spec: str = "builtin:cnn", model_source: str = "",
-          trial: str = "", worker_placement: str = "") -> None:
+          trial: str = "", worker_placement: str = "",
+          workers: int = 1) -> None:
     """Train the starting model ``model_spec`` on a Dataset; logs go to .../{run}/train.
 
     Checkpoints go to ``{checkpoint_root}/{experiment}/{run}/checkpoints/train``, so a retried
@@ -46,6 +47,9 @@ def train(train_data: Input[Dataset], val_data: Input[Dataset], model: Output[Mo
             temporary module); empty for the other kinds.
         trial: A sweep's trial (``trial-NN``) whose logs and checkpoints go to their own
             ``{trial}/train`` folders; empty outside a sweep.
+        workers: Above 1, train with MultiWorkerMirroredStrategy over that many worker
+            processes (``python -m tbpipe.components.training.worker``), each on this task's
+            devices; ``batch_size`` stays per device (the global batch grows with workers).
         worker_placement: Where a multi-worker step's workers run on a cluster (image,
             GPUs, node selectors, resources, engine): the JSON of
             ``launcher.placement.WorkerPlacement`` the pipeline compiles; empty: none.
@@ -58,7 +62,7 @@ def train(train_data: Input[Dataset], val_data: Input[Dataset], model: Output[Mo
     from tbpipe.components.common.progress import report, report_result
     from tbpipe.components.common.run_place import step_run
     from tbpipe.components.training.config import TrainConfig
-    from tbpipe.components.training.core import train_model
+    from tbpipe.components.training.worker import WorkerTask, on_cluster, run_fit_step
 
     step = "train"
     if trial:  # a sweep's trials show as "train trial-01", ... in tbpipe run
@@ -68,10 +72,13 @@ def train(train_data: Input[Dataset], val_data: Input[Dataset], model: Output[Mo
         config = TrainConfig(
             epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
             flush_secs=flush_secs, precision=precision, model_spec=model_spec,
-            model_source=model_source, trial=trial,
+            model_source=model_source, trial=trial, workers=workers,
             checkpoint_dir=here.checkpoint_dir(checkpoint_root))
         here.claim()
-        result = train_model(train_data.path, val_data.path, model.path, here.log_dir, config)
+        inputs = (train_data.uri, val_data.uri) if on_cluster(worker_placement) else (
+            train_data.path, val_data.path)  # worker pods read the artifacts by URI
+        result = run_fit_step(WorkerTask(step, config, *inputs, model.path, here.log_dir),
+                              placement=worker_placement)
     for name, value in result.metrics.items():
         metrics.log_metric(name, value)
     metrics.log_metric("epochs", result.epochs_run)

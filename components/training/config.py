@@ -159,6 +159,15 @@ class FitConfig:
             ``float32``; ``mixed_float16`` (GPUs; the loss is scaled); ``mixed_bfloat16``
             (recent GPUs, TPUs, CPUs with AMX); ``auto``: ``mixed_float16`` when TensorFlow
             sees a GPU, ``mixed_bfloat16`` on a CPU with AMX-BF16, else ``float32``.
+        workers: Worker processes (nodes) training together with MultiWorkerMirroredStrategy,
+            each on the task's devices (:mod:`tbpipe.components.training.worker`); 1: the
+            step trains in its own process. ``batch_size`` stays per device, so the global
+            batch is ``batch_size`` x devices per worker x ``workers``. ``learning_rate``
+            applies to that global batch as given, never scaled by tbpipe: to train as one
+            worker does, keep the global batch (divide ``batch_size`` by ``workers``); to
+            keep ``batch_size`` and grow the global batch, scale ``learning_rate`` yourself
+            (the linear rule, x ``workers``, with a warm-up, is the usual start). The
+            HParams record both ``batch_size`` and ``global_batch_size``.
 
     """
 
@@ -172,6 +181,7 @@ class FitConfig:
     checkpoint_dir: str | None = None
     cache_max_mb: int = 2048
     precision: str = "auto"
+    workers: int = 1
 
     def __post_init__(self) -> None:
         """InputError (one line) for settings training cannot use: checked once, here.
@@ -179,7 +189,7 @@ class FitConfig:
         Counts are at most 2**31-1 (TensorFlow's int32), the seed in [0, 2**32-1], the
         learning rate finite and positive.
         """
-        for name in ("epochs", "batch_size", "flush_secs"):
+        for name in ("epochs", "batch_size", "flush_secs", "workers"):
             check_count(name, getattr(self, name))
         for name in ("batch_log_every", "histogram_every", "cache_max_mb"):
             check_count(name, getattr(self, name), low=0)
@@ -247,6 +257,9 @@ PARAMS = ParamGroup("train", (
                    "(docs/models.md)", field="model_spec", parse=ModelSpec),
     Param("model_source", "the text of --model's file.py (tbpipe reads it where it runs)",
           flag=False),
+    Param("workers", "train and fine-tune over N worker processes "
+                     "(MultiWorkerMirroredStrategy; --batch-size stays per device, so the "
+                     "global batch grows with N; the learning rate is not scaled)"),
     Param("checkpoint_root", "where train and finetune checkpoint each epoch; default: the "
                              "log root's sibling {log_root}-checkpoints",
           type=str, default=""),
@@ -261,7 +274,7 @@ class TrainResult:
         metrics: Final epoch's ``loss``, ``accuracy``, ``val_loss`` and ``val_accuracy``.
         epochs_run: Epochs the model has been trained by this step (resumed ones included).
         resumed_from_epoch: Epochs restored from a checkpoint (0 for a fresh start).
-        replicas: Devices trained on (1 without a multi-GPU strategy).
+        replicas: Devices trained on, over all workers (1 without a distribution strategy).
 
     """
 

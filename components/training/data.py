@@ -137,7 +137,22 @@ def fit_datasets(train_uri: str, val_uri: str, batch_size: int, seed: int, epoch
     cache = size <= min(cache_max_mb * 2**20, MAX_IN_MEMORY_BYTES)
     train = make_dataset(train_uri, batch_size, True, seed, cache=cache,
                          first_epoch=epochs.start, num_epochs=len(epochs))
-    return train, make_dataset(val_uri, batch_size, False, seed, cache=cache)
+    return (shard_by_data(train),
+            shard_by_data(make_dataset(val_uri, batch_size, False, seed, cache=cache)))
+
+
+def shard_by_data(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    """``dataset`` split among workers by its batches' records, never by its files.
+
+    Only a multi-worker strategy reads this option: each worker makes the same global
+    batches and keeps its replicas' part of each (tf.data's ``AutoShardPolicy.DATA``), so
+    N workers train on exactly the batches one would, whatever the number of shard files
+    (sharding by file would leave a worker without any on a small set).
+    """
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = (
+        tf.data.experimental.AutoShardPolicy.DATA)
+    return dataset.with_options(options)
 
 
 def read_dataset_info(dataset_dir: str) -> DatasetInfo:

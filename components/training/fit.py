@@ -81,7 +81,7 @@ def fit_and_save(job: FitJob, config: FitConfig) -> TrainResult:
         hparams = {"epochs": config.epochs, "batch_size": config.batch_size,
                    "learning_rate": config.learning_rate, "seed": config.seed,
                    "precision": plan.precision, "params": int(plan.model.count_params()),
-                   **job.hparams}
+                   **_worker_hparams(plan, config), **job.hparams}
         last_step = plan.initial_step + plan.steps_per_epoch * max(
             0, config.epochs - plan.initial_epoch)
         log_hparams(writer, hparams, {f"hparam/{k}": v for k, v in metrics.items()},
@@ -119,7 +119,7 @@ def _plan_fit(job: FitJob, config: FitConfig) -> _Plan:
     val_info = data.read_dataset_info(job.val_uri)
     data.check_compatible(train_info, val_info, job.train_uri, job.val_uri)
     keras.utils.set_random_seed(config.seed)
-    strategy = model.pick_strategy()
+    strategy = _fit_strategy(config)
     replicas = int(strategy.num_replicas_in_sync)
     precision = model.resolve_precision(config.precision)  # the one place it is resolved
     # What the run is made of, by content: a rerun of the pipeline (new artifact paths) or a
@@ -128,7 +128,7 @@ def _plan_fit(job: FitJob, config: FitConfig) -> _Plan:
                    "val_data": val_info.digest or job.val_uri, "seed": config.seed,
                    "batch_size": config.batch_size, "learning_rate": config.learning_rate,
                    "num_examples": train_info.num_examples,
-                   "precision": precision, **job.identity}
+                   "precision": precision, **_worker_identity(config), **job.identity}
     state = None
     if config.checkpoint_dir:
         state = checkpoint.resume_state(config.checkpoint_dir, fingerprint, config.epochs)
@@ -144,6 +144,40 @@ def _plan_fit(job: FitJob, config: FitConfig) -> _Plan:
         "last_slot": state.slot, "last_logs": state.logs}
     return _Plan(train_info, strategy, replicas, start, model.model_precision(start), spe,
                  fingerprint, **resumed)
+
+
+# --- multi-worker training (tbpipe.components.training.distributed) -----------------------
+
+
+def _fit_strategy(config: FitConfig):  # noqa: ANN202 - a tf.distribute.Strategy
+    """The worker process's MultiWorkerMirroredStrategy with ``workers`` > 1, else one machine's."""
+    from tbpipe.components.training import model
+    from tbpipe.components.training.distributed import multi_worker_strategy
+
+    return multi_worker_strategy(config.workers) if config.workers > 1 else model.pick_strategy()
+
+
+def _worker_identity(config: FitConfig) -> dict:
+    """What a checkpoint of a multi-worker fit is also made of (a global batch's workers)."""
+    return {"workers": config.workers} if config.workers > 1 else {}
+
+
+def _worker_hparams(plan: _Plan, config: FitConfig) -> dict:
+    """Both batch sizes (per device, global) and the workers, for TensorBoard's HParams."""
+    return {"global_batch_size": config.batch_size * plan.replicas, "workers": config.workers}
+
+
+def _worker_callbacks(plan: _Plan, config: FitConfig, writer) -> list:  # noqa: ANN001
+    """With ``workers`` > 1: the per-worker throughput scalars (one all-reduce an epoch)."""
+    if config.workers == 1:
+        return []
+    import os
+
+    from tbpipe.components.training.distributed import worker_cluster, worker_throughput_callback
+
+    return [worker_throughput_callback(
+        plan.strategy, writer, worker_cluster(os.environ), plan.train_info.num_examples,
+        plan.steps_per_epoch, plan.initial_step)]
 
 
 def model_summary(model: keras.Model) -> str:
@@ -192,6 +226,7 @@ def _run_fit(plan: _Plan, job: FitJob, config: FitConfig, writer) -> dict:
         callbacks = [StopOnSignal(flag, config.checkpoint_dir), tb,
                      keras_progress_callback(step, config.epochs, plan.steps_per_epoch),
                      StopOnNonFinite()]  # before the checkpoint: a NaN epoch is never kept
+        callbacks.extend(_worker_callbacks(plan, config, writer))  # logged before a checkpoint
         if config.checkpoint_dir:
             callbacks.append(checkpoint.EpochCheckpoint(
                 config.checkpoint_dir, plan.fingerprint, plan.steps_per_epoch,

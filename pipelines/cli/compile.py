@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 
 from tbpipe.pipelines.cli.flags import (
@@ -24,6 +25,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                           "--package takes it")
     add_output_argument(cmd)
     add_compile_arguments(cmd)
+    cmd.add_argument("--workers", type=int, default=None, metavar="N",
+                     help="the compiled default of the workers parameter: train and finetune "
+                          "over N workers (default: the parameter's, 1)")
     add_sweep_arguments(cmd)
     cmd.set_defaults(handler=run_compile)
 
@@ -33,7 +37,8 @@ def run_compile(args: argparse.Namespace) -> int:
     with result_output(args) as out:
         sweep = sweep_from_args(args)
         check(PipelineParams(), sweep, local=False)  # a swept model's file is read here
-        path = compile_pipeline(args.package, compile_options(args), sweep)
+        options = dataclasses.replace(compile_options(args), workers=args.workers)
+        path = compile_pipeline(args.package, options, sweep)
         if wants_json(args):
             emit(out, {"package": os.path.abspath(path), "pipeline": PIPELINE_NAME})
         else:

@@ -63,7 +63,8 @@ def test_step_run_resolves_the_place_claims_only_when_asked_and_exits_in_one_lin
     assert exit_info.value.code == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["tbpipe: evaluate: error: log_root is empty: pass the log root every step "
-                   "shares, a folder or a URL such as gs://BUCKET/PATH or s3://BUCKET/PATH"]
+                   "shares, a folder or a store URI such as gs://BUCKET/PATH, s3://BUCKET/PATH or "
+                   "az://CONTAINER/PATH"]
 
 
 def test_every_component_calls_the_one_preamble():

@@ -14,8 +14,9 @@ import math
 
 import numpy as np
 
-from tbpipe.components.common.dataset import MAX_CLASSES, to_uint8
+from tbpipe.components.common.dataset import to_uint8
 from tbpipe.components.common.errors import InputError
+from tbpipe.components.common.limits import MAX_CLASSES
 from tbpipe.components.preprocessing.source import RawChunk
 from tbpipe.components.preprocessing.summary import SAMPLE_IMAGES
 

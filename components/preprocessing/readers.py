@@ -4,9 +4,10 @@ Sources: a CSV / Parquet table (``label`` column plus one column per pixel), a f
 MNIST IDX files (raw or ``.gz``), ``builtin:digits`` (scikit-learn) and ``builtin:mnist``
 (Keras download). Readers only parse; cleaning and scaling happen in :mod:`core`.
 
-Inputs are bounded: only regular files and folders are opened (:func:`~.source.check_regular`),
-a CSV line may hold at most ``FIELD_BYTES`` per column (:class:`_LineGuard`), and IDX
-headers are held to the file's size (:mod:`.idx`).
+Inputs are bounded: only regular files and folders are opened
+(:func:`~tbpipe.components.common.regular_files.check_regular`), a CSV line may hold at
+most ``FIELD_BYTES`` per column (:class:`_LineGuard`), and IDX headers are held to the
+file's size (:mod:`.idx`).
 """
 
 from __future__ import annotations
@@ -24,14 +25,10 @@ import numpy as np
 
 from tbpipe.components.common import storage
 from tbpipe.components.common.errors import InputError
+from tbpipe.components.common.regular_files import check_regular
 from tbpipe.components.preprocessing.idx import idx_source
 from tbpipe.components.preprocessing.images import image_folder_source, is_image_folder
-from tbpipe.components.preprocessing.source import (
-    FORMATS_HINT,
-    RawChunk,
-    Source,
-    check_regular,
-)
+from tbpipe.components.preprocessing.source import FORMATS_HINT, RawChunk, Source
 
 LABEL = "label"
 TABLE_SUFFIXES = {".csv": "csv", ".csv.gz": "csv", ".parquet": "parquet", ".pq": "parquet"}

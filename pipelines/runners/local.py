@@ -62,8 +62,8 @@ def check_sources(params: PipelineParams) -> None:
 
     Only files, folders and objects are read: a FIFO or a device is refused here.
     """
+    from tbpipe.components.common.regular_files import check_regular
     from tbpipe.components.common.storage import exists, is_remote
-    from tbpipe.components.preprocessing.source import check_regular
     from tbpipe.components.training.user_model import check_model_exists
 
     for flag, uri in (("--data", params.data), ("--finetune-data", params.finetune_data)):

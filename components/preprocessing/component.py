@@ -31,6 +31,7 @@ def preprocess(data: str, train_data: Output[Dataset], val_data: Output[Dataset]
     from tbpipe.components.common.run_claim import claim_run, run_owner
     from tbpipe.components.preprocessing.config import PreprocessConfig
     from tbpipe.components.preprocessing.core import preprocess_data
+    from tbpipe.components.preprocessing.summary import result_figure
 
     with exit_on_error(step_name):
         run, log_dir = step_place(log_root, experiment, run_name, job_name, step_name,
@@ -47,6 +48,4 @@ def preprocess(data: str, train_data: Output[Dataset], val_data: Output[Dataset]
         artifact.metadata["num_classes"] = info.num_classes
     for name, value in result.metrics.items():
         stats.log_metric(name, value)
-    report_result(step_name, f"kept {int(result.metrics['rows_kept'])} examples "
-                             f"({result.train.num_examples} train, {result.val.num_examples} "
-                             f"val, {result.test.num_examples} test)")
+    report_result(step_name, result_figure(result.stats))

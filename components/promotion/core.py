@@ -99,7 +99,8 @@ def _score(uri: str, local_test: str, test_uri: str, info, scoring: EvaluateConf
            hint: str) -> EvaluateResult:
     from tbpipe.components.evaluation.core import score_model
 
-    model, meta = load_fitting_model(uri, info.image_shape, info.num_classes, hint)
+    model, meta = load_fitting_model(uri, info.image_shape, info.num_classes, hint,
+                                     class_names=info.class_names)
     return score_model(model, meta, local_test, test_uri, scoring)[0]
 
 

@@ -104,7 +104,18 @@ def class_names(meta: dict, num_classes: int) -> list[str]:
 
 
 def load_keras_file(uri: str, compile: bool = True) -> keras.Model:
-    """Load a ``.keras`` file (local or gs://); InputError naming it if it cannot be read."""
+    """Load a ``.keras`` file (local or gs://); InputError naming it if it cannot be read.
+
+    A local path must be a regular file, checked before Keras is imported or anything is
+    opened: a FIFO would block the loader.
+    """
+    if not is_remote(uri):
+        try:
+            check_regular(uri, uri, folder_ok=False)
+        except InputError as exc:
+            reason = str(exc).removeprefix(f"{uri}: ").split(";")[0]
+            raise InputError(f"{uri}: cannot load the Keras model ({reason}); rerun the "
+                             "step that wrote it") from exc
     from tbpipe.components.common.keras_import import import_keras
 
     keras = import_keras()
@@ -113,13 +124,6 @@ def load_keras_file(uri: str, compile: bool = True) -> keras.Model:
         if is_remote(uri):
             local = os.path.join(tmp, MODEL_FILE)
             download_file(uri, local)
-        else:  # a FIFO would block the loader: refused before it opens anything
-            try:
-                check_regular(uri, uri, folder_ok=False)
-            except InputError as exc:
-                reason = str(exc).removeprefix(f"{uri}: ").split(";")[0]
-                raise InputError(f"{uri}: cannot load the Keras model ({reason}); rerun the "
-                                 "step that wrote it") from exc
         try:
             return keras.models.load_model(local, compile=compile)
         except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as exc:

@@ -10,7 +10,7 @@ and types it by the parameter it sets (:class:`~tbpipe.pipelines.training.Pipeli
 - integers: decimal digits only (``0123``, ``1_000``, ``0x10``, ``1:30``, ``1e3`` refused).
 - numbers: JSON's form (``0.001``, ``1e-3``, ``5``) and ``.inf``/``.nan`` (refused later by
   the parameter's own check, with its rule).
-- text: as written; a plain ``yes``, ``no``, ``on``, ``off``, ``true``, ``null``, ``~``... is
+- text: as written; a plain ``yes``, ``No``, ``ON``, ``off``, ``true``, ``null``, ``~``... is
   refused as ambiguous (quote it), and a quoted value is always text.
 
 Refused with one line naming the file: more than ``MAX_PARAMS_FILE_BYTES`` (checked before
@@ -39,8 +39,11 @@ _NUMBER = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?")
 _SPECIAL_FLOATS = {".inf": "inf", "+.inf": "inf", "-.inf": "-inf", ".nan": "nan"}
 _BOOLEANS = {"true": True, "True": True, "TRUE": True, "false": False, "False": False,
              "FALSE": False}
-#: Plain values YAML 1.1 or 1.2 reads as booleans or null: ambiguous as text.
-_NOT_TEXT = {"y", "yes", "n", "no", "on", "off", "true", "false", "null", "~", ""}
+#: Plain values YAML 1.1 or 1.2 reads as booleans or null: ambiguous as text (``y``/``n``,
+#: booleans in the 1.1 spec only, are read as text by PyYAML, YAML 1.2 and JSON alike).
+_NULLS = {"null", "Null", "NULL", "~", ""}
+_NOT_TEXT = {*_NULLS, *(w for word in ("yes", "no", "on", "off", "true", "false")
+                        for w in (word, word.capitalize(), word.upper()))}
 _SHOWN = 60  # characters of a value quoted in an error line
 
 
@@ -150,10 +153,17 @@ def typed_value(name: str, field: str, node: object, kind: object, text: str) ->
         source = source if len(source) <= _SHOWN else source[:_SHOWN - 3] + "..."
         raise refuse(source)
     value, quoted = node.value, node.style in ("'", '"')
+    if any("\ud800" <= c <= "\udfff" for c in value):
+        # JSON writes a character beyond U+FFFF as two escapes ("\ud83d\ude00"), which
+        # PyYAML keeps apart: join them; a lone half is not text.
+        try:
+            value = value.encode("utf-16-le", "surrogatepass").decode("utf-16-le")
+        except UnicodeDecodeError:
+            raise refuse("an escape that is half a character (a lone surrogate)") from None
     if kind is str:
-        if not quoted and value.lower() in _NOT_TEXT:
+        if not quoted and value in _NOT_TEXT:
             raise refuse(f"{value or 'nothing'} (YAML reads it as "
-                         f"{'null' if value in ('', '~', 'null') else 'true/false'})",
+                         f"{'null' if value in _NULLS else 'true/false'})",
                          f'quote it ("{value}") if you mean the text')
         return value
     if quoted:
@@ -161,8 +171,7 @@ def typed_value(name: str, field: str, node: object, kind: object, text: str) ->
     if kind is bool:
         if value in _BOOLEANS:
             return _BOOLEANS[value]
-        advice = ("YAML 1.1 and 1.2 read it differently" if value.lower() in _NOT_TEXT
-                  else "")
+        advice = ("YAML 1.1 and 1.2 read it differently" if value in _NOT_TEXT else "")
         raise refuse(_shown(value), advice)
     if kind is int:
         if _INT.fullmatch(value):

@@ -12,7 +12,7 @@ from tbpipe.components.common.naming import (
 )
 
 
-@pytest.mark.parametrize("name", ["run\n", "run-1\n", "a" * 128 + "\n"])
+@pytest.mark.parametrize("name", ["run\n", "run-1\n", "r.1\n"])
 def test_a_name_ending_in_a_newline_is_refused(name: str) -> None:
     with pytest.raises(InputError, match=r"run name .*\\n.* is not allowed"):
         validate_name("run", name)

@@ -291,3 +291,28 @@ def test_finetune_and_promotion_compare_names_before_loading_the_model(tmp_path:
         "class_names": ["dog", "cat"]}))  # no model.keras: the names are refused first
     with pytest.raises(InputError, match=r"model: class 0 is 'dog' in the model but 'cat'"):
         load_fitting_model(str(folder), (4, 4, 1), 2, "hint", class_names=("cat", "dog"))
+
+
+def test_the_step_line_tbpipe_run_shows_names_what_was_skipped_and_converted(
+        tmp_path: Path, capsys) -> None:
+    from kfp.dsl import Dataset, Metrics
+    from PIL import Image
+
+    from tbpipe.components import preprocess
+    from tbpipe.components.common.progress import parse
+
+    data = tmp_path / "imgs"
+    class_folder(data, "a", 10)
+    class_folder(data, "b", 90)
+    Image.fromarray(np.full((4, 4), 20000, np.uint16)).save(data / "b" / "deep.png")
+    (data / "a" / ".hidden.png").write_bytes(b"x")
+    out = tmp_path / "out"
+    preprocess.python_func(
+        data=str(data), train_data=Dataset(uri=str(out / "train")),
+        val_data=Dataset(uri=str(out / "val")), test_data=Dataset(uri=str(out / "test")),
+        stats=Metrics(uri=str(out / "stats")), log_root=str(tmp_path / "logs"),
+        experiment="exp", run_name="r1", job_name="job")
+    events = [e for line in capsys.readouterr().out.splitlines() if (e := parse(line))]
+    (figure,) = [e["figure"] for e in events if e["event"] == "result"]
+    assert figure.startswith("kept 11 examples (")
+    assert "skipped 1 files (hidden 1)" in figure and "converted 1 files (16 bit 1)" in figure

@@ -121,6 +121,18 @@ def test_a_huge_model_json_or_class_count_is_refused(tmp_path: Path) -> None:
         read_model_meta(str(model))
 
 
+def test_a_huge_dataset_manifest_is_refused(tmp_path: Path) -> None:
+    from tbpipe.components.common.dataset import read_info
+    from tests.helpers import write_dataset
+
+    write_dataset(str(tmp_path / "data"), n=8)
+    small, _ = peak(lambda: read_info(str(tmp_path / "data")))
+    sparse(tmp_path / "data" / "dataset.json", 1 << 30)
+    huge, error = peak(lambda: read_info(str(tmp_path / "data")))
+    assert f"more than the {limits.MAX_METADATA_BYTES}" in str(error)
+    assert_bounded(small, huge)
+
+
 def png_header_claiming(width: int, height: int) -> bytes:
     """A PNG whose header claims ``width`` x ``height`` gray pixels (its data is tiny)."""
     def chunk(kind: bytes, body: bytes) -> bytes:
@@ -177,7 +189,7 @@ def finishes(action: Callable[[], object], timeout: float = 30.0) -> BaseExcepti
 
 
 @pytest.mark.parametrize("entry", ["params-file", "model.json", "model.keras", "summary",
-                                   "data"])
+                                   "data", "dataset.json"])
 def test_a_fifo_is_refused_at_every_entry(tmp_path: Path, entry: str) -> None:
     fifo = tmp_path / "pipe"
     if entry == "params-file":
@@ -196,6 +208,12 @@ def test_a_fifo_is_refused_at_every_entry(tmp_path: Path, entry: str) -> None:
         os.mkfifo(tmp_path / "logs" / "e" / "r" / "_summary.json")
         action = lambda: read_run_summary(str(tmp_path / "logs"), "e", "r")  # noqa: E731
         shown = "_summary.json"
+    elif entry == "dataset.json":
+        from tbpipe.components.common.dataset import read_info
+
+        (tmp_path / "data").mkdir()
+        os.mkfifo(tmp_path / "data" / "dataset.json")
+        action, shown = (lambda: read_info(str(tmp_path / "data"))), "dataset.json"
     else:
         from tbpipe.components.preprocessing.readers import open_source
 

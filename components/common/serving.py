@@ -119,28 +119,28 @@ def load_predictor(uri: str) -> Predictor:
 
 
 def read_image(path: str, image_shape: Sequence[int]) -> np.ndarray:
-    """An image file as uint8 ``(H, W, C)``: converted to the channels (1 or 3), resized.
+    """An image file as uint8 ``(H, W, C)``, decoded as preprocess decodes it, resized.
+
+    The same decoder as training's (``common/image_files.py``: 16-bit scaled, EXIF
+    orientation, transparency onto black), so a file means the same pixels in both; a
+    FIFO or device is refused before it is opened.
 
     Raises:
         InputError: one line naming ``path`` when it cannot be read as an image.
 
     """
-    from PIL import Image, UnidentifiedImageError
+    from tbpipe.components.common.image_files import SKIP_REASONS, decode_image
+    from tbpipe.components.common.regular_files import check_regular
 
     h, w, c = (int(d) for d in image_shape)
     if c not in (1, 3):
         raise InputError(f"{path}: the model takes {c} channels; only 1 (L) or 3 (RGB) images "
                          "can be read")
-    try:
-        with Image.open(path) as image:
-            image = image.convert("L" if c == 1 else "RGB")
-            if image.size != (w, h):
-                image = image.resize((w, h), Image.Resampling.BILINEAR)
-            pixels = np.asarray(image, dtype=np.uint8)
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise InputError(f"{path}: cannot read the image ({first})") from exc
-    return pixels.reshape(h, w, c)
+    check_regular(path, path, folder_ok=False)
+    pixels, notes = decode_image(path, h, w, c)
+    if pixels is None:
+        raise InputError(f"{path}: cannot read the image ({SKIP_REASONS[notes[0]]})")
+    return pixels
 
 
 def top_classes(probs: np.ndarray, names: Sequence[str], top: int) -> list[tuple[str, float]]:

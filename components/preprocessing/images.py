@@ -37,20 +37,15 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from tbpipe.components.common.errors import InputError
+from tbpipe.components.common.image_files import UNREADABLE, decode_image, image_header
 from tbpipe.components.common.limits import MAX_CLASSES, MAX_IMAGE_PIXELS
 from tbpipe.components.preprocessing.idx import CHUNK_BYTES
 from tbpipe.components.preprocessing.source import RawChunk, Source
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
-GRAY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
-SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N"}
 WORKERS = min(8, os.cpu_count() or 1)
-UNREADABLE = "unreadable_files"
 SPLIT_FOLDERS = ("train", "test")
 VAL_FOLDERS = ("val", "valid", "validation")
-#: EXIF orientations that swap width and height (rotations by 90 or 270 degrees).
-_TRANSPOSED = {5, 6, 7, 8}
-_ORIENTATION = 0x0112
 
 
 def _shown(name: str) -> str:
@@ -151,145 +146,13 @@ def _layout(name: str, folder: str, counts: Counter) -> dict[str, dict[str, list
     return parts
 
 
-def _open_image(path: str):  # noqa: ANN202 - PIL.Image.Image
-    """Open ``path`` lazily (header only); ValueError for more than MAX_IMAGE_PIXELS pixels."""
-    from PIL import Image
-
-    image = Image.open(path)
-    width, height = image.size
-    if width * height > MAX_IMAGE_PIXELS:
-        image.close()
-        raise _TooLarge(path)
-    return image
-
-
-class _TooLarge(Exception):  # noqa: N818 - a reason to skip a file, like Pillow's errors
-    """An image whose header claims more than MAX_IMAGE_PIXELS pixels."""
-
-
-def _orientation(image) -> int:  # noqa: ANN001 - PIL.Image.Image
-    try:
-        return int(image.getexif().get(_ORIENTATION, 1) or 1)
-    except (ValueError, TypeError, OSError, SyntaxError):
-        return 1
-
-
-def _is_colour(image) -> bool:  # noqa: ANN001 - PIL.Image.Image
-    if image.mode in ("P", "PA"):
-        palette = np.asarray(image.getpalette() or [], np.int32)
-        rgb = palette[:len(palette) - len(palette) % 3].reshape(-1, 3)
-        return bool((rgb != rgb[:, :1]).any())
-    return image.mode not in GRAY_MODES
-
-
-_SKIPPABLE = (OSError, ValueError, SyntaxError, EOFError, _TooLarge)
-
-
-def _header(path: str) -> tuple[tuple[int, int], bool] | None:
-    """((height, width) as shown, after EXIF orientation; is colour), or None if unreadable."""
-    from PIL import Image
-
-    try:
-        with _open_image(path) as image:
-            width, height = image.size
-            if _orientation(image) in _TRANSPOSED:
-                width, height = height, width
-            return (height, width), _is_colour(image)
-    except (*_SKIPPABLE, Image.DecompressionBombError):
-        return None
-
-
-def _to_8_bit(image, notes: list[str]):  # noqa: ANN001, ANN202 - PIL images
-    """``image`` in an 8-bit mode, read as the file means it; ``notes`` get the conversions.
-
-    Raises:
-        ValueError: pixels whose range the file does not say (float, 32-bit integers).
-
-    """
-    from PIL import Image
-
-    mode = image.mode
-    bits = 16 if mode in SIXTEEN_BIT_MODES else 0
-    if mode == "I":  # 32-bit container: 16-bit PNG/TIFF data on some Pillow versions
-        tag = getattr(image, "tag_v2", {}) or {}
-        depth = tag.get(258, (0,)) if hasattr(tag, "get") else (0,)
-        depth = depth[0] if isinstance(depth, tuple | list) and depth else depth
-        bits = 16 if image.format == "PNG" or depth == 16 else 0
-        if not bits:
-            raise ValueError("32-bit integer pixels, range unknown")
-    if mode == "F":
-        raise ValueError("floating-point pixels, range unknown")
-    if bits:
-        values = np.asarray(image, dtype=np.uint32)
-        notes.append("converted_16_bit")
-        # 65535 -> 255: round(v / 257), the inverse of 8-bit -> 16-bit (b * 257).
-        return Image.fromarray(((values + 128) // 257).clip(0, 255).astype(np.uint8), "L")
-    if mode == "CMYK":
-        notes.append("converted_cmyk")
-        return image.convert("RGB")
-    transparent = (mode in ("RGBA", "LA", "La", "RGBa", "PA")
-                   or (mode == "P" and "transparency" in image.info)
-                   or (mode in ("L", "RGB") and "transparency" in image.info))
-    if transparent:
-        rgba = image.convert("RGBA")
-        alpha = np.asarray(rgba.getchannel("A"))
-        if (alpha < 255).any():
-            notes.append("converted_transparency")
-            black = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
-            return Image.alpha_composite(black, rgba).convert("RGB")
-        return rgba.convert("RGB")
-    return image
-
-
-def _decode(path: str, height: int, width: int, channels: int
-            ) -> tuple[np.ndarray | None, list[str]]:
-    """The image as uint8 (height, width, channels) and what was converted; None and why not.
-
-    The second item names conversions (``converted_*``) for a decoded image, or the one
-    reason (``skipped_*``, ``unreadable_files``) a file was skipped.
-    """
-    from PIL import Image, ImageOps
-
-    notes: list[str] = []
-    mode = "L" if channels == 1 else "RGB"
-    try:
-        with _open_image(path) as image:
-            if getattr(image, "n_frames", 1) > 1:
-                notes.append("converted_first_frame")
-                image.seek(0)
-            if image.format == "JPEG" and image.mode in ("L", "RGB"):
-                image.draft(mode, (width, height))  # decode at a reduced scale when it can
-            if _orientation(image) != 1:
-                notes.append("converted_exif_orientation")
-                image = ImageOps.exif_transpose(image)
-            colour = _is_colour(image)
-            image = _to_8_bit(image, notes)
-            if channels == 1 and colour:
-                notes.append("converted_colour_to_gray")
-            image = image.convert(mode)
-            if image.size != (width, height):
-                notes.append("converted_resized")
-                image = image.resize((width, height), Image.Resampling.BILINEAR)
-            return np.asarray(image, np.uint8).reshape(height, width, channels), notes
-    except _TooLarge:
-        return None, ["skipped_too_large"]
-    except Image.DecompressionBombError:
-        return None, ["skipped_too_large"]
-    except ValueError as exc:
-        if "range unknown" in str(exc):
-            return None, ["skipped_pixels_of_unknown_range"]
-        return None, [UNREADABLE]
-    except (OSError, SyntaxError, EOFError):
-        return None, [UNREADABLE]
-
-
 def _defaults(name: str, paths: list[str], size: tuple[int, int] | None,
               channels: int) -> tuple[tuple[int, int], int]:
     """Fill the most common size and the channels (3 if any file is colour) from headers."""
     sizes: Counter = Counter()
     colour = False
     with ThreadPoolExecutor(WORKERS) as pool:
-        for header in pool.map(_header, paths, chunksize=64):
+        for header in pool.map(image_header, paths, chunksize=64):
             if header is not None:
                 sizes[header[0]] += 1
                 colour = colour or header[1]
@@ -346,7 +209,7 @@ def image_folder_source(name: str, folder: str, chunk_rows: int,
     counts: dict[str, int] = {UNREADABLE: 0}
 
     def decode_all(batch: list[tuple[str, int, str | None]], pool: ThreadPoolExecutor):  # noqa: ANN202
-        return pool.map(lambda f: _decode(f[0], height, width, channels), batch)
+        return pool.map(lambda f: decode_image(f[0], height, width, channels), batch)
 
     def chunks() -> Iterator[RawChunk]:
         counts.clear()

@@ -316,3 +316,22 @@ def test_the_step_line_tbpipe_run_shows_names_what_was_skipped_and_converted(
     (figure,) = [e["figure"] for e in events if e["event"] == "result"]
     assert figure.startswith("kept 11 examples (")
     assert "skipped 1 files (hidden 1)" in figure and "converted 1 files (16 bit 1)" in figure
+
+
+def test_predict_reads_a_file_as_training_does(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from tbpipe.components.common.serving import read_image
+
+    deep = tmp_path / "deep.png"
+    Image.fromarray(np.full((4, 4), 20000, np.uint16)).save(deep)
+    clear = tmp_path / "clear.png"
+    Image.new("LA", (4, 4), (255, 0)).save(clear)
+    assert (read_image(str(deep), (4, 4, 1)) == 78).all()  # as preprocess reads it
+    assert (read_image(str(clear), (4, 4, 1)) == 0).all()
+    os.mkfifo(tmp_path / "pipe.png")
+    with pytest.raises(InputError, match=r"pipe\.png: is a FIFO"):
+        read_image(str(tmp_path / "pipe.png"), (4, 4, 1))
+    with pytest.raises(InputError, match=r"damaged"):
+        (tmp_path / "bad.png").write_bytes(b"nope")
+        read_image(str(tmp_path / "bad.png"), (4, 4, 1))

@@ -169,7 +169,12 @@ def test_any_image_file_decodes_to_bytes_or_is_skipped_with_a_reason(
     import numpy as np
     from PIL import Image
 
-    from tbpipe.components.preprocessing.images import UNREADABLE, _decode
+    from tbpipe.components.common.image_files import (
+        TOO_LARGE,
+        UNKNOWN_RANGE,
+        UNREADABLE,
+        decode_image,
+    )
 
     image = Image.new(mode, (width, height))
     buffer = io.BytesIO()
@@ -183,10 +188,9 @@ def test_any_image_file_decodes_to_bytes_or_is_skipped_with_a_reason(
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder, "x." + fmt.lower())
         path.write_bytes(data)
-        pixels, notes = _decode(str(path), 4, 5, channels)
+        pixels, notes = decode_image(str(path), 4, 5, channels)
     if pixels is None:
-        assert len(notes) == 1 and notes[0] in (UNREADABLE, "skipped_too_large",
-                                                 "skipped_pixels_of_unknown_range")
+        assert len(notes) == 1 and notes[0] in (UNREADABLE, TOO_LARGE, UNKNOWN_RANGE)
     else:
         assert pixels.shape == (4, 5, channels) and pixels.dtype == np.uint8
         assert all(note.startswith("converted_") for note in notes)

@@ -13,7 +13,8 @@ control characters. Entries that are not images are skipped and counted (hidden 
 broken links, other suffixes, files outside the class folders), so the summary says so.
 
 The class names are the folder names, sorted; label k is ``class_names[k]``. Every image is
-read as its file means it and converted to grayscale or RGB (``channels``; default 3 if any
+read as its file means it (:func:`~tbpipe.components.common.image_files.decode_image`, which
+predict uses too) and converted to grayscale or RGB (``channels``; default 3 if any
 file is colour, else 1), resized to ``image_size`` HxW (default: the most common size,
 found from the file headers): 16-bit images are scaled to 8 bits (not clipped), EXIF
 orientation is applied, transparency is composited onto black, CMYK becomes RGB, a
@@ -39,6 +40,7 @@ import numpy as np
 from tbpipe.components.common.errors import InputError
 from tbpipe.components.common.image_files import UNREADABLE, decode_image, image_header
 from tbpipe.components.common.limits import MAX_CLASSES, MAX_IMAGE_PIXELS
+from tbpipe.components.common.regular_files import check_regular
 from tbpipe.components.preprocessing.idx import CHUNK_BYTES
 from tbpipe.components.preprocessing.source import RawChunk, Source
 
@@ -74,8 +76,6 @@ class _Listing:
                 if stat.S_ISDIR(mode):
                     self.folders.append(entry.name)
                 elif not stat.S_ISREG(mode):
-                    from tbpipe.components.common.regular_files import check_regular
-
                     check_regular(path, path, folder_ok=False)  # one line: FIFO, device...
                 elif entry.name.lower().endswith(IMAGE_SUFFIXES):
                     self.files.append(entry.name)

@@ -127,18 +127,23 @@ def _layout(name: str, folder: str, counts: Counter) -> dict[str, dict[str, list
         raise InputError(f"{name}: split folders ({', '.join(splits)}) next to other folders "
                          f"({', '.join(map(_shown, others[:3]))}); use train/ and test/ with "
                          "class folders inside, or class folders only")
-    if "train" not in splits:
+    by_split: dict[str, str] = {}  # "train" -> the folder's own spelling (Train, TRAIN...)
+    for split in splits:
+        if split.lower() in by_split:
+            raise InputError(f"{name}: both {by_split[split.lower()]}/ and {split}/; keep one")
+        by_split[split.lower()] = split
+    if "train" not in by_split:
         raise InputError(f"{name}: {splits[0]}/ without train/; put the training images in "
                          "train/CLASS/ next to test/CLASS/")
     parts = {}
-    for split in splits:
-        inside = _Listing(os.path.join(folder, split), counts)
+    for split, spelled in by_split.items():
+        inside = _Listing(os.path.join(folder, spelled), counts)
         if inside.files or not inside.folders:
-            raise InputError(f"{name}: {split}/ holds {'images' if inside.files else 'no'} "
+            raise InputError(f"{name}: {spelled}/ holds {'images' if inside.files else 'no'} "
                              f"{'directly' if inside.files else 'class folders'}; put its "
-                             f"images in {split}/CLASS/ folders, one per class")
+                             f"images in {spelled}/CLASS/ folders, one per class")
         counts["skipped_files_outside_classes"] += len(inside.other)
-        parts[split] = _class_files(name, os.path.join(folder, split), inside.folders, counts)
+        parts[split] = _class_files(name, os.path.join(folder, spelled), inside.folders, counts)
     extra = sorted(set(parts.get("test", {})) - set(parts["train"]))
     if extra:
         raise InputError(f"{name}: test/ has class {_shown(extra[0])} that train/ does not; "

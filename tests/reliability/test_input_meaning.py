@@ -164,6 +164,8 @@ def test_float_pixels_of_unknown_range_are_skipped_and_counted(tmp_path: Path) -
     ("empty-class", r"class folder 'dog' has no image files"),
     ("test-class-not-in-train", r"test/ has class 'c' that train/ does not"),
     ("control-character", r"class folder 'b\\n' has control characters"),
+    ("two-spellings", r"both Train/ and train/; keep one"),
+    ("images-directly-in-train", r"train/ holds images directly"),
 ])
 def test_a_layout_it_cannot_read_as_meant_is_refused(tmp_path: Path, layout: str,
                                                      pattern: str) -> None:
@@ -193,7 +195,23 @@ def test_a_layout_it_cannot_read_as_meant_is_refused(tmp_path: Path, layout: str
     elif layout == "control-character":
         class_folder(data, "a", 10)
         class_folder(data, "b\n", 90)
+    elif layout == "two-spellings":
+        for split in ("Train", "train"):
+            class_folder(data / split, "a", 10)
+            class_folder(data / split, "b", 90)
+    elif layout == "images-directly-in-train":
+        class_folder(data, "train", 10)
+        class_folder(data / "test", "a", 90)
     refused(tmp_path, data, pattern)
+
+
+def test_split_folders_are_found_whatever_their_case(tmp_path: Path) -> None:
+    data = tmp_path / "imgs"
+    for split, n in (("Train", 6), ("TEST", 3)):
+        class_folder(data / split, "a", 10, n)
+        class_folder(data / split, "b", 90, n)
+    result = run(tmp_path, data)
+    assert result.stats["fixed_test_split"] is True and result.test.num_examples == 6
 
 
 def test_skipped_entries_are_counted_in_the_one_line(tmp_path: Path) -> None:

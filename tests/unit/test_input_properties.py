@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from tbpipe.components.common.errors import InputError
 from tbpipe.components.common.naming import validate_name
 
-FAST = settings(max_examples=60, deadline=2000, derandomize=True,
+FAST = settings(max_examples=60, deadline=2000, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow])
 TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=40)
 
@@ -125,7 +125,7 @@ CELL = st.sampled_from(["0", "1", "2", "255", "256", "-1", "0.5", "nan", "", "x"
                         "3.5", '"7"', "inf"])
 
 
-@settings(max_examples=30, deadline=5000, derandomize=True,
+@settings(max_examples=30, deadline=5000, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.sampled_from(["label", "pixel0", "pixel1", "pixel2", "pixel3", "x",
                                  "pixel01", ""]), min_size=1, max_size=6),

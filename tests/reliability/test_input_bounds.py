@@ -133,6 +133,45 @@ def test_a_huge_dataset_manifest_is_refused(tmp_path: Path) -> None:
     assert_bounded(small, huge)
 
 
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_a_wide_table_is_read_in_chunks_of_bounded_bytes(tmp_path: Path, suffix: str,
+                                                         monkeypatch) -> None:
+    """Rows per chunk shrink with the row's width (before: 10 000 rows whatever the width)."""
+    import numpy as np
+    import pandas as pd
+
+    from tbpipe.components.preprocessing import readers
+
+    monkeypatch.setattr(readers, "CHUNK_BYTES", 72 << 10)  # 64 rows of 144 pixels (8 bytes)
+
+    def table(rows: int) -> str:
+        rng = np.random.default_rng(0)
+        frame = pd.DataFrame(rng.integers(0, 256, (rows, 144)),
+                             columns=[f"pixel{i}" for i in range(144)])
+        frame.insert(0, "label", np.arange(rows) % 2)
+        path = tmp_path / f"t{rows}{suffix}"
+        frame.to_csv(path, index=False) if suffix == ".csv" else frame.to_parquet(path)
+        return str(path)
+
+    def read(data: str) -> list[int]:
+        with readers.open_source(data, 10_000) as source:
+            return [len(chunk.labels) for chunk in source.chunks()]
+
+    small_data, big_data = table(64), table(1024)
+    read(small_data)  # imports and first-use caches outside the measurement
+    small, _ = peak(lambda: read(small_data))
+    big, sizes = peak(lambda: read(big_data))
+    assert sum(sizes) == 1024 and max(sizes) <= 64, sizes
+    assert big <= 1.5 * small + (64 << 10), f"peak {big} for 16x the rows vs {small}"
+
+
+def test_a_table_wider_than_an_image_may_be_is_refused() -> None:
+    from tbpipe.components.preprocessing.readers import table_shape
+
+    with pytest.raises(InputError, match=rf"{limits.MAX_IMAGE_PIXELS + 1} pixel columns, more"):
+        table_shape("t.csv", limits.MAX_IMAGE_PIXELS + 1, (1, 1, limits.MAX_IMAGE_PIXELS + 1))
+
+
 def png_header_claiming(width: int, height: int) -> bytes:
     """A PNG whose header claims ``width`` x ``height`` gray pixels (its data is tiny)."""
     def chunk(kind: bytes, body: bytes) -> bytes:

@@ -45,6 +45,10 @@ class _TooLarge(Exception):  # noqa: N818 - a reason to skip a file, like Pillow
     """An image whose header claims more than MAX_IMAGE_PIXELS pixels."""
 
 
+class _UnknownRange(Exception):  # noqa: N818 - a reason to skip a file, like Pillow's errors
+    """Pixels whose range the file does not say (float, 32-bit integers)."""
+
+
 def _orientation(image) -> int:  # noqa: ANN001 - PIL.Image.Image
     try:
         return int(image.getexif().get(_ORIENTATION, 1) or 1)
@@ -81,7 +85,7 @@ def _to_8_bit(image, notes: list[str]):  # noqa: ANN001, ANN202 - PIL images
     """``image`` in an 8-bit mode, read as the file means it; ``notes`` get the conversions.
 
     Raises:
-        ValueError: pixels whose range the file does not say (float, 32-bit integers).
+        _UnknownRange: pixels whose range the file does not say (float, 32-bit integers).
 
     """
     from PIL import Image
@@ -94,9 +98,9 @@ def _to_8_bit(image, notes: list[str]):  # noqa: ANN001, ANN202 - PIL images
         depth = depth[0] if isinstance(depth, tuple | list) and depth else depth
         bits = 16 if image.format == "PNG" or depth == 16 else 0
         if not bits:
-            raise ValueError("32-bit integer pixels, range unknown")
+            raise _UnknownRange(mode)
     if mode == "F":
-        raise ValueError("floating-point pixels, range unknown")
+        raise _UnknownRange(mode)
     if bits:
         values = np.asarray(image, dtype=np.uint32)
         notes.append("converted_16_bit")
@@ -119,8 +123,8 @@ def _to_8_bit(image, notes: list[str]):  # noqa: ANN001, ANN202 - PIL images
     return image
 
 
-def decode_image(path: str, height: int, width: int, channels: int
-            ) -> tuple[np.ndarray | None, list[str]]:
+def decode_image(path: str, height: int, width: int,
+                 channels: int) -> tuple[np.ndarray | None, list[str]]:
     """The image as uint8 (height, width, channels) and what was converted; None and why not.
 
     The second item names conversions (``converted_*``) for a decoded image, or the one
@@ -135,9 +139,10 @@ def decode_image(path: str, height: int, width: int, channels: int
             if getattr(image, "n_frames", 1) > 1:
                 notes.append("converted_first_frame")
                 image.seek(0)
-            if image.format == "JPEG" and image.mode in ("L", "RGB"):
+            turned = _orientation(image) != 1
+            if image.format == "JPEG" and image.mode in ("L", "RGB") and not turned:
                 image.draft(mode, (width, height))  # decode at a reduced scale when it can
-            if _orientation(image) != 1:
+            if turned:
                 notes.append("converted_exif_orientation")
                 image = ImageOps.exif_transpose(image)
             colour = _is_colour(image)
@@ -153,9 +158,7 @@ def decode_image(path: str, height: int, width: int, channels: int
         return None, [TOO_LARGE]
     except Image.DecompressionBombError:
         return None, [TOO_LARGE]
-    except ValueError as exc:
-        if "range unknown" in str(exc):
-            return None, [UNKNOWN_RANGE]
-        return None, [UNREADABLE]
-    except (OSError, SyntaxError, EOFError):
+    except _UnknownRange:
+        return None, [UNKNOWN_RANGE]
+    except (OSError, ValueError, SyntaxError, EOFError):
         return None, [UNREADABLE]

@@ -13,17 +13,17 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 import random
 from collections.abc import Sequence
 
 from tbpipe.components.common.errors import InputError, SettingError
+from tbpipe.components.common.limits import MAX_SWEEP_TRIALS
 from tbpipe.components.common.naming import trial_name
 from tbpipe.components.registry import param_table
 
 #: The train step's parameters a sweep may vary (PipelineParams names, as ``--sweep`` takes).
 SWEEPABLE = ("epochs", "batch_size", "learning_rate", "seed", "precision", "model")
-#: Most trials one sweep may have (a bigger grid: pick some with ``--sweep-samples``).
-MAX_TRIALS = 64
 #: The seed of ``--sweep-samples``' picks.
 SAMPLE_SEED = 0
 
@@ -55,6 +55,17 @@ class Sweep:
 
         if not self.axes:
             raise SettingError("--sweep", "", "give at least one KEY=V1,V2,...")
+        # The grid's size is a product: checked from the counts, before any trial is built
+        # or any value is checked (a grid of 10**12 combinations costs nothing here).
+        if isinstance(self.samples, bool) or not isinstance(self.samples, int) \
+                or self.samples < 0:
+            raise SettingError("--sweep-samples", self.samples, "must be a positive integer")
+        if self.samples > MAX_SWEEP_TRIALS:
+            raise SettingError("--sweep-samples", self.samples,
+                               f"more than {MAX_SWEEP_TRIALS} trials; ask for fewer")
+        if not self.samples and self.grid_size > MAX_SWEEP_TRIALS:
+            raise SettingError("--sweep", f"{self.grid_size} trials",
+                               f"more than {MAX_SWEEP_TRIALS}; pick some with --sweep-samples N")
         seen = set()
         for key, values in self.axes:
             flag = f"--sweep {key}"
@@ -79,15 +90,9 @@ class Sweep:
         object.__setattr__(self, "axes", tuple(  # typed once: a model is a ModelSpec
             (key, tuple(map(param_table()[key].parse, values))
              if param_table()[key].parse else values) for key, values in self.axes))
-        if isinstance(self.samples, bool) or not isinstance(self.samples, int) \
-                or self.samples < 0:
-            raise SettingError("--sweep-samples", self.samples, "must be a positive integer")
         if self.samples > self.grid_size:
             raise SettingError("--sweep-samples", self.samples,
                                f"must be at most the grid's {self.grid_size} trials")
-        if len(self.trials()) > MAX_TRIALS:
-            raise SettingError("--sweep", f"{self.grid_size} trials",
-                               f"more than {MAX_TRIALS}; pick some with --sweep-samples N")
         if isinstance(self.max_parallel, bool) or not isinstance(self.max_parallel, int) \
                 or self.max_parallel < 0:
             raise SettingError("--max-parallel", self.max_parallel,
@@ -101,22 +106,28 @@ class Sweep:
     @property
     def grid_size(self) -> int:
         """How many combinations the grid has."""
-        size = 1
-        for _, values in self.axes:
-            size *= len(values)
-        return size
+        return math.prod(len(values) for _, values in self.axes)
 
     def trials(self) -> list[dict[str, object]]:
         """The trials: ``{"trial": "trial-01", key: value, ...}``, numbered in grid order.
 
         With ``samples``, the seeded random picks from the grid, kept in grid order.
         """
-        grid = list(itertools.product(*(values for _, values in self.axes)))
-        if self.samples:
-            picks = random.Random(SAMPLE_SEED).sample(range(len(grid)), self.samples)
-            grid = [grid[i] for i in sorted(picks)]
+        if not self.samples:
+            grid = list(itertools.product(*(values for _, values in self.axes)))
+        else:  # the picks' grid positions, decoded: the grid itself is never built
+            picks = random.Random(SAMPLE_SEED).sample(range(self.grid_size), self.samples)
+            grid = [self._combination(index) for index in sorted(picks)]
         return [{"trial": trial_name(number), **dict(zip(self.keys, combination, strict=True))}
                 for number, combination in enumerate(grid, start=1)]
+
+    def _combination(self, index: int) -> tuple:
+        """The grid's ``index``-th combination in :func:`itertools.product` order."""
+        combination = []
+        for _, values in reversed(self.axes):
+            index, at = divmod(index, len(values))
+            combination.append(values[at])
+        return tuple(reversed(combination))
 
     def loop_items(self) -> list[dict[str, object]]:
         """The ParallelFor's items: each trial's train-step arguments, and ``trial``.

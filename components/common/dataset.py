@@ -30,6 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from tbpipe.components.common.errors import InputError, os_errors
+from tbpipe.components.common.limits import MAX_METADATA_BYTES
+from tbpipe.components.common.regular_files import read_bounded
 
 MANIFEST = "dataset.json"
 FORMAT = "tbpipe.records.v1"
@@ -234,9 +236,10 @@ class DatasetWriter:
 def read_info(root: str) -> DatasetInfo:
     """Read a Dataset folder's manifest; InputError if it is not a tbpipe Dataset."""
     path = Path(root) / MANIFEST
-    try:
-        raw = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
+    try:  # a regular file of at most MAX_METADATA_BYTES (a FIFO or a huge file: one line)
+        raw = json.loads(read_bounded(str(path), str(path), MAX_METADATA_BYTES, MANIFEST)
+                         if path.exists() else path.read_bytes())
+    except (OSError, ValueError, RecursionError) as exc:
         raise InputError(f"{root}: not a tbpipe Dataset (no readable {MANIFEST}); "
                          "pass the output of the preprocess step") from exc
     if raw.get("format") != FORMAT:

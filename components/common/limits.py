@@ -44,3 +44,20 @@ def check_finite(name: str, value: object) -> float:
             or not math.isfinite(value):
         raise SettingError(name, value, "must be a finite number (not inf or nan)")
     return float(value)
+
+
+# The sizes a user controls, each with its bound (docs/reliability.md, "Bounded memory").
+# Beyond a bound the input is refused with one line before anything of its size is allocated.
+
+#: Classes a data set or a model may have: evaluation's confusion matrix and per-class tables
+#: grow with the square of the class count (1024**2 cells at most).
+MAX_CLASSES = 1024
+#: Pixels of one image, as a file's header claims it or after resizing (4096 x 4096).
+MAX_IMAGE_PIXELS = 1 << 24
+#: Trials of one sweep (a bigger grid: pick some with ``--sweep-samples``).
+MAX_SWEEP_TRIALS = 64
+#: Bytes of one metadata file (``dataset.json``, ``model.json``, ``_summary.json``,
+#: ``_run.json``): they hold a few fields and one name per class.
+MAX_METADATA_BYTES = 1 << 20
+#: Bytes of a ``--params-file`` (a mapping of a few dozen parameters).
+MAX_PARAMS_FILE_BYTES = 64 << 10

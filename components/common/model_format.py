@@ -10,11 +10,13 @@ import json
 import os
 import tempfile
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tbpipe.components.common.errors import InputError, StorageError, os_errors
+from tbpipe.components.common.limits import MAX_CLASSES, MAX_METADATA_BYTES
+from tbpipe.components.common.regular_files import check_regular, read_bounded
 from tbpipe.components.common.storage import (
     atomic_dir,
     download_file,
@@ -55,15 +57,38 @@ def save_model_folder(model: keras.Model, uri: str, meta: Mapping[str, object]) 
     write_bytes(join(uri, META_FILE), json.dumps(content, indent=2).encode())
 
 
+def _read_meta_bytes(uri: str) -> bytes:
+    """``model.json``'s bytes: a regular file of at most MAX_METADATA_BYTES (local or remote)."""
+    meta_uri = join(uri, META_FILE)
+    if not is_remote(uri):
+        if not os.path.lexists(meta_uri):
+            raise StorageError(f"{meta_uri}: no such file")
+        return read_bounded(meta_uri, meta_uri, MAX_METADATA_BYTES, META_FILE)
+    data = read_bytes(meta_uri)
+    if len(data) > MAX_METADATA_BYTES:
+        raise InputError(f"{meta_uri}: {len(data)} bytes, more than the {MAX_METADATA_BYTES} a "
+                         f"{META_FILE} may have; {_HINT}")
+    return data
+
+
 def read_model_meta(uri: str) -> dict:
-    """Read a Model folder's ``model.json``; InputError if ``uri`` is not a tbpipe Model."""
+    """Read a Model folder's ``model.json``; InputError if ``uri`` is not a tbpipe Model.
+
+    The file is bounded (``limits.MAX_METADATA_BYTES``, a regular file: a FIFO is refused
+    before it is opened), and so is the class count it claims (``limits.MAX_CLASSES``).
+    """
     try:
-        meta = json.loads(read_bytes(join(uri, META_FILE)))
-    except (StorageError, ValueError) as exc:
+        meta = json.loads(_read_meta_bytes(uri))
+    except (StorageError, ValueError, RecursionError) as exc:
         raise InputError(f"{uri}: not a tbpipe Model (no readable {META_FILE}); {_HINT}") from exc
     if not isinstance(meta, dict) or not {"image_shape", "num_classes"} <= set(meta):
         raise InputError(f"{uri}: not a tbpipe Model ({META_FILE} lacks image_shape/num_classes);"
                          f" {_HINT}")
+    classes = meta["num_classes"]
+    if isinstance(classes, bool) or not isinstance(classes, int) \
+            or not 1 <= classes <= MAX_CLASSES:
+        raise InputError(f"{uri}: {META_FILE} says num_classes {str(classes)[:40]}, not 1.."
+                         f"{MAX_CLASSES}; {_HINT}")
     if meta.get("format", MODEL_FORMAT) != MODEL_FORMAT:
         raise InputError(f"{uri}: not a tbpipe Model (format {meta['format']!r}, expected "
                          f"{MODEL_FORMAT}); {_HINT}")
@@ -79,7 +104,18 @@ def class_names(meta: dict, num_classes: int) -> list[str]:
 
 
 def load_keras_file(uri: str, compile: bool = True) -> keras.Model:
-    """Load a ``.keras`` file (local or gs://); InputError naming it if it cannot be read."""
+    """Load a ``.keras`` file (local or gs://); InputError naming it if it cannot be read.
+
+    A local path must be a regular file, checked before Keras is imported or anything is
+    opened: a FIFO would block the loader.
+    """
+    if not is_remote(uri):
+        try:
+            check_regular(uri, uri, folder_ok=False)
+        except InputError as exc:
+            reason = str(exc).removeprefix(f"{uri}: ").split(";")[0]
+            raise InputError(f"{uri}: cannot load the Keras model ({reason}); rerun the "
+                             "step that wrote it") from exc
     from tbpipe.components.common.keras_import import import_keras
 
     keras = import_keras()
@@ -100,6 +136,27 @@ def load_model_folder(uri: str, compile: bool = True) -> tuple[keras.Model, dict
     """Load a Model folder: the Keras model and its metadata."""
     meta = read_model_meta(uri)
     return load_keras_file(join(uri, MODEL_FILE), compile=compile), meta
+
+
+def check_class_names(uri: str, model_names: object, data_names: Sequence[str],
+                      hint: str) -> None:
+    """InputError unless the model's class names (``model.json``) are the data's, in order.
+
+    A model without recorded names (a ``.keras`` file, an old Model folder) or data without
+    names passes: there is nothing to compare. Counts are checked apart.
+    """
+    if not data_names or not isinstance(model_names, list | tuple):
+        return
+    model_names = [str(n) for n in model_names]
+    data_names = [str(n) for n in data_names]
+    if model_names == data_names or len(model_names) != len(data_names):
+        return
+    k = next(i for i, (a, b) in enumerate(zip(model_names, data_names, strict=True)) if a != b)
+    same_set = sorted(model_names) == sorted(data_names)
+    raise InputError(f"{uri}: class {k} is {model_names[k][:60]!r} in the model but "
+                     f"{data_names[k][:60]!r} in the data"
+                     + (" (the same names in another order)" if same_set else "")
+                     + f"; the model's answers would be read as the wrong classes, {hint}")
 
 
 def check_model_fits(uri: str, model: keras.Model, image_shape, num_classes: int,
@@ -123,12 +180,14 @@ def check_model_fits(uri: str, model: keras.Model, image_shape, num_classes: int
                          f"has {shape} with {num_classes}; {hint}")
 
 
-def load_fitting_model(uri: str, image_shape, num_classes: int,
-                       hint: str) -> tuple[keras.Model, dict]:
+def load_fitting_model(uri: str, image_shape, num_classes: int, hint: str,
+                       class_names: Sequence[str] = ()) -> tuple[keras.Model, dict]:
     """Load a ``.keras`` file or a Model folder, uncompiled, checked against the data.
 
-    A Model folder's ``model.json`` is checked before its (larger) ``model.keras`` loads.
-    Returns the model and the folder's metadata (empty for a ``.keras`` file).
+    A Model folder's ``model.json`` is checked before its (larger) ``model.keras`` loads:
+    shape, class count and, given the data's ``class_names``, the names the model was
+    trained with (:func:`check_class_names`). Returns the model and the folder's metadata
+    (empty for a ``.keras`` file).
     """
     if uri.endswith(".keras"):
         model, meta = load_keras_file(uri, compile=False), {}
@@ -138,6 +197,7 @@ def load_fitting_model(uri: str, image_shape, num_classes: int,
         if (shape, classes) != (tuple(image_shape), num_classes):
             raise InputError(f"{uri}: model takes {shape} images with {classes} classes, the "
                              f"data has {tuple(image_shape)} with {num_classes}; {hint}")
+        check_class_names(uri, meta.get("class_names"), class_names, hint)
         model = load_keras_file(join(uri, MODEL_FILE), compile=False)
         if tuple(model.input_shape[1:]) != shape or model.output_shape[-1] != classes:
             raise InputError(f"{uri}: model.keras takes {model.input_shape[1:]} -> "

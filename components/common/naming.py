@@ -9,27 +9,36 @@ from urllib.parse import quote, urlsplit, urlunsplit
 from tbpipe.components.common.errors import InputError
 from tbpipe.components.common.storage import join
 
-_DNS_LABEL = re.compile(r"^(?=.{1,63}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_DNS_LABEL = re.compile(r"(?=.{1,63}\Z)[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 STEPS = ("preprocess", "train", "evaluate", "finetune", "evaluate-finetuned",
          "preprocess-finetune-data")
-_TRIAL = re.compile(r"^trial-[0-9]{2,}$")
-_LOOP_ITERATION = re.compile(r"^for-loop-[0-9]+-iteration-[0-9]+$")  # kfp.local's loop folders
+_TRIAL = re.compile(r"trial-[0-9]{2,}")
+_LOOP_ITERATION = re.compile(r"for-loop-[0-9]+-iteration-[0-9]+")  # kfp.local's loop folders
 
 
 def validate_name(kind: str, value: str) -> str:
     """Return ``value`` if it is a safe single path segment, else raise InputError.
 
+    The whole value must match (``fullmatch``: a regex ``$`` also matches before a final
+    newline, which let a run name ending in a newline through).
+
     Args:
         kind: What the name is (``experiment``, ``run``), for the message.
         value: The user-supplied name.
     """
-    if not _NAME.match(value or "") or ".." in value:
+    if not isinstance(value, str) or not _NAME.fullmatch(value) or ".." in value:
         raise InputError(
-            f"{kind} name {value!r} is not allowed: use 1-128 letters, digits, '.', '_' or '-', "
-            "starting with a letter or digit (no '/', no '..')"
+            f"{kind} name {_shown(value)} is not allowed: use 1-128 letters, digits, '.', '_' "
+            "or '-', starting with a letter or digit (no '/', no '..')"
         )
     return value
+
+
+def _shown(value: object, limit: int = 80) -> str:
+    """``repr(value)``, cut to ``limit`` characters (a name may be megabytes long)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def default_run_name(now: float | None = None) -> str:
@@ -44,7 +53,7 @@ def trial_name(number: int) -> str:
 
 def validate_trial(trial: str) -> str:
     """Return ``trial`` if it is empty (no sweep) or a :func:`trial_name`, else InputError."""
-    if trial and not _TRIAL.match(trial):
+    if trial and not _TRIAL.fullmatch(trial):
         raise InputError(f"trial {trial!r} is not a trial name: use trial-NN (trial-01, ...) "
                          "or nothing outside a sweep")
     return trial
@@ -90,11 +99,11 @@ def job_of(job_name: str, output_uri: str) -> str:
     filled = bool(job_name) and not job_name.startswith("{{")
     parts = job_name.split("/") if filled else [
         p for p in output_uri.rstrip("/").split("/") if p][:-2]
-    while len(parts) > 1 and _LOOP_ITERATION.match(parts[-1]):
+    while len(parts) > 1 and _LOOP_ITERATION.fullmatch(parts[-1]):
         parts.pop()
     if filled:
         return "/".join(parts)
-    return parts[-1] if parts and not _LOOP_ITERATION.match(parts[-1]) else ""
+    return parts[-1] if parts and not _LOOP_ITERATION.fullmatch(parts[-1]) else ""
 
 
 #: The default checkpoint root is the log root's sibling ``{log_root}{CHECKPOINT_ROOT_SUFFIX}``.
@@ -170,7 +179,7 @@ def kubeflow_tensorboard_url(kubeflow_url: str, namespace: str, name: str) -> st
         raise InputError(f"--kubeflow-url {kubeflow_url!r}: use the address of Kubeflow's "
                          "dashboard, e.g. https://kubeflow.example.com")
     for kind, value in (("--namespace", namespace), ("--name", name)):
-        if not _DNS_LABEL.match(value or ""):
+        if not _DNS_LABEL.fullmatch(value or ""):
             raise InputError(f"{kind} {value!r} is not a Kubernetes name: use up to 63 "
                              "lower-case letters, digits and '-'")
     base = urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), "", ""))

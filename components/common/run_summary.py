@@ -9,13 +9,16 @@ the summary of a finished run or none. ``tbpipe runs`` lists a log root from the
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 from collections.abc import Mapping
 
 from tbpipe.components.common import storage
-from tbpipe.components.common.errors import StorageError
+from tbpipe.components.common.errors import InputError, StorageError
+from tbpipe.components.common.limits import MAX_METADATA_BYTES
 from tbpipe.components.common.naming import tensorboard_run_url, validate_name
+from tbpipe.components.common.regular_files import read_bounded
 from tbpipe.components.common.run_claim import RUN_MARKER
 
 SUMMARY_FILE = "_summary.json"
@@ -84,13 +87,27 @@ def read_run_summary(log_root: str, experiment: str, run: str) -> dict | None:
     uri = summary_uri(log_root, experiment, run)
     if not storage.exists(uri):
         return None
-    return _parse(uri, storage.read_bytes(uri))
+    return _parse(uri, _read_summary(uri))
+
+
+def _read_summary(uri: str) -> bytes:
+    """The bytes of a summary file, at most MAX_METADATA_BYTES, a regular file if local."""
+    if not storage.is_remote(uri):
+        try:
+            return read_bounded(uri, uri, MAX_METADATA_BYTES, "run summary")
+        except InputError as exc:
+            raise StorageError(str(exc)) from exc
+    data = storage.read_bytes(uri)
+    if len(data) > MAX_METADATA_BYTES:
+        raise StorageError(f"{uri}: {len(data)} bytes, more than the {MAX_METADATA_BYTES} a "
+                           "run summary may have; delete it or rerun the run's last step")
+    return data
 
 
 def _parse(uri: str, data: bytes) -> dict:
     try:
         summary = json.loads(data)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise StorageError(f"{uri}: not a run summary (not JSON); delete it or rerun "
                            "the run's last step") from exc
     if not isinstance(summary, dict):
@@ -99,15 +116,77 @@ def _parse(uri: str, data: bytes) -> dict:
     return summary
 
 
+#: The fields ``tbpipe runs`` shows, and the check each value must pass.
+_TEXT_FIELDS = ("final_model", "model_uri", "tensorboard_url", "format")
+_LATEST_TIME = 253402300799.0  # 9999-12-31 23:59:59 UTC: what time.gmtime can show
+
+
+def _text(value: object) -> str | None:
+    """Printable text (control characters escaped, at most 300 characters), or None."""
+    if not isinstance(value, str):
+        return None
+    shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in value[:300])
+    return shown + ("..." if len(value) > 300 else "")
+
+
+def _time(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) and 0 <= value <= _LATEST_TIME else None
+
+
+def checked_summary(summary: dict, experiment: str, run: str) -> dict:
+    """A summary whose every shown field has the type ``tbpipe runs`` expects.
+
+    ``experiment`` and ``run`` come from the folder (a summary cannot rename its run); a
+    field of the wrong type, or a number that is not finite or out of range, becomes None
+    and is named in ``problems``; text is kept printable (no terminal control sequences).
+    """
+    problems = []
+    checked: dict = {"experiment": _text(experiment), "run": _text(run)}
+    for key in ("started", "finished"):
+        checked[key] = _time(summary.get(key))
+    for key in _TEXT_FIELDS:
+        checked[key] = _text(summary.get(key))
+    accuracy = summary.get("test_accuracy")
+    checked["test_accuracy"] = (float(accuracy) if isinstance(accuracy, int | float)
+                                and not isinstance(accuracy, bool) and math.isfinite(accuracy)
+                                and 0 <= accuracy <= 1 else None)
+    finetuned = summary.get("finetuned")
+    checked["finetuned"] = finetuned if isinstance(finetuned, bool) else None
+    steps = summary.get("steps")
+    checked["steps"] = ([_text(s) for s in steps[:64]] if isinstance(steps, list)
+                        and all(isinstance(s, str) for s in steps) else [])
+    promotion = summary.get("promotion")
+    if isinstance(promotion, dict) and isinstance(promotion.get("promoted"), bool):
+        checked["promotion"] = {"promoted": promotion["promoted"], **{
+            k: v for k, v in promotion.items() if k != "promoted"
+            and isinstance(v, str | int | float | bool | None)}}
+    else:
+        checked["promotion"] = None
+    for key, value in checked.items():
+        given = summary.get(key)
+        if key in ("experiment", "run") or given is None or value is not None:
+            continue
+        problems.append(key)
+    if isinstance(steps, list) and checked["steps"] == [] and steps:
+        problems.append("steps")
+    checked["problems"] = sorted(set(problems))
+    return checked
+
+
 def list_runs(log_root: str) -> list[dict]:
     """Every run under ``log_root``, newest first.
 
     A run with a ``_summary.json`` is listed from it; a claimed run (``_run.json``) without
     one (still running, or failed) is listed with ``"status": "unfinished"`` and what its
-    folder shows. One listing of ``log_root`` finds both.
+    folder shows. One listing of ``log_root`` finds both. A summary that cannot be read
+    (not JSON, too big, not a regular file) lists its run with ``"status": "unreadable
+    summary (...)"``; fields of the wrong type are dropped and named (``problems``): a
+    hostile summary never stops the listing.
 
     Raises:
-        StorageError: ``log_root`` cannot be listed, or a summary there cannot be read.
+        StorageError: ``log_root`` cannot be listed.
 
     """
     if not storage.exists(log_root):
@@ -120,15 +199,28 @@ def list_runs(log_root: str) -> list[dict]:
             continue
         experiment, run, name = parts
         if name == SUMMARY_FILE:
-            summary = _parse(storage.join(log_root, rel), storage.read_bytes(
-                storage.join(log_root, rel)))
-            runs[(experiment, run)] = {**summary, "status": "finished"}
+            uri = storage.join(log_root, rel)
+            try:
+                summary = _parse(uri, _read_summary(uri))
+            except StorageError as exc:
+                reason = str(exc).removeprefix(f"{uri}: ").split(";")[0]
+                runs[(experiment, run)] = {"experiment": _text(experiment), "run": _text(run),
+                                           "status": f"unreadable summary ({reason})"}
+                continue
+            entry = checked_summary(summary, experiment, run)
+            entry["status"] = ("finished" if not entry["problems"] else
+                               f"finished, summary fields not understood: "
+                               f"{', '.join(entry['problems'])}")
+            runs[(experiment, run)] = entry
         elif (experiment, run) not in runs:
-            runs[(experiment, run)] = {"experiment": experiment, "run": run,
+            runs[(experiment, run)] = {"experiment": _text(experiment), "run": _text(run),
                                        "status": "unfinished"}
     for (experiment, run), entry in runs.items():
         if entry["status"] == "unfinished":
-            entry.update(run_facts(log_root, experiment, run))
+            try:
+                entry.update(run_facts(log_root, experiment, run))
+            except InputError as exc:  # a folder whose name tbpipe never writes
+                entry["status"] = f"unfinished, {str(exc).split(':')[0]}"
     return sorted(runs.values(), key=_newest_first)
 
 

@@ -66,7 +66,8 @@ def load_base(uri: str, meta: dict, info: DatasetInfo, config: FinetuneConfig,
     from tbpipe.components.training.model import compile_model, with_precision
 
     model, _ = load_fitting_model(uri, info.image_shape, info.num_classes,
-                                  "fine-tune on data shaped like the base model's")
+                                  "fine-tune on data shaped like the base model's",
+                                  class_names=info.class_names)
     if config.freeze_layers >= len(model.layers):
         raise InputError(f"freeze_layers={config.freeze_layers}: the model has "
                          f"{len(model.layers)} layers; freeze fewer so some still train")

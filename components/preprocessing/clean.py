@@ -14,8 +14,9 @@ import math
 
 import numpy as np
 
-from tbpipe.components.common.dataset import MAX_CLASSES, to_uint8
+from tbpipe.components.common.dataset import to_uint8
 from tbpipe.components.common.errors import InputError
+from tbpipe.components.common.limits import MAX_CLASSES
 from tbpipe.components.preprocessing.source import RawChunk
 from tbpipe.components.preprocessing.summary import SAMPLE_IMAGES
 
@@ -29,13 +30,21 @@ class RowTally:
         self.rows_read = 0
         self.dropped = dict.fromkeys(DROP_REASONS, 0)
         self.label_counts = np.zeros(MAX_CLASSES, np.int64)
+        self.read_label_counts = np.zeros(MAX_CLASSES, np.int64)  # before rows were dropped
         self.pixel_hist = np.zeros(256, np.int64)
         self.samples: list[np.ndarray] = []
 
     def add(self, raw_rows: int, images: np.ndarray, labels: np.ndarray,
-            dropped: dict[str, int]) -> None:
-        """Count one cleaned chunk of ``raw_rows`` rows; keep images until enough samples."""
+            dropped: dict[str, int], read_labels: np.ndarray | None = None) -> None:
+        """Count one cleaned chunk of ``raw_rows`` rows; keep images until enough samples.
+
+        ``read_labels`` are the chunk's labels before rows were dropped (checked class
+        numbers), so a class whose every row was dropped is still known.
+        """
         self.rows_read += raw_rows
+        if read_labels is not None and len(read_labels):
+            self.read_label_counts += np.bincount(read_labels.astype(np.int64),
+                                                  minlength=MAX_CLASSES)
         for reason, count in dropped.items():
             self.dropped[reason] += count
         self.label_counts += np.bincount(labels, minlength=MAX_CLASSES)

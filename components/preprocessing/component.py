@@ -48,6 +48,7 @@ def preprocess(data: str, train_data: Output[Dataset], val_data: Output[Dataset]
     from tbpipe.components.common.run_place import step_run
     from tbpipe.components.preprocessing.config import PreprocessConfig
     from tbpipe.components.preprocessing.core import preprocess_data
+    from tbpipe.components.preprocessing.summary import result_figure
 
     with step_run(step_name, train_data.uri, log_root, experiment, run_name, job_name,
                   resume) as here:
@@ -63,6 +64,4 @@ def preprocess(data: str, train_data: Output[Dataset], val_data: Output[Dataset]
         artifact.metadata["num_classes"] = info.num_classes
     for name, value in result.metrics.items():
         stats.log_metric(name, value)
-    report_result(step_name, f"kept {int(result.metrics['rows_kept'])} examples "
-                             f"({result.train.num_examples} train, {result.val.num_examples} "
-                             f"val, {result.test.num_examples} test)")
+    report_result(step_name, result_figure(result.stats))

@@ -76,7 +76,7 @@ def _stream(source: Source, splitter: StratifiedSplitter, test_writer: DatasetWr
     for chunk in source.chunks():
         images, labels, dropped = clean_chunk(source.name, chunk, scale, source.image_shape,
                                               first_row=tally.rows_read)
-        tally.add(len(chunk.labels), images, labels, dropped)
+        tally.add(len(chunk.labels), images, labels, dropped, chunk.labels)
         if chunk.split == "test":
             test_writer.write(images, labels)
         else:
@@ -89,8 +89,13 @@ def _stream(source: Source, splitter: StratifiedSplitter, test_writer: DatasetWr
     return tally
 
 
-def _check_tally(name: str, tally: RowTally) -> int:
-    """Validate what was read; return the number of classes (max label + 1)."""
+def _check_tally(name: str, tally: RowTally, class_names: tuple[str, ...] = ()) -> int:
+    """Validate what was read; return the number of classes (max label + 1).
+
+    Every class 0..k-1 must keep rows: a class whose every row was dropped, or a label
+    number no row has below the highest, would be a model output never trained, while the
+    accuracy on the other classes looks fine.
+    """
     if tally.rows_read == 0:
         raise InputError(f"{name}: the table has no rows; give a table with labelled images")
     present = np.flatnonzero(tally.label_counts)
@@ -100,7 +105,22 @@ def _check_tally(name: str, tally: RowTally) -> int:
     if len(present) < 2:
         raise InputError(f"{name}: only class {present[0]} is present; classification needs "
                          "at least 2 classes")
-    return int(present[-1]) + 1
+    read = np.flatnonzero(tally.read_label_counts)
+    num_classes = max(int(present[-1]), int(read[-1]) if len(read) else 0) + 1
+    missing = np.flatnonzero(tally.label_counts[:num_classes] == 0)
+    if len(missing):
+        k = int(missing[0])
+        label = f"class {class_names[k]!r}" if k < len(class_names) else f"class {k}"
+        had = int(tally.read_label_counts[k])
+        if had:
+            raise InputError(f"{name}: {label}: all its {had} rows were dropped (missing or "
+                             f"out-of-range pixels: {tally.dropped}); fix them, or the class "
+                             "would be a model output never trained")
+        raise InputError(f"{name}: {label} has no rows but labels go up to "
+                         f"{num_classes - 1} ({len(missing)} class number(s) unused); number "
+                         "the classes 0..k-1 without gaps, or the missing ones would be model "
+                         "outputs never trained")
+    return num_classes
 
 
 def build_stats(data_uri: str, config: PreprocessConfig, source: Source, tally: RowTally,
@@ -177,7 +197,7 @@ def _write_splits(data_uri: str, source: Source, roots: dict[str, str], uris: di
     test_fraction = 0.0 if source.has_test_split else config.test_fraction
     splitter = StratifiedSplitter(writers, config.val_fraction, test_fraction, config.seed)
     tally = _stream(source, splitter, writers["test"], scale)
-    num_classes = max(_check_tally(data_uri, tally), known)
+    num_classes = max(_check_tally(data_uri, tally, source.class_names), known)
     infos = {s: finish_writer(writers[s], num_classes, source.class_names) for s in SPLITS}
     _check_splits(data_uri, infos, config, fixed_test=source.has_test_split)
     return tally, infos

@@ -14,11 +14,12 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 from tbpipe.components.common.errors import InputError
-from tbpipe.components.preprocessing.source import FORMATS_HINT, RawChunk, Source, check_regular
+from tbpipe.components.common.limits import MAX_IMAGE_PIXELS
+from tbpipe.components.common.regular_files import check_regular
+from tbpipe.components.preprocessing.source import FORMATS_HINT, RawChunk, Source
 
 IDX_IMAGES_MAGIC = 0x00000803
 IDX_LABELS_MAGIC = 0x00000801
-MAX_IMAGE_PIXELS = 1 << 24  # one image of more is not an image data set (4096 x 4096)
 CHUNK_BYTES = 64 << 20  # at most this many image bytes are read at a time
 READ_PIECE = 1 << 20  # bytes asked of a file at once: a short stream never costs more
 GZIP_MAX_RATIO = 1032  # deflate expands at most ~1032:1; a header claiming more is wrong

@@ -4,9 +4,10 @@ Sources: a CSV / Parquet table (``label`` column plus one column per pixel), a f
 MNIST IDX files (raw or ``.gz``), ``builtin:digits`` (scikit-learn) and ``builtin:mnist``
 (Keras download). Readers only parse; cleaning and scaling happen in :mod:`core`.
 
-Inputs are bounded: only regular files and folders are opened (:func:`~.source.check_regular`),
-a CSV line may hold at most ``FIELD_BYTES`` per column (:class:`_LineGuard`), and IDX
-headers are held to the file's size (:mod:`.idx`).
+Inputs are bounded: only regular files and folders are opened
+(:func:`~tbpipe.components.common.regular_files.check_regular`), a CSV line may hold at
+most ``FIELD_BYTES`` per column (:class:`_LineGuard`), and IDX headers are held to the
+file's size (:mod:`.idx`).
 """
 
 from __future__ import annotations
@@ -24,14 +25,11 @@ import numpy as np
 
 from tbpipe.components.common import storage
 from tbpipe.components.common.errors import InputError
-from tbpipe.components.preprocessing.idx import idx_source
+from tbpipe.components.common.limits import MAX_IMAGE_PIXELS
+from tbpipe.components.common.regular_files import check_regular
+from tbpipe.components.preprocessing.idx import CHUNK_BYTES, idx_source
 from tbpipe.components.preprocessing.images import image_folder_source, is_image_folder
-from tbpipe.components.preprocessing.source import (
-    FORMATS_HINT,
-    RawChunk,
-    Source,
-    check_regular,
-)
+from tbpipe.components.preprocessing.source import FORMATS_HINT, RawChunk, Source
 
 LABEL = "label"
 TABLE_SUFFIXES = {".csv": "csv", ".csv.gz": "csv", ".parquet": "parquet", ".pq": "parquet"}
@@ -81,9 +79,21 @@ def table_kind(name: str) -> str:
     raise InputError(f"{name}: unknown data format; {FORMATS_HINT}")
 
 
+def rows_per_chunk(chunk_rows: int, pixel_count: int) -> int:
+    """At most ``chunk_rows``, and few enough that a chunk's float64 pixels fit CHUNK_BYTES.
+
+    A wide table (64x64 pixels: 4096 columns) would otherwise hold chunk_rows x 4096 x 8
+    bytes at once, several times over while pandas converts it (10 000 rows: 330 MB).
+    """
+    return max(1, min(chunk_rows, CHUNK_BYTES // (8 * max(1, pixel_count))))
+
+
 def table_shape(name: str, pixel_count: int,
                 image_shape: tuple[int, int, int] | None) -> tuple[int, int, int]:
     """Return the image shape of ``pixel_count`` pixel columns (square, 1 channel, unless given)."""
+    if pixel_count > MAX_IMAGE_PIXELS:
+        raise InputError(f"{name}: {pixel_count} pixel columns, more than {MAX_IMAGE_PIXELS} "
+                         "pixels an image may have; check the table")
     if image_shape is not None:
         if math.prod(image_shape) != pixel_count:
             raise InputError(f"{name}: {pixel_count} pixel columns do not fit image_shape "
@@ -230,6 +240,7 @@ def csv_source(name: str, path: str, chunk_rows: int,
                          "write it as label,pixel0,... with a header row") from exc
     pixel_columns = find_pixel_columns(name, columns)
     shape = table_shape(name, len(pixel_columns), image_shape)
+    chunk_rows = rows_per_chunk(chunk_rows, len(pixel_columns))
     limit = max(MIN_LINE_BYTES, FIELD_BYTES * len(columns), len(header))
     why = f"{len(columns)} columns allow {limit} bytes a line"
     wanted = {LABEL, *pixel_columns}
@@ -270,6 +281,7 @@ def parquet_source(name: str, path: str, chunk_rows: int,
             raise InputError(f"{name}: column '{field.name}' has type {field.type}, not a "
                              "number; labels and pixels must be numeric")
     shape = table_shape(name, len(pixel_columns), image_shape)
+    chunk_rows = rows_per_chunk(chunk_rows, len(pixel_columns))
 
     def chunks() -> Iterator[RawChunk]:
         # One reader per row group: one reader over the whole file keeps memory it decoded

@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-import os
-import stat
 from collections.abc import Callable, Iterator
 
 import numpy as np
-
-from tbpipe.components.common.errors import InputError
 
 FORMATS_HINT = ("use a .csv, .csv.gz, .parquet or .pq table, a folder of MNIST IDX files, "
                 "a folder of image folders (one per class), builtin:digits or builtin:mnist")
@@ -48,21 +44,3 @@ class Source:
     columns: tuple[str, ...] = ()
     class_names: tuple[str, ...] = ()
     counts: dict[str, int] = dataclasses.field(default_factory=dict)
-
-
-def check_regular(name: str, path: str) -> None:
-    """Refuse anything but a regular file or a folder (FIFO, device, socket) before reading.
-
-    ``os.stat`` opens nothing, so a FIFO with no writer cannot block here.
-    """
-    try:
-        mode = os.stat(path).st_mode
-    except OSError as exc:
-        raise InputError(f"{name}: cannot read ({exc.strerror}); check the data path") from exc
-    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
-        return
-    kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(mode) else
-            "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else
-            "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
-    raise InputError(f"{name}: is {kind}, not a regular file; only files and folders are read, "
-                     "copy the data to a file first")

@@ -17,8 +17,8 @@ def check_data(values: Mapping[str, object], local: bool) -> None:
     """
     if not local:
         return
+    from tbpipe.components.common.regular_files import check_regular
     from tbpipe.components.common.storage import exists, is_remote
-    from tbpipe.components.preprocessing.source import check_regular
 
     for name in ("data", "finetune_data"):
         uri, flag = str(values[name]), "--" + name.replace("_", "-")

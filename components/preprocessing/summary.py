@@ -35,7 +35,40 @@ def flat_metrics(stats: dict) -> dict[str, float]:
     metrics.update({f"pixel_{k}": float(v) for k, v in stats["pixels"].items()})
     if "unreadable_files" in stats:
         metrics["unreadable_files"] = float(stats["unreadable_files"])
+    metrics.update({key: float(value) for key, value in stats.items()
+                    if key.startswith(("skipped_", "converted_"))})
     return metrics
+
+
+def _listed(counts: dict[str, int], prefix: str = "") -> str:
+    return ", ".join(f"{key.removeprefix(prefix).replace('_', ' ')} {value}"
+                     for key, value in counts.items() if value)
+
+
+def handled_counts(stats: dict) -> dict[str, dict[str, int]]:
+    """What was dropped (rows), skipped (files) and converted (files), by reason; no zeros."""
+    skipped = {k: v for k, v in stats.items()
+               if (k.startswith("skipped_") or k == "unreadable_files") and v}
+    return {"dropped": {k: v for k, v in stats["dropped"].items() if v},
+            "skipped": skipped,
+            "converted": {k: v for k, v in stats.items() if k.startswith("converted_") and v}}
+
+
+def result_figure(stats: dict) -> str:
+    """The step's one line for ``tbpipe run``: kept, and what was dropped, skipped, converted.
+
+    E.g. ``kept 1790 examples (1258 train, 173 val, 359 test); dropped 7 rows (missing 7);
+    skipped 3 files (unreadable files 2, hidden 1); converted 12 files (16 bit 12)``.
+    """
+    splits = ", ".join(f"{stats['splits'][s]['num_examples']} {s}" for s in SPLITS)
+    parts = [f"kept {stats['rows_kept']} examples ({splits})"]
+    handled = handled_counts(stats)
+    for what, unit, prefix in (("dropped", "rows", ""), ("skipped", "files", "skipped_"),
+                               ("converted", "files", "converted_")):
+        if handled[what]:
+            parts.append(f"{what} {sum(handled[what].values())} {unit} "
+                         f"({_listed(handled[what], prefix)})")
+    return "; ".join(parts)
 
 
 def _histogram(writer, tag: str, counts: np.ndarray, values: np.ndarray,  # noqa: ANN001
@@ -65,6 +98,10 @@ def summary_markdown(stats: dict) -> str:
         + (f"; unreadable files {stats['unreadable_files']}" if "unreadable_files" in stats
            else ""),
         *([f"Classes: {', '.join(stats['class_names'])}"] if stats.get("class_names") else []),
+        *([f"Files skipped: {_listed(skipped, 'skipped_')}"]
+          if (skipped := handled_counts(stats)["skipped"]) else []),
+        *([f"Files converted: {_listed(converted, 'converted_')}"]
+          if (converted := handled_counts(stats)["converted"]) else []),
         markdown_table(["split", "examples", "class counts 0..k-1"], rows),
         f"Pixels (scaled to [0, 1]): {pixels}",
         *([f"Pixel values read: {v['min']:g}..{v['max']:g}, full brightness "

@@ -140,7 +140,8 @@ def _score(uri: str, local_test: str, test_uri: str, info, scoring: EvaluateConf
     from tbpipe.components.evaluation.core import NonFiniteOutputs, score_model
     from tbpipe.components.training.divergence import non_finite_weights
 
-    model, meta = load_fitting_model(uri, info.image_shape, info.num_classes, hint)
+    model, meta = load_fitting_model(uri, info.image_shape, info.num_classes, hint,
+                                     class_names=info.class_names)
     bad = non_finite_weights(model)
     if bad:
         raise BrokenModel(f"{uri}: the weights hold NaN or infinite values ({', '.join(bad[:3])}"

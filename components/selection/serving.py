@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from tbpipe.components.common.errors import InputError, os_errors
+from tbpipe.components.common.limits import MAX_IMAGE_PIXELS
 from tbpipe.components.common.model_format import class_names, load_model_folder, read_model_meta
 from tbpipe.components.common.storage import exists, is_remote, join
 
@@ -118,12 +119,6 @@ def load_predictor(uri: str) -> Predictor:
     return Predictor(predict_keras, shape, names)
 
 
-#: The most pixels an image given to ``predict`` may have (width x height), checked from its
-#: header before it is decoded: 2**24 (4096 x 4096), about 50 MB decoded as RGB. Pillow's
-#: own guard (``Image.MAX_IMAGE_PIXELS``, about 89 million) only warns below twice that.
-MAX_IMAGE_PIXELS = 2**24
-
-
 def check_image_file(path: str) -> None:
     """Refuse what is not a regular file before anything opens it (a FIFO would block).
 
@@ -134,7 +129,7 @@ def check_image_file(path: str) -> None:
     import os
     import stat
 
-    from tbpipe.components.preprocessing.source import check_regular
+    from tbpipe.components.common.regular_files import check_regular
 
     check_regular(path, path)  # FIFO, device, socket: one line, nothing opened
     if stat.S_ISDIR(os.stat(path).st_mode):
@@ -143,7 +138,11 @@ def check_image_file(path: str) -> None:
 
 
 def read_image(path: str, image_shape: Sequence[int]) -> np.ndarray:
-    """An image file as uint8 ``(H, W, C)``: converted to the channels (1 or 3), resized.
+    """An image file as uint8 ``(H, W, C)``, decoded as preprocess decodes it, resized.
+
+    The same decoder as training's (``common/image_files.py``: 16-bit scaled, EXIF
+    orientation, transparency onto black), so a file means the same pixels in both; a
+    FIFO or device is refused before it is opened.
 
     At most :data:`MAX_IMAGE_PIXELS` pixels, checked before decoding (a decompression bomb
     is refused, not decoded); a truncated file is an error, not a partly grey image.
@@ -152,37 +151,20 @@ def read_image(path: str, image_shape: Sequence[int]) -> np.ndarray:
         InputError: one line naming ``path`` when it cannot be read as an image.
 
     """
-    import warnings
-
-    from PIL import Image
+    from tbpipe.components.common.image_files import SKIP_REASONS, TOO_LARGE, decode_image
 
     h, w, c = (int(d) for d in image_shape)
     if c not in (1, 3):
         raise InputError(f"{path}: the model takes {c} channels; only 1 (L) or 3 (RGB) images "
                          "can be read")
     check_image_file(path)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                width, height = image.size
-                if width * height > MAX_IMAGE_PIXELS:
-                    raise InputError(f"{path}: {width}x{height} pixels is above the "
-                                     f"{MAX_IMAGE_PIXELS} pixels predict reads (a "
-                                     "decompression bomb?); scale the image down first")
-                image = image.convert("L" if c == 1 else "RGB")
-                if image.size != (w, h):
-                    image = image.resize((w, h), Image.Resampling.BILINEAR)
-                pixels = np.asarray(image, dtype=np.uint8)
-    except InputError:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise InputError(f"{path}: more than {MAX_IMAGE_PIXELS} pixels, the most predict "
-                         "reads (a decompression bomb?); scale the image down first") from exc
-    except Exception as exc:  # noqa: BLE001 - Pillow's plugins raise many kinds; all are this
-        first = (str(exc).strip().splitlines() or [""])[0][:200] or type(exc).__name__
-        raise InputError(f"{path}: cannot read the image ({first})") from exc
-    return pixels.reshape(h, w, c)
+    pixels, notes = decode_image(path, h, w, c)
+    if pixels is None and notes[0] == TOO_LARGE:
+        raise InputError(f"{path}: more than {MAX_IMAGE_PIXELS} pixels, the most predict reads "
+                         "(a decompression bomb?); scale the image down first")
+    if pixels is None:
+        raise InputError(f"{path}: cannot read the image ({SKIP_REASONS[notes[0]]})")
+    return pixels
 
 
 def top_classes(probs: np.ndarray, names: Sequence[str], top: int) -> list[tuple[str, float]]:

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 
-from tbpipe.components.common.errors import InputError, SettingError
+from tbpipe.components.common.errors import SettingError
 from tbpipe.components.registry import param_table
 from tbpipe.components.training.launcher.placement import ENGINES, WorkerPlacement
+from tbpipe.pipelines.cli.params_file import read_params_file
 from tbpipe.pipelines.placement import (
     DATA_VOLUME_MOUNT,
     DEFAULT_GPU_TYPE,
@@ -122,57 +122,6 @@ def sweep_from_args(args: argparse.Namespace) -> Sweep | None:
             raise SettingError(flag, getattr(args, key),
                                f"is swept by --sweep {key}; give its values there only")
     return sweep
-def read_params_file(path: str) -> dict[str, object]:
-    """Pipeline parameters from a YAML or JSON file (JSON is YAML), typed as PipelineParams.
-
-    Raises:
-        InputError: one line naming the file and what is wrong in it.
-
-    """
-    import yaml
-
-    try:
-        with open(path, encoding="utf-8") as handle:
-            loaded = yaml.safe_load(handle)
-    except OSError as exc:
-        raise InputError(f"--params-file {path}: {exc.strerror or exc}") from None
-    except yaml.YAMLError as exc:
-        raise InputError(f"--params-file {path}: not YAML or JSON ({str(exc).splitlines()[0]})"
-                         ) from None
-    if loaded is None:
-        return {}
-    if not isinstance(loaded, dict):
-        raise InputError(f"--params-file {path}: expected a mapping of parameter names to "
-                         f"values, got {type(loaded).__name__}")
-    fields = {f.name: f.type for f in dataclasses.fields(PipelineParams)}
-    values = {}
-    for key, value in loaded.items():
-        name = str(key).replace("-", "_")
-        if name not in fields or name in NO_FLAG:
-            known = ", ".join(sorted(set(fields) - set(NO_FLAG)))
-            raise InputError(f"--params-file {path}: unknown parameter {key!r} (known: {known})")
-        values[name] = typed_value(path, name, value, fields[name])
-    return values
-
-
-def typed_value(path: str, name: str, value: object, kind: object) -> object:
-    """``value`` from a params file as the parameter's type; InputError if it is not one."""
-    if kind is bool:
-        if isinstance(value, bool):
-            return value
-    elif kind is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif kind is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-    elif isinstance(value, (str, int, float)) and not isinstance(value, bool):
-        return str(value)
-    expected = {bool: "true or false", int: "an integer", float: "a number"}.get(kind, "text")
-    raise InputError(f"--params-file {path}: {name}: expected {expected}, got "
-                     f"{json.dumps(value, default=str)}")
-
-
 def add_compile_arguments(parser: argparse.ArgumentParser) -> None:
     """Compile-time flags (shared by ``compile`` and ``submit``)."""
     group = parser.add_argument_group("placement (compile options)")

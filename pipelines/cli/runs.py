@@ -45,6 +45,8 @@ def table_row(run: dict) -> tuple[str, ...]:
     promotion = run.get("promotion")
     if run.get("status") == "unfinished":
         promoted = "unfinished"
+    elif run.get("status", "finished") != "finished":  # what is wrong with its summary
+        promoted = run["status"]
     elif promotion:
         promoted = "yes" if promotion.get("promoted") else "no (kept baseline)"
     else:

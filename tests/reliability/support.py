@@ -228,9 +228,9 @@ DATA_CASES: dict[str, Case] = {
                                 (r"column 'pixel3' has type", r"must be numeric")),
     "not-a-square": Case(_table("wide.csv", lambda t: t.drop(columns="pixel15")),
                          (r"15 pixel columns is not a square image", r"pass image_shape")),
-    # labels widen to 2 bytes past 256 classes (common/dataset.py): 65535 is the last
-    "label-above-65535": Case(_table("big.csv", _set("label", lambda t: np.arange(len(t)) + 65530)),
-                              (r"label \d+ is above 65535", r"must be class numbers 0\.\.65535")),
+    # at most 1024 classes (common/limits.py MAX_CLASSES; the confusion matrix is its square)
+    "label-above-1023": Case(_table("big.csv", _set("label", lambda t: np.arange(len(t)) + 1020)),
+                             (r"label 1024 is above 1023 \(row 5,", r"class numbers 0\.\.1023")),
     "all-labels-negative": Case(_table("neg.csv", _set("label", lambda t: -1.0)),
                                 (r"label -1 \(row 1, column 'label'\) is not a class number",
                                  r"fix or remove the row")),

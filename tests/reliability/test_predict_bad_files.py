@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 from tbpipe.components.common.errors import InputError
+from tbpipe.components.common.limits import MAX_IMAGE_PIXELS
 from tbpipe.components.selection.serving import (
-    MAX_IMAGE_PIXELS,
     export_model_folder,
     load_predictor,
     predict_files,
@@ -71,7 +71,7 @@ def bad_files(folder: Path) -> dict[str, str]:
 
 
 EXPECTED = {"bomb": f"more than {MAX_IMAGE_PIXELS} pixels, the most predict reads",
-            "above-the-bound": f"{MAX_IMAGE_PIXELS} pixels predict reads",
+            "above-the-bound": f"more than {MAX_IMAGE_PIXELS} pixels, the most predict reads",
             "truncated": "cannot read the image", "folder": "is a folder, not an image file",
             "fifo": "is a FIFO", "not-an-image": "cannot read the image"}
 

@@ -123,7 +123,8 @@ def test_bad_rows_are_dropped_and_counted(tmp_path: Path,
     ([0, 1, 2, 7.5], r"label 7\.5 \(row 4, column 'label'\) is not a class number"),
     ([0, np.nan, 1, 2], r"label nan \(row 2, column 'label'\) is missing"),
     ([3, 3, 3, 3], r"only class 3 is present"),
-    ([0, 1, 2, 70000], r"label 70000 is above 65535 \(row 4, column 'label'\)"),
+    ([0, 1, 2, 70000], r"label 70000 is above 1023 \(row 4, column 'label'\)"),
+    ([0, 1, 2, 1024], r"label 1024 is above 1023 \(row 4, column 'label'\)"),
 ])
 def test_unusable_labels_fail_and_leave_nothing(tmp_path: Path, labels: list[float],
                                                 message: str) -> None:

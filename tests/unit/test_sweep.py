@@ -7,6 +7,7 @@ import json
 import pytest
 
 from tbpipe.components.common.errors import InputError, SettingError
+from tbpipe.components.common.limits import MAX_SWEEP_TRIALS
 from tbpipe.components.common.naming import (
     checkpoint_dir_for,
     job_of,
@@ -14,7 +15,7 @@ from tbpipe.components.common.naming import (
     validate_trial,
 )
 from tbpipe.components.selection.core import choose_trial, trial_table
-from tbpipe.pipelines.sweep import MAX_TRIALS, Sweep, parse_axis, parse_sweep
+from tbpipe.pipelines.sweep import Sweep, parse_axis, parse_sweep
 
 
 def test_the_grid_is_every_combination_in_the_order_given():
@@ -98,11 +99,11 @@ def test_samples_and_parallelism_are_checked():
 
 
 def test_a_grid_too_big_must_be_sampled():
-    big = [f"seed={','.join(map(str, range(MAX_TRIALS + 1)))}"]
-    with pytest.raises(SettingError, match=rf"more than {MAX_TRIALS}; pick some with "
+    big = [f"seed={','.join(map(str, range(MAX_SWEEP_TRIALS + 1)))}"]
+    with pytest.raises(SettingError, match=rf"more than {MAX_SWEEP_TRIALS}; pick some with "
                                            r"--sweep-samples N"):
         parse_sweep(big)
-    assert len(parse_sweep(big, samples=MAX_TRIALS).trials()) == MAX_TRIALS
+    assert len(parse_sweep(big, samples=MAX_SWEEP_TRIALS).trials()) == MAX_SWEEP_TRIALS
 
 
 def test_parse_axis_takes_dashes_and_spaces():

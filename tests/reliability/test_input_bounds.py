@@ -1,0 +1,269 @@
+"""Every input whose size the user controls is bounded before allocation; no read can block.
+
+Issue 23, classes 4 and 5. Each bound (``components/common/limits.py``) is measured: the
+peak of Python and numpy allocations (``tracemalloc``) for an input far past the bound is
+compared with the peak for a small valid input in the same test, a ratio, never a time.
+Every path that enters (params file, data, image files, model.json, model.keras, a run's
+summary) is tried with a real FIFO without a writer: the check is ``os.stat`` before any
+open (``common/regular_files.py check_regular``), so it answers at once; a thread with a
+timeout proves it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import threading
+import tracemalloc
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tbpipe.components.common import limits
+from tbpipe.components.common.errors import InputError, SettingError, TbpipeError
+from tbpipe.components.common.model_format import load_keras_file, read_model_meta
+from tbpipe.components.common.run_summary import list_runs, read_run_summary
+from tbpipe.pipelines.cli.params_file import read_params_file
+from tbpipe.pipelines.sweep import Sweep
+
+SLACK = 256 << 10  # bytes of allocator noise allowed on top of the small case's peak
+
+
+def peak(action: Callable[[], object]) -> tuple[int, object]:
+    """(peak traced bytes, result or the exception raised) of ``action``."""
+    tracemalloc.start()
+    try:
+        try:
+            outcome: object = action()
+        except (InputError, SettingError) as exc:
+            outcome = exc
+        return tracemalloc.get_traced_memory()[1], outcome
+    finally:
+        tracemalloc.stop()
+
+
+def sparse(path: Path, size: int) -> Path:
+    """A file of ``size`` bytes that takes no disk (a hole)."""
+    with open(path, "wb") as handle:
+        handle.truncate(size)
+    return path
+
+
+def assert_bounded(small: int, huge: int) -> None:
+    assert huge <= 2 * small + SLACK, f"peak {huge} bytes past the bound vs {small} small"
+
+
+def test_a_huge_params_file_is_refused_before_reading(tmp_path: Path) -> None:
+    small_file = tmp_path / "p.yaml"
+    small_file.write_text("epochs: 3\nlearning_rate: 1e-3\nrun_name: r1\n")
+    small, values = peak(lambda: read_params_file(str(small_file)))
+    assert values == {"epochs": 3, "learning_rate": 0.001, "run_name": "r1"}
+    huge_file = tmp_path / "h.yaml"  # valid YAML: one 8 MB comment line, then a value
+    huge_file.write_bytes(b"# " + b"x" * (8 << 20) + b"\nepochs: 3\n")
+    huge, error = peak(lambda: read_params_file(str(huge_file)))
+    assert f"bytes, more than the {limits.MAX_PARAMS_FILE_BYTES}" in str(error)
+    assert_bounded(small, huge)
+    _, error = peak(lambda: read_params_file(str(sparse(tmp_path / "s.yaml", 1 << 30))))
+    assert f"{1 << 30} bytes, more than the {limits.MAX_PARAMS_FILE_BYTES}" in str(error)
+
+
+def test_a_yaml_alias_bomb_is_refused_before_it_expands(tmp_path: Path) -> None:
+    lines = ['a0: &a0 ["x", "x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("\n".join(lines) + "\nepochs: *a8\n")  # 10**9 strings if expanded
+    small_file = tmp_path / "p.yaml"
+    small_file.write_text("epochs: [1, 2]\n")
+    small, _ = peak(lambda: read_params_file(str(small_file)))
+    huge, error = peak(lambda: read_params_file(str(bomb)))
+    assert "anchors and aliases (& and *) are not read" in str(error)
+    assert len(str(error)) < 200
+    assert_bounded(small, huge)
+
+
+def test_a_sweep_grid_is_bounded_from_its_counts(tmp_path: Path) -> None:
+    small, _ = peak(lambda: Sweep((("seed", (1, 2)), ("epochs", (1, 2)))).trials())
+    axes = tuple((key, tuple(range(1, 1001))) for key in ("seed", "epochs", "batch_size"))
+    huge, error = peak(lambda: Sweep(axes))  # 10**9 combinations
+    assert isinstance(error, SettingError) and "1000000000 trials" in str(error)
+    assert_bounded(small, huge)
+    sampled, trials = peak(lambda: Sweep(axes, samples=4).trials())  # picks, no grid built
+    assert len(trials) == 4 and len({tuple(t.values()) for t in trials}) == 4
+    assert_bounded(small, sampled)
+
+
+def test_a_huge_summary_is_one_row_not_a_crash(tmp_path: Path) -> None:
+    run = tmp_path / "exp" / "r1"
+    run.mkdir(parents=True)
+    (run / "_summary.json").write_text(json.dumps({"started": 1.0, "test_accuracy": 0.5}))
+    small, rows = peak(lambda: list_runs(str(tmp_path)))
+    sparse(run / "_summary.json", 1 << 30)
+    huge, rows = peak(lambda: list_runs(str(tmp_path)))
+    assert rows[0]["status"].startswith(f"unreadable summary ({1 << 30} bytes, more than")
+    assert_bounded(small, huge)
+
+
+def test_a_huge_model_json_or_class_count_is_refused(tmp_path: Path) -> None:
+    model = tmp_path / "model"
+    model.mkdir()
+    meta = {"format": "tbpipe.model.v1", "image_shape": [4, 4, 1], "num_classes": 2}
+    (model / "model.json").write_text(json.dumps(meta))
+    small, _ = peak(lambda: read_model_meta(str(model)))
+    sparse(model / "model.json", 1 << 30)
+    huge, error = peak(lambda: read_model_meta(str(model)))
+    assert f"more than the {limits.MAX_METADATA_BYTES}" in str(error)
+    assert_bounded(small, huge)
+    (model / "model.json").write_text(json.dumps({**meta, "num_classes": 10**9}))
+    with pytest.raises(InputError, match=rf"num_classes 1000000000, not 1\.\.{limits.MAX_CLASSES}"):
+        read_model_meta(str(model))
+
+
+def test_a_huge_dataset_manifest_is_refused(tmp_path: Path) -> None:
+    from tbpipe.components.common.dataset import read_info
+    from tests.helpers import write_dataset
+
+    write_dataset(str(tmp_path / "data"), n=8)
+    small, _ = peak(lambda: read_info(str(tmp_path / "data")))
+    sparse(tmp_path / "data" / "dataset.json", 1 << 30)
+    huge, error = peak(lambda: read_info(str(tmp_path / "data")))
+    assert f"more than the {limits.MAX_METADATA_BYTES}" in str(error)
+    assert_bounded(small, huge)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_a_wide_table_is_read_in_chunks_of_bounded_bytes(tmp_path: Path, suffix: str,
+                                                         monkeypatch) -> None:
+    """Rows per chunk shrink with the row's width (before: 10 000 rows whatever the width)."""
+    import numpy as np
+    import pandas as pd
+
+    from tbpipe.components.preprocessing import readers
+
+    monkeypatch.setattr(readers, "CHUNK_BYTES", 72 << 10)  # 64 rows of 144 pixels (8 bytes)
+
+    def table(rows: int) -> str:
+        rng = np.random.default_rng(0)
+        frame = pd.DataFrame(rng.integers(0, 256, (rows, 144)),
+                             columns=[f"pixel{i}" for i in range(144)])
+        frame.insert(0, "label", np.arange(rows) % 2)
+        path = tmp_path / f"t{rows}{suffix}"
+        frame.to_csv(path, index=False) if suffix == ".csv" else frame.to_parquet(path)
+        return str(path)
+
+    def read(data: str) -> list[int]:
+        with readers.open_source(data, 10_000) as source:
+            return [len(chunk.labels) for chunk in source.chunks()]
+
+    small_data, big_data = table(64), table(1024)
+    read(small_data)  # imports and first-use caches outside the measurement
+    small, _ = peak(lambda: read(small_data))
+    big, sizes = peak(lambda: read(big_data))
+    assert sum(sizes) == 1024 and max(sizes) <= 64, sizes
+    assert big <= 1.5 * small + (64 << 10), f"peak {big} for 16x the rows vs {small}"
+
+
+def test_a_table_wider_than_an_image_may_be_is_refused() -> None:
+    from tbpipe.components.preprocessing.readers import table_shape
+
+    with pytest.raises(InputError, match=rf"{limits.MAX_IMAGE_PIXELS + 1} pixel columns, more"):
+        table_shape("t.csv", limits.MAX_IMAGE_PIXELS + 1, (1, 1, limits.MAX_IMAGE_PIXELS + 1))
+
+
+def png_header_claiming(width: int, height: int) -> bytes:
+    """A PNG whose header claims ``width`` x ``height`` gray pixels (its data is tiny)."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (struct.pack(">I", len(body)) + kind + body
+                + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0,
+                                                             0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
+
+
+def test_an_image_claiming_more_pixels_than_the_bound_is_skipped_before_decoding(
+        tmp_path: Path) -> None:
+    from PIL import Image
+
+    from tbpipe.components.preprocessing.config import PreprocessConfig
+    from tbpipe.components.preprocessing.core import preprocess_data
+
+    data = tmp_path / "imgs"
+    for name, value in (("a", 10), ("b", 200)):
+        (data / name).mkdir(parents=True)
+        for i in range(5):
+            Image.new("L", (8, 8), value).save(data / name / f"{i}.png")
+
+    def run(out: str):  # noqa: ANN202
+        return preprocess_data(str(data), f"{out}/train", f"{out}/val", f"{out}/test", None,
+                               PreprocessConfig(val_fraction=0.2, test_fraction=0.2))
+
+    small, _ = peak(lambda: run(str(tmp_path / "o1")))
+    (data / "b" / "bomb.png").write_bytes(png_header_claiming(40_000, 40_000))  # 1.6 GB
+    huge, result = peak(lambda: run(str(tmp_path / "o2")))
+    assert result.stats["skipped_too_large"] == 1 and result.stats["rows_kept"] == 10
+    assert_bounded(small, huge)
+
+
+# ---- a FIFO wherever a path enters --------------------------------------------------------
+
+def finishes(action: Callable[[], object], timeout: float = 30.0) -> BaseException:
+    """The exception ``action`` raises, in a thread that must end within ``timeout``."""
+    outcome: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            action()
+            outcome.append(AssertionError("no error"))
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            outcome.append(exc)
+
+    worker = threading.Thread(target=target, daemon=True)
+    worker.start()
+    worker.join(timeout)
+    assert not worker.is_alive(), "blocked on a FIFO"
+    return outcome[0]
+
+
+@pytest.mark.parametrize("entry", ["params-file", "model.json", "model.keras", "summary",
+                                   "data", "dataset.json"])
+def test_a_fifo_is_refused_at_every_entry(tmp_path: Path, entry: str) -> None:
+    fifo = tmp_path / "pipe"
+    if entry == "params-file":
+        os.mkfifo(fifo)
+        action, shown = (lambda: read_params_file(str(fifo))), str(fifo)
+    elif entry == "model.json":
+        (tmp_path / "model").mkdir()
+        os.mkfifo(tmp_path / "model" / "model.json")
+        action, shown = (lambda: read_model_meta(str(tmp_path / "model"))), "model.json"
+    elif entry == "model.keras":
+        fifo = tmp_path / "m.keras"
+        os.mkfifo(fifo)
+        action, shown = (lambda: load_keras_file(str(fifo))), str(fifo)
+    elif entry == "summary":
+        (tmp_path / "logs" / "e" / "r").mkdir(parents=True)
+        os.mkfifo(tmp_path / "logs" / "e" / "r" / "_summary.json")
+        action = lambda: read_run_summary(str(tmp_path / "logs"), "e", "r")  # noqa: E731
+        shown = "_summary.json"
+    elif entry == "dataset.json":
+        from tbpipe.components.common.dataset import read_info
+
+        (tmp_path / "data").mkdir()
+        os.mkfifo(tmp_path / "data" / "dataset.json")
+        action, shown = (lambda: read_info(str(tmp_path / "data"))), "dataset.json"
+    else:
+        from tbpipe.components.preprocessing.readers import open_source
+
+        fifo = tmp_path / "data.csv"
+        os.mkfifo(fifo)
+
+        def action() -> None:
+            with open_source(str(fifo), 100):
+                pass
+
+        shown = str(fifo)
+    error = finishes(action)
+    assert isinstance(error, TbpipeError), repr(error)
+    assert shown in str(error) and "FIFO (named pipe)" in str(error), str(error)

@@ -50,7 +50,10 @@ class PipelineParams:
     ``file.py:function`` (no flag: :meth:`with_model_source` reads it where tbpipe runs).
     ``promote_to``: the production folder the run's model is copied to only if it beats
     ``baseline_model`` (empty: what ``promote_to`` holds) by ``min_improvement`` on
-    ``promotion_metric`` (or ``force_promote``); empty: no promote step.
+    ``promotion_metric`` (or ``force_promote``); empty: no promote step. ``gate``: a gate
+    file's YAML text (docs/gate.md; ``--gate FILE`` reads it where tbpipe runs), instead of
+    that shorthand; ``reason``: why ``force_promote`` (required with it); ``mlflow_uri``:
+    also register each promotion in this MLflow tracking server.
     """
 
     data: str = "builtin:digits"
@@ -82,6 +85,9 @@ class PipelineParams:
     min_improvement: float = PromoteConfig.min_improvement
     promotion_metric: str = PromoteConfig.promotion_metric
     force_promote: bool = PromoteConfig.force_promote
+    gate: str = PromoteConfig.gate
+    reason: str = PromoteConfig.reason
+    mlflow_uri: str = PromoteConfig.mlflow_uri
 
     def validate(self) -> "PipelineParams":
         """Check every parameter before anything runs, by building each step's config.
@@ -105,8 +111,14 @@ class PipelineParams:
                               "tensorboard_url": "tensorboard_url"}),
             (PromoteConfig, {"promotion_metric": "promotion_metric",
                              "min_improvement": "min_improvement",
-                             "force_promote": "force_promote"}),
+                             "force_promote": "force_promote", "gate": "gate",
+                             "reason": "reason", "mlflow_uri": "mlflow_uri"}),
         )
+        for needs_target in ("baseline_model", "force_promote", "gate", "mlflow_uri"):
+            if getattr(self, needs_target) and not self.promote_to:
+                flag = "--" + needs_target.replace("_", "-")
+                raise SettingError(flag, getattr(self, needs_target),
+                                   "needs --promote-to (the folder the winner is copied to)")
         for config, fields in steps:
             try:
                 config(**{field: getattr(self, param) for field, param in fields.items()})
@@ -117,11 +129,6 @@ class PipelineParams:
         if self.finetune not in FINETUNE_MODES:
             raise SettingError("--finetune", self.finetune,
                                f"must be one of {', '.join(FINETUNE_MODES)}")
-        for needs_target in ("baseline_model", "force_promote"):
-            if getattr(self, needs_target) and not self.promote_to:
-                flag = "--" + needs_target.replace("_", "-")
-                raise SettingError(flag, getattr(self, needs_target),
-                                   "needs --promote-to (the folder the winner is copied to)")
         validate_name("experiment", self.experiment)
         if self.log_root:  # checkpoints default beside it: a bucket root has no sibling
             checkpoint_root_for(self.log_root, self.checkpoint_root)
@@ -182,7 +189,8 @@ def build_training_pipeline(options: CompileOptions | None = None,  # noqa: ANN2
         baseline_model: str = defaults.baseline_model, promote_to: str = defaults.promote_to,
         min_improvement: float = defaults.min_improvement,
         promotion_metric: str = defaults.promotion_metric,
-        force_promote: bool = defaults.force_promote,
+        force_promote: bool = defaults.force_promote, gate: str = defaults.gate,
+        reason: str = defaults.reason, mlflow_uri: str = defaults.mlflow_uri,
     ) -> str:
         where = dict(log_root=log_root, experiment=experiment, run_name=run_name, resume=resume)
         # select-model writes the run's _summary.json (tbpipe runs)
@@ -247,8 +255,8 @@ def build_training_pipeline(options: CompileOptions | None = None,  # noqa: ANN2
             step(components.promote(
                 selection=selected, test_data=prep.outputs["test_data"], promote_to=promote_to,
                 baseline_model=baseline_model, min_improvement=min_improvement,
-                promotion_metric=promotion_metric, force_promote=force_promote,
-                tensorboard_url=tensorboard_url, **where),
+                promotion_metric=promotion_metric, force_promote=force_promote, gate=gate,
+                reason=reason, mlflow_uri=mlflow_uri, tensorboard_url=tensorboard_url, **where),
                  "promote").set_caching_options(False)  # production may have changed since
         return selected
 

@@ -3,7 +3,7 @@
 from typing import NamedTuple
 
 from kfp import dsl
-from kfp.dsl import Dataset, Input, Markdown, Metrics, Output
+from kfp.dsl import Artifact, Dataset, Input, Markdown, Metrics, Output
 
 from tbpipe.components._image import IMAGE
 
@@ -14,6 +14,7 @@ def promote(
     test_data: Input[Dataset],
     metrics: Output[Metrics],
     report: Output[Markdown],
+    blessing: Output[Artifact],
     log_root: str,
     promote_to: str,
     baseline_model: str = "",
@@ -25,14 +26,41 @@ def promote(
     job_name: str = dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
     tensorboard_url: str = "http://127.0.0.1:6006",
     resume: bool = False,
+    gate: str = "",
+    reason: str = "",
+    mlflow_uri: str = "",
 ) -> NamedTuple("PromoteOutputs", [("decision", str), ("summary", str)]):
-    """Copy the selected model to ``promote_to`` only if it beats the baseline there.
+    """Add the selected model to the registry ``promote_to`` only if it passes the gate.
 
     ``selection`` is select-model's JSON summary (its ``model_uri`` is the model); the
-    baseline is ``baseline_model``, else what ``promote_to`` holds. Logs go to
-    {log_root}/{experiment}/{run}/promote; the run's ``_summary.json`` gets the decision.
-    Defaults: PromoteConfig's (a test holds them equal). Returns ``promoted`` or
+    baseline is ``baseline_model``, else the registry's ``champion``. The gate is ``gate``
+    (a gate file's YAML text, docs/gate.md), else ``promotion_metric`` must improve by more
+    than ``min_improvement``. ``blessing`` gets the gate's verdict as JSON, passed or not;
+    ``force_promote`` needs ``reason``; ``mlflow_uri`` also registers the version in MLflow.
+    Logs go to {log_root}/{experiment}/{run}/promote; the run's ``_summary.json`` gets the
+    decision. Defaults: PromoteConfig's (a test holds them equal). Returns ``promoted`` or
     ``kept baseline``, and the run summary as JSON.
+
+    Args:
+        selection: select-model's JSON summary.
+        test_data: The test Dataset both models are scored on.
+        metrics: Both models' scores and ``promoted`` (out).
+        report: The Markdown report (out).
+        blessing: The blessing as JSON (out).
+        log_root: TensorBoard's root.
+        promote_to: The registry (local, gs://, s3://).
+        baseline_model: The model to beat; empty: the registry's champion.
+        min_improvement: The shorthand gate's improvement.
+        promotion_metric: The shorthand gate's metric.
+        force_promote: Promote whatever the gate says (needs ``reason``).
+        experiment: The experiment.
+        run_name: The run.
+        job_name: KFP's job name (the run's owner).
+        tensorboard_url: Where TensorBoard is served.
+        resume: Continue a run of this name.
+        gate: A gate file's text.
+        reason: Why ``force_promote``.
+        mlflow_uri: An MLflow tracking server.
     """
     import json
     from collections import namedtuple
@@ -50,11 +78,13 @@ def promote(
                                   metrics.uri)
         config = PromoteConfig(promotion_metric=promotion_metric,
                                min_improvement=min_improvement, force_promote=force_promote,
-                               run_label=f"{experiment}/{run}")
+                               run_label=f"{experiment}/{run}", gate=gate, reason=reason,
+                               mlflow_uri=mlflow_uri)
         claim_run(log_root, experiment, run, run_owner(job_name, metrics.uri), resume)
         chosen = json.loads(selection)
         decision = promote_model(chosen["model_uri"], test_data.path, promote_to,
-                                 baseline_model, log_dir, report.path, config, log_root)
+                                 baseline_model, log_dir, report.path, config, log_root,
+                                 blessing_uri=blessing.path)
         summary = write_run_summary(log_root, experiment, run, chosen, tensorboard_url,
                                     decision.as_dict())
     for name, value in decision.new_scores.items():

@@ -48,7 +48,13 @@ PARAM_HELP = {
     "baseline_model": "the model to beat (Model folder or .keras); default: what "
                       "--promote-to holds",
     "min_improvement": "how much the new model must beat the baseline by (default: 0)",
-    "force_promote": "promote whatever the scores (the decision says so)",
+    "force_promote": "promote whatever the gate says (needs --reason; recorded)",
+    "gate": "a gate file (YAML, docs/gate.md): what the model must meet to be promoted; "
+            "read here, its text travels to the promote step; default: --promotion-metric "
+            "must improve by more than --min-improvement",
+    "reason": "why --force-promote (recorded in the registry)",
+    "mlflow_uri": "also register each promotion in this MLflow tracking server "
+                  "(http://HOST:PORT; pip install 'tbpipe[mlflow]')",
 }
 #: Parameters with no flag: tbpipe sets them (``model_source``: --model's file, read here).
 NO_FLAG = ("model_source",)
@@ -94,6 +100,10 @@ def given_params(args: argparse.Namespace) -> dict[str, object]:
     values = read_params_file(args.params_file) if getattr(args, "params_file", None) else {}
     flags = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(PipelineParams)}
     values.update({k: v for k, v in flags.items() if v is not None})
+    if values.get("gate"):  # --gate FILE: its text travels (read and checked once, here)
+        from tbpipe.components.promotion.gate import read_gate_file
+
+        values["gate"] = read_gate_file(str(values["gate"]))
     return values
 
 

@@ -16,6 +16,7 @@ from tbpipe.pipelines.cli import (
     build_images,
     compile,
     completion,
+    models,
     predict,
     run,
     runs,
@@ -23,7 +24,7 @@ from tbpipe.pipelines.cli import (
     tensorboard,
 )
 
-COMMANDS = (compile, run, submit, tensorboard, runs, build_images, predict, completion)
+COMMANDS = (compile, run, submit, tensorboard, runs, models, build_images, predict, completion)
 #: What ``tbpipe --help`` says first (plain text: argparse shows it as it is).
 DESCRIPTION = ("Train, evaluate and fine-tune a Keras model as a Kubeflow pipeline, locally "
                "or on a cluster, every step in one TensorBoard.")

@@ -76,6 +76,9 @@ metrics:
         ("loss (lower)", "change.absolute")}
     assert down.summary().startswith("gate failed: accuracy lower_bound 0.75 >= 0.8: failed "
                                      "(3 of 4 checks failed)")
+    loss = [c.line() for c in down.failed() if c.metric.startswith("loss")]
+    assert loss[0].startswith("loss (lower) change.absolute +") and loss[0].endswith(
+        " < 0: failed")
     small = check_gate(parse_gate("metrics: {params: {upper_bound: 10}}"), scored["perfect"],
                        None)
     assert not small.passed and small.checks[0].value == 260

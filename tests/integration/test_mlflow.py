@@ -7,6 +7,7 @@ changes.
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -19,11 +20,10 @@ from tbpipe.components.common.errors import InputError
 from tbpipe.components.promotion import publish
 from tbpipe.components.promotion.config import PromoteConfig
 from tbpipe.components.promotion.core import promote_model
-from tests.helpers import write_dataset
-from tests.unit.test_promote import CLASSES, SHAPE, row_model, save
+from tbpipe.components.promotion.mlflow_registry import register_version
 
 pytest.importorskip("mlflow")
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def free_port() -> int:
@@ -42,7 +42,8 @@ def mlflow_server(tmp_path_factory):
         server = subprocess.Popen(  # noqa: S603 - our own venv's mlflow
             [mlflow, "server", "--backend-store-uri", f"sqlite:///{root}/mlflow.db",
              "--default-artifact-root", str(root / "artifacts"), "--host", "127.0.0.1",
-             "--port", str(port), "--workers", "1"], stdout=log, stderr=subprocess.STDOUT)
+             "--port", str(port), "--workers", "1"], stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True)  # its own group: its workers end with it
     uri = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 240
@@ -57,32 +58,39 @@ def mlflow_server(tmp_path_factory):
                 time.sleep(0.5)
         yield uri
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=15)
 
 
-def test_a_promotion_is_registered_in_mlflow_with_its_blessing(mlflow_server, tmp_path):
+def test_each_promotion_is_a_model_version_with_its_blessing_and_champion_moves(
+        mlflow_server, tmp_path):
+    """What promote_model registers after each promotion (without TensorFlow: cheap)."""
     from mlflow import MlflowClient
 
-    write_dataset(str(tmp_path / "test"), n=32, shape=SHAPE, classes=CLASSES, seed=3)
-    good = save(row_model(), tmp_path / "good")
     registry = str(tmp_path / "models" / "digits")
-    gate = "metrics: {accuracy: {lower_bound: 0.9}}"
-    decision = promote_model(good, str(tmp_path / "test"), registry, "",
-                             str(tmp_path / "logs"), str(tmp_path / "r.md"),
-                             PromoteConfig(gate=gate, mlflow_uri=mlflow_server,
-                                           run_label="exp/r1"))
-    assert decision.version == "v1"
+    for number, accuracy in ((1, 0.91), (2, 0.95)):
+        entry = {"version": f"v{number}", "run": f"exp/r{number}", "parent":
+                 f"v{number - 1}" if number > 1 else "", "data_digest": "sha256:ab",
+                 "metrics": {"accuracy": accuracy, "params": 260.0}, "forced": False}
+        blessing = {"passed": True, "summary": "gate passed (1 checks)", "checks": []}
+        line = register_version(mlflow_server, registry, entry, blessing)
+        assert line == (f"registered in MLflow as digits version {number} (alias champion) "
+                        f"at {mlflow_server}")
     client = MlflowClient(mlflow_server)
     version = client.get_model_version_by_alias("digits", "champion")
-    assert version.tags["tbpipe.version"] == "v1" and version.tags["tbpipe.blessed"] == "true"
-    assert version.tags["tbpipe.uri"] == f"{registry}/v1"
-    assert version.tags["tbpipe.blessing"].startswith("gate passed (1 checks")
+    assert version.version == "2" and version.tags["tbpipe.version"] == "v2"
+    assert version.tags["tbpipe.uri"] == f"{registry}/v2" and version.tags["tbpipe.parent"] == "v1"
+    assert version.tags["tbpipe.blessed"] == "true"
+    assert version.tags["tbpipe.blessing"] == "gate passed (1 checks)"
     run = client.get_run(version.run_id)
-    assert run.data.metrics["accuracy"] == 1.0 and run.data.tags["tbpipe.run"] == "exp/r1"
-    blessing = client.download_artifacts(version.run_id, "tbpipe/blessing.json",
-                                         str(tmp_path))
-    assert json.loads(open(blessing).read()) == decision.blessing
+    assert run.data.metrics == {"accuracy": 0.95, "params": 260.0}
+    assert run.data.tags["tbpipe.run"] == "exp/r2"
+    saved = client.download_artifacts(version.run_id, "tbpipe/blessing.json", str(tmp_path))
+    assert json.loads(open(saved).read()) == blessing
 
 
 def test_a_dead_mlflow_server_fails_the_promotion_in_one_line_before_anything(tmp_path):
@@ -93,6 +101,8 @@ def test_a_dead_mlflow_server_fails_the_promotion_in_one_line_before_anything(tm
                       str(tmp_path / "logs"), str(tmp_path / "r.md"),
                       PromoteConfig(mlflow_uri=dead))
     line = str(err.value)
+    warning = register_version(dead, registry, {"version": "v1"}, None)
+    assert warning.startswith(f"warning: v1 was promoted but not registered in MLflow at {dead}")
     assert line.startswith(f"--mlflow-uri {dead}: the MLflow tracking server does not answer")
     assert "\n" not in line and line.endswith("Nothing was promoted")
     assert publish.current_model(registry) == "" and not (tmp_path / "logs").exists()

@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``models`` and its sub-commands."""
     cmd = subparsers.add_parser("models", help="a --promote-to registry: list, show, "
                                                "rollback, alias its versions")
-    sub = cmd.add_subparsers(dest="models_command", required=True,
+    sub = cmd.add_subparsers(dest="models_command", required=True, metavar="COMMAND",
                              parser_class=type(cmd))  # tbpipe's one-line errors
     listing = sub.add_parser("list", help="the registry's versions, newest first")
     listing.add_argument("uri", metavar="URI", help="the registry (--promote-to)")

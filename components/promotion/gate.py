@@ -167,7 +167,9 @@ def _gate_from(raw: object, errors: list[str]) -> Gate:
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        errors.append("must be a mapping with metrics, classes and significance keys")
+        hint = (" (a file name? the parameter holds the file's text: tbpipe run --gate FILE "
+                "reads it)" if isinstance(raw, str) else "")
+        errors.append(f"must be a mapping with metrics, classes and significance keys{hint}")
         return Gate()
     for key in sorted(set(raw) - {"metrics", "classes", "significance"}, key=str):
         errors.append(f"{key}: unknown key; use metrics, classes or significance")

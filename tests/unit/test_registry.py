@@ -116,3 +116,49 @@ def test_two_promotions_at_once_end_whole_with_champion_on_one(tmp_path):
     for entry in record["history"]:
         assert snapshot(f"{prod}/{entry['version']}") == snapshot(
             str(tmp_path / entry["run"].replace("r", "m")))
+
+
+def test_a_kill_at_every_call_of_a_promotion_with_its_blessing_leaves_versions_whole(
+        tmp_path, monkeypatch):
+    """As the reliability tests, with the blessing and version.json a real promotion adds."""
+    from tbpipe.components.common import storage
+    from tests.reliability.test_production import WRAPPED, Killed
+
+    prod = str(tmp_path / "prod")
+    model = fake_model(tmp_path / "a", "a")
+    extras = {publish.BLESSING_FILE: b'{"passed": true}'}
+
+    def promote_blessed(run):
+        target = publish.check_target(prod)
+        with publish.promotion_lock(target) as lease:
+            publish.publish(model, target, {"run": run}, lease, extras=extras)
+
+    real = {name: getattr(storage, name) for name in WRAPPED}
+    count, kill_at = [0], [10**9]
+
+    def dying(name):
+        def call(*args, **kwargs):
+            count[0] += 1
+            if count[0] > kill_at[0]:
+                raise Killed(name)
+            return real[name](*args, **kwargs)
+        return call
+
+    for name in WRAPPED:
+        monkeypatch.setattr(storage, name, dying(name))
+    promote_blessed("r0")
+    count[0] = 0
+    promote_blessed("clean")
+    for at in range(count[0]):
+        count[0], kill_at[0] = 0, at
+        with pytest.raises(Killed):
+            promote_blessed(f"killed{at}")
+        kill_at[0] = 10**9
+        record = publish.read_record(prod)
+        versions = publish.complete_versions(prod)
+        assert record["aliases"]["champion"] in versions, at
+        for version, entry in versions.items():
+            files = set(storage.list_files(f"{prod}/{version}"))
+            assert files == set(entry["files"]) >= {"blessing.json", "version.json"}, at
+        promote_blessed(f"next{at}")
+        assert publish.read_record(prod)["current"]["run"] == f"next{at}"

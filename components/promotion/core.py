@@ -1,12 +1,15 @@
-"""Champion and challenger: promote the run's model only if it beats the production model.
+"""Champion and challenger: promote the run's model only if it passes the gate.
 
-Both models are scored on the same test split by the evaluate step's own scoring
-(:func:`tbpipe.components.evaluation.core.score_model`), logged side by side to TensorBoard,
-and compared on one metric; the new model becomes a new version of ``promote_to`` (its
-``promotion.json`` pointer written last: :mod:`tbpipe.components.promotion.publish`) only if
-it wins. A model with non-finite weights or outputs is never promoted, and a broken baseline
-is never compared with silently. The whole promotion holds the target's lock, so two
-promotions to one folder are decided and written one after the other.
+Both models are scored on the same test split, example by example
+(:func:`tbpipe.components.promotion.gate.score_examples`: the evaluate step's scaling and
+non-finite check, keeping each example's outcome for per-class figures and the paired
+bootstrap), checked by the gate (:func:`~tbpipe.components.promotion.gate.check_gate`: a
+blessing, always), logged side by side to TensorBoard; the new model becomes a new version
+of the registry ``promote_to`` and its ``champion`` (the ``promotion.json`` pointer written
+last: :mod:`tbpipe.components.promotion.publish`) only if the gate passed or the promotion
+is forced with a reason. A model with non-finite weights or outputs is never promoted, and
+a broken baseline is never compared with silently. The whole promotion holds the target's
+lock, so two promotions to one registry are decided and written one after the other.
 """
 
 from __future__ import annotations

@@ -194,7 +194,8 @@ def build_training_pipeline(options: CompileOptions | None = None,  # noqa: ANN2
                 selection=selected, test_data=prep.outputs["test_data"],
                 promote_to=p.promote_to, baseline_model=p.baseline_model,
                 min_improvement=p.min_improvement, promotion_metric=p.promotion_metric,
-                force_promote=p.force_promote, tensorboard_url=p.tensorboard_url, **where),
+                force_promote=p.force_promote, gate=p.gate, reason=p.reason,
+                mlflow_uri=p.mlflow_uri, tensorboard_url=p.tensorboard_url, **where),
                  "promote").set_caching_options(False)  # production may have changed since
         return selected
 

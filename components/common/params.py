@@ -118,9 +118,12 @@ class ParamGroup:
     def validate(self, values: Mapping[str, object]) -> None:
         """Check the group's parameters in ``values``; errors name the flags.
 
-        The config is built from the bound parameters (its own checks, once); a parameter
-        with choices and no config field is checked against them; then the group's rules.
+        The group's rules across parameters first; then the config is built from the bound
+        parameters (its own checks, once); a parameter with choices and no config field is
+        checked against them.
         """
+        if self.check is not None:  # first: "--force-promote needs --promote-to" says more
+            self.check(values)
         bound = self.bound()
         if self.config is not None and bound:
             try:
@@ -133,5 +136,3 @@ class ParamGroup:
             if param.choices and not param.field and values[param.name] not in param.choices:
                 raise SettingError(param.flag_name, values[param.name],
                                    f"must be one of {', '.join(param.choices)}")
-        if self.check is not None:
-            self.check(values)

@@ -3,7 +3,7 @@
 from typing import NamedTuple
 
 from kfp import dsl
-from kfp.dsl import Dataset, Input, Markdown, Metrics, Output
+from kfp.dsl import Artifact, Dataset, Input, Markdown, Metrics, Output
 
 from tbpipe.components._image import IMAGE
 
@@ -14,6 +14,7 @@ def promote(
     test_data: Input[Dataset],
     metrics: Output[Metrics],
     report: Output[Markdown],
+    blessing: Output[Artifact],
     log_root: str,
     promote_to: str,
     baseline_model: str = "",
@@ -25,34 +26,45 @@ def promote(
     job_name: str = dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
     tensorboard_url: str = "http://127.0.0.1:6006",
     resume: bool = False,
+    gate: str = "",
+    reason: str = "",
+    mlflow_uri: str = "",
 ) -> NamedTuple("PromoteOutputs", [("decision", str), ("summary", str)]):
-    """Copy the selected model to ``promote_to`` only if it beats the baseline there.
+    """Add the selected model to the registry ``promote_to`` only if it passes the gate.
 
-    Logs go to {log_root}/{experiment}/{run}/promote; the run's ``_summary.json`` gets the
-    decision. The run is claimed for this KFP job (see preprocess). Defaults:
-    PromoteConfig's (a test holds them equal).
+    The baseline is ``baseline_model``, else the registry's ``champion``. The gate is
+    ``gate`` (a gate file's YAML text, docs/gate.md), else ``promotion_metric`` must improve
+    by more than ``min_improvement``. Logs go to {log_root}/{experiment}/{run}/promote; the
+    run's ``_summary.json`` gets the decision. The run is claimed for this KFP job (see
+    preprocess). Defaults: PromoteConfig's (a test holds them equal).
 
     Args:
         selection: select-model's JSON summary; its ``model_uri`` is the model to promote.
         test_data: The test examples both models are scored on.
         log_root: Where every step's TensorBoard logs go; this step's are
             ``{log_root}/{experiment}/{run}/promote``.
-        promote_to: The production folder (local, gs:// or s3://) replaced in one swap when
-            the model is promoted.
-        baseline_model: The model to beat; empty: the one ``promote_to`` holds (none there:
-            the model is promoted).
-        min_improvement: How much the new model must beat the baseline by, in [0, 1).
-        promotion_metric: The test metric the two models are compared on: accuracy or macro_f1.
-        force_promote: Promote whatever the scores.
+        promote_to: The registry (local, gs://, s3://, any store): each promotion adds an
+            immutable ``vN/`` and moves the alias ``champion`` to it.
+        baseline_model: The model to beat; empty: the registry's champion (none there: the
+            first run, value thresholds only).
+        min_improvement: The shorthand gate: how much ``promotion_metric`` must improve by.
+        promotion_metric: The shorthand gate's metric: accuracy or macro_f1.
+        force_promote: Promote whatever the gate says (needs ``reason``).
         experiment: The experiment the run belongs to (a folder under ``log_root``).
         run_name: The run's name; empty: the KFP job's name.
         job_name: The KFP job's name (the run's owner); KFP fills it in.
         tensorboard_url: The TensorBoard address the run summary links to.
         resume: Continue a run of this name that another KFP job claimed.
+        gate: A gate file's YAML text (docs/gate.md); empty: the shorthand gate.
+        reason: Why ``force_promote``; the registry records it.
+        mlflow_uri: An MLflow tracking server where each promotion also registers a model
+            version (alias ``champion``); empty: none.
 
     Returns:
         metrics: Both models' test scores (``new_*``, ``baseline_*``) and ``promoted`` (0/1).
-        report: A Markdown report: the scores side by side and the decision.
+        report: A Markdown report: the scores side by side, the blessing and the decision.
+        blessing: The gate's verdict as JSON, passed or not: every threshold with its value,
+            baseline value, bound and verdict.
         decision: ``promoted`` or ``kept baseline``.
         summary: The run summary (``_summary.json``) as JSON.
     """
@@ -69,11 +81,13 @@ def promote(
                   resume) as here:
         config = PromoteConfig(promotion_metric=promotion_metric,
                                min_improvement=min_improvement, force_promote=force_promote,
-                               run_label=here.label)
+                               run_label=here.label, gate=gate, reason=reason,
+                               mlflow_uri=mlflow_uri)
         here.claim()
         chosen = json.loads(selection)
         decision = promote_model(chosen["model_uri"], test_data.path, promote_to,
-                                 baseline_model, here.log_dir, report.path, config, log_root)
+                                 baseline_model, here.log_dir, report.path, config, log_root,
+                                 blessing_uri=blessing.path)
         summary = write_run_summary(log_root, experiment, here.run, chosen, tensorboard_url,
                                     decision.as_dict())
     for name, value in decision.new_scores.items():

@@ -24,6 +24,10 @@ class PromoteConfig:
         force_promote: Promote whatever the scores (the decision says so).
         batch_size: Examples per prediction batch when scoring.
         run_label: ``{experiment}/{run}``, recorded in ``promotion.json``.
+        gate: A gate's YAML text (docs/gate.md); empty: the gate ``promotion_metric`` and
+            ``min_improvement`` stand for (``gate.shorthand_gate``).
+        reason: Why a promotion is forced (required with ``force_promote``; recorded).
+        mlflow_uri: An MLflow tracking server each promotion also registers a version in.
 
     """
 
@@ -32,20 +36,45 @@ class PromoteConfig:
     force_promote: bool = False
     batch_size: int = 256
     run_label: str = ""
+    gate: str = ""
+    reason: str = ""
+    mlflow_uri: str = ""
 
     def __post_init__(self) -> None:
-        """SettingError for an unknown metric or an improvement outside [0, 1)."""
+        """SettingError for a bad setting, a force without a reason; GateError for a bad gate.
+
+        A gate given with the shorthands (a metric or an improvement) is a SettingError too.
+        """
         if self.promotion_metric not in PROMOTION_METRICS:
             raise SettingError("promotion_metric", self.promotion_metric,
                                f"must be one of {', '.join(PROMOTION_METRICS)}")
         if not 0.0 <= check_finite("min_improvement", self.min_improvement) < 1.0:
             raise SettingError("min_improvement", self.min_improvement,
                                "outside [0, 1); pass a fraction such as 0.01")
+        if self.force_promote and not self.reason.strip():
+            raise SettingError("force_promote", self.force_promote,
+                               "needs --reason TEXT (why; the registry records it)")
+        if self.gate and (self.min_improvement or self.promotion_metric != "accuracy"):
+            raise SettingError("gate", "(a gate file)", "give --gate or --promotion-metric/"
+                               "--min-improvement (shorthands for a gate), not both")
+        if self.mlflow_uri and not self.mlflow_uri.startswith(("http://", "https://",
+                                                               "databricks")):
+            raise SettingError("mlflow_uri", self.mlflow_uri,
+                               "must be an MLflow tracking server, http(s)://HOST:PORT")
+        self.rules()  # a bad gate is refused here, one line per error
+
+    def rules(self):  # noqa: ANN201 - gate.Gate (imported inside: yaml only when needed)
+        """The gate this promotion applies: ``gate`` parsed, else the shorthand's."""
+        from tbpipe.components.promotion.gate import parse_gate, shorthand_gate
+
+        if self.gate:
+            return parse_gate(self.gate, "--gate")
+        return shorthand_gate(self.promotion_metric, self.min_improvement)
 
 
 def check_promote_params(values: dict) -> None:
-    """``--baseline-model`` and ``--force-promote`` mean nothing without ``--promote-to``."""
-    for needs_target in ("baseline_model", "force_promote"):
+    """``--baseline-model``, ``--force-promote``, ``--gate``, ``--mlflow-uri``: with ``--promote-to``."""
+    for needs_target in ("baseline_model", "force_promote", "gate", "mlflow_uri"):
         if values[needs_target] and not values["promote_to"]:
             flag = "--" + needs_target.replace("_", "-")
             raise SettingError(flag, values[needs_target],
@@ -61,7 +90,13 @@ PARAMS = ParamGroup("promote", (
     Param("min_improvement", "how much the new model must beat the baseline by, in [0, 1)"),
     Param("promotion_metric", "what the new model and the baseline are compared on",
           choices=PROMOTION_METRICS),
-    Param("force_promote", "promote whatever the scores (the decision says so)"),
+    Param("force_promote", "promote whatever the gate says (needs --reason; recorded)"),
+    Param("gate", "a gate file (YAML, docs/gate.md): what the model must meet to be "
+                  "promoted; read where tbpipe runs, its text travels to the promote step; "
+                  "default: --promotion-metric must improve by more than --min-improvement"),
+    Param("reason", "why --force-promote (recorded in the registry)"),
+    Param("mlflow_uri", "also register each promotion in this MLflow tracking server "
+                        "(http://HOST:PORT; pip install 'tbpipe[mlflow]')"),
 ), config=PromoteConfig, check=check_promote_params)
 
 
@@ -71,13 +106,14 @@ class PromotionDecision:
 
     Attributes:
         promoted: Whether the new model was copied to ``promote_to``.
-        reason: Why, in words (``beats the baseline by 0.0123 >= 0``, ``forced``, ...).
+        reason: Why, in words: the gate's summary (``gate failed: accuracy ...``), forced...
         metric: The metric compared.
         new_scores: The new model's ``accuracy`` and ``macro_f1`` on the test split.
         baseline_scores: The baseline's, or None when there was none.
         baseline_uri: Where the baseline came from ("" when there was none).
         forced: Whether ``force`` decided it.
         version: The production version the new model became (``v3``); "" when kept.
+        blessing: The gate's blessing (``Blessing.as_dict()``), passed or not.
 
     """
 
@@ -89,6 +125,7 @@ class PromotionDecision:
     baseline_uri: str
     forced: bool = False
     version: str = ""
+    blessing: dict | None = None
 
     @property
     def verdict(self) -> str:

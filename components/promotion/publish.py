@@ -61,6 +61,9 @@ from tbpipe.components.common.errors import InputError, StorageError, os_errors
 from tbpipe.components.common.model_format import META_FILE
 
 RECORD_FILE = "promotion.json"
+BLESSING_FILE = "blessing.json"  # in a version: the gate's blessing of it
+VERSION_FILE = "version.json"  # in a version: its registry entry (run, data, metrics, parent)
+CHAMPION = "champion"  # the alias production serves
 RECORD_FORMAT = "tbpipe.promotion.v2"
 LEGACY_FORMAT = "tbpipe.promotion.v1"
 PARTIAL_MARK = ".tbpipe-partial"
@@ -68,6 +71,7 @@ LEASE_S = 3600.0  # an object-store lease's life: a crashed holder blocks others
 LOCK_WAIT_S = 600.0  # how long a promotion waits for another one to the same target
 _POLL_S = 0.5
 _VERSION = re.compile(r"^v([1-9][0-9]{0,8})$")
+_ALIAS = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
 
 
 # ---- where: the target, its lock, what it holds ----------------------------------------
@@ -173,7 +177,7 @@ def read_record(target: str) -> dict:
     """
     uri = storage.join(target, RECORD_FILE)
     if not storage.exists(uri):
-        return {"format": RECORD_FORMAT, "current": None, "history": []}
+        return {"format": RECORD_FORMAT, "current": None, "history": [], "aliases": {}}
     hint = "it is not tbpipe's: move it away or promote to another folder"
     try:
         record = json.loads(storage.read_bytes(uri))
@@ -190,7 +194,13 @@ def read_record(target: str) -> dict:
     elif current is not None and not (isinstance(current, dict) and _VERSION.match(
             str(current.get("version", "")))):
         raise InputError(f"{uri}: its current version is not a vN folder; {hint}")
-    return record
+    aliases = record.get("aliases")
+    if aliases is None:  # written before aliases: champion is what ``current`` names
+        aliases = {CHAMPION: current["version"]} if current and current["version"] else {}
+    if not isinstance(aliases, dict) or not all(
+            isinstance(v, str) and _VERSION.match(v) for v in aliases.values()):
+        raise InputError(f"{uri}: its aliases do not name vN folders; {hint}")
+    return {**record, "aliases": aliases}
 
 
 def current_model(promote_to: str) -> str:
@@ -404,13 +414,16 @@ def next_version(target: str, record: Mapping[str, object],
 
 
 def publish(model_uri: str, promote_to: str, entry: Mapping[str, object],
-            lease: bytes | None = None) -> dict:
+            lease: bytes | None = None, extras: Mapping[str, bytes] | None = None) -> dict:
     """Make the Model folder at ``model_uri`` production at ``promote_to``: a new ``vN``.
 
     Call it holding :func:`promotion_lock` (``promote_model`` does). It first deletes the
     versions a crash left unfinished (:func:`recover`). ``entry`` (what, when, from which
     run, with which metrics) becomes ``promotion.json``'s ``current``, with the
-    version and its files, and is appended to its ``history``.
+    version, its files and its ``parent`` (the version ``champion`` named before), and is
+    appended to its ``history``; the alias ``champion`` moves to the new version. The
+    version also holds ``extras`` (file name -> bytes, e.g. ``blessing.json``) and, when
+    given any, its entry as ``version.json``: a version describes itself.
 
     Returns:
         The record written.
@@ -435,13 +448,73 @@ def publish(model_uri: str, promote_to: str, entry: Mapping[str, object],
                 continue
             storage.upload_file(os.path.join(source, rel), storage.join(folder, rel))
             written.append(rel)
+    parent = record["aliases"].get(CHAMPION, "")
+    current = {**entry, "version": version, "parent": parent}
+    if extras:
+        for name, data in {**extras, VERSION_FILE: json.dumps(
+                current, indent=2, sort_keys=True).encode()}.items():
+            storage.write_bytes(storage.join(folder, name), data)
+            written.append(name)
     storage.delete_file(storage.join(folder, PARTIAL_MARK))  # (3)
-    current = {**entry, "version": version, "files": written}
+    current = {**current, "files": written}
     history = [h for h in record["history"] if isinstance(h, dict)]
-    record = {"format": RECORD_FORMAT, "current": current, "history": [*history, current]}
+    record = {**record, "format": RECORD_FORMAT, "current": current,
+              "history": [*history, current],
+              "aliases": {**record["aliases"], CHAMPION: version}}
     if not still_holds(target, lease):
         raise StorageError(f"{lock_uri(target)}: this promotion's lease expired and another "
                            f"took it over; {version} was written but production is unchanged")
     storage.write_bytes(storage.join(target, RECORD_FILE),  # (4) the pointer, last
                         json.dumps(record, indent=2, sort_keys=True).encode())
+    return record
+
+
+# ---- aliases: the registry's names for versions --------------------------------------------
+
+def complete_versions(target: str) -> dict[str, dict]:
+    """The versions ``target`` holds, whole (no partial mark), -> their history entry."""
+    record = read_record(target)
+    entries = _entries(target)
+    return {h["version"]: h for h in record["history"]
+            if isinstance(h, dict) and h.get("version") in entries
+            and PARTIAL_MARK not in entries[h["version"]]}
+
+
+def move_alias(promote_to: str, alias: str, version: str, note: str = "") -> dict:
+    """Point ``alias`` at ``version`` of the registry ``promote_to``; nothing is copied.
+
+    Under the target's lock, one atomic write of ``promotion.json``. Moving ``champion``
+    changes what production serves (``current`` follows it). The move is recorded in
+    ``moves`` (alias, from, to, when, ``note``).
+
+    Returns:
+        The record written.
+
+    Raises:
+        InputError: a bad alias name, or a version the registry does not hold whole.
+
+    """
+    if not _ALIAS.match(alias):
+        raise InputError(f"{alias!r}: an alias is lower-case letters, digits, '-' or '_', "
+                         "starting with a letter (e.g. champion, staging)")
+    target = check_target(promote_to)
+    with promotion_lock(target) as lease:
+        record = read_record(target)
+        versions = complete_versions(target)
+        if version not in versions:
+            held = ", ".join(sorted(versions, key=lambda v: int(v[1:]))) or "none"
+            raise InputError(f"{version}: not a complete version of {target} (it holds: "
+                             f"{held}); see tbpipe models list {promote_to}")
+        moved = {"alias": alias, "from": record["aliases"].get(alias, ""), "to": version,
+                 "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "note": note}
+        record = {**record, "format": RECORD_FORMAT,
+                  "aliases": {**record["aliases"], alias: version},
+                  "moves": [*record.get("moves", []), moved]}
+        if alias == CHAMPION:
+            record["current"] = versions[version]
+        if not still_holds(target, lease):
+            raise StorageError(f"{lock_uri(target)}: this change's lease expired and another "
+                               "took it over; nothing was changed")
+        storage.write_bytes(storage.join(target, RECORD_FILE),
+                            json.dumps(record, indent=2, sort_keys=True).encode())
     return record

@@ -82,6 +82,10 @@ def given_params(args: argparse.Namespace) -> dict[str, object]:
     values = read_params_file(args.params_file) if getattr(args, "params_file", None) else {}
     flags = {name: getattr(args, name, None) for name in param_table()}
     values.update({k: v for k, v in flags.items() if v is not None})
+    if values.get("gate"):  # --gate FILE: its text travels (read and checked once, here)
+        from tbpipe.components.promotion.gate import read_gate_file
+
+        values["gate"] = read_gate_file(str(values["gate"]))
     return values
 
 

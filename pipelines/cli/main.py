@@ -19,6 +19,7 @@ from tbpipe.pipelines.cli import (
     build_images,
     compile,
     completion,
+    models,
     predict,
     run,
     runs,
@@ -27,7 +28,7 @@ from tbpipe.pipelines.cli import (
     workers_manifest,
 )
 
-COMMANDS = (compile, run, submit, tensorboard, runs, build_images, predict, completion,
+COMMANDS = (compile, run, submit, tensorboard, runs, models, build_images, predict, completion,
             workers_manifest)
 #: What ``tbpipe --help`` says first (plain text: argparse shows it as it is).
 DESCRIPTION = ("Train, evaluate and fine-tune a Keras model as a Kubeflow pipeline, locally "

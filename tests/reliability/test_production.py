@@ -140,7 +140,8 @@ def test_a_kill_at_every_storage_call_leaves_production_whole_and_serving(
             promote(models[1 - serves], prod, f"killed{at}")
         kill_at[0] = 10**9
         expire_lease(prod)  # time passes: a dead holder's lease runs out
-        _, files = serving(prod)  # whole, one version, never a mix
+        version, files = serving(prod)  # whole, one version, never a mix
+        assert publish.read_record(prod)["aliases"]["champion"] == version, at
         landed = files == want[1 - serves]
         assert files == want[serves] or landed, (at, files)
         runs = [h["run"] for h in publish.read_record(prod)["history"]]
@@ -161,6 +162,46 @@ def test_a_kill_at_every_storage_call_leaves_production_whole_and_serving(
         # a version the pointer never named is one a kill stopped between its mark's
         # deletion and the pointer: complete, never served, skipped by later numbers
         assert head in named or snapshot(storage.join(prod, head)) in want, head
+
+
+@pytest.mark.parametrize("store", STORES[:2])  # s3's lease is the same code: 15 s spared
+def test_a_kill_at_every_storage_call_of_an_alias_move_leaves_the_registry_consistent(
+        store, request, tmp_path, monkeypatch):
+    """A rollback killed anywhere: champion names v1 or v2, both whole; the next one works."""
+    prod = storage.join(root_for(store, request, tmp_path), "prod")
+    models = [fake_model(tmp_path / "a", "a"), fake_model(tmp_path / "b", "b")]
+    for i, model in enumerate(models):
+        promote(model, prod, f"r{i}")
+    versions = {v: snapshot(storage.join(prod, v)) for v in ("v1", "v2")}
+    real = {name: getattr(storage, name) for name in WRAPPED}
+    count, kill_at = [0], [10**9]
+
+    def dying(name):
+        def call(*args, **kwargs):
+            count[0] += 1
+            if count[0] > kill_at[0]:
+                raise Killed(name)
+            return real[name](*args, **kwargs)
+        return call
+
+    for name in WRAPPED:
+        monkeypatch.setattr(storage, name, dying(name))
+    count[0] = 0
+    publish.move_alias(prod, "champion", "v1")
+    total = count[0]
+    publish.move_alias(prod, "champion", "v2")
+    for at in range(total):
+        count[0], kill_at[0] = 0, at
+        with pytest.raises(Killed):
+            publish.move_alias(prod, "champion", "v1")
+        kill_at[0] = 10**9
+        expire_lease(prod)
+        record = publish.read_record(prod)
+        champion = record["aliases"]["champion"]
+        assert champion in ("v1", "v2") and record["current"]["version"] == champion, at
+        assert {v: snapshot(storage.join(prod, v)) for v in versions} == versions, at
+        publish.move_alias(prod, "champion", "v2")  # works after any kill
+        assert serving(prod) == ("v2", versions["v2"]), at
 
 
 @pytest.mark.parametrize("store", STORES)
@@ -185,6 +226,7 @@ def test_overlapping_promotions_lose_no_history_entry(store, request, tmp_path, 
     record = publish.read_record(prod)
     assert sorted(h["run"] for h in record["history"]) == ["r0", "r1", "r2", "r3"]
     assert [h["version"] for h in record["history"]] == ["v1", "v2", "v3", "v4"]
+    assert record["aliases"] == {"champion": "v4"}
     for entry in record["history"]:
         tag = entry["run"].replace("r", "m")
         assert snapshot(storage.join(prod, entry["version"])) == snapshot(

@@ -77,23 +77,42 @@ def run_promote(world, tmp_path, model, prod, name, **settings):
                          str(tmp_path / f"{name}.md"), config)
 
 
+def example_scores(accuracy, n=20, classes=CLASSES):
+    """Per-example scores of a model right on the first ``accuracy * n`` examples."""
+    from tbpipe.components.promotion.gate import ExampleScores
+
+    labels = np.arange(n) % classes
+    predicted = labels.copy()
+    wrong = np.arange(n) >= round(accuracy * n)
+    predicted[wrong] = (labels[wrong] + 1) % classes
+    return ExampleScores(labels, predicted, np.where(wrong, 2.0, 0.1), classes,
+                         tuple(map(str, range(classes))), 100, 1.0)
+
+
+def blessing_of(new, base, config):
+    from tbpipe.components.promotion.gate import check_gate
+
+    return check_gate(config.rules(), example_scores(new),
+                      example_scores(base) if base is not None else None)
+
+
 @pytest.mark.parametrize("new, base, settings, promoted, words", [
-    ({"accuracy": 0.9, "macro_f1": 0.9}, None, {}, True, "no baseline"),
-    ({"accuracy": 0.9, "macro_f1": 0.9}, {"accuracy": 0.8, "macro_f1": 0.8}, {}, True,
-     "beats the baseline by +0.1000"),
-    ({"accuracy": 0.8, "macro_f1": 0.9}, {"accuracy": 0.8, "macro_f1": 0.8}, {}, False,
-     "not above 0"),
-    ({"accuracy": 0.85, "macro_f1": 0.9}, {"accuracy": 0.8, "macro_f1": 0.8},
-     {"min_improvement": 0.1}, False, "below the required 0.1"),
-    ({"accuracy": 0.7, "macro_f1": 0.7}, {"accuracy": 0.8, "macro_f1": 0.8},
-     {"force_promote": True}, True, "forced by --force-promote"),
-    ({"accuracy": 0.7, "macro_f1": 0.9}, {"accuracy": 0.8, "macro_f1": 0.8},
-     {"promotion_metric": "macro_f1"}, True, "beats the baseline by +0.1000"),
+    (0.9, None, {}, True, "no baseline: the first model is promoted; gate passed (0 checks; "
+                          "first run"),
+    (0.9, 0.8, {}, True, "gate passed (1 checks)"),
+    (0.8, 0.8, {}, False, "gate failed: accuracy (higher) change.absolute +0 > 0: failed"),
+    (0.85, 0.8, {"min_improvement": 0.1}, False,
+     "gate failed: accuracy (higher) change.absolute +0.05 > 0.1: failed"),
+    (0.7, 0.8, {"force_promote": True, "reason": "hotfix"}, True,
+     "forced by --force-promote (hotfix); gate failed"),
+    (0.7, 0.8, {"promotion_metric": "macro_f1"}, False, "gate failed: macro_f1 (higher)"),
 ])
 def test_the_rule(new, base, settings, promoted, words):
-    decision = decide(new, base, "b" if base else "", PromoteConfig(**settings))
-    assert decision.promoted is promoted and words in decision.reason
+    config = PromoteConfig(**settings)
+    decision = decide(blessing_of(new, base, config), "b" if base else "", config)
+    assert decision.promoted is promoted and words in decision.reason, decision.reason
     assert decision.line().startswith("promoted" if promoted else "kept baseline")
+    assert decision.blessing["passed"] is (promoted and "forced" not in words)
 
 
 def test_unknown_metric_and_bad_improvement_are_one_line():
@@ -102,6 +121,8 @@ def test_unknown_metric_and_bad_improvement_are_one_line():
         PromoteConfig(promotion_metric="auc")
     with pytest.raises(SettingError, match="min_improvement"):
         PromoteConfig(min_improvement=1.5)
+    with pytest.raises(SettingError, match="force_promote=True: needs --reason TEXT"):
+        PromoteConfig(force_promote=True, reason=" ")
 
 
 @pytest.mark.parametrize("argv, line", [
@@ -128,13 +149,21 @@ def test_first_promotes_then_a_worse_model_keeps_the_baseline(world, tmp_path):
     prod = tmp_path / "prod"
     first = run_promote(world, tmp_path, good, prod, "r1")
     assert first.promoted and first.baseline_scores is None and "no baseline" in first.reason
-    assert first.line().endswith("(no baseline: the first model is promoted; production is v1)")
+    assert first.line().endswith("(no baseline: the first model is promoted; gate passed (0 "
+                                 "checks; first run: no baseline, value thresholds only); "
+                                 "production is v1)")
     assert first.version == "v1" and publish.current_model(str(prod)) == str(prod / "v1")
-    assert snapshot(str(prod / "v1")) == snapshot(good)  # the model and its SavedModel
+    version = snapshot(str(prod / "v1"))  # the model, its SavedModel, how it got there
+    assert {k: v for k, v in version.items() if k not in ("blessing.json", "version.json")
+            } == snapshot(good)
+    blessing = json.loads((prod / "v1" / "blessing.json").read_text())
+    assert blessing["passed"] and blessing["first_run"] and blessing["baseline"] is None
     record = json.loads((prod / "promotion.json").read_text())
     assert record["current"]["run"] == "exp/r1" and len(record["history"]) == 1
-    assert record["current"]["version"] == "v1"
-    assert record["current"]["files"] == storage.list_files(good)
+    assert record["current"]["version"] == "v1" and record["aliases"] == {"champion": "v1"}
+    assert record["current"]["files"] == [*storage.list_files(good), "blessing.json",
+                                          "version.json"]
+    assert json.loads((prod / "v1" / "version.json").read_text())["parent"] == ""
     assert record["current"]["new"]["accuracy"] == 1.0 and record["current"]["baseline"] is None
     before = snapshot(str(prod))
 
@@ -153,14 +182,22 @@ def test_first_promotes_then_a_worse_model_keeps_the_baseline(world, tmp_path):
         (0, 0.0)]
     assert read_text(str(tmp_path / "r2" / "promote"), "promote/decision").startswith(
         "kept baseline: new accuracy 0.2500 vs baseline 1.0000")
+    blessing = read_text(str(tmp_path / "r2" / "promote"), "promote/blessing")
+    assert blessing.startswith("**gate failed: accuracy (higher) change.absolute -0.75 > 0: "
+                               "failed (1 of 1 checks failed)**")
+    assert "| accuracy (higher) | change.absolute | -0.75 | 1 | 0 | **failed** |" in blessing
     report = (tmp_path / "r2.md").read_text()
     assert "**kept baseline: new accuracy" in report and "vs baseline 1.0000" in report
+    assert "## Blessing" in report and blessing in report
 
-    forced = run_promote(world, tmp_path, bad, prod, "r3", force_promote=True)
-    assert forced.promoted and "forced" in forced.reason
+    forced = run_promote(world, tmp_path, bad, prod, "r3", force_promote=True,
+                         reason="the old one leaks")
+    assert forced.promoted and "forced by --force-promote (the old one leaks)" in forced.reason
     history = json.loads((prod / "promotion.json").read_text())["history"]
     assert [h["run"] for h in history] == ["exp/r1", "exp/r3"] and history[1]["forced"]
     assert [h["version"] for h in history] == ["v1", "v2"] and forced.version == "v2"
+    assert history[1]["force_reason"] == "the old one leaks" and history[1]["parent"] == "v1"
+    assert not history[1]["blessed"]
     assert snapshot(str(prod / "v1")) == before_v1  # a version is never changed
 
 
@@ -214,7 +251,8 @@ def test_a_broken_candidate_is_never_promoted_and_a_broken_baseline_never_compar
                       str(tmp_path / "r.md"), PromoteConfig())
     assert publish.current_model(str(prod)) == ""
     forced = promote_model(good, test, str(prod), broken, str(tmp_path / "l2"),
-                           str(tmp_path / "r2.md"), PromoteConfig(force_promote=True))
+                           str(tmp_path / "r2.md"), PromoteConfig(force_promote=True,
+                                                                  reason="broken"))
     assert forced.promoted and "the baseline is broken" in forced.reason
     assert forced.baseline_scores is None and forced.version == "v1"
 
@@ -225,8 +263,11 @@ def test_a_broken_candidate_is_never_promoted_and_a_broken_baseline_never_compar
     ({"accuracy": float("inf"), "macro_f1": 0.9}, None),
 ])
 def test_the_rule_refuses_non_finite_scores(new, base):
+    from tbpipe.components.promotion.gate import Blessing
+
+    blessing = Blessing(True, (), base is None, new, base)
     with pytest.raises(InputError, match="not finite"):
-        decide(new, base, "b" if base else "", PromoteConfig(force_promote=True))
+        decide(blessing, "b" if base else "", PromoteConfig(force_promote=True, reason="r"))
 
 
 def test_a_promotion_into_the_log_root_is_refused(world, tmp_path):

@@ -1,0 +1,145 @@
+"""``tbpipe models``: a registry's versions and aliases (list | show | rollback | alias).
+
+The registry is a ``--promote-to`` folder (local, gs://, s3://): immutable ``vN/`` versions
+and ``promotion.json``, whose aliases name versions (``champion``: what production serves).
+Rollback and alias move a name under the registry's lock; nothing is copied or deleted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from tbpipe.components.common import storage
+from tbpipe.components.common.errors import InputError
+from tbpipe.components.promotion import publish
+
+OUTPUTS = ("table", "json")
+COLUMNS = ("version", "aliases", "promoted at", "run", "accuracy", "blessed", "parent")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``models`` and its sub-commands."""
+    cmd = subparsers.add_parser("models", help="a --promote-to registry: list, show, "
+                                               "rollback, alias its versions")
+    sub = cmd.add_subparsers(dest="models_command", required=True, metavar="COMMAND",
+                             parser_class=type(cmd))  # tbpipe's one-line errors
+    listing = sub.add_parser("list", help="the registry's versions, newest first")
+    listing.add_argument("uri", metavar="URI", help="the registry (--promote-to)")
+    listing.add_argument("--output", choices=OUTPUTS, default=OUTPUTS[0],
+                         help="table (default) or json: one JSON object on stdout")
+    listing.set_defaults(handler=list_versions)
+    show = sub.add_parser("show", help="one version's entry and blessing")
+    show.add_argument("uri", metavar="URI")
+    show.add_argument("version", metavar="VERSION", help="vN, or an alias (champion)")
+    show.set_defaults(handler=show_version)
+    rollback = sub.add_parser("rollback", help="point champion back at an earlier version")
+    rollback.add_argument("uri", metavar="URI")
+    rollback.add_argument("--to", required=True, metavar="VERSION", help="vN")
+    rollback.add_argument("--reason", default="", help="why (recorded)")
+    rollback.set_defaults(handler=rollback_champion)
+    alias = sub.add_parser("alias", help="print where an alias points (and what to serve), "
+                                         "or move it to VERSION")
+    alias.add_argument("uri", metavar="URI")
+    alias.add_argument("name", metavar="NAME", help="e.g. champion, staging")
+    alias.add_argument("version", metavar="VERSION", nargs="?", default="",
+                       help="vN to point NAME at; omitted: print where it points")
+    alias.set_defaults(handler=set_alias)
+
+
+def _registry(uri: str) -> tuple[str, dict, dict[str, dict]]:
+    target = publish.check_target(uri)
+    record = publish.read_record(target)
+    versions = publish.complete_versions(target)
+    if not versions:
+        raise InputError(f"{uri}: holds no promoted version; promote with tbpipe run "
+                         "--promote-to first")
+    return target, record, versions
+
+
+def served_path(target: str, version: str) -> str:
+    """What KServe's ``storageUri`` names for ``version``: its SavedModel folder."""
+    return storage.join(storage.join(target, version), "saved_model")
+
+
+def list_versions(args: argparse.Namespace) -> int:
+    """Print the versions (newest first) with their aliases, or one JSON object."""
+    target, record, versions = _registry(args.uri)
+    names: dict[str, list[str]] = {}
+    for alias, version in sorted(record["aliases"].items()):
+        names.setdefault(version, []).append(alias)
+    rows = []
+    for version in sorted(versions, key=lambda v: -int(v[1:])):
+        entry = versions[version]
+        accuracy = (entry.get("new") or {}).get("accuracy")
+        rows.append({"version": version, "aliases": names.get(version, []),
+                     "promoted_at": entry.get("promoted_at", ""), "run": entry.get("run", ""),
+                     "accuracy": accuracy, "blessed": entry.get("blessed"),
+                     "forced": bool(entry.get("forced")), "parent": entry.get("parent", ""),
+                     "uri": storage.join(target, version)})
+    if args.output == "json":
+        print(json.dumps({"registry": target, "aliases": record["aliases"], "versions": rows},
+                         sort_keys=True))
+        return 0
+    cells = [COLUMNS] + [(
+        r["version"], ",".join(r["aliases"]) or "-", r["promoted_at"] or "-", r["run"] or "-",
+        f"{r['accuracy']:.4f}" if isinstance(r["accuracy"], int | float) else "-",
+        "forced" if r["forced"] else {True: "yes", False: "no"}.get(r["blessed"], "-"),
+        r["parent"] or "-") for r in rows]
+    widths = [max(len(c) for c in column) for column in zip(*cells, strict=True)]
+    for line in cells:
+        print("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip())
+    return 0
+
+
+def _resolve(version: str, record: dict, versions: dict[str, dict], uri: str) -> str:
+    version = record["aliases"].get(version, version)
+    if version not in versions:
+        held = ", ".join(sorted(versions, key=lambda v: int(v[1:])))
+        raise InputError(f"{version}: not a version or alias of {uri} (versions: {held}; "
+                         f"aliases: {', '.join(sorted(record['aliases'])) or 'none'})")
+    return version
+
+
+def show_version(args: argparse.Namespace) -> int:
+    """Print one version's registry entry, its aliases and its blessing as JSON."""
+    target, record, versions = _registry(args.uri)
+    version = _resolve(args.version, record, versions, args.uri)
+    folder = storage.join(target, version)
+    blessing_uri = storage.join(folder, publish.BLESSING_FILE)
+    blessing = (json.loads(storage.read_bytes(blessing_uri))
+                if storage.exists(blessing_uri) else None)
+    aliases = sorted(a for a, v in record["aliases"].items() if v == version)
+    print(json.dumps({"version": version, "uri": folder, "serve": served_path(target, version),
+                      "aliases": aliases, "entry": versions[version], "blessing": blessing},
+                     indent=2, sort_keys=True))
+    return 0
+
+
+def rollback_champion(args: argparse.Namespace) -> int:
+    """Point ``champion`` at ``--to``; nothing is copied or lost."""
+    return _move(args.uri, publish.CHAMPION, args.to, args.reason or "rollback")
+
+
+def set_alias(args: argparse.Namespace) -> int:
+    """Move alias NAME to VERSION, or print where it points."""
+    if args.version:
+        return _move(args.uri, args.name, args.version, "tbpipe models alias")
+    target, record, _ = _registry(args.uri)
+    if args.name not in record["aliases"]:
+        raise InputError(f"{args.name}: no such alias in {args.uri} (aliases: "
+                         f"{', '.join(sorted(record['aliases'])) or 'none'})")
+    version = record["aliases"][args.name]
+    print(f"{args.name} -> {version}: {storage.join(target, version)}")
+    print(f"serve (KServe storageUri): {served_path(target, version)}")
+    return 0
+
+
+def _move(uri: str, alias: str, version: str, note: str) -> int:
+    before = publish.read_record(publish.check_target(uri))["aliases"].get(alias, "")
+    record = publish.move_alias(uri, alias, version, note)
+    target = publish.check_target(uri)
+    print(f"{alias}: {before or 'none'} -> {version} in {target}")
+    if alias == publish.CHAMPION:
+        print(f"serve (KServe storageUri): {served_path(target, version)}")
+    return 0 if record["aliases"][alias] == version else 1

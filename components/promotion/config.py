@@ -73,7 +73,10 @@ class PromoteConfig:
 
 
 def check_promote_params(values: dict) -> None:
-    """``--baseline-model``, ``--force-promote``, ``--gate``, ``--mlflow-uri``: with ``--promote-to``."""
+    """``--baseline-model``, ``--force-promote``, ``--gate``, ``--mlflow-uri`` need a target.
+
+    Each means nothing without ``--promote-to``.
+    """
     for needs_target in ("baseline_model", "force_promote", "gate", "mlflow_uri"):
         if values[needs_target] and not values["promote_to"]:
             flag = "--" + needs_target.replace("_", "-")

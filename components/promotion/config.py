@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from tbpipe.components.common.errors import SettingError
+from tbpipe.components.common.errors import InputError, SettingError
 from tbpipe.components.common.limits import check_finite
 from tbpipe.components.common.params import Param, ParamGroup
 
@@ -70,6 +70,35 @@ class PromoteConfig:
         if self.gate:
             return parse_gate(self.gate, "--gate")
         return shorthand_gate(self.promotion_metric, self.min_improvement)
+
+
+def read_gate_file(uri: str) -> str:
+    """The text of the gate file ``uri`` (local or any store), read and checked at the edge.
+
+    ``gate.parse_gate`` checks it once here; the text travels to the promote step.
+
+    A value holding a newline is a gate's text already (a path never does) and is only
+    checked.
+
+    Raises:
+        InputError: the file cannot be read; GateError: it is not a valid gate.
+
+    """
+    from tbpipe.components.common import storage
+    from tbpipe.components.common.errors import StorageError
+    from tbpipe.components.promotion.gate import parse_gate
+
+    if "\n" in uri:
+        text = uri
+    else:
+        try:
+            text = storage.read_bytes(uri).decode("utf-8")
+        except (StorageError, OSError, UnicodeDecodeError) as exc:
+            why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise InputError(f"--gate {uri}: cannot read it ({why}); pass a YAML gate file "
+                             "(docs/gate.md)") from None
+    parse_gate(text, f"--gate {uri}" if "\n" not in uri else "--gate")
+    return text
 
 
 def check_promote_params(values: dict) -> None:

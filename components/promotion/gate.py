@@ -114,31 +114,6 @@ def shorthand_gate(promotion_metric: str, min_improvement: float) -> Gate:
 
 # ---- parsing: once, at the edge ----------------------------------------------------------
 
-def read_gate_file(uri: str) -> str:
-    """The text of the gate file ``uri`` (local, gs://, s3://), checked (:func:`parse_gate`).
-
-    A value holding a newline is a gate's text already (a path never does) and is only
-    checked.
-
-    Raises:
-        InputError: the file cannot be read; GateError: it is not a valid gate.
-
-    """
-    from tbpipe.components.common import storage
-    from tbpipe.components.common.errors import StorageError
-
-    if "\n" in uri:
-        text = uri
-    else:
-        try:
-            text = storage.read_bytes(uri).decode("utf-8")
-        except (StorageError, OSError, UnicodeDecodeError) as exc:
-            why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise InputError(f"--gate {uri}: cannot read it ({why}); pass a YAML gate file "
-                             "(docs/gate.md)") from None
-    parse_gate(text, f"--gate {uri}" if "\n" not in uri else "--gate")
-    return text
-
 def parse_gate(text: str, source: str = "gate") -> Gate:
     """The Gate a YAML text states.
 

@@ -83,7 +83,7 @@ def given_params(args: argparse.Namespace) -> dict[str, object]:
     flags = {name: getattr(args, name, None) for name in param_table()}
     values.update({k: v for k, v in flags.items() if v is not None})
     if values.get("gate"):  # --gate FILE: its text travels (read and checked once, here)
-        from tbpipe.components.promotion.gate import read_gate_file
+        from tbpipe.components.promotion.config import read_gate_file
 
         values["gate"] = read_gate_file(str(values["gate"]))
     return values

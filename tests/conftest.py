@@ -47,6 +47,10 @@ from tests.helpers import environment, free_port, point_fsspec_at_environment
 # An emulator takes no credentials: gcsfs is told so through fsspec's own configuration
 # variables (FSSPEC_<PROTOCOL>_<OPTION>), as a user would.
 EMULATOR_ENV = {"GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false", "FSSPEC_GS_TOKEN": "anon"}
+# gcsfs reads that switch once, when it is first imported: a test that imports gcsfs before
+# the emulator's fixture sets it would stall every later gs:// test of its worker. Set it for
+# the whole test process, before anything imports gcsfs.
+os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
 
 class GcsEmulator:

@@ -65,22 +65,30 @@ def gcs_preconditions(monkeypatch):
     """A stand-in for GCS's ``ifGenerationMatch=0`` check, which the emulator ignores.
 
     Real GCS answers 412 to a create of an existing object; gcp-storage-emulator overwrites
-    it. The check and the upload run under one lock, as the server makes them one step.
+    it. Here gcsfs's upload (what ``storage.create_bytes`` sends with ``mode="create"``)
+    answers the 412 real GCS would; the check and the upload run under one lock on fsspec's
+    event loop, as the server makes them one step.
     """
-    from google.api_core.exceptions import PreconditionFailed
-    from google.cloud.storage import Blob
+    import asyncio
 
-    real = Blob.upload_from_string
-    guard = threading.Lock()
+    from gcsfs import GCSFileSystem
+    from gcsfs.retry import validate_response
 
-    def upload(self, data, *args, if_generation_match=None, **kwargs):
-        with guard:
-            if if_generation_match == 0 and self.exists():
-                raise PreconditionFailed("conditionNotMet (stand-in for the emulator)")
-            return real(self, data, *args, if_generation_match=if_generation_match,
-                        **kwargs)
+    real = GCSFileSystem._pipe_file
+    guard: list[asyncio.Lock] = []
 
-    monkeypatch.setattr(Blob, "upload_from_string", upload)
+    async def pipe_file(self, path, data, *args, mode="overwrite", **kwargs):
+        if not guard:
+            guard.append(asyncio.Lock())
+        async with guard[0]:
+            if mode == "create":
+                self.invalidate_cache(path)
+                if await self._exists(path):
+                    validate_response(412, b'{"error": {"message": "conditionNotMet '
+                                      b'(stand-in for the emulator)"}}', path)
+            return await real(self, path, data, *args, mode=mode, **kwargs)
+
+    monkeypatch.setattr(GCSFileSystem, "_pipe_file", pipe_file)
 
 
 def promote(model: str, prod: str, run: str) -> dict:

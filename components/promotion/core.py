@@ -21,7 +21,7 @@ from tbpipe.components.common.errors import InputError
 from tbpipe.components.common.model_format import load_fitting_model
 from tbpipe.components.common.tensorboard.writer import markdown_table, open_writer
 from tbpipe.components.evaluation.config import EvaluateConfig, EvaluateResult
-from tbpipe.components.promotion import publish
+from tbpipe.components.promotion import publish, serving_check
 from tbpipe.components.promotion.config import PROMOTION_METRICS, PromoteConfig, PromotionDecision
 
 PROMOTE_STEP = 0
@@ -116,8 +116,10 @@ def promote_model(model_uri: str, test_uri: str, promote_to: str, baseline_uri: 
             decision = dataclasses.replace(decision, forced=True, reason=(
                 f"forced by --force-promote: the baseline is broken ({broken[:200]})"))
         if decision.promoted:
-            record = publish.publish(model_uri, target, _entry(decision, model_uri, config),
-                                     lease)
+            served = serving_check.check_serving(model_uri)  # ServingCheckFailed: not promoted
+            print(f"promote: serving check {served.line()}", flush=True)
+            record = publish.publish(model_uri, target, {
+                **_entry(decision, model_uri, config), "serving_check": served.as_dict()}, lease)
             version = record["current"]["version"]
             decision = dataclasses.replace(decision, version=version,
                                            reason=f"{decision.reason}; production is {version}")

@@ -22,7 +22,7 @@ from tbpipe.components.common.serving import (
 from tbpipe.components.promotion import publish
 from tbpipe.components.promotion.config import PromoteConfig
 from tbpipe.components.promotion.core import promote_model
-from tbpipe.components.promotion.serving_check import ServingCheckFailed
+from tbpipe.components.promotion.serving_check import ServingCheckFailed, check_serving
 from tbpipe.components.selection.core import choose_model
 from tests.helpers import TBPIPE, synthetic_images, write_dataset
 from tests.unit.test_evaluate import CLASSES, SHAPE, save_tiny_model
@@ -180,3 +180,18 @@ def test_a_broken_saved_model_blocks_the_promotion_in_one_line(best, test_data, 
     assert "\n" not in line and str(broken) in line and "not promoted" in line
     assert not (prod / publish.RECORD_FILE).exists()
     assert not [p for p in prod.glob("v*")] if prod.exists() else True
+
+
+def test_a_saved_model_that_answers_unlike_its_keras_model_fails_the_check(best, tmp_path):
+    from tbpipe.components.common.model_format import load_model_folder
+    from tbpipe.components.common.serving import export_saved_model
+
+    other = tmp_path / "other"
+    shutil.copytree(best, other)
+    shutil.rmtree(other / "saved_model")
+    untrained, _ = load_model_folder(save_tiny_model(tmp_path / "untrained", epochs=0),
+                                     compile=False)
+    export_saved_model(untrained, saved_model_path(str(other)), SHAPE)  # another model's
+    with pytest.raises(ServingCheckFailed, match=r"serving_default differs from the Keras "
+                                                 r"model by up to .* > 0\.0001"):
+        check_serving(str(other))

@@ -172,3 +172,21 @@ def test_the_component_defaults_are_the_configs():
     assert shared == ["batch_size", "output_format", "path_column", "read_threads", "top_k"]
     for name in shared:
         assert inputs[name].default == fields[name], name
+
+
+def test_predict_output_json_streams_a_line_per_image(model, pngs, tmp_path, capsys):
+    from tbpipe.pipelines.cli.main import main
+
+    data, pixels = pngs
+    for i in range(3):
+        (tmp_path / f"{i}.png").write_bytes(data[i])
+    (tmp_path / "bad.png").write_bytes(b"no")
+    status = main(["predict", "--model", model, "--output", "json", "--top", "1",
+                   "--batch-size", "2", str(tmp_path)])
+    out, err = capsys.readouterr()
+    assert status == 1 and err.count("error: ") == 1 and "bad.png" in err
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [os.path.basename(r["path"]) for r in rows] == ["0.png", "1.png", "2.png", "bad.png"]
+    assert [r["classes"] for r in rows[:3]] == [[str(k)] for k in keras_classes(model,
+                                                                                pixels[:3])]
+    assert rows[3]["classes"] == [] and rows[3]["error"]

@@ -5,7 +5,6 @@ import io
 import json
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +23,7 @@ from tbpipe.components.promotion.config import PromoteConfig
 from tbpipe.components.promotion.core import promote_model
 from tbpipe.components.promotion.serving_check import ServingCheckFailed, check_serving
 from tbpipe.components.selection.core import choose_model
-from tests.helpers import TBPIPE, synthetic_images, write_dataset
+from tests.helpers import synthetic_images, write_dataset
 from tests.unit.test_evaluate import CLASSES, SHAPE, save_tiny_model
 
 KSERVE_REQUEST = Path(__file__).resolve().parents[2] / "deploy" / "kserve" / "predict-bytes.json"
@@ -135,7 +134,7 @@ def test_data(tmp_path_factory):
 
 
 def test_the_serving_check_is_recorded_and_predict_reads_the_production_folder(
-        best, test_data, images, tmp_path):
+        best, test_data, images, tmp_path, capsys):
     prod = tmp_path / "production"
     decision = promote_model(best, test_data, str(prod), "", str(tmp_path / "logs"),
                              str(tmp_path / "report.md"), PromoteConfig(run_label="e/r1"))
@@ -150,11 +149,14 @@ def test_the_serving_check_is_recorded_and_predict_reads_the_production_folder(
     folder.mkdir()
     for i, p in enumerate(pixels[:5]):
         (folder / f"img{i}.png").write_bytes(encode_png(p))
-    proc = subprocess.run([*TBPIPE, "predict", "--model", str(prod), "--output", "csv",
-                           "--top", "2", str(folder)], capture_output=True, text=True,
-                          timeout=300, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    lines = proc.stdout.splitlines()
+    from tbpipe.pipelines.cli.main import main
+
+    capsys.readouterr()
+    status = main(["predict", "--model", str(prod), "--output", "csv", "--top", "2",
+                   str(folder)])
+    out, err = capsys.readouterr()
+    assert status == 0, err[-2000:]
+    lines = out.splitlines()
     assert lines[0] == "path,class_1,probability_1,class_2,probability_2,error"
     import keras
 

@@ -190,3 +190,22 @@ def test_predict_output_json_streams_a_line_per_image(model, pngs, tmp_path, cap
     assert [r["classes"] for r in rows[:3]] == [[str(k)] for k in keras_classes(model,
                                                                                 pixels[:3])]
     assert rows[3]["classes"] == [] and rows[3]["error"]
+
+
+def test_batch_predict_compiles_into_a_users_pipeline(tmp_path):
+    import yaml
+    from kfp import compiler, dsl
+
+    from tbpipe.components import batch_predict
+
+    @dsl.pipeline(name="score-images")
+    def score(model_uri: str, images_uri: str, log_root: str):
+        batch_predict(model_uri=model_uri, images_uri=images_uri, log_root=log_root,
+                      output_format="csv")
+
+    compiler.Compiler().compile(score, str(tmp_path / "p.yaml"))
+    spec = yaml.safe_load((tmp_path / "p.yaml").read_text())
+    outputs = spec["components"]["comp-batch-predict"]["outputDefinitions"]
+    assert outputs["artifacts"]["predictions"]["artifactType"]["schemaTitle"] == \
+        "system.Dataset"
+    assert set(outputs["parameters"]) == {"images", "failed"}

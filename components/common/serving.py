@@ -78,7 +78,7 @@ def export_saved_model(model: keras.Model, path: str, image_shape: Sequence[int]
 
         @tf.function(input_signature=[bytes_spec])
         def serve_bytes(self, image_bytes):
-            return self.probabilities(decode_images(tf, image_bytes, (h, w, c)))
+            return self.probabilities(decode_images(image_bytes, (h, w, c)))
 
     module = Serving(model)
     signatures = {SIGNATURE: module.serve}
@@ -89,7 +89,7 @@ def export_saved_model(model: keras.Model, path: str, image_shape: Sequence[int]
     write_warmup_requests(path, (h, w, c))
 
 
-def decode_images(tf, image_bytes, image_shape: Sequence[int]):  # noqa: ANN001, ANN201
+def decode_images(image_bytes, image_shape: Sequence[int]):  # noqa: ANN001, ANN201
     """Graph ops: a batch of encoded images (tf.string) -> uint8 ``(n, H, W, C)``.
 
     Each is decoded to C channels (``tf.io.decode_image``: a colour image becomes grey for a
@@ -98,6 +98,8 @@ def decode_images(tf, image_bytes, image_shape: Sequence[int]):  # noqa: ANN001,
     antialiased, rounded back to uint8), the way ``tbpipe predict`` reads image files. Bytes
     that are not an image fail the request (InvalidArgumentError).
     """
+    import tensorflow as tf
+
     h, w, c = (int(d) for d in image_shape)
 
     def one(data):

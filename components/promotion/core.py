@@ -24,7 +24,7 @@ from tbpipe.components.common.dataset import read_info
 from tbpipe.components.common.errors import InputError
 from tbpipe.components.common.model_format import load_fitting_model
 from tbpipe.components.common.tensorboard.writer import markdown_table, open_writer
-from tbpipe.components.promotion import publish
+from tbpipe.components.promotion import publish, serving_check
 from tbpipe.components.promotion.config import PROMOTION_METRICS, PromoteConfig, PromotionDecision
 from tbpipe.components.promotion.gate import Blessing, ExampleScores, check_gate, score_examples
 
@@ -122,10 +122,13 @@ def promote_model(model_uri: str, test_uri: str, promote_to: str, baseline_uri: 
                 f"forced by --force-promote ({config.reason}): the baseline is broken "
                 f"({broken[:200]})"))
         if decision.promoted:
+            served = serving_check.check_serving(model_uri)  # ServingCheckFailed: not promoted
+            print(f"promote: serving check {served.line()}", flush=True)
             blessing_json = json.dumps(decision.blessing, indent=2, sort_keys=True).encode()
-            record = publish.publish(model_uri, target,
-                                     _entry(decision, model_uri, config, info.digest), lease,
-                                     extras={publish.BLESSING_FILE: blessing_json})
+            record = publish.publish(
+                model_uri, target, {**_entry(decision, model_uri, config, info.digest),
+                                    "serving_check": served.as_dict()},
+                lease, extras={publish.BLESSING_FILE: blessing_json})
             version = record["current"]["version"]
             decision = dataclasses.replace(decision, version=version,
                                            reason=f"{decision.reason}; production is {version}")

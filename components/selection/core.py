@@ -58,7 +58,7 @@ def choose_model(trained_uri: str, trained_accuracy: float, best_uri: str,
     """Copy the most accurate model to ``best_uri`` and say which one it was.
 
     A tbpipe Model (a folder with ``model.json``) also gets its servable export,
-    ``saved_model/`` (see :mod:`tbpipe.components.selection.serving`), written in the same
+    ``saved_model/`` (see :mod:`tbpipe.components.common.serving`), written in the same
     atomic swap as the rest of the folder; anything else is copied as it is.
 
     Returns:
@@ -71,7 +71,7 @@ def choose_model(trained_uri: str, trained_accuracy: float, best_uri: str,
     with atomic_dir(best_uri) as tmp:
         shutil.copytree(source, tmp, dirs_exist_ok=True)
         if os.path.exists(os.path.join(tmp, META_FILE)):
-            from tbpipe.components.selection.serving import SAVED_MODEL_DIR, export_model_folder
+            from tbpipe.components.common.serving import SAVED_MODEL_DIR, export_model_folder
 
             shutil.rmtree(os.path.join(tmp, SAVED_MODEL_DIR), ignore_errors=True)
             export_model_folder(tmp)

@@ -339,7 +339,7 @@ def test_the_step_line_tbpipe_run_shows_names_what_was_skipped_and_converted(
 def test_predict_reads_a_file_as_training_does(tmp_path: Path) -> None:
     from PIL import Image
 
-    from tbpipe.components.selection.serving import read_image
+    from tbpipe.components.common.serving import read_image
 
     deep = tmp_path / "deep.png"
     Image.fromarray(np.full((4, 4), 20000, np.uint16)).save(deep)

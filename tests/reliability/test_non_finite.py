@@ -110,7 +110,7 @@ def test_selection_refuses_a_non_finite_accuracy(tmp_path):
 def test_predict_answers_a_nan_model_with_an_error_line_per_file(tmp_path):
     from PIL import Image
 
-    from tbpipe.components.selection.serving import predict_files
+    from tbpipe.components.common.serving import predict_files
 
     broken = nan_model(tmp_path / "broken")
     files = []

@@ -18,7 +18,7 @@ import pytest
 
 from tbpipe.components.common.errors import InputError
 from tbpipe.components.common.limits import MAX_IMAGE_PIXELS
-from tbpipe.components.selection.serving import (
+from tbpipe.components.common.serving import (
     export_model_folder,
     load_predictor,
     predict_files,

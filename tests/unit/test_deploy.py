@@ -214,7 +214,7 @@ def test_kserve_builds_and_matches_the_crd_fields(kserve):
 
 
 def test_kserve_serves_the_selected_saved_model(kserve):
-    from tbpipe.components.selection.serving import SAVED_MODEL_DIR
+    from tbpipe.components.common.serving import SAVED_MODEL_DIR
 
     predictor = kserve["InferenceService"]["spec"]["predictor"]
     model = predictor["model"]

@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 
 from tbpipe.components.common.dataset import load_arrays
-from tbpipe.components.evaluation.report import tag_names
-from tbpipe.components.selection.core import choose_model
-from tbpipe.components.selection.serving import (
+from tbpipe.components.common.serving import (
     OUTPUT_KEY,
     SIGNATURE,
     read_image,
     saved_model_path,
     top_classes,
 )
+from tbpipe.components.evaluation.report import tag_names
+from tbpipe.components.selection.core import choose_model
 from tests.helpers import TBPIPE, write_dataset
 from tests.unit.test_evaluate import CLASSES, SHAPE, save_tiny_model
 

@@ -5,22 +5,30 @@ The SavedModel (``saved_model/1/`` in a Model folder: TensorFlow Serving, and so
 ``saved_model/`` folder) takes what a client has, a batch of
 uint8 images ``(None, H, W, C)``, scales them by 1/255 itself and returns class
 probabilities ``(None, classes)`` float32 under ``probabilities`` in its
-``serving_default`` signature.
+``serving_default`` signature. Its ``serving_bytes`` signature takes what an HTTP client
+sends, encoded images (PNG, JPEG, GIF, BMP: a batch of strings under ``image_bytes``, which
+TF Serving's and KServe's REST JSON carry as ``{"b64": ...}``), decodes each to the model's
+channels and resizes it to the model's H x W (bilinear, antialiased) before the same
+computation. ``assets.extra/tf_serving_warmup_requests`` holds one request per signature, which
+TensorFlow Serving runs when it loads the model (so the first client does not wait for the
+graph to warm up).
 No kfp here; TensorFlow and PIL are imported inside the functions that use them.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import io
+import os
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from tbpipe.components.common.errors import InputError, os_errors
+from tbpipe.components.common.errors import InputError, StorageError, os_errors
 from tbpipe.components.common.limits import MAX_IMAGE_PIXELS
 from tbpipe.components.common.model_format import class_names, load_model_folder, read_model_meta
-from tbpipe.components.common.storage import exists, is_remote, join
+from tbpipe.components.common.storage import exists, is_remote, join, read_bytes
 
 if TYPE_CHECKING:
     import keras
@@ -28,7 +36,11 @@ if TYPE_CHECKING:
 SAVED_MODEL_DIR = "saved_model"
 SERVING_VERSION = "1"
 SIGNATURE = "serving_default"
+BYTES_SIGNATURE = "serving_bytes"
+IMAGES_INPUT = "images"
+BYTES_INPUT = "image_bytes"
 OUTPUT_KEY = "probabilities"
+WARMUP_FILE = "assets.extra/tf_serving_warmup_requests"
 
 
 def export_saved_model(model: keras.Model, path: str, image_shape: Sequence[int]) -> None:
@@ -37,19 +49,22 @@ def export_saved_model(model: keras.Model, path: str, image_shape: Sequence[int]
     Its ``serving_default`` signature takes uint8 ``(None, H, W, C)`` images, divides by 255
     and returns ``{"probabilities": float32 (None, classes)}``; a model ending in logits is
     softmaxed, one already giving probabilities (rows of non-negative values summing to 1)
-    is passed through, as evaluate reads it.
+    is passed through, as evaluate reads it. With 1 or 3 channels it also has
+    ``serving_bytes`` (encoded images in, see the module), and the folder gets TF Serving's
+    warm-up requests (:func:`write_warmup_requests`).
     """
     import tensorflow as tf
 
-    spec = tf.TensorSpec([None, *(int(d) for d in image_shape)], tf.uint8, name="images")
+    h, w, c = (int(d) for d in image_shape)
+    spec = tf.TensorSpec([None, h, w, c], tf.uint8, name=IMAGES_INPUT)
+    bytes_spec = tf.TensorSpec([None], tf.string, name=BYTES_INPUT)
 
     class Serving(tf.Module):
         def __init__(self, wrapped):
             super().__init__()
             self.model = wrapped
 
-        @tf.function(input_signature=[spec])
-        def serve(self, images):
+        def probabilities(self, images):
             outputs = tf.cast(self.model(tf.cast(images, tf.float32) / 255.0, training=False),
                               tf.float32)
             is_prob = tf.logical_and(
@@ -58,9 +73,93 @@ def export_saved_model(model: keras.Model, path: str, image_shape: Sequence[int]
             probs = tf.cond(is_prob, lambda: outputs, lambda: tf.nn.softmax(outputs, axis=-1))
             return {OUTPUT_KEY: probs}
 
+        @tf.function(input_signature=[spec])
+        def serve(self, images):
+            return self.probabilities(images)
+
+        @tf.function(input_signature=[bytes_spec])
+        def serve_bytes(self, image_bytes):
+            return self.probabilities(decode_images(image_bytes, (h, w, c)))
+
     module = Serving(model)
+    signatures = {SIGNATURE: module.serve}
+    if c in (1, 3):
+        signatures[BYTES_SIGNATURE] = module.serve_bytes
     with os_errors(path):
-        tf.saved_model.save(module, path, signatures={SIGNATURE: module.serve})
+        tf.saved_model.save(module, path, signatures=signatures)
+    write_warmup_requests(path, (h, w, c))
+
+
+def decode_images(image_bytes, image_shape: Sequence[int]):  # noqa: ANN001, ANN201
+    """Graph ops: a batch of encoded images (tf.string) -> uint8 ``(n, H, W, C)``.
+
+    Each is decoded to C channels (``tf.io.decode_image``: a colour image becomes grey for a
+    one-channel model, grey becomes RGB for a three-channel one; an animated GIF gives its
+    first frame) and, unless it already has the model's size, resized to H x W (bilinear,
+    antialiased, rounded back to uint8), the way ``tbpipe predict`` reads image files. Bytes
+    that are not an image fail the request (InvalidArgumentError).
+    """
+    import tensorflow as tf
+
+    h, w, c = (int(d) for d in image_shape)
+
+    def one(data):
+        image = tf.io.decode_image(data, channels=c, dtype=tf.uint8, expand_animations=False)
+        image.set_shape([None, None, c])
+        size = tf.shape(image)[:2]
+        same = tf.reduce_all(tf.equal(size, tf.constant([h, w])))
+
+        def resized():
+            scaled = tf.image.resize(image, [h, w], method="bilinear", antialias=True)
+            return tf.cast(tf.clip_by_value(tf.round(scaled), 0.0, 255.0), tf.uint8)
+
+        return tf.ensure_shape(tf.cond(same, lambda: image, resized), [h, w, c])
+
+    return tf.map_fn(one, image_bytes, fn_output_signature=tf.TensorSpec([h, w, c], tf.uint8))
+
+
+def warmup_images(image_shape: Sequence[int], n: int = 1) -> np.ndarray:
+    """Mid-grey uint8 images ``(n, H, W, C)``: the warm-up requests' input."""
+    return np.full((n, *(int(d) for d in image_shape)), 128, dtype=np.uint8)
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    """One uint8 ``(H, W, 1 or 3)`` image as PNG bytes (Pillow)."""
+    from PIL import Image
+
+    picture = Image.fromarray(image[:, :, 0] if image.shape[2] == 1 else image,
+                              "L" if image.shape[2] == 1 else "RGB")
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def write_warmup_requests(path: str, image_shape: Sequence[int]) -> None:
+    """Write ``{path}/assets.extra/tf_serving_warmup_requests`` for the SavedModel at ``path``.
+
+    A TFRecord of ``tensorflow.serving.PredictionLog`` protos (tensorflow-serving-api): one
+    ``PredictRequest`` of a mid-grey image for ``serving_default``, and, with 1 or 3 channels,
+    the same image as PNG bytes for ``serving_bytes``.
+    """
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
+
+    images = warmup_images(image_shape)
+    requests = [(SIGNATURE, IMAGES_INPUT, tf.make_tensor_proto(images, dtype=tf.uint8))]
+    if int(image_shape[2]) in (1, 3):
+        requests.append((BYTES_SIGNATURE, BYTES_INPUT,
+                         tf.make_tensor_proto([encode_png(images[0])], dtype=tf.string)))
+    target = join(path, WARMUP_FILE)
+    with os_errors(target):
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        with tf.io.TFRecordWriter(target) as writer:
+            for signature, key, tensor in requests:
+                request = predict_pb2.PredictRequest()
+                request.model_spec.signature_name = signature
+                request.inputs[key].CopyFrom(tensor)
+                log = prediction_log_pb2.PredictionLog(
+                    predict_log=prediction_log_pb2.PredictLog(request=request))
+                writer.write(log.SerializeToString())
 
 
 def export_model_folder(folder: str) -> None:
@@ -147,6 +246,8 @@ def read_image(path: str, image_shape: Sequence[int]) -> np.ndarray:
     At most :data:`MAX_IMAGE_PIXELS` pixels, checked before decoding (a decompression bomb
     is refused, not decoded); a truncated file is an error, not a partly grey image.
 
+    ``path`` is a local path, or a gs:// or s3:// object (read whole first).
+
     Raises:
         InputError: one line naming ``path`` when it cannot be read as an image.
 
@@ -157,8 +258,15 @@ def read_image(path: str, image_shape: Sequence[int]) -> np.ndarray:
     if c not in (1, 3):
         raise InputError(f"{path}: the model takes {c} channels; only 1 (L) or 3 (RGB) images "
                          "can be read")
-    check_image_file(path)
-    pixels, notes = decode_image(path, h, w, c)
+    if is_remote(path):  # an object: read whole (bounded by the pixel check below)
+        try:
+            source = io.BytesIO(read_bytes(path))
+        except StorageError as exc:
+            raise InputError(str(exc)) from exc
+    else:
+        check_image_file(path)
+        source = path
+    pixels, notes = decode_image(source, h, w, c)
     if pixels is None and notes[0] == TOO_LARGE:
         raise InputError(f"{path}: more than {MAX_IMAGE_PIXELS} pixels, the most predict reads "
                          "(a decompression bomb?); scale the image down first")

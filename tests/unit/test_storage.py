@@ -165,3 +165,39 @@ def test_gcs_anonymous_fallback_reads_as_missing_credentials(monkeypatch):
         storage.read_bytes("gs://b/p", deadline=2)
     assert str(caught.value) == ("gs://b/p: no Google credentials found; use Application "
                                  "Default Credentials or Workload Identity")
+
+
+def test_create_bytes_reads_what_is_there_bounded_and_never_from_a_fifo(tmp_path):
+    """A claim path that exists is compared, not slurped: a FIFO is refused, a huge file is
+    read only as far as tells it differs."""
+    import os
+    import tracemalloc
+
+    from tbpipe.components.common.errors import InputError
+
+    fifo = tmp_path / "_run.json"
+    os.mkfifo(fifo)
+    outcome = []
+
+    def create() -> None:
+        try:
+            storage.create_bytes(str(fifo), b"{}")
+        except (InputError, StorageError) as exc:
+            outcome.append(str(exc))
+
+    worker = threading.Thread(target=create, daemon=True)
+    worker.start()
+    worker.join(10)
+    assert not worker.is_alive(), "create_bytes blocked on a FIFO"
+    assert outcome and "FIFO" in outcome[0]
+    huge = tmp_path / "huge.json"
+    with open(huge, "wb") as handle:
+        handle.truncate(1 << 30)  # 1 GiB, sparse: reading it whole would show in memory
+    tracemalloc.start()
+    try:
+        with pytest.raises(StorageError, match="already exists with other content"):
+            storage.create_bytes(str(huge), b"{}")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20, f"read {peak} bytes to compare a 2-byte claim"

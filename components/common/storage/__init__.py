@@ -477,12 +477,20 @@ def _warn_unconditional(uri: str) -> None:
 
 
 def _create_local(path: str, data: bytes) -> bytes | None:
-    """Hard-link a complete temporary file to ``path``; None, or what ``path`` already held."""
+    """Hard-link a complete temporary file to ``path``; None, or what ``path`` already held.
+
+    What it held is read up to ``len(data) + 1`` bytes (enough to compare; a huge file there
+    costs no memory) and only from a regular file (a FIFO is refused, never opened).
+    """
     with _local_temp(path, data) as tmp:
         try:
             os.link(tmp, path)
-        except FileExistsError:
-            return Path(path).read_bytes()
+        except FileExistsError:  # read what is there: never more than tells equal from not
+            from tbpipe.components.common.regular_files import check_regular
+
+            check_regular(path, path, folder_ok=False)  # a FIFO there would block the read
+            with open(path, "rb") as handle:
+                return handle.read(len(data) + 1)
     return None
 
 

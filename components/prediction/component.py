@@ -26,13 +26,14 @@ def batch_predict(
 ) -> NamedTuple("BatchPredictOutputs", [("images", int), ("failed", int)]):
     """Predict the top classes of many images, streamed in fixed-size batches.
 
+    Logs go to {log_root}/{experiment}/{run}/batch-predict. Defaults: BatchPredictConfig's
+    (a test holds them equal).
+
     Args:
-        model_uri: A Model folder (e.g. select-model's ``best_model``) or a production folder
-            (``--promote-to``: the version it serves now); local, gs:// or s3://.
+        model_uri: A Model folder (e.g. select-model's ``best_model``) or a registry
+            (``--promote-to``: the version its champion names); local or any store.
         images_uri: A folder of images, a CSV or Parquet list of image paths/URIs (column
-            ``path_column``), or one image; local, gs:// or s3://.
-        predictions: The table written: path, class_1, probability_1, ..., error.
-        metrics: images, failed, images_per_s.
+            ``path_column``), or one image; local or any store.
         log_root: The TensorBoard root; logs go to {log_root}/{experiment}/{run}/batch-predict.
         top_k: Classes per image, most probable first.
         batch_size: Images read and predicted at once (bounds the memory).
@@ -43,24 +44,25 @@ def batch_predict(
         run_name: The run's name; empty: the KFP job's name.
         job_name: The KFP job's name (KFP fills it in).
 
-    Defaults: BatchPredictConfig's (a test holds them equal). Returns how many images were
-    predicted and how many could not be read.
+    Returns:
+        predictions: The table written: path, class_1, probability_1, ..., error.
+        metrics: images, failed, images_per_s.
+        images: How many images were predicted.
+        failed: How many could not be read.
     """
     from collections import namedtuple
 
-    from tbpipe.components.common.errors import exit_on_error
-    from tbpipe.components.common.naming import step_place
     from tbpipe.components.common.progress import report_result
+    from tbpipe.components.common.run_place import step_run
     from tbpipe.components.prediction.config import BatchPredictConfig
     from tbpipe.components.prediction.core import STEP, batch_predict_images
 
-    with exit_on_error(STEP):
-        run, log_dir = step_place(log_root, experiment, run_name, job_name, STEP,
-                                  metrics.uri)
+    with step_run(STEP, metrics.uri, log_root, experiment, run_name, job_name) as here:
         config = BatchPredictConfig(top_k=top_k, batch_size=batch_size,
                                     output_format=output_format, path_column=path_column,
-                                    read_threads=read_threads, run_label=f"{experiment}/{run}")
-        result = batch_predict_images(model_uri, images_uri, predictions.path, log_dir, config)
+                                    read_threads=read_threads, run_label=here.label)
+        result = batch_predict_images(model_uri, images_uri, predictions.path, here.log_dir,
+                                      config)
     predictions.metadata.update({"format": output_format, "model_uri": result.model_uri,
                                  "images": result.images})
     metrics.log_metric("images", result.images)

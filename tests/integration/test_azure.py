@@ -53,7 +53,7 @@ def test_pipeline_on_azure_blob_and_tensorboard_serves_every_step(az_root, tmp_p
         assert len(events) == 1 and events[0].endswith(".compacted"), (step, events)
     record = json.loads(storage.read_bytes(storage.join(production, "promotion.json")))
     assert record["current"]["run"] == "az/r1", record  # no baseline: the first model goes in
-    assert "model.keras" in storage.list_files(production)
+    assert "v1/model.keras" in storage.list_files(production)  # the registry's first version
 
     port = free_port()
     base = f"http://127.0.0.1:{port}/"

@@ -87,7 +87,7 @@ def test_training_logs_and_hparams_hold_no_secret(tmp_path, capfd, monkeypatch):
     captured = capfd.readouterr()
     hparams = read_hparams(tmp_path / "logs" / "exp" / "r1" / "train")
     assert set(hparams) == {"epochs", "batch_size", "learning_rate", "seed", "params", "precision",
-                            "model"}
+                            "model", "workers", "global_batch_size"}
     assert hparams["epochs"] == 1 and hparams["batch_size"] == 8
     everything = files_text(tmp_path / "logs") + files_text(tmp_path / "model")
     assert leaks(everything + captured.out + captured.err + json.dumps(hparams)) == []

@@ -23,7 +23,7 @@ from tbpipe.components.promotion.config import PromoteConfig
 from tbpipe.components.promotion.core import promote_model
 from tbpipe.components.promotion.serving_check import ServingCheckFailed, check_serving
 from tbpipe.components.selection.core import choose_model
-from tests.helpers import synthetic_images, write_dataset
+from tests.helpers import synthetic_images
 from tests.unit.test_evaluate import CLASSES, SHAPE, save_tiny_model
 
 KSERVE_REQUEST = Path(__file__).resolve().parents[2] / "deploy" / "kserve" / "predict-bytes.json"
@@ -128,8 +128,14 @@ def test_the_warmup_file_holds_a_request_per_signature(best, signatures):
 
 @pytest.fixture(scope="module")
 def test_data(tmp_path_factory):
+    from tbpipe.components.common.dataset import DatasetWriter
+
     root = tmp_path_factory.mktemp("serving-check") / "test"
-    write_dataset(str(root), n=32, shape=SHAPE, classes=CLASSES, seed=4)
+    images, labels = synthetic_images(32, SHAPE, CLASSES, 4)
+    writer = DatasetWriter(str(root), SHAPE, CLASSES)
+    writer.write(images, labels)
+    writer.class_names = tuple(NAMES)  # the model's names: class names must match
+    writer.close()
     return str(root)
 
 

@@ -259,6 +259,11 @@ def test_two_workers_train_like_one_with_one_writer_and_survive_a_kill(tmp_path,
     scratch.mkdir()
     monkeypatch.setenv("TMPDIR", str(scratch))  # the workers' scratch folders go here
     common = dict(epochs=2, learning_rate=0.01, seed=3, precision="float32")
+    import keras
+
+    # Layer names (the histogram tags) count per process: the single worker fits in this
+    # process, after other tests' models, the workers in fresh ones (as every step does)
+    keras.utils.clear_session()
     one = run_fit_step(WorkerTask(
         "train", TrainConfig(batch_size=16, checkpoint_dir=str(tmp_path / "c1"), **common),
         train, val, str(tmp_path / "m1"), str(tmp_path / "l1" / "train")))

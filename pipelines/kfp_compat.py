@@ -54,6 +54,10 @@ from packaging.version import InvalidVersion, Version
 #: The kfp releases whose internals this module was checked against (the tests run it).
 CHECKED_KFP = SpecifierSet(">=2.14,<2.18")
 EXECUTOR_MODULE = "kfp.dsl.executor_main"
+#: What kfp's generated step command sets before it runs the executor
+#: (``_KFP_RUNTIME=true python3 -m kfp.dsl.executor_main``): kfp then skips its
+#: compile-time imports. A process that runs the executor itself sets it too.
+EXECUTOR_ENV = {"_KFP_RUNTIME": "true"}
 #: kfp.local's log lines (ANSI colours removed) where a task starts, and where it ends
 #: (group 2: the status); on a checked kfp only (:func:`local_task_event`).
 LOCAL_TASK_STARTED = re.compile(r"Executing task '([^']+)'")

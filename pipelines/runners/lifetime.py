@@ -128,7 +128,7 @@ def supervised(command: Sequence[str]) -> list[str]:
 def run_supervised(full_command: list[str], env_vars: dict | None = None) -> int:
     """Run a step's command as kfp.local's subprocess runner does, ended with this process.
 
-    The same contract as ``kfp.local.subprocess_task_handler.run_local_subprocess``: the
+    The same contract as kfp.local's own subprocess runner (``kfp_compat.local_subprocess``): the
     step's output printed line by line to ``sys.stdout``, then a blank line; its exit code.
     The command runs under :func:`main` (:func:`supervised`). When this process stops
     waiting (SIGTERM, Ctrl-C, an error) the step is ended before the exception goes on:

@@ -40,6 +40,7 @@ from collections.abc import Callable, Sequence
 
 from tbpipe.components.registry import steps
 from tbpipe.pipelines.kfp_compat import (
+    EXECUTOR_ENV,
     EXECUTOR_MODULE,
     kfp_checked,
     local_subprocess,
@@ -166,7 +167,7 @@ def _run_step(conn: socket.socket, request: dict, fds: list[int]) -> None:
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
-        os.environ["_KFP_RUNTIME"] = "true"
+        os.environ.update(EXECUTOR_ENV)
         code = _execute(request["source"], request["args"])
     except BaseException as exc:  # noqa: BLE001 - e.g. no room for the program (TMPDIR full)
         _could_not_start(request, exc)

@@ -28,7 +28,7 @@ PRIVATE_NAMES = {
     "run_local_subprocess", "executor_main", "TypeCheckManager",
 }
 #: kfp.local's log wording (string constants).
-PRIVATE_WORDING = ("Executing task", "finished with status")
+PRIVATE_WORDING = ("Executing task", "finished with status", "_KFP_RUNTIME")
 
 
 def private_uses(source: str) -> list[str]:

@@ -3,6 +3,7 @@
 # Extra arguments go to pytest (e.g. scripts/test.sh -m "not docker"). Tests run in
 # TBPIPE_TEST_WORKERS pytest-xdist workers (default 3: most tests wait on subprocesses and
 # servers), a test module per worker (tests/conftest.py groups them); 0 runs them in-process.
+# The 30 slowest tests are listed before the closing line, to keep CI's time in view.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -10,4 +11,4 @@ if [ -f .ci/docker-setup.sh ] && { [ "${CI:-}" = true ] || [ "${TBPIPE_DOCKER:-}
   bash .ci/docker-setup.sh
 fi
 .venv/bin/ruff check components pipelines tests benchmarks
-exec .venv/bin/python -m pytest -n "${TBPIPE_TEST_WORKERS:-3}" --dist loadgroup "$@"
+exec .venv/bin/python -m pytest -n "${TBPIPE_TEST_WORKERS:-3}" --dist loadgroup --durations=30 "$@"

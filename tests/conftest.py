@@ -35,7 +35,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -51,6 +51,28 @@ EMULATOR_ENV = {"GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false", "FSSPEC_GS_TOKEN":
 # the emulator's fixture sets it would stall every later gs:// test of its worker. Set it for
 # the whole test process, before anything imports gcsfs.
 os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
+
+
+def fresh_prefix(request: pytest.FixtureRequest) -> str:
+    """A prefix of one test's own under a store's bucket: its name, made safe, and a suffix."""
+    name = re.sub(r"[^A-Za-z0-9_-]+", "-", request.node.name)[:60]
+    return f"{name}-{uuid.uuid4().hex[:8]}"
+
+
+@contextlib.contextmanager
+def pointed_at(server, create: Callable[[], None]) -> Iterator[None]:  # noqa: ANN001
+    """This process and its children pointed at a started ``server`` (its ``env()``), with
+    fresh filesystems; ``create`` makes its bucket; the server is stopped at the end."""
+    from tbpipe.components.common.storage import reset_filesystems
+
+    try:
+        with environment(server.env()):
+            reset_filesystems()
+            create()
+            yield
+    finally:
+        server.stop()
+        reset_filesystems()
 
 
 class GcsEmulator:
@@ -165,8 +187,7 @@ def gcs_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GcsEmulat
 def gcs_root(gcs_emulator: GcsEmulator, request: pytest.FixtureRequest) -> str:
     """A fresh ``gs://`` prefix for one test, on a running emulator."""
     gcs_emulator.start()
-    name = re.sub(r"[^A-Za-z0-9_-]+", "-", request.node.name)[:60]
-    return gcs_emulator.uri(f"{name}-{uuid.uuid4().hex[:8]}")
+    return gcs_emulator.uri(fresh_prefix(request))
 
 
 class S3Server:
@@ -236,25 +257,17 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     """A running moto S3 server with a bucket; this process and its children point at it."""
     pytest.importorskip("moto.server")
     pytest.importorskip("s3fs")
-    from tbpipe.components.common.storage import reset_filesystems
 
     server = S3Server(tmp_path_factory.mktemp("s3-server"))
     server.start()
-    try:
-        with environment(server.env()):
-            reset_filesystems()
-            server.create_bucket(server.bucket)
-            yield server
-    finally:
-        server.stop()
-        reset_filesystems()
+    with pointed_at(server, lambda: server.create_bucket(server.bucket)):
+        yield server
 
 
 @pytest.fixture
 def s3_root(s3_server: S3Server, request: pytest.FixtureRequest) -> str:
     """A fresh ``s3://`` prefix for one test."""
-    name = re.sub(r"[^A-Za-z0-9_-]+", "-", request.node.name)[:60]
-    return s3_server.uri(f"{name}-{uuid.uuid4().hex[:8]}")
+    return s3_server.uri(fresh_prefix(request))
 
 
 @pytest.fixture(scope="session")
@@ -384,25 +397,17 @@ class Azurite:
 def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
     """A running Azurite with a container; this process and its children point at it."""
     pytest.importorskip("adlfs")
-    from tbpipe.components.common.storage import reset_filesystems
 
     server = Azurite(tmp_path_factory.mktemp("azurite"))
     server.start(azurite_binary())
-    try:
-        with environment(server.env()):
-            reset_filesystems()
-            server.create_container(server.container)
-            yield server
-    finally:
-        server.stop()
-        reset_filesystems()
+    with pointed_at(server, lambda: server.create_container(server.container)):
+        yield server
 
 
 @pytest.fixture
 def az_root(azurite: Azurite, request: pytest.FixtureRequest) -> str:
     """A fresh ``az://`` prefix for one test."""
-    name = re.sub(r"[^A-Za-z0-9_-]+", "-", request.node.name)[:60]
-    return azurite.uri(f"{name}-{uuid.uuid4().hex[:8]}")
+    return azurite.uri(fresh_prefix(request))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

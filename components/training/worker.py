@@ -188,9 +188,11 @@ def run_fit_step(task: WorkerTask, placement: str = "",
         return result
     folder = tempfile.mkdtemp(prefix="tbpipe-workers-")
     try:
-        os.mkdir(os.path.join(folder, "scratch"))
-        return _launch(task, folder, "", progress,
-                       {SCRATCH_ENV: os.path.join(folder, "scratch")})
+        scratch = os.path.join(folder, "scratch")
+        os.mkdir(scratch)
+        # every temporary file of a worker (its checkpoint staging too) lives in the set's
+        # folder, so a worker killed mid-save leaves nothing behind once the set ends
+        return _launch(task, folder, "", progress, {SCRATCH_ENV: scratch, "TMPDIR": scratch})
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

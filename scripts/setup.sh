@@ -11,8 +11,14 @@ if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
 fi
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
-echo "installing tbpipe and its dependencies into .venv (TensorFlow is large: a few minutes the first time)"
-.venv/bin/python -m pip install --quiet --progress-bar off -e ".[run,dev]"
+echo "installing tbpipe and its dependencies into .venv (TensorFlow is large: a minute or two the first time)"
+# uv installs the same versions as pip (same resolution, checked by comparing `pip freeze`)
+# in a fraction of the time: it downloads in parallel. pip does it where uv cannot be had.
+if .venv/bin/python -m pip install --quiet uv 2>/dev/null && [ -x .venv/bin/uv ]; then
+  UV_LINK_MODE=copy .venv/bin/uv pip install --quiet --python .venv/bin/python -e ".[run,dev]"
+else
+  .venv/bin/python -m pip install --quiet --progress-bar off -e ".[run,dev]"
+fi
 # Azurite, the Azure Blob emulator the az:// tests run against (an npm package; the test
 # fixture installs it itself if this step could not, and skips those tests only outside CI).
 AZURITE=azurite@3.35.0

@@ -410,14 +410,28 @@ def az_root(azurite: Azurite, request: pytest.FixtureRequest) -> str:
     return azurite.uri(fresh_prefix(request))
 
 
+#: Seconds each xdist group took in a whole run (tests/group_durations.py writes it).
+GROUP_DURATIONS = Path(__file__).with_name("group_durations.json")
+
+
+def test_group(item: pytest.Item) -> str:
+    """The xdist group of a test: its module, or ``docker`` for every docker test."""
+    return "docker" if item.get_closest_marker("docker") else item.nodeid.split("::")[0]
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Group tests for pytest-xdist's ``--dist loadgroup`` (scripts/test.sh runs workers).
 
     A module's tests share a worker, so its module-scoped fixtures (a whole pipeline run)
-    run once; every docker test shares one, so images are built one at a time.
+    run once; every docker test shares one, so images are built one at a time. The groups
+    are handed out longest first (by the recorded durations; a group not recorded yet counts
+    as a long one), so the run does not end waiting on one long group started last.
     """
     if not config.pluginmanager.hasplugin("xdist"):
         return
+    recorded = json.loads(GROUP_DURATIONS.read_text()) if GROUP_DURATIONS.is_file() else {}
+    unknown = max(recorded.values(), default=0.0) / 2
     for item in items:
-        group = "docker" if item.get_closest_marker("docker") else item.nodeid.split("::")[0]
-        item.add_marker(pytest.mark.xdist_group(group))
+        item.add_marker(pytest.mark.xdist_group(test_group(item)))
+    order = {id(item): index for index, item in enumerate(items)}
+    items.sort(key=lambda item: (-recorded.get(test_group(item), unknown), order[id(item)]))

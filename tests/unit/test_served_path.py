@@ -1,0 +1,207 @@
+"""The served path follows ``champion``: the local link, and a KServe InferenceService.
+
+The InferenceService lives on KubeStandIn, a stand-in Kubernetes API server (a TEST DOUBLE:
+no KServe runs here); the tests read back the PATCH bodies it received and the object.
+"""
+
+import copy
+import os
+import shutil
+
+import jsonschema
+import pytest
+import yaml
+
+from tbpipe.components.common import storage
+from tbpipe.components.common.errors import InputError
+from tbpipe.components.promotion import inference_service, publish
+from tests.kube_standin import KubeStandIn
+from tests.reliability.test_production import Killed, fake_model, promote, snapshot
+from tests.unit.test_deploy import INFERENCE_SERVICE_SCHEMA
+from tests.unit.test_registry import tbpipe
+
+DEPLOY = os.path.join(os.path.dirname(__file__), "..", "..", "deploy", "kserve")
+
+
+def served(prod: str) -> str:
+    """The tag of the model the local serving link leads to (what a model server loads)."""
+    with open(os.path.join(prod, "serving", "1", "saved_model.pb")) as handle:
+        return handle.read()[3:4]
+
+
+@pytest.fixture
+def kube(tmp_path, monkeypatch):
+    """KubeStandIn (a test double) holding the InferenceService team/clf, and its kubeconfig."""
+    with KubeStandIn() as kube:
+        monkeypatch.setenv("KUBECONFIG", str(kube.write_kubeconfig(tmp_path / "kubeconfig")))
+        monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)  # not in-cluster
+        kube.put_set("inferenceservices", inference_service.inference_service_manifest(
+            "clf", "team", "gs://old/saved_model", "v0"))
+        yield kube
+
+
+def storage_uri(kube: KubeStandIn) -> str:
+    return kube.sets[("inferenceservices", "clf")]["spec"]["predictor"]["model"]["storageUri"]
+
+
+def test_the_serving_link_follows_champion_through_promotions_rollback_and_alias(
+        tmp_path, capsys):
+    prod = str(tmp_path / "prod")
+    promote(fake_model(tmp_path / "a", "a"), prod, "r1")
+    assert os.readlink(f"{prod}/serving") == "v1/saved_model" and served(prod) == "a"
+    promote(fake_model(tmp_path / "b", "b"), prod, "r2")
+    assert os.readlink(f"{prod}/serving") == "v2/saved_model" and served(prod) == "b"
+    before = snapshot(prod)  # regular files only: the link is not one
+    code, out, _ = tbpipe(capsys, "models", "rollback", prod, "--to", "v1")
+    assert code == 0 and out.splitlines()[1] == f"serving: {prod}/serving -> v1/saved_model"
+    assert served(prod) == "a" and snapshot(prod).keys() == before.keys()  # nothing copied
+    assert tbpipe(capsys, "models", "alias", prod, "staging", "v2")[0] == 0
+    assert served(prod) == "a"  # another alias: the served path stays
+    assert tbpipe(capsys, "models", "alias", prod, "champion", "v2")[0] == 0
+    assert served(prod) == "b"
+    moved = str(tmp_path / "mounted")  # relative: it resolves wherever the volume is mounted
+    shutil.copytree(prod, moved, symlinks=True)
+    assert os.path.islink(f"{moved}/serving") and served(moved) == "b"
+    assert sorted(os.listdir(prod)) == ["promotion.json", "serving", "v1", "v2"]
+
+
+@pytest.mark.parametrize("dies_in", ["symlink", "replace"])
+def test_a_crash_between_pointer_and_link_is_repaired_by_the_next_command(
+        tmp_path, capsys, monkeypatch, dies_in):
+    """Killed making the new link, or renaming it: the link still names a whole version."""
+    prod = str(tmp_path / "prod")
+    promote(fake_model(tmp_path / "a", "a"), prod, "r1")
+    promote(fake_model(tmp_path / "b", "b"), prod, "r2")
+    real = getattr(os, dies_in)
+
+    def dying(src, dst, *args, **kwargs):
+        if os.path.basename(dst) in ("serving", ".serving.tmp"):
+            raise Killed(dies_in)
+        return real(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, dies_in, dying)
+    with pytest.raises(Killed):
+        publish.move_alias(prod, "champion", "v1", "rollback")
+    monkeypatch.setattr(os, dies_in, real)
+    assert publish.read_record(prod)["aliases"]["champion"] == "v1"  # the pointer moved
+    assert os.readlink(f"{prod}/serving") == "v2/saved_model" and served(prod) == "b"  # whole
+    code, out, _ = tbpipe(capsys, "models", "alias", prod, "champion")
+    assert "serving -> v2/saved_model (behind champion v1: a command was interrupted" in out
+    assert tbpipe(capsys, "models", "alias", prod, "staging", "v2")[0] == 0  # any move
+    assert os.readlink(f"{prod}/serving") == "v1/saved_model" and served(prod) == "a"
+    assert not os.path.lexists(f"{prod}/.serving.tmp")
+    monkeypatch.setattr(os, dies_in, dying)
+    with pytest.raises(Killed):  # killed again, in a promotion this time
+        promote(fake_model(tmp_path / "c", "c"), prod, "r3")
+    monkeypatch.setattr(os, dies_in, real)
+    assert served(prod) == "a"
+    promote(fake_model(tmp_path / "d", "d"), prod, "r4")
+    assert os.readlink(f"{prod}/serving") == "v4/saved_model" and served(prod) == "d"
+
+
+def test_a_serving_entry_that_is_not_tbpipes_link_is_refused(tmp_path):
+    prod = tmp_path / "prod"
+    (prod / "serving").mkdir(parents=True)
+    with pytest.raises(InputError, match="serving: not tbpipe's link to the champion"):
+        promote(fake_model(tmp_path / "a", "a"), str(prod), "r1")
+    assert os.listdir(prod) == ["serving"]
+
+
+@pytest.mark.s3
+def test_on_s3_the_inference_service_follows_champion(s3_root, kube, tmp_path, capsys):
+    prod = storage.join(s3_root, "prod")
+    promote(fake_model(tmp_path / "a", "a"), prod, "r1")
+    promote(fake_model(tmp_path / "b", "b"), prod, "r2")
+    code, out, _ = tbpipe(capsys, "models", "rollback", prod, "--to", "v1",
+                          "--inference-service", "team/clf")
+    assert code == 0 and out.splitlines()[1:] == [
+        f"serve (KServe storageUri): {prod}/v1/saved_model",
+        f"inference service team/clf: storageUri gs://old/saved_model -> "
+        f"{prod}/v1/saved_model"]
+    assert kube.patches == [("inferenceservices", "clf", {"spec": {"predictor": {
+        "annotations": {"tbpipe/champion": "v1"},
+        "model": {"storageUri": f"{prod}/v1/saved_model"}}}})]
+    assert storage_uri(kube) == f"{prod}/v1/saved_model" and not kube.problems
+    assert "serving" not in {rel.split("/")[0] for rel in storage.list_files(prod)}
+
+    promote(fake_model(tmp_path / "c", "c"), prod, "r3")  # the promote step does not patch:
+    assert tbpipe(capsys, "models", "alias", prod, "champion",  # this follows it
+                  "--inference-service", "team/clf")[0] == 0
+    assert storage_uri(kube) == f"{prod}/v3/saved_model"
+    assert kube.patches[-1][2]["spec"]["predictor"]["annotations"] == {
+        "tbpipe/champion": "v3"}
+
+    code, out, _ = tbpipe(capsys, "models", "serving-manifest", prod, "--namespace", "team")
+    manifest = yaml.safe_load(out)
+    assert manifest["spec"]["predictor"]["model"]["storageUri"] == f"{prod}/v3/saved_model"
+    assert manifest["metadata"]["namespace"] == "team"
+
+
+def test_a_local_registry_rolls_the_service_pods_and_keeps_its_storage_uri(
+        kube, tmp_path, capsys):
+    prod = str(tmp_path / "prod")
+    promote(fake_model(tmp_path / "a", "a"), prod, "r1")
+    promote(fake_model(tmp_path / "b", "b"), prod, "r2")
+    code, out, _ = tbpipe(capsys, "models", "rollback", prod, "--to", "v1",
+                          "--inference-service", "team/clf")
+    assert code == 0 and out.splitlines()[-1].startswith(
+        "inference service team/clf: pods rolled to serve v1")
+    assert kube.patches == [("inferenceservices", "clf", {"spec": {"predictor": {
+        "annotations": {"tbpipe/champion": "v1"}}}})]
+    assert storage_uri(kube) == "gs://old/saved_model" and served(prod) == "a"
+
+
+@pytest.mark.parametrize("argv, line, moved", [
+    (["rollback", "PROD", "--to", "v1", "--inference-service", "clf"],
+     "--inference-service 'clf': give NAMESPACE/NAME", False),
+    (["alias", "PROD", "staging", "v1", "--inference-service", "team/clf"],
+     "--inference-service: serves champion, not staging", False),
+    (["rollback", "PROD", "--to", "v1", "--inference-service", "team/nope"],
+     "champion moved to v1 in PROD, but InferenceService team/nope: not found", True),
+    (["serving-manifest", "PROD"], "PROD: a local registry is served from a volume", False),
+])
+def test_serving_errors_are_one_line(kube, tmp_path, capsys, argv, line, moved):
+    prod = str(tmp_path / "prod")
+    promote(fake_model(tmp_path / "a", "a"), prod, "r1")
+    promote(fake_model(tmp_path / "b", "b"), prod, "r2")
+    code, _, err = tbpipe(capsys, "models", *[a.replace("PROD", prod) for a in argv])
+    assert code == 1 and err.startswith(f"tbpipe: error: {line.replace('PROD', prod)}"), err
+    assert err.count("\n") == 1 and not kube.patches
+    assert publish.read_record(prod)["aliases"]["champion"] == ("v1" if moved else "v2")
+    if moved:
+        assert err.rstrip().endswith(f"run tbpipe models alias {prod} champion "
+                                     "--inference-service team/nope to try again")
+
+
+def test_the_manifest_is_deploy_kserves_and_a_local_one_names_the_link(tmp_path, capsys):
+    with open(os.path.join(DEPLOY, "inferenceservice.yaml")) as handle:
+        deployed = yaml.safe_load(handle)
+    model = deployed["spec"]["predictor"]["model"]
+    built = inference_service.inference_service_manifest(
+        deployed["metadata"]["name"], "", model["storageUri"], "v1")
+    assert built["spec"]["predictor"].pop("annotations") == {"tbpipe/champion": "v1"}
+    built["metadata"]["labels"].pop("app.kubernetes.io/part-of")  # kustomize adds it there
+    assert built == deployed
+
+    prod = str(tmp_path / "prod")
+    promote(fake_model(tmp_path / "a", "a"), prod, "r1")
+    code, out, _ = tbpipe(capsys, "models", "serving-manifest", prod, "--pvc",
+                          "models-claim/digits")
+    manifest = yaml.safe_load(out)
+    assert code == 0 and manifest["spec"]["predictor"]["model"]["storageUri"] == \
+        "pvc://models-claim/digits/serving"
+    assert manifest["spec"]["predictor"]["annotations"] == {"tbpipe/champion": "v1"}
+    schema = copy.deepcopy(INFERENCE_SERVICE_SCHEMA)  # plus the pods' annotations (the CRD's
+    schema["properties"]["spec"]["properties"]["predictor"]["properties"]["annotations"] = {
+        "type": "object", "additionalProperties": {"type": "string"}}  # ComponentExtensionSpec)
+    jsonschema.validate(manifest, schema)
+
+
+@pytest.mark.parametrize("target, want", [
+    ("gs://b/models/digits", "gs://b/models/digits/v2/saved_model"),
+    ("s3://b/models/digits", "s3://b/models/digits/v2/saved_model"),
+    ("abfs://models@acct.dfs.core.windows.net/digits",
+     "https://acct.blob.core.windows.net/models/digits/v2/saved_model"),
+])
+def test_storage_uris_kserve_reads(target, want):
+    assert inference_service.storage_uri(target, "v2") == want

@@ -96,22 +96,35 @@ def _serving_lines(target: str, version: str) -> list[str]:
 
 
 def _point(target: str, version: str, service: str, moved: str) -> None:
-    """Point the InferenceService ``service`` (if any) at ``version``; print what changed."""
+    """Point the InferenceService ``service`` (if any) at ``version``; print what changed.
+
+    ``moved`` starts the error line when the alias has already moved (what to rerun ends it).
+    """
     if not service:
         return
-    ref = inference_service.ServiceRef.parse(service)
-    remote = storage.is_remote(target)
-    uri = inference_service.storage_uri(target, version) if remote else None
+    ref, uri = _service_target(target, version, service)
     try:
         before = inference_service.point_service(ref, uri, version)
     except TbpipeError as exc:
         raise type(exc)(f"{moved}{exc}; run tbpipe models alias {target} "
                         f"{publish.CHAMPION} --inference-service {ref} to try again") from None
-    if remote:
+    if uri is not None:
         print(f"inference service {ref}: storageUri {before or '-'} -> {uri}")
     else:
         print(f"inference service {ref}: pods rolled to serve {version} (storageUri "
               f"{before or '-'}, the volume's serving link, unchanged)")
+
+
+def _service_target(target: str, version: str, service: str
+                    ) -> tuple[inference_service.ServiceRef, str | None]:
+    """The service and the storageUri to give it (None: a local registry's link stays).
+
+    Called before an alias moves too, so that a bad value moves nothing.
+    """
+    ref = inference_service.ServiceRef.parse(service)
+    if not storage.is_remote(target):
+        return ref, None
+    return ref, inference_service.storage_uri(target, version)
 
 
 def list_versions(args: argparse.Namespace) -> int:
@@ -181,7 +194,6 @@ def set_alias(args: argparse.Namespace) -> int:
         if args.name != publish.CHAMPION:
             raise InputError(f"--inference-service: serves {publish.CHAMPION}, not "
                              f"{args.name}; move {publish.CHAMPION} to serve another version")
-        inference_service.ServiceRef.parse(args.inference_service)  # before anything moves
     if args.version:
         return _move(args.uri, args.name, args.version, "tbpipe models alias",
                      args.inference_service)
@@ -199,11 +211,11 @@ def set_alias(args: argparse.Namespace) -> int:
 
 
 def _move(uri: str, alias: str, version: str, note: str, service: str = "") -> int:
-    if service:
-        inference_service.ServiceRef.parse(service)  # a bad value moves nothing
-    before = publish.read_record(publish.check_target(uri))["aliases"].get(alias, "")
-    record = publish.move_alias(uri, alias, version, note)
     target = publish.check_target(uri)
+    if service:
+        _service_target(target, version, service)  # a bad value moves nothing
+    before = publish.read_record(target)["aliases"].get(alias, "")
+    record = publish.move_alias(uri, alias, version, note)
     print(f"{alias}: {before or 'none'} -> {version} in {target}")
     if alias == publish.CHAMPION:
         for line in _serving_lines(target, version):

@@ -173,6 +173,19 @@ def test_serving_errors_are_one_line(kube, tmp_path, capsys, argv, line, moved):
                                      "--inference-service team/nope to try again")
 
 
+def test_a_store_kserve_cannot_read_moves_nothing(kube, tmp_path, capsys):
+    prod = "memory://served-test/prod"  # fsspec's in-memory store: no KServe reader for it
+    promote(fake_model(tmp_path / "a", "a"), prod, "r1")
+    promote(fake_model(tmp_path / "b", "b"), prod, "r2")
+    code, _, err = tbpipe(capsys, "models", "rollback", prod, "--to", "v1",
+                          "--inference-service", "team/clf")
+    assert code == 1 and err.splitlines()[-1] == (
+        f"tbpipe: error: {prod}: KServe cannot load a model from memory://; use a registry on "
+        "gs://, s3://, az:// or a local folder on a volume")
+    assert publish.read_record(prod)["aliases"]["champion"] == "v2" and not kube.patches
+    storage.remove(prod)
+
+
 def test_the_manifest_is_deploy_kserves_and_a_local_one_names_the_link(tmp_path, capsys):
     with open(os.path.join(DEPLOY, "inferenceservice.yaml")) as handle:
         deployed = yaml.safe_load(handle)

@@ -7,8 +7,10 @@ no KServe runs here); the tests read back the PATCH bodies it received and the o
 import copy
 import os
 import shutil
+import subprocess
 
 import jsonschema
+import kubernetes_validate
 import pytest
 import yaml
 
@@ -17,7 +19,7 @@ from tbpipe.components.common.errors import InputError
 from tbpipe.components.promotion import inference_service, publish
 from tests.kube_standin import KubeStandIn
 from tests.reliability.test_production import Killed, fake_model, promote, snapshot
-from tests.unit.test_deploy import INFERENCE_SERVICE_SCHEMA
+from tests.unit.test_deploy import INFERENCE_SERVICE_SCHEMA, KUBERNETES_VERSION
 from tests.unit.test_registry import tbpipe
 
 DEPLOY = os.path.join(os.path.dirname(__file__), "..", "..", "deploy", "kserve")
@@ -38,6 +40,15 @@ def kube(tmp_path, monkeypatch):
         kube.put_set("inferenceservices", inference_service.inference_service_manifest(
             "clf", "team", "gs://old/saved_model", "v0"))
         yield kube
+
+
+def role_verbs() -> set[str]:
+    """What deploy/kserve/champion-rbac lets the caller do to InferenceServices."""
+    with open(os.path.join(DEPLOY, "champion-rbac", "role.yaml")) as handle:
+        role = yaml.safe_load(handle)
+    return {verb for rule in role["rules"]
+            if rule["apiGroups"] == [inference_service.GROUP]
+            and rule["resources"] == [inference_service.PLURAL] for verb in rule["verbs"]}
 
 
 def storage_uri(kube: KubeStandIn) -> str:
@@ -149,6 +160,19 @@ def test_a_local_registry_rolls_the_service_pods_and_keeps_its_storage_uri(
     assert kube.patches == [("inferenceservices", "clf", {"spec": {"predictor": {
         "annotations": {"tbpipe/champion": "v1"}}}})]
     assert storage_uri(kube) == "gs://old/saved_model" and served(prod) == "a"
+    assert {method.lower() for method, _ in kube.requests} == role_verbs() == {"get", "patch"}
+
+
+def test_the_champion_rbac_builds_and_is_valid():
+    if shutil.which("kubectl") is None:
+        pytest.skip("kubectl is not installed")
+    out = subprocess.run(["kubectl", "kustomize", os.path.join(DEPLOY, "champion-rbac")],
+                         capture_output=True, text=True, check=True, timeout=60).stdout
+    objects = {obj["kind"]: obj for obj in yaml.safe_load_all(out) if obj}
+    assert set(objects) == {"Role", "RoleBinding"}
+    for obj in objects.values():
+        kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+    assert objects["RoleBinding"]["roleRef"]["name"] == objects["Role"]["metadata"]["name"]
 
 
 @pytest.mark.parametrize("argv, line, moved", [

@@ -71,6 +71,9 @@ def storage_uri(target: str, version: str, pvc: str = "") -> str:
             raise InputError(f"{target}: a local registry is served from a volume; give "
                              "--pvc CLAIM[/PATH], where this folder lies on the claim")
         return f"pvc://{pvc.strip('/')}/{publish.SERVING_LINK}"
+    if pvc:
+        raise InputError(f"--pvc {pvc}: only for a local registry; {target} is served from "
+                         "its store")
     uri = publish.served_uri(target, version)
     scheme, _, rest = uri.partition("://")
     if scheme in ("gs", "s3"):
@@ -86,6 +89,13 @@ def storage_uri(target: str, version: str, pvc: str = "") -> str:
         return f"https://{account}.blob.core.windows.net/{container}/{path}"
     raise InputError(f"{target}: KServe cannot load a model from {scheme}://; use a registry "
                      "on gs://, s3://, az:// or a local folder on a volume")
+
+
+def check_name(flag: str, value: str) -> None:
+    """InputError unless ``value`` (given as ``flag``) is a Kubernetes name (a DNS label)."""
+    if not _DNS_LABEL.match(value):
+        raise InputError(f"{flag} {value!r}: not a Kubernetes name (lower-case letters, "
+                         "digits and '-', at most 63, starting and ending alphanumeric)")
 
 
 def inference_service_manifest(name: str, namespace: str, uri: str, version: str) -> dict:

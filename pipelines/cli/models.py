@@ -230,6 +230,9 @@ def print_serving_manifest(args: argparse.Namespace) -> int:
     On an object store it is pinned to the champion's version; for a local registry it names
     the serving link on the volume (``--pvc``), which follows the champion.
     """
+    inference_service.check_name("--name", args.name)
+    if args.namespace:
+        inference_service.check_name("--namespace", args.namespace)
     target, record, _ = _registry(args.uri)
     version = record["aliases"].get(publish.CHAMPION, "")
     if not version:

@@ -183,6 +183,8 @@ def test_the_champion_rbac_builds_and_is_valid():
     (["rollback", "PROD", "--to", "v1", "--inference-service", "team/nope"],
      "champion moved to v1 in PROD, but InferenceService team/nope: not found", True),
     (["serving-manifest", "PROD"], "PROD: a local registry is served from a volume", False),
+    (["serving-manifest", "PROD", "--pvc", "c", "--name", "Clf"],
+     "--name 'Clf': not a Kubernetes name", False),
 ])
 def test_serving_errors_are_one_line(kube, tmp_path, capsys, argv, line, moved):
     prod = str(tmp_path / "prod")
@@ -242,3 +244,14 @@ def test_the_manifest_is_deploy_kserves_and_a_local_one_names_the_link(tmp_path,
 ])
 def test_storage_uris_kserve_reads(target, want):
     assert inference_service.storage_uri(target, "v2") == want
+
+
+def test_storage_uris_kserve_cannot_read_are_refused(monkeypatch):
+    with pytest.raises(InputError, match="--pvc c: only for a local registry"):
+        inference_service.storage_uri("gs://b/models", "v1", pvc="c")
+    monkeypatch.delenv("AZURE_STORAGE_ACCOUNT_NAME", raising=False)
+    with pytest.raises(InputError, match="set AZURE_STORAGE_ACCOUNT_NAME"):
+        inference_service.storage_uri("az://models/digits", "v1")
+    monkeypatch.setenv("AZURE_STORAGE_ACCOUNT_NAME", "acct")
+    assert inference_service.storage_uri("az://models/digits", "v1") == \
+        "https://acct.blob.core.windows.net/models/digits/v1/saved_model"

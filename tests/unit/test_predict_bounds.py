@@ -17,10 +17,12 @@ def png_bytes() -> bytes:
     return out.getvalue()
 
 
-@pytest.mark.s3
-def test_a_remote_image_is_read_at_most_its_bound(s3_root, tmp_path, monkeypatch):
+@pytest.mark.parametrize("store", [pytest.param("s3", marks=pytest.mark.s3),
+                                   pytest.param("gcs", marks=pytest.mark.gcs)])
+def test_a_remote_image_is_read_at_most_its_bound(store, request, tmp_path, monkeypatch):
+    root = request.getfixturevalue(f"{store}_root")
     png = png_bytes()
-    uri = storage.join(s3_root, "digits", "seven.png")
+    uri = storage.join(root, "digits", "seven.png")
     storage.write_bytes(uri, png)
     local = tmp_path / "seven.png"
     local.write_bytes(png)
@@ -28,7 +30,7 @@ def test_a_remote_image_is_read_at_most_its_bound(s3_root, tmp_path, monkeypatch
     assert storage.read_bytes(uri, max_bytes=10) == png[:11]
     assert storage.read_bytes(str(local), max_bytes=10) == png[:11]
     assert storage.read_bytes(uri, max_bytes=len(png)) == png
-    empty = storage.join(s3_root, "digits", "empty.png")
+    empty = storage.join(root, "digits", "empty.png")
     storage.write_bytes(empty, b"")
     assert storage.read_bytes(empty, max_bytes=10) == b""
 

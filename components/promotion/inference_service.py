@@ -16,9 +16,11 @@ with; ``deploy/kserve/inferenceservice.yaml`` is the same object (a test compare
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import re
+from collections.abc import Iterator
 
 from tbpipe.components.common import storage
 from tbpipe.components.common.errors import InputError, StorageError
@@ -74,7 +76,11 @@ def storage_uri(target: str, version: str, pvc: str = "") -> str:
     if pvc:
         raise InputError(f"--pvc {pvc}: only for a local registry; {target} is served from "
                          "its store")
-    uri = publish.served_uri(target, version)
+    return _kserve_uri(publish.served_uri(target, version), target)
+
+
+def _kserve_uri(uri: str, target: str) -> str:
+    """``uri`` on a store as KServe's storage initializer names it; InputError if it can't."""
     scheme, _, rest = uri.partition("://")
     if scheme in ("gs", "s3"):
         return uri
@@ -114,6 +120,40 @@ def inference_service_manifest(name: str, namespace: str, uri: str, version: str
                                     "limits": {"cpu": "2", "memory": "2Gi"}}}}}}
 
 
+def prepare(service: str, target: str) -> ServiceRef:
+    """Check ``--inference-service`` before anything moves; the service it names.
+
+    The value (``NAMESPACE/NAME``), the registry's store (one KServe can load from) and the
+    service itself (one read: it exists, the caller may read it, it serves a ``model``).
+
+    Raises:
+        InputError: a bad value, a store KServe cannot read, no such InferenceService.
+        StorageError: the API refused or could not be reached.
+
+    """
+    ref = ServiceRef.parse(service)
+    if storage.is_remote(target):
+        _kserve_uri(target, target)
+    with _custom_api() as api:
+        _read_model(api, ref)
+    return ref
+
+
+def follow(ref: ServiceRef, target: str, version: str) -> str:
+    """Point ``ref`` at ``version`` of the registry ``target``; the line saying what changed.
+
+    On an object store its ``storageUri`` becomes the version's SavedModel folder; for a
+    local registry (served through its volume's link) only the pods roll. See
+    :func:`point_service`.
+    """
+    uri = storage_uri(target, version) if storage.is_remote(target) else None
+    before = point_service(ref, uri, version)
+    if uri is not None:
+        return f"inference service {ref}: storageUri {before or '-'} -> {uri}"
+    return (f"inference service {ref}: pods rolled to serve {version} (storageUri "
+            f"{before or '-'}, the volume's serving link, unchanged)")
+
+
 def point_service(ref: ServiceRef, uri: str | None, version: str) -> str:
     """Patch the InferenceService ``ref`` to serve ``version``; its storageUri before.
 
@@ -125,29 +165,41 @@ def point_service(ref: ServiceRef, uri: str | None, version: str) -> str:
 
     Raises:
         InputError: no such InferenceService, or one without ``spec.predictor.model``.
-        StorageError: the API refused or could not be reached; one line, nothing changed.
+        StorageError: the API refused or could not be reached; one line.
 
     """
-    from kubernetes import client
-
-    api = client.CustomObjectsApi(_api_client())
-    try:
-        found = _call(ref, "read", api.get_namespaced_custom_object, GROUP, VERSION,
-                      ref.namespace, PLURAL, ref.name)
-        model = ((found.get("spec") or {}).get("predictor") or {}).get("model")
-        if not isinstance(model, dict):
-            raise InputError(f"InferenceService {ref}: its predictor has no model "
-                             "(spec.predictor.model.storageUri, the field tbpipe points); "
-                             "write it as deploy/kserve does")
-        before = str(model.get("storageUri", ""))
+    with _custom_api() as api:
+        before = str(_read_model(api, ref).get("storageUri", ""))
         predictor: dict = {"annotations": {CHAMPION_ANNOTATION: version}}
         if uri is not None:
             predictor["model"] = {"storageUri": uri}
         _call(ref, "patch", api.patch_namespaced_custom_object, GROUP, VERSION,
               ref.namespace, PLURAL, ref.name, {"spec": {"predictor": predictor}})
+    return before
+
+
+def _read_model(api, ref: ServiceRef) -> dict:  # noqa: ANN001 - kubernetes CustomObjectsApi
+    """The service's ``spec.predictor.model``; InputError when it has none."""
+    found = _call(ref, "read", api.get_namespaced_custom_object, GROUP, VERSION,
+                  ref.namespace, PLURAL, ref.name)
+    model = ((found.get("spec") or {}).get("predictor") or {}).get("model")
+    if not isinstance(model, dict):
+        raise InputError(f"InferenceService {ref}: its predictor has no model "
+                         "(spec.predictor.model.storageUri, the field tbpipe points); "
+                         "write it as deploy/kserve does")
+    return model
+
+
+@contextlib.contextmanager
+def _custom_api() -> Iterator:
+    """The custom-objects API on a client of its own, closed after the block."""
+    from kubernetes import client
+
+    api = client.CustomObjectsApi(_api_client())
+    try:
+        yield api
     finally:
         api.api_client.close()
-    return before
 
 
 def _api_client():  # noqa: ANN202 - kubernetes.client.ApiClient, imported late

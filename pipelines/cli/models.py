@@ -95,36 +95,19 @@ def _serving_lines(target: str, version: str) -> list[str]:
     return [f"serve (KServe storageUri): {publish.served_uri(target, version)}"]
 
 
-def _point(target: str, version: str, service: str, moved: str) -> None:
-    """Point the InferenceService ``service`` (if any) at ``version``; print what changed.
+def _point(ref: inference_service.ServiceRef | None, target: str, version: str,
+           moved: str) -> None:
+    """Point the InferenceService ``ref`` (if any) at ``version``; print what changed.
 
     ``moved`` starts the error line when the alias has already moved (what to rerun ends it).
     """
-    if not service:
+    if ref is None:
         return
-    ref, uri = _service_target(target, version, service)
     try:
-        before = inference_service.point_service(ref, uri, version)
+        print(inference_service.follow(ref, target, version))
     except TbpipeError as exc:
         raise type(exc)(f"{moved}{exc}; run tbpipe models alias {target} "
                         f"{publish.CHAMPION} --inference-service {ref} to try again") from None
-    if uri is not None:
-        print(f"inference service {ref}: storageUri {before or '-'} -> {uri}")
-    else:
-        print(f"inference service {ref}: pods rolled to serve {version} (storageUri "
-              f"{before or '-'}, the volume's serving link, unchanged)")
-
-
-def _service_target(target: str, version: str, service: str
-                    ) -> tuple[inference_service.ServiceRef, str | None]:
-    """The service and the storageUri to give it (None: a local registry's link stays).
-
-    Called before an alias moves too, so that a bad value moves nothing.
-    """
-    ref = inference_service.ServiceRef.parse(service)
-    if not storage.is_remote(target):
-        return ref, None
-    return ref, inference_service.storage_uri(target, version)
 
 
 def list_versions(args: argparse.Namespace) -> int:
@@ -202,25 +185,27 @@ def set_alias(args: argparse.Namespace) -> int:
         raise InputError(f"{args.name}: no such alias in {args.uri} (aliases: "
                          f"{', '.join(sorted(record['aliases'])) or 'none'})")
     version = record["aliases"][args.name]
+    ref = (inference_service.prepare(args.inference_service, target)
+           if args.inference_service else None)
     print(f"{args.name} -> {version}: {storage.join(target, version)}")
     if args.name == publish.CHAMPION:
         for line in _serving_lines(target, version):
             print(line)
-    _point(target, version, args.inference_service, "")
+    _point(ref, target, version, "")
     return 0
 
 
 def _move(uri: str, alias: str, version: str, note: str, service: str = "") -> int:
     target = publish.check_target(uri)
-    if service:
-        _service_target(target, version, service)  # a bad value moves nothing
+    # checked before anything moves: a bad value, a store KServe cannot read, no such service
+    ref = inference_service.prepare(service, target) if service else None
     before = publish.read_record(target)["aliases"].get(alias, "")
     record = publish.move_alias(uri, alias, version, note)
     print(f"{alias}: {before or 'none'} -> {version} in {target}")
     if alias == publish.CHAMPION:
         for line in _serving_lines(target, version):
             print(line)
-        _point(target, version, service, f"{alias} moved to {version} in {target}, but ")
+        _point(ref, target, version, f"{alias} moved to {version} in {target}, but ")
     return 0 if record["aliases"][alias] == version else 1
 
 

@@ -181,22 +181,34 @@ def test_the_champion_rbac_builds_and_is_valid():
     (["alias", "PROD", "staging", "v1", "--inference-service", "team/clf"],
      "--inference-service: serves champion, not staging", False),
     (["rollback", "PROD", "--to", "v1", "--inference-service", "team/nope"],
-     "champion moved to v1 in PROD, but InferenceService team/nope: not found", True),
+     "InferenceService team/nope: not found (kubectl get inferenceservice -n team)", False),
+    (["rollback", "PROD", "--to", "v1", "--inference-service", "team/clf", "PATCH-FAILS"],
+     "champion moved to v1 in PROD, but the Kubernetes API refused to patch "
+     "InferenceService team/clf: 500", True),
     (["serving-manifest", "PROD"], "PROD: a local registry is served from a volume", False),
     (["serving-manifest", "PROD", "--pvc", "c", "--name", "Clf"],
      "--name 'Clf': not a Kubernetes name", False),
 ])
 def test_serving_errors_are_one_line(kube, tmp_path, capsys, argv, line, moved):
+    """Checked before anything moves; a patch refused after the move says what to rerun."""
     prod = str(tmp_path / "prod")
     promote(fake_model(tmp_path / "a", "a"), prod, "r1")
     promote(fake_model(tmp_path / "b", "b"), prod, "r2")
+    if "PATCH-FAILS" in argv:
+        argv = argv[:-1]
+        kube.fail(500, "PATCH", "/apis/serving.kserve.io/")
     code, _, err = tbpipe(capsys, "models", *[a.replace("PROD", prod) for a in argv])
     assert code == 1 and err.startswith(f"tbpipe: error: {line.replace('PROD', prod)}"), err
     assert err.count("\n") == 1 and not kube.patches
     assert publish.read_record(prod)["aliases"]["champion"] == ("v1" if moved else "v2")
+    assert served(prod) == ("a" if moved else "b")
     if moved:
         assert err.rstrip().endswith(f"run tbpipe models alias {prod} champion "
-                                     "--inference-service team/nope to try again")
+                                     "--inference-service team/clf to try again")
+        assert tbpipe(capsys, "models", "alias", prod, "champion",  # the rerun it names
+                      "--inference-service", "team/clf")[0] == 0
+        assert kube.patches[-1][2]["spec"]["predictor"]["annotations"] == {
+            "tbpipe/champion": "v1"}
 
 
 def test_a_store_kserve_cannot_read_moves_nothing(kube, tmp_path, capsys):

@@ -267,3 +267,17 @@ def test_storage_uris_kserve_cannot_read_are_refused(monkeypatch):
     monkeypatch.setenv("AZURE_STORAGE_ACCOUNT_NAME", "acct")
     assert inference_service.storage_uri("az://models/digits", "v1") == \
         "https://acct.blob.core.windows.net/models/digits/v1/saved_model"
+
+
+def test_the_promote_steps_inference_service_is_checked_at_the_edge():
+    from tbpipe.components.common.errors import SettingError
+    from tbpipe.components.promotion.config import PromoteConfig, check_promote_params
+
+    with pytest.raises(SettingError, match="inference_service='clf': must be NAMESPACE/NAME"):
+        PromoteConfig(inference_service="clf")
+    assert PromoteConfig(inference_service="team/clf").inference_service == "team/clf"
+    values = {"baseline_model": "", "force_promote": False, "gate": "", "mlflow_uri": "",
+              "inference_service": "team/clf", "promote_to": ""}
+    with pytest.raises(SettingError, match="--inference-service='team/clf': needs --promote"):
+        check_promote_params(values)
+    check_promote_params({**values, "promote_to": "gs://b/models"})

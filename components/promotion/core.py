@@ -150,7 +150,10 @@ def promote_model(model_uri: str, test_uri: str, promote_to: str, baseline_uri: 
     print(f"promote: {decision.line()}")
     if decision.version:
         served = storage.join(target, decision.version)
-        print(f"promote: production is {served} (serve {storage.join(served, 'saved_model')})")
+        link = publish.serving_link(target)  # locally the link that follows champion
+        serve = f"{link}, which follows champion" if link else publish.served_uri(
+            target, decision.version)
+        print(f"promote: production is {served} (serve {serve})")
     return decision
 
 

@@ -281,7 +281,7 @@ def test_a_promotion_into_the_log_root_is_refused(world, tmp_path):
 
 
 def test_each_promotion_points_the_inference_service_at_the_champion(world, tmp_path,
-                                                                     monkeypatch):
+                                                                     monkeypatch, capsys):
     """On KubeStandIn, a stand-in Kubernetes API server (a TEST DOUBLE: no KServe runs)."""
     from tbpipe.components.promotion import inference_service
     from tests.kube_standin import KubeStandIn
@@ -295,6 +295,11 @@ def test_each_promotion_points_the_inference_service_at_the_champion(world, tmp_
             "clf", "team", "pvc://claim/prod/serving", "v0"))
         first = run_promote(world, tmp_path, good, prod, "r1", inference_service="team/clf")
         assert first.version == "v1" and os.readlink(prod / "serving") == "v1/saved_model"
+        out = capsys.readouterr().out.splitlines()
+        assert "promote: inference service team/clf: pods rolled to serve v1 (storageUri " \
+               "pvc://claim/prod/serving, the volume's serving link, unchanged)" in out
+        assert out[-1] == f"promote: production is {prod}/v1 (serve {prod}/serving, which " \
+                          "follows champion)"
         assert kube.patches == [("inferenceservices", "clf", {"spec": {"predictor": {
             "annotations": {"tbpipe/champion": "v1"}}}})]  # a local registry: pods roll
         assert not run_promote(world, tmp_path, bad, prod, "r2",

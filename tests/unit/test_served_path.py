@@ -74,6 +74,10 @@ def test_the_serving_link_follows_champion_through_promotions_rollback_and_alias
     shutil.copytree(prod, moved, symlinks=True)
     assert os.path.islink(f"{moved}/serving") and served(moved) == "b"
     assert sorted(os.listdir(prod)) == ["promotion.json", "serving", "v1", "v2"]
+    umask = os.umask(0)
+    os.umask(umask)
+    for rel in ("promotion.json", "serving/1/saved_model.pb", "v1/model.json"):  # as usual:
+        assert os.stat(f"{prod}/{rel}").st_mode & 0o777 == 0o666 & ~umask  # another user reads
 
 
 @pytest.mark.parametrize("dies_in", ["symlink", "replace"])

@@ -508,8 +508,13 @@ def _local_temp(path: str, data: bytes | None = None) -> Iterator[str]:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
+    umask = os.umask(0)
+    os.umask(umask)
     try:
         with os.fdopen(fd, "wb") as handle:
+            # mkstemp makes 0600; the file gets the usual mode (as atomic_dir's folders), so
+            # that a model server of another user reads a registry on a shared volume
+            os.fchmod(handle.fileno(), 0o666 & ~umask)
             if data is not None:
                 handle.write(data)
         yield tmp

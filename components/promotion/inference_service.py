@@ -106,10 +106,9 @@ def check_name(flag: str, value: str) -> None:
 
 def inference_service_manifest(name: str, namespace: str, uri: str, version: str) -> dict:
     """The InferenceService serving ``uri`` (the champion ``version``'s SavedModel)."""
-    metadata: dict = {"name": name, "labels": {"app.kubernetes.io/name": name,
-                                                "app.kubernetes.io/part-of": "tbpipe"}}
-    if namespace:
-        metadata["namespace"] = namespace
+    metadata: dict = {"name": name, **({"namespace": namespace} if namespace else {}),
+                      "labels": {"app.kubernetes.io/name": name,
+                                 "app.kubernetes.io/part-of": "tbpipe"}}
     return {
         "apiVersion": f"{GROUP}/{VERSION}", "kind": KIND, "metadata": metadata,
         "spec": {"predictor": {

@@ -195,7 +195,8 @@ def build_training_pipeline(options: CompileOptions | None = None,  # noqa: ANN2
                 promote_to=p.promote_to, baseline_model=p.baseline_model,
                 min_improvement=p.min_improvement, promotion_metric=p.promotion_metric,
                 force_promote=p.force_promote, gate=p.gate, reason=p.reason,
-                mlflow_uri=p.mlflow_uri, tensorboard_url=p.tensorboard_url, **where),
+                mlflow_uri=p.mlflow_uri, inference_service=p.inference_service,
+                tensorboard_url=p.tensorboard_url, **where),
                  "promote").set_caching_options(False)  # production may have changed since
         return selected
 

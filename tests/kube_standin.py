@@ -15,7 +15,8 @@ test scripts it (``script``: one function per look at the set):
     DELETE /apis/{group}/{version}/namespaces/{ns}/{plural}/{name}     (and the set's pods)
 
 Checks (a failure answers 400/415 and is appended to ``problems``): a created object's
-``apiVersion``/``kind`` match its path and it has a name; a PATCH is
+``apiVersion``/``kind`` match its path and it has a name; a PATCH (a JobSet's, or
+``tbpipe models --inference-service``'s of a KServe InferenceService) is
 ``application/merge-patch+json``; every request carries the kubeconfig's bearer token. A
 plural not in ``installed`` answers 404 (its CRD is not installed).
 """
@@ -37,7 +38,8 @@ import yaml
 
 TOKEN = "stand-in-token"
 GO_TRUE = ("1", "t", "T", "true", "True", "TRUE")  # what the server's strconv.ParseBool takes
-KINDS = {"jobsets": ("jobset.x-k8s.io/v1alpha2", "JobSet"), "tfjobs": ("kubeflow.org/v1", "TFJob")}
+KINDS = {"jobsets": ("jobset.x-k8s.io/v1alpha2", "JobSet"), "tfjobs": ("kubeflow.org/v1", "TFJob"),
+         "inferenceservices": ("serving.kserve.io/v1beta1", "InferenceService")}
 
 
 class StandInError(Exception):
@@ -66,7 +68,7 @@ class KubeStandIn:
 
     def __init__(self, namespace: str = "team") -> None:
         self.namespace = namespace
-        self.installed = {"jobsets", "tfjobs"}
+        self.installed = {"jobsets", "tfjobs", "inferenceservices"}
         self.sets: dict[tuple[str, str], dict] = {}  # (plural, name) -> object
         self.pods: dict[str, dict] = {}
         self.logs: dict[str, list[str]] = {}
@@ -74,6 +76,7 @@ class KubeStandIn:
         self.problems: list[str] = []
         self.created: list[tuple[str, str]] = []  # (plural, name) of every 201
         self.deleted: list[tuple[str, str]] = []
+        self.patches: list[tuple[str, str, dict]] = []  # (plural, name, body) of every PATCH
         self.script: list[Callable[[KubeStandIn, str], None]] = []
         self.failures: list[tuple[int, str, str]] = []  # (status, method, path prefix)
         self._lock = threading.RLock()
@@ -290,6 +293,7 @@ class KubeStandIn:
             if headers.get("Content-Type") != "application/merge-patch+json":
                 self._problem(415, "UnsupportedMediaType",
                               f"PATCH as {headers.get('Content-Type')}")
+            self.patches.append((plural, name, json.loads(body)))
             self.sets[(plural, name)] = merge_patch(self.sets[(plural, name)], json.loads(body))
             return copy.deepcopy(self.sets[(plural, name)])
         if method == "DELETE":

@@ -54,6 +54,10 @@ def check_finite(name: str, value: object) -> float:
 MAX_CLASSES = 1024
 #: Pixels of one image, as a file's header claims it or after resizing (4096 x 4096).
 MAX_IMAGE_PIXELS = 1 << 24
+#: Bytes of one image object read from a store (``tbpipe predict``, ``batch_predict`` on
+#: gs://, s3://...), read before it is decoded: MAX_IMAGE_PIXELS stored uncompressed at 8
+#: bytes a pixel (16-bit RGBA, the widest a reader takes), plus 1 MiB of headers and metadata.
+MAX_IMAGE_BYTES = 8 * MAX_IMAGE_PIXELS + (1 << 20)
 #: Trials of one sweep (a bigger grid: pick some with ``--sweep-samples``).
 MAX_SWEEP_TRIALS = 64
 #: Bytes of one metadata file (``dataset.json``, ``model.json``, ``_summary.json``,

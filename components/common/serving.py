@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from tbpipe.components.common.errors import InputError, StorageError, os_errors
-from tbpipe.components.common.limits import MAX_IMAGE_PIXELS
+from tbpipe.components.common.limits import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS
 from tbpipe.components.common.model_format import class_names, load_model_folder, read_model_meta
 from tbpipe.components.common.storage import exists, is_remote, join, read_bytes
 
@@ -246,7 +246,10 @@ def read_image(path: str, image_shape: Sequence[int]) -> np.ndarray:
     At most :data:`MAX_IMAGE_PIXELS` pixels, checked before decoding (a decompression bomb
     is refused, not decoded); a truncated file is an error, not a partly grey image.
 
-    ``path`` is a local path, or a gs:// or s3:// object (read whole first).
+    ``path`` is a local path (decoded from the file: the header first, so the pixel check
+    comes before the pixels are read), or a gs:// or s3:// object, read first into memory:
+    at most :data:`MAX_IMAGE_BYTES` (one ranged read; a bigger object is refused before
+    more of it is fetched).
 
     Raises:
         InputError: one line naming ``path`` when it cannot be read as an image.
@@ -258,11 +261,16 @@ def read_image(path: str, image_shape: Sequence[int]) -> np.ndarray:
     if c not in (1, 3):
         raise InputError(f"{path}: the model takes {c} channels; only 1 (L) or 3 (RGB) images "
                          "can be read")
-    if is_remote(path):  # an object: read whole (bounded by the pixel check below)
+    if is_remote(path):  # an object: read into memory, at most MAX_IMAGE_BYTES of it
         try:
-            source = io.BytesIO(read_bytes(path))
+            data = read_bytes(path, max_bytes=MAX_IMAGE_BYTES)
         except StorageError as exc:
             raise InputError(str(exc)) from exc
+        if len(data) > MAX_IMAGE_BYTES:
+            raise InputError(f"{path}: more than {MAX_IMAGE_BYTES} bytes, the most predict "
+                             "reads of an image (not an image of at most "
+                             f"{MAX_IMAGE_PIXELS} pixels?); scale it down first")
+        source = io.BytesIO(data)
     else:
         check_image_file(path)
         source = path

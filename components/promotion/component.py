@@ -29,6 +29,7 @@ def promote(
     gate: str = "",
     reason: str = "",
     mlflow_uri: str = "",
+    inference_service: str = "",
 ) -> NamedTuple("PromoteOutputs", [("decision", str), ("summary", str)]):
     """Add the selected model to the registry ``promote_to`` only if it passes the gate.
 
@@ -59,6 +60,9 @@ def promote(
         reason: Why ``force_promote``; the registry records it.
         mlflow_uri: An MLflow tracking server where each promotion also registers a model
             version (alias ``champion``); empty: none.
+        inference_service: A KServe InferenceService (``NAMESPACE/NAME``) each promotion
+            points at the new champion (its ``storageUri`` on an object store, its pods for
+            a local registry); empty: none.
 
     Returns:
         metrics: Both models' test scores (``new_*``, ``baseline_*``) and ``promoted`` (0/1).
@@ -82,7 +86,7 @@ def promote(
         config = PromoteConfig(promotion_metric=promotion_metric,
                                min_improvement=min_improvement, force_promote=force_promote,
                                run_label=here.label, gate=gate, reason=reason,
-                               mlflow_uri=mlflow_uri)
+                               mlflow_uri=mlflow_uri, inference_service=inference_service)
         here.claim()
         chosen = json.loads(selection)
         decision = promote_model(chosen["model_uri"], test_data.path, promote_to,

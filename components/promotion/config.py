@@ -28,6 +28,8 @@ class PromoteConfig:
             ``min_improvement`` stand for (``gate.shorthand_gate``).
         reason: Why a promotion is forced (required with ``force_promote``; recorded).
         mlflow_uri: An MLflow tracking server each promotion also registers a version in.
+        inference_service: A KServe InferenceService (``NAMESPACE/NAME``) each promotion
+            points at the new champion (``inference_service.follow``).
 
     """
 
@@ -39,6 +41,7 @@ class PromoteConfig:
     gate: str = ""
     reason: str = ""
     mlflow_uri: str = ""
+    inference_service: str = ""
 
     def __post_init__(self) -> None:
         """SettingError for a bad setting, a force without a reason; GateError for a bad gate.
@@ -61,6 +64,15 @@ class PromoteConfig:
                                                                "databricks")):
             raise SettingError("mlflow_uri", self.mlflow_uri,
                                "must be an MLflow tracking server, http(s)://HOST:PORT")
+        if self.inference_service:
+            from tbpipe.components.promotion.inference_service import ServiceRef
+
+            try:
+                ServiceRef.parse(self.inference_service)
+            except InputError:
+                raise SettingError("inference_service", self.inference_service,
+                                   "must be NAMESPACE/NAME of a KServe InferenceService, e.g. "
+                                   "models/tbpipe-classifier") from None
         self.rules()  # a bad gate is refused here, one line per error
 
     def rules(self):  # noqa: ANN201 - gate.Gate (imported inside: yaml only when needed)
@@ -102,11 +114,13 @@ def read_gate_file(uri: str) -> str:
 
 
 def check_promote_params(values: dict) -> None:
-    """``--baseline-model``, ``--force-promote``, ``--gate``, ``--mlflow-uri`` need a target.
+    """The flags that mean nothing without ``--promote-to``: SettingError if one is alone.
 
-    Each means nothing without ``--promote-to``.
+    ``--baseline-model``, ``--force-promote``, ``--gate``, ``--mlflow-uri``,
+    ``--inference-service``.
     """
-    for needs_target in ("baseline_model", "force_promote", "gate", "mlflow_uri"):
+    for needs_target in ("baseline_model", "force_promote", "gate", "mlflow_uri",
+                         "inference_service"):
         if values[needs_target] and not values["promote_to"]:
             flag = "--" + needs_target.replace("_", "-")
             raise SettingError(flag, values[needs_target],
@@ -129,6 +143,8 @@ PARAMS = ParamGroup("promote", (
     Param("reason", "why --force-promote (recorded in the registry)"),
     Param("mlflow_uri", "also register each promotion in this MLflow tracking server "
                         "(http://HOST:PORT; pip install 'tbpipe[mlflow]')"),
+    Param("inference_service", "a KServe InferenceService (NAMESPACE/NAME) each promotion "
+                               "points at the new champion (deploy/kserve/README.md)"),
 ), config=PromoteConfig, check=check_promote_params)
 
 

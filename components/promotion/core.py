@@ -21,10 +21,10 @@ import math
 
 from tbpipe.components.common import storage
 from tbpipe.components.common.dataset import read_info
-from tbpipe.components.common.errors import InputError
+from tbpipe.components.common.errors import InputError, TbpipeError
 from tbpipe.components.common.model_format import load_fitting_model
 from tbpipe.components.common.tensorboard.writer import markdown_table, open_writer
-from tbpipe.components.promotion import publish, serving_check
+from tbpipe.components.promotion import inference_service, publish, serving_check
 from tbpipe.components.promotion.config import PROMOTION_METRICS, PromoteConfig, PromotionDecision
 from tbpipe.components.promotion.gate import Blessing, ExampleScores, check_gate, score_examples
 
@@ -98,6 +98,8 @@ def promote_model(model_uri: str, test_uri: str, promote_to: str, baseline_uri: 
         from tbpipe.components.promotion.mlflow_registry import check_server
 
         check_server(config.mlflow_uri)
+    service = (inference_service.prepare(config.inference_service, target)  # before any change
+               if config.inference_service else None)
     with publish.promotion_lock(target) as lease:
         baseline_uri = baseline_uri or publish.current_model(target)
         with storage.local_input(test_uri) as local_test:
@@ -137,6 +139,8 @@ def promote_model(model_uri: str, test_uri: str, promote_to: str, baseline_uri: 
 
                 print("promote: " + register_version(config.mlflow_uri, target,
                                                      record["current"], decision.blessing))
+            if service is not None:
+                print("promote: " + _follow(service, target, version), flush=True)
     with open_writer(log_dir) as writer:
         log_decision(writer, decision)
     storage.write_bytes(report_uri, render_report(decision, target, config).encode())
@@ -146,8 +150,20 @@ def promote_model(model_uri: str, test_uri: str, promote_to: str, baseline_uri: 
     print(f"promote: {decision.line()}")
     if decision.version:
         served = storage.join(target, decision.version)
-        print(f"promote: production is {served} (serve {storage.join(served, 'saved_model')})")
+        link = publish.serving_link(target)  # locally the link that follows champion
+        serve = f"{link}, which follows champion" if link else publish.served_uri(
+            target, decision.version)
+        print(f"promote: production is {served} (serve {serve})")
     return decision
+
+
+def _follow(service: inference_service.ServiceRef, target: str, version: str) -> str:
+    """Point ``service`` at the new champion; a failure is a warning (the registry moved)."""
+    try:
+        return inference_service.follow(service, target, version)
+    except TbpipeError as exc:
+        return (f"warning: {version} is the champion, but {exc}; run tbpipe models alias "
+                f"{target} {publish.CHAMPION} --inference-service {service}")
 
 
 class BrokenModel(InputError):

@@ -23,10 +23,21 @@ version, never a mix. A version left with its mark by a crash is tbpipe's own un
 work: the next promotion deletes it first (:func:`recover`). Versions are never modified or
 deleted once complete (issue 24's registry moves an alias over the same folders).
 
-What tbpipe owns in ``promote_to``: ``promotion.json`` and the ``vN/`` it created. Anything
-else a user keeps there survives every promotion. A target tbpipe cannot own is refused
-with one line (:func:`check_target`): a file, a ``promotion.json`` that is not tbpipe's,
-``/``, the log root, a place it cannot write. A symlinked local target is resolved and the
+**The served path follows the alias** ``champion``. Locally (a folder, a volume a model
+server mounts, e.g. KServe's ``pvc://``) it is the symlink ``{promote_to}/serving`` ->
+``vN/saved_model`` (relative, so it resolves wherever the volume is mounted), re-pointed by
+every command that moves ``champion`` (:func:`publish`, :func:`move_alias`) right after the
+pointer, under the lock, atomically (:func:`link_serving`: a new link beside it renamed over
+it). It only ever names a complete version; a crash between the pointer and the link leaves
+it on the previous champion (whole) until the next promotion or alias move, which re-links
+first. Object stores have no links: the served path there is the InferenceService's
+``storageUri`` (``inference_service.py``), moved by ``tbpipe models ... --inference-service``.
+
+What tbpipe owns in ``promote_to``: ``promotion.json``, the ``vN/`` it created and, locally,
+the link ``serving``. Anything else a user keeps there survives every promotion. A target
+tbpipe cannot own is refused with one line (:func:`check_target`): a file, a
+``promotion.json`` that is not tbpipe's, a ``serving`` that is not tbpipe's link, ``/``,
+the log root, a place it cannot write. A symlinked local target is resolved and the
 promotion goes to the folder it points to (and says so); a dangling one is refused.
 
 Promotions to one target are serialized by a lock beside it, ``.{name}.lock``: locally an
@@ -67,11 +78,14 @@ CHAMPION = "champion"  # the alias production serves
 RECORD_FORMAT = "tbpipe.promotion.v2"
 LEGACY_FORMAT = "tbpipe.promotion.v1"
 PARTIAL_MARK = ".tbpipe-partial"
+SERVING_LINK = "serving"  # locally: the symlink to the champion's SavedModel folder
+SAVED_MODEL = "saved_model"  # in a version: what a model server loads (common/serving.py)
 LEASE_S = 3600.0  # an object-store lease's life: a crashed holder blocks others this long
 LOCK_WAIT_S = 600.0  # how long a promotion waits for another one to the same target
 _POLL_S = 0.5
 _VERSION = re.compile(r"^v([1-9][0-9]{0,8})$")
 _ALIAS = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
+_LINKED = re.compile(r"^v[1-9][0-9]{0,8}/saved_model$")  # what tbpipe's serving link holds
 
 
 # ---- where: the target, its lock, what it holds ----------------------------------------
@@ -140,6 +154,11 @@ def _check_local(promote_to: str, target: str) -> None:
         raise InputError(f"{promote_to}: is a file; promote to a folder")
     if os.path.lexists(target) and not os.path.isdir(target):
         raise InputError(f"{promote_to}: not a folder; promote to a folder")
+    link = os.path.join(target, SERVING_LINK)
+    if os.path.lexists(link) and not (os.path.islink(link)
+                                      and _LINKED.match(os.readlink(link))):
+        raise InputError(f"{link}: not tbpipe's link to the champion (tbpipe keeps one "
+                         f"there); move it away or promote to another folder")
     existing = target
     while not os.path.exists(existing):
         existing = os.path.dirname(existing)
@@ -217,6 +236,53 @@ def current_model(promote_to: str) -> str:
     if storage.exists(storage.join(target, META_FILE)):
         return target
     return ""
+
+
+def served_uri(target: str, version: str) -> str:
+    """What a model server loads for ``version`` of ``target``: its SavedModel folder."""
+    return storage.join(storage.join(target, version), SAVED_MODEL)
+
+
+def serving_link(target: str) -> str:
+    """The local path that follows ``champion`` (``{target}/serving``); "" on object stores."""
+    return "" if storage.is_remote(target) else os.path.join(target, SERVING_LINK)
+
+
+def linked_version(target: str) -> str:
+    """The version the local serving link names now ("" where there is none)."""
+    link = serving_link(target)
+    if not link or not os.path.islink(link):
+        return ""
+    return os.readlink(link).partition("/")[0]
+
+
+def link_serving(target: str, version: str) -> bool:
+    """Point ``{target}/serving`` at ``version``'s SavedModel, atomically; whether it moved.
+
+    Local targets only (a no-op on object stores, or without a version). Call it holding the
+    target's lock: a new link ``.serving.tmp`` is made and renamed over the old one (one
+    ``rename``: a reader sees the old version or the new one); a temporary link a crash left
+    is replaced. The link is relative (``vN/saved_model``), so it resolves wherever the
+    volume is mounted.
+    """
+    link = serving_link(target)
+    if not link or not version:
+        return False
+    want = f"{version}/{SAVED_MODEL}"
+    if os.path.islink(link) and os.readlink(link) == want:
+        return False
+    temporary = os.path.join(target, f".{SERVING_LINK}.tmp")
+    with os_errors(link, "cannot link the served path"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        os.symlink(want, temporary)
+        os.replace(temporary, link)
+        folder = os.open(target, os.O_RDONLY)
+        try:
+            os.fsync(folder)  # the rename is on disk before the command says it moved
+        finally:
+            os.close(folder)
+    return True
 
 
 # ---- the lock -----------------------------------------------------------------------------
@@ -434,6 +500,7 @@ def publish(model_uri: str, promote_to: str, entry: Mapping[str, object],
     """
     target, _ = resolve_target(promote_to)
     record = read_record(target)
+    link_serving(target, record["aliases"].get(CHAMPION, ""))  # a crash left it behind
     entries = _entries(target)
     recovered = recover(target, record, entries)
     if recovered:
@@ -466,6 +533,7 @@ def publish(model_uri: str, promote_to: str, entry: Mapping[str, object],
                            f"took it over; {version} was written but production is unchanged")
     storage.write_bytes(storage.join(target, RECORD_FILE),  # (4) the pointer, last
                         json.dumps(record, indent=2, sort_keys=True).encode())
+    link_serving(target, version)  # (5) locally, the served path follows
     return record
 
 
@@ -484,8 +552,9 @@ def move_alias(promote_to: str, alias: str, version: str, note: str = "") -> dic
     """Point ``alias`` at ``version`` of the registry ``promote_to``; nothing is copied.
 
     Under the target's lock, one atomic write of ``promotion.json``. Moving ``champion``
-    changes what production serves (``current`` follows it). The move is recorded in
-    ``moves`` (alias, from, to, when, ``note``).
+    changes what production serves (``current`` follows it, and locally the serving link,
+    :func:`link_serving`, right after the pointer). The move is recorded in ``moves``
+    (alias, from, to, when, ``note``).
 
     Returns:
         The record written.
@@ -517,4 +586,5 @@ def move_alias(promote_to: str, alias: str, version: str, note: str = "") -> dic
                                "took it over; nothing was changed")
         storage.write_bytes(storage.join(target, RECORD_FILE),
                             json.dumps(record, indent=2, sort_keys=True).encode())
+        link_serving(target, record["aliases"].get(CHAMPION, ""))  # also repairs a lag
     return record

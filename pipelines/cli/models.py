@@ -1,8 +1,13 @@
-"""``tbpipe models``: a registry's versions and aliases (list | show | rollback | alias).
+"""``tbpipe models``: a registry's versions, aliases and what serves its champion.
+
+Sub-commands: list, show, rollback, alias, serving-manifest.
 
 The registry is a ``--promote-to`` folder (local, gs://, s3://): immutable ``vN/`` versions
 and ``promotion.json``, whose aliases name versions (``champion``: what production serves).
-Rollback and alias move a name under the registry's lock; nothing is copied or deleted.
+Rollback and alias move a name under the registry's lock; nothing is copied or deleted. The
+served path follows ``champion``: locally the link ``{registry}/serving`` (moved with the
+pointer); on any store, with ``--inference-service NAMESPACE/NAME``, the KServe
+InferenceService's ``storageUri`` (object stores) or its pods (a local registry on a volume).
 """
 
 from __future__ import annotations
@@ -10,9 +15,11 @@ from __future__ import annotations
 import argparse
 import json
 
+import yaml
+
 from tbpipe.components.common import storage
-from tbpipe.components.common.errors import InputError
-from tbpipe.components.promotion import publish
+from tbpipe.components.common.errors import InputError, TbpipeError
+from tbpipe.components.promotion import inference_service, publish
 
 OUTPUTS = ("table", "json")
 COLUMNS = ("version", "aliases", "promoted at", "run", "accuracy", "blessed", "parent")
@@ -37,6 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     rollback.add_argument("uri", metavar="URI")
     rollback.add_argument("--to", required=True, metavar="VERSION", help="vN")
     rollback.add_argument("--reason", default="", help="why (recorded)")
+    _service_flag(rollback)
     rollback.set_defaults(handler=rollback_champion)
     alias = sub.add_parser("alias", help="print where an alias points (and what to serve), "
                                          "or move it to VERSION")
@@ -44,7 +52,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     alias.add_argument("name", metavar="NAME", help="e.g. champion, staging")
     alias.add_argument("version", metavar="VERSION", nargs="?", default="",
                        help="vN to point NAME at; omitted: print where it points")
+    _service_flag(alias)
     alias.set_defaults(handler=set_alias)
+    manifest = sub.add_parser("serving-manifest", help="print a KServe InferenceService "
+                                                       "serving the champion (YAML)")
+    manifest.add_argument("uri", metavar="URI")
+    manifest.add_argument("--name", default="tbpipe-classifier",
+                          help="the InferenceService's name (default tbpipe-classifier)")
+    manifest.add_argument("--namespace", default="", help="its namespace (default: none "
+                                                          "written, kubectl's)")
+    manifest.add_argument("--pvc", default="", metavar="CLAIM[/PATH]",
+                          help="a local registry: the claim (and the path in it) holding "
+                               "URI; storageUri names its serving link")
+    manifest.set_defaults(handler=print_serving_manifest)
+
+
+def _service_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--inference-service", default="", metavar="NAMESPACE/NAME",
+                        help="also point this KServe InferenceService at the champion "
+                             "(its storageUri; its pods for a local registry)")
 
 
 def _registry(uri: str) -> tuple[str, dict, dict[str, dict]]:
@@ -57,9 +83,31 @@ def _registry(uri: str) -> tuple[str, dict, dict[str, dict]]:
     return target, record, versions
 
 
-def served_path(target: str, version: str) -> str:
-    """What KServe's ``storageUri`` names for ``version``: its SavedModel folder."""
-    return storage.join(storage.join(target, version), "saved_model")
+def _serving_lines(target: str, version: str) -> list[str]:
+    """What serves ``version`` (the champion): the local link, or the storageUri to set."""
+    link = publish.serving_link(target)
+    if link:
+        linked = publish.linked_version(target)
+        lag = "" if linked == version else (
+            f" (behind {publish.CHAMPION} {version}: a command was interrupted; the next "
+            "promotion or alias move re-links it)")
+        return [f"serving: {link} -> {linked or '-'}/{publish.SAVED_MODEL}{lag}"]
+    return [f"serve (KServe storageUri): {publish.served_uri(target, version)}"]
+
+
+def _point(ref: inference_service.ServiceRef | None, target: str, version: str,
+           moved: str) -> None:
+    """Point the InferenceService ``ref`` (if any) at ``version``; print what changed.
+
+    ``moved`` starts the error line when the alias has already moved (what to rerun ends it).
+    """
+    if ref is None:
+        return
+    try:
+        print(inference_service.follow(ref, target, version))
+    except TbpipeError as exc:
+        raise type(exc)(f"{moved}{exc}; run tbpipe models alias {target} "
+                        f"{publish.CHAMPION} --inference-service {ref} to try again") from None
 
 
 def list_versions(args: argparse.Namespace) -> int:
@@ -110,7 +158,8 @@ def show_version(args: argparse.Namespace) -> int:
     blessing = (json.loads(storage.read_bytes(blessing_uri))
                 if storage.exists(blessing_uri) else None)
     aliases = sorted(a for a, v in record["aliases"].items() if v == version)
-    print(json.dumps({"version": version, "uri": folder, "serve": served_path(target, version),
+    print(json.dumps({"version": version, "uri": folder,
+                      "serve": publish.served_uri(target, version),
                       "aliases": aliases, "entry": versions[version], "blessing": blessing},
                      indent=2, sort_keys=True))
     return 0
@@ -118,28 +167,63 @@ def show_version(args: argparse.Namespace) -> int:
 
 def rollback_champion(args: argparse.Namespace) -> int:
     """Point ``champion`` at ``--to``; nothing is copied or lost."""
-    return _move(args.uri, publish.CHAMPION, args.to, args.reason or "rollback")
+    return _move(args.uri, publish.CHAMPION, args.to, args.reason or "rollback",
+                 args.inference_service)
 
 
 def set_alias(args: argparse.Namespace) -> int:
-    """Move alias NAME to VERSION, or print where it points."""
+    """Move alias NAME to VERSION, or print where it points (and point a service at it)."""
+    if args.inference_service:
+        if args.name != publish.CHAMPION:
+            raise InputError(f"--inference-service: serves {publish.CHAMPION}, not "
+                             f"{args.name}; move {publish.CHAMPION} to serve another version")
     if args.version:
-        return _move(args.uri, args.name, args.version, "tbpipe models alias")
+        return _move(args.uri, args.name, args.version, "tbpipe models alias",
+                     args.inference_service)
     target, record, _ = _registry(args.uri)
     if args.name not in record["aliases"]:
         raise InputError(f"{args.name}: no such alias in {args.uri} (aliases: "
                          f"{', '.join(sorted(record['aliases'])) or 'none'})")
     version = record["aliases"][args.name]
+    ref = (inference_service.prepare(args.inference_service, target)
+           if args.inference_service else None)
     print(f"{args.name} -> {version}: {storage.join(target, version)}")
-    print(f"serve (KServe storageUri): {served_path(target, version)}")
+    if args.name == publish.CHAMPION:
+        for line in _serving_lines(target, version):
+            print(line)
+    _point(ref, target, version, "")
     return 0
 
 
-def _move(uri: str, alias: str, version: str, note: str) -> int:
-    before = publish.read_record(publish.check_target(uri))["aliases"].get(alias, "")
-    record = publish.move_alias(uri, alias, version, note)
+def _move(uri: str, alias: str, version: str, note: str, service: str = "") -> int:
     target = publish.check_target(uri)
+    # checked before anything moves: a bad value, a store KServe cannot read, no such service
+    ref = inference_service.prepare(service, target) if service else None
+    before = publish.read_record(target)["aliases"].get(alias, "")
+    record = publish.move_alias(uri, alias, version, note)
     print(f"{alias}: {before or 'none'} -> {version} in {target}")
     if alias == publish.CHAMPION:
-        print(f"serve (KServe storageUri): {served_path(target, version)}")
+        for line in _serving_lines(target, version):
+            print(line)
+        _point(ref, target, version, f"{alias} moved to {version} in {target}, but ")
     return 0 if record["aliases"][alias] == version else 1
+
+
+def print_serving_manifest(args: argparse.Namespace) -> int:
+    """Print an InferenceService serving the champion, as YAML.
+
+    On an object store it is pinned to the champion's version; for a local registry it names
+    the serving link on the volume (``--pvc``), which follows the champion.
+    """
+    inference_service.check_name("--name", args.name)
+    if args.namespace:
+        inference_service.check_name("--namespace", args.namespace)
+    target, record, _ = _registry(args.uri)
+    version = record["aliases"].get(publish.CHAMPION, "")
+    if not version:
+        raise InputError(f"{args.uri}: no {publish.CHAMPION}; promote or move the alias first")
+    uri = inference_service.storage_uri(target, version, args.pvc)
+    manifest = inference_service.inference_service_manifest(args.name, args.namespace, uri,
+                                                            version)
+    print(yaml.safe_dump(manifest, sort_keys=False), end="")
+    return 0

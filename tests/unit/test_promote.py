@@ -278,3 +278,34 @@ def test_a_promotion_into_the_log_root_is_refused(world, tmp_path):
                       str(tmp_path / "logs" / "e" / "r" / "promote"), str(tmp_path / "r.md"),
                       PromoteConfig(), log_root=str(tmp_path / "logs"))
     assert not (tmp_path / "logs").exists()
+
+
+def test_each_promotion_points_the_inference_service_at_the_champion(world, tmp_path,
+                                                                     monkeypatch, capsys):
+    """On KubeStandIn, a stand-in Kubernetes API server (a TEST DOUBLE: no KServe runs)."""
+    from tbpipe.components.promotion import inference_service
+    from tests.kube_standin import KubeStandIn
+
+    _, good, bad = world
+    prod = tmp_path / "prod"
+    with KubeStandIn() as kube:
+        monkeypatch.setenv("KUBECONFIG", str(kube.write_kubeconfig(tmp_path / "kubeconfig")))
+        monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+        kube.put_set("inferenceservices", inference_service.inference_service_manifest(
+            "clf", "team", "pvc://claim/prod/serving", "v0"))
+        first = run_promote(world, tmp_path, good, prod, "r1", inference_service="team/clf")
+        assert first.version == "v1" and os.readlink(prod / "serving") == "v1/saved_model"
+        out = capsys.readouterr().out.splitlines()
+        assert "promote: inference service team/clf: pods rolled to serve v1 (storageUri " \
+               "pvc://claim/prod/serving, the volume's serving link, unchanged)" in out
+        assert out[-1] == f"promote: production is {prod}/v1 (serve {prod}/serving, which " \
+                          "follows champion)"
+        assert kube.patches == [("inferenceservices", "clf", {"spec": {"predictor": {
+            "annotations": {"tbpipe/champion": "v1"}}}})]  # a local registry: pods roll
+        assert not run_promote(world, tmp_path, bad, prod, "r2",
+                               inference_service="team/clf").promoted
+        assert len(kube.patches) == 1  # kept: nothing to point
+        before = snapshot(str(prod))
+        with pytest.raises(InputError, match="InferenceService team/nope: not found"):
+            run_promote(world, tmp_path, good, prod, "r3", inference_service="team/nope")
+        assert snapshot(str(prod)) == before and len(kube.patches) == 1  # refused first

@@ -40,7 +40,7 @@ def test_rollback_moves_champion_back_nothing_copied_or_lost(registry, tmp_path,
                           "--reason", "v2 mislabels 7s")
     assert code == 0 and out.splitlines() == [
         f"champion: v2 -> v1 in {registry}",
-        f"serve (KServe storageUri): {registry}/v1/saved_model"]
+        f"serving: {registry}/serving -> v1/saved_model"]
     assert publish.current_model(registry) == f"{registry}/v1"
     after = snapshot(registry)
     assert {k: v for k, v in after.items() if k != "promotion.json"} == {
@@ -67,8 +67,10 @@ def test_models_list_show_and_alias(registry, capsys):
 
     assert tbpipe(capsys, "models", "alias", registry, "staging", "v1")[0] == 0
     code, out, _ = tbpipe(capsys, "models", "alias", registry, "staging")
-    assert out.splitlines() == [f"staging -> v1: {registry}/v1",
-                                f"serve (KServe storageUri): {registry}/v1/saved_model"]
+    assert out.splitlines() == [f"staging -> v1: {registry}/v1"]
+    code, out, _ = tbpipe(capsys, "models", "alias", registry, "champion")
+    assert out.splitlines() == [f"champion -> v2: {registry}/v2",
+                                f"serving: {registry}/serving -> v2/saved_model"]
     code, out, _ = tbpipe(capsys, "models", "show", registry, "staging")
     shown = json.loads(out)
     assert shown["version"] == "v1" and shown["aliases"] == ["staging"]

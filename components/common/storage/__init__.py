@@ -381,21 +381,29 @@ def exists(uri: str, deadline: float | None = None) -> bool:
     return False
 
 
-def read_bytes(uri: str, deadline: float | None = None) -> bytes:
-    """Return the whole content of a file or object."""
+def read_bytes(uri: str, deadline: float | None = None, max_bytes: int | None = None) -> bytes:
+    """Return the whole content of a file or object.
+
+    With ``max_bytes``, at most ``max_bytes + 1`` bytes are read (one ranged GET remotely):
+    a longer answer means the file is bigger than the caller allows, who says so.
+    """
     if is_remote(uri):
         # One ranged GET (``bytes=0-``): s3fs's plain cat_file asks for the size first, and a
         # HEAD's refusal carries no reason (a wrong secret and a denied bucket read alike).
         path = filesystem(uri)[1]
+        end = {} if max_bytes is None else {"end": max_bytes + 1}
         try:
-            return _call(uri, deadline, "cat_file", path, start=0)
+            return _call(uri, deadline, "cat_file", path, start=0, **end)
         except StorageError as exc:
             if exc.__cause__ is None or not (_status(exc.__cause__) == 416 or _error_code(
                     exc.__cause__) == "InvalidRange"):
                 raise
         return _call(uri, deadline, "cat_file", path)  # an empty object has no byte 0
     try:
-        return Path(to_local_path(uri)).read_bytes()
+        if max_bytes is None:
+            return Path(to_local_path(uri)).read_bytes()
+        with open(to_local_path(uri), "rb") as handle:
+            return handle.read(max_bytes + 1)
     except OSError as exc:
         raise StorageError(f"{uri}: cannot read ({exc.strerror})") from exc
 
@@ -500,8 +508,13 @@ def _local_temp(path: str, data: bytes | None = None) -> Iterator[str]:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
+    umask = os.umask(0)
+    os.umask(umask)
     try:
         with os.fdopen(fd, "wb") as handle:
+            # mkstemp makes 0600; the file gets the usual mode (as atomic_dir's folders), so
+            # that a model server of another user reads a registry on a shared volume
+            os.fchmod(handle.fileno(), 0o666 & ~umask)
             if data is not None:
                 handle.write(data)
         yield tmp

@@ -10,6 +10,7 @@ are sent, the rest keep the compiled pipeline's defaults.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import tempfile
@@ -113,6 +114,8 @@ def submit_run(args: argparse.Namespace) -> tuple[dict, int]:
         raise InputError(f"--package {args.package} is compiled already: --sweep applies when "
                          "submit compiles; pass it to tbpipe compile instead")
     values = given_params(args)
+    if values.get("notify") and not args.package:  # its exit task is compiled in
+        options = dataclasses.replace(options, notify=str(values["notify"]))
     check(PipelineParams(**values), sweep, local=False)  # parsed once, at the edge
     given = {key: as_text(value) for key, value in values.items()}
     with tempfile.TemporaryDirectory(prefix="tbpipe-submit-") as tmp:

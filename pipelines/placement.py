@@ -161,13 +161,13 @@ class SecretEnv:
     @classmethod
     def parse(cls, text: str) -> SecretEnv:
         """``NAME`` or ``NAME:KEY1,KEY2``; InputError (one line) if it is neither."""
-        name, _, keys = text.partition(":")
+        name, colon, keys = text.partition(":")
         if not PVC_NAME.match(name.strip()):  # a Secret's name is a DNS subdomain too
             raise InputError(f"--secret {text}: {name!r} is not a Secret name: use lower-case "
                              "letters, digits, '-' and '.' (e.g. --secret tbpipe-creds)")
         parsed = tuple(key.strip() for key in keys.split(",") if key.strip())
         bad = [key for key in parsed if not _ENV_KEY.match(key)]
-        if bad or (keys and not parsed):
+        if bad or (colon and not parsed):
             raise InputError(f"--secret {text}: keys must be environment variable names "
                              "separated by commas (NAME:AWS_ACCESS_KEY_ID,AWS_SECRET_ACCESS_KEY)")
         return cls(name.strip(), parsed)

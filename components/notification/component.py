@@ -27,7 +27,7 @@ def notify(status: dsl.PipelineTaskFinalStatus, notify: str = "", log_root: str 
         tensorboard_url: The TensorBoard address the message links to.
 
     Returns:
-        How many targets got the message.
+        Output: How many targets got the message.
     """
     from tbpipe.components.common.naming import resolve_run, tensorboard_run_url
     from tbpipe.components.notification.config import NotifyConfig

@@ -3,5 +3,5 @@
 from tbpipe.components.common.step_info import Step
 from tbpipe.components.notification.config import PARAMS
 
-STEP = Step(name="notify", display_names=("notify",), order=90,
-            cpu=("100m", "500m"), memory=("128Mi", "512Mi"), params=PARAMS)
+STEP = Step(name="notify", display_names=("notify",), order=90, resources_of="select",
+            params=PARAMS)

@@ -13,6 +13,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+import yaml
 from kfp import dsl
 from kfp.dsl import Model, Output
 
@@ -252,22 +253,89 @@ def test_a_local_run_that_fails_posts_the_step_and_its_error_line(tmp_path, monk
         in body["text"]
 
 
-def test_a_local_run_that_succeeds_posts_accuracy_and_the_tensorboard_link(
+SECRETS = {"TEAM_HOOK": "/services/T0/SECRET-HOOK-TOKEN", "TBPIPE_SMTP_PASSWORD": "pw-secret-42",
+           "AWS_SECRET_ACCESS_KEY": "aws-secret-43"}
+
+
+def leaked(text: str) -> list[str]:
+    return [value for value in SECRETS.values() if value in text]
+
+
+def test_a_local_run_that_succeeds_posts_accuracy_and_the_tensorboard_link_and_no_secret(
         tmp_path, monkeypatch, receiver, capsys):
+    """The webhook URL comes from a secret variable; a hanging second hook changes nothing."""
     hook = Receiver(hang=True)
+    for name, value in SECRETS.items():
+        monkeypatch.setenv(name, receiver.url(value) if name == "TEAM_HOOK" else value)
     monkeypatch.setattr(core, "TIMEOUT_S", 0.3)
     try:
-        result = local_run(tmp_path, monkeypatch, False,
-                           f"{receiver.url()} {hook.url('/slow')}", "fine")
+        result = local_run(tmp_path, monkeypatch, False, f"env:TEAM_HOOK {hook.url('/slow')}",
+                           "fine")
     finally:
         hook.close()
-    assert result.summary["final_accuracy"] == 0.875  # the hanging hook changed nothing
+    assert result.summary["final_accuracy"] == 0.875
+    assert receiver.paths == [SECRETS["TEAM_HOOK"]]
     (body,) = receiver.bodies
     assert body["state"] == "SUCCEEDED" and body["test_accuracy"] == 0.875
     assert "test accuracy: 0.8750 (trained model)" in body["text"]
     assert body["tensorboard_url"] == \
         "http://tb.example:6006/#scalars&regexInput=default%2Ffine"
-    assert capsys.readouterr().err.count("tbpipe: warning: notify http://127.0.0.1:") == 1
+    out, err = capsys.readouterr()
+    assert err.count("tbpipe: warning: notify http://127.0.0.1:") == 1
+    written = [path.read_text(errors="replace") for path in tmp_path.rglob("*")
+               if path.is_file()]  # the log root, the pipeline root, the run's log
+    assert any("notify" in text for text in written)  # the run's own files are read
+    assert leaked(json.dumps(receiver.bodies) + out + err + "".join(written)) == []
+
+
+def test_a_compiled_pipeline_with_notify_and_secrets_has_an_exit_handler_and_no_secret(
+        tmp_path, monkeypatch):
+    from tbpipe.pipelines.cli.main import main
+    from tbpipe.pipelines.placement import DEFAULT_SECRET_KEYS, CompileOptions
+    from tbpipe.pipelines.training import build_training_pipeline
+
+    for name, value in SECRETS.items():
+        monkeypatch.setenv(name, value)
+    package = tmp_path / "p.yaml"
+    assert main(["compile", "--package", str(package), "--notify", "env:TEAM_HOOK",
+                 "--secret", "tbpipe-creds", "--secret", "smtp:TBPIPE_SMTP_PASSWORD"]) == 0
+    text = package.read_text()
+    assert leaked(text) == []
+    spec, platform = yaml.safe_load_all(text)
+    root = spec["root"]["dag"]["tasks"]
+    assert set(root) == {"exit-handler-1", "notify"}
+    assert root["notify"]["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED"
+    assert root["notify"]["dependentTasks"] == ["exit-handler-1"]
+    assert spec["root"]["inputDefinitions"]["parameters"]["notify"]["defaultValue"] == \
+        "env:TEAM_HOOK"
+    status = spec["components"]["comp-notify"]["inputDefinitions"]["parameters"]["status"]
+    assert status["parameterType"] == "TASK_FINAL_STATUS"
+    executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert len(executors) == len(spec["deploymentSpec"]["executors"])  # every step, notify too
+    for executor in executors.values():
+        by_name = {s["secretName"]: s for s in executor["secretAsEnv"]}
+        assert by_name["tbpipe-creds"]["optional"] is True
+        assert {k["secretKey"] for k in by_name["tbpipe-creds"]["keyToEnv"]} == \
+            set(DEFAULT_SECRET_KEYS)
+        assert by_name["smtp"]["optional"] is False
+        assert by_name["smtp"]["keyToEnv"] == [{"secretKey": "TBPIPE_SMTP_PASSWORD",
+                                               "envVar": "TBPIPE_SMTP_PASSWORD"}]
+    plain = build_training_pipeline(CompileOptions()).pipeline_spec  # without --notify: as before
+    assert "notify" not in {t.task_info.name for t in plain.root.dag.tasks.values()}
+    assert not any(name.startswith("exit-handler") for name in plain.root.dag.tasks)
+    assert plain.root.output_definitions.parameters  # its output, the summary, stays
+
+
+@pytest.mark.parametrize("text, needle", [("UPPER", "is not a Secret name"),
+                                          ("creds:", "keys must be environment variable"),
+                                          ("creds:A-B", "keys must be environment variable")])
+def test_a_bad_secret_is_one_line(text, needle, tmp_path, capsys):
+    from tbpipe.pipelines.cli.main import main
+
+    assert main(["compile", "--package", str(tmp_path / "p.yaml"), "--secret", text]) == 1
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"tbpipe: error: --secret {text}: ") and needle in line
+    assert not (tmp_path / "p.yaml").exists()
 
 
 def test_bad_notify_input_stops_before_anything_runs(tmp_path):

@@ -132,6 +132,30 @@ def sweep_from_args(args: argparse.Namespace) -> Sweep | None:
             raise SettingError(flag, getattr(args, key),
                                f"is swept by --sweep {key}; give its values there only")
     return sweep
+def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
+    """The KFP API connection and the run's place (``submit``, ``schedule create``).
+
+    ``--endpoint``, ``--namespace``, ``--token-file``, ``--request-timeout``, ``--package``,
+    ``--pipeline-root``, ``--service-account``.
+    """
+    from tbpipe.pipelines.runners.kfp_client import DEFAULT_REQUEST_TIMEOUT_S
+
+    add = parser.add_argument
+    add("--endpoint", default=None, metavar="URL",
+        help="KFP API address, as kfp's --endpoint (default: $KFP_HOST, then kfp.Client's "
+             "own lookup: $KF_PIPELINES_ENDPOINT, in-cluster, kubeconfig)")
+    add("--namespace", default=None, help="KFP namespace (multi-user deployments)")
+    add("--package", default=None, metavar="PATH",
+        help="a compiled pipeline YAML (tbpipe compile --package; default: compile now)")
+    add("--pipeline-root", default=None, help="where KFP keeps artifacts (default: the cluster's)")
+    add("--service-account", default=None, help="Kubernetes service account of the run's pods")
+    add("--token-file", default=None, help="file holding a bearer token for the KFP API "
+        "(or set $KFP_TOKEN)")
+    add("--request-timeout", type=float, default=DEFAULT_REQUEST_TIMEOUT_S, metavar="SECONDS",
+        help="give up on a KFP API request that gets no answer for this long (default: "
+             f"{DEFAULT_REQUEST_TIMEOUT_S:g}; a call tries to connect at most 3 times)")
+
+
 def add_compile_arguments(parser: argparse.ArgumentParser) -> None:
     """Compile-time flags (shared by ``compile`` and ``submit``)."""
     group = parser.add_argument_group("placement (compile options)")

@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping
 
 from tbpipe.components.notification.config import TIMEOUT_S, TRIES, Target
 
-SUCCEEDED, FAILED, CANCELLED = "SUCCEEDED", "FAILED", "CANCELLED"
+SUCCEEDED, FAILED, CANCELED = "SUCCEEDED", "FAILED", "CANCELED"
 #: Environment variables whose values never appear in a message or a warning line (and any
 #: variable an ``env:`` target names): a secret's value is masked wherever it shows up.
 SECRET_ENV = re.compile(r"PASSWORD|SECRET|TOKEN|CREDENTIAL|WEBHOOK|(^|_)KEY($|_)", re.I)
@@ -39,7 +39,8 @@ class RunOutcome:
     """How a run ended, as the message tells it.
 
     Attributes:
-        state: ``SUCCEEDED``, ``FAILED`` or ``CANCELLED`` (KFP's words; others as given).
+        state: ``SUCCEEDED``, ``FAILED`` or ``CANCELED`` (KFP's words and spelling; others
+            as given).
         run: ``{experiment}/{run}``.
         failed_step: The step that failed (empty: none, or not known).
         error: That step's error line (or the run's).
@@ -81,7 +82,7 @@ def outcome_from_summary(state: str, run: str, summary: Mapping | None, failed_s
 
 def outcome_message(outcome: RunOutcome) -> dict:
     """The message: ``text`` (a few lines, what a chat shows) and every field of ``outcome``."""
-    mark = {SUCCEEDED: "succeeded", FAILED: "FAILED", CANCELLED: "was cancelled"}
+    mark = {SUCCEEDED: "succeeded", FAILED: "FAILED", CANCELED: "was cancelled"}
     lines = [f"tbpipe run {outcome.run} {mark.get(outcome.state, outcome.state)}"]
     if outcome.failed_step:
         lines.append(f"failed step: {outcome.failed_step}")

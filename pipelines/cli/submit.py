@@ -132,6 +132,10 @@ def upload_for_run(args: argparse.Namespace, doing: str = "submit",
         package = args.package or compile_pipeline(os.path.join(tmp, "pipeline.yaml"), options,
                                                    sweep)
         spec = read_package(package)
+        if values.get("notify") and args.package and not has_exit_task(package):
+            raise InputError(f"--notify: --package {args.package} was compiled without it, so "
+                             "no step would send the message; compile with tbpipe compile "
+                             "--notify TARGET (or let this command compile)")
         experiment, run_name = resolve_names(given.get("experiment"), given.get("run_name"))
         run_name = run_name if one_run else ""
         given.update({k: v for k, v in (("experiment", experiment), ("run_name", run_name))
@@ -143,6 +147,16 @@ def upload_for_run(args: argparse.Namespace, doing: str = "submit",
         target = kfp.upload(package, spec.name, version_name(package))
     print(f"pipeline {spec.name}: {target.describe()}")
     return Upload(kfp, target, spec.name, spec.parameters, experiment, run_name, arguments)
+
+
+def has_exit_task(package: str) -> bool:
+    """Whether a compiled pipeline has tbpipe's ``notify`` exit task (``compile --notify``)."""
+    import yaml
+
+    with open(package, encoding="utf-8") as handle:
+        spec = next(iter(yaml.load_all(handle, Loader=getattr(yaml, "CSafeLoader",
+                                                               yaml.SafeLoader))))
+    return "comp-notify" in spec.get("components", {})
 
 
 def submit_run(args: argparse.Namespace) -> tuple[dict, int]:

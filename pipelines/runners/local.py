@@ -205,7 +205,7 @@ def notify_run_end(params: PipelineParams, pipeline_root: str,
     from tbpipe.components.common.sigterm import Terminated
     from tbpipe.components.notification.config import NotifyConfig
     from tbpipe.components.notification.core import (
-        CANCELLED,
+        CANCELED,
         FAILED,
         SUCCEEDED,
         outcome_from_summary,
@@ -220,7 +220,7 @@ def notify_run_end(params: PipelineParams, pipeline_root: str,
     if isinstance(end, LocalRunResult):
         state, step, line = SUCCEEDED, "", ""
     elif isinstance(end, (KeyboardInterrupt, Terminated)):
-        state, step, line = CANCELLED, "", "stopped by Ctrl-C or SIGTERM"
+        state, step, line = CANCELED, "", "stopped by Ctrl-C or SIGTERM"
         summary = None  # an earlier run's summary (--resume) is not this outcome's
     else:
         state, step = FAILED, getattr(end, "step", "")

@@ -338,6 +338,17 @@ def test_a_bad_secret_is_one_line(text, needle, tmp_path, capsys):
     assert not (tmp_path / "p.yaml").exists()
 
 
+def test_a_cancelled_local_run_says_so(tmp_path, receiver):
+    from tbpipe.pipelines.runners.local import notify_run_end
+    from tbpipe.pipelines.training import PipelineParams
+
+    params = PipelineParams(run_name="stopped", log_root=str(tmp_path), notify=receiver.url())
+    notify_run_end(params, str(tmp_path / "kfp"), KeyboardInterrupt())
+    (body,) = receiver.bodies
+    assert body["state"] == "CANCELED" and body["text"].startswith(
+        "tbpipe run default/stopped was cancelled")
+
+
 def test_bad_notify_input_stops_before_anything_runs(tmp_path):
     from tbpipe.pipelines.cli.main import main
 

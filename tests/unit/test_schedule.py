@@ -102,3 +102,11 @@ def test_server_errors_are_one_line(kfp, package, capsys):
     assert rc == 1 and len(err) == 1
     assert err[0].startswith("tbpipe: error: KFP at http://127.0.0.1:") and "500" in err[0]
     assert "listing recurring runs" in err[0]
+
+
+def test_notify_with_a_package_compiled_without_it_is_refused(kfp, package, capsys):
+    rc, _, err = tbpipe(kfp, capsys, "schedule", "create", "--name", "s", "--every", "1h",
+                        "--package", package, "--log-root", "gs://b/logs",
+                        "--notify", "env:TBPIPE_WEBHOOK_URL")
+    assert rc == 1 and len(err) == 1 and "was compiled without it" in err[0], err
+    assert kfp.pipelines == {} and kfp.recurring_runs == {}

@@ -49,7 +49,7 @@ def notify(status: dsl.PipelineTaskFinalStatus, notify: str = "", log_root: str 
     outcome = outcome_from_summary(
         str(status.state), f"{experiment}/{run}", summary, error=error,
         tensorboard_url=tensorboard_run_url(tensorboard_url, f"{experiment}/{run}"),
-        details_url=status.pipeline_job_resource_name or "")
+        details=status.pipeline_job_resource_name or "")
     try:
         targets = NotifyConfig(notify).targets
     except Exception as exc:  # noqa: BLE001 - a bad target must not fail the run either

@@ -48,7 +48,7 @@ class RunOutcome:
         final_model: ``trained`` or ``finetuned`` (empty: none).
         gate: The promotion gate's decision line (empty: no promotion).
         tensorboard_url: TensorBoard filtered to the run.
-        details_url: Where the run can be seen (the KFP UI, the run's log file).
+        details: Where more is: the run's log file (local), KFP's pipeline job name.
 
     """
 
@@ -60,12 +60,12 @@ class RunOutcome:
     final_model: str = ""
     gate: str = ""
     tensorboard_url: str = ""
-    details_url: str = ""
+    details: str = ""
 
 
 def outcome_from_summary(state: str, run: str, summary: Mapping | None, failed_step: str = "",
                          error: str = "", tensorboard_url: str = "",
-                         details_url: str = "") -> RunOutcome:
+                         details: str = "") -> RunOutcome:
     """A RunOutcome from the run's ``_summary.json`` (None: the run wrote none)."""
     summary = summary or {}
     promotion = summary.get("promotion") or {}
@@ -77,7 +77,7 @@ def outcome_from_summary(state: str, run: str, summary: Mapping | None, failed_s
         test_accuracy=float(accuracy) if isinstance(accuracy, (int, float)) else None,
         final_model=str(summary.get("final_model") or ""), gate=gate,
         tensorboard_url=str(summary.get("tensorboard_url") or tensorboard_url),
-        details_url=details_url)
+        details=details)
 
 
 def outcome_message(outcome: RunOutcome) -> dict:
@@ -95,8 +95,8 @@ def outcome_message(outcome: RunOutcome) -> dict:
         lines.append(f"gate: {outcome.gate}")
     if outcome.tensorboard_url:
         lines.append(f"TensorBoard: {outcome.tensorboard_url}")
-    if outcome.details_url:
-        lines.append(f"details: {outcome.details_url}")
+    if outcome.details:
+        lines.append(f"details: {outcome.details}")
     return {"text": "\n".join(lines), **dataclasses.asdict(outcome)}
 
 

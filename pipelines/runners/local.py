@@ -229,7 +229,7 @@ def notify_run_end(params: PipelineParams, pipeline_root: str,
     outcome = outcome_from_summary(
         state, label, summary, failed_step=step, error=line,
         tensorboard_url=tensorboard_run_url(params.tensorboard_url, label),
-        details_url=run_log_path(pipeline_root, params))
+        details=run_log_path(pipeline_root, params))
     send(NotifyConfig(params.notify).targets, outcome,
          warn=lambda text: print(text, file=sys.stderr, flush=True))
 

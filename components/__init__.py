@@ -27,6 +27,7 @@ _HOMES = {
     "promote": "tbpipe.components.promotion.component",
     "select_trial": "tbpipe.components.selection.select_trial",
     "batch_predict": "tbpipe.components.prediction.component",
+    "notify": "tbpipe.components.notification.component",
 }
 __all__ = sorted(_HOMES)
 

@@ -135,6 +135,49 @@ def place_task(task, *, gpu_count: int = 0, gpu_type: str = DEFAULT_GPU_TYPE,  #
     return task
 
 
+#: The keys ``--secret NAME`` exposes (as environment variables of the same names) when it
+#: names none, each optional (a Secret without one is fine): S3/MinIO credentials and
+#: endpoint, the SMTP login of ``--notify mailto:``, a webhook URL for ``--notify
+#: env:TBPIPE_WEBHOOK_URL``. GCS: workload identity, or ``--secret NAME:KEY`` of your own.
+DEFAULT_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL",
+                       "TBPIPE_SMTP_USER", "TBPIPE_SMTP_PASSWORD", "TBPIPE_WEBHOOK_URL")
+_ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@dataclasses.dataclass(frozen=True)
+class SecretEnv:
+    """A Kubernetes Secret whose keys every step gets as environment variables (``--secret``).
+
+    Attributes:
+        name: The Secret's name (in the run's namespace).
+        keys: The keys to expose, each as the variable of its name, required (a Secret
+            without one stops the pod); empty: DEFAULT_SECRET_KEYS, each optional.
+
+    """
+
+    name: str
+    keys: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, text: str) -> SecretEnv:
+        """``NAME`` or ``NAME:KEY1,KEY2``; InputError (one line) if it is neither."""
+        name, colon, keys = text.partition(":")
+        if not PVC_NAME.match(name.strip()):  # a Secret's name is a DNS subdomain too
+            raise InputError(f"--secret {text}: {name!r} is not a Secret name: use lower-case "
+                             "letters, digits, '-' and '.' (e.g. --secret tbpipe-creds)")
+        parsed = tuple(key.strip() for key in keys.split(",") if key.strip())
+        bad = [key for key in parsed if not _ENV_KEY.match(key)]
+        if bad or (colon and not parsed):
+            raise InputError(f"--secret {text}: keys must be environment variable names "
+                             "separated by commas (NAME:AWS_ACCESS_KEY_ID,AWS_SECRET_ACCESS_KEY)")
+        return cls(name.strip(), parsed)
+
+    def env(self) -> tuple[dict[str, str], bool]:
+        """``({key: variable}, optional)`` for ``kfp.kubernetes.use_secret_as_env``."""
+        keys = self.keys or DEFAULT_SECRET_KEYS
+        return {key: key for key in keys}, not self.keys
+
+
 @dataclasses.dataclass(frozen=True)
 class CompileOptions:
     """How tbpipe's pipeline is compiled (not run-time parameters).
@@ -164,6 +207,11 @@ class CompileOptions:
         worker_deadline: Seconds a multi-worker step waits for its workers.
         workers: The compiled default of the pipeline's ``workers`` parameter (``compile
             --workers``; None: the table's; checked where the train config is built).
+        notify: ``--notify`` targets (separated by spaces): compile the ``notify`` exit task
+            (a ``dsl.ExitHandler`` around the DAG, sending the outcome to the ``notify``
+            parameter's targets) with these as that parameter's default; empty: no exit
+            task, the DAG as without notifications.
+        secrets: Secrets every step gets as environment variables (``--secret``).
 
     """
 
@@ -185,6 +233,8 @@ class CompileOptions:
     distributed_engine: str = WorkerPlacement.engine
     worker_deadline: int = WorkerPlacement.deadline_s
     workers: int | None = None
+    notify: str = ""
+    secrets: tuple[SecretEnv, ...] = ()
 
     def __post_init__(self) -> None:
         if self.distributed_engine not in ENGINES:
@@ -215,6 +265,10 @@ class CompileOptions:
         for kind, resources in merged.items():
             resources.validate(kind)
         object.__setattr__(self, "resources", MappingProxyType(merged))
+        if self.notify:
+            from tbpipe.components.notification.config import NotifyConfig
+
+            NotifyConfig(self.notify)  # SettingError naming the bad target
         if self.workers is not None:
             from tbpipe.components.common.errors import SettingError
             from tbpipe.components.training.config import TrainConfig
@@ -286,6 +340,9 @@ def configure_task(task, step: str, options: CompileOptions):  # noqa: ANN001, A
                                     run_as_non_root=True)
     for claim, mount_path in options.volume_mounts():
         kubernetes.mount_pvc(task, pvc_name=claim, mount_path=mount_path)
+    for secret in options.secrets:  # the spec names the Secret and its keys, never a value
+        env, optional = secret.env()
+        kubernetes.use_secret_as_env(task, secret.name, env, optional=optional)
     return task
 
 

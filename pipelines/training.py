@@ -94,6 +94,8 @@ def pipeline_signature(options: CompileOptions) -> inspect.Signature:
     defaults["log_root"] = options.default_log_root or defaults["log_root"]
     if options.workers is not None:  # compile --workers
         defaults["workers"] = options.workers
+    if options.notify:  # compile --notify: the exit task's targets
+        defaults["notify"] = options.notify
     return inspect.Signature(
         [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD,
                            default=defaults[name], annotation=param.type)
@@ -114,6 +116,10 @@ def build_training_pipeline(options: CompileOptions | None = None,  # noqa: ANN2
     summary as JSON). ``sweep``: train once per trial in a ``dsl.ParallelFor`` (parallelism
     ``sweep.max_parallel``) and go on with the best trial's model (``select-trial``); its
     trial table joins the summary as ``sweep``. Without one, the DAG has one train step.
+    With ``options.notify``, the DAG runs inside a ``dsl.ExitHandler`` whose ``notify`` task
+    sends the outcome (succeeded, failed, cancelled) to the ``notify`` parameter's targets,
+    and the pipeline has no output (KFP takes none from inside an exit handler); without,
+    there is no exit task.
     """
     options = options or CompileOptions()
     signature = pipeline_signature(options)
@@ -123,6 +129,16 @@ def build_training_pipeline(options: CompileOptions | None = None,  # noqa: ANN2
 
     def training_pipeline(*args, **kwargs) -> str:  # noqa: ANN002, ANN003
         p = SimpleNamespace(**signature.bind(*args, **kwargs).arguments)
+        if not options.notify:
+            return training_dag(p)
+        told = step(components.notify(notify=p.notify, log_root=p.log_root,
+                                      experiment=p.experiment, run_name=p.run_name,
+                                      tensorboard_url=p.tensorboard_url), "notify")
+        with dsl.ExitHandler(told.set_caching_options(False), name="notify-on-exit"):
+            training_dag(p)  # KFP takes no pipeline output from inside an exit handler
+        return None
+
+    def training_dag(p: SimpleNamespace) -> str:
         where = dict(log_root=p.log_root, experiment=p.experiment, run_name=p.run_name,
                      resume=p.resume)
         # select-model writes the run's _summary.json (tbpipe runs)
@@ -200,10 +216,11 @@ def build_training_pipeline(options: CompileOptions | None = None,  # noqa: ANN2
                  "promote").set_caching_options(False)  # production may have changed since
         return selected
 
-    training_pipeline.__signature__ = signature
+    returns = None if options.notify else str
+    training_pipeline.__signature__ = signature.replace(return_annotation=returns)
     training_pipeline.__annotations__ = {
         **{name: param.annotation for name, param in signature.parameters.items()},
-        "return": str}
+        "return": returns}
     training_pipeline.__doc__ = pipeline_docstring()
     return dsl.pipeline(name=PIPELINE_NAME,
                         description=__doc__.splitlines()[0])(training_pipeline)

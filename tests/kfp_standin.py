@@ -13,12 +13,19 @@ it the way the real server would reject it:
     POST /apis/v2beta1/experiments
     POST /apis/v2beta1/runs
     GET  /apis/v2beta1/runs/{id}                      (walks through ``run_states``)
+    POST /apis/v2beta1/recurringruns
+    GET  /apis/v2beta1/recurringruns                  (filter: display_name EQUALS)
+    DELETE /apis/v2beta1/recurringruns/{id}
 
 Checks (a failure answers 400 and is appended to ``problems``): an uploaded package must parse
 as a PipelineSpec (first YAML document) and PlatformSpec (second, if any); a run must name a
 known experiment and pipeline version, and its parameters must be inputs of that version's
-spec with values of the declared type. ``fail(status, path_prefix)`` makes matching requests
-answer an error instead (401, 404, 500, ...).
+spec with values of the declared type; a recurring run's body must deserialize into kfp's own
+client model (``kfp_server_api.V2beta1RecurringRun``) with no field the model lacks, have
+exactly one trigger (a cron of 6 fields, seconds first, as KFP's scheduler reads it, or an
+interval above 0), a max_concurrency of 1 to 10 (KFP's bounds) and a mode.
+``fail(status, path_prefix)`` makes matching requests answer an error instead (401, 404,
+500, ...).
 """
 
 from __future__ import annotations
@@ -59,6 +66,7 @@ class KfpStandIn:
         self.specs: dict[str, dict] = {}
         self.experiments: dict[str, dict] = {}
         self.runs: dict[str, dict] = {}
+        self.recurring_runs: dict[str, dict] = {}
         self.requests: list[tuple[str, str]] = []
         self.authorizations: list[str | None] = []
         self.problems: list[str] = []
@@ -78,7 +86,8 @@ class KfpStandIn:
 
     def __enter__(self) -> KfpStandIn:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        threading.Thread(target=self._server.serve_forever, args=(0.05,),  # quick shutdown
+                         daemon=True).start()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -101,7 +110,11 @@ class KfpStandIn:
                   ("GET", "experiments"): lambda: {"experiments": _filtered(self.experiments,
                                                                             query)},
                   ("POST", "experiments"): lambda: self._experiment(json.loads(body)),
-                  ("POST", "runs"): lambda: self._run(json.loads(body))}
+                  ("POST", "runs"): lambda: self._run(json.loads(body)),
+                  ("POST", "recurringruns"): lambda: self._recurring_run(json.loads(body)),
+                  ("GET", "recurringruns"):
+                      lambda: {"recurringRuns": _filtered(self.recurring_runs, query),
+                               "total_size": len(_filtered(self.recurring_runs, query))}}
         key = "/".join(parts)
         if (method, key) in routes:
             return routes[(method, key)]()
@@ -113,6 +126,10 @@ class KfpStandIn:
             return {"pipeline_versions": list(reversed(versions)), "total_size": len(versions)}
         if method == "GET" and len(parts) == 2 and parts[0] == "runs":
             return self._poll(parts[1])
+        if method == "DELETE" and len(parts) == 2 and parts[0] == "recurringruns":
+            if self.recurring_runs.pop(parts[1], None) is None:
+                raise StandInError(404, f"recurring run {parts[1]} not found")
+            return {}
         raise StandInError(404, f"the stand-in does not implement {method} {path}")
 
     def _check(self, ok: bool, message: str) -> None:
@@ -157,6 +174,14 @@ class KfpStandIn:
         return experiment
 
     def _run(self, body: dict) -> dict:
+        self._check_run_body(body)
+        run = {**body, "run_id": str(uuid.uuid4()), "state": "PENDING", "created_at": NOW}
+        self.runs[run["run_id"]] = run
+        self._polls[run["run_id"]] = itertools.count()
+        return run
+
+    def _check_run_body(self, body: dict) -> None:
+        """A run's (or recurring run's) experiment, pipeline version and typed parameters."""
         if body.get("experiment_id") not in self.experiments:
             raise StandInError(404, f"experiment {body.get('experiment_id')} not found")
         ref = body.get("pipeline_version_reference") or {}
@@ -168,10 +193,30 @@ class KfpStandIn:
             kind = inputs[key]["parameterType"]
             self._check(TYPE_CHECKS.get(kind, lambda v: True)(value),
                         f"run parameter {key}={value!r} is not {kind}")
-        run = {**body, "run_id": str(uuid.uuid4()), "state": "PENDING", "created_at": NOW}
-        self.runs[run["run_id"]] = run
-        self._polls[run["run_id"]] = itertools.count()
-        return run
+
+    def _recurring_run(self, body: dict) -> dict:
+        import kfp_server_api
+
+        model = _client_model(self, body, "V2beta1RecurringRun")
+        self._check(bool(model.display_name), "recurring run without display_name")
+        trigger = body.get("trigger") or {}
+        self._check(len(trigger) == 1, f"a recurring run needs one trigger, got {trigger}")
+        cron = trigger.get("cron_schedule", {}).get("cron")
+        if "cron_schedule" in trigger:
+            self._check(isinstance(cron, str) and len(cron.split()) == 6,
+                        f"cron {cron!r}: KFP's scheduler reads 6 fields, seconds first")
+        else:
+            interval = trigger.get("periodic_schedule", {}).get("interval_second")
+            self._check(int(interval or 0) > 0, f"interval_second {interval!r} must be > 0")
+        concurrency = int(body.get("max_concurrency") or 0)
+        self._check(1 <= concurrency <= 10, f"max_concurrency {concurrency} must be 1 to 10")
+        self._check(body.get("mode") in kfp_server_api.RecurringRunMode.allowable_values,
+                    f"mode {body.get('mode')!r}")
+        self._check_run_body(body)
+        made = {**body, "recurring_run_id": str(uuid.uuid4()), "created_at": NOW,
+                "status": "ENABLED" if body["mode"] == "ENABLE" else "DISABLED"}
+        self.recurring_runs[made["recurring_run_id"]] = made
+        return made
 
     def _poll(self, run_id: str) -> dict:
         if run_id not in self.runs:
@@ -184,6 +229,22 @@ class KfpStandIn:
         if error:
             run["error"] = {"code": 2, "message": error}
         return run
+
+
+def _client_model(standin: KfpStandIn, body: dict, kind: str) -> object:
+    """``body`` as kfp's client model ``kind``; a field the model lacks is a problem."""
+    import types
+
+    import kfp_server_api
+
+    model_class = getattr(kfp_server_api, kind)
+    unknown = sorted(set(body) - set(model_class.attribute_map.values()))
+    standin._check(not unknown, f"{kind} has no field(s) {unknown}")
+    try:
+        return kfp_server_api.ApiClient().deserialize(types.SimpleNamespace(
+            data=json.dumps(body)), kind)
+    except Exception as exc:  # noqa: BLE001 - any model error is the finding
+        standin._check(False, f"body is not a {kind}: {exc}")
 
 
 def _filtered(items: dict[str, dict], query: dict) -> list[dict]:
@@ -229,6 +290,9 @@ def _handler_for(standin: KfpStandIn) -> type[BaseHTTPRequestHandler]:
 
         def do_POST(self) -> None:  # noqa: N802
             self._serve("POST")
+
+        def do_DELETE(self) -> None:  # noqa: N802
+            self._serve("DELETE")
 
         def log_message(self, *args: object) -> None:
             pass

@@ -51,6 +51,8 @@ class Param:
         parse: Text -> the typed value that travels from the edge on (``model``), once.
         local_path: It names a file or folder: a local run makes a relative path absolute
             (its steps may run in another folder or a container).
+        repeatable: The flag may be given more than once (``--notify A --notify B``); the
+            values travel as one text, separated by spaces (a ``str`` parameter).
 
     """
 
@@ -63,6 +65,7 @@ class Param:
     flag: bool = True
     parse: Callable[[object], object] | None = None
     local_path: bool = False
+    repeatable: bool = False
 
     @property
     def flag_name(self) -> str:

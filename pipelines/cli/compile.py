@@ -28,6 +28,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cmd.add_argument("--workers", type=int, default=None, metavar="N",
                      help="the compiled default of the workers parameter: train and finetune "
                           "over N workers (default: the parameter's, 1)")
+    cmd.add_argument("--notify", action="append", default=[], metavar="TARGET",
+                     help="compile the exit task that sends the run's outcome here (repeatable; "
+                          "the notify parameter's default; see tbpipe run --help)")
     add_sweep_arguments(cmd)
     cmd.set_defaults(handler=run_compile)
 
@@ -37,7 +40,8 @@ def run_compile(args: argparse.Namespace) -> int:
     with result_output(args) as out:
         sweep = sweep_from_args(args)
         check(PipelineParams(), sweep, local=False)  # a swept model's file is read here
-        options = dataclasses.replace(compile_options(args), workers=args.workers)
+        options = dataclasses.replace(compile_options(args), workers=args.workers,
+                                      notify=" ".join(args.notify))
         path = compile_pipeline(args.package, options, sweep)
         if wants_json(args):
             emit(out, {"package": os.path.abspath(path), "pipeline": PIPELINE_NAME})

@@ -19,11 +19,13 @@ from tbpipe.pipelines.placement import (
     DATA_VOLUME_MOUNT,
     DEFAULT_GPU_TYPE,
     DEFAULT_RESOURCES,
+    DEFAULT_SECRET_KEYS,
     GKE_ACCELERATOR_LABEL,
     LOG_VOLUME_MOUNT,
     VOLUME_LOG_ROOT,
     CompileOptions,
     Resources,
+    SecretEnv,
     amount,
     is_quantity,
 )
@@ -67,6 +69,7 @@ def add_param_arguments(parser: argparse.ArgumentParser) -> None:
             continue
         kind = param.type if param.type in (int, float) else str
         group.add_argument(param.flag_name, dest=name, type=kind, default=None,
+                           action="append" if param.repeatable else "store",
                            metavar="|".join(param.choices) if param.choices else name.upper(),
                            help=param_help(param))
 
@@ -82,6 +85,9 @@ def given_params(args: argparse.Namespace) -> dict[str, object]:
     values = read_params_file(args.params_file) if getattr(args, "params_file", None) else {}
     flags = {name: getattr(args, name, None) for name in param_table()}
     values.update({k: v for k, v in flags.items() if v is not None})
+    for name, param in param_table().items():  # --notify A --notify B: one text, "A B"
+        if param.repeatable and isinstance(values.get(name), list):
+            values[name] = " ".join(str(value) for value in values[name])
     if values.get("gate"):  # --gate FILE: its text travels (read and checked once, here)
         from tbpipe.components.promotion.config import read_gate_file
 
@@ -126,6 +132,30 @@ def sweep_from_args(args: argparse.Namespace) -> Sweep | None:
             raise SettingError(flag, getattr(args, key),
                                f"is swept by --sweep {key}; give its values there only")
     return sweep
+def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
+    """The KFP API connection and the run's place (``submit``, ``schedule create``).
+
+    ``--endpoint``, ``--namespace``, ``--token-file``, ``--request-timeout``, ``--package``,
+    ``--pipeline-root``, ``--service-account``.
+    """
+    from tbpipe.pipelines.runners.kfp_client import DEFAULT_REQUEST_TIMEOUT_S
+
+    add = parser.add_argument
+    add("--endpoint", default=None, metavar="URL",
+        help="KFP API address, as kfp's --endpoint (default: $KFP_HOST, then kfp.Client's "
+             "own lookup: $KF_PIPELINES_ENDPOINT, in-cluster, kubeconfig)")
+    add("--namespace", default=None, help="KFP namespace (multi-user deployments)")
+    add("--package", default=None, metavar="PATH",
+        help="a compiled pipeline YAML (tbpipe compile --package; default: compile now)")
+    add("--pipeline-root", default=None, help="where KFP keeps artifacts (default: the cluster's)")
+    add("--service-account", default=None, help="Kubernetes service account of the run's pods")
+    add("--token-file", default=None, help="file holding a bearer token for the KFP API "
+        "(or set $KFP_TOKEN)")
+    add("--request-timeout", type=float, default=DEFAULT_REQUEST_TIMEOUT_S, metavar="SECONDS",
+        help="give up on a KFP API request that gets no answer for this long (default: "
+             f"{DEFAULT_REQUEST_TIMEOUT_S:g}; a call tries to connect at most 3 times)")
+
+
 def add_compile_arguments(parser: argparse.ArgumentParser) -> None:
     """Compile-time flags (shared by ``compile`` and ``submit``)."""
     group = parser.add_argument_group("placement (compile options)")
@@ -164,6 +194,9 @@ def add_compile_arguments(parser: argparse.ArgumentParser) -> None:
              "jobset (JobSet controller) or tfjob (Training Operator v1) (default: %(default)s)")
     add("--worker-deadline", type=int, default=WorkerPlacement.deadline_s, metavar="SECONDS",
         help="how long a multi-worker step waits for its workers (default: %(default)s)")
+    add("--secret", action="append", default=[], metavar="NAME[:KEY,...]",
+        help="give every step these keys of Kubernetes Secret NAME as environment variables "
+             f"(repeatable; without keys: {', '.join(DEFAULT_SECRET_KEYS)}, each optional)")
 
 
 def key_value(text: str) -> tuple[str, str]:
@@ -213,4 +246,5 @@ def compile_options(args: argparse.Namespace) -> CompileOptions:
         retries=args.retries, retry_backoff=args.retry_backoff,
         cache_preprocess=not args.no_cache_preprocess, cache_training=args.cache_training,
         log_volume=args.log_volume, data_volume=args.data_volume,
-        distributed_engine=args.distributed_engine, worker_deadline=args.worker_deadline)
+        distributed_engine=args.distributed_engine, worker_deadline=args.worker_deadline,
+        secrets=tuple(SecretEnv.parse(text) for text in args.secret))

@@ -1,6 +1,6 @@
-"""``tbpipe``: compile | run | submit | tensorboard | runs | build-images | predict | completion.
+"""``tbpipe``: compile | run | submit | schedule | tensorboard | runs | build-images | predict.
 
-And ``workers-manifest`` (the JobSet/TFJob of a multi-worker step).
+And ``completion``, ``workers-manifest`` (the JobSet/TFJob of a multi-worker step).
 
 Each sub-command is a module of this package with ``register(subparsers)``; the pipeline's
 parameters are declared once (``PipelineParams``) and turned into flags by
@@ -23,13 +23,14 @@ from tbpipe.pipelines.cli import (
     predict,
     run,
     runs,
+    schedule,
     submit,
     tensorboard,
     workers_manifest,
 )
 
-COMMANDS = (compile, run, submit, tensorboard, runs, models, build_images, predict, completion,
-            workers_manifest)
+COMMANDS = (compile, run, submit, schedule, tensorboard, runs, models, build_images, predict,
+            completion, workers_manifest)
 #: What ``tbpipe --help`` says first (plain text: argparse shows it as it is).
 DESCRIPTION = ("Train, evaluate and fine-tune a Keras model as a Kubeflow pipeline, locally "
                "or on a cluster, every step in one TensorBoard.")

@@ -159,18 +159,90 @@ def run_pipeline(params: PipelineParams, pipeline_root: str = DEFAULT_PIPELINE_R
     starts and ends, and a progress bar on a terminal (:mod:`.run_display`), or, with
     ``verbose``, everything as it is printed.
 
+    With ``params.notify``, the outcome (succeeded, failed with the step and its error line,
+    cancelled by Ctrl-C or SIGTERM) is sent to its targets at the end, by the code the
+    cluster's ``notify`` exit task runs (:func:`notify_run_end`).
+
     Raises:
-        TbpipeError: a step failed (its last lines and the log's path were shown).
+        StepFailed: a step failed (its last lines and the log's path were shown).
+        TbpipeError: the pipeline failed otherwise.
     """
-    from tbpipe.components.common.naming import step_log_dir
-    from tbpipe.pipelines.placement import CompileOptions
     from tbpipe.pipelines.preflight import check
-    from tbpipe.pipelines.runners.run_display import RunDisplay, task_display_names
-    from tbpipe.pipelines.training import build_training_pipeline
 
     check(params, sweep)
     params = resolved_for_local_run(params)
     pipeline_root = os.path.abspath(pipeline_root)
+    try:
+        result = _run_resolved(params, pipeline_root, runner, sweep, verbose, screen,
+                               **runner_options)
+    except BaseException as exc:
+        notify_run_end(params, pipeline_root, exc)
+        raise
+    notify_run_end(params, pipeline_root, result)
+    return result
+
+
+class StepFailed(TbpipeError):
+    """A step of a local run failed: ``step`` and its own error ``line``."""
+
+    def __init__(self, step: str, line: str, message: str) -> None:
+        super().__init__(message)
+        self.step, self.line = step, line
+
+
+def notify_run_end(params: PipelineParams, pipeline_root: str,
+                   end: LocalRunResult | BaseException) -> None:
+    """Send a local run's outcome to ``params.notify``'s targets; never raises.
+
+    ``end``: the result, or what stopped the run (a :class:`StepFailed` names its step).
+    A target that cannot be reached is one warning line on standard error.
+    """
+    if not params.notify:
+        return
+    from tbpipe.components.common.errors import error_line
+    from tbpipe.components.common.naming import tensorboard_run_url
+    from tbpipe.components.common.run_summary import read_run_summary
+    from tbpipe.components.common.sigterm import Terminated
+    from tbpipe.components.notification.config import NotifyConfig
+    from tbpipe.components.notification.core import (
+        CANCELED,
+        FAILED,
+        SUCCEEDED,
+        outcome_from_summary,
+    )
+    from tbpipe.components.notification.core import send_notifications as send
+
+    label = f"{params.experiment}/{params.run_name}"
+    try:
+        summary = read_run_summary(params.log_root, params.experiment, params.run_name)
+    except TbpipeError:
+        summary = None
+    if isinstance(end, LocalRunResult):
+        state, step, line = SUCCEEDED, "", ""
+    elif isinstance(end, (KeyboardInterrupt, Terminated)):
+        state, step, line = CANCELED, "", "stopped by Ctrl-C or SIGTERM"
+        summary = None  # an earlier run's summary (--resume) is not this outcome's
+    else:
+        state, step = FAILED, getattr(end, "step", "")
+        line = getattr(end, "line", "") or error_line(end)
+        summary = None
+    outcome = outcome_from_summary(
+        state, label, summary, failed_step=step, error=line,
+        tensorboard_url=tensorboard_run_url(params.tensorboard_url, label),
+        details=run_log_path(pipeline_root, params))
+    send(NotifyConfig(params.notify).targets, outcome,
+         warn=lambda text: print(text, file=sys.stderr, flush=True))
+
+
+def _run_resolved(params: PipelineParams, pipeline_root: str, runner: str,
+                  sweep: Sweep | None, verbose: bool, screen,  # noqa: ANN001
+                  **runner_options: object) -> LocalRunResult:
+    """:func:`run_pipeline` once its parameters are checked and resolved."""
+    from tbpipe.components.common.naming import step_log_dir
+    from tbpipe.pipelines.placement import CompileOptions
+    from tbpipe.pipelines.runners.run_display import RunDisplay, task_display_names
+    from tbpipe.pipelines.training import build_training_pipeline
+
     claim_local_run(params)
     tensorflow_log_level(os.environ)
     gpu = False
@@ -207,7 +279,7 @@ def run_pipeline(params: PipelineParams, pipeline_root: str = DEFAULT_PIPELINE_R
             output.failed(log_path)
             if output.errors:  # repeat the step's own line: it names the input and what to do
                 step, message = output.errors[-1]
-                raise TbpipeError(f"step {step} failed: {message}") from exc
+                raise StepFailed(step, message, f"step {step} failed: {message}") from exc
             full = full_folders(run_folders(pipeline_root, params))  # a full disk can stop
             if full:  # a step before it could say why (kfp's shell writes to TMPDIR first)
                 raise TbpipeError(f"the pipeline failed: {full[0]} (full log: {log_path})") \

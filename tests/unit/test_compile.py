@@ -117,13 +117,14 @@ def test_component_defaults_are_the_configs_defaults():
     from tbpipe import components
     from tbpipe.components.evaluation.config import EvaluateConfig
     from tbpipe.components.finetuning.config import FinetuneConfig
+    from tbpipe.components.notification.config import NotifyConfig
     from tbpipe.components.preprocessing.config import PreprocessConfig
     from tbpipe.components.promotion.config import PromoteConfig
     from tbpipe.components.training.config import TrainConfig
 
     pairs = [(components.preprocess, PreprocessConfig), (components.train, TrainConfig),
              (components.finetune, FinetuneConfig), (components.evaluate, EvaluateConfig),
-             (components.promote, PromoteConfig)]
+             (components.promote, PromoteConfig), (components.notify, NotifyConfig)]
     for component, config in pairs:
         inputs = component.component_spec.inputs
         fields = {f.name: f.default for f in dataclasses.fields(config)}

@@ -109,7 +109,8 @@ def test_the_pipeline_function_binds_by_position_as_kfp_calls_it():
 
 def test_each_step_declares_its_place_and_the_registry_finds_them_all():
     found = {step.name for step in steps()}
-    assert found == {"preprocess", "train", "evaluate", "select", "finetune", "promote"}
+    assert found == {"preprocess", "train", "evaluate", "select", "finetune", "promote",
+                     "notify"}
     from tbpipe.pipelines.placement import DEFAULT_RESOURCES, GPU_STEPS, step_kind
     from tbpipe.pipelines.runners.warm_worker import PRELOAD, WAIT_FOR
 

@@ -110,6 +110,18 @@ def test_train_and_finetune_get_the_precision_parameter(compiled):
                 "componentInputParameter": "pipelinechannel--precision"}, name
 
 
+def test_evaluate_writes_an_html_report_beside_its_other_outputs(compiled):
+    spec = compiled[2]
+    evaluates = [name for name in spec["components"] if name.startswith("comp-evaluate")]
+    assert len(evaluates) == 3  # the trained model, the fine-tuned one in each branch
+    for name in evaluates:
+        outputs = spec["components"][name]["outputDefinitions"]
+        assert outputs["artifacts"]["html_report"]["artifactType"]["schemaTitle"] == \
+            "system.HTML"
+        assert {"metrics", "classification_metrics", "report"} <= set(outputs["artifacts"])
+        assert {"accuracy", "meets_target"} <= set(outputs["parameters"])
+
+
 def test_component_defaults_are_the_configs_defaults():
     """KFP runs a wrapper's own source, so its signature holds literals: the configs'."""
     import dataclasses

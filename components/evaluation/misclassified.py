@@ -90,8 +90,13 @@ class MistakeSample:
 
 
 def thumbnail(image: np.ndarray, side: int = THUMBNAIL_SIDE) -> np.ndarray:
-    """A uint8 ``(h, w, C)`` copy of ``image`` with its longest side at most ``side``."""
+    """A uint8 ``(h, w, C)`` copy of ``image`` with its longest side at most ``side``.
+
+    Images of 1, 3 (RGB) or 4 (RGBA) channels keep them; others keep their first channel.
+    """
     image = np.asarray(image, dtype=np.uint8)
+    if image.shape[2] not in (1, 3, 4):
+        image = image[:, :, :1]
     h, w = image.shape[:2]
     if max(h, w) <= side:
         return image.copy()
@@ -113,7 +118,7 @@ def _to_pil(image: np.ndarray):  # noqa: ANN202 - a PIL.Image.Image
         return Image.fromarray(image, "RGB")
     if channels == 4:
         return Image.fromarray(image, "RGBA")
-    return Image.fromarray(image[:, :, 0], "L")  # other channel counts: the first one
+    raise ValueError(f"{channels} channels: make the thumbnail first (thumbnail())")
 
 
 def png_base64(image: np.ndarray) -> str:

@@ -427,6 +427,9 @@ def test_mistake_sample_keeps_the_surest_mistakes_whatever_the_batches():
         assert sample.total == len(wrong)
         assert all(m.thumbnail.shape == (20, 8, 3) and m.thumbnail.dtype == np.uint8
                    for m in kept)  # scaled down, the aspect kept: no full image is held
+    two_channels = MistakeSample(limit=1, side=64)
+    two_channels.add(images[:, :9, :9, :2], labels, probs, 0)
+    assert two_channels.mistakes()[0].thumbnail.shape == (9, 9, 1)
     none = MistakeSample(limit=0)
     none.add(images, labels, probs, 0)
     assert none.mistakes() == () and none.total == len(wrong)

@@ -6,6 +6,8 @@
 # native data server is faster but has a GCS client of its own (gcloud, metadata server or the
 # user's ADC file; no emulator): pass --load_fast=true to use it, e.g. on GKE with Workload
 # Identity (deploy/tensorboard does) or for a large local log root. The last value wins.
+# tensorboard-plugin-profile serves the Profile tab (--profile-batch's TensorFlow profiles,
+# {step}/plugins/profile/) without TensorFlow, its own converter reading the .xplane.pb files.
 #
 #   tbpipe build-images --variant tensorboard
 #   docker build -f docker/tensorboard.Dockerfile -t localhost/tbpipe:0.1.0-tensorboard .
@@ -41,7 +43,8 @@ RUN set -eu; \
     fi; \
     python3 -m venv /opt/venv; \
     pip install --progress-bar off -c /opt/tbpipe/constraints.txt --upgrade pip; \
-    pip install --progress-bar off -c /opt/tbpipe/constraints.txt tensorboard gcsfs adlfs boto3; \
+    pip install --progress-bar off -c /opt/tbpipe/constraints.txt tensorboard \
+        tensorboard-plugin-profile gcsfs adlfs boto3; \
     pip check; \
     useradd --uid 1000 --user-group --create-home --shell /bin/sh tbpipe; \
     mkdir -p /logs

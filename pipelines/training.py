@@ -154,6 +154,7 @@ def build_training_pipeline(options: CompileOptions | None = None,  # noqa: ANN2
                           batch_size=p.batch_size, learning_rate=p.learning_rate, seed=p.seed,
                           checkpoint_root=p.checkpoint_root, precision=p.precision,
                           model_spec=p.model, model_source=p.model_source, workers=p.workers,
+                          profile_batch=p.profile_batch,
                           worker_placement=worker_placement(options, "train"), **where)
         if sweep is None:
             trained_model = step(components.train(**train_args), "train").outputs["model"]
@@ -177,6 +178,7 @@ def build_training_pipeline(options: CompileOptions | None = None,  # noqa: ANN2
                 epochs=p.finetune_epochs, learning_rate=p.finetune_learning_rate,
                 freeze_layers=p.freeze_layers, batch_size=p.batch_size, seed=p.seed,
                 checkpoint_root=p.checkpoint_root, precision=p.precision, workers=p.workers,
+                profile_batch=p.profile_batch,
                 worker_placement=worker_placement(options, "finetune"), **where),
                 "finetune")
             rescored = step(components.evaluate(

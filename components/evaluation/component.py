@@ -3,7 +3,16 @@
 from typing import NamedTuple
 
 from kfp import dsl
-from kfp.dsl import ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
+from kfp.dsl import (
+    HTML,
+    ClassificationMetrics,
+    Dataset,
+    Input,
+    Markdown,
+    Metrics,
+    Model,
+    Output,
+)
 
 from tbpipe.components._image import IMAGE
 
@@ -15,6 +24,7 @@ def evaluate(
     metrics: Output[Metrics],
     classification_metrics: Output[ClassificationMetrics],
     report: Output[Markdown],
+    html_report: Output[HTML],
     log_root: str,
     experiment: str = "default",
     run_name: str = "",
@@ -48,6 +58,9 @@ def evaluate(
             is met (0/1) and the number of examples.
         classification_metrics: The confusion matrix (the KFP UI draws it).
         report: A Markdown report: the scores, the confusion matrix and the TensorBoard link.
+        html_report: An HTML report (one self-contained page): per-class precision, recall
+            and F1, the most confused class pairs, and thumbnails of the misclassified test
+            images (at most 64, the model's surest mistakes) with true and predicted classes.
         accuracy: The test accuracy, from 0 to 1.
         meets_target: Whether ``accuracy`` reaches ``accuracy_target``.
     """
@@ -63,7 +76,8 @@ def evaluate(
         config = EvaluateConfig(accuracy_target=accuracy_target, tensorboard_url=tensorboard_url,
                                 run_label=here.label)
         here.claim()
-        result = evaluate_model(model.path, test_data.path, report.path, here.log_dir, config)
+        result = evaluate_model(model.path, test_data.path, report.path, here.log_dir, config,
+                                html_report_uri=html_report.path)
     for name, value in result.metrics().items():
         metrics.log_metric(name, value)
     classification_metrics.log_confusion_matrix(

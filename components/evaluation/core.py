@@ -1,8 +1,9 @@
 """Evaluate a trained model on a test Dataset: metrics, TensorBoard summaries, a report.
 
 The test set is streamed shard by shard and batch by batch; only running sums are kept (the
-confusion matrix, the summed loss and per-class score histograms for the PR curves), so
-memory stays bounded whatever the size of the test set.
+confusion matrix, the summed loss and per-class score histograms for the PR curves) and the
+thumbnails of at most ``MAX_MISTAKES`` misclassified images, so memory stays bounded whatever
+the size of the test set.
 """
 
 from __future__ import annotations
@@ -24,7 +25,13 @@ from tbpipe.components.evaluation.metrics import (
     non_finite_rows,
     pr_histograms,
 )
-from tbpipe.components.evaluation.report import log_evaluation, render_report
+from tbpipe.components.evaluation.misclassified import MistakeSample
+from tbpipe.components.evaluation.report import (
+    log_evaluation,
+    log_mistakes,
+    render_html_report,
+    render_report,
+)
 
 
 class NonFiniteOutputs(InputError):
@@ -32,11 +39,14 @@ class NonFiniteOutputs(InputError):
 
 
 def evaluate_model(model_uri: str, test_uri: str, report_uri: str, log_dir: str,
-                   config: EvaluateConfig) -> EvaluateResult:
+                   config: EvaluateConfig, html_report_uri: str = "") -> EvaluateResult:
     """Evaluate the model folder at ``model_uri`` on the Dataset at ``test_uri``.
 
-    Logs ``eval/*`` scalars, the confusion matrix (image and text) and per-class PR curves
-    to ``log_dir``, and writes a Markdown report to ``report_uri``.
+    Logs ``eval/*`` scalars, the confusion matrix (image and text), per-class PR curves and
+    the most confident mistakes (``eval/misclassified``, an image grid) to ``log_dir``, and
+    writes a Markdown report to ``report_uri`` and, given ``html_report_uri``, a
+    self-contained HTML report there (per-class scores, the most confused pairs, thumbnails
+    of the misclassified images).
 
     Raises:
         InputError: A bad target or batch size, a folder that is not a model, or a model
@@ -45,12 +55,18 @@ def evaluate_model(model_uri: str, test_uri: str, report_uri: str, log_dir: str,
     """
     with storage.local_input(test_uri) as local_test:
         model, model_info = load_model_folder(model_uri, compile=False)
+        mistakes = MistakeSample()
         result, pr_hist = score_model(model, model_info, local_test, test_uri, config,
-                                      model_uri=model_uri)
+                                      model_uri=model_uri, mistakes=mistakes)
     with open_writer(log_dir) as writer:
         log_evaluation(writer, result, pr_hist)
+        log_mistakes(writer, mistakes.mistakes(), mistakes.total, result.names)
     report = render_report(result, model_uri, test_uri, model_info, config)
     storage.write_bytes(report_uri, report.encode("utf-8"))
+    if html_report_uri:
+        page = render_html_report(result, mistakes.mistakes(), mistakes.total, model_uri,
+                                  test_uri, model_info, config)
+        storage.write_bytes(html_report_uri, page.encode("utf-8"))
     print(f"evaluate: loss {result.loss:.4f}, accuracy {result.accuracy:.4f} "
           f"(target {config.accuracy_target:.4f}: {'met' if result.meets_target else 'missed'})")
     return result
@@ -58,10 +74,11 @@ def evaluate_model(model_uri: str, test_uri: str, report_uri: str, log_dir: str,
 
 def score_model(model, model_info: dict, local_test: str, test_uri: str,
                 config: EvaluateConfig, model_uri: str = "the model",
-                ) -> tuple[EvaluateResult, np.ndarray]:
+                mistakes: MistakeSample | None = None) -> tuple[EvaluateResult, np.ndarray]:
     """Score a loaded model on a local test Dataset: the result and its PR histograms.
 
     The one scoring of tbpipe (evaluate, and promote for the baseline and the new model).
+    ``mistakes``, if given, sees every batch and keeps its misclassified thumbnails.
 
     Raises:
         InputError: the model does not take the test images or predict its classes, or
@@ -71,7 +88,7 @@ def score_model(model, model_info: dict, local_test: str, test_uri: str,
     """
     check_fits(model, local_test, test_uri)
     confusion, loss_sum, pr_hist = _predict_totals(model, local_test, config.batch_size,
-                                                   model_uri)
+                                                   model_uri, mistakes)
     names = class_names_for(local_test, model_info)
     return summarize(confusion, loss_sum, config.accuracy_target, names), pr_hist
 
@@ -103,9 +120,12 @@ def class_names_for(local_test: str, model_info: dict) -> tuple[str, ...]:
     return tuple(class_names(model_info, info.num_classes))
 
 
-def _predict_totals(model, local_test: str, batch_size: int,
-                    model_uri: str) -> tuple[np.ndarray, float, np.ndarray]:
+def _predict_totals(model, local_test: str, batch_size: int, model_uri: str,
+                    mistakes: MistakeSample | None = None,
+                    ) -> tuple[np.ndarray, float, np.ndarray]:
     """Stream the test set through the model: (confusion matrix, summed loss, PR histograms).
+
+    ``mistakes`` (if any) is shown each batch's images, labels and probabilities.
 
     The first batch with a NaN or infinite output is an InputError naming ``model_uri``.
     """
@@ -129,6 +149,8 @@ def _predict_totals(model, local_test: str, batch_size: int,
             truth = labels[start:start + batch_size]
             confusion += confusion_matrix(truth, probs.argmax(axis=1), k)
             pr_hist += pr_histograms(truth, probs)
+            if mistakes is not None:
+                mistakes.add(images[start:start + batch_size], truth, probs, seen + start)
             loss_sum += float(-np.log(np.clip(probs[np.arange(len(truth)), truth],
                                               _EPSILON, 1.0)).sum())
         seen += len(labels)

@@ -49,17 +49,41 @@ def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: i
 
 
 def class_scores(confusion: np.ndarray) -> tuple[ClassScores, ...]:
-    """Per-class precision, recall and F1 from a confusion matrix (0 where undefined)."""
-    confusion = np.asarray(confusion, dtype=np.float64)
-    hits = np.diag(confusion)
+    """Per-class precision, recall and F1 from a confusion matrix, by scikit-learn.
+
+    0 where undefined. Each non-empty cell ``[true, predicted]`` is one weighted sample,
+    so memory is the matrix's (``num_classes**2`` cells), never the test set's.
+    """
+    from sklearn.metrics import precision_recall_fscore_support
+
+    confusion = np.asarray(confusion, dtype=np.int64)
+    k = len(confusion)
+    truth, predicted = np.divmod(np.arange(k * k), k)
+    weights = confusion.reshape(-1)
+    cells = weights > 0  # the cells that hold examples: at most one sample per example
+    if not cells.any():
+        precision = recall = f1 = np.zeros(k)
+    else:
+        precision, recall, f1, _ = precision_recall_fscore_support(
+            truth[cells], predicted[cells], labels=np.arange(k), average=None,
+            sample_weight=weights[cells], zero_division=0)
     support = confusion.sum(axis=1)
-    predicted = confusion.sum(axis=0)
-    precision = np.divide(hits, predicted, out=np.zeros_like(hits), where=predicted > 0)
-    recall = np.divide(hits, support, out=np.zeros_like(hits), where=support > 0)
-    both = precision + recall
-    f1 = np.divide(2 * precision * recall, both, out=np.zeros_like(hits), where=both > 0)
-    return tuple(ClassScores(k, float(precision[k]), float(recall[k]), float(f1[k]),
-                             int(support[k])) for k in range(len(hits)))
+    return tuple(ClassScores(label, float(precision[label]), float(recall[label]),
+                             float(f1[label]), int(support[label])) for label in range(k))
+
+
+def most_confused(confusion: np.ndarray, limit: int = 10) -> list[tuple[int, int, int]]:
+    """The ``limit`` largest off-diagonal cells: ``(true, predicted, count)``, most first.
+
+    Ties go to the lower true class, then the lower predicted class; empty cells are left out.
+    """
+    confusion = np.asarray(confusion, dtype=np.int64)
+    off = confusion.copy()
+    np.fill_diagonal(off, 0)
+    flat = off.reshape(-1)
+    order = np.lexsort((np.arange(flat.size), -flat))[:limit]
+    k = len(confusion)
+    return [(int(i // k), int(i % k), int(flat[i])) for i in order if flat[i] > 0]
 
 
 def pr_histograms(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:

@@ -14,7 +14,7 @@ def finetune(model: Input[Model], train_data: Input[Dataset], val_data: Input[Da
              learning_rate: float = 0.0001, freeze_layers: int = 0, batch_size: int = 32,
              seed: int = 42, checkpoint_root: str = "", flush_secs: int = 5,
              precision: str = "auto", resume: bool = False, worker_placement: str = "",
-             workers: int = 1) -> None:
+             workers: int = 1, profile_batch: str = "") -> None:
     """Fine-tune a trained model (optionally on other data); logs go to .../{run}/finetune.
 
     Checkpoints go to ``{checkpoint_root}/{experiment}/{run}/checkpoints/finetune``. The run
@@ -46,6 +46,8 @@ def finetune(model: Input[Model], train_data: Input[Dataset], val_data: Input[Da
         worker_placement: Where a multi-worker step's workers run on a cluster (image,
             GPUs, node selectors, resources, engine): the JSON of
             ``launcher.placement.WorkerPlacement`` the pipeline compiles; empty: none.
+        profile_batch: As train's: ``A,B`` profiles global batches A to B into the step's
+            log folder; empty: no profile.
 
     Returns:
         finetuned_model: The fine-tuned model (a tbpipe Model folder).
@@ -63,7 +65,7 @@ def finetune(model: Input[Model], train_data: Input[Dataset], val_data: Input[Da
         config = FinetuneConfig(
             epochs=epochs, learning_rate=learning_rate, freeze_layers=freeze_layers,
             batch_size=batch_size, seed=seed, flush_secs=flush_secs, precision=precision,
-            workers=workers,
+            workers=workers, profile_batch=profile_batch,
             checkpoint_dir=here.checkpoint_dir(checkpoint_root))
         here.claim()
         remote = on_cluster(worker_placement)  # worker pods read the artifacts by URI

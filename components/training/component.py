@@ -14,7 +14,7 @@ def train(train_data: Input[Dataset], val_data: Input[Dataset], model: Output[Mo
           checkpoint_root: str = "", flush_secs: int = 5, precision: str = "auto",
           resume: bool = False, model_spec: str = "builtin:cnn", model_source: str = "",
           trial: str = "", worker_placement: str = "",
-          workers: int = 1) -> None:
+          workers: int = 1, profile_batch: str = "") -> None:
     """Train the starting model ``model_spec`` on a Dataset; logs go to .../{run}/train.
 
     Checkpoints go to ``{checkpoint_root}/{experiment}/{run}/checkpoints/train``, so a retried
@@ -53,6 +53,8 @@ def train(train_data: Input[Dataset], val_data: Input[Dataset], model: Output[Mo
         worker_placement: Where a multi-worker step's workers run on a cluster (image,
             GPUs, node selectors, resources, engine): the JSON of
             ``launcher.placement.WorkerPlacement`` the pipeline compiles; empty: none.
+        profile_batch: ``A,B``: profile global batches A to B with the TensorFlow profiler
+            into the step's log folder (TensorBoard's Profile tab); empty: no profile.
 
     Returns:
         model: The trained model (a tbpipe Model folder: ``model.keras`` and ``model.json``).
@@ -73,6 +75,7 @@ def train(train_data: Input[Dataset], val_data: Input[Dataset], model: Output[Mo
             epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
             flush_secs=flush_secs, precision=precision, model_spec=model_spec,
             model_source=model_source, trial=trial, workers=workers,
+            profile_batch=profile_batch,
             checkpoint_dir=here.checkpoint_dir(checkpoint_root))
         here.claim()
         inputs = (train_data.uri, val_data.uri) if on_cluster(worker_placement) else (

@@ -11,7 +11,7 @@ import os
 import re
 
 from tbpipe.components.common.errors import InputError, SettingError
-from tbpipe.components.common.limits import check_count, check_finite, check_seed
+from tbpipe.components.common.limits import INT32_MAX, check_count, check_finite, check_seed
 from tbpipe.components.common.naming import validate_trial
 from tbpipe.components.common.params import DEFAULT_SEED, Param, ParamGroup
 
@@ -141,6 +141,55 @@ def _parse_model(text: str, spec: str) -> tuple[str, str, str]:
     return "folder", spec, ""
 
 
+#: The most batches one ``--profile-batch`` range may span: the profiler holds the whole trace
+#: in memory until it stops (TensorFlow's guide profiles a few batches, e.g. 10).
+MAX_PROFILE_BATCHES = 100
+_PROFILE_RULE = (f"pass A,B: the first and last global batch to profile, 1 <= A <= B, at most "
+                 f"{MAX_PROFILE_BATCHES} batches (e.g. 10,20); empty: no profile")
+
+
+class ProfileBatches(str):
+    """A parsed ``--profile-batch``: ``A,B`` (global batches A to B, 1-based) or ``""`` (off).
+
+    The text as given (a ``str``, as it travels through KFP and JSON), parsed once where it
+    enters tbpipe; a single ``N`` is ``N,N``.
+
+    Attributes:
+        first: The first global batch profiled (0: off).
+        last: The last global batch profiled (0: off).
+
+    """
+
+    first: int
+    last: int
+
+    def __new__(cls, text: str) -> ProfileBatches:
+        """Parse ``text``; SettingError (one line naming ``--profile-batch``) when bad."""
+        if isinstance(text, ProfileBatches):
+            return text
+        spec = "".join(str(text).split())
+        first = last = 0
+        if spec:
+            parts = spec.split(",")
+            if len(parts) not in (1, 2) or not all(p.isascii() and p.isdigit() and len(p) <= 10
+                                                   for p in parts):
+                raise SettingError("--profile-batch", text, _PROFILE_RULE)
+            first, last = int(parts[0]), int(parts[-1])
+            if not 1 <= first <= last or last - first >= MAX_PROFILE_BATCHES \
+                    or last > INT32_MAX:
+                raise SettingError("--profile-batch", text, _PROFILE_RULE)
+        self = super().__new__(cls, f"{first},{last}" if spec else "")
+        object.__setattr__(self, "first", first)
+        object.__setattr__(self, "last", last)
+        return self
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"ProfileBatches is frozen: cannot set {name}")
+
+    def __reduce__(self) -> tuple:
+        return ProfileBatches, (str(self),)
+
+
 @dataclasses.dataclass(frozen=True)
 class FitConfig:
     """The settings ``fit_and_save`` reads, shared by TrainConfig and FinetuneConfig.
@@ -168,6 +217,9 @@ class FitConfig:
             keep ``batch_size`` and grow the global batch, scale ``learning_rate`` yourself
             (the linear rule, x ``workers``, with a warm-up, is the usual start). The
             HParams record both ``batch_size`` and ``global_batch_size``.
+        profile_batch: Profile these global batches with the TensorFlow profiler into the
+            step's log folder (``plugins/profile/``, TensorBoard's Profile tab):
+            ``A,B`` (:class:`ProfileBatches`); empty: no profile.
 
     """
 
@@ -182,6 +234,7 @@ class FitConfig:
     cache_max_mb: int = 2048
     precision: str = "auto"
     workers: int = 1
+    profile_batch: str = ""
 
     def __post_init__(self) -> None:
         """InputError (one line) for settings training cannot use: checked once, here.
@@ -199,6 +252,7 @@ class FitConfig:
         if self.precision not in PRECISIONS:
             raise SettingError("precision", self.precision,
                                f"must be one of {', '.join(PRECISIONS)}")
+        object.__setattr__(self, "profile_batch", ProfileBatches(self.profile_batch))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -257,6 +311,9 @@ PARAMS = ParamGroup("train", (
                    "(docs/models.md)", field="model_spec", parse=ModelSpec),
     Param("model_source", "the text of --model's file.py (tbpipe reads it where it runs)",
           flag=False),
+    Param("profile_batch", "profile global batches A,B of train and finetune with the "
+                           "TensorFlow profiler (TensorBoard's Profile tab), e.g. 10,20; "
+                           "empty: no profile", parse=ProfileBatches),
     Param("workers", "train and fine-tune over N worker processes "
                      "(MultiWorkerMirroredStrategy; --batch-size stays per device, so the "
                      "global batch grows with N; the learning rate is not scaled)"),

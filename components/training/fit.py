@@ -211,7 +211,7 @@ def _run_fit(plan: _Plan, job: FitJob, config: FitConfig, writer) -> dict:
     from tbpipe.components.training import checkpoint, data
     from tbpipe.components.training.divergence import StopOnNonFinite
     from tbpipe.components.training.preemption import StopOnSignal, sigterm_flag
-    from tbpipe.components.training.tensorboard_callback import TensorBoardX
+    from tbpipe.components.training.tensorboard_callback import BatchProfiler, TensorBoardX
 
     if plan.initial_epoch >= config.epochs:
         return plan.last_logs
@@ -227,6 +227,9 @@ def _run_fit(plan: _Plan, job: FitJob, config: FitConfig, writer) -> dict:
                      keras_progress_callback(step, config.epochs, plan.steps_per_epoch),
                      StopOnNonFinite()]  # before the checkpoint: a NaN epoch is never kept
         callbacks.extend(_worker_callbacks(plan, config, writer))  # logged before a checkpoint
+        if config.profile_batch:  # into the writer's folder: a store's is uploaded on close
+            callbacks.append(BatchProfiler(writer.logdir, config.profile_batch.first,
+                                           config.profile_batch.last, plan.initial_step))
         if config.checkpoint_dir:
             callbacks.append(checkpoint.EpochCheckpoint(
                 config.checkpoint_dir, plan.fingerprint, plan.steps_per_epoch,

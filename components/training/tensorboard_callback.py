@@ -120,3 +120,73 @@ def log_weight_histograms(writer, model: keras.Model, step: int) -> None:
         for variable in layer.trainable_weights:
             values = keras.ops.convert_to_numpy(variable)
             add_histogram(writer, f"weights/{layer.name}/{variable.name}", values, step)
+
+
+class BatchProfiler(keras.callbacks.Callback):
+    """Profiles global batches ``first`` to ``last`` with the TensorFlow profiler.
+
+    The profile goes to ``{profile_dir}/plugins/profile/<time>/<host>.xplane.pb``, what
+    TensorBoard's Profile tab (``tensorboard-plugin-profile``) reads. ``profile_dir`` is the
+    step writer's own folder (``writer.logdir``): the log dir itself, or on an object store
+    the writer's local staging folder, whose other files the writer uploads to the log dir
+    when it closes (:mod:`tbpipe.components.common.tensorboard.sink`).
+
+    Batches are numbered as TensorBoardX numbers them: globally, from 1, across epochs; a
+    resumed fit (``initial_step`` batches done) profiles what is left of the range. The
+    profiler stops after batch ``last``, or when the fit ends first. A range the fit never
+    reaches writes nothing and says so in one line.
+
+    Args:
+        profile_dir: The folder the profile goes under.
+        first: The first global batch to profile (1-based).
+        last: The last global batch to profile.
+        initial_step: Batches done before this fit (on resume).
+
+    """
+
+    def __init__(self, profile_dir: str, first: int, last: int, initial_step: int = 0) -> None:
+        super().__init__()
+        _profiler()  # another backend: said before the fit starts, not at batch ``first``
+        self.profile_dir, self.first, self.last = profile_dir, first, last
+        self._step = initial_step  # the global number of the last batch begun
+        self.profiling = False
+        self.profiled: list[int] = []  # the global batches profiled
+
+    def on_train_batch_begin(self, batch: int, logs=None) -> None:  # noqa: D102
+        self._step += 1
+        if not self.profiling and self.first <= self._step <= self.last:
+            _profiler().start(self.profile_dir)
+            self.profiling = True
+
+    def on_train_batch_end(self, batch: int, logs=None) -> None:  # noqa: D102
+        if self.profiling:
+            self.profiled.append(self._step)
+            if self._step >= self.last:
+                self._stop()
+
+    def on_train_end(self, logs=None) -> None:  # noqa: D102
+        self._stop()
+        if not self.profiled and self._step < self.first:
+            print(f"tbpipe: --profile-batch {self.first},{self.last}: the fit ended at global "
+                  f"batch {self._step}, before batch {self.first}; no profile was written "
+                  "(choose batches the fit reaches)", flush=True)
+
+    def _stop(self) -> None:
+        if self.profiling:
+            self.profiling = False
+            _profiler().stop()
+            print(f"profile of batches {self.profiled[0]}-{self.profiled[-1]} written to the "
+                  "step's log dir (plugins/profile: TensorBoard's Profile tab)", flush=True)
+
+
+def _profiler():  # noqa: ANN202 - TensorFlow's profiler module
+    """``tf.profiler.experimental`` (start/stop); InputError on another Keras backend."""
+    from tbpipe.components.common.errors import InputError
+
+    if keras.backend.backend() != "tensorflow":
+        raise InputError(f"--profile-batch: profiles come from TensorFlow's profiler, but "
+                         f"Keras runs on {keras.backend.backend()}; unset KERAS_BACKEND or "
+                         "leave --profile-batch empty")
+    import tensorflow as tf
+
+    return tf.profiler.experimental

@@ -1,5 +1,5 @@
 import pytest
-from kfp.dsl import ClassificationMetrics, Dataset, Markdown, Metrics, Model
+from kfp.dsl import HTML, ClassificationMetrics, Dataset, Markdown, Metrics, Model
 
 from tbpipe.components import evaluate
 from tests.helpers import read_scalars, write_dataset
@@ -11,6 +11,7 @@ def run_evaluate(tmp_path, model_dir, test_dir, **params):
         "metrics": Metrics(uri=str(tmp_path / "metrics")),
         "classification_metrics": ClassificationMetrics(uri=str(tmp_path / "cm")),
         "report": Markdown(uri=str(tmp_path / "report.md")),
+        "html_report": HTML(uri=str(tmp_path / "report.html")),
     }
     returned = evaluate.python_func(
         model=Model(uri=model_dir), test_data=Dataset(uri=test_dir), **outputs,
@@ -37,6 +38,8 @@ def test_evaluate_component(tmp_path):
     assert sum(rows[k][k] for k in range(4)) == round(meta["accuracy"] * 40)
     report = (tmp_path / "report.md").read_text()
     assert "regexInput=exp%2Fjob-7" in report
+    page = (tmp_path / "report.html").read_text()
+    assert "<h2>Misclassified test images</h2>" in page and "regexInput=exp%2Fjob-7" in page
     scalars = read_scalars(str(tmp_path / "logs" / "exp" / "job-7" / "evaluate-finetuned"))
     assert scalars["eval/accuracy"][0][1] == pytest.approx(meta["accuracy"])
 
@@ -61,3 +64,4 @@ def test_evaluate_component_bad_input_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no-model: not a tbpipe Model" in err[0]
     assert not (tmp_path / "report.md").exists()
+    assert not (tmp_path / "report.html").exists()

@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from kfp.dsl import ClassificationMetrics, Dataset, Markdown, Metrics, Model
+from kfp.dsl import HTML, ClassificationMetrics, Dataset, Markdown, Metrics, Model
 
 from tbpipe.components import evaluate, finetune
 from tests.helpers import write_dataset
@@ -73,6 +73,7 @@ def run_evaluate(model: Path, data: Path, out: Path) -> None:
                          metrics=Metrics(uri=str(out / "metrics")),
                          classification_metrics=ClassificationMetrics(uri=str(out / "cm")),
                          report=Markdown(uri=str(out / "report")),
+                         html_report=HTML(uri=str(out / "report.html")),
                          log_root=str(out / "logs"), **WHERE)
 
 

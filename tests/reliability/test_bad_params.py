@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 import pytest
-from kfp.dsl import ClassificationMetrics, Dataset, Markdown, Metrics, Model
+from kfp.dsl import HTML, ClassificationMetrics, Dataset, Markdown, Metrics, Model
 
 from tbpipe.components import evaluate, finetune, preprocess, train
 from tests.helpers import write_dataset
@@ -254,8 +254,10 @@ def test_evaluate_component_refuses_a_target_outside_0_1(target, data, tmp_path,
                             test_data=data["val_data"], metrics=Metrics(uri=str(tmp_path / "m")),
                             classification_metrics=ClassificationMetrics(uri=str(tmp_path / "c")),
                             report=Markdown(uri=str(tmp_path / "report")),
+                            html_report=HTML(uri=str(tmp_path / "report.html")),
                             log_root=str(tmp_path / "logs"), **WHERE, accuracy_target=target))
     assert not (tmp_path / "report").exists() and not (tmp_path / "logs").exists()
+    assert not (tmp_path / "report.html").exists()
 
 
 @pytest.mark.parametrize(("fractions", "needle"), [
@@ -282,5 +284,7 @@ def test_evaluate_component_refuses_a_target_that_is_not_finite(target, data, tm
                             test_data=data["val_data"], metrics=Metrics(uri=str(tmp_path / "m")),
                             classification_metrics=ClassificationMetrics(uri=str(tmp_path / "c")),
                             report=Markdown(uri=str(tmp_path / "report")),
+                            html_report=HTML(uri=str(tmp_path / "report.html")),
                             log_root=str(tmp_path / "logs"), **WHERE, accuracy_target=target))
     assert not (tmp_path / "report").exists() and not (tmp_path / "logs").exists()
+    assert not (tmp_path / "report.html").exists()

@@ -12,7 +12,7 @@ import os
 
 import numpy as np
 import pytest
-from kfp.dsl import ClassificationMetrics, Dataset, Markdown, Metrics, Model
+from kfp.dsl import HTML, ClassificationMetrics, Dataset, Markdown, Metrics, Model
 
 from tbpipe.components.common.errors import InputError
 from tests.helpers import write_dataset
@@ -87,12 +87,14 @@ def test_evaluate_refuses_a_model_with_nan_outputs_before_kfps_metadata(tmp_path
         evaluate.python_func(model=Model(uri=broken), test_data=Dataset(
             uri=str(tmp_path / "test")), metrics=metrics,
             classification_metrics=ClassificationMetrics(uri=str(tmp_path / "cm")),
-            report=Markdown(uri=str(tmp_path / "report.md")), log_root=str(tmp_path / "logs"),
+            report=Markdown(uri=str(tmp_path / "report.md")),
+            html_report=HTML(uri=str(tmp_path / "report.html")), log_root=str(tmp_path / "logs"),
             experiment="exp", run_name="r", job_name="job-2")
     assert code.value.code == 1
     line = one_error_line(capsys, "evaluate")
     assert f"{broken}: the model's outputs are NaN or infinite for 20 of 20" in line
     assert metrics.metadata == {} and not (tmp_path / "report.md").exists()
+    assert not (tmp_path / "report.html").exists()
 
 
 def test_selection_refuses_a_non_finite_accuracy(tmp_path):

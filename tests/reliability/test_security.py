@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from kfp.dsl import ClassificationMetrics, Dataset, Markdown, Metrics, Model
+from kfp.dsl import HTML, ClassificationMetrics, Dataset, Markdown, Metrics, Model
 
 from tbpipe.components import evaluate, finetune, preprocess, train
 from tbpipe.pipelines.cli.main import main
@@ -127,7 +127,9 @@ def call_step(step: str, names: dict, inputs: Path, out: Path) -> None:
         evaluate.python_func(model=Model(uri=str(inputs / "none")), test_data=data["val_data"],
                              metrics=Metrics(uri=str(out / "m")),
                              classification_metrics=ClassificationMetrics(uri=str(out / "c")),
-                             report=Markdown(uri=str(out / "report")), log_root=log_root, **where)
+                             report=Markdown(uri=str(out / "report")),
+                             html_report=HTML(uri=str(out / "report.html")), log_root=log_root,
+                             **where)
     elif step == "train":
         train.python_func(**data, model=Model(uri=str(out / "model")),
                           metrics=Metrics(uri=str(out / "m")), log_root=log_root, **where)

@@ -97,17 +97,30 @@ def test_inputs_are_the_pipeline_params(compiled):
         assert inputs[name].get("defaultValue", "") == default, name
 
 
-def test_train_and_finetune_get_the_precision_parameter(compiled):
+@pytest.mark.parametrize("param", ["precision", "profile_batch"])
+def test_train_and_finetune_get_the_precision_parameter(compiled, param):
     spec = compiled[2]
     top = names(spec, spec["root"]["dag"])
-    assert top["train"][1]["inputs"]["parameters"]["precision"] == {
-        "componentInputParameter": "precision"}
+    assert top["train"][1]["inputs"]["parameters"][param] == {
+        "componentInputParameter": param}
     (_, branches), = [v for n, v in top.items() if n.startswith("condition-branches")]
     for name, (_, branch) in names(spec, sub_dag(spec, branches)).items():
         tasks = names(spec, sub_dag(spec, branch))
         if "finetune" in tasks:
-            assert tasks["finetune"][1]["inputs"]["parameters"]["precision"] == {
-                "componentInputParameter": "pipelinechannel--precision"}, name
+            assert tasks["finetune"][1]["inputs"]["parameters"][param] == {
+                "componentInputParameter": f"pipelinechannel--{param}"}, name
+
+
+def test_evaluate_writes_an_html_report_beside_its_other_outputs(compiled):
+    spec = compiled[2]
+    evaluates = [name for name in spec["components"] if name.startswith("comp-evaluate")]
+    assert len(evaluates) == 3  # the trained model, the fine-tuned one in each branch
+    for name in evaluates:
+        outputs = spec["components"][name]["outputDefinitions"]
+        assert outputs["artifacts"]["html_report"]["artifactType"]["schemaTitle"] == \
+            "system.HTML"
+        assert {"metrics", "classification_metrics", "report"} <= set(outputs["artifacts"])
+        assert {"accuracy", "meets_target"} <= set(outputs["parameters"])
 
 
 def test_component_defaults_are_the_configs_defaults():

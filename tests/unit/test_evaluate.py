@@ -1,5 +1,9 @@
+import base64
+import io
 import json
 import os
+import re
+from html.parser import HTMLParser
 from urllib.parse import unquote
 
 import numpy as np
@@ -19,8 +23,10 @@ from tbpipe.components.evaluation.metrics import (
     pr_curve,
     pr_histograms,
 )
+from tbpipe.components.evaluation.misclassified import MAX_MISTAKES, Mistake, MistakeSample
+from tbpipe.components.evaluation.report import render_html_report
 from tbpipe.components.selection.core import select_best, should_finetune
-from tests.helpers import read_scalars, read_tags, synthetic_images, write_dataset
+from tests.helpers import read_scalars, read_tags, read_text, synthetic_images, write_dataset
 
 SHAPE = (8, 8, 1)
 CLASSES = 4
@@ -65,7 +71,7 @@ def evaluated(model_dir, test_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("out")
     config = EvaluateConfig(accuracy_target=0.5, batch_size=16, run_label="exp-1/run.a")
     result = evaluate_model(model_dir, test_dir, str(out / "report.md"), str(out / "logs"),
-                            config)
+                            config, html_report_uri=str(out / "report.html"))
     return result, out
 
 
@@ -323,3 +329,122 @@ def test_class_names_fall_back_to_the_model_then_indices(test_dir):
     wrong_count = {**named_model, "class_names": NAMES[:2]}
     assert class_names_for(test_dir, wrong_count) == ("0", "1", "2", "3")
     assert summarize(np.eye(2, dtype=np.int64), 0.0, 0.5).names == ("0", "1")
+
+
+# --- the HTML report and the misclassified images ------------------------------------------
+
+class _Page(HTMLParser):
+    """The parts of the HTML report the tests look at: images, table rows, links."""
+
+    def __init__(self):
+        super().__init__()
+        self.images, self.rows, self.links, self._row = [], [], [], None
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "img":
+            self.images.append(attrs)
+        elif tag == "tr":
+            self._row = []
+        elif tag in ("link", "script") or (tag == "a" and attrs.get("href")):
+            self.links.append((tag, attrs))
+
+    def handle_endtag(self, tag):
+        if tag == "tr":
+            self.rows.append(self._row)
+            self._row = None
+
+    def handle_data(self, data):
+        if self._row is not None:
+            self._row.append(data)
+
+
+def decoded_png(src):
+    from PIL import Image
+
+    prefix = "data:image/png;base64,"
+    assert src.startswith(prefix)
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(src[len(prefix):]))))
+
+
+def test_html_report_shows_scores_confused_pairs_and_misclassified_images(evaluated,
+                                                                          test_dir):
+    result, out = evaluated
+    page = _Page()
+    page.feed((out / "report.html").read_text())
+    wrong = result.num_examples - int(np.trace(result.confusion_matrix))
+    assert 0 < wrong <= MAX_MISTAKES  # the tiny model errs, on fewer than the limit
+    assert len(page.images) == wrong
+    images, labels = load_arrays(test_dir)
+    for img in page.images:  # each thumbnail is the test image it names, with its labels
+        index, true, predicted = re.fullmatch(r"example (\d+): (\S+) predicted as (\S+)",
+                                              img["alt"]).groups()
+        pixels = decoded_png(img["src"])
+        np.testing.assert_array_equal(pixels, np.rint(images[int(index), :, :, 0] * 255))
+        assert int(true) == labels[int(index)] != int(predicted)
+    per_class = [row for row in page.rows if len(row) == 5 and row[0] != "class"]
+    assert [float(row[3]) for row in per_class] == pytest.approx(
+        [s.f1 for s in result.per_class], abs=1e-4)
+    confused = [row for row in page.rows if len(row) == 4 and row[0] != "true"]
+    cells = {(int(r[0]), int(r[1])): int(r[2]) for r in confused}
+    off = [(t, p, n) for t, row in enumerate(result.confusion_matrix)
+           for p, n in enumerate(row) if t != p and n]
+    assert cells == {(t, p): n for t, p, n in off}  # few classes: every confused pair
+    assert [tag for tag, _ in page.links] == ["a"]  # nothing to fetch: one file
+
+
+def test_misclassified_grid_and_table_in_event_files(evaluated):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    result, out = evaluated
+    acc = EventAccumulator(str(out / "logs"), size_guidance={"images": 0, "tensors": 0})
+    acc.Reload()
+    (grid,) = acc.Images("eval/misclassified")
+    wrong = result.num_examples - int(np.trace(result.confusion_matrix))
+    tiles = min(wrong, 8) * (56 + 6)  # tensorboardX's grid: 8 a row of 56-px images + edges
+    assert grid.width >= tiles and grid.height > 56
+    text = read_text(str(out / "logs"), "eval/misclassified")
+    assert f"{wrong} of {wrong} misclassified" in text
+
+
+def test_mistake_sample_keeps_the_surest_mistakes_whatever_the_batches():
+    rng = np.random.default_rng(0)
+    n, k = 300, 5
+    images = rng.integers(0, 256, (n, 100, 40, 3), dtype=np.uint8)
+    labels = rng.integers(0, k, n)
+    probs = rng.dirichlet(np.ones(k), n)
+    probs[10] = probs[20] = probs[30]  # ties: the earlier example first
+    predicted = probs.argmax(axis=1)
+    wrong = [i for i in range(n) if predicted[i] != labels[i]]
+    expected = sorted(wrong, key=lambda i: (-probs[i, predicted[i]], i))[:7]
+    for batch in (1, 16, 300):
+        sample = MistakeSample(limit=7, side=20)
+        for start in range(0, n, batch):
+            sample.add(images[start:start + batch], labels[start:start + batch],
+                       probs[start:start + batch], start)
+        kept = sample.mistakes()
+        assert [m.index for m in kept] == expected
+        assert sample.total == len(wrong)
+        assert all(m.thumbnail.shape == (20, 8, 3) and m.thumbnail.dtype == np.uint8
+                   for m in kept)  # scaled down, the aspect kept: no full image is held
+    two_channels = MistakeSample(limit=1, side=64)
+    two_channels.add(images[:, :9, :9, :2], labels, probs, 0)
+    assert two_channels.mistakes()[0].thumbnail.shape == (9, 9, 1)
+    none = MistakeSample(limit=0)
+    none.add(images, labels, probs, 0)
+    assert none.mistakes() == () and none.total == len(wrong)
+
+
+def test_html_report_escapes_names_and_says_when_nothing_is_wrong():
+    hostile = ["<script>alert(1)</script>", 'a"b&c']
+    config = EvaluateConfig(run_label="exp/<run>")
+    confused = summarize(np.array([[3, 1], [0, 4]]), 1.0, 0.5, tuple(hostile))
+    mistake = Mistake(5, 0, 1, 0.9, np.zeros((4, 4, 1), np.uint8))
+    page = render_html_report(confused, [mistake], 1, "m<1>", "t&2", {}, config)
+    assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "a&quot;b&amp;c" in page and "m&lt;1&gt;" in page and "t&amp;2" in page
+    assert "<title>Evaluation of exp/&lt;run&gt;</title>" in page
+    perfect = summarize(np.array([[3, 0], [0, 4]]), 1.0, 0.5, ("x", "y"))
+    page = render_html_report(perfect, [], 0, "m", "t", {}, config)
+    assert "No test example was misclassified." in page and "<img" not in page
+

@@ -83,6 +83,8 @@ def run_result(result: LocalRunResult) -> dict:
         "artifacts": result.job_dir, "run_log": result.run_log,
         "reports": {REPORT_LABELS.get(step, step): path
                     for step, path in result.reports.items()},
+        "html_reports": {REPORT_LABELS.get(step, step): path
+                         for step, path in result.html_reports.items()},
         "promotion": summary.get("promotion"), "sweep": summary.get("sweep"),
     }
 
@@ -104,6 +106,8 @@ def print_result(result: LocalRunResult) -> None:
         kind = (f"evaluation report ({REPORT_LABELS[step]} model)" if step in REPORT_LABELS
                 else f"{step} report")
         print(f"{kind}: {report}")
+        if step in result.html_reports:
+            print(f"  as HTML (misclassified images): {result.html_reports[step]}")
     print(f"TensorBoard logs: {result.log_dir}")
     print(f"view: {tbpipe_command()} tensorboard --log-root {params.log_root}")
     print(f"      then open {tensorboard_run_url(params.tensorboard_url, result.label)}")

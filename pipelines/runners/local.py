@@ -33,6 +33,7 @@ class LocalRunResult:
     label: str
     run_log: str = ""  # everything the run printed (the screen showed a summary of it)
     reports: dict = dataclasses.field(default_factory=dict)  # step display name -> report
+    html_reports: dict = dataclasses.field(default_factory=dict)  # ... -> its HTML report
 
 
 def init_runner(runner: str, pipeline_root: str, warm_worker: bool = True,
@@ -299,8 +300,12 @@ def _run_resolved(params: PipelineParams, pipeline_root: str, runner: str,
     run_dir = os.path.dirname(step_log_dir(params.log_root, params.experiment, params.run_name,
                                            "train"))
     job_dir = os.path.dirname(os.path.dirname(summary["model_uri"]))
-    reports = {names.get(task, task): os.path.join(job_dir, task, "report")
-               for task in sorted(os.listdir(job_dir))
-               if os.path.exists(os.path.join(job_dir, task, "report"))}
+
+    def written(artifact: str) -> dict:  # step display name -> that output's file
+        return {names.get(task, task): os.path.join(job_dir, task, artifact)
+                for task in sorted(os.listdir(job_dir))
+                if os.path.exists(os.path.join(job_dir, task, artifact))}
+
     return LocalRunResult(params, summary, run_dir, job_dir,
-                          f"{params.experiment}/{params.run_name}", log_path, reports)
+                          f"{params.experiment}/{params.run_name}", log_path, written("report"),
+                          written("html_report"))

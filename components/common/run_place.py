@@ -104,6 +104,7 @@ class StepRun:
     log_dir: str
     owner: str
     trial: str = ""
+    _claims: list = dataclasses.field(default_factory=list, repr=False, compare=False)
 
     @property
     def label(self) -> str:
@@ -124,6 +125,12 @@ class StepRun:
 
         claim_run(self.place.log_root, self.place.experiment, self.run, self.owner,
                   self.place.resume)
+        self._claims.append(self.owner)
+
+    @property
+    def claimed(self) -> bool:
+        """Whether the step holds its run: only then does it write into the run's folder."""
+        return bool(self._claims)
 
 
 @contextlib.contextmanager
@@ -133,7 +140,8 @@ def step_run(step: str, output_uri: str, log_root: str, experiment: str, run_nam
 
     Inside the block a TbpipeError becomes the step's one error line and a non-zero exit
     (``errors.exit_on_error``); the step claims its run (:meth:`StepRun.claim`) once its
-    settings are checked, before it writes anything.
+    settings are checked, before it writes anything. A claimed step's error line is also
+    kept in the run's folder (``run_summary.record_step_error``) for the run's outcome report.
 
     Args:
         step: The step's name, for its log dir and its error line.
@@ -152,5 +160,15 @@ def step_run(step: str, output_uri: str, log_root: str, experiment: str, run_nam
         place = RunPlace(log_root, experiment, run_name, resume, job_name)
         place.check_log_root()
         run = place.run(output_uri)
-        yield StepRun(place, step, run, place.log_dir(run, step, trial),
-                      run_owner(job_name, output_uri), trial)
+        here = StepRun(place, step, run, place.log_dir(run, step, trial),
+                       run_owner(job_name, output_uri), trial)
+        try:
+            yield here
+        except Exception as exc:
+            if here.claimed:  # what the run's outcome report names (notify, on a cluster)
+                from tbpipe.components.common.errors import error_line
+                from tbpipe.components.common.run_summary import record_step_error
+
+                record_step_error(place.log_root, place.experiment, run, step,
+                                  error_line(exc), trial)
+            raise

@@ -23,6 +23,8 @@ from tbpipe.components.common.run_claim import RUN_MARKER
 
 SUMMARY_FILE = "_summary.json"
 SUMMARY_FORMAT = "tbpipe.run-summary.v1"
+#: The run folder's failed steps' error lines (:func:`record_step_error`).
+ERRORS_FOLDER = "_errors"
 #: tensorboardX names event files ``events.out.tfevents.{unix time}.{host}...``.
 _EVENT_TIME = re.compile(r"(?:^|/)events\.out\.tfevents\.(\d+(?:\.\d+)?)\.")
 
@@ -33,6 +35,54 @@ def summary_uri(log_root: str, experiment: str, run: str) -> str:
                         validate_name("run", run), SUMMARY_FILE)
 
 
+def _run_dir(log_root: str, experiment: str, run: str) -> str:
+    return storage.join(log_root, validate_name("experiment", experiment),
+                        validate_name("run", run))
+
+
+def record_step_error(log_root: str, experiment: str, run: str, step: str, line: str,
+                      trial: str = "") -> None:
+    """Keep a failed step's error line in ``{run}/_errors/{step}[.{trial}].json``.
+
+    A step's process is gone when its run's outcome is reported (``dsl.ExitHandler``'s
+    notify task on a cluster: KFP tells that task the run failed, not which step nor why);
+    this file does. A retried step overwrites its own. Best effort: a store that refuses the
+    write costs one warning line, never the step's own error.
+    """
+    import sys
+
+    name = f"{step}.{trial}.json" if trial else f"{step}.json"
+    record = {"step": step, "trial": trial, "line": line[:2000], "time": time.time()}
+    try:
+        storage.write_bytes(storage.join(_run_dir(log_root, experiment, run), ERRORS_FOLDER,
+                                         name), json.dumps(record).encode())
+    except Exception as exc:  # noqa: BLE001 - the step's own error is the one to report
+        print(f"tbpipe: {step}: warning: its error line was not kept in the run folder "
+              f"({exc})", file=sys.stderr, flush=True)
+
+
+def read_step_errors(log_root: str, experiment: str, run: str) -> list[dict]:
+    """The run's failed steps' records (:func:`record_step_error`), oldest first.
+
+    Records that cannot be read or are not tbpipe's are left out: a report of the run's
+    outcome goes out with what can be read.
+    """
+    folder = storage.join(_run_dir(log_root, experiment, run), ERRORS_FOLDER)
+    if not storage.exists(folder):
+        return []
+    records = []
+    for rel in storage.list_files(folder):
+        uri = storage.join(folder, rel)
+        try:
+            record = json.loads(_read_summary(uri))
+        except (StorageError, ValueError):
+            continue
+        if isinstance(record, dict) and isinstance(record.get("step"), str) and isinstance(
+                record.get("line"), str) and isinstance(record.get("time"), int | float):
+            records.append({key: record.get(key) for key in ("step", "trial", "line", "time")})
+    return sorted(records, key=lambda record: record["time"])
+
+
 def run_facts(log_root: str, experiment: str, run: str) -> dict:
     """What the run folder shows: the steps that logged and when its first event was written.
 
@@ -40,10 +90,9 @@ def run_facts(log_root: str, experiment: str, run: str) -> dict:
         ``{"steps": [step, ...], "started": unix time or None}``.
 
     """
-    run_dir = storage.join(log_root, validate_name("experiment", experiment),
-                           validate_name("run", run))
+    run_dir = _run_dir(log_root, experiment, run)
     files = storage.list_files(run_dir) if storage.exists(run_dir) else []
-    steps = sorted({f.split("/", 1)[0] for f in files if "/" in f})
+    steps = sorted({f.split("/", 1)[0] for f in files if "/" in f and not f.startswith("_")})
     times = [float(m[1]) for f in files if (m := _EVENT_TIME.search(f))]
     return {"steps": steps, "started": min(times) if times else None}
 

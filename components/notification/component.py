@@ -13,8 +13,9 @@ def notify(status: dsl.PipelineTaskFinalStatus, notify: str = "", log_root: str 
     """Send the run's outcome to every ``notify`` target; never fails the run.
 
     Runs as the pipeline's ``dsl.ExitHandler`` task, whatever the other steps did: the
-    message holds the run, its final state and error (KFP's), and, from the run's
-    ``_summary.json``, the test accuracy, the gate's decision and the TensorBoard link.
+    message holds the run, its final state, the failed step and its error line (kept in the
+    run's folder by the step; else KFP's error), and, from the run's ``_summary.json``, the
+    test accuracy, the gate's decision and the TensorBoard link.
 
     Args:
         status: The pipeline's final status; KFP fills it in.
@@ -37,17 +38,22 @@ def notify(status: dsl.PipelineTaskFinalStatus, notify: str = "", log_root: str 
         run = resolve_run(run_name, job_name)
     except Exception:  # noqa: BLE001 - named as KFP gave it
         run = run_name or job_name
-    summary = None
+    summary, failed = None, []
+    error = (status.error_message or "") if status.state != "SUCCEEDED" else ""
     if log_root:
         try:
-            from tbpipe.components.common.run_summary import read_run_summary
+            from tbpipe.components.common.run_summary import read_run_summary, read_step_errors
 
             summary = read_run_summary(log_root, experiment, run)
+            if status.state != "SUCCEEDED":  # KFP names no step: the run's folder does
+                failed = read_step_errors(log_root, experiment, run)
         except Exception as exc:  # noqa: BLE001 - the message goes out without it
             print(f"tbpipe: warning: notify: no run summary ({exc})")
-    error = (status.error_message or "") if status.state != "SUCCEEDED" else ""
+    if failed:
+        error = failed[-1]["line"]
     outcome = outcome_from_summary(
-        str(status.state), f"{experiment}/{run}", summary, error=error,
+        str(status.state), f"{experiment}/{run}", summary,
+        failed_step=failed[-1]["step"] if failed else "", error=error,
         tensorboard_url=tensorboard_run_url(tensorboard_url, f"{experiment}/{run}"),
         details=status.pipeline_job_resource_name or "")
     try:

@@ -356,3 +356,34 @@ def test_bad_notify_input_stops_before_anything_runs(tmp_path):
     assert not any(tmp_path.iterdir())
     with pytest.raises(InputError):
         parse_target("env:1BAD")
+
+
+def test_the_exit_task_names_the_step_that_failed_on_a_cluster(tmp_path, receiver):
+    """KFP tells the exit task only that the run failed: the step's line is in its run folder.
+
+    A claimed step that fails keeps its error line there (``step_run``); one that fails
+    before claiming its run (its settings refused) writes nothing into a run's folder.
+    """
+    from tbpipe.components.common.run_place import step_run
+    from tbpipe.components.notification.component import notify
+
+    log_root = str(tmp_path / "logs")
+    place = dict(log_root=log_root, experiment="nightly", run_name="r7", job_name="job-7")
+    with pytest.raises(SystemExit):
+        with step_run("evaluate", str(tmp_path / "out"), **place):
+            raise InputError("settings refused before the claim")
+    assert not (tmp_path / "logs" / "nightly" / "r7" / "_errors").exists()
+    with pytest.raises(SystemExit):
+        with step_run("train", str(tmp_path / "out"), **place) as here:
+            here.claim()
+            raise InputError("gs://b/train: no such file; run preprocess first")
+    status = dsl.PipelineTaskFinalStatus(state="FAILED", pipeline_job_resource_name="jobs/7",
+                                         pipeline_task_name="exit-handler-1", error_code=1,
+                                         error_message="task failed")
+    sent = notify.python_func(status=status, notify=receiver.url(), log_root=log_root,
+                              experiment="nightly", run_name="r7", job_name="job-7")
+    assert sent == 1
+    (body,) = receiver.bodies
+    assert body["failed_step"] == "train"
+    assert body["error"] == "gs://b/train: no such file; run preprocess first"
+    assert "failed step: train" in body["text"]

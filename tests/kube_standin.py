@@ -117,8 +117,8 @@ class KubeStandIn:
 
     # --- what a test sets up --------------------------------------------------------------
     def add_step_pod(self, name: str, run_id: str | None = "run-1",
-                     env: list[dict] | None = None, service_account: str = "pipeline-runner"
-                     ) -> dict:
+                     env: list[dict] | None = None, service_account: str = "pipeline-runner",
+                     env_from: list[dict] | None = None) -> dict:
         """The pod the step runs in, as KFP's executor pod would look."""
         labels = {"pipeline/runid": run_id} if run_id else {}
         pod = {"apiVersion": "v1", "kind": "Pod",
@@ -126,7 +126,7 @@ class KubeStandIn:
                             "labels": labels},
                "spec": {"serviceAccountName": service_account,
                         "containers": [{"name": "main", "image": "step-image",
-                                        "env": env or []}]},
+                                        "env": env or [], "envFrom": env_from or []}]},
                "status": {"phase": "Running"}}
         self.pods[name] = pod
         return pod

@@ -427,3 +427,31 @@ def test_sigterm_stops_the_workers_too(kube):
         launch(kube)
     assert kube.deleted == [("jobsets", name_of())]
     assert signal.getsignal(signal.SIGTERM) is earlier  # tbpipe's handler is gone again
+
+
+def test_the_workers_get_the_steps_environment_its_secrets_as_references(kube):
+    """What ``--secret`` and ``set_env_variable`` gave the step reaches every worker.
+
+    The train step passes the workers no variables of its own (worker.py); the store's
+    credentials and endpoint come from the step's pod spec: Secret keys as references
+    (``use_secret_as_env``), whole Secrets as ``envFrom``, plain values as they are.
+    """
+    secret_ref = {"secretKeyRef": {"name": "tbpipe-creds", "key": "AWS_ACCESS_KEY_ID",
+                                   "optional": True}}
+    kube.add_step_pod("step-a", env=[
+        {"name": "AWS_ACCESS_KEY_ID", "valueFrom": secret_ref},
+        {"name": "AWS_ENDPOINT_URL", "value": "http://minio.team:9000"},
+        {"name": "TF_CONFIG", "value": "{}"},  # each worker gets its own
+        {"name": "KFP_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
+        env_from=[{"secretRef": {"name": "smtp"}}])
+    kube.script = chief_runs_then_completes("tfjob", ["done"])
+    launch_workers(COMMAND, {}, 2, placement("tfjob").to_json(), "train", [].append,
+                   poll_s=POLL_S)
+    _, obj = kube.the_set(name_of())
+    (container,) = obj["spec"]["tfReplicaSpecs"]["Worker"]["template"]["spec"]["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["AWS_ACCESS_KEY_ID"] == {"name": "AWS_ACCESS_KEY_ID", "valueFrom": secret_ref}
+    assert env["AWS_ENDPOINT_URL"]["value"] == "http://minio.team:9000"
+    assert env["KFP_POD_NAME"]["valueFrom"]["fieldRef"] == {"fieldPath": "metadata.name"}
+    assert "TF_CONFIG" not in env
+    assert container["envFrom"] == [{"secretRef": {"name": "smtp"}}]

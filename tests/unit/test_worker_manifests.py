@@ -160,7 +160,8 @@ def dataclasses_replace(options: CompileOptions, **changes: object) -> CompileOp
 @pytest.fixture(scope="module", params=["jobset", "tfjob"])
 def manifest(request) -> dict:
     return worker_set_manifest(placement(request.param), COMMAND, ENV, 4, run_id="run-7",
-                               step="train", owners=[OWNER], service_account="pipeline-runner")
+                               step="train", owners=[OWNER], service_account="pipeline-runner",
+                               env_from=[{"secretRef": {"name": "smtp"}}])
 
 
 def pod_specs(manifest: dict) -> list[tuple[dict, dict]]:

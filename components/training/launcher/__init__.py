@@ -28,6 +28,7 @@ from tbpipe.components.common.errors import InputError, TbpipeError
 from tbpipe.components.common.sigterm import on_sigterm
 from tbpipe.components.training.launcher.manifests import (
     DIGEST_ANNOTATION,
+    HOSTS_ENV,
     SET_LABEL,
     STEP_ANNOTATION,
     worker_set_manifest,
@@ -93,13 +94,27 @@ class OwnPod:
     uid: str
     run_id: str
     service_account: str | None
-    env_sources: Mapping[str, Mapping]  # env name -> valueFrom of the step's container
+    env: tuple[Mapping, ...] = ()  # the step container's EnvVar entries, as the pod has them
+    env_from: tuple[Mapping, ...] = ()  # its EnvFromSource entries (whole Secrets, ConfigMaps)
 
     @property
     def owner_reference(self) -> dict:
         """An owner reference to this pod: deleting it deletes the workers."""
         return {"apiVersion": "v1", "kind": "Pod", "name": self.name, "uid": self.uid,
                 "controller": False, "blockOwnerDeletion": False}
+
+
+#: The step's variables a worker does not take: the worker set gives each its own.
+NOT_CARRIED = frozenset({"TF_CONFIG", HOSTS_ENV})
+
+
+def _plain(value: object) -> object:
+    """A copy of a (read-only) pod spec value as plain dicts and lists, for a manifest."""
+    if isinstance(value, Mapping):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    return value
 
 
 def launch_workers(command: list[str], env: dict[str, str], workers: int, placement: str,
@@ -132,7 +147,8 @@ def launch_workers(command: list[str], env: dict[str, str], workers: int, placem
         manifest = worker_set_manifest(spec, command, launch.worker_env(env, me), workers,
                                        run_id=me.run_id, step=step,
                                        owners=[me.owner_reference],
-                                       service_account=me.service_account)
+                                       service_account=me.service_account,
+                                       env_from=[_plain(e) for e in me.env_from])
         deadline = time.monotonic() + spec.deadline_s
         with on_sigterm(launch.stopped.set):  # a cancelled run: stop the workers too
             if launch.create_or_follow(manifest, me, deadline):
@@ -232,17 +248,29 @@ class _Launch:
             run_id = name
         containers = spec.get("containers") or [{}]
         main = next((c for c in containers if c.get("name") == "main"), containers[0])
-        sources = {e["name"]: e["valueFrom"] for e in main.get("env") or ()
-                   if e.get("valueFrom") and e.get("name")}
         return OwnPod(name=name, uid=meta.get("uid", ""), run_id=run_id,
                       service_account=spec.get("serviceAccountName"),
-                      env_sources=MappingProxyType(sources))
+                      env=tuple(MappingProxyType(dict(e)) for e in main.get("env") or ()
+                                if isinstance(e, dict) and e.get("name")),
+                      env_from=tuple(MappingProxyType(dict(e))
+                                     for e in main.get("envFrom") or () if isinstance(e, dict)))
 
     @staticmethod
     def worker_env(env: Mapping[str, str], me: OwnPod) -> list[dict]:
-        """``env`` as EnvVar entries; a secret/downward reference of the step stays one."""
-        return [{"name": key, "valueFrom": dict(me.env_sources[key])} if key in me.env_sources
-                else {"name": key, "value": str(value)} for key, value in sorted(env.items())]
+        """The step container's environment, then ``env``, as EnvVar entries.
+
+        The workers get what the step was given (``--secret``'s keys, the store's endpoint,
+        ``set_env_variable``s), as the pod spec has it: a Secret's key stays a reference to
+        it, never its value; ``env`` adds to it, a name the step takes from a reference
+        keeping that reference.
+        """
+        mine = {entry["name"]: entry for entry in me.env}
+        carried = [_plain(entry) for name, entry in mine.items()
+                   if name not in env and name not in NOT_CARRIED]
+        given = [{"name": key, "valueFrom": _plain(mine[key]["valueFrom"])}
+                 if mine.get(key, {}).get("valueFrom") else {"name": key, "value": str(value)}
+                 for key, value in sorted(env.items())]
+        return carried + given
 
     # --- create, or follow an earlier attempt's set ----------------------------------------
     def create_or_follow(self, manifest: dict, me: OwnPod, deadline: float) -> bool:

@@ -89,8 +89,8 @@ def _metadata(name: str, run_id: str, step: str, digest: str,
 
 
 def worker_pod_spec(placement: WorkerPlacement, command: Sequence[str], env: Sequence[Mapping],
-                    *, container: str, port_name: str,
-                    service_account: str | None = None) -> dict:
+                    *, container: str, port_name: str, service_account: str | None = None,
+                    env_from: Sequence[Mapping] = ()) -> dict:
     """One worker's pod spec: image, GPUs, node selectors, toleration, resources, env, command.
 
     Args:
@@ -100,6 +100,7 @@ def worker_pod_spec(placement: WorkerPlacement, command: Sequence[str], env: Seq
         container: The container's name (TFJob's operator looks for ``tensorflow``).
         port_name: The name of the worker port (TFJob: ``tfjob-port``).
         service_account: The pods' service account (the step's own; None: the default).
+        env_from: Kubernetes ``EnvFromSource`` entries (the step's whole-Secret env).
 
     """
     requests = {k: v for k, v in (("cpu", placement.cpu_request),
@@ -119,6 +120,8 @@ def worker_pod_spec(placement: WorkerPlacement, command: Sequence[str], env: Seq
               "ports": [{"name": port_name, "containerPort": WORKER_PORT, "protocol": "TCP"}],
               "resources": {key: value for key, value in (("requests", requests),
                                                           ("limits", limits)) if value}}
+    if env_from:
+        worker["envFrom"] = [dict(entry) for entry in env_from]
     if mounts:
         worker["volumeMounts"] = mounts
     spec = {"restartPolicy": "Never", "containers": [worker],
@@ -139,11 +142,13 @@ def worker_pod_spec(placement: WorkerPlacement, command: Sequence[str], env: Seq
 
 def jobset_manifest(name: str, placement: WorkerPlacement, command: Sequence[str],
                     env: Sequence[Mapping], workers: int, *, run_id: str, step: str,
-                    owners: Sequence[Mapping] = (), service_account: str | None = None) -> dict:
+                    owners: Sequence[Mapping] = (), service_account: str | None = None,
+                    env_from: Sequence[Mapping] = ()) -> dict:
     """The JobSet of ``workers`` indexed worker pods (see the module's docstring)."""
     hosts = {"name": HOSTS_ENV, "value": ",".join(worker_hosts(name, workers))}
     pod = worker_pod_spec(placement, command, [*env, hosts], container="worker",
-                          port_name="worker", service_account=service_account)
+                          port_name="worker", service_account=service_account,
+                          env_from=env_from)
     job = {"parallelism": workers, "completions": workers, "completionMode": "Indexed",
            "backoffLimit": 0,
            "template": {"metadata": {"labels": _labels(name)}, "spec": pod}}
@@ -163,10 +168,12 @@ def jobset_manifest(name: str, placement: WorkerPlacement, command: Sequence[str
 
 def tfjob_manifest(name: str, placement: WorkerPlacement, command: Sequence[str],
                    env: Sequence[Mapping], workers: int, *, run_id: str, step: str,
-                   owners: Sequence[Mapping] = (), service_account: str | None = None) -> dict:
+                   owners: Sequence[Mapping] = (), service_account: str | None = None,
+                   env_from: Sequence[Mapping] = ()) -> dict:
     """The TFJob of ``workers`` Worker replicas, worker 0 the chief (see the docstring)."""
     pod = worker_pod_spec(placement, command, env, container="tensorflow",
-                          port_name="tfjob-port", service_account=service_account)
+                          port_name="tfjob-port", service_account=service_account,
+                          env_from=env_from)
     spec = {
         "runPolicy": {"backoffLimit": placement.max_restarts, "cleanPodPolicy": "None"},
         "tfReplicaSpecs": {"Worker": {
@@ -182,8 +189,10 @@ def tfjob_manifest(name: str, placement: WorkerPlacement, command: Sequence[str]
 def worker_set_manifest(placement: WorkerPlacement, command: Sequence[str],
                         env: Sequence[Mapping], workers: int, *, run_id: str, step: str,
                         owners: Sequence[Mapping] = (),
-                        service_account: str | None = None) -> dict:
+                        service_account: str | None = None,
+                        env_from: Sequence[Mapping] = ()) -> dict:
     """The JobSet or TFJob (``placement.engine``) of one step of one KFP run."""
     build = jobset_manifest if placement.engine == "jobset" else tfjob_manifest
     return build(worker_set_name(run_id, step), placement, command, env, workers,
-                 run_id=run_id, step=step, owners=owners, service_account=service_account)
+                 run_id=run_id, step=step, owners=owners, service_account=service_account,
+                 env_from=env_from)

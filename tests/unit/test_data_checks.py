@@ -1,0 +1,170 @@
+"""check-data: copies between splits by perceptual hash, data health, drift, reports and logs."""
+
+import io
+import json
+
+import numpy as np
+import pytest
+
+from tbpipe.components.common.dataset import DatasetWriter
+from tbpipe.components.data_checks.config import DataChecksConfig
+from tbpipe.components.data_checks.core import DataCheckFailed, check_datasets
+from tbpipe.components.data_checks.drift import mmd_permutation_test
+from tbpipe.components.data_checks.hashing import (
+    exact_keys,
+    matches,
+    nearest,
+    perceptual_hashes,
+)
+from tests.helpers import read_scalars, read_tags, read_text
+
+SIDE = 32
+NEAR = DataChecksConfig().near_distance
+
+
+def scenes(n, seed=0, side=SIDE):
+    """Distinct grayscale images: a few random bright ellipses and bars on a dark ground."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:side, 0:side] / side
+    out = np.empty((n, side, side, 1), np.uint8)
+    for k in range(n):
+        image = np.full((side, side), 20.0)
+        for _ in range(3):
+            (cy, cx), (ry, rx) = rng.uniform(0.15, 0.85, 2), rng.uniform(0.08, 0.3, 2)
+            image[((y - cy) / ry) ** 2 + ((x - cx) / rx) ** 2 < 1] = rng.uniform(120, 230)
+        out[k, ..., 0] = np.clip(image + rng.normal(0, 4, image.shape), 0, 255)
+    return out
+
+
+def resized(image, side=20):
+    from PIL import Image
+
+    small = Image.fromarray(image[..., 0]).resize((side, side), Image.BILINEAR)
+    return np.asarray(small.resize((SIDE, SIDE), Image.BILINEAR))[..., None]
+
+
+def reencoded(image, quality=60):
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(image[..., 0]).save(buffer, "JPEG", quality=quality)
+    return np.asarray(Image.open(io.BytesIO(buffer.getvalue())))[..., None]
+
+
+def brightened(image, by=25):
+    return np.clip(image.astype(np.int16) + by, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def originals():
+    return scenes(24)
+
+
+@pytest.mark.parametrize("copy", [resized, reencoded, brightened], ids=lambda f: f.__name__)
+def test_the_hash_finds_near_copies_and_exact_ones(originals, copy):
+    copies = np.stack([copy(image) for image in originals[:8]])
+    exact, near, distance = matches(exact_keys(np.concatenate([originals[8:10], copies])),
+                                    perceptual_hashes(np.concatenate([originals[8:10],
+                                                                      copies])),
+                                    exact_keys(originals), perceptual_hashes(originals), NEAR)
+    assert exact.tolist() == [True, True] + [False] * 8
+    assert near.tolist() == [False, False] + [True] * 8, distance
+    assert distance[:2].tolist() == [0, 0]
+
+
+def test_distinct_images_are_not_copies(originals):
+    hashes = perceptual_hashes(originals)
+    distance, position = nearest(hashes[:12], hashes[12:])
+    assert (distance > NEAR).all(), distance
+    # and the index finds each hash itself when it holds it
+    assert nearest(hashes[:5], hashes)[1].tolist() == [0, 1, 2, 3, 4]
+    assert nearest(hashes[:2], hashes[:0])[1].tolist() == [-1, -1]
+
+
+def test_mmd_same_distribution_high_p_shifted_low_p_and_seeded():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(150, 8)), rng.normal(size=(150, 8))
+    shifted = rng.normal(0.6, 1.0, size=(150, 8))
+    same = mmd_permutation_test(x, y, permutations=200, seed=1)
+    moved = mmd_permutation_test(x, shifted, permutations=200, seed=1)
+    assert same[1] > 0.1 and moved[1] < 0.01, (same, moved)
+    assert moved[0] > same[0]
+    assert mmd_permutation_test(x, y, permutations=200, seed=1) == same
+
+
+def write(root, images, labels, classes=3):
+    writer = DatasetWriter(str(root), images.shape[1:], classes)
+    writer.write(images, labels)
+    return writer.close()
+
+
+@pytest.fixture
+def leaky(tmp_path, originals):
+    """train: 20 scenes; test: 2 exact copies, 1 brightened copy, 3 new scenes; val: 4."""
+    labels = np.arange(40) % 3
+    train, fresh = originals[:20], scenes(7, seed=5)
+    test = np.concatenate([train[:2], brightened(train[2:3]), fresh[:3]])
+    write(tmp_path / "train", train, labels[:20])
+    write(tmp_path / "val", fresh[3:7], labels[:4])
+    write(tmp_path / "test", test, labels[:6])
+    return {name: str(tmp_path / name) for name in ("train", "val", "test")}
+
+
+def run_checks(tmp_path, data, mode):
+    log_dir = tmp_path / "logs" / "check-data"
+    paths = [str(tmp_path / "report.md"), str(tmp_path / "report.html"), str(log_dir)]
+    result = check_datasets(data["train"], data["val"], data["test"], *paths,
+                            DataChecksConfig(mode=mode, run_label="e/r"))
+    return result, log_dir
+
+
+def test_warn_reports_copies_in_both_reports_and_the_event_files(tmp_path, leaky):
+    result, log_dir = run_checks(tmp_path, leaky, "warn")
+    assert (result.exact_duplicates, result.near_duplicates) == (2, 1)
+    assert len(result.violations) == 1 and "leaks training data" in result.violations[0]
+    assert not result.drift_checked and result.drift_p_value == 1.0
+    markdown = (tmp_path / "report.md").read_text()
+    page = (tmp_path / "report.html").read_text()
+    for text in (markdown, page):
+        assert "2 test images are exact copies of training images and 1 near" in text
+        assert "no champion" in text
+    assert page.startswith("<!DOCTYPE html>") and "<table>" in page
+    scalars = read_scalars(str(log_dir))
+    assert scalars["data/exact_duplicates"] == [(0, 2.0)]
+    assert scalars["data/near_duplicates"] == [(0, 1.0)]
+    assert scalars["data/violations"] == [(0, 1.0)]
+    histograms = read_tags(str(log_dir))["histograms"]
+    assert {"data/nearest_train_distance", "data/labels/train"} <= set(histograms)
+    assert "leaks training data" in read_text(str(log_dir), "data/violations")
+
+
+def test_strict_fails_with_one_line_after_writing_the_reports(tmp_path, leaky):
+    with pytest.raises(DataCheckFailed) as failed:
+        run_checks(tmp_path, leaky, "strict")
+    line = str(failed.value)
+    assert "\n" not in line and line.startswith("--data-checks strict: 2 test images")
+    assert "leaks training data" in (tmp_path / "report.md").read_text()
+
+
+def test_off_checks_nothing_and_says_so(tmp_path, leaky):
+    result, log_dir = run_checks(tmp_path, leaky, "off")
+    assert result.violations == () and result.line() == "data checks off"
+    assert "data checks off" in (tmp_path / "report.md").read_text()
+    assert read_scalars(str(log_dir))["data/violations"] == [(0, 0.0)]
+
+
+def test_empty_images_and_imbalance_are_violations_tiny_images_exact_only(tmp_path):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, size=(25, 8, 8, 1), dtype=np.uint8)
+    images[3] = 0  # empty
+    labels = np.array([0] * 22 + [1, 2, 2])
+    write(tmp_path / "train", images[:20], labels[:20])
+    write(tmp_path / "val", images[20:22], labels[20:22])
+    write(tmp_path / "test", np.concatenate([images[22:], images[5:6]]), labels[21:25])
+    data = {name: str(tmp_path / name) for name in ("train", "val", "test")}
+    result, _ = run_checks(tmp_path, data, "warn")
+    text = " | ".join(result.violations)
+    assert "1 empty images" in text and "classes with no training example: 1, 2" in text
+    assert result.exact_duplicates == 1 and result.near_duplicates == 0
+    assert any("too small for a perceptual hash" in note for note in result.notes)
+    assert json.dumps(result.metrics())  # plain numbers for KFP

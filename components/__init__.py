@@ -6,11 +6,11 @@ Each needs only its inputs and ``log_root``; the experiment defaults to ``defaul
 run to the KFP job's name, so every step of one pipeline run logs side by side under
 ``{log_root}/{experiment}/{run}/{step}``. ``decide_finetune``, ``select_model`` and
 ``select_trial`` (a sweep's best trial) route tbpipe's own DAG; ``check_data`` checks
-Datasets before training (copies between splits, health, drift from a champion); ``promote`` copies a model to
-production only if it beats the one there; ``batch_predict`` gives the top classes of many
-images (a folder, a CSV/Parquet list or a URI) as a Parquet/CSV Dataset. Each wrapper lives
-in its step's ``component.py`` (selection's three each in their own module), the logic (no
-kfp) beside it in ``core.py``.
+Datasets before training (copies between splits, health, drift from a champion);
+``promote`` copies a model to production only if it beats the one there;
+``batch_predict`` gives the top classes of many images (a folder, a CSV/Parquet list or a
+URI) as a Parquet/CSV Dataset. Each wrapper lives in its step's ``component.py``
+(selection's three each in their own module), the logic (no kfp) beside it in ``core.py``.
 
 The components load when first named: a running step imports its own modules only (inside a
 KFP executor ``kfp.dsl`` has no ``component`` decorator to build the others with).

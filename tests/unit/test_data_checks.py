@@ -168,3 +168,68 @@ def test_empty_images_and_imbalance_are_violations_tiny_images_exact_only(tmp_pa
     assert result.exact_duplicates == 1 and result.near_duplicates == 0
     assert any("too small for a perceptual hash" in note for note in result.notes)
     assert json.dumps(result.metrics())  # plain numbers for KFP
+
+
+def test_the_gate_bounds_the_drift_p_value_as_a_data_metric():
+    from tbpipe.components.promotion.gate import GateError, check_gate, parse_gate
+    from tests.unit.test_gate import synthetic
+
+    gate = parse_gate("metrics: {drift_p_value: {lower_bound: 0.05}}")
+    new, base = synthetic(150), synthetic(140)
+    assert not check_gate(gate, new, base, {"drift_p_value": 0.01}).passed
+    passed = check_gate(gate, new, base, {"drift_p_value": 0.5})
+    assert passed.passed and passed.new["drift_p_value"] == 0.5
+    assert check_gate(gate, new, None).passed  # not measured: 1.0, no evidence of drift
+    with pytest.raises(GateError, match="drift_p_value measures the run's data"):
+        parse_gate("metrics: {drift_p_value: {change: {absolute: 0, direction: higher}}}")
+
+
+def test_against_a_champion_drift_label_set_and_copies_of_its_test_set(tmp_path, originals):
+    """A champion in a registry, its training data and test set; new data moved and copied."""
+    from tbpipe.components.common.keras_import import import_keras
+    from tbpipe.components.common.model_format import save_model_folder
+    from tbpipe.components.data_checks.core import champion_of
+    from tbpipe.components.promotion import publish
+
+    keras = import_keras()
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((SIDE, SIDE, 1)), keras.layers.Flatten(),
+                              keras.layers.Dense(16, activation="relu"),
+                              keras.layers.Dense(3, activation="softmax")])
+    labels = np.arange(60) % 3
+    theirs = scenes(60, seed=11)
+    write(tmp_path / "their-train", theirs, labels)
+    write(tmp_path / "their-test", originals[:6], labels[:6])
+    save_model_folder(model, str(tmp_path / "model"), {
+        "image_shape": [SIDE, SIDE, 1], "num_classes": 3,
+        "train_data": str(tmp_path / "their-train")})
+    registry = str(tmp_path / "registry")
+    publish.publish(str(tmp_path / "model"), registry,
+                    {"test_data": str(tmp_path / "their-test")}, extras={"blessing.json": b"{}"})
+    champion = champion_of(registry)
+    assert champion.endswith("v1")
+
+    def checked(train, name):
+        data = {}
+        for split, images in (("train", train), ("val", scenes(3, seed=7)),
+                              ("test", scenes(3, seed=8))):
+            write(tmp_path / name / split, images, labels[:len(images)])
+            data[split] = str(tmp_path / name / split)
+        return check_datasets(data["train"], data["val"], data["test"],
+                              str(tmp_path / name / "r.md"), str(tmp_path / name / "r.html"),
+                              str(tmp_path / name / "logs"),
+                              DataChecksConfig(drift_sample=60, drift_permutations=100),
+                              champion)
+
+    same = checked(scenes(60, seed=12), "same")
+    assert same.drift_checked and not same.drifted and same.drift_p_value > 0.05, same
+    assert same.violations == ()
+    moved = checked(np.concatenate([brightened(scenes(57, seed=13), 90),
+                                    reencoded(originals[0])[None], originals[1:3]]), "moved")
+    assert moved.drifted and moved.drift_p_value < 0.05, moved
+    assert moved.champion_test_duplicates == 3
+    assert any("copies of the champion's test images" in v for v in moved.violations)
+    assert "Drift (MMD" in (tmp_path / "moved" / "r.md").read_text()
+    tags = read_tags(str(tmp_path / "moved" / "logs"))
+    assert "data/pixels/champion/channel_0" in tags["histograms"]
+    assert read_scalars(str(tmp_path / "moved" / "logs"))["data/drift_p_value"][0][1] < 0.05

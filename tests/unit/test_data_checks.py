@@ -72,6 +72,23 @@ def test_the_hash_finds_near_copies_and_exact_ones(originals, copy):
     assert distance[:2].tolist() == [0, 0]
 
 
+def test_the_batched_hash_is_imagehashs_phash(originals):
+    """At 32x32 (no resize) bit for bit; resized from 28x28, within a few bits."""
+    import imagehash
+    from PIL import Image
+
+    def reference(images):
+        return np.array([int(np.packbits(imagehash.phash(Image.fromarray(image[..., 0]))
+                                         .hash.ravel()).view(">u8")[0]) for image in images],
+                        dtype=np.uint64)
+
+    assert (perceptual_hashes(originals) == reference(originals)).all()
+    small = np.stack([resized(image, 28)[2:30, 2:30] for image in originals])
+    assert np.bitwise_count(perceptual_hashes(small) ^ reference(small)).max() <= 8
+    colour = np.repeat(originals, 3, axis=-1)
+    assert (perceptual_hashes(colour) == perceptual_hashes(originals)).all()
+
+
 def test_distinct_images_are_not_copies(originals):
     hashes = perceptual_hashes(originals)
     distance, position = nearest(hashes[:12], hashes[12:])

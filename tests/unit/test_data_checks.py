@@ -250,3 +250,17 @@ def test_against_a_champion_drift_label_set_and_copies_of_its_test_set(tmp_path,
     tags = read_tags(str(tmp_path / "moved" / "logs"))
     assert "data/pixels/champion/channel_0" in tags["histograms"]
     assert read_scalars(str(tmp_path / "moved" / "logs"))["data/drift_p_value"][0][1] < 0.05
+
+
+def test_the_component_defaults_are_the_configs_and_auto_finetunes_on_drift():
+    from tbpipe import components
+    from tbpipe.components.selection.core import SAME_DATA, SKIP, finetune_plan
+
+    inputs = components.check_data.component_spec.inputs
+    config = DataChecksConfig()
+    assert inputs["data_checks"].default == config.mode == "warn"
+    assert inputs["seed"].default == config.seed
+    assert inputs["tensorboard_url"].default == config.tensorboard_url
+    assert finetune_plan("auto", True, "") == SKIP
+    assert finetune_plan("auto", True, "", drifted=True) == SAME_DATA
+    assert finetune_plan("never", False, "", drifted=True) == SKIP

@@ -193,22 +193,14 @@ def _leakage(findings: Findings, scans: dict[str, _Scan], hashed: bool,
     if not len(test.keys) or not len(train.keys):
         findings.notes.append("an empty train or test split: no leakage to check")
         return
-    exact, near, distance = matches(test.keys, test.hashes if hashed else test.keys,
-                                    train.keys, train.hashes if hashed else train.keys,
-                                    config.near_distance if hashed else None)
+    exact, near, distance, where = matches(test.keys, test.hashes if hashed else test.keys,
+                                           train.keys, train.hashes if hashed else train.keys,
+                                           config.near_distance if hashed else None)
     findings.exact_duplicates, findings.near_duplicates = int(exact.sum()), int(near.sum())
     findings.nearest_distance = distance if hashed else None
-    if hashed:
-        from tbpipe.components.data_checks.hashing import nearest
-
-        _, where = nearest(test.hashes, train.hashes)
-        for k in np.flatnonzero(exact | near)[:LISTED_PAIRS]:
-            findings.pairs.append((int(k), int(where[k]), int(distance[k]),
-                                   "exact" if exact[k] else "near"))
-    else:
-        for k in np.flatnonzero(exact)[:LISTED_PAIRS]:
-            findings.pairs.append((int(k), int(np.flatnonzero(train.keys == test.keys[k])[0]),
-                                   0, "exact"))
+    for k in np.flatnonzero(exact | near)[:LISTED_PAIRS]:  # exact: its key's position
+        findings.pairs.append((int(k), int(where[k]), int(distance[k]) if near[k] else 0,
+                               "exact" if exact[k] else "near"))
     if findings.exact_duplicates or findings.near_duplicates:
         near_text = (f" and {findings.near_duplicates} near copies (perceptual hashes within "
                      f"{config.near_distance} bits)" if hashed else "")
@@ -282,7 +274,7 @@ def _against_champion(findings: Findings, champion_uri: str, local_train: str,
         with storage.local_input(champion_test) as local:
             theirs_test = _scan(local, hashed)
         train = scans["train"]
-        exact, near, _ = matches(train.keys, train.hashes if hashed else train.keys,
+        exact, near, _, _ = matches(train.keys, train.hashes if hashed else train.keys,
                                  theirs_test.keys,
                                  theirs_test.hashes if hashed else theirs_test.keys,
                                  config.near_distance if hashed else None)

@@ -105,8 +105,8 @@ def nearest(queries: np.ndarray, index: np.ndarray) -> tuple[np.ndarray, np.ndar
 
 
 def matches(query_keys: np.ndarray, query_hashes: np.ndarray, index_keys: np.ndarray,
-            index_hashes: np.ndarray, max_distance: int | None) -> tuple[np.ndarray, np.ndarray,
-                                                                          np.ndarray]:
+            index_hashes: np.ndarray, max_distance: int | None,
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Which queries are exact copies of an indexed image, and which near copies.
 
     Args:
@@ -117,12 +117,13 @@ def matches(query_keys: np.ndarray, query_hashes: np.ndarray, index_keys: np.nda
         max_distance: Near: at most this many bits apart; None: exact copies only.
 
     Returns:
-        ``(exact, near, distance)``: boolean masks over the queries (a query is one or the
-        other, not both) and each query's distance to its nearest indexed hash.
+        ``(exact, near, distance, position)``: boolean masks over the queries (a query is
+        one or the other, not both), each query's distance to its nearest indexed hash and
+        that hash's position in the index.
 
     """
     exact = np.isin(np.asarray(query_keys, np.uint64), np.asarray(index_keys, np.uint64))
-    distance, _ = nearest(query_hashes, index_hashes)
+    distance, position = nearest(query_hashes, index_hashes)
     if max_distance is None:
-        return exact, np.zeros_like(exact), distance
-    return exact, ~exact & (distance <= max_distance), distance
+        return exact, np.zeros_like(exact), distance, position
+    return exact, ~exact & (distance <= max_distance), distance, position

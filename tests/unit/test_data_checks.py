@@ -2,6 +2,7 @@
 
 import io
 import json
+import re
 
 import numpy as np
 import pytest
@@ -63,7 +64,7 @@ def originals():
 @pytest.mark.parametrize("copy", [resized, reencoded, brightened], ids=lambda f: f.__name__)
 def test_the_hash_finds_near_copies_and_exact_ones(originals, copy):
     copies = np.stack([copy(image) for image in originals[:8]])
-    exact, near, distance = matches(exact_keys(np.concatenate([originals[8:10], copies])),
+    exact, near, distance, _ = matches(exact_keys(np.concatenate([originals[8:10], copies])),
                                     perceptual_hashes(np.concatenate([originals[8:10],
                                                                       copies])),
                                     exact_keys(originals), perceptual_hashes(originals), NEAR)
@@ -146,6 +147,8 @@ def test_warn_reports_copies_in_both_reports_and_the_event_files(tmp_path, leaky
         assert "2 test images are exact copies of training images and 1 near" in text
         assert "no champion" in text
     assert page.startswith("<!DOCTYPE html>") and "<table>" in page
+    assert "| 0 | 0 | 0 | exact |" in markdown and "| 1 | 1 | 0 | exact |" in markdown
+    assert re.search(r"\| 2 \| 2 \| [0-6] \| near \|", markdown)  # test image -> its source
     scalars = read_scalars(str(log_dir))
     assert scalars["data/exact_duplicates"] == [(0, 2.0)]
     assert scalars["data/near_duplicates"] == [(0, 1.0)]

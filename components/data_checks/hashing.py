@@ -39,27 +39,29 @@ def perceptual_hashes(images: np.ndarray) -> np.ndarray:
     lowest frequencies against their median, row-major bits), computed for a whole batch at
     once: resizing and the DCT are linear, so the 8x8 coefficients are ``A @ X @ B.T`` with
     ``A`` (8, H) and ``B`` (8, W) made once per size (:func:`_projection`). imagehash hashes
-    one PIL image at a time (0.3-1.2 ms an image here: minutes for a large data set); this
-    is a matrix product per :data:`HASH_BATCH` images. Its resize is a triangle filter
-    (PIL's bilinear, antialiased) where imagehash's is Lanczos, so the two hashes may differ
-    in a few bits; ``tests/unit/test_data_checks.py`` compares them.
+    one PIL image at a time (0.3-1.3 ms an image here: minutes for a large data set); this
+    is a matrix product per batch of :data:`HASH_BATCH_PIXELS` pixels. Its resize is a
+    triangle filter (PIL's bilinear, antialiased) where imagehash's is Lanczos, so the two
+    hashes may differ in a few bits; ``tests/unit/test_data_checks.py`` compares them.
     """
     images = np.asarray(images)
     n, height, width, channels = images.shape
     rows, cols = _projection(height), _projection(width)
     out = np.empty(n, dtype=np.uint64)
-    for start in range(0, n, HASH_BATCH):
-        batch = images[start:start + HASH_BATCH].astype(np.float32)
+    step = max(1, HASH_BATCH_PIXELS // (height * width))
+    for start in range(0, n, step):
+        batch = images[start:start + step].astype(np.float32)
         gray = batch[..., 0] if channels == 1 else batch[..., :3] @ _LUMA
         coeffs = rows @ gray @ cols.T  # (batch, 8, 8)
         flat = coeffs.reshape(len(batch), -1)
         bits = flat > np.median(flat, axis=1, keepdims=True)
-        out[start:start + HASH_BATCH] = np.packbits(bits, axis=1).view(">u8")[:, 0]
+        out[start:start + step] = np.packbits(bits, axis=1).view(">u8")[:, 0]
     return out
 
 
-#: Images hashed at once (a float32 copy of them: 4096 x 28 x 28 is 13 MB).
-HASH_BATCH = 4096
+#: Pixels (per channel) hashed at once: a float32 copy of 4M pixels a channel is 16 MB
+#: (5,000 28x28 images, 80 224x224 ones).
+HASH_BATCH_PIXELS = 4_000_000
 #: PIL's ``convert("L")``: ITU-R 601-2 luma.
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 _RESIZED, _LOW = 32, 8  # imagehash's phash: hash_size 8, highfreq_factor 4

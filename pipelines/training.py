@@ -1,4 +1,4 @@
-"""tbpipe's training pipeline: preprocess -> train -> evaluate -> [finetune -> evaluate] -> select.
+"""tbpipe's pipeline: preprocess -> check-data -> train -> evaluate -> [finetune] -> select.
 
 Then, with ``promote_to``, promote: the selected model goes to production only if it wins.
 
@@ -149,6 +149,13 @@ def build_training_pipeline(options: CompileOptions | None = None,  # noqa: ANN2
                                           image_size=p.image_size, channels=p.channels,
                                           **where),
                     "preprocess")
+        # before train: --data-checks strict stops a run on leaky data before it trains;
+        # not cached: the champion it compares with may have changed since
+        checked = step(components.check_data(
+            train_data=prep.outputs["train_data"], val_data=prep.outputs["val_data"],
+            test_data=prep.outputs["test_data"], stats=prep.outputs["stats"],
+            data_checks=p.data_checks, promote_to=p.promote_to, seed=p.seed,
+            tensorboard_url=p.tensorboard_url, **where), "check-data").set_caching_options(False)
         train_args = dict(train_data=prep.outputs["train_data"],
                           val_data=prep.outputs["val_data"], epochs=p.epochs,
                           batch_size=p.batch_size, learning_rate=p.learning_rate, seed=p.seed,
@@ -157,10 +164,11 @@ def build_training_pipeline(options: CompileOptions | None = None,  # noqa: ANN2
                           profile_batch=p.profile_batch,
                           worker_placement=worker_placement(options, "train"), **where)
         if sweep is None:
-            trained_model = step(components.train(**train_args), "train").outputs["model"]
+            trained_model = step(components.train(**train_args), "train").after(
+                checked).outputs["model"]
             swept = {}
         else:
-            trained_model, table = sweep_trials(sweep, train_args, step)
+            trained_model, table = sweep_trials(sweep, train_args, step, after=checked)
             swept = {"sweep": table}
         scored = step(components.evaluate(model=trained_model,
                                           test_data=prep.outputs["test_data"],
@@ -170,7 +178,8 @@ def build_training_pipeline(options: CompileOptions | None = None,  # noqa: ANN2
                       "evaluate")
         decision = step(components.decide_finetune(
             mode=p.finetune, meets_target=scored.outputs["meets_target"],
-            finetune_data=p.finetune_data), "decide-finetune")
+            finetune_data=p.finetune_data, drifted=checked.outputs["drifted"]),
+            "decide-finetune")
 
         def finetune_and_select(train_data, val_data):  # noqa: ANN001, ANN202
             tuned = step(components.finetune(
@@ -214,7 +223,8 @@ def build_training_pipeline(options: CompileOptions | None = None,  # noqa: ANN2
                 min_improvement=p.min_improvement, promotion_metric=p.promotion_metric,
                 force_promote=p.force_promote, gate=p.gate, reason=p.reason,
                 mlflow_uri=p.mlflow_uri, inference_service=p.inference_service,
-                tensorboard_url=p.tensorboard_url, **where),
+                tensorboard_url=p.tensorboard_url,
+                drift_p_value=checked.outputs["drift_p_value"], **where),
                  "promote").set_caching_options(False)  # production may have changed since
         return selected
 
@@ -228,8 +238,8 @@ def build_training_pipeline(options: CompileOptions | None = None,  # noqa: ANN2
                         description=__doc__.splitlines()[0])(training_pipeline)
 
 
-def sweep_trials(sweep: Sweep, train_args: dict, step):  # noqa: ANN001, ANN201
-    """A train step per trial in a ``dsl.ParallelFor``, then ``select-trial``.
+def sweep_trials(sweep: Sweep, train_args: dict, step, after=None):  # noqa: ANN001, ANN201
+    """A train step per trial in a ``dsl.ParallelFor`` (after ``after``), then ``select-trial``.
 
     Each trial trains with ``train_args`` and its own values, logging to
     ``{log_root}/{experiment}/{run}/trial-NN/train``. Returns the best trial's model and the
@@ -239,6 +249,8 @@ def sweep_trials(sweep: Sweep, train_args: dict, step):  # noqa: ANN001, ANN201
     with dsl.ParallelFor(items, parallelism=sweep.max_parallel, name="sweep") as item:
         own = {name: loop_field(item, name) for name in items[0]}
         trial = step(components.train(**{**train_args, **own}), "train")
+        if after is not None:
+            trial.after(after)
     chosen = step(components.select_trial(models=dsl.Collected(trial.outputs["model"]),
                                           trials=json.dumps(sweep.trials())), "select-trial")
     return chosen.outputs["best_model"], chosen.outputs["Output"]

@@ -30,6 +30,7 @@ def promote(
     reason: str = "",
     mlflow_uri: str = "",
     inference_service: str = "",
+    drift_p_value: float = 1.0,
 ) -> NamedTuple("PromoteOutputs", [("decision", str), ("summary", str)]):
     """Add the selected model to the registry ``promote_to`` only if it passes the gate.
 
@@ -63,6 +64,8 @@ def promote(
         inference_service: A KServe InferenceService (``NAMESPACE/NAME``) each promotion
             points at the new champion (its ``storageUri`` on an object store, its pods for
             a local registry); empty: none.
+        drift_p_value: check-data's drift p-value, a metric the gate may bound (1.0: no
+            drift measured).
 
     Returns:
         metrics: Both models' test scores (``new_*``, ``baseline_*``) and ``promoted`` (0/1).
@@ -91,7 +94,8 @@ def promote(
         chosen = json.loads(selection)
         decision = promote_model(chosen["model_uri"], test_data.path, promote_to,
                                  baseline_model, here.log_dir, report.path, config, log_root,
-                                 blessing_uri=blessing.path)
+                                 blessing_uri=blessing.path,
+                                 data_metrics={"drift_p_value": drift_p_value})
         summary = write_run_summary(log_root, experiment, here.run, chosen, tensorboard_url,
                                     decision.as_dict())
     for name, value in decision.new_scores.items():

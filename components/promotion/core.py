@@ -65,7 +65,8 @@ def decide(blessing: Blessing, baseline_uri: str, config: PromoteConfig) -> Prom
 
 def promote_model(model_uri: str, test_uri: str, promote_to: str, baseline_uri: str,
                   log_dir: str, report_uri: str, config: PromoteConfig,
-                  log_root: str = "", blessing_uri: str = "") -> PromotionDecision:
+                  log_root: str = "", blessing_uri: str = "",
+                  data_metrics: dict[str, float] | None = None) -> PromotionDecision:
     """Score the new model and the baseline on ``test_uri``; promote the new one if it wins.
 
     Args:
@@ -80,6 +81,8 @@ def promote_model(model_uri: str, test_uri: str, promote_to: str, baseline_uri: 
         log_root: The run's log root: ``promote_to`` may not be it or inside it.
         blessing_uri: Where the blessing goes as JSON (passed or not); empty: nowhere but
             the report, TensorBoard and the version.
+        data_metrics: The run's data metrics the gate may name (``drift_p_value``:
+            check-data's); ``gate.DATA_METRICS`` has the value of one not given.
 
     Raises:
         InputError: a model that does not fit the test data (one line naming it), a
@@ -117,7 +120,7 @@ def promote_model(model_uri: str, test_uri: str, promote_to: str, baseline_uri: 
                     raise BrokenModel(f"{exc}; it is the baseline: pass --force-promote to "
                                      "replace it, or another --baseline-model") from exc
                 baseline, broken = None, str(exc)
-        blessing = check_gate(rules, new, baseline)
+        blessing = check_gate(rules, new, baseline, data_metrics)
         decision = decide(blessing, baseline_uri, config)
         if broken:
             decision = dataclasses.replace(decision, forced=True, reason=(
@@ -129,6 +132,7 @@ def promote_model(model_uri: str, test_uri: str, promote_to: str, baseline_uri: 
             blessing_json = json.dumps(decision.blessing, indent=2, sort_keys=True).encode()
             record = publish.publish(
                 model_uri, target, {**_entry(decision, model_uri, config, info.digest),
+                                    "test_data": test_uri,  # check-data: copies of it
                                     "serving_check": served.as_dict()},
                 lease, extras={publish.BLESSING_FILE: blessing_json})
             version = record["current"]["version"]

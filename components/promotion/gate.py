@@ -46,7 +46,11 @@ from tbpipe.components.common.errors import InputError
 
 #: Model-level metrics a gate may name, and whether higher is better.
 METRICS = {"accuracy": True, "macro_f1": True, "macro_precision": True,
-           "macro_recall": True, "loss": False, "params": False, "latency_ms": False}
+           "macro_recall": True, "loss": False, "params": False, "latency_ms": False,
+           "drift_p_value": True}
+#: Metrics of the run's data, not of a model (check-data's), and their value when not
+#: measured: value thresholds only (a baseline model has none of its own).
+DATA_METRICS = {"drift_p_value": 1.0}
 #: Per-class metrics (scikit-learn's precision_recall_fscore_support).
 CLASS_METRICS = ("precision", "recall", "f1")
 #: A ``classes`` key that means every class.
@@ -154,6 +158,9 @@ def _gate_from(raw: object, errors: list[str]) -> Gate:
             errors.append(f"metrics.{name}: unknown metric; use one of {', '.join(METRICS)}")
             continue
         metrics[name] = _threshold(spec, f"metrics.{name}", errors)
+        if name in DATA_METRICS and metrics[name].change is not None:
+            errors.append(f"metrics.{name}.change: {name} measures the run's data, not a "
+                          "model: use lower_bound or upper_bound")
     classes: dict[str, dict[str, Threshold]] = {}
     for label, per_class in _mapping(raw.get("classes"), "classes", errors).items():
         key = str(label)
@@ -451,19 +458,24 @@ def _checks_for(metric: str, threshold: Threshold, value: float,
     return checks
 
 
-def check_gate(gate: Gate, new: ExampleScores, baseline: ExampleScores | None) -> Blessing:
+def check_gate(gate: Gate, new: ExampleScores, baseline: ExampleScores | None,
+               data_metrics: Mapping[str, float] | None = None) -> Blessing:
     """Check ``new`` (against ``baseline``, None on a first run) with ``gate``.
+
+    ``data_metrics``: the run's DATA_METRICS (check-data's ``drift_p_value``); one not
+    given has its DATA_METRICS value. They join the new model's metrics, value thresholds
+    only.
 
     Raises:
         InputError: a ``classes`` key that names no class of the test set.
 
     """
-    new_metrics = new.metrics()
+    new_metrics = {**new.metrics(), **DATA_METRICS, **(data_metrics or {})}
     base_metrics = baseline.metrics() if baseline is not None else None
     checks: list[Check] = []
     for metric, threshold in gate.metrics.items():
         checks += _checks_for(metric, threshold, new_metrics[metric],
-                              base_metrics[metric] if base_metrics else None)
+                              base_metrics.get(metric) if base_metrics else None)
     if gate.classes:
         names = list(new.class_names) or [str(k) for k in range(new.num_classes)]
         new_pc = dict(zip(CLASS_METRICS, new.per_class(), strict=True))

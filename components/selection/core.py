@@ -16,12 +16,16 @@ from tbpipe.components.selection.config import FINETUNE_MODES
 SKIP, SAME_DATA, OTHER_DATA = "skip", "same-data", "other-data"
 
 
-def should_finetune(mode: str, meets_target: bool) -> bool:
-    """Whether to fine-tune: ``always``, ``never``, or ``auto`` (only if the target is missed)."""
+def should_finetune(mode: str, meets_target: bool, drifted: bool = False) -> bool:
+    """Whether to fine-tune: ``always``, ``never``, or ``auto``.
+
+    ``auto`` fine-tunes when the target is missed or the data drifted significantly from the
+    champion's (check-data's ``drifted``).
+    """
     if mode not in FINETUNE_MODES:
         raise InputError(f"finetune mode {mode!r} is unknown; "
                          f"use one of {', '.join(FINETUNE_MODES)}")
-    return mode == "always" or (mode == "auto" and not meets_target)
+    return mode == "always" or (mode == "auto" and (not meets_target or drifted))
 
 
 def select_best(candidates: list[tuple[str, str, float]]) -> tuple[str, str, float]:
@@ -46,9 +50,10 @@ def select_best(candidates: list[tuple[str, str, float]]) -> tuple[str, str, flo
     return best
 
 
-def finetune_plan(mode: str, meets_target: bool, finetune_data: str) -> str:
+def finetune_plan(mode: str, meets_target: bool, finetune_data: str,
+                  drifted: bool = False) -> str:
     """``skip``, ``same-data`` or ``other-data`` (fine-tune on ``finetune_data``)."""
-    if not should_finetune(mode, meets_target):
+    if not should_finetune(mode, meets_target, drifted):
         return SKIP
     return OTHER_DATA if finetune_data else SAME_DATA
 

@@ -35,9 +35,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``run``."""
     cmd = subparsers.add_parser(
         "run", help="run the whole pipeline locally (kfp.local)",
-        description="Run preprocess -> train -> evaluate -> [finetune -> evaluate] -> select "
-                    "on this machine. Shows one line per step and the result; everything "
-                    "else goes to a log file whose path is printed (--verbose shows it all).")
+        description="Run preprocess -> check-data -> train -> evaluate -> [finetune -> "
+                    "evaluate] -> select on this machine. Shows one line per step and the "
+                    "result; everything else goes to a log file whose path is printed "
+                    "(--verbose shows it all).")
     cmd.add_argument("--runner", choices=RUNNERS, default=RUNNERS[0],
                      help="subprocess (default): steps run in this Python; docker: in the "
                           "images")

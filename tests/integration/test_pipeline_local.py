@@ -11,7 +11,7 @@ from tests.helpers import TBPIPE, free_port, read_tags
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-STEPS = ("preprocess", "train", "evaluate", "finetune", "evaluate-finetuned")
+STEPS = ("preprocess", "check-data", "train", "evaluate", "finetune", "evaluate-finetuned")
 
 
 def tbpipe(*argv, timeout=900):
@@ -53,6 +53,9 @@ def test_every_step_logged_what_it_must(finished_run):
     assert "data/class_counts/text_summary" in pre["tensors"]
     assert not any(t.startswith("data/class_count") for t in pre["scalars"])
     assert "data/pixels" in pre["histograms"] and "data/samples" in pre["images"]
+    checked = tags["check-data"]  # digits are 8x8: exact copies only, no champion
+    assert {"data/violations", "data/exact_duplicates"} <= set(checked["scalars"])
+    assert "data/labels/train" in checked["histograms"]
     for step in ("train", "finetune"):
         scalars = set(tags[step]["scalars"])
         for tag in ("batch/loss", "batch/accuracy", "epoch/loss", "epoch/accuracy",

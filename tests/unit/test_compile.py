@@ -48,13 +48,14 @@ def sub_dag(spec, task):
 def test_top_level_steps_and_order(compiled):
     spec = compiled[2]
     top = names(spec, spec["root"]["dag"])
-    assert {"preprocess", "train", "evaluate", "decide-finetune"} <= set(top)
+    assert {"preprocess", "check-data", "train", "evaluate", "decide-finetune"} <= set(top)
     deps = {name: set(task.get("dependentTasks", [])) for name, (_, task) in top.items()}
     key = {name: k for name, (k, _) in top.items()}
     assert deps["preprocess"] == set()
-    assert deps["train"] == {key["preprocess"]}
+    assert deps["check-data"] == {key["preprocess"]}
+    assert deps["train"] == {key["preprocess"], key["check-data"]}  # strict stops it
     assert key["train"] in deps["evaluate"]
-    assert deps["decide-finetune"] == {key["evaluate"]}
+    assert deps["decide-finetune"] == {key["evaluate"], key["check-data"]}  # drifted
 
 
 def test_condition_branches(compiled):

@@ -189,7 +189,7 @@ extra: 1
     assert lines == [
         "gate.yaml: extra: unknown key; use metrics, classes or significance",
         "gate.yaml: metrics.acuracy: unknown metric; use one of accuracy, macro_f1, "
-        "macro_precision, macro_recall, loss, params, latency_ms",
+        "macro_precision, macro_recall, loss, params, latency_ms, drift_p_value",
         "gate.yaml: metrics.accuracy.lower_bound: must be a finite number, not 'high'",
         "gate.yaml: metrics.accuracy.change.direction: 'up' must be higher or lower",
         "gate.yaml: metrics.loss: lower_bound 2 is above upper_bound 1",

@@ -109,13 +109,14 @@ def test_the_pipeline_function_binds_by_position_as_kfp_calls_it():
 
 def test_each_step_declares_its_place_and_the_registry_finds_them_all():
     found = {step.name for step in steps()}
-    assert found == {"preprocess", "train", "evaluate", "select", "finetune", "promote",
-                     "notify"}
+    assert found == {"preprocess", "check-data", "train", "evaluate", "select", "finetune",
+                     "promote", "notify"}
     from tbpipe.pipelines.placement import DEFAULT_RESOURCES, GPU_STEPS, step_kind
     from tbpipe.pipelines.runners.warm_worker import PRELOAD, WAIT_FOR
 
     assert set(GPU_STEPS) == {"train", "finetune"}
-    assert set(DEFAULT_RESOURCES) == {"preprocess", "train", "finetune", "evaluate", "select"}
+    assert set(DEFAULT_RESOURCES) == {"preprocess", "check-data", "train", "finetune",
+                                      "evaluate", "select"}
     assert step_kind("promote") == "evaluate" and step_kind("evaluate-finetuned") == "evaluate"
     assert {m for step in steps() for m in step.preload} <= set(PRELOAD)
     assert set(WAIT_FOR) <= set(tensorflow_packages())  # the steps say which import TF

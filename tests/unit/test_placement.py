@@ -75,9 +75,9 @@ def test_installed_kfp_matches_the_pins_this_layout_assumes():
 
 
 def test_every_step_is_placed(default_spec):
-    assert set(default_spec) == {"preprocess", "preprocess-finetune-data", "train", "evaluate",
-                                 "decide-finetune", "finetune", "evaluate-finetuned",
-                                 "select-model", "promote"}
+    assert set(default_spec) == {"preprocess", "preprocess-finetune-data", "check-data",
+                                 "train", "evaluate", "decide-finetune", "finetune",
+                                 "evaluate-finetuned", "select-model", "promote"}
     assert len(default_spec["finetune"]) == 2 and len(default_spec["select-model"]) == 3
 
 

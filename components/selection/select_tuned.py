@@ -50,10 +50,10 @@ def select_tuned(tune: str, log_root: str, best_model: Output[Model], table: Out
     from tbpipe.components.selection.tuned import STUDY_STEP, choose_tuned
     from tbpipe.components.tuning.table import markdown_trial_table
 
-    with step_run(STUDY_STEP, best_model.uri, log_root, experiment, run_name, job_name,
+    with step_run("select-tuned", best_model.uri, log_root, experiment, run_name, job_name,
                   resume) as here:
         config = TuneConfig.from_json(tune)
-        outcome = choose_tuned(here.log_dir, config, best_model.path,
+        outcome = choose_tuned(here.place.log_dir(here.run, STUDY_STEP), config, best_model.path,
                                {"batch_size": batch_size, "seed": seed,
                                 "precision": precision})
     markdown = markdown_trial_table(outcome["trials"])

@@ -6,7 +6,8 @@ The study lives in a folder of the run (:data:`STUDY_STEP`: ``{log_root}/{experi
 trials whose train step ended without a result as failed, then stops the search when more
 than ``max_failed`` trials failed (one line, the run fails), suggests nothing once the goal
 is met or the time is up, and otherwise asks the study for the round's trials. After the
-last round :func:`choose_tuned` checks the failures again, picks the trial that goes on
+last round :func:`choose_tuned` gives each failed trial its HParams session
+(:func:`log_failed_trials`), checks the failures again, picks the trial that goes on
 (the objectives' rule, ``tuning.objectives.best_trial``) and copies its model. Trial ``n``
 of the study (0-based) trains as ``trial-{n+1:02d}`` (:func:`trial_folder`), the folder
 its logs and checkpoints go to, as a sweep's trials do. No kfp, no TensorFlow.
@@ -28,8 +29,7 @@ from tbpipe.components.selection.config import TuneConfig
 if TYPE_CHECKING:
     from tbpipe.components.tuning.study import TrialRecord
 
-#: The study's folder under the run's folder (a step name: suggest and select-tuned open it
-#: with ``run_place.step_run``).
+#: The study's folder under the run's folder, named as a step's (``RunPlace.log_dir``).
 STUDY_STEP = "study"
 #: The file holding when the search started (for ``--tune-timeout``), in the study folder.
 STARTED_FILE = "search-started.json"
@@ -55,7 +55,7 @@ def check_failures(records: Sequence[TrialRecord], max_failed: int) -> None:
     shown = "; ".join(f"{trial_folder(r.number)}: {r.error or 'no error recorded'}"
                       for r in failed[:3])
     raise TooManyFailedTrials(
-        f"{len(failed)} trials failed, more than --max-failed-trials {max_failed} allows "
+        f"{len(failed)} failed trial(s), more than --max-failed-trials {max_failed} allows "
         f"({shown}); fix the cause or allow more failures")
 
 
@@ -122,6 +122,28 @@ def stop_reason(records: Sequence[TrialRecord], config: TuneConfig) -> str:
     return "the search space was used up"
 
 
+def log_failed_trials(records: Sequence[TrialRecord]) -> list[str]:
+    """An HParams session, state ``failed``, for each failed trial; their log folders.
+
+    A failed trial ends before its train step logs its HParams (those log after the fit),
+    so TensorBoard's HParams table would not list it: this writes its parameters, ``trial``,
+    ``tune_trial`` and ``tune_state`` into its own folder (``TrialRecord.log_dir``), with
+    no metrics. Trials without a log folder (their step ended before it opened) are left.
+    """
+    from tbpipe.components.common.tensorboard.writer import log_hparams, open_writer
+
+    written = []
+    for record in records:
+        if record.state != "failed" or not record.log_dir:
+            continue
+        hparams = {**record.params, "trial": trial_folder(record.number),
+                   "tune_trial": record.number, "tune_state": "failed"}
+        with open_writer(record.log_dir) as writer:
+            log_hparams(writer, hparams, {})
+        written.append(record.log_dir)
+    return written
+
+
 def choose_tuned(study_uri: str, config: TuneConfig, best_uri: str,
                  run_settings: dict[str, Any]) -> dict[str, Any]:
     """Copy the best trial's model to ``best_uri``; the search's outcome.
@@ -152,6 +174,7 @@ def choose_tuned(study_uri: str, config: TuneConfig, best_uri: str,
 
     fail_unfinished(study_uri, NO_RESULT)
     records = read_trials(study_uri)
+    log_failed_trials(records)
     check_failures(records, config.max_failed)
     objectives = parse_objectives(config.objectives)
     best = best_trial(records, objectives)

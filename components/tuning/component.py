@@ -26,19 +26,19 @@ def suggest(tune: str, count: int, log_root: str, experiment: str = "default",
         resume: Continue a run of this name that another KFP job claimed.
 
     Returns:
-        The round's trials, each the train step's settings: ``trial`` (``trial-NN``),
-        ``tune_study`` (the study folder) and the tuned settings; empty when the goal is
-        met, the time is up or the search space is used up.
+        Output: The round's trials, each the train step's settings: ``trial``
+            (``trial-NN``), ``tune_study`` (the study folder), ``tune_trial`` and the tuned
+            settings; empty when the goal is met, the time is up or the space is used up.
     """
     from tbpipe.components.common.progress import report_result
     from tbpipe.components.common.run_place import step_run
     from tbpipe.components.selection.config import TuneConfig
     from tbpipe.components.selection.tuned import STUDY_STEP, suggest_round
 
-    with step_run(STUDY_STEP, "", log_root, experiment, run_name, job_name, resume) as here:
+    with step_run("suggest", "", log_root, experiment, run_name, job_name, resume) as here:
         config = TuneConfig.from_json(tune)
         here.claim()
-        trials = suggest_round(here.log_dir, config, count, seed)
+        trials = suggest_round(here.place.log_dir(here.run, STUDY_STEP), config, count, seed)
     names = ", ".join(trial["trial"] for trial in trials) or "none (the search stopped)"
     print(f"suggested: {names}")
     report_result("suggest", names)

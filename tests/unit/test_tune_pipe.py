@@ -138,7 +138,7 @@ def test_a_round_goes_on_after_failures_within_the_budget_then_fails_in_one_line
     with pytest.raises(TooManyFailedTrials) as caught:
         suggest_round(study, tune, 2, seed=3, now=102.0)
     line = str(caught.value)
-    assert line.startswith("2 trials failed, more than --max-failed-trials 1 allows")
+    assert line.startswith("2 failed trial(s), more than --max-failed-trials 1 allows")
     assert "trial-02: ValueError: boom" in line and "trial-04: its train step ended" in line
     assert [r.state for r in read_trials(study)] == ["complete", "failed", "complete",
                                                      "failed"]
@@ -198,7 +198,23 @@ def test_the_best_trial_goes_on_with_its_settings_and_the_table_shows_every_stat
     assert rows["trial-04"]["error"] == "OSError: no space" and rows["trial-03"]["best"]
     assert outcome["stopped"] == ""
     record(study, 0, "failed", error="again")  # two failures: over the budget
-    with pytest.raises(TooManyFailedTrials, match="^2 trials failed"):
+    with pytest.raises(TooManyFailedTrials, match=r"^2 failed trial\(s\)"):
         choose_tuned(study, tune, str(tmp_path / "best2"), {"batch_size": 32, "seed": 42,
                                                             "precision": "auto"})
     assert not os.path.exists(tmp_path / "best2")
+
+
+def test_tbpipe_runs_counts_a_searchs_pruned_and_failed_trials(tmp_path, capsys):
+    from tbpipe.pipelines.cli.main import main
+    from tests.unit.test_runs import SELECTION, fake_run
+
+    root = str(tmp_path / "logs")
+    rows = [{"trial": f"trial-0{i}", "state": state}
+            for i, state in enumerate(["complete", "pruned", "pruned", "failed"], start=1)]
+    fake_run(root, "exp", "tuned", 1_800_000_000,
+             selection={**SELECTION, "sweep": {"best_trial": "trial-01", "trials": rows}})
+    fake_run(root, "exp", "plain", 1_700_000_000)
+    assert main(["runs", "--log-root", root]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "trials" in lines[0].split()
+    assert "4 (1 failed, 2 pruned)" in lines[1] and lines[2].split()[-2] == "-"

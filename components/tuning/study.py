@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from tbpipe.components.common import storage
@@ -140,8 +140,11 @@ def suggest_trials(uri: str, space: SearchSpace, algorithm: str, n: int, seed: i
         raise SettingError("--parallel", n, "must be 0 or more")
     _claim_study(uri, space, algorithm, seed, objectives)
     records = read_trials(uri)
+    # A grid's order is its seed's shuffle, fixed for the whole search; the other samplers
+    # get a seed per round (the same seed each round would repeat a random sampler's trials).
+    sampler_seed = seed if algorithm == "grid" else round_seed(seed, len(records))
     study = rebuild_study(records, space, objectives,
-                          sampler=make_sampler(algorithm, space, round_seed(seed, len(records))))
+                          sampler=make_sampler(algorithm, space, sampler_seed))
     if algorithm == "grid":
         n = min(n, _grid_left(records, space))
     first = records[-1].number + 1 if records else 0
@@ -149,7 +152,9 @@ def suggest_trials(uri: str, space: SearchSpace, algorithm: str, n: int, seed: i
     for offset in range(n):
         trial = study.ask()
         params = space.suggest(trial)
-        record = TrialRecord(number=first + offset, params=params)
+        asked = study.get_trials(deepcopy=False)[-1]  # what the sampler noted (grid point...)
+        record = TrialRecord(number=first + offset, params=params,
+                             system_attrs=_json_safe(asked.system_attrs))
         storage.create_bytes(trial_uri(uri, record.number), record.to_json().encode())
         new.append(record)
     return new
@@ -249,6 +254,18 @@ def _grid_left(records: Sequence[TrialRecord], space: SearchSpace) -> int:
     taken = {tuple(sorted(record.params.items())) for record in records
              if space.contains(record.params)}
     return max(space.grid_size() - len(taken), 0)
+
+
+def _json_safe(attrs: Mapping[str, Any]) -> dict[str, Any]:
+    """The attributes that JSON keeps as they are (the others a sampler can do without)."""
+    kept = {}
+    for key, value in attrs.items():
+        try:
+            if json.loads(json.dumps(value)) == value:
+                kept[key] = value
+        except (TypeError, ValueError):
+            continue
+    return kept
 
 
 def _quiet_optuna() -> None:

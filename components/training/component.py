@@ -14,7 +14,8 @@ def train(train_data: Input[Dataset], val_data: Input[Dataset], model: Output[Mo
           checkpoint_root: str = "", flush_secs: int = 5, precision: str = "auto",
           resume: bool = False, model_spec: str = "builtin:cnn", model_source: str = "",
           trial: str = "", worker_placement: str = "",
-          workers: int = 1) -> None:
+          workers: int = 1, model_kwargs: str = "", tune_study: str = "", tune_trial: int = 0,
+          pruner: str = "none") -> None:
     """Train the starting model ``model_spec`` on a Dataset; logs go to .../{run}/train.
 
     Checkpoints go to ``{checkpoint_root}/{experiment}/{run}/checkpoints/train``, so a retried
@@ -53,6 +54,13 @@ def train(train_data: Input[Dataset], val_data: Input[Dataset], model: Output[Mo
         worker_placement: Where a multi-worker step's workers run on a cluster (image,
             GPUs, node selectors, resources, engine): the JSON of
             ``launcher.placement.WorkerPlacement`` the pipeline compiles; empty: none.
+        model_kwargs: Keyword arguments for a ``file.py:function`` or
+            ``package.module:function`` model, a JSON object (a tuning trial's ``model.NAME``
+            parameters); empty: none.
+        tune_study: The study folder of the tuning trial this step is; its curve, pruning
+            and end state go there. Empty: not a tuning trial.
+        tune_trial: The trial's number in that study.
+        pruner: Stops a tuning trial early: none, median or hyperband.
 
     Returns:
         model: The trained model (a tbpipe Model folder: ``model.keras`` and ``model.json``).
@@ -73,6 +81,8 @@ def train(train_data: Input[Dataset], val_data: Input[Dataset], model: Output[Mo
             epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
             flush_secs=flush_secs, precision=precision, model_spec=model_spec,
             model_source=model_source, trial=trial, workers=workers,
+            model_kwargs=model_kwargs, tune_study=tune_study, tune_trial=tune_trial,
+            pruner=pruner,
             checkpoint_dir=here.checkpoint_dir(checkpoint_root))
         here.claim()
         inputs = (train_data.uri, val_data.uri) if on_cluster(worker_placement) else (

@@ -37,6 +37,8 @@ class FitJob:
         identity: What else a checkpoint must have been made from to be resumed (content,
             never an artifact path, which changes with every run of a pipeline).
         summary: Log ``model.summary()`` as TensorBoard text (``model/summary``).
+        writer_callbacks: Makes more Keras callbacks from the step's open writer (run last),
+            e.g. a tuning trial's reporter, which reads the events back after each epoch.
 
     """
 
@@ -51,6 +53,7 @@ class FitJob:
     callbacks: Sequence[keras.callbacks.Callback] = ()
     identity: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     summary: bool = False
+    writer_callbacks: Callable[[Any], Sequence[keras.callbacks.Callback]] | None = None
 
 
 def fit_and_save(job: FitJob, config: FitConfig) -> TrainResult:
@@ -233,6 +236,8 @@ def _run_fit(plan: _Plan, job: FitJob, config: FitConfig, writer) -> dict:
                 plan.initial_step, plan.last_slot,
                 before_save=lambda: sync_events(writer, SYNC_TIMEOUT_S)))
         callbacks.extend(job.callbacks)
+        if job.writer_callbacks is not None:
+            callbacks.extend(job.writer_callbacks(writer))
         history = plan.model.fit(train_ds, validation_data=val_ds, epochs=config.epochs,
                                  initial_epoch=plan.initial_epoch,
                                  steps_per_epoch=plan.steps_per_epoch,

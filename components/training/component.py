@@ -67,6 +67,8 @@ def train(train_data: Input[Dataset], val_data: Input[Dataset], model: Output[Mo
         metrics: The last epoch's loss, accuracy, val_loss and val_accuracy, and the
             epochs run.
     """
+    import os
+
     from tbpipe.components.common.progress import report, report_result
     from tbpipe.components.common.run_place import step_run
     from tbpipe.components.training.config import TrainConfig
@@ -75,20 +77,31 @@ def train(train_data: Input[Dataset], val_data: Input[Dataset], model: Output[Mo
     step = "train"
     if trial:  # a sweep's trials show as "train trial-01", ... in tbpipe run
         report(step, "label", label=f"{step} {trial}")
-    with step_run(step, model.uri, log_root, experiment, run_name, job_name, resume,
-                  trial) as here:
-        config = TrainConfig(
-            epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
-            flush_secs=flush_secs, precision=precision, model_spec=model_spec,
-            model_source=model_source, trial=trial, workers=workers,
-            model_kwargs=model_kwargs, tune_study=tune_study, tune_trial=tune_trial,
-            pruner=pruner,
-            checkpoint_dir=here.checkpoint_dir(checkpoint_root))
-        here.claim()
-        inputs = (train_data.uri, val_data.uri) if on_cluster(worker_placement) else (
-            train_data.path, val_data.path)  # worker pods read the artifacts by URI
-        result = run_fit_step(WorkerTask(step, config, *inputs, model.path, here.log_dir),
-                              placement=worker_placement)
+    try:
+        with step_run(step, model.uri, log_root, experiment, run_name, job_name, resume,
+                      trial) as here:
+            config = TrainConfig(
+                epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
+                flush_secs=flush_secs, precision=precision, model_spec=model_spec,
+                model_source=model_source, trial=trial, workers=workers,
+                model_kwargs=model_kwargs, tune_study=tune_study, tune_trial=tune_trial,
+                pruner=pruner,
+                checkpoint_dir=here.checkpoint_dir(checkpoint_root))
+            here.claim()
+            inputs = (train_data.uri, val_data.uri) if on_cluster(worker_placement) else (
+                train_data.path, val_data.path)  # worker pods read the artifacts by URI
+            result = run_fit_step(WorkerTask(step, config, *inputs, model.path, here.log_dir),
+                                  placement=worker_placement)
+    except SystemExit:  # the step's one error line is printed
+        if not tune_study:
+            raise
+        # A tuning trial's failure is in its study (or, if it ended before its record was
+        # written, marked there by the next suggest): the round goes on, and the search fails
+        # only past --max-failed-trials. The model folder holds no model (KFP uploads it).
+        os.makedirs(model.path, exist_ok=True)
+        model.metadata.update({"tune_state": "failed"})
+        report_result(step, "failed: recorded in the study, the search goes on")
+        return
     for name, value in result.metrics.items():
         metrics.log_metric(name, value)
     metrics.log_metric("epochs", result.epochs_run)

@@ -110,7 +110,8 @@ def submit_run(args: argparse.Namespace) -> tuple[dict, int]:
         raise InputError(f"--package {args.package} is compiled already: placement flags "
                          "apply when submit compiles; pass them to tbpipe compile instead")
     if args.package and sweep:
-        raise InputError(f"--package {args.package} is compiled already: --sweep applies when "
+        flag = "--tune" if args.tune else "--sweep"
+        raise InputError(f"--package {args.package} is compiled already: {flag} applies when "
                          "submit compiles; pass it to tbpipe compile instead")
     values = given_params(args)
     check(PipelineParams(**values), sweep, local=False)  # parsed once, at the edge

@@ -218,3 +218,28 @@ def test_tbpipe_runs_counts_a_searchs_pruned_and_failed_trials(tmp_path, capsys)
     lines = capsys.readouterr().out.splitlines()
     assert "trials" in lines[0].split()
     assert "4 (1 failed, 2 pruned)" in lines[1] and lines[2].split()[-2] == "-"
+
+
+@pytest.mark.s3
+def test_rounds_and_the_choice_read_the_study_back_from_an_object_store(s3_root, tmp_path):
+    from tbpipe.components.common import storage
+
+    study = f"{s3_root}/exp/run/study"
+    tune = TuneConfig(SPACE, algorithm="random", trials=4, parallel=2, max_failed=1)
+    first = suggest_round(study, tune, 2, seed=4, now=10.0)
+    model = f"{s3_root}/models/m1"
+    storage.write_bytes(f"{model}/model.json", json.dumps(
+        {"image_shape": [8, 8, 1], "num_classes": 4}).encode())
+    storage.write_bytes(f"{model}/model.keras", b"weights")
+    record(study, 0, "failed", error="boom")
+    record(study, 1, "complete", 0.8, model_uri=model)
+    second = suggest_round(study, tune, 2, seed=4, now=20.0)
+    assert [t["trial"] for t in first + second] == [f"trial-0{i}" for i in range(1, 5)]
+    record(study, 2, "pruned", 0.5)
+    record(study, 3, "complete", 0.7)
+    outcome = choose_tuned(study, tune, str(tmp_path / "best"), {
+        "batch_size": 32, "seed": 42, "precision": "auto"})
+    assert outcome["best_trial"] == "trial-02"
+    assert (tmp_path / "best" / "model.keras").read_bytes() == b"weights"
+    assert [row["state"] for row in outcome["trials"]] == ["failed", "complete", "pruned",
+                                                           "complete"]

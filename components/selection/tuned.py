@@ -27,7 +27,7 @@ from tbpipe.components.common.naming import trial_name
 from tbpipe.components.selection.config import TuneConfig
 
 if TYPE_CHECKING:
-    from tbpipe.components.tuning.study import TrialRecord
+    from tbpipe.components.tuning.record import TrialRecord
 
 #: The study's folder under the run's folder, named as a step's (``RunPlace.log_dir``).
 STUDY_STEP = "study"

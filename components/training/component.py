@@ -105,6 +105,15 @@ def train(train_data: Input[Dataset], val_data: Input[Dataset], model: Output[Mo
     for name, value in result.metrics.items():
         metrics.log_metric(name, value)
     metrics.log_metric("epochs", result.epochs_run)
-    report_result(step, f"val_accuracy {result.metrics['val_accuracy']:.4f}")
+    state = ""
+    if tune_study:  # the trial's end state, as its record in the study holds it
+        from tbpipe.components.common.errors import exit_on_error
+        from tbpipe.components.tuning.study import read_trial
+
+        with exit_on_error(step):
+            record = read_trial(tune_study, tune_trial)
+        state = f" ({record.state} after {record.epochs_run} of {epochs} epochs)"
+        model.metadata["tune_state"] = record.state
+    report_result(step, f"val_accuracy {result.metrics['val_accuracy']:.4f}{state}")
     model.metadata.update({"framework": "keras", "epochs": result.epochs_run,
                            "resumed_from_epoch": result.resumed_from_epoch, **result.metrics})

@@ -114,5 +114,7 @@ def test_the_goal_met_stops_the_search(tmp_path):
     records = read_trials(str(tmp_path / "logs" / "tune" / "t3" / "study"))
     assert [r.state for r in records] == ["complete"]
     assert "stopped early: goal val_accuracy>=0.1 met" in proc.stdout
+    assert re.search(r"train trial-01 .* val_accuracy [01]\.\d{4} \(complete after 1 of 1 "
+                     r"epochs\)", proc.stdout), proc.stdout[-3000:]
     assert sorted(p.name for p in (tmp_path / "logs" / "tune" / "t3").glob("trial-*")) == [
         "trial-01"]

@@ -156,5 +156,6 @@ def test_a_trial_fit_is_pruned_from_its_events_with_the_model_kwargs_it_was_give
     width = record.params["model.width"]
     meta = json.loads((tmp_path / "model" / "model.json").read_text())  # the model is kept
     assert meta["model.width"] == width and done.values["params"] == meta["params"]
+    assert meta["epochs"] == 2 and result.epochs_run == 2  # what it trained, not 3
     hparams = read_hparams(str(tmp_path / "logs"))
     assert hparams["tune_state"] == "pruned" and hparams["model.width"] == width

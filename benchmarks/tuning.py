@@ -108,7 +108,7 @@ def run_arm(arm: str, seed: int, args: argparse.Namespace, data, folder: str) ->
     budget = space.grid_size() * args.epochs
     study = os.path.join(folder, arm, str(seed), "study")
     logs = os.path.join(folder, arm, str(seed), "logs")
-    spent, finished, pruned = 0, [], 0
+    spent, finished, pruned_at, best = 0, [], [], None
     objectives = parse_objectives(["val_accuracy:max"])
     while spent < budget:
         records = suggest_trials(study, space, sampler, args.parallel, seed, objectives)
@@ -123,11 +123,14 @@ def run_arm(arm: str, seed: int, args: argparse.Namespace, data, folder: str) ->
                     spent += 1
                     if trial.done:
                         finished.append((spent, trial.last))
-                        pruned += trial.reporter.pruned
+                        if trial.reporter.pruned:
+                            pruned_at.append(trial.epoch)
+                        if best is None or trial.last > best[0]:
+                            best = (trial.last, trial.record.params)
             if spent >= budget:
                 break
     return {"results": finished, "spent": spent, "budget": budget, "trials": len(finished),
-            "pruned": pruned}
+            "pruned": len(pruned_at), "pruned_at": pruned_at, "best_params": best[1]}
 
 
 def to_reach(results: list[tuple[int, float]], target: float) -> int | None:
@@ -162,9 +165,14 @@ def run(args: argparse.Namespace) -> Report:
             spent = to_reach(out["results"], grid_best * (1 - WITHIN))
             bests.append(best)
             reach.append(spent)
+            at = out["pruned_at"]
+            params = out["best_params"]
             seed_rows.append([arm, seed, f"{best:.4f}", f"{grid_best:.4f}",
                               "not reached" if spent is None else spent, out["spent"],
-                              out["trials"], out["pruned"]])
+                              out["trials"], out["pruned"],
+                              f"{statistics.median(at):.0f}" if at else "-",
+                              f"{params['learning_rate']:.2g}, {params['model.width']}, "
+                              f"{params['batch_size']}"])
         reached = [r for r in reach if r is not None]
         budget = per[arm][0]["budget"]
         median = statistics.median(reached) if len(reached) == len(seeds) else None
@@ -178,7 +186,8 @@ def run(args: argparse.Namespace) -> Report:
                      "trial-epochs to it (median)", "share of the grid's budget"], rows)
     report.add_table("Each seed", ["arm", "seed", "best val_accuracy", "grid's best",
                                    "trial-epochs to within 0.5 %", "trial-epochs spent",
-                                   "trials finished", "pruned"], seed_rows)
+                                   "trials finished", "pruned", "pruned at epoch (median)",
+                                   "best trial: learning rate, width, batch"], seed_rows)
     budget = per["grid"][0]["budget"]
     report.notes.append(f"budget: the full grid, {budget} trial-epochs ({budget // args.epochs} "
                         f"points x {args.epochs} epochs); rounds of {args.parallel} trials "

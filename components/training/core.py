@@ -84,5 +84,5 @@ def _fit_trial(job: FitJob, config: TrainConfig, hparams: dict) -> TrainResult:
     except Exception as exc:
         reporter.fail(error_line(exc))
         raise
-    reporter.finish(result.metrics)
+    reporter.finish(result.metrics, epochs_run=result.epochs_run)
     return result

@@ -21,12 +21,13 @@ GOOD = {1: 0.55, 2: 0.70, 3: 0.80, 4: 0.85}
 STEPS_PER_EPOCH = 7
 
 
-def finished_study(uri, space, others=4, new=2):
+def finished_study(uri, space, others=4, new=2, objectives=()):
     """``others`` complete trials with the GOOD curve, then ``new`` running ones."""
-    for record in suggest_trials(uri, space, "random", others, 0, parse_objectives([])):
+    objectives = parse_objectives(objectives)
+    for record in suggest_trials(uri, space, "random", others, 0, objectives):
         write_trial(uri, record.replace(state="complete", intermediate=GOOD, epochs_run=4,
-                                        values={"val_accuracy": GOOD[4]}))
-    return suggest_trials(uri, space, "random", new, 0, parse_objectives([]))
+                                        values={"val_accuracy": GOOD[4], "latency": 1e-3}))
+    return suggest_trials(uri, space, "random", new, 0, objectives)
 
 
 def log_epoch(writer, epoch, value):
@@ -139,7 +140,7 @@ def test_a_trial_fit_is_pruned_from_its_events_with_the_model_kwargs_it_was_give
     (tmp_path / "net.py").write_text(USER_MODEL)
     uri = str(tmp_path / "study")
     space = SearchSpace.parse(["model.width=3..6:int", "model.dropout=0.0..0.2"])
-    (record, _) = finished_study(uri, space)
+    (record, _) = finished_study(uri, space, objectives=["val_accuracy", "latency"])
     for done in read_trials(uri)[:4]:  # the others were perfect from the first epoch
         write_trial(uri, done.replace(intermediate={1: 1.0, 2: 1.0, 3: 1.0},
                                       values={"val_accuracy": 1.0}))
@@ -156,5 +157,7 @@ def test_a_trial_fit_is_pruned_from_its_events_with_the_model_kwargs_it_was_give
     width = record.params["model.width"]
     meta = json.loads((tmp_path / "model" / "model.json").read_text())  # the model is kept
     assert meta["model.width"] == width and done.values["params"] == meta["params"]
+    assert meta["epochs"] == 2 and result.epochs_run == 2  # what it trained, not 3
+    assert 0 < done.values["latency"] < 1  # seconds per example, measured once it ended
     hparams = read_hparams(str(tmp_path / "logs"))
     assert hparams["tune_state"] == "pruned" and hparams["model.width"] == width

@@ -1,4 +1,4 @@
-"""Hyper-parameter sweeps: the trials a ``--sweep`` compiles into (a ``dsl.ParallelFor``).
+"""Hyper-parameter searches: ``--sweep``'s fixed trials and ``--tune``'s adaptive search.
 
 A sweep is a compile-time shape of the pipeline, not a run-time parameter: the trials are
 the loop's items, written into the compiled YAML, so a pipeline without a sweep keeps its
@@ -7,6 +7,12 @@ is the grid of every combination (in the order given, the last key varying faste
 ``--sweep-samples N`` picks N of them at random, seeded (:data:`SAMPLE_SEED`), so the same
 flags always give the same trials. Each trial is ``trial-NN`` (from ``trial-01``); its
 values are checked by the train step's config, like the plain flags.
+
+``--tune KEY=SPACE`` (with ``--algorithm``, ``--pruner``, ``--trials``, ``--parallel``,
+``--max-failed-trials``, ``--tune-goal``, ``--tune-timeout``, ``--objective``) is a search
+suggested as it goes (:func:`parse_tune` builds its
+:class:`~tbpipe.components.selection.config.TuneConfig`): rounds of trials, each round
+suggested from every result before it (``tbpipe.pipelines.training.tune_trials``).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from tbpipe.components.common.errors import InputError, SettingError
 from tbpipe.components.common.limits import MAX_SWEEP_TRIALS
 from tbpipe.components.common.naming import trial_name
 from tbpipe.components.registry import param_table
+from tbpipe.components.selection.config import TuneConfig
 
 #: The train step's parameters a sweep may vary (PipelineParams names, as ``--sweep`` takes).
 SWEEPABLE = ("epochs", "batch_size", "learning_rate", "seed", "precision", "model")
@@ -197,3 +204,36 @@ def parse_sweep(texts: Sequence[str], samples: int = 0, max_parallel: int = 0) -
                 raise SettingError(flag, value, "needs --sweep")
         return None
     return Sweep(tuple(parse_axis(text) for text in texts), samples, max_parallel)
+
+
+def parse_tune(texts: Sequence[str], *, algorithm: str = "", pruner: str = "",
+               trials: int | None = None, parallel: int | None = None,
+               max_failed: int | None = None, goal: str = "", timeout_s: int | None = None,
+               objectives: Sequence[str] = ()) -> TuneConfig | None:
+    """The search of ``--tune`` flags (None when there are none); unset ones keep the defaults.
+
+    The search is checked here, once, as its config is built (the space by the tuning
+    logic's parser: each key a train setting or ``model.NAME``, a keyword of the user's
+    model function).
+
+    Raises:
+        SettingError: a flag is malformed, or the search is not one tbpipe can run; a search
+            flag without ``--tune``.
+
+    """
+    given = {"algorithm": algorithm or None, "pruner": pruner or None, "trials": trials,
+             "parallel": parallel, "max_failed": max_failed, "goal": goal or None,
+             "timeout_s": timeout_s, "objectives": tuple(objectives) or None}
+    if not texts:
+        for field, value in given.items():
+            if value is not None:
+                raise SettingError(TUNE_FLAGS[field], value, "needs --tune KEY=SPACE")
+        return None
+    return TuneConfig(tuple(texts), **{k: v for k, v in given.items() if v is not None})
+
+
+#: The flag of each TuneConfig field, for the lines that name them.
+TUNE_FLAGS = {"space": "--tune", "algorithm": "--algorithm", "pruner": "--pruner",
+              "trials": "--trials", "parallel": "--parallel",
+              "max_failed": "--max-failed-trials", "goal": "--tune-goal",
+              "timeout_s": "--tune-timeout", "objectives": "--objective"}

@@ -23,6 +23,7 @@ from kfp import compiler, dsl
 from tbpipe import components
 from tbpipe.components.common.errors import InputError, os_errors
 from tbpipe.components.registry import param_groups, param_table
+from tbpipe.components.selection.config import TuneConfig
 from tbpipe.pipelines.kfp_compat import loop_field
 from tbpipe.pipelines.placement import CompileOptions, configure_task, worker_placement
 from tbpipe.pipelines.sweep import Sweep
@@ -109,13 +110,15 @@ def pipeline_docstring() -> str:
 
 
 def build_training_pipeline(options: CompileOptions | None = None,  # noqa: ANN201
-                            sweep: Sweep | None = None):
+                            sweep: Sweep | TuneConfig | None = None):
     """Tbpipe's ``@dsl.pipeline`` function, with ``options`` applied to every task.
 
     Use it as a pipeline of its own, or call it inside yours (its output is the selection
     summary as JSON). ``sweep``: train once per trial in a ``dsl.ParallelFor`` (parallelism
     ``sweep.max_parallel``) and go on with the best trial's model (``select-trial``); its
-    trial table joins the summary as ``sweep``. Without one, the DAG has one train step.
+    trial table joins the summary as ``sweep``. A search (``TuneConfig``, ``--tune``): rounds
+    of trials (:func:`tune_trials`), the best trial's batch size, seed and precision going on
+    to finetune. Without either, the DAG has one train step.
     With ``options.notify``, the DAG runs inside a ``dsl.ExitHandler`` whose ``notify`` task
     sends the outcome (succeeded, failed, cancelled) to the ``notify`` parameter's targets,
     and the pipeline has no output (KFP takes none from inside an exit handler); without,
@@ -163,10 +166,15 @@ def build_training_pipeline(options: CompileOptions | None = None,  # noqa: ANN2
                           model_spec=p.model, model_source=p.model_source, workers=p.workers,
                           profile_batch=p.profile_batch,
                           worker_placement=worker_placement(options, "train"), **where)
+        fit_args = dict(batch_size=p.batch_size, seed=p.seed, precision=p.precision)
         if sweep is None:
             trained_model = step(components.train(**train_args), "train").after(
                 checked).outputs["model"]
             swept = {}
+        elif isinstance(sweep, TuneConfig):
+            chosen = tune_trials(sweep, train_args, step, where, after=checked)
+            trained_model, swept = chosen.outputs["best_model"], {"sweep": chosen.outputs["trials"]}
+            fit_args = {name: chosen.outputs[name] for name in fit_args}
         else:
             trained_model, table = sweep_trials(sweep, train_args, step, after=checked)
             swept = {"sweep": table}
@@ -185,9 +193,8 @@ def build_training_pipeline(options: CompileOptions | None = None,  # noqa: ANN2
             tuned = step(components.finetune(
                 model=trained_model, train_data=train_data, val_data=val_data,
                 epochs=p.finetune_epochs, learning_rate=p.finetune_learning_rate,
-                freeze_layers=p.freeze_layers, batch_size=p.batch_size, seed=p.seed,
-                checkpoint_root=p.checkpoint_root, precision=p.precision, workers=p.workers,
-                profile_batch=p.profile_batch,
+                freeze_layers=p.freeze_layers, checkpoint_root=p.checkpoint_root,
+                workers=p.workers, profile_batch=p.profile_batch, **fit_args,
                 worker_placement=worker_placement(options, "finetune"), **where),
                 "finetune")
             rescored = step(components.evaluate(
@@ -256,6 +263,49 @@ def sweep_trials(sweep: Sweep, train_args: dict, step, after=None):  # noqa: ANN
     return chosen.outputs["best_model"], chosen.outputs["Output"]
 
 
+def tune_trials(tune: TuneConfig, train_args: dict, step, where: dict,  # noqa: ANN001, ANN201
+                after):  # noqa: ANN001
+    """The search's rounds, then ``select-tuned``; returns the select-tuned task.
+
+    Round ``r`` is a ``suggest`` step (after round ``r-1``'s trials) that reads the study
+    under ``{log_root}/{experiment}/{run}/study/`` and returns its trials' settings, then a
+    ``dsl.ParallelFor`` over them (``tune.parallel`` at once) of train steps, each logging to
+    ``.../{run}/trial-NN/train`` and recording its outcome (pruned, failed) in the study. A
+    round suggested after the goal is met, or past the timeout, has no trials: its loop
+    trains nothing. ``select-tuned`` (after the last round) picks the best trial by the
+    objectives, or fails with one line when more than ``tune.max_failed`` trials failed.
+    The first round starts ``after`` that task (the data checks).
+    """
+    fields = tune_item_fields(tune)
+    trials = after
+    for number, count in enumerate(tune.rounds(), start=1):
+        suggested = step(components.suggest(tune=tune.to_json(), count=count,
+                                            seed=train_args["seed"], **where), "suggest")
+        suggested.after(trials)
+        with dsl.ParallelFor(suggested.output, parallelism=tune.parallel,
+                             name=f"tune-round-{number}") as item:
+            own = {name: loop_field(item, name) for name in fields}
+            trials = step(components.train(**{**train_args, **own, "pruner": tune.pruner}),
+                          "train")
+    return step(components.select_tuned(
+        tune=tune.to_json(), batch_size=train_args["batch_size"], seed=train_args["seed"],
+        precision=train_args["precision"], **where), "select-tuned").after(trials)
+
+
+def tune_item_fields(tune: TuneConfig) -> tuple[str, ...]:
+    """The fields of a round's items (``suggest``'s output) the train step takes.
+
+    ``trial``, ``tune_study`` (the study's folder), ``tune_trial`` (the trial's number
+    there), each tuned train setting, and
+    ``model_kwargs`` (the JSON of the tuned ``model.NAME`` keywords) when there are any.
+    """
+    from tbpipe.components.tuning.space import MODEL_PREFIX
+
+    settings = [key for key in tune.keys if not key.startswith(MODEL_PREFIX)]
+    model = ["model_kwargs"] if len(settings) < len(tune.keys) else []
+    return ("trial", "tune_study", "tune_trial", *settings, *model)
+
+
 #: The names KFP compiles to that hold tbpipe's pipeline. kfp 2.17 also takes ``.json``
 #: (deprecated), but only for pipelines without platform settings, and tbpipe's has them
 #: (node selectors, tolerations): it would empty the file, then fail.
@@ -263,7 +313,7 @@ YAML_SUFFIXES = (".yaml", ".yml")
 
 
 def compile_pipeline(package_path: str, options: CompileOptions | None = None,
-                     sweep: Sweep | None = None) -> str:
+                     sweep: Sweep | TuneConfig | None = None) -> str:
     """Compile tbpipe's pipeline to a KFP v2 YAML at ``package_path``; returns the path.
 
     ``sweep``: compile its trials in (see :func:`build_training_pipeline`). The YAML goes

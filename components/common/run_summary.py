@@ -125,10 +125,25 @@ def write_run_summary(log_root: str, experiment: str, run: str, selection: Mappi
         "model_uri": selection.get("model_uri"),
         "promotion": dict(promotion) if promotion else None,
         "tensorboard_url": tensorboard_run_url(tensorboard_url, f"{experiment}/{run}"),
+        "trials": trial_states(selection.get("sweep")),
     }
     storage.write_bytes(summary_uri(log_root, experiment, run),
                         json.dumps(summary, indent=2, sort_keys=True).encode())
     return summary
+
+
+def trial_states(search: Mapping | None) -> dict[str, int] | None:
+    """A sweep's or search's trials counted by state (``complete``, ``pruned``, ``failed``).
+
+    A sweep's trials (no ``state``) all completed; None for a run without trials.
+    """
+    if not search or not isinstance(search.get("trials"), list):
+        return None
+    counts: dict[str, int] = {}
+    for row in search["trials"]:
+        state = str(row.get("state", "complete")) if isinstance(row, Mapping) else "complete"
+        counts[state] = counts.get(state, 0) + 1
+    return counts
 
 
 def read_run_summary(log_root: str, experiment: str, run: str) -> dict | None:
@@ -213,6 +228,11 @@ def checked_summary(summary: dict, experiment: str, run: str) -> dict:
             and isinstance(v, str | int | float | bool | None)}}
     else:
         checked["promotion"] = None
+    trials = summary.get("trials")
+    checked["trials"] = ({_text(k)[:32]: v for k, v in list(trials.items())[:16]}
+                         if isinstance(trials, dict) and all(
+                             isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 10**6
+                             for v in trials.values()) else None)
     for key, value in checked.items():
         given = summary.get(key)
         if key in ("experiment", "run") or given is None or value is not None:

@@ -14,7 +14,8 @@ def train(train_data: Input[Dataset], val_data: Input[Dataset], model: Output[Mo
           checkpoint_root: str = "", flush_secs: int = 5, precision: str = "auto",
           resume: bool = False, model_spec: str = "builtin:cnn", model_source: str = "",
           trial: str = "", worker_placement: str = "",
-          workers: int = 1, profile_batch: str = "") -> None:
+          workers: int = 1, profile_batch: str = "", model_kwargs: str = "",
+          tune_study: str = "", tune_trial: int = 0, pruner: str = "none") -> None:
     """Train the starting model ``model_spec`` on a Dataset; logs go to .../{run}/train.
 
     Checkpoints go to ``{checkpoint_root}/{experiment}/{run}/checkpoints/train``, so a retried
@@ -55,12 +56,21 @@ def train(train_data: Input[Dataset], val_data: Input[Dataset], model: Output[Mo
             ``launcher.placement.WorkerPlacement`` the pipeline compiles; empty: none.
         profile_batch: ``A,B``: profile global batches A to B with the TensorFlow profiler
             into the step's log folder (TensorBoard's Profile tab); empty: no profile.
+        model_kwargs: Keyword arguments for a ``file.py:function`` or
+            ``package.module:function`` model, a JSON object (a tuning trial's ``model.NAME``
+            parameters); empty: none.
+        tune_study: The study folder of the tuning trial this step is; its curve, pruning
+            and end state go there. Empty: not a tuning trial.
+        tune_trial: The trial's number in that study.
+        pruner: Stops a tuning trial early: none, median or hyperband.
 
     Returns:
         model: The trained model (a tbpipe Model folder: ``model.keras`` and ``model.json``).
         metrics: The last epoch's loss, accuracy, val_loss and val_accuracy, and the
             epochs run.
     """
+    import os
+
     from tbpipe.components.common.progress import report, report_result
     from tbpipe.components.common.run_place import step_run
     from tbpipe.components.training.config import TrainConfig
@@ -69,22 +79,43 @@ def train(train_data: Input[Dataset], val_data: Input[Dataset], model: Output[Mo
     step = "train"
     if trial:  # a sweep's trials show as "train trial-01", ... in tbpipe run
         report(step, "label", label=f"{step} {trial}")
-    with step_run(step, model.uri, log_root, experiment, run_name, job_name, resume,
-                  trial) as here:
-        config = TrainConfig(
-            epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
-            flush_secs=flush_secs, precision=precision, model_spec=model_spec,
-            model_source=model_source, trial=trial, workers=workers,
-            profile_batch=profile_batch,
-            checkpoint_dir=here.checkpoint_dir(checkpoint_root))
-        here.claim()
-        inputs = (train_data.uri, val_data.uri) if on_cluster(worker_placement) else (
-            train_data.path, val_data.path)  # worker pods read the artifacts by URI
-        result = run_fit_step(WorkerTask(step, config, *inputs, model.path, here.log_dir),
-                              placement=worker_placement)
+    try:
+        with step_run(step, model.uri, log_root, experiment, run_name, job_name, resume,
+                      trial) as here:
+            config = TrainConfig(
+                epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
+                flush_secs=flush_secs, precision=precision, model_spec=model_spec,
+                model_source=model_source, trial=trial, workers=workers,
+                profile_batch=profile_batch, model_kwargs=model_kwargs,
+                tune_study=tune_study, tune_trial=tune_trial, pruner=pruner,
+                checkpoint_dir=here.checkpoint_dir(checkpoint_root))
+            here.claim()
+            inputs = (train_data.uri, val_data.uri) if on_cluster(worker_placement) else (
+                train_data.path, val_data.path)  # worker pods read the artifacts by URI
+            result = run_fit_step(WorkerTask(step, config, *inputs, model.path, here.log_dir),
+                                  placement=worker_placement)
+    except SystemExit:  # the step's one error line is printed
+        if not tune_study:
+            raise
+        # A tuning trial's failure is in its study (or, if it ended before its record was
+        # written, marked there by the next suggest): the round goes on, and the search fails
+        # only past --max-failed-trials. The model folder holds no model (KFP uploads it).
+        os.makedirs(model.path, exist_ok=True)
+        model.metadata.update({"tune_state": "failed"})
+        report_result(step, "failed: recorded in the study, the search goes on")
+        return
     for name, value in result.metrics.items():
         metrics.log_metric(name, value)
     metrics.log_metric("epochs", result.epochs_run)
-    report_result(step, f"val_accuracy {result.metrics['val_accuracy']:.4f}")
+    state = ""
+    if tune_study:  # the trial's end state, as its record in the study holds it
+        from tbpipe.components.common.errors import exit_on_error
+        from tbpipe.components.tuning.study import read_trial
+
+        with exit_on_error(step):
+            record = read_trial(tune_study, tune_trial)
+        state = f" ({record.state} after {record.epochs_run} of {epochs} epochs)"
+        model.metadata["tune_state"] = record.state
+    report_result(step, f"val_accuracy {result.metrics['val_accuracy']:.4f}{state}")
     model.metadata.update({"framework": "keras", "epochs": result.epochs_run,
                            "resumed_from_epoch": result.resumed_from_epoch, **result.metrics})

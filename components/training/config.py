@@ -18,6 +18,9 @@ from tbpipe.components.common.params import DEFAULT_SEED, Param, ParamGroup
 #: Compute precisions; ``auto``: mixed_float16 on a GPU, mixed_bfloat16 on a CPU with AMX-BF16,
 #: float32 otherwise (tbpipe.components.training.model.resolve_precision).
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+#: Early stopping of a tuning trial (tbpipe.components.tuning.pruning): Optuna's MedianPruner,
+#: its HyperbandPruner, or none (the curve is recorded, the trial never stopped).
+PRUNERS = ("none", "median", "hyperband")
 BUILTIN = "builtin:cnn"
 FORMS = ("builtin:cnn, path/to/file.py:function, package.module:function, a .keras file or "
          "a tbpipe Model folder")
@@ -269,6 +272,15 @@ class TrainConfig(FitConfig):
             string (the CLI reads it); empty otherwise.
         trial: The sweep trial this fit is (``trial-NN``, :mod:`tbpipe.pipelines.sweep`);
             recorded in the HParams and ``model.json``. Empty outside a sweep.
+        model_kwargs: Keyword arguments for a ``file.py:function`` or
+            ``package.module:function`` model, as a JSON object (``{"filters": 32}``): a
+            tuning trial's ``model.NAME`` parameters. Empty: none.
+        tune_study: The study folder of the tuning trial this fit is
+            (:mod:`tbpipe.components.tuning.study`). Empty: not a tuning trial (nothing
+            changes).
+        tune_trial: The trial's number in that study.
+        pruner: Stops the trial early from its curve: one of PRUNERS
+            (:mod:`tbpipe.components.tuning.pruning`).
 
     """
 
@@ -276,17 +288,58 @@ class TrainConfig(FitConfig):
     model_spec: str = BUILTIN
     model_source: str = ""
     trial: str = ""
+    model_kwargs: str = ""
+    tune_study: str = ""
+    tune_trial: int = 0
+    pruner: str = "none"
 
     def __post_init__(self) -> None:
-        """FitConfig's checks, the model spec parsed (InputError naming ``--model``), the trial."""
+        """FitConfig's checks, the model spec parsed (InputError naming ``--model``), the trial.
+
+        ``model_kwargs`` is parsed once here (SettingError unless a JSON object, or when the
+        model takes no keyword arguments); the pruner is one of PRUNERS.
+        """
         super().__post_init__()
         validate_trial(self.trial)
         object.__setattr__(self, "model_spec", ModelSpec(self.model_spec, self.model_source))
+        object.__setattr__(self, "_model_keywords", _parse_model_kwargs(
+            self.model_kwargs, self.model_spec))
+        check_count("tune_trial", self.tune_trial, low=0)
+        if self.tune_study and self.workers > 1:
+            raise SettingError("workers", self.workers, "a tuning trial trains on one worker; "
+                               "give --workers 1 with --tune")
+        if self.pruner not in PRUNERS:
+            raise SettingError("pruner", self.pruner, f"must be one of {', '.join(PRUNERS)}")
+
+    @property
+    def model_keywords(self) -> dict[str, object]:
+        """``model_kwargs`` parsed: keyword arguments for the model function (a copy)."""
+        return dict(self._model_keywords)
 
     @property
     def model(self) -> ModelSpec:
         """The parsed model spec, with ``model_source``."""
         return self.model_spec
+
+
+def _parse_model_kwargs(text: str, spec: ModelSpec) -> dict[str, object]:
+    """``model_kwargs``' JSON object; SettingError (one line) for anything else."""
+    import json
+
+    if not text:
+        return {}
+    try:
+        kwargs = json.loads(text)
+    except ValueError:
+        kwargs = None
+    if not isinstance(kwargs, dict) or not all(_FUNCTION.fullmatch(k) for k in kwargs):
+        raise SettingError("model_kwargs", text, "must be a JSON object of keyword argument "
+                           'names to values, e.g. {"filters": 32}')
+    if kwargs and spec.kind not in ("file", "module"):
+        raise SettingError("model_kwargs", text, f"--model {spec.text} takes no keyword "
+                           "arguments; tune model.NAME with a file.py:function or "
+                           "package.module:function model")
+    return kwargs
 
 
 def check_train_params(values: dict) -> None:

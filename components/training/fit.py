@@ -37,6 +37,8 @@ class FitJob:
         identity: What else a checkpoint must have been made from to be resumed (content,
             never an artifact path, which changes with every run of a pipeline).
         summary: Log ``model.summary()`` as TensorBoard text (``model/summary``).
+        writer_callbacks: Makes more Keras callbacks from the step's open writer (run last),
+            e.g. a tuning trial's reporter, which reads the events back after each epoch.
 
     """
 
@@ -51,6 +53,7 @@ class FitJob:
     callbacks: Sequence[keras.callbacks.Callback] = ()
     identity: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     summary: bool = False
+    writer_callbacks: Callable[[Any], Sequence[keras.callbacks.Callback]] | None = None
 
 
 def fit_and_save(job: FitJob, config: FitConfig) -> TrainResult:
@@ -73,22 +76,21 @@ def fit_and_save(job: FitJob, config: FitConfig) -> TrainResult:
         _log_devices(writer, plan, plan.initial_step + 1)
         if job.summary:
             writer.add_text("model/summary", model_summary(plan.model), plan.initial_step + 1)
-        logs = _run_fit(plan, job, config, writer)
+        logs, done = _run_fit(plan, job, config, writer)
         metrics = {key: float(logs[key]) for key in METRIC_KEYS}
         check_finite_fit(plan.model, metrics)  # a diverged model is never saved
         sync_events(writer, SYNC_TIMEOUT_S)  # lost events fail the step before the model is out
-        _save(plan, job, config, metrics)
+        _save(plan, job, config, metrics, done)
         hparams = {"epochs": config.epochs, "batch_size": config.batch_size,
                    "learning_rate": config.learning_rate, "seed": config.seed,
                    "precision": plan.precision, "params": int(plan.model.count_params()),
                    **_worker_hparams(plan, config), **job.hparams}
-        last_step = plan.initial_step + plan.steps_per_epoch * max(
-            0, config.epochs - plan.initial_epoch)
+        last_step = plan.initial_step + plan.steps_per_epoch * max(0, done - plan.initial_epoch)
         log_hparams(writer, hparams, {f"hparam/{k}": v for k, v in metrics.items()},
                           step=last_step)
     print(f"model written to {job.model_uri}: "
           + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()), flush=True)
-    return TrainResult(metrics=metrics, epochs_run=config.epochs,
+    return TrainResult(metrics=metrics, epochs_run=done,
                        resumed_from_epoch=plan.initial_epoch, replicas=plan.replicas)
 
 
@@ -199,8 +201,10 @@ def _log_devices(writer, plan: _Plan, step: int) -> None:
           f"epoch, {plan.train_info.num_examples} examples", flush=True)
 
 
-def _run_fit(plan: _Plan, job: FitJob, config: FitConfig, writer) -> dict:
-    """Run ``model.fit`` over the remaining epochs; the last epoch's logs.
+def _run_fit(plan: _Plan, job: FitJob, config: FitConfig, writer) -> tuple[dict, int]:
+    """Run ``model.fit`` over the remaining epochs; the last epoch's logs and the epochs done.
+
+    Fewer than ``config.epochs`` when a callback stopped the fit (a pruned tuning trial).
 
     tbpipe's callbacks are all ``async_safe``: on a backend Keras deems thread-safe (JAX,
     PyTorch; not TensorFlow, whose batch hooks Keras 3.15 always runs on the training loop)
@@ -214,7 +218,7 @@ def _run_fit(plan: _Plan, job: FitJob, config: FitConfig, writer) -> dict:
     from tbpipe.components.training.tensorboard_callback import BatchProfiler, TensorBoardX
 
     if plan.initial_epoch >= config.epochs:
-        return plan.last_logs
+        return plan.last_logs, config.epochs
     train_ds, val_ds = data.fit_datasets(
         job.train_uri, job.val_uri, config.batch_size * plan.replicas, config.seed,
         range(plan.initial_epoch, config.epochs), config.cache_max_mb)
@@ -236,19 +240,25 @@ def _run_fit(plan: _Plan, job: FitJob, config: FitConfig, writer) -> dict:
                 plan.initial_step, plan.last_slot,
                 before_save=lambda: sync_events(writer, SYNC_TIMEOUT_S)))
         callbacks.extend(job.callbacks)
+        if job.writer_callbacks is not None:
+            callbacks.extend(job.writer_callbacks(writer))
         history = plan.model.fit(train_ds, validation_data=val_ds, epochs=config.epochs,
                                  initial_epoch=plan.initial_epoch,
                                  steps_per_epoch=plan.steps_per_epoch,
                                  callbacks=callbacks, shuffle=False, verbose=2)
-    return {key: values[-1] for key, values in history.history.items()}
+    logs = {key: values[-1] for key, values in history.history.items()}
+    return logs, plan.initial_epoch + len(history.epoch)
 
 
-def _save(plan: _Plan, job: FitJob, config: FitConfig, metrics: dict[str, float]) -> None:
+def _save(plan: _Plan, job: FitJob, config: FitConfig, metrics: dict[str, float],
+          epochs: int | None = None) -> None:
+    """Write the Model folder; ``epochs``: the epochs this fit ran (default: all of them)."""
     from tbpipe.components.common.model_format import save_model_folder
 
     info = plan.train_info
     meta = {"image_shape": list(info.image_shape), "num_classes": info.num_classes,
-            "epochs": job.base_epochs + config.epochs, "learning_rate": config.learning_rate,
+            "epochs": job.base_epochs + (config.epochs if epochs is None else epochs),
+            "learning_rate": config.learning_rate,
             "batch_size": config.batch_size, "seed": config.seed, "train_data": job.train_uri,
             "params": int(plan.model.count_params()), "precision": plan.precision,
             "metrics": metrics, **job.meta}

@@ -16,6 +16,7 @@ in the step's config); Keras loads inside functions.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from tbpipe.components.common.errors import InputError
@@ -70,11 +71,14 @@ def load_function(spec: ModelSpec):  # noqa: ANN201 - the user's callable
 
 def build_start_model(spec: ModelSpec, image_shape, num_classes: int, *, seed: int,
                       learning_rate: float, precision: str,
-                      jit_compile: bool | str = "auto") -> keras.Model:
+                      jit_compile: bool | str = "auto",
+                      model_kwargs: Mapping[str, object] | None = None) -> keras.Model:
     """The compiled model the train step starts from, computing in ``precision``.
 
     The built-in CNN; the user's function called under the dtype policy ``precision``
-    (its last layer then made float32, as the CNN's softmax); or a ``.keras`` file / Model
+    as ``function(input_shape, num_classes, **model_kwargs)`` (a tuning trial's
+    ``model.NAME`` parameters; its last layer then made float32, as the CNN's softmax); or
+    a ``.keras`` file / Model
     folder (architecture and weights) set to ``precision``. Checked against the data, then
     compiled at ``learning_rate`` unless the function returned a compiled model that needed
     no change. Raises InputError (one line) before any training.
@@ -97,14 +101,16 @@ def build_start_model(spec: ModelSpec, image_shape, num_classes: int, *, seed: i
         compiled = False
     else:
         function = load_function(spec)
+        kwargs = dict(model_kwargs or {})
         keras.utils.set_random_seed(seed)
         before = keras.mixed_precision.global_policy().name
         keras.mixed_precision.set_dtype_policy(precision)
         try:
-            model = function(shape, num_classes)
+            model = function(shape, num_classes, **kwargs)
         except Exception as exc:  # noqa: BLE001 - the user's function: one line naming it
-            raise InputError(f"--model {spec.text}: {spec.function}{shape, num_classes} "
-                             f"raised {type(exc).__name__}: {_first_line(exc)}") from exc
+            given = "".join(f", {k}={v!r}" for k, v in kwargs.items())
+            raise InputError(f"--model {spec.text}: {spec.function}({shape}, {num_classes}"
+                             f"{given}) raised {type(exc).__name__}: {_first_line(exc)}") from exc
         finally:
             keras.mixed_precision.set_dtype_policy(before)
         if not isinstance(model, keras.Model):

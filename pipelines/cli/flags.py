@@ -13,6 +13,7 @@ import dataclasses
 
 from tbpipe.components.common.errors import SettingError
 from tbpipe.components.registry import param_table
+from tbpipe.components.selection.config import TuneConfig
 from tbpipe.components.training.launcher.placement import ENGINES, WorkerPlacement
 from tbpipe.pipelines.cli.params_file import read_params_file
 from tbpipe.pipelines.placement import (
@@ -29,7 +30,7 @@ from tbpipe.pipelines.placement import (
     amount,
     is_quantity,
 )
-from tbpipe.pipelines.sweep import SWEEPABLE, Sweep, parse_sweep
+from tbpipe.pipelines.sweep import SWEEPABLE, Sweep, parse_sweep, parse_tune
 from tbpipe.pipelines.training import PipelineParams
 
 #: Parameters with no flag and no params-file key: tbpipe sets them (``model_source``).
@@ -106,7 +107,10 @@ def params_from_args(args: argparse.Namespace, **overrides: object) -> PipelineP
 
 
 def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--sweep``, ``--sweep-samples``, ``--max-parallel`` (``run``, ``compile``, ``submit``)."""
+    """``--sweep`` (a fixed grid) and ``--tune`` (an adaptive search), and their settings.
+
+    For ``run``, ``compile`` and ``submit``; :func:`sweep_from_args` reads them.
+    """
     group = parser.add_argument_group("hyper-parameter sweep (compiled into the pipeline)")
     group.add_argument("--sweep", action="append", default=[], metavar="KEY=V1,V2,...",
                        help="train once per combination of these values, then go on with the "
@@ -119,18 +123,65 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
                             "tbpipe run trains one at a time)")
 
 
-def sweep_from_args(args: argparse.Namespace) -> Sweep | None:
-    """The Sweep of the ``--sweep`` flags (None without any); SettingError if it is wrong.
+    group = parser.add_argument_group(
+        "hyper-parameter search (compiled into the pipeline as rounds of trials)")
+    group.add_argument("--tune", action="append", default=[], metavar="KEY=SPACE",
+                       help="search this train parameter or keyword of your model function "
+                            "(repeatable): a range LOW..HIGH[:log|:int] or choices A|B|C, e.g. "
+                            "learning_rate=1e-4..1e-1:log, batch_size=32..256:int")
+    group.add_argument("--algorithm", default=None, metavar="NAME",
+                       help=f"how trials are suggested (Optuna's samplers; default: "
+                            f"{TuneConfig.algorithm})")
+    group.add_argument("--pruner", default=None, metavar="NAME",
+                       help="stop a trial early from its logged validation curve (median, "
+                            f"hyperband or none; default: {TuneConfig.pruner})")
+    group.add_argument("--trials", type=int, default=None, metavar="N",
+                       help=f"trials the search runs at most (default: {TuneConfig.trials})")
+    group.add_argument("--parallel", type=int, default=None, metavar="P",
+                       help="trials a round trains at once on a cluster; each round is "
+                            "suggested from every result before it (default: "
+                            f"{TuneConfig.parallel}; tbpipe run trains one at a time)")
+    group.add_argument("--max-failed-trials", type=int, default=None, metavar="K",
+                       help="go on after up to K failed trials; one more fails the run "
+                            f"(default: {TuneConfig.max_failed})")
+    group.add_argument("--tune-goal", default=None, metavar="EXPR",
+                       help="suggest no more trials once one meets this, e.g. "
+                            "'val_accuracy>=0.99'")
+    group.add_argument("--tune-timeout", type=int, default=None, metavar="SECONDS",
+                       help="suggest no more trials once the search has run this long "
+                            "(default: 0, no bound)")
+    group.add_argument("--objective", action="append", default=[], metavar="NAME:DIR",
+                       help="what the search optimizes, max or min (repeatable: the Pareto "
+                            "front is kept; the first objective leads; default: "
+                            f"{', '.join(TuneConfig.objectives)})")
 
-    A swept parameter's own flag (``--learning-rate`` with ``--sweep learning_rate=...``)
-    is refused: the sweep sets it.
+
+def sweep_from_args(args: argparse.Namespace) -> Sweep | TuneConfig | None:
+    """The search of the ``--sweep`` or ``--tune`` flags (None without either).
+
+    A swept or tuned parameter's own flag (``--learning-rate`` with ``--sweep
+    learning_rate=...``) is refused: the search sets it. ``--sweep`` and ``--tune`` together
+    are refused with one line.
+
+    Raises:
+        SettingError: a flag is wrong.
+
     """
+    if args.sweep and args.tune:
+        raise SettingError("--tune", args.tune[0], "cannot go with --sweep: give the values "
+                           "as choices, --tune KEY=V1|V2 --algorithm grid, or use one --sweep")
     sweep = parse_sweep(args.sweep, args.sweep_samples, args.max_parallel)
+    if sweep is None:
+        sweep = parse_tune(args.tune, algorithm=args.algorithm, pruner=args.pruner,
+                           trials=args.trials, parallel=args.parallel,
+                           max_failed=args.max_failed_trials, goal=args.tune_goal,
+                           timeout_s=args.tune_timeout, objectives=args.objective)
+    how = "swept by --sweep" if isinstance(sweep, Sweep) else "tuned by --tune"
     for key in sweep.keys if sweep else ():
         if getattr(args, key, None) is not None:
             flag = "--" + key.replace("_", "-")
             raise SettingError(flag, getattr(args, key),
-                               f"is swept by --sweep {key}; give its values there only")
+                               f"is {how} {key}; give its values there only")
     return sweep
 def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
     """The KFP API connection and the run's place (``submit``, ``schedule create``).

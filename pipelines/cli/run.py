@@ -115,16 +115,51 @@ def print_result(result: LocalRunResult) -> None:
 
 
 def print_trials(sweep: dict) -> None:
-    """The trial table of a sweep (select-trial's output), the best trial marked ``*``."""
+    """The trial table of a sweep or a search, the best trial marked ``*``.
+
+    A sweep's (select-trial's output): each trial's values and validation figures. A
+    search's (select-tuned's, it has ``objectives``): state (complete, pruned, failed),
+    epochs run, the objectives, the parameters, Pareto front, error.
+    """
     rows = sweep["trials"]
-    keys = [key for key in rows[0] if key != "trial"]
+    if "objectives" in sweep:
+        keys = tuned_columns(sweep)
+        states = [row["state"] for row in rows]
+        counts = ", ".join(f"{states.count(s)} {s}" for s in dict.fromkeys(states))
+        stopped = f"; stopped early: {sweep['stopped']}" if sweep.get("stopped") else ""
+        title = (f"tune: {len(rows)} trials ({counts}), best {sweep['best_trial']} (by "
+                 f"{', '.join(sweep['objectives'])}){stopped}")
+    else:
+        keys = [key for key in rows[0] if key != "trial"]
+        title = f"sweep: {len(rows)} trials, best {sweep['best_trial']} (by val_accuracy)"
     cells = [["trial", *keys]]
     for row in rows:
         mark = " *" if row["trial"] == sweep["best_trial"] else ""
-        cells.append([row["trial"] + mark, *(f"{row[k]:.4f}" if k.startswith("val_")
-                                             else str(row[k]) for k in keys)])
+        cells.append([row["trial"] + mark, *(table_cell(k, row.get(k)) for k in keys)])
     widths = [max(len(line[i]) for line in cells) for i in range(len(cells[0]))]
-    print(f"sweep: {len(rows)} trials, best {sweep['best_trial']} (by val_accuracy)")
+    print(title)
     for line in cells:
         print("  " + "  ".join(cell.ljust(width) for cell, width in zip(line, widths,
                                                                          strict=True)).rstrip())
+
+
+def tuned_columns(outcome: dict) -> list[str]:
+    """A search's table columns: state, epochs, objectives, parameters, front, error."""
+    rows = outcome["trials"]
+    objectives = list(outcome["objectives"])
+    fixed = {"trial", "state", "epochs_run", "pareto", "best", "error", *objectives}
+    params = [key for key in rows[0] if key not in fixed] if rows else []
+    error = ["error"] if any(row.get("error") for row in rows) else []
+    front = ["pareto"] if len(objectives) > 1 else []
+    return ["state", "epochs_run", *objectives, *params, *front, *error]
+
+
+def table_cell(key: str, value: object) -> str:
+    """One cell: metrics to 4 decimals, other numbers to 4 significant digits, none blank."""
+    if value is None or value is False or value == "":
+        return "-" if key != "error" else ""
+    if value is True:
+        return "yes"
+    if isinstance(value, float):
+        return f"{value:.4f}" if key.startswith("val_") else f"{value:.4g}"
+    return str(value)

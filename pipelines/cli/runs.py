@@ -11,7 +11,7 @@ from tbpipe.pipelines.runners.local import DEFAULT_LOG_ROOT
 
 OUTPUTS = ("table", "json")
 COLUMNS = ("experiment", "run", "started", "steps", "test accuracy", "fine-tuned", "promoted",
-           "TensorBoard")
+           "trials", "TensorBoard")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -57,8 +57,18 @@ def table_row(run: dict) -> tuple[str, ...]:
         str(len(run.get("steps") or ())),
         f"{accuracy:.4f}" if isinstance(accuracy, int | float) else "-",
         {True: "yes", False: "no"}.get(run.get("finetuned"), "-"),
-        promoted, run.get("tensorboard_url") or "-",
+        promoted, trials_cell(run.get("trials")), run.get("tensorboard_url") or "-",
     )
+
+
+def trials_cell(trials: dict | None) -> str:
+    """A sweep's or search's trials: ``12`` or ``12 (4 pruned, 1 failed)``; ``-`` for none."""
+    if not trials:
+        return "-"
+    others = ", ".join(f"{n} {state}" for state, n in sorted(trials.items())
+                       if state != "complete" and n)
+    total = sum(trials.values())
+    return f"{total} ({others})" if others else str(total)
 
 
 def format_table(rows: list[tuple[str, ...]]) -> str:

@@ -118,7 +118,8 @@ def upload_for_run(args: argparse.Namespace, doing: str = "submit",
         raise InputError(f"--package {args.package} is compiled already: placement flags "
                          f"apply when {doing} compiles; pass them to tbpipe compile instead")
     if args.package and sweep:
-        raise InputError(f"--package {args.package} is compiled already: --sweep applies when "
+        flag = "--tune" if args.tune else "--sweep"
+        raise InputError(f"--package {args.package} is compiled already: {flag} applies when "
                          f"{doing} compiles; pass it to tbpipe compile instead")
     values = given_params(args)
     if not one_run and values.get("run_name"):

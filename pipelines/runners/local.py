@@ -15,6 +15,7 @@ from tbpipe.components.common.errors import (
     log_tracebacks_to,
 )
 from tbpipe.components.common.naming import default_run_name
+from tbpipe.components.selection.config import TuneConfig
 from tbpipe.pipelines.sweep import Sweep
 from tbpipe.pipelines.training import PipelineParams
 
@@ -149,12 +150,14 @@ def run_log_path(pipeline_root: str, params: PipelineParams) -> str:
 
 
 def run_pipeline(params: PipelineParams, pipeline_root: str = DEFAULT_PIPELINE_ROOT,
-                 runner: str = "subprocess", sweep: Sweep | None = None,
+                 runner: str = "subprocess", sweep: Sweep | TuneConfig | None = None,
                  verbose: bool = True, screen=None,  # noqa: ANN001
                  **runner_options: object) -> LocalRunResult:
     """Run the whole pipeline locally and return where everything went.
 
-    ``sweep``: train its trials one after another (kfp.local), then go on with the best.
+    ``sweep``: train its trials one after another (kfp.local), then go on with the best; a
+    search (``--tune``) is then one trial a round, each suggested from every result before
+    it, by the same suggest and select-tuned steps as on a cluster.
     Everything kfp.local and the steps print goes to the run's log file
     (:func:`run_log_path`); ``screen`` (default: stdout) shows one line per step as it
     starts and ends, and a progress bar on a terminal (:mod:`.run_display`), or, with
@@ -254,7 +257,8 @@ def _run_resolved(params: PipelineParams, pipeline_root: str, runner: str,
         gpu = gpus_usable(runner_options.get("gpus"))
     init_runner(runner, pipeline_root, **runner_options)
     # train/finetune use the gpu image only when GPUs really pass through to the containers
-    one_at_a_time = dataclasses.replace(sweep, max_parallel=1) if sweep else None
+    one_at_a_time = (dataclasses.replace(sweep, parallel=1) if isinstance(sweep, TuneConfig)
+                     else dataclasses.replace(sweep, max_parallel=1) if sweep else None)
     pipeline = build_training_pipeline(CompileOptions(gpu=gpu, retries=0), one_at_a_time)
     screen = screen or sys.stdout
     names = task_display_names(pipeline.pipeline_spec)

@@ -1,0 +1,120 @@
+"""``tbpipe run --tune`` through kfp.local: rounds, a failed trial, the budget, the goal stop.
+
+Tiny runs (the builtin digits, 1 epoch, 2-3 trials, no fine-tuning). A user model whose
+``width`` keyword is tuned fails to build at ``width=64``: that trial is recorded failed
+and the search goes on; with no failures allowed the run stops with one line. The study is
+read back from the log root, and a real TensorBoard's HParams plugin, asked over HTTP,
+lists every trial with its state.
+"""
+
+import json
+import os
+import re
+import subprocess
+import time
+
+import pytest
+
+from tbpipe.components.tuning.study import read_trials
+from tbpipe.pipelines.runners.tensorboard import start_tensorboard
+from tests.helpers import TBPIPE, free_port
+from tests.integration.test_sweep_local import ALL_STATUSES, post
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+NET = '''
+import keras
+
+
+def net(input_shape, num_classes, *, width=8):
+    if width > 32:
+        raise ValueError(f"width {width} is too wide for this test")
+    return keras.Sequential([keras.Input(shape=input_shape), keras.layers.Flatten(),
+                             keras.layers.Dense(width, activation="relu"),
+                             keras.layers.Dense(num_classes, activation="softmax")])
+'''
+
+
+def tbpipe_run(root, run: str, *flags: str) -> subprocess.CompletedProcess:
+    (root / "net.py").write_text(NET)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    return subprocess.run([*TBPIPE, "run", "--model", "net.py:net", "--epochs", "1",
+                           "--finetune", "never", "--precision", "float32", "--log-root",
+                           str(root / "logs"), "--pipeline-root", str(root / "kfp"),
+                           "--experiment", "tune", "--run-name", run, *flags],
+                          cwd=root, capture_output=True, text=True, timeout=1500, env=env)
+
+
+@pytest.fixture(scope="module")
+def tuned_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tune")
+    proc = tbpipe_run(root, "t1", "--tune", "model.width=64|4|8", "--algorithm", "grid",
+                      "--trials", "3", "--max-failed-trials", "2")
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    return root, proc.stdout
+
+
+def test_a_failed_trial_is_recorded_and_the_search_goes_on(tuned_run):
+    root, out = tuned_run
+    records = read_trials(str(root / "logs" / "tune" / "t1" / "study"))
+    assert len(records) == 3
+    failed = [r for r in records if r.state == "failed"]
+    assert failed and all(r.params["model.width"] == 64 and "width 64 is too wide" in r.error
+                          for r in failed)
+    assert failed[0].number < records[-1].number  # a trial was suggested after a failure
+    complete = [r for r in records if r.state == "complete"]
+    assert complete and all(r.params["model.width"] in (4, 8) for r in complete)
+    assert re.search(rf"^tune: 3 trials \(.*{len(failed)} failed.*\), best trial-0\d", out,
+                     re.M), out[-3000:]
+    for record in failed:
+        name = f"trial-{record.number + 1:02d}"
+        assert re.search(rf"^\s+{name}\s+failed\s.*width 64 is too wide", out, re.M)
+    final = re.search(r"final model: trained -> (\S+)", out).group(1)
+    meta = json.loads(open(os.path.join(final, "model.json")).read())
+    winner = max(complete, key=lambda r: (r.values["val_accuracy"], -r.number))
+    assert meta["trial"] == f"trial-{winner.number + 1:02d}"
+    summary = json.loads((root / "logs" / "tune" / "t1" / "_summary.json").read_text())
+    assert summary["trials"] == {"complete": len(complete), "failed": len(failed)}
+
+
+def test_every_trial_is_in_the_hparams_table_with_its_state(tuned_run, tmp_path):
+    root, _ = tuned_run
+    records = read_trials(str(root / "logs" / "tune" / "t1" / "study"))
+    want = {f"tune/t1/trial-{r.number + 1:02d}/train": r.state for r in records}
+    with open(tmp_path / "tb.log", "w") as log, start_tensorboard(
+            str(root / "logs"), port=free_port(), reload_interval=1, output=log) as board:
+        base = f"{board.url.rstrip('/')}/data/plugin/hparams"
+        deadline = time.monotonic() + 120
+        while True:
+            groups = post(f"{base}/session_groups", {
+                "experimentName": "", "allowedStatuses": ALL_STATUSES, "colParams": [],
+                "startIndex": 0, "sliceSize": 100}).get("sessionGroups", [])
+            served = {g["name"]: g["hparams"].get("tune_state") for g in groups
+                      if "/trial-" in g["name"]}
+            if served == want or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+    assert served == want
+
+
+def test_past_the_failure_budget_the_run_stops_in_one_line(tmp_path):
+    proc = tbpipe_run(tmp_path, "t2", "--tune", "model.width=64|128", "--algorithm", "grid",
+                      "--trials", "2")
+    assert proc.returncode == 1
+    (line,) = [x for x in proc.stderr.splitlines() if x.startswith("tbpipe: error:")]
+    assert line.startswith("tbpipe: error: step suggest failed: 1 failed trial(s), more than "
+                           "--max-failed-trials 0 allows (trial-01: ")
+    assert "fix the cause or allow more failures" in line
+
+
+def test_the_goal_met_stops_the_search(tmp_path):
+    proc = tbpipe_run(tmp_path, "t3", "--tune", "model.width=8|16|24", "--algorithm", "grid",
+                      "--trials", "3", "--tune-goal", "val_accuracy>=0.1")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    records = read_trials(str(tmp_path / "logs" / "tune" / "t3" / "study"))
+    assert [r.state for r in records] == ["complete"]
+    assert "stopped early: goal val_accuracy>=0.1 met" in proc.stdout
+    assert re.search(r"train trial-01 .* val_accuracy [01]\.\d{4} \(complete after 1 of 1 "
+                     r"epochs\)", proc.stdout), proc.stdout[-3000:]
+    assert sorted(p.name for p in (tmp_path / "logs" / "tune" / "t3").glob("trial-*")) == [
+        "trial-01"]

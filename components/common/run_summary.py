@@ -47,18 +47,16 @@ def record_step_error(log_root: str, experiment: str, run: str, step: str, line:
     A step's process is gone when its run's outcome is reported (``dsl.ExitHandler``'s
     notify task on a cluster: KFP tells that task the run failed, not which step nor why);
     this file does. A retried step overwrites its own. Best effort: a store that refuses the
-    write costs one warning line, never the step's own error.
+    write (a full disk, an outage: often the step's own error) leaves none, silently; the
+    step's one error line stays its only line.
     """
-    import sys
-
     name = f"{step}.{trial}.json" if trial else f"{step}.json"
     record = {"step": step, "trial": trial, "line": line[:2000], "time": time.time()}
     try:
         storage.write_bytes(storage.join(_run_dir(log_root, experiment, run), ERRORS_FOLDER,
                                          name), json.dumps(record).encode())
-    except Exception as exc:  # noqa: BLE001 - the step's own error is the one to report
-        print(f"tbpipe: {step}: warning: its error line was not kept in the run folder "
-              f"({exc})", file=sys.stderr, flush=True)
+    except Exception:  # noqa: BLE001, S110 - the step's own error is the one to report
+        pass
 
 
 def read_step_errors(log_root: str, experiment: str, run: str) -> list[dict]:

@@ -14,8 +14,8 @@ FINETUNE_MODES = ("auto", "always", "never")
 
 PARAMS = ParamGroup("decide-finetune", (
     Param("finetune", "whether to fine-tune: auto (when the accuracy target is missed or "
-                      "check-data finds the data drifted from the --promote-to champion's), "
-                      "always or never", type=str, default=FINETUNE_MODES[0],
+                      "the data drifted from the champion's), always or never", type=str,
+          default=FINETUNE_MODES[0],
           choices=FINETUNE_MODES),
 ))
 

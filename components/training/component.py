@@ -94,6 +94,11 @@ def train(train_data: Input[Dataset], val_data: Input[Dataset], model: Output[Mo
                 train_data.path, val_data.path)  # worker pods read the artifacts by URI
             result = run_fit_step(WorkerTask(step, config, *inputs, model.path, here.log_dir),
                                   placement=worker_placement)
+            record = None
+            if tune_study:  # the trial's end state, as its record in the study holds it
+                from tbpipe.components.tuning.study import read_trial
+
+                record = read_trial(tune_study, tune_trial)
     except SystemExit:  # the step's one error line is printed
         if not tune_study:
             raise
@@ -108,12 +113,7 @@ def train(train_data: Input[Dataset], val_data: Input[Dataset], model: Output[Mo
         metrics.log_metric(name, value)
     metrics.log_metric("epochs", result.epochs_run)
     state = ""
-    if tune_study:  # the trial's end state, as its record in the study holds it
-        from tbpipe.components.common.errors import exit_on_error
-        from tbpipe.components.tuning.study import read_trial
-
-        with exit_on_error(step):
-            record = read_trial(tune_study, tune_trial)
+    if record is not None:
         state = f" ({record.state} after {record.epochs_run} of {epochs} epochs)"
         model.metadata["tune_state"] = record.state
     report_result(step, f"val_accuracy {result.metrics['val_accuracy']:.4f}{state}")

@@ -106,9 +106,9 @@ def print_result(result: LocalRunResult) -> None:
     for step, report in result.reports.items():
         kind = (f"evaluation report ({REPORT_LABELS[step]} model)" if step in REPORT_LABELS
                 else f"{step} report")
-        print(f"{kind}: {report}")
-        if step in result.html_reports:
-            print(f"  as HTML (misclassified images): {result.html_reports[step]}")
+        html = result.html_reports.get(step)
+        print(f"{kind}: {report}" + (f" (HTML, with the misclassified images: {html})"
+                                     if html else ""))
     print(f"TensorBoard logs: {result.log_dir}")
     print(f"view: {tbpipe_command()} tensorboard --log-root {params.log_root}")
     print(f"      then open {tensorboard_run_url(params.tensorboard_url, result.label)}")

@@ -58,7 +58,8 @@ def test_first_run_promotes_a_worse_second_run_keeps_the_baseline(tmp_path):
     # no staging folder left beside production
     assert sorted(os.listdir(tmp_path)) == [".prod.lock", "kfp", "logs", "logs-checkpoints",
                                             "prod"]  # and the promotions' lock file
-    assert sorted(os.listdir(prod)) == ["promotion.json", "v1"]
+    assert sorted(os.listdir(prod)) == ["promotion.json", "serving", "v1"]
+    assert os.readlink(os.path.join(prod, "serving")) == "v1/saved_model"  # what KServe serves
 
     record = json.load(open(os.path.join(prod, "promotion.json")))
     assert [h["run"] for h in record["history"]] == ["promo/good"]

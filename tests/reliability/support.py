@@ -323,15 +323,20 @@ def tree_digest(path: Path) -> str:
 
 
 def logged_files(log_root: Path) -> list[str]:
-    """What a step wrote under its log root besides the run's claim (``_run.json``).
+    """What a step wrote under its log root besides the run's claim and its error line.
 
     A step claims its run before it reads its inputs (run_claim.py): a failed step leaves
-    the claim, so a later run of another job cannot take the name unnoticed, and nothing else.
+    the claim (``_run.json``), so a later run of another job cannot take the name unnoticed,
+    and its error line (``_errors/{step}.json``, what the run's outcome report names; the
+    line is checked to be the step's one error line), and nothing else.
     """
     if not log_root.exists():
         return []
+    for record in log_root.glob("*/*/_errors/*.json"):
+        line = json.loads(record.read_text())["line"]
+        assert line and "\n" not in line and "Traceback" not in line, record
     return sorted(str(p.relative_to(log_root)) for p in log_root.rglob("*")
-                  if p.is_file() and p.name != "_run.json")
+                  if p.is_file() and p.name != "_run.json" and p.parent.name != "_errors")
 
 
 def whole_outputs(root: Path) -> list[str]:

@@ -120,7 +120,8 @@ def archive_runs(log_root: str, selection: ArchiveSelection, archive_root: str =
         The runs moved, oldest first.
 
     Raises:
-        InputError: the two roots are the same, or one lies inside the other.
+        InputError: the two roots are the same, or one lies inside the other; a run named in
+            ``selection`` is not under ``log_root``.
         StorageError: a root cannot be listed, or a file cannot be copied or deleted (what
             was moved stays moved; run it again to finish).
     """
@@ -129,7 +130,12 @@ def archive_runs(log_root: str, selection: ArchiveSelection, archive_root: str =
     if a.startswith(b) or b.startswith(a):
         raise InputError(f"archive root {archive_root}: use a root outside {log_root} (and not "
                          f"around it), e.g. {archive_root_for(log_root)}")
-    chosen = select_runs(list_runs(log_root), selection)
+    runs = list_runs(log_root)
+    missing = sorted(set(selection.runs) - {f"{r['experiment']}/{r['run']}" for r in runs})
+    if missing:
+        raise InputError(f"--run {', '.join(missing)}: no such run under {log_root} (tbpipe runs "
+                         f"--log-root {log_root} lists them)")
+    chosen = select_runs(runs, selection)
     moved = []
     for run in reversed(chosen):
         source = storage.join(log_root, run["experiment"], run["run"])

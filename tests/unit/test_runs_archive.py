@@ -78,7 +78,7 @@ def test_dry_run_moves_nothing(tmp_path, capsys):
     assert tree(root) == before and not os.path.exists(root + "-archive")
 
 
-def test_an_archive_inside_the_root_is_refused(tmp_path, capsys):
+def test_a_bad_archive_command_is_one_line(tmp_path, capsys):
     root = str(tmp_path / "logs")
     make_root(root)
     assert main(["runs", "archive", "--log-root", root, "--to", root + "/old",
@@ -86,6 +86,8 @@ def test_an_archive_inside_the_root_is_refused(tmp_path, capsys):
     assert "use a root outside" in capsys.readouterr().err
     assert main(["runs", "archive", "--log-root", root]) == 1
     assert "say which runs" in capsys.readouterr().err
+    assert main(["runs", "archive", "--log-root", root, "--run", "exp/nope"]) == 1
+    assert f"--run exp/nope: no such run under {root}" in capsys.readouterr().err
 
 
 def test_a_move_cut_short_is_finished_by_the_next_one(tmp_path, monkeypatch):

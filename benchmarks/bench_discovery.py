@@ -62,6 +62,7 @@ FLAGS = {
     "--timeout": (900.0, "per TensorBoard start, seconds"),
     "--scale": (False, "the growth with the run count on S3 (moto) instead of the four arms"),
     "--sizes": ("50,200,500", "--scale: finished runs per log root"),
+    "--settings": ("before,after", "--scale: which of SCALE_SETTINGS (by the word before ':')"),
 }
 #: --scale's TensorBoard settings: name -> flags added after tbpipe's own (the last value of a
 #: flag wins). "before" is what `tbpipe tensorboard` passed before issue 26, "after" is what
@@ -220,9 +221,19 @@ def build_report(args: argparse.Namespace, series: int, counts: dict, times: dic
 
 # --- --scale: 50, 200, 500 finished runs on S3 ------------------------------------------------
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds process ``pid`` has used so far (Linux ``/proc``)."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextlib.contextmanager
-def s3_server() -> Iterator[str]:
-    """moto's S3 server in a process of its own; this process (and its children) point at it."""
+def s3_server() -> Iterator[int]:
+    """moto's S3 server in a process of its own; this process (and its children) point at it.
+
+    Yields:
+        The server's process id (its CPU time says how much of a wait was the store's).
+    """
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
@@ -236,7 +247,7 @@ def s3_server() -> Iterator[str]:
             time.sleep(0.1)
         os.environ.update({"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "bench",
                            "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"})
-        yield endpoint
+        yield process.pid
     finally:
         process.terminate()
         try:
@@ -265,12 +276,13 @@ def memory_mib(pid: int) -> tuple[float, float]:
 
 
 def serve_scale(root: str, series: int, points: int, extra: tuple[str, ...],
-                timeout: float) -> dict:
+                timeout: float, store_pid: int) -> dict:
     """Start TensorBoard as ``tbpipe tensorboard`` does on ``root``; time and memory once served.
 
     Returns:
         ``http`` (s to answer), ``all`` (s until every series reaches ``points``), ``served``
-        (series served then), ``rss_mib`` and ``peak_rss_mib`` (the process's memory then).
+        (series served then), ``rss_mib`` and ``peak_rss_mib`` (the process's memory then),
+        ``tb_cpu_s`` and ``store_cpu_s`` (CPU seconds TensorBoard and the store used by then).
     """
     from benchmarks.bench_tensorboard import last_steps
     from benchmarks.report import quiet_env
@@ -281,6 +293,7 @@ def serve_scale(root: str, series: int, points: int, extra: tuple[str, ...],
     url = f"http://127.0.0.1:{port}/"
     marks: dict[str, float] = {}
     with tempfile.TemporaryFile() as log:
+        store_cpu = cpu_seconds(store_pid)
         started = time.perf_counter()
         process = subprocess.Popen(command, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
                                    env=tensorboard_env(quiet_env()))
@@ -303,6 +316,8 @@ def serve_scale(root: str, series: int, points: int, extra: tuple[str, ...],
             marks["all"] = time.perf_counter() - started
             marks["served"] = len(complete)
             marks["rss_mib"], marks["peak_rss_mib"] = memory_mib(process.pid)
+            marks["tb_cpu_s"] = cpu_seconds(process.pid)
+            marks["store_cpu_s"] = cpu_seconds(store_pid) - store_cpu
         finally:
             process.terminate()
             try:
@@ -332,23 +347,26 @@ def run_scale(args: argparse.Namespace) -> Report:
     try:
         path = step_events(work, args.points, args.tags)
         results: dict[tuple[int, str], list[dict]] = {}
-        with s3_server():
+        with s3_server() as store_pid:
             for size in sizes:  # a bucket each: moto lists a prefix by scanning its bucket
                 bucket = f"{BUCKET}-{size}"
                 progress(f"discovery --scale: uploading {size} runs x {args.steps} steps")
                 upload_s3(bucket, scale_objects(args, path, size))
-                order = list(SCALE_SETTINGS)
+                order = [name for name in SCALE_SETTINGS
+                         if name.split(":")[0] in args.settings.split(",")]
                 for round_ in range(args.rounds):
                     for name in order if round_ % 2 == 0 else order[::-1]:
                         progress(f"discovery --scale: {size} runs, round {round_ + 1}, {name}")
                         series = size * args.steps * args.tags
                         marks = serve_scale(f"s3://{bucket}/logs", series, args.points,
-                                            SCALE_SETTINGS[name], args.timeout)
+                                            SCALE_SETTINGS[name], args.timeout, store_pid)
                         if marks["served"] != series:
                             raise RuntimeError(f"{size} runs, {name}: {marks['served']}/{series}"
                                                " series served")
                         progress(f"discovery --scale: {size} runs, {name}: every series after "
-                                 f"{marks['all']:.1f} s, RSS {marks['rss_mib']:.0f} MiB")
+                                 f"{marks['all']:.1f} s, RSS {marks['rss_mib']:.0f} MiB, CPU "
+                                 f"TensorBoard {marks['tb_cpu_s']:.1f} s, store "
+                                 f"{marks['store_cpu_s']:.1f} s")
                         results.setdefault((size, name), []).append(marks)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -359,7 +377,7 @@ def build_scale_report(args: argparse.Namespace, sizes: list[int],
                        results: dict[tuple[int, str], list[dict]]) -> Report:
     """One row per size and setting; the growth from the smallest size, per setting."""
     rows, headline = [], {}
-    for name in SCALE_SETTINGS:
+    for name in [name for name in SCALE_SETTINGS if (sizes[0], name) in results]:
         first = median([m["all"] for m in results[(sizes[0], name)]])
         for size in sizes:
             marks = results[(size, name)]
@@ -369,14 +387,16 @@ def build_scale_report(args: argparse.Namespace, sizes: list[int],
                          " ".join(f"{m['all']:.1f}" for m in marks),
                          f"{served / first:.2f}",
                          f"{max(m['rss_mib'] for m in marks):.0f}",
-                         f"{max(m['peak_rss_mib'] for m in marks):.0f}"])
+                         f"{max(m['peak_rss_mib'] for m in marks):.0f}",
+                         f"{median([m['tb_cpu_s'] for m in marks]):.1f}",
+                         f"{median([m['store_cpu_s'] for m in marks]):.1f}"])
             headline[f"{name.split(':')[0]}_{size}_s"] = round(served, 1)
         last = median([m["all"] for m in results[(sizes[-1], name)]])
         headline[f"{name.split(':')[0]}_growth"] = round(last / first, 2)
     report = Report("bench_discovery", "8b. The shared TensorBoard at a team's scale (s3://)",
                     ["setting", "finished runs", "series", "answers HTTP s",
                      "every series served s (median)", "each round s", f"x {sizes[0]} runs",
-                     "RSS then MiB", "peak RSS MiB"], rows)
+                     "RSS then MiB", "peak RSS MiB", "TensorBoard CPU s", "store CPU s"], rows)
     report.headline.update(headline)
     report.notes += [
         f"Each run: {args.steps} step folders, one compacted event object each ({args.tags} "
@@ -390,10 +410,10 @@ def build_scale_report(args: argparse.Namespace, sizes: list[int],
 
 def summary(b: dict) -> list[str]:
     """The line of ``python -m benchmarks``' summary."""
-    if "after_growth" in b:
-        return ["8b TensorBoard at a team's scale (s3://)",
-                f"growth from the fewest runs to the most: before {b['before_growth']}x, "
-                f"after {b['after_growth']}x", "within 3x"]
+    if any(key.endswith("_growth") for key in b):
+        return ["8b TensorBoard at a team's scale (s3://)", "growth from the fewest runs to the "
+                "most: " + ", ".join(f"{k.split('_')[0]} {v}x" for k, v in b.items()
+                                     if k.endswith("_growth")), "within 3x"]
     return ["8 TensorBoard discovery (gs://)",
             f"before {b['before_s']} s, after {b['after_s']} s "
             f"({b['before_over_after']}x)", "one object per step, no checkpoints in the tree"]

@@ -7,9 +7,9 @@ Two loaders, and the fastest one that can read the root runs:
   other store.
 * ``python``: TensorBoard's Python loader, for every other root. It runs without
   TensorFlow, so its file layer (``tensorboard.compat.tensorflow_stub.io.gfile``) reads
-  ``s3://`` through its own S3 reader (boto3, the ``AWS_*`` environment; the endpoint as
-  ``S3_ENDPOINT``, set from ``AWS_ENDPOINT_URL``) and every other scheme through fsspec:
-  ``gs://`` with gcsfs (which honours ``STORAGE_EMULATOR_HOST``), ``az://``/``abfs://``
+  every scheme through fsspec: ``s3://`` with s3fs (the ``AWS_*`` environment; the frontend
+  routes it there, past TensorBoard's own boto3 reader, which is the fallback without
+  s3fs), ``gs://`` with gcsfs (which honours ``STORAGE_EMULATOR_HOST``), ``az://``/``abfs://``
   with adlfs, and whatever fsspec implementation is installed. No tbpipe code per store,
   and no local mirror: TensorBoard reads the store itself. Also the fallback where no data
   server binary is installed.

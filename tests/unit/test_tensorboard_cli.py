@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from tbpipe.components.common.errors import InputError
@@ -61,6 +63,26 @@ def test_the_python_loader_on_a_store_reloads_runs_in_parallel():
     mine = tensorboard_command("s3://b/logs", "127.0.0.1", 6006, "python",
                                extra_args=["--max_reload_threads=2"])
     assert tensorboard_flags(mine[3:]).max_reload_threads == 2  # the user's flag wins
+
+
+def test_the_frontend_reads_s3_through_fsspec(monkeypatch):
+    """One s3fs client for every read, not TensorBoard's S3 reader (a boto3 client per call)."""
+    import fsspec
+    from tensorboard.compat.tensorflow_stub.io import gfile
+
+    from tbpipe.pipelines.runners.tensorboard_frontend import configure_file_access
+
+    monkeypatch.setattr(fsspec.config, "conf", {})
+    monkeypatch.setenv("S3_ENDPOINT", "http://127.0.0.1:9")  # TensorBoard's name for it
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "")
+    own = gfile.get_filesystem("s3://b/logs")
+    try:
+        configure_file_access("s3://b/logs")
+        assert isinstance(gfile.get_filesystem("s3://b/logs/run"), gfile.FSSpecFileSystem)
+        assert os.environ["AWS_ENDPOINT_URL"] == "http://127.0.0.1:9"
+        assert fsspec.config.conf["s3"]["use_listings_cache"] is False
+    finally:
+        gfile.register_filesystem("s3", own)
 
 
 def test_fast_loader_on_s3_is_one_clear_line():

@@ -65,8 +65,9 @@ FLAGS = {
     "--settings": ("before,after", "--scale: which of SCALE_SETTINGS (by the word before ':')"),
 }
 #: --scale's TensorBoard settings: name -> flags added after tbpipe's own (the last value of a
-#: flag wins). "before" is what `tbpipe tensorboard` passed before issue 26, "after" is what
-#: it passes now (nothing added: the launcher's own defaults).
+#: flag wins). "before": one reload thread, TensorBoard's default and what `tbpipe tensorboard`
+#: passed before issue 26; "after": the launcher's own defaults now (nothing added). Both run
+#: the frontend of this checkout, so how it reads s3:// (s3fs now) is the same in both.
 SCALE_SETTINGS = {
     "before: one reload thread": ("--max_reload_threads=1",),
     "after: tbpipe's defaults": (),

@@ -36,9 +36,10 @@ from tbpipe.components.common.storage import exists, is_remote, scheme, to_local
 LOADERS = ("auto", "fast", "python")
 #: Runs the Python loader reloads at once on an object store (TensorBoard's
 #: ``--max_reload_threads``, default 1). Each run's reload is a few requests that wait on the
-#: network, so threads overlap them: 2-3x sooner on 40-500 finished runs even against a local
-#: S3 server on 2 cores (docs/performance.md, section 8b). Flags given after ``--`` come later
-#: and win.
+#: network, so threads overlap them: 1.6-2.2x sooner on 50-500 finished runs with TensorBoard's
+#: own S3 reader against a local S3 server on 2 cores, 1.2x at 500 runs with s3fs (where CPU
+#: is what is left; docs/performance.md, section 8b). Flags given after ``--`` come later and
+#: win.
 REMOTE_RELOAD_THREADS = 16
 
 

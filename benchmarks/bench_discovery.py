@@ -14,6 +14,16 @@ The arms run in alternating order (A B C D, D C B A, ...), so drift hits all ali
 are medians and ratios of medians against the "after" arm measured in the same process.
 ``--full`` is the issue's size: 50 runs, 40 segments a step (200 s of a run at the 5 s flush),
 10 checkpoint objects a train/finetune step.
+
+    python -m benchmarks.bench_discovery --scale [--sizes 50,200,500 --steps 4 --rounds 1]
+
+``--scale`` (issue 26, item 8) measures how the shared TensorBoard grows with the number of
+finished runs: log roots of ``--sizes`` runs (one compacted event object a step, as a
+finished run leaves it) on an S3 server (moto, in its own process), TensorBoard started as
+``tbpipe tensorboard`` starts it for ``s3://`` (the Python loader), once per setting in
+:data:`SCALE_SETTINGS`, timed from process start until every series is served up to its last
+point, with the TensorBoard process's resident memory (now and peak, from ``/proc``) then.
+The settings alternate within each size (A B, B A, ...).
 """
 
 from __future__ import annotations
@@ -31,7 +41,7 @@ import urllib.request
 from collections.abc import Iterator
 
 from benchmarks.bench_tensorboard import STEP_NAMES, serve_all
-from benchmarks.common import free_port, median, median_ratio_interval, progress
+from benchmarks.common import free_port, get_json, median, median_ratio_interval, progress
 from benchmarks.report import Report, main_for
 
 BUCKET = "tbpipe-bench"
@@ -50,6 +60,17 @@ FLAGS = {
     "--full": (False, "50 runs, 40 segments a step, 10 checkpoint objects a step"),
     "--rounds": (2, "alternating rounds (each arm once per round)"),
     "--timeout": (900.0, "per TensorBoard start, seconds"),
+    "--scale": (False, "the growth with the run count on S3 (moto) instead of the four arms"),
+    "--sizes": ("50,200,500", "--scale: finished runs per log root"),
+    "--settings": ("before,after", "--scale: which of SCALE_SETTINGS (by the word before ':')"),
+}
+#: --scale's TensorBoard settings: name -> flags added after tbpipe's own (the last value of a
+#: flag wins). "before": one reload thread, TensorBoard's default and what `tbpipe tensorboard`
+#: passed before issue 26; "after": the launcher's own defaults now (nothing added). Both run
+#: the frontend of this checkout, so how it reads s3:// (s3fs now) is the same in both.
+SCALE_SETTINGS = {
+    "before: one reload thread": ("--max_reload_threads=1",),
+    "after: tbpipe's defaults": (),
 }
 
 
@@ -136,6 +157,8 @@ def upload(prefix: str, objects: list) -> None:
 
 def run(args: argparse.Namespace) -> Report:
     """Write the four roots, time TensorBoard on each in alternating rounds, report."""
+    if args.scale:
+        return run_scale(args)
     if args.full:
         args.runs, args.segments, args.checkpoint_files = 50, 40, 10
     series = args.runs * args.steps * args.tags
@@ -197,8 +220,201 @@ def build_report(args: argparse.Namespace, series: int, counts: dict, times: dic
     return report
 
 
+# --- --scale: 50, 200, 500 finished runs on S3 ------------------------------------------------
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds process ``pid`` has used so far (Linux ``/proc``)."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@contextlib.contextmanager
+def s3_server() -> Iterator[int]:
+    """moto's S3 server in a process of its own; this process (and its children) point at it.
+
+    Yields:
+        The server's process id (its CPU time says how much of a wait was the store's).
+    """
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            with contextlib.suppress(OSError), urllib.request.urlopen(endpoint + "/moto-api/",
+                                                                      timeout=1):
+                break
+            time.sleep(0.1)
+        os.environ.update({"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "bench",
+                           "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"})
+        yield process.pid
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def upload_s3(bucket: str, objects: list) -> None:
+    """Create ``bucket`` and put ``(key, bytes)`` objects into it, 8 at a time."""
+    import boto3
+
+    client = boto3.client("s3")
+    client.create_bucket(Bucket=bucket)
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda item: client.put_object(Bucket=bucket, Key=item[0], Body=item[1]),
+                      objects))
+
+
+def memory_mib(pid: int) -> tuple[float, float]:
+    """The resident memory of process ``pid`` now and at its peak, MiB (Linux ``/proc``)."""
+    fields = dict(line.split(":", 1) for line in open(f"/proc/{pid}/status").read().splitlines()
+                  if ":" in line)
+    return (int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024)
+
+
+def serve_scale(root: str, series: int, points: int, extra: tuple[str, ...],
+                timeout: float, store_pid: int) -> dict:
+    """Start TensorBoard as ``tbpipe tensorboard`` does on ``root``; time and memory once served.
+
+    Returns:
+        ``http`` (s to answer), ``all`` (s until every series reaches ``points``), ``served``
+        (series served then), ``rss_mib`` and ``peak_rss_mib`` (the process's memory then),
+        ``tb_cpu_s`` and ``store_cpu_s`` (CPU seconds TensorBoard and the store used by then).
+    """
+    from benchmarks.bench_tensorboard import last_steps
+    from benchmarks.report import quiet_env
+    from tbpipe.pipelines.runners.tensorboard import tensorboard_command, tensorboard_env
+
+    port = free_port()
+    command = tensorboard_command(root, "127.0.0.1", port, "python", extra_args=extra)
+    url = f"http://127.0.0.1:{port}/"
+    marks: dict[str, float] = {}
+    with tempfile.TemporaryFile() as log:
+        store_cpu = cpu_seconds(store_pid)
+        started = time.perf_counter()
+        process = subprocess.Popen(command, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+                                   env=tensorboard_env(quiet_env()))
+        complete: set = set()
+        try:
+            while time.perf_counter() - started < timeout and len(complete) < series:
+                if process.poll() is not None:
+                    log.seek(0)
+                    raise RuntimeError(f"TensorBoard exited with {process.returncode}: "
+                                       + log.read().decode(errors="replace")[-2000:])
+                try:
+                    tags = get_json(url + "data/plugin/scalars/tags")
+                except OSError:
+                    time.sleep(0.2)
+                    continue
+                marks.setdefault("http", time.perf_counter() - started)
+                complete = {key for key, last in last_steps(url, tags).items() if last >= points}
+                if len(complete) < series:
+                    time.sleep(0.5)
+            marks["all"] = time.perf_counter() - started
+            marks["served"] = len(complete)
+            marks["rss_mib"], marks["peak_rss_mib"] = memory_mib(process.pid)
+            marks["tb_cpu_s"] = cpu_seconds(process.pid)
+            marks["store_cpu_s"] = cpu_seconds(store_pid) - store_cpu
+        finally:
+            process.terminate()
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+    return marks
+
+
+def scale_objects(args: argparse.Namespace, path: str, runs: int, prefix: str = "logs") -> list:
+    """``runs`` finished runs x ``--steps`` steps, one compacted event object each."""
+    from tbpipe.components.common.tensorboard.segments import COMPACTED_SUFFIX, restart_marker
+
+    blob = (restart_marker(path) or b"") + open(path, "rb").read()
+    name = "events.out.tfevents.1700000000.bench.1" + COMPACTED_SUFFIX
+    return [(f"{prefix}/bench/run-{run:04d}/{step}/{name}", blob)
+            for run in range(runs) for step in STEP_NAMES[:args.steps]]
+
+
+def run_scale(args: argparse.Namespace) -> Report:
+    """Per size and setting: seconds until every series is served, and TensorBoard's memory."""
+    if args.full:
+        args.steps, args.points = 4, 100
+    sizes = [int(size) for size in args.sizes.split(",")]
+    work = tempfile.mkdtemp(prefix="tbpipe-bench-scale-")
+    try:
+        path = step_events(work, args.points, args.tags)
+        results: dict[tuple[int, str], list[dict]] = {}
+        with s3_server() as store_pid:
+            for size in sizes:  # a bucket each: moto lists a prefix by scanning its bucket
+                bucket = f"{BUCKET}-{size}"
+                progress(f"discovery --scale: uploading {size} runs x {args.steps} steps")
+                upload_s3(bucket, scale_objects(args, path, size))
+                order = [name for name in SCALE_SETTINGS
+                         if name.split(":")[0] in args.settings.split(",")]
+                for round_ in range(args.rounds):
+                    for name in order if round_ % 2 == 0 else order[::-1]:
+                        progress(f"discovery --scale: {size} runs, round {round_ + 1}, {name}")
+                        series = size * args.steps * args.tags
+                        marks = serve_scale(f"s3://{bucket}/logs", series, args.points,
+                                            SCALE_SETTINGS[name], args.timeout, store_pid)
+                        if marks["served"] != series:
+                            raise RuntimeError(f"{size} runs, {name}: {marks['served']}/{series}"
+                                               " series served")
+                        progress(f"discovery --scale: {size} runs, {name}: every series after "
+                                 f"{marks['all']:.1f} s, RSS {marks['rss_mib']:.0f} MiB, CPU "
+                                 f"TensorBoard {marks['tb_cpu_s']:.1f} s, store "
+                                 f"{marks['store_cpu_s']:.1f} s")
+                        results.setdefault((size, name), []).append(marks)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return build_scale_report(args, sizes, results)
+
+
+def build_scale_report(args: argparse.Namespace, sizes: list[int],
+                       results: dict[tuple[int, str], list[dict]]) -> Report:
+    """One row per size and setting; the growth from the smallest size, per setting."""
+    rows, headline = [], {}
+    for name in [name for name in SCALE_SETTINGS if (sizes[0], name) in results]:
+        first = median([m["all"] for m in results[(sizes[0], name)]])
+        for size in sizes:
+            marks = results[(size, name)]
+            served = median([m["all"] for m in marks])
+            rows.append([name, size, size * args.steps * args.tags,
+                         f"{median([m['http'] for m in marks]):.1f}", f"{served:.1f}",
+                         " ".join(f"{m['all']:.1f}" for m in marks),
+                         f"{served / first:.2f}",
+                         f"{max(m['rss_mib'] for m in marks):.0f}",
+                         f"{max(m['peak_rss_mib'] for m in marks):.0f}",
+                         f"{median([m['tb_cpu_s'] for m in marks]):.1f}",
+                         f"{median([m['store_cpu_s'] for m in marks]):.1f}"])
+            headline[f"{name.split(':')[0]}_{size}_s"] = round(served, 1)
+        last = median([m["all"] for m in results[(sizes[-1], name)]])
+        headline[f"{name.split(':')[0]}_growth"] = round(last / first, 2)
+    report = Report("bench_discovery", "8b. The shared TensorBoard at a team's scale (s3://)",
+                    ["setting", "finished runs", "series", "answers HTTP s",
+                     "every series served s (median)", "each round s", f"x {sizes[0]} runs",
+                     "RSS then MiB", "peak RSS MiB", "TensorBoard CPU s", "store CPU s"], rows)
+    report.headline.update(headline)
+    report.notes += [
+        f"Each run: {args.steps} step folders, one compacted event object each ({args.tags} "
+        f"scalar tags x {args.points} points); moto's S3 server in its own process on the "
+        "same machine (no network latency).",
+        "TensorBoard as tbpipe tensorboard starts it for s3:// (the Python loader, "
+        f"TensorFlow-free frontend, reload interval 5 s); {args.rounds} round(s) per setting.",
+    ]
+    return report
+
+
 def summary(b: dict) -> list[str]:
     """The line of ``python -m benchmarks``' summary."""
+    if any(key.endswith("_growth") for key in b):
+        return ["8b TensorBoard at a team's scale (s3://)", "growth from the fewest runs to the "
+                "most: " + ", ".join(f"{k.split('_')[0]} {v}x" for k, v in b.items()
+                                     if k.endswith("_growth")), "within 3x"]
     return ["8 TensorBoard discovery (gs://)",
             f"before {b['before_s']} s, after {b['after_s']} s "
             f"({b['before_over_after']}x)", "one object per step, no checkpoints in the tree"]

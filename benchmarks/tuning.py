@@ -129,6 +129,9 @@ def run_arm(arm: str, seed: int, args: argparse.Namespace, data, folder: str) ->
                             best = (trial.last, trial.record.params)
             if spent >= budget:
                 break
+        for trial in trials:  # the budget ran out mid-round: close what is still open
+            if not trial.done:
+                trial.stack.close()
     return {"results": finished, "spent": spent, "budget": budget, "trials": len(finished),
             "pruned": len(pruned_at), "pruned_at": pruned_at, "best_params": best[1]}
 

@@ -10,9 +10,12 @@ training cleanly at the end of that epoch; its model is saved and it ends ``prun
 
 The pruners (:func:`make_pruner`): ``median`` is Optuna's MedianPruner (stop a trial whose
 value at an epoch is worse than the median of the finished trials' values at that epoch)
-once :data:`MEDIAN_STARTUP_TRIALS` trials have finished, never before epoch
-:data:`MEDIAN_WARMUP_EPOCHS`; ``hyperband`` is Optuna's HyperbandPruner from 1 epoch to the
-trial's epochs (reduction factor 3); ``none`` records the curve and never stops a trial.
+once :data:`MEDIAN_STARTUP_TRIALS` trials have finished, never before half the trial's
+epochs (and never before epoch :data:`MEDIAN_WARMUP_EPOCHS`): pruning from epoch 2 of 10
+stopped most trials too early to rank them and missed the grid's best on one seed of three
+(docs/performance.md section 12);
+``hyperband`` is Optuna's HyperbandPruner from 1 epoch to the trial's epochs (reduction
+factor 3); ``none`` records the curve and never stops a trial.
 
 :class:`TrialReporter` is the logic (no Keras); :func:`keras_callback` wraps it as the
 callback the fit runs. Optuna, Keras and the protobufs are imported inside functions.
@@ -46,7 +49,8 @@ from tbpipe.components.tuning.study import (
     write_trial,
 )
 
-#: MedianPruner: finished trials needed before it prunes, and the first epoch it may prune at.
+#: MedianPruner: finished trials needed before it prunes; the first epoch it may prune at is
+#: half the trial's epochs, at least this.
 MEDIAN_STARTUP_TRIALS = 3
 MEDIAN_WARMUP_EPOCHS = 2
 HYPERBAND_REDUCTION = 3
@@ -62,8 +66,9 @@ def make_pruner(name: str, max_epochs: int) -> Any:  # noqa: ANN401 - an optuna 
     import optuna
 
     if name == "median":
+        warmup = max(MEDIAN_WARMUP_EPOCHS, (max_epochs + 1) // 2)
         return optuna.pruners.MedianPruner(n_startup_trials=MEDIAN_STARTUP_TRIALS,
-                                           n_warmup_steps=MEDIAN_WARMUP_EPOCHS)
+                                           n_warmup_steps=warmup)
     if name == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(max_epochs, 1),
                                               reduction_factor=HYPERBAND_REDUCTION)

@@ -234,26 +234,19 @@ def test_kserve_serves_the_selected_saved_model(kserve):
 # --- deploy/tensorboard/overlays: a shared volume; Kubeflow's own Tensorboard resource -------
 
 OVERLAYS = BASE.parent / "overlays"
-_DNS_LABEL = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
-#: The Tensorboard resource's fields, written out from the upstream definition (kubeflow/kubeflow
-#: components/tensorboard-controller/api/v1alpha1/tensorboard_types.go: ``TensorboardSpec``
-#: has the one field ``LogsPath string `json:"logspath"```, no omitempty, so required; the
-#: resource is namespaced). Unknown spec fields are refused: a misspelt ``logsPath`` fails here.
-TENSORBOARD_SCHEMA = {
-    "type": "object", "required": ["apiVersion", "kind", "metadata", "spec"],
-    "additionalProperties": False,
-    "properties": {
-        "apiVersion": {"const": "tensorboard.kubeflow.org/v1alpha1"},
-        "kind": {"const": "Tensorboard"},
-        "metadata": {"type": "object", "required": ["name", "namespace"], "properties": {
-            "name": {"type": "string", "pattern": _DNS_LABEL, "maxLength": 63},
-            "namespace": {"type": "string", "pattern": _DNS_LABEL, "maxLength": 63},
-            "labels": {"type": "object", "additionalProperties": {"type": "string"}},
-            "annotations": {"type": "object", "additionalProperties": {"type": "string"}}}},
-        "spec": {"type": "object", "required": ["logspath"], "additionalProperties": False,
-                 "properties": {"logspath": {"type": "string"}}}}}
-#: What Kubeflow's controller reads: a bucket path, or a claim and the path inside it.
-LOGSPATH = r"^(gs://[^/]+/.+|pvc://[a-z0-9][-a-z0-9.]*/.*)$"
+COMPONENTS = BASE.parent / "components"
+SCHEMAS = Path(__file__).resolve().parent / "schemas"
+
+
+def _schema(name: str) -> dict:
+    """A resource's field schema, written out from its upstream types (the file says which)."""
+    return yaml.safe_load((SCHEMAS / f"{name}.schema.yaml").read_text())
+
+
+TENSORBOARD_SCHEMA = _schema("kubeflow-tensorboard")
+POD_DEFAULT_SCHEMA = _schema("kubeflow-poddefault")
+#: What Kubeflow's controller reads: a bucket path (gs://, s3://), or a claim and the path in it.
+LOGSPATH = r"^((gs|s3)://[^/]+/.+|pvc://[a-z0-9][-a-z0-9.]*/.*)$"
 
 
 def kustomize(path: Path) -> list[dict]:
@@ -293,10 +286,11 @@ def test_kubeflow_overlay_is_a_tensorboard_resource_in_a_profile_namespace():
     import jsonschema
 
     objects = kustomize(OVERLAYS / "kubeflow")
-    assert [obj["kind"] for obj in objects] == ["Tensorboard"]
+    assert sorted(obj["kind"] for obj in objects) == ["LimitRange", "PodDefault", "Tensorboard"]
+    (obj,) = [obj for obj in objects if obj["kind"] == "Tensorboard"]
+    jsonschema.validate(obj, TENSORBOARD_SCHEMA)
+    assert re.match(LOGSPATH, obj["spec"]["logspath"]), obj["spec"]["logspath"]
     for obj in objects:
-        jsonschema.validate(obj, TENSORBOARD_SCHEMA)
-        assert re.match(LOGSPATH, obj["spec"]["logspath"]), obj["spec"]["logspath"]
         assert obj["metadata"]["namespace"] != "kubeflow"  # a profile's, not Kubeflow's own
         assert obj["metadata"]["labels"]["app.kubernetes.io/part-of"] == "tbpipe"
 
@@ -304,7 +298,7 @@ def test_kubeflow_overlay_is_a_tensorboard_resource_in_a_profile_namespace():
 def test_the_tensorboard_schema_refuses_what_the_resource_would(tmp_path):
     import jsonschema
 
-    (good,) = kustomize(OVERLAYS / "kubeflow")
+    (good,) = [obj for obj in kustomize(OVERLAYS / "kubeflow") if obj["kind"] == "Tensorboard"]
     for change in ({"logsPath": "gs://b/tb"}, {"logspath": 3}, {}):
         broken = copy.deepcopy(good)
         broken["spec"] = change
@@ -329,8 +323,187 @@ def test_kubeflow_overlay_takes_a_namespace_and_a_volume_logspath(tmp_path):
         "resources": [os.path.relpath(OVERLAYS / "kubeflow", tmp_path)],
         "patches": [{"target": {"kind": "Tensorboard"}, "patch": yaml.safe_dump(
             [{"op": "replace", "path": "/spec/logspath", "value": logspath}])}]}))
-    (obj,) = kustomize(tmp_path)
+    (obj,) = [obj for obj in kustomize(tmp_path) if obj["kind"] == "Tensorboard"]
     jsonschema.validate(obj, TENSORBOARD_SCHEMA)
     assert obj["metadata"]["namespace"] == "kubeflow-user-jane"
     assert obj["spec"]["logspath"] == "pvc://tbpipe-logs/logs"
     assert re.match(LOGSPATH, logspath)
+
+
+# --- credentials, image, resources and flags per overlay (issue 26, item 7) -----------------
+
+S3_SECRET = "tbpipe-tensorboard-s3"
+#: The S3 variables a TensorBoard pod gets from the Secret: boto3's standard names, and the
+#: endpoint also as S3_ENDPOINT (TensorBoard's S3 reader), from the one key AWS_ENDPOINT_URL.
+S3_ENV = {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY":
+          "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL": "AWS_ENDPOINT_URL",
+          "S3_ENDPOINT": "AWS_ENDPOINT_URL", "AWS_REGION": "AWS_REGION"}
+
+
+def tensorboard_flags(args: list[str]):  # noqa: ANN201 - an argparse Namespace
+    """``args`` as TensorBoard itself parses them (its own flag definitions; last one wins)."""
+    import argparse
+
+    from tensorboard.plugins.core.core_plugin import CorePluginLoader
+
+    parser = argparse.ArgumentParser()
+    CorePluginLoader().define_flags(parser)
+    return parser.parse_args(args)
+
+
+def _by_kind(objects: list[dict]) -> dict[str, dict]:
+    return {obj["kind"]: obj for obj in objects}
+
+
+@pytest.fixture(scope="module")
+def s3_overlay() -> dict[str, dict]:
+    return _by_kind(kustomize(OVERLAYS / "s3"))
+
+
+@pytest.fixture(scope="module")
+def gcs_key_overlay() -> dict[str, dict]:
+    return _by_kind(kustomize(OVERLAYS / "gcs-key"))
+
+
+@pytest.fixture(scope="module")
+def kubeflow_overlay() -> dict[str, dict]:
+    return _by_kind(kustomize(OVERLAYS / "kubeflow"))
+
+
+def _env(container: dict) -> dict[str, dict]:
+    return {e["name"]: e for e in container["env"]}
+
+
+def test_s3_overlay_takes_keys_endpoint_and_region_from_the_secret(s3_overlay):
+    import kubernetes_validate
+
+    assert set(s3_overlay) == {"Deployment", "Service", "ServiceAccount", "ConfigMap"}
+    for obj in s3_overlay.values():
+        kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+    assert s3_overlay["ConfigMap"]["data"]["log_root"].startswith("s3://")
+    env = _env(_container(s3_overlay))
+    for name, key in S3_ENV.items():
+        assert "value" not in env[name], name  # never a literal credential in the manifest
+        ref = env[name]["valueFrom"]["secretKeyRef"]
+        assert (ref["name"], ref["key"]) == (S3_SECRET, key), name
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):  # no keys: the pod says why
+        assert not env[name]["valueFrom"]["secretKeyRef"].get("optional", False)
+    for name in ("AWS_ENDPOINT_URL", "S3_ENDPOINT", "AWS_REGION"):  # AWS itself needs neither
+        assert env[name]["valueFrom"]["secretKeyRef"]["optional"] is True
+    assert "TBPIPE_LOG_ROOT" in env  # the base's env kept
+    annotations = s3_overlay["ServiceAccount"]["metadata"].get("annotations", {})
+    assert "iam.gke.io/gcp-service-account" not in annotations
+
+
+def test_s3_overlay_runs_the_python_loader_with_its_flags(s3_overlay):
+    container = _container(s3_overlay)
+    flags = tensorboard_flags(container["args"])
+    assert flags.logdir == "$(TBPIPE_LOG_ROOT)"
+    assert flags.load_fast == "false"  # the native data server cannot read s3://
+    assert flags.reload_interval == 60 and flags.max_reload_threads == 8
+    assert flags.samples_per_plugin["scalars"] == 1000
+    base = _container(_by_kind(build()))
+    assert container["args"][:len(base["args"])] == base["args"]  # appended, the base's kept
+    assert container["resources"] == base["resources"]
+
+
+def test_gcs_key_overlay_mounts_the_key_file_read_only(gcs_key_overlay):
+    import kubernetes_validate
+
+    for obj in gcs_key_overlay.values():
+        kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+    container = _container(gcs_key_overlay)
+    pod = gcs_key_overlay["Deployment"]["spec"]["template"]["spec"]
+    key_file = _env(container)["GOOGLE_APPLICATION_CREDENTIALS"]["value"]
+    (mount,) = [m for m in container["volumeMounts"]
+                if key_file.startswith(m["mountPath"].rstrip("/") + "/")]
+    assert mount["readOnly"] is True
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    secret = volume["secret"]
+    assert secret["secretName"] == "tbpipe-tensorboard-gcs-key"
+    assert [item["path"] for item in secret["items"]] == [os.path.basename(key_file)]
+    assert secret["defaultMode"] & 0o077 == 0  # the key readable by its owner only
+    assert gcs_key_overlay["ConfigMap"]["data"]["log_root"].startswith("gs://")
+    flags = tensorboard_flags(container["args"])
+    assert flags.load_fast == "true" and flags.reload_interval == 60  # gs:// natively
+    annotations = gcs_key_overlay["ServiceAccount"]["metadata"].get("annotations", {})
+    assert "iam.gke.io/gcp-service-account" not in annotations
+
+
+def test_the_new_overlays_run_the_pinned_tensorboard_image(s3_overlay, gcs_key_overlay):
+    tag = image("tensorboard", registry="localhost").rsplit(":", 1)[1]
+    assert tag.endswith("-tensorboard") and not tag.startswith("latest")
+    for built in (s3_overlay, gcs_key_overlay):
+        assert _container(built)["image"] == f"localhost/tbpipe:{tag}"
+
+
+def test_an_overlay_sets_the_image_registry_and_the_flags(tmp_path):
+    """What README.md tells a team to do: its registry, its flags, on top of an overlay."""
+    (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+        "resources": [os.path.relpath(OVERLAYS / "s3", tmp_path)],
+        "images": [{"name": "localhost/tbpipe",
+                    "newName": "europe-docker.pkg.dev/my-project/tbpipe/tbpipe"}],
+        "patches": [{"target": {"kind": "Deployment", "name": "tbpipe-tensorboard"},
+                     "patch": yaml.safe_dump([{
+                         "op": "add", "path": "/spec/template/spec/containers/0/args/-",
+                         "value": "--reload_interval=300"}])}]}))
+    container = _container(_by_kind(kustomize(tmp_path)))
+    tag = image("tensorboard", registry="localhost").rsplit(":", 1)[1]
+    assert container["image"] == f"europe-docker.pkg.dev/my-project/tbpipe/tbpipe:{tag}"
+    assert tensorboard_flags(container["args"]).reload_interval == 300
+
+
+def test_kubeflow_poddefault_gives_the_tensorboard_pod_the_s3_secret(kubeflow_overlay):
+    import jsonschema
+    import kubernetes_validate
+
+    default, board = kubeflow_overlay["PodDefault"], kubeflow_overlay["Tensorboard"]
+    jsonschema.validate(default, POD_DEFAULT_SCHEMA)
+    # The controller copies the Tensorboard's labels to its pod; the webhook matches on them.
+    selector = default["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= board["metadata"]["labels"].items()
+    assert default["metadata"]["namespace"] == board["metadata"]["namespace"]
+    # The same variables from the same Secret as the s3 overlay's Deployment.
+    env = {e["name"]: e for e in default["spec"]["env"]}
+    assert set(env) == set(S3_ENV)
+    for name, key in S3_ENV.items():
+        ref = env[name]["valueFrom"]["secretKeyRef"]
+        assert (ref["name"], ref["key"], ref["optional"]) == (S3_SECRET, key, True), name
+    # The injected core types, field by field: as a container of a Pod.
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "tb"},
+           "spec": {"containers": [{"name": "tensorboard", "image": "tb",
+                                    "env": default["spec"]["env"]}]}}
+    kubernetes_validate.validate(pod, KUBERNETES_VERSION, strict=True)
+
+
+def test_the_poddefault_schema_refuses_what_the_resource_would(kubeflow_overlay):
+    import jsonschema
+
+    good = kubeflow_overlay["PodDefault"]
+    for path, value in ((("spec", "selectors"), {}), (("spec", "env"), {"name": "A"}),
+                        (("spec", "selector", "matchLabel"), {}),
+                        (("apiVersion",), "kubeflow.org/v1")):
+        broken = copy.deepcopy(good)
+        node = broken
+        for part in path[:-1]:
+            node = node[part]
+        node[path[-1]] = value
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(broken, POD_DEFAULT_SCHEMA)
+    broken = copy.deepcopy(good)
+    del broken["spec"]["selector"]
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(broken, POD_DEFAULT_SCHEMA)
+
+
+def test_container_defaults_give_kubeflows_pod_the_base_resources(kubeflow_overlay):
+    import kubernetes_validate
+
+    limit_range = kubeflow_overlay["LimitRange"]
+    kubernetes_validate.validate(limit_range, KUBERNETES_VERSION, strict=True)
+    (limits,) = limit_range["spec"]["limits"]
+    resources = _container(_by_kind(build()))["resources"]
+    assert limits["type"] == "Container"
+    assert limits["defaultRequest"] == resources["requests"]
+    assert limits["default"] == resources["limits"]

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from tbpipe.components.common.errors import InputError
 from tbpipe.pipelines.cli.main import build_parser
 from tbpipe.pipelines.runners.local import DEFAULT_LOG_ROOT
 from tbpipe.pipelines.runners.tensorboard import (
+    REMOTE_RELOAD_THREADS,
     choose_loader,
     data_server_available,
     tensorboard_command,
@@ -47,6 +50,39 @@ def test_both_loaders_run_behind_the_tensorflow_free_frontend():
     assert slow[2] == fast[2] and slow[3] == "--load_fast=false"
     assert {"--logdir=gs://b/logs", "--port=7000", "--host=127.0.0.1", "--reload_interval=2",
             "--x=1"} <= set(slow)
+
+
+def test_the_python_loader_on_a_store_reloads_runs_in_parallel():
+    from tests.unit.test_deploy import tensorboard_flags
+
+    on_s3 = tensorboard_command("s3://b/logs", "127.0.0.1", 6006, "python")
+    assert tensorboard_flags(on_s3[3:]).max_reload_threads == REMOTE_RELOAD_THREADS > 1
+    for local in (tensorboard_command("/logs", "127.0.0.1", 6006, "python"),
+                  tensorboard_command("gs://b/logs", "127.0.0.1", 6006, "fast")):
+        assert tensorboard_flags(local[3:]).max_reload_threads == 1  # TensorBoard's default
+    mine = tensorboard_command("s3://b/logs", "127.0.0.1", 6006, "python",
+                               extra_args=["--max_reload_threads=2"])
+    assert tensorboard_flags(mine[3:]).max_reload_threads == 2  # the user's flag wins
+
+
+def test_the_frontend_reads_s3_through_fsspec(monkeypatch):
+    """One s3fs client for every read, not TensorBoard's S3 reader (a boto3 client per call)."""
+    import fsspec
+    from tensorboard.compat.tensorflow_stub.io import gfile
+
+    from tbpipe.pipelines.runners.tensorboard_frontend import configure_file_access
+
+    monkeypatch.setattr(fsspec.config, "conf", {})
+    monkeypatch.setenv("S3_ENDPOINT", "http://127.0.0.1:9")  # TensorBoard's name for it
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "")
+    own = gfile.get_filesystem("s3://b/logs")
+    try:
+        configure_file_access("s3://b/logs")
+        assert isinstance(gfile.get_filesystem("s3://b/logs/run"), gfile.FSSpecFileSystem)
+        assert os.environ["AWS_ENDPOINT_URL"] == "http://127.0.0.1:9"
+        assert fsspec.config.conf["s3"]["use_listings_cache"] is False
+    finally:
+        gfile.register_filesystem("s3", own)
 
 
 def test_fast_loader_on_s3_is_one_clear_line():

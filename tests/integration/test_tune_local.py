@@ -3,8 +3,8 @@
 Tiny runs (the builtin digits, 1 epoch, 2-3 trials, no fine-tuning). A user model whose
 ``width`` keyword is tuned fails to build at ``width=64``: that trial is recorded failed
 and the search goes on; with no failures allowed the run stops with one line. The study is
-read back from the log root, and a real TensorBoard's HParams plugin, asked over HTTP,
-lists every trial with its state.
+read back from the log root (a local folder; S3 on moto's server for the goal stop), and a
+real TensorBoard's HParams plugin, asked over HTTP, lists every trial with its state.
 """
 
 import json
@@ -35,12 +35,12 @@ def net(input_shape, num_classes, *, width=8):
 '''
 
 
-def tbpipe_run(root, run: str, *flags: str) -> subprocess.CompletedProcess:
+def tbpipe_run(root, run: str, *flags: str, log_root: str = "") -> subprocess.CompletedProcess:
     (root / "net.py").write_text(NET)
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     return subprocess.run([*TBPIPE, "run", "--model", "net.py:net", "--epochs", "1",
                            "--finetune", "never", "--precision", "float32", "--log-root",
-                           str(root / "logs"), "--pipeline-root", str(root / "kfp"),
+                           log_root or str(root / "logs"), "--pipeline-root", str(root / "kfp"),
                            "--experiment", "tune", "--run-name", run, *flags],
                           cwd=root, capture_output=True, text=True, timeout=1500, env=env)
 
@@ -107,14 +107,20 @@ def test_past_the_failure_budget_the_run_stops_in_one_line(tmp_path):
     assert "fix the cause or allow more failures" in line
 
 
-def test_the_goal_met_stops_the_search(tmp_path):
+@pytest.mark.s3
+def test_the_goal_met_stops_the_search_with_the_study_on_an_object_store(tmp_path, s3_root):
+    """The rounds read the study back from the log root on S3 (moto's server): the goal,
+    met by the first trial, leaves the later rounds nothing to train."""
+    from tbpipe.components.common.storage import list_files
+
     proc = tbpipe_run(tmp_path, "t3", "--tune", "model.width=8|16|24", "--algorithm", "grid",
-                      "--trials", "3", "--tune-goal", "val_accuracy>=0.1")
+                      "--trials", "3", "--tune-goal", "val_accuracy>=0.1", log_root=s3_root)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    records = read_trials(str(tmp_path / "logs" / "tune" / "t3" / "study"))
+    records = read_trials(f"{s3_root}/tune/t3/study")
     assert [r.state for r in records] == ["complete"]
     assert "stopped early: goal val_accuracy>=0.1 met" in proc.stdout
     assert re.search(r"train trial-01 .* val_accuracy [01]\.\d{4} \(complete after 1 of 1 "
                      r"epochs\)", proc.stdout), proc.stdout[-3000:]
-    assert sorted(p.name for p in (tmp_path / "logs" / "tune" / "t3").glob("trial-*")) == [
-        "trial-01"]
+    folders = {name.split("/")[0] for name in list_files(f"{s3_root}/tune/t3")}
+    assert sorted(f for f in folders if f.startswith("trial-")) == ["trial-01"]
+    assert not (tmp_path / "logs").exists()  # nothing went to a local folder instead

@@ -259,7 +259,7 @@ def _against_champion(findings: Findings, champion_uri: str, local_train: str,
                                    f"{list(meta.get('image_shape', []))}")
         return  # neither its model nor its data can be compared with these images
     version = _read_json(storage.join(champion_uri, VERSION_FILE))
-    champion_train = str(meta.get("train_data", ""))
+    champion_train = storage.artifact_uri(str(meta.get("train_data", "")))
     if champion_train and storage.exists(champion_train):
         with storage.local_input(champion_train) as local:
             _class_shift(findings, read_info(local), info)
@@ -269,7 +269,7 @@ def _against_champion(findings: Findings, champion_uri: str, local_train: str,
     else:
         findings.notes.append(f"the champion's training data ({champion_train or 'not recorded'}"
                               ") cannot be read: class shift and drift not checked")
-    champion_test = str(version.get("test_data", ""))
+    champion_test = storage.artifact_uri(str(version.get("test_data", "")))
     if champion_test and storage.exists(champion_test):
         with storage.local_input(champion_test) as local:
             theirs_test = _scan(local, hashed)

@@ -201,3 +201,17 @@ def test_create_bytes_reads_what_is_there_bounded_and_never_from_a_fifo(tmp_path
     finally:
         tracemalloc.stop()
     assert peak < 1 << 20, f"read {peak} bytes to compare a 2-byte claim"
+
+
+def test_a_kfp_artifact_path_of_another_pod_is_read_from_its_store(tmp_path, monkeypatch):
+    """A step records the path KFP gave it (``/gcs/b/x``); another run's pod reads ``gs://b/x``."""
+    from tbpipe.components.common.storage import artifact_uri
+
+    assert artifact_uri("/gcs/bucket/run-1/preprocess/train_data") == \
+        "gs://bucket/run-1/preprocess/train_data"
+    assert artifact_uri("/s3/bucket/a/test_data") == "s3://bucket/a/test_data"
+    assert artifact_uri("/minio/mlpipeline/v2/artifacts/x") == "s3://mlpipeline/v2/artifacts/x"
+    assert artifact_uri(str(tmp_path)) == str(tmp_path)  # a local path stays one
+    assert artifact_uri("gs://bucket/x") == "gs://bucket/x"
+    monkeypatch.setattr("os.path.exists", lambda path: path == "/gcs/b/here")
+    assert artifact_uri("/gcs/b/here") == "/gcs/b/here"  # mounted in this pod: read it there

@@ -121,6 +121,24 @@ def is_remote(uri: str) -> bool:
     return scheme(uri) not in LOCAL_SCHEMES | {""}
 
 
+#: Where a KFP v2 step finds an artifact of a store (``Artifact.path``), and that store's
+#: scheme: ``/gcs/b/x`` is ``gs://b/x`` (KFP's MinIO is S3's protocol).
+KFP_ARTIFACT_MOUNTS = (("/gcs/", "gs://"), ("/s3/", "s3://"), ("/minio/", "s3://"))
+
+
+def artifact_uri(path: str) -> str:
+    """The store URI of a KFP artifact path another step recorded, where it is not local here.
+
+    A step records its inputs by the path KFP gave it (``/gcs/bucket/run/train_data``); in
+    another run's pod that path does not exist, the object in the store does. A path that
+    exists here, or is under no KFP mount, is returned as it is.
+    """
+    for mount, store in KFP_ARTIFACT_MOUNTS:
+        if path.startswith(mount) and not os.path.exists(path):
+            return store + path[len(mount):]
+    return path
+
+
 def to_local_path(uri: str) -> str:
     """The local path that a local ``uri`` names (``file:///x`` -> ``/x``)."""
     return uri.split("://", 1)[1] if scheme(uri) in LOCAL_SCHEMES else uri

@@ -40,8 +40,8 @@ class TuneConfig:
             fails the run.
         goal: Stop suggesting once a finished trial meets it (``--tune-goal``,
             ``val_accuracy>=0.99``); empty: no goal.
-        timeout_s: Suggest no trial once the search has run this long (``--tune-timeout``,
-            seconds); 0: no bound.
+        timeout_s: Suggest no trial once the search has run this long, and stop the running
+            ones at their epoch's end (``--tune-timeout``, seconds); 0: no bound.
         objectives: ``NAME:max|min`` (``--objective``), the first one leading; empty: the
             tuning logic's default (validation accuracy, maximized).
 

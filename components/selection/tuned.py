@@ -92,9 +92,17 @@ def suggest_round(study_uri: str, config: TuneConfig, count: int, seed: int,
     """
     from tbpipe.components.tuning.objectives import goal_met, parse_objectives
     from tbpipe.components.tuning.space import SearchSpace, trial_settings
-    from tbpipe.components.tuning.study import fail_unfinished, read_trials, suggest_trials
+    from tbpipe.components.tuning.study import (
+        fail_unfinished,
+        read_trials,
+        set_deadline,
+        suggest_trials,
+    )
 
     elapsed = search_elapsed(study_uri, now)
+    if config.timeout_s:  # the running trials stop there too (their epochs' ends)
+        set_deadline(study_uri, (time.time() if now is None else now) - elapsed
+                     + config.timeout_s)
     fail_unfinished(study_uri, NO_RESULT)
     records = read_trials(study_uri)
     check_failures(records, config.max_failed)

@@ -40,6 +40,7 @@ from tbpipe.components.tuning.objectives import (
 from tbpipe.components.tuning.record import TrialRecord
 from tbpipe.components.tuning.space import SearchSpace
 from tbpipe.components.tuning.study import (
+    read_deadline,
     read_study,
     read_trial,
     read_trials,
@@ -214,6 +215,7 @@ class TrialReporter:
         self.curve: EventCurve | None = None
         self.pruned = False
         self.measured: dict[str, float] = {}
+        self.deadline = read_deadline(study_uri)  # --tune-timeout: the whole search's end
         self._started = time.monotonic()
         write_trial(study_uri, self.record)
 
@@ -237,6 +239,11 @@ class TrialReporter:
                                         self.pruner)
             self.record = self.record.replace(system_attrs=attrs)
             self.pruned = prune
+        if not self.pruned and self.deadline is not None and time.time() >= self.deadline:
+            # the search's time is up: stopped like a pruned trial, its model kept
+            self.pruned = True
+            self.record = self.record.replace(
+                system_attrs={**self.record.system_attrs, "stopped_by": "--tune-timeout"})
         write_trial(self.study_uri, self.record)
         return self.pruned
 

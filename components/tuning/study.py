@@ -33,6 +33,7 @@ ALGORITHMS = ("random", "grid", "tpe", "cmaes", "qmc", "nsgaii")
 #: TPE's random start: trials sampled at random before its model of the results takes over.
 TPE_STARTUP_TRIALS = 5
 STUDY_FILE = "study.json"
+DEADLINE_FILE = "deadline.json"
 _TRIAL_FILE = re.compile(r"trial-(\d{5,})\.json")
 
 
@@ -89,6 +90,25 @@ def fail_unfinished(uri: str, error: str) -> list[TrialRecord]:
             write_trial(uri, record)
             changed.append(record)
     return changed
+
+
+def set_deadline(uri: str, deadline: float) -> None:
+    """Record when the search must end (``--tune-timeout``): the first round's, kept.
+
+    Every running trial stops at its next epoch's end once it passes (``TrialReporter``),
+    so the whole search, not only its suggestions, ends near the deadline.
+    """
+    path = storage.join(uri, DEADLINE_FILE)
+    if not storage.exists(path):
+        storage.create_bytes(path, json.dumps({"deadline": float(deadline)}).encode())
+
+
+def read_deadline(uri: str) -> float | None:
+    """When the search must end (:func:`set_deadline`); None: no ``--tune-timeout``."""
+    path = storage.join(uri, DEADLINE_FILE)
+    if not storage.exists(path):
+        return None
+    return float(json.loads(storage.read_bytes(path))["deadline"])
 
 
 def read_study(uri: str) -> dict[str, Any] | None:

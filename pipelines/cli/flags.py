@@ -148,8 +148,9 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
                        help="suggest no more trials once one meets this, e.g. "
                             "'val_accuracy>=0.99'")
     group.add_argument("--tune-timeout", type=int, default=None, metavar="SECONDS",
-                       help="suggest no more trials once the search has run this long "
-                            "(default: 0, no bound)")
+                       help="bound the whole search: no more trials once it has run this "
+                            "long, running ones stop at their epoch's end (default: 0, "
+                            "no bound)")
     group.add_argument("--objective", action="append", default=[], metavar="NAME:DIR",
                        help="what the search optimizes, max or min (repeatable: the Pareto "
                             "front is kept; the first objective leads; default: "

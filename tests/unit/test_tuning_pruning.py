@@ -161,3 +161,23 @@ def test_a_trial_fit_is_pruned_from_its_events_with_the_model_kwargs_it_was_give
     assert 0 < done.values["latency"] < 1  # seconds per example, measured once it ended
     hparams = read_hparams(str(tmp_path / "logs"))
     assert hparams["tune_state"] == "pruned" and hparams["model.width"] == width
+
+
+def test_past_the_searchs_deadline_a_running_trial_stops_at_its_epochs_end(tmp_path):
+    """--tune-timeout bounds the whole search: a trial running then stops, its model kept."""
+    import time
+
+    from tbpipe.components.tuning.study import read_deadline, set_deadline
+
+    uri = str(tmp_path / "study")
+    late, early = finished_study(uri, SearchSpace.parse(["learning_rate=1e-3..1e-1:log"]))
+    assert read_deadline(uri) is None
+    on_time = TrialReporter(uri, early.number, "none", max_epochs=4)
+    assert on_time.epoch_end() is False  # no deadline: trains on
+    set_deadline(uri, time.time() - 1)
+    set_deadline(uri, time.time() + 3600)  # a later round's: the first one is kept
+    assert read_deadline(uri) < time.time()
+    reporter = TrialReporter(uri, late.number, "none", max_epochs=4)
+    assert reporter.epoch_end() is True
+    done = reporter.finish({"val_accuracy": 0.5})
+    assert done.state == "pruned" and done.system_attrs["stopped_by"] == "--tune-timeout"

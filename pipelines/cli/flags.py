@@ -151,10 +151,13 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
                        help="bound the whole search: no more trials once it has run this "
                             "long, running ones stop at their epoch's end (default: 0, "
                             "no bound)")
+    from tbpipe.components.tuning.objectives import DEFAULT_OBJECTIVES
+
+    default_objectives = ", ".join(f"{o.name}:{o.direction[:3]}" for o in DEFAULT_OBJECTIVES)
     group.add_argument("--objective", action="append", default=[], metavar="NAME:DIR",
                        help="what the search optimizes, max or min (repeatable: the Pareto "
                             "front is kept; the first objective leads; default: "
-                            f"{', '.join(TuneConfig.objectives)})")
+                            f"{default_objectives})")
 
 
 def sweep_from_args(args: argparse.Namespace) -> Sweep | TuneConfig | None:

@@ -76,7 +76,7 @@ def test_output_json_is_one_object_with_the_result(tmp_path):
     assert os.path.isdir(os.path.join(result["log_dir"], "train"))
     assert result["tensorboard_url"] == "http://127.0.0.1:6006/#scalars&regexInput=ux%2Fj1"
     assert os.path.isfile(result["run_log"]) and set(result["reports"]) == {"check-data", "trained"}
-    assert set(result["html_reports"]) == {"trained"}
+    assert set(result["html_reports"]) == {"check-data", "trained"}
     with open(result["html_reports"]["trained"]) as html:
         assert "<h2>Misclassified test images</h2>" in html.read()
     assert result["run_id"] is None and result["artifacts"].endswith(result["kfp_job"])

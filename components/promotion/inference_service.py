@@ -194,31 +194,13 @@ def _custom_api() -> Iterator:
     """The custom-objects API on a client of its own, closed after the block."""
     from kubernetes import client
 
-    api = client.CustomObjectsApi(_api_client())
+    from tbpipe.components.common.kube_api import api_client
+
+    api = client.CustomObjectsApi(api_client("point the InferenceService at the champion"))
     try:
         yield api
     finally:
         api.api_client.close()
-
-
-def _api_client():  # noqa: ANN202 - kubernetes.client.ApiClient, imported late
-    """In-cluster credentials, else the kubeconfig (``$KUBECONFIG`` or ``~/.kube/config``).
-
-    Into a configuration of its own: the client's global default is left alone.
-    """
-    from kubernetes import client, config
-
-    configuration = client.Configuration()
-    try:
-        config.load_incluster_config(client_configuration=configuration)
-    except config.ConfigException:
-        try:
-            config.load_kube_config(config_file=os.environ.get("KUBECONFIG") or None,
-                                    client_configuration=configuration)
-        except (config.ConfigException, OSError) as exc:
-            raise StorageError("no Kubernetes API to point the InferenceService at: neither "
-                               f"in-cluster credentials nor a kubeconfig ({exc})") from None
-    return client.ApiClient(configuration)
 
 
 def _call(ref: ServiceRef, doing: str, call, *args: object) -> dict:  # noqa: ANN001

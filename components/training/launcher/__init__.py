@@ -184,24 +184,10 @@ class _Launch:
     @classmethod
     def connect(cls, spec: WorkerPlacement, progress: Callable[[str], None],
                 poll_s: float) -> _Launch:
-        """In-cluster credentials (the step's service account), else the kubeconfig.
+        """Connect with the step's credentials (``common.kube_api.api_client``)."""
+        from tbpipe.components.common.kube_api import api_client
 
-        Into a configuration of its own (the client's global default is left alone); the
-        kubeconfig is ``$KUBECONFIG`` as it is now, else ``~/.kube/config``.
-        """
-        from kubernetes import client, config
-
-        configuration = client.Configuration()
-        try:
-            config.load_incluster_config(client_configuration=configuration)
-        except config.ConfigException:
-            try:
-                config.load_kube_config(config_file=os.environ.get("KUBECONFIG") or None,
-                                        client_configuration=configuration)
-            except (config.ConfigException, OSError) as exc:
-                raise TbpipeError("no Kubernetes API to start the workers on: neither in-"
-                                  f"cluster credentials nor a kubeconfig ({exc})") from None
-        return cls(client.ApiClient(configuration), spec, _namespace(), progress, poll_s)
+        return cls(api_client("start the workers on"), spec, _namespace(), progress, poll_s)
 
     # --- API calls, each error one line -----------------------------------------------------
     def _call(self, doing: str, call: Callable, *args: object, **kwargs: object):  # noqa: ANN202

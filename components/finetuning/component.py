@@ -56,6 +56,7 @@ def finetune(model: Input[Model], train_data: Input[Dataset], val_data: Input[Da
     """
     from tbpipe.components.common.progress import report_result
     from tbpipe.components.common.run_place import step_run
+    from tbpipe.components.common.storage import artifact_uri
     from tbpipe.components.finetuning.config import FinetuneConfig
     from tbpipe.components.training.worker import WorkerTask, on_cluster, run_fit_step
 
@@ -68,11 +69,11 @@ def finetune(model: Input[Model], train_data: Input[Dataset], val_data: Input[Da
             workers=workers, profile_batch=profile_batch,
             checkpoint_dir=here.checkpoint_dir(checkpoint_root))
         here.claim()
-        remote = on_cluster(worker_placement)  # worker pods read the artifacts by URI
-        inputs = (train_data.uri, val_data.uri) if remote else (train_data.path, val_data.path)
-        result = run_fit_step(WorkerTask(step, config, *inputs, finetuned_model.path,
-                                         here.log_dir,
-                                         base_model_uri=model.uri if remote else model.path),
+        remote = on_cluster(worker_placement)  # worker pods read the artifacts from the store
+        train_in, val_in, base = ((artifact_uri(a.uri) if remote else a.path)
+                                  for a in (train_data, val_data, model))
+        result = run_fit_step(WorkerTask(step, config, train_in, val_in, finetuned_model.path,
+                                         here.log_dir, base_model_uri=base),
                               placement=worker_placement)
     for name, value in result.metrics.items():
         metrics.log_metric(name, value)

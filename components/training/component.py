@@ -73,6 +73,7 @@ def train(train_data: Input[Dataset], val_data: Input[Dataset], model: Output[Mo
 
     from tbpipe.components.common.progress import report, report_result
     from tbpipe.components.common.run_place import step_run
+    from tbpipe.components.common.storage import artifact_uri
     from tbpipe.components.training.config import TrainConfig
     from tbpipe.components.training.worker import WorkerTask, on_cluster, run_fit_step
 
@@ -90,8 +91,8 @@ def train(train_data: Input[Dataset], val_data: Input[Dataset], model: Output[Mo
                 tune_study=tune_study, tune_trial=tune_trial, pruner=pruner,
                 checkpoint_dir=here.checkpoint_dir(checkpoint_root))
             here.claim()
-            inputs = (train_data.uri, val_data.uri) if on_cluster(worker_placement) else (
-                train_data.path, val_data.path)  # worker pods read the artifacts by URI
+            remote = on_cluster(worker_placement)  # worker pods read the artifacts from the store
+            inputs = [artifact_uri(a.uri) if remote else a.path for a in (train_data, val_data)]
             result = run_fit_step(WorkerTask(step, config, *inputs, model.path, here.log_dir),
                                   placement=worker_placement)
             record = None

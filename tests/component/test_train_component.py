@@ -83,3 +83,37 @@ def test_an_empty_log_root_is_one_line(tmp_path, data, capsys):
         train.python_func(train_data=data[0], val_data=data[1], model=model, metrics=metrics,
                           log_root="", run_name="r")
     assert "log_root is empty" in capsys.readouterr().err
+
+
+def test_on_a_cluster_the_workers_get_the_store_uris_of_kfps_minio_artifacts(tmp_path,
+                                                                             monkeypatch):
+    """KFP's default store names artifacts ``minio://bucket/key``, which no filesystem library
+    reads: the worker pods get ``s3://bucket/key`` (the cluster launch is replaced by a test
+    double that records the task; tests/unit/test_launcher.py covers the launch itself)."""
+    from tbpipe.components.training import worker
+    from tbpipe.components.training.config import TrainResult
+
+    tasks = []
+
+    def launch_double(task, placement="", progress=None):
+        tasks.append(task)
+        return TrainResult({"loss": 1.0, "accuracy": 0.5, "val_loss": 1.0, "val_accuracy": 0.5},
+                           1, 0, 2)
+
+    monkeypatch.setattr(worker, "run_fit_step", launch_double)
+    monkeypatch.setenv(worker.IN_CLUSTER_ENV, "10.0.0.1")
+    inputs = {name: Dataset(uri=f"minio://mlpipeline/v2/artifacts/p/r/preprocess/{name}")
+              for name in ("train_data", "val_data")}
+    base = Model(uri="minio://mlpipeline/v2/artifacts/p/r/train/model")
+    common = dict(log_root=str(tmp_path / "logs"), epochs=1, batch_size=16, workers=2,
+                  checkpoint_root=str(tmp_path / "ckpts"), worker_placement='{"engine": "jobset"}',
+                  **WHERE)
+    train.python_func(**inputs, model=Model(uri=str(tmp_path / "model")),
+                      metrics=Metrics(uri=str(tmp_path / "m1")), **common)
+    finetune.python_func(**inputs, model=base, finetuned_model=Model(uri=str(tmp_path / "ft")),
+                         metrics=Metrics(uri=str(tmp_path / "m2")), **common)
+
+    prefix = "s3://mlpipeline/v2/artifacts/p/r/"
+    assert [(t.train_uri, t.val_uri) for t in tasks] == [
+        (prefix + "preprocess/train_data", prefix + "preprocess/val_data")] * 2
+    assert tasks[1].base_model_uri == prefix + "train/model"

@@ -211,6 +211,7 @@ def test_a_kfp_artifact_path_of_another_pod_is_read_from_its_store(tmp_path, mon
         "gs://bucket/run-1/preprocess/train_data"
     assert artifact_uri("/s3/bucket/a/test_data") == "s3://bucket/a/test_data"
     assert artifact_uri("/minio/mlpipeline/v2/artifacts/x") == "s3://mlpipeline/v2/artifacts/x"
+    assert artifact_uri("minio://mlpipeline/v2/artifacts/x") == "s3://mlpipeline/v2/artifacts/x"
     assert artifact_uri(str(tmp_path)) == str(tmp_path)  # a local path stays one
     assert artifact_uri("gs://bucket/x") == "gs://bucket/x"
     monkeypatch.setattr("os.path.exists", lambda path: path == "/gcs/b/here")

@@ -127,12 +127,17 @@ KFP_ARTIFACT_MOUNTS = (("/gcs/", "gs://"), ("/s3/", "s3://"), ("/minio/", "s3://
 
 
 def artifact_uri(path: str) -> str:
-    """The store URI of a KFP artifact path another step recorded, where it is not local here.
+    """The store URI of a KFP artifact that another pod reads, given its path or its URI.
 
     A step records its inputs by the path KFP gave it (``/gcs/bucket/run/train_data``); in
     another run's pod that path does not exist, the object in the store does. A path that
-    exists here, or is under no KFP mount, is returned as it is.
+    exists here, or is under no KFP mount, is returned as it is. KFP names an object of its
+    default MinIO store ``minio://bucket/key`` (``Artifact.uri``), a scheme no filesystem
+    library reads: it is ``s3://bucket/key``, with ``AWS_ENDPOINT_URL`` naming the MinIO
+    service (docs/cluster.md).
     """
+    if path.startswith("minio://"):
+        return "s3://" + path[len("minio://"):]
     for mount, store in KFP_ARTIFACT_MOUNTS:
         if path.startswith(mount) and not os.path.exists(path):
             return store + path[len(mount):]

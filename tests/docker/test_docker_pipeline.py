@@ -72,7 +72,7 @@ from tbpipe.pipelines.runners.local import run_pipeline
 from tbpipe.pipelines.training import PipelineParams
 root, experiment, run = sys.argv[1:]
 params = PipelineParams(epochs=1, finetune="always", finetune_epochs=1, log_root=root + "/logs",
-                        experiment=experiment, run_name=run)
+                        experiment=experiment, run_name=run, workers=2)
 result = run_pipeline(params, pipeline_root=root + "/kfp", runner="docker", **docker_paths(params))
 print("SUMMARY " + json.dumps(result.summary))
 """
@@ -91,7 +91,8 @@ def as_plain_user(root: Path) -> tuple[list[str], tuple[int, int]]:
 
 @pytest.fixture(scope="module")
 def docker_run(built_images) -> Iterator[tuple[Path, tuple[int, int]]]:
-    """One whole pipeline run with the docker runner on the built-in data, as a plain user."""
+    """One whole pipeline run with the docker runner on the built-in data, as a plain user;
+    train and finetune over two worker processes (``--workers 2``) in their containers."""
     root = Path(tempfile.mkdtemp(prefix="tbpipe-docker-run-"))
     try:
         prefix, owner = as_plain_user(root)
@@ -114,6 +115,10 @@ def test_every_step_ran_in_docker_and_logged(docker_run):
         assert read_tags(str(run_dir / step))["scalars"], step
     assert "epoch/accuracy" in read_tags(str(run_dir / "train"))["scalars"]
     assert "eval/accuracy" in read_tags(str(run_dir / "evaluate"))["scalars"]
+    for step in ("train", "finetune"):  # two worker processes in the step's container
+        tags = read_tags(str(run_dir / step))["scalars"]
+        assert {"workers/samples_per_sec/worker-0", "workers/samples_per_sec/worker-1"} <= \
+            set(tags), (step, tags)
 
 
 def test_step_files_are_owned_by_the_user(docker_run):

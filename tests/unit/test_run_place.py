@@ -20,11 +20,41 @@ def test_defaults_are_one_per_part_and_the_pipelines_and_components_use_them():
     for part in ("log_root", "experiment", "run_name", "resume"):
         assert getattr(params, part) == getattr(place, part), part
     # KFP runs a component's own source: its literal defaults must be RunPlace's
-    for name in ("preprocess", "train", "evaluate", "finetune", "promote", "select_model"):
-        inputs = getattr(components, name).component_spec.inputs
+    for name in components.__all__:
+        inputs = getattr(components, name).component_spec.inputs or {}
         for part in ("experiment", "run_name", "resume"):
             if part in inputs:
                 assert inputs[part].default == getattr(place, part), (name, part)
+
+
+def test_a_components_literal_defaults_are_the_tables_where_the_pipeline_binds_them(tmp_path):
+    """KFP runs a component's own source, so its signature writes defaults again: each must be
+    the default of the pipeline parameter the compiled pipeline binds to that input (in every
+    sub-DAG; ``finetune``'s ``epochs`` is ``finetune_epochs``), and a component used on its own
+    gets what the pipeline would give it."""
+    import yaml
+    from kfp import compiler
+
+    from tbpipe.components.registry import param_table
+    from tbpipe.pipelines.training import build_training_pipeline
+
+    package = tmp_path / "pipeline.yaml"
+    compiler.Compiler().compile(build_training_pipeline(), str(package))
+    spec = next(yaml.safe_load_all(package.read_text()))  # then the platform spec
+    table = param_table()
+    dags = [spec["root"]["dag"]] + [c["dag"] for c in spec["components"].values() if "dag" in c]
+    checked = set()
+    for dag in dags:
+        for task in dag["tasks"].values():
+            component = spec["components"][task["componentRef"]["name"]]
+            declared = component.get("inputDefinitions", {}).get("parameters", {})
+            for name, value in task.get("inputs", {}).get("parameters", {}).items():
+                bound = value.get("componentInputParameter", "").removeprefix("pipelinechannel--")
+                if bound in table and "defaultValue" in declared.get(name, {}):
+                    assert declared[name]["defaultValue"] == table[bound].default, (
+                        task["componentRef"]["name"], name, bound)
+                    checked.add(bound)
+    assert {"experiment", "tensorboard_url", "finetune_epochs", "epochs", "data_checks"} <= checked
 
 
 @pytest.mark.parametrize(("place", "match"), [

@@ -7,6 +7,7 @@ import dataclasses
 from tbpipe.components.common.errors import SettingError
 from tbpipe.components.common.limits import check_count, check_finite, check_seed
 from tbpipe.components.common.params import DEFAULT_SEED, Param, ParamGroup
+from tbpipe.components.evaluation.config import EvaluateConfig
 
 #: ``--data-checks``: ``warn`` logs violations, ``strict`` fails the step on any, ``off``
 #: checks nothing (the step passes straight through).
@@ -47,7 +48,7 @@ class DataChecksConfig:
     drift_permutations: int = 200
     drift_alpha: float = 0.05
     seed: int = DEFAULT_SEED
-    tensorboard_url: str = "http://127.0.0.1:6006"
+    tensorboard_url: str = EvaluateConfig.tensorboard_url  # the parameter's one default
     run_label: str = ""
 
     def __post_init__(self) -> None:

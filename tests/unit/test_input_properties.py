@@ -2,7 +2,9 @@
 summaries, CSV tables and image files (issue 23). Whatever the input, the reader answers
 with a value it can stand behind or one ``InputError`` line, never another exception.
 
-Kept fast: a few dozen examples each, a deadline per example.
+Kept fast: a few dozen examples each. No deadline per example: on a loaded machine the
+first example (imports) takes seconds, and a hang is caught by the readers' own bounds
+(tests/reliability/test_input_bounds.py), not by timing.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from hypothesis import strategies as st
 from tbpipe.components.common.errors import InputError
 from tbpipe.components.common.naming import validate_name
 
-FAST = settings(max_examples=60, deadline=2000, derandomize=True, database=None,
+FAST = settings(max_examples=60, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow])
 TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=40)
 
@@ -122,7 +124,7 @@ CELL = st.sampled_from(["0", "1", "2", "255", "256", "-1", "0.5", "nan", "", "x"
                         "3.5", '"7"', "inf"])
 
 
-@settings(max_examples=30, deadline=5000, derandomize=True, database=None,
+@settings(max_examples=30, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.sampled_from(["label", "pixel0", "pixel1", "pixel2", "pixel3", "x",
                                  "pixel01", ""]), min_size=1, max_size=6),

@@ -36,11 +36,11 @@ DATA_VOLUME_MOUNT = "/mnt/tbpipe-data"
 #: the same claim: ``/mnt/tbpipe-logs/logs-checkpoints``).
 VOLUME_LOG_ROOT = f"{LOG_VOLUME_MOUNT}/logs"
 #: A PersistentVolumeClaim's name: a DNS-1123 subdomain.
-PVC_NAME = re.compile(r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?"
-                      r"(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+PVC_NAME = re.compile(r"^(?=.{1,253}\Z)[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+                      r"(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\Z")
 QUANTITY_PATTERNS = MappingProxyType({
-    "cpu": re.compile(r"^([0-9]*[.])?[0-9]+m?$"),
-    "memory": re.compile(r"^[0-9]+(E|Ei|P|Pi|T|Ti|G|Gi|M|Mi|K|Ki)?$"),
+    "cpu": re.compile(r"^([0-9]*[.])?[0-9]+m?\Z"),
+    "memory": re.compile(r"^[0-9]+(E|Ei|P|Pi|T|Ti|G|Gi|M|Mi|K|Ki)?\Z"),
 })
 MEMORY_UNITS = MappingProxyType({
     "": 1, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18,
@@ -57,7 +57,7 @@ def amount(kind: str, quantity: str) -> float:
     """Convert a well-formed ``cpu``/``memory`` quantity to cores/bytes (``500m`` -> 0.5)."""
     if kind == "cpu":
         return float(quantity[:-1]) / 1000 if quantity.endswith("m") else float(quantity)
-    number, unit = re.match(r"^([0-9]+)(\D*)$", quantity).groups()
+    number, unit = re.match(r"^([0-9]+)(\D*)\Z", quantity).groups()
     return float(number) * MEMORY_UNITS[unit]
 
 
@@ -141,7 +141,7 @@ def place_task(task, *, gpu_count: int = 0, gpu_type: str = DEFAULT_GPU_TYPE,  #
 #: env:TBPIPE_WEBHOOK_URL``. GCS: workload identity, or ``--secret NAME:KEY`` of your own.
 DEFAULT_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL",
                        "TBPIPE_SMTP_USER", "TBPIPE_SMTP_PASSWORD", "TBPIPE_WEBHOOK_URL")
-_ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -254,7 +254,7 @@ class CompileOptions:
                              "use --no-gpu for a CPU-only pipeline")
         if self.retries < 0:
             raise InputError(f"--retries must be >= 0 (got {self.retries})")
-        if not re.match(r"^[0-9]+(\.[0-9]+)?s$", self.retry_backoff):
+        if not re.match(r"^[0-9]+(\.[0-9]+)?s\Z", self.retry_backoff):
             raise InputError("--retry-backoff must be seconds like 60s "
                              f"(got {self.retry_backoff!r})")
         unknown = sorted(set(self.resources) - set(DEFAULT_RESOURCES))

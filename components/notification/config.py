@@ -17,8 +17,8 @@ import re
 from tbpipe.components.common.errors import SettingError
 from tbpipe.components.common.params import Param, ParamGroup
 
-_ADDRESS = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-_ENV_VAR = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_ADDRESS = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+\Z")
+_ENV_VAR = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 #: Seconds one webhook request or SMTP conversation may take, and the tries per target:
 #: a dead endpoint costs a run at most TIMEOUT_S x TRIES per target.
 TIMEOUT_S = 5.0

@@ -31,8 +31,8 @@ GROUP, VERSION, PLURAL, KIND = ("serving.kserve.io", "v1beta1", "inferenceservic
 CHAMPION_ANNOTATION = "tbpipe/champion"  # on the predictor's pods: the version they serve
 SERVICE_ACCOUNT = "tbpipe-predictor"  # deploy/kserve/serviceaccount.yaml
 REQUEST_TIMEOUT_S = 30.0
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-_CLAIM = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?(/.*)?$")
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\Z")
+_CLAIM = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?(/.*)?\Z")
 
 
 @dataclasses.dataclass(frozen=True)

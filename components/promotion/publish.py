@@ -83,9 +83,9 @@ SAVED_MODEL = "saved_model"  # in a version: what a model server loads (common/s
 LEASE_S = 3600.0  # an object-store lease's life: a crashed holder blocks others this long
 LOCK_WAIT_S = 600.0  # how long a promotion waits for another one to the same target
 _POLL_S = 0.5
-_VERSION = re.compile(r"^v([1-9][0-9]{0,8})$")
-_ALIAS = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
-_LINKED = re.compile(r"^v[1-9][0-9]{0,8}/saved_model$")  # what tbpipe's serving link holds
+_VERSION = re.compile(r"^v([1-9][0-9]{0,8})\Z")
+_ALIAS = re.compile(r"^[a-z][a-z0-9_-]{0,39}\Z")
+_LINKED = re.compile(r"^v[1-9][0-9]{0,8}/saved_model\Z")  # what tbpipe's serving link holds
 
 
 # ---- where: the target, its lock, what it holds ----------------------------------------

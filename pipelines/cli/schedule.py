@@ -36,9 +36,9 @@ from tbpipe.pipelines.runners.kfp_client import (
 
 #: KFP's bounds on a recurring run's ``max_concurrency``.
 MAX_CONCURRENCY = (1, 10)
-_INTERVAL = re.compile(r"^([0-9]+)([smhd]?)$")
+_INTERVAL = re.compile(r"^([0-9]+)([smhd]?)\Z")
 _UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-_CRON_FIELD = re.compile(r"^[0-9A-Za-z*/,?#LW-]+$")
+_CRON_FIELD = re.compile(r"^[0-9A-Za-z*/,?#LW-]+\Z")
 
 
 @dataclasses.dataclass(frozen=True)

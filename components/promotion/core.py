@@ -213,6 +213,7 @@ def _entry(decision: PromotionDecision, model_uri: str, config: PromoteConfig,
         "reason": decision.reason,
         "blessed": bool(blessing.get("passed")),
         "data_digest": data_digest,
+        "mlflow_uri": config.mlflow_uri,  # where it is registered too: rollback follows there
         "metrics": blessing.get("new", decision.new_scores),
         "new": decision.new_scores,
         "baseline": ({"uri": decision.baseline_uri, **decision.baseline_scores}

@@ -7,6 +7,7 @@ changes.
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -91,6 +92,39 @@ def test_each_promotion_is_a_model_version_with_its_blessing_and_champion_moves(
     assert run.data.tags["tbpipe.run"] == "exp/r2"
     saved = client.download_artifacts(version.run_id, "tbpipe/blessing.json", str(tmp_path))
     assert json.loads(open(saved).read()) == blessing
+
+
+def test_tbpipe_run_with_mlflow_uri_shows_the_version_in_mlflow(mlflow_server, tmp_path):
+    """The issue's "done when": one short ``tbpipe run --promote-to --mlflow-uri``."""
+    from mlflow import MlflowClient
+
+    from tests.helpers import TBPIPE
+    from tests.unit.test_promote import data_digest
+
+    registry = str(tmp_path / "models" / "e2e")
+    run = subprocess.run(  # noqa: S603 - our own CLI
+        [*TBPIPE, "run", "--epochs", "1", "--finetune", "never", "--experiment", "mlf",
+         "--run-name", "one", "--log-root", str(tmp_path / "logs"), "--pipeline-root",
+         str(tmp_path / "kfp"), "--promote-to", registry, "--mlflow-uri", mlflow_server],
+        capture_output=True, text=True, timeout=900,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    printed = re.search(r"^promoted: new accuracy (\d\.\d{4}) vs baseline none ", run.stdout,
+                        re.M)
+    assert printed, run.stdout[-2000:]
+    entry = json.loads(open(f"{registry}/v1/version.json").read())
+    assert entry["mlflow_uri"] == mlflow_server
+
+    client = MlflowClient(mlflow_server)
+    version = client.get_model_version_by_alias("e2e", "champion")
+    assert version.version == "1" and version.tags["tbpipe.uri"] == f"{registry}/v1"
+    assert version.tags["tbpipe.run"] == "mlf/one" and version.tags["tbpipe.blessed"] == "true"
+    assert version.tags["tbpipe.data_digest"] == entry["data_digest"] == data_digest(
+        entry["test_data"])  # the test Dataset the run scored
+    metrics = client.get_run(version.run_id).data.metrics
+    assert metrics == pytest.approx(entry["metrics"]) and set(metrics) >= {
+        "accuracy", "macro_f1", "loss", "params", "latency_ms"}
+    assert round(metrics["accuracy"], 4) == float(printed.group(1))  # what the run printed
 
 
 def test_a_dead_mlflow_server_fails_the_promotion_in_one_line_before_anything(tmp_path):

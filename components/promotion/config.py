@@ -60,8 +60,9 @@ class PromoteConfig:
         if self.gate and (self.min_improvement or self.promotion_metric != "accuracy"):
             raise SettingError("gate", "(a gate file)", "give --gate or --promotion-metric/"
                                "--min-improvement (shorthands for a gate), not both")
-        if self.mlflow_uri and not self.mlflow_uri.startswith(("http://", "https://",
-                                                               "databricks")):
+        from tbpipe.components.promotion.mlflow_registry import TRACKING_SCHEMES
+
+        if self.mlflow_uri and not self.mlflow_uri.startswith(TRACKING_SCHEMES):
             raise SettingError("mlflow_uri", self.mlflow_uri,
                                "must be an MLflow tracking server, http(s)://HOST:PORT")
         if self.inference_service:

@@ -213,6 +213,7 @@ def _entry(decision: PromotionDecision, model_uri: str, config: PromoteConfig,
         "reason": decision.reason,
         "blessed": bool(blessing.get("passed")),
         "data_digest": data_digest,
+        "mlflow_uri": config.mlflow_uri,  # where it is registered too: rollback follows there
         "metrics": blessing.get("new", decision.new_scores),
         "new": decision.new_scores,
         "baseline": ({"uri": decision.baseline_uri, **decision.baseline_scores}
@@ -239,7 +240,11 @@ def log_decision(writer, decision: PromotionDecision) -> None:  # noqa: ANN001
 
 
 def blessing_markdown(blessing: dict) -> str:
-    """A blessing (``Blessing.as_dict()``) as Markdown: its summary and a table of checks."""
+    """A blessing (``Blessing.as_dict()``) as Markdown: its summary and a table of checks.
+
+    A blessing with a relative change threshold gets the definition it carries
+    (``gate.RELATIVE_CHANGE``) under the table.
+    """
     rows = []
     for c in blessing["checks"]:
         value = "-" if c["value"] is None else f"{c['value']:.4g}"
@@ -248,7 +253,9 @@ def blessing_markdown(blessing: dict) -> str:
                      f"**{c['verdict']}**"])
     table = (markdown_table(["metric", "threshold", "value", "baseline", "bound", "verdict"],
                             rows) if rows else "(no thresholds)")
-    return f"**{blessing['summary']}**\n\n{table}"
+    defined = (f"\n\n`change.relative`: {blessing['relative_change']}"
+               if blessing.get("relative_change") else "")
+    return f"**{blessing['summary']}**\n\n{table}{defined}"
 
 
 def render_report(decision: PromotionDecision, promote_to: str, config: PromoteConfig) -> str:

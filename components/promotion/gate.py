@@ -19,8 +19,7 @@ The rules, defined here once:
 
 - a value threshold passes when ``lower_bound <= value <= upper_bound`` (inclusive);
 - a change threshold compares ``diff = new - baseline``; the **relative** change is
-  ``(new - baseline) / |baseline|`` (a fraction: 0.01 is 1 %; a baseline of exactly 0
-  gives +inf, -inf or 0 by the sign of the difference). With ``direction: higher`` it
+  :data:`RELATIVE_CHANGE` (:func:`relative_change`). With ``direction: higher`` it
   passes when ``diff > absolute`` and ``relative > relative``; with ``lower`` when
   ``diff < absolute`` and ``relative < relative``. Strict, as in TFMA, so ``absolute: 0``
   with ``higher`` asks for a real improvement and ``absolute: -0.02`` allows a drop of
@@ -58,6 +57,13 @@ EVERY_CLASS = "*"
 DIRECTIONS = ("higher", "lower")
 SIGNIFICANCE_METRICS = ("accuracy", "macro_f1")
 MAX_RESAMPLES = 10_000
+#: What a relative change is, the one definition: docs/gate.md states it, and a blessing
+#: with a ``change.relative`` check carries it (``relative_change`` in ``as_dict``), so the
+#: report and TensorBoard print it under the table. TFMA's docs, its proto and MLflow's
+#: ``min_relative_change`` each word it differently.
+RELATIVE_CHANGE = ("relative change = (new - baseline) / |baseline|, a fraction (0.01 is 1 %); "
+                   "a baseline of exactly 0 gives +inf, -inf or 0 by the sign of the "
+                   "difference")
 _CHUNK_CELLS = 4_000_000  # resamples x examples drawn at once: bounded memory (~32 MB)
 _EPSILON = 1e-7
 
@@ -413,7 +419,12 @@ class Blessing:
                 f"failed{first})")
 
     def as_dict(self) -> dict:
-        """JSON-ready (the KFP artifact, ``blessing.json`` in a version)."""
+        """JSON-ready (the KFP artifact, ``blessing.json`` in a version).
+
+        With a ``change.relative`` check it also holds ``relative_change``: its definition
+        (:data:`RELATIVE_CHANGE`), which the report prints under the table.
+        """
+        relative = any(c.kind == "change.relative" for c in self.checks)
         return {"format": "tbpipe.blessing.v1", "passed": self.passed,
                 "first_run": self.first_run, "summary": self.summary(),
                 "checks": [dataclasses.asdict(c) for c in self.checks],
@@ -421,11 +432,12 @@ class Blessing:
                 "baseline": dict(self.baseline) if self.baseline is not None else None,
                 "gain_interval": (dict(zip(("confidence", "lower_bound", "mean_gain"),
                                            self.gain_interval, strict=True))
-                                  if self.gain_interval else None)}
+                                  if self.gain_interval else None),
+                **({"relative_change": RELATIVE_CHANGE} if relative else {})}
 
 
 def relative_change(new: float, baseline: float) -> float:
-    """``(new - baseline) / |baseline|``; a zero baseline: +inf, -inf or 0 by the sign."""
+    """The relative change of ``new`` over ``baseline``, as :data:`RELATIVE_CHANGE` states."""
     diff = new - baseline
     if baseline == 0:
         return 0.0 if diff == 0 else math.copysign(math.inf, diff)

@@ -7,6 +7,10 @@ source is that run's ``tbpipe`` folder, its tags name the tbpipe version and the
 holds the model (``tbpipe.uri``), and the alias ``champion`` moves to it. The registered
 model's name is the registry folder's name (``.../models/digits`` -> ``digits``).
 
+``tbpipe models rollback|alias`` move the same alias in MLflow (:func:`follow_alias`): to the
+model version tagged ``tbpipe.uri`` = the tbpipe version's folder, on the server the
+version's entry names (``mlflow_uri``, recorded by the promotion) or ``--mlflow-uri``.
+
 tbpipe's own registry (``--promote-to``) stays the record production is served from. A
 tracking server that does not answer is found before anything is promoted
 (:func:`check_server`: the promote step fails with one line, nothing changed); one that
@@ -25,7 +29,16 @@ from collections.abc import Mapping
 from tbpipe.components.common.errors import InputError
 
 EXPERIMENT = "tbpipe-promotions"
+#: What an MLflow tracking URI starts with (a server, or a Databricks workspace).
+TRACKING_SCHEMES = ("http://", "https://", "databricks")
+URI_TAG = "tbpipe.uri"  # a model version's tag: the tbpipe version folder it is
 _TIMEOUT_S = "10"
+
+
+def _first_line(exc: BaseException) -> str:
+    """An exception's first line (at most 200 characters), or its type's name."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
 def _client(tracking_uri: str):  # noqa: ANN202 - mlflow.MlflowClient
@@ -51,9 +64,8 @@ def check_server(tracking_uri: str) -> None:
     try:
         client.search_experiments(max_results=1)
     except Exception as exc:  # noqa: BLE001 - any failure of the server is one line here
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise InputError(f"--mlflow-uri {tracking_uri}: the MLflow tracking server does not "
-                         f"answer ({first}); start it or drop --mlflow-uri. Nothing was "
+                         f"answer ({_first_line(exc)}); start it or drop --mlflow-uri. Nothing was "
                          "promoted") from None
 
 
@@ -69,9 +81,8 @@ def register_version(tracking_uri: str, target: str, entry: Mapping[str, object]
     except InputError:
         raise
     except Exception as exc:  # noqa: BLE001 - reported, not raised: see the module
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         return (f"warning: {entry['version']} was promoted but not registered in MLflow at "
-                f"{tracking_uri} ({first}); tbpipe's registry holds it whole")
+                f"{tracking_uri} ({_first_line(exc)}); tbpipe's registry holds it whole")
 
 
 def _register(tracking_uri: str, target: str, entry: Mapping[str, object],
@@ -102,7 +113,7 @@ def _register(tracking_uri: str, target: str, entry: Mapping[str, object],
     except MlflowException as exc:
         if "RESOURCE_ALREADY_EXISTS" not in str(exc.error_code):
             raise
-    tags = {"tbpipe.uri": f"{target}/{version}", "tbpipe.version": version,
+    tags = {URI_TAG: f"{target}/{version}", "tbpipe.version": version,
             "tbpipe.run": str(entry.get("run", "")),
             "tbpipe.parent": str(entry.get("parent", "")),
             "tbpipe.data_digest": str(entry.get("data_digest", "")),
@@ -114,3 +125,36 @@ def _register(tracking_uri: str, target: str, entry: Mapping[str, object],
     client.set_registered_model_alias(name, "champion", registered.version)
     return (f"registered in MLflow as {name} version {registered.version} (alias champion) "
             f"at {tracking_uri}")
+
+
+def follow_alias(tracking_uri: str, target: str, alias: str, version: str) -> str:
+    """Point MLflow's ``alias`` at the model version registered for ``version``; a line.
+
+    The model version is the one of :func:`model_name` tagged ``tbpipe.uri`` =
+    ``{target}/{version}`` (the newest, if registered twice). Call it once tbpipe's registry
+    has moved: it never raises, a move it cannot make is a one-line warning (tbpipe's
+    registry stays moved, whole).
+    """
+    moved = f"{alias} moved to {version} in tbpipe's registry, but not in MLflow at {tracking_uri}"
+    try:
+        client = _client(tracking_uri)
+        name = model_name(target)
+        found = _registered(client, name, f"{target}/{version}")
+        if found is None:
+            return (f"warning: {moved}: no version of {name} there is tagged {URI_TAG}="
+                    f"{target}/{version} ({version} was not registered in it)")
+        client.set_registered_model_alias(name, alias, found)
+    except Exception as exc:  # noqa: BLE001 - reported, not raised: see above
+        return f"warning: {moved} ({_first_line(exc)})"
+    return f"MLflow: {alias} -> {name} version {found} at {tracking_uri}"
+
+
+def _registered(client, name: str, uri: str) -> str | None:  # noqa: ANN001 - MlflowClient
+    """The newest version number of registered model ``name`` tagged ``tbpipe.uri`` = ``uri``."""
+    found, token = [], None
+    while True:
+        page = client.search_model_versions(f"name = '{name}'", page_token=token)
+        found += [int(v.version) for v in page if v.tags.get(URI_TAG) == uri]
+        token = page.token
+        if not token:
+            return str(max(found)) if found else None

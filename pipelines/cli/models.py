@@ -8,6 +8,8 @@ Rollback and alias move a name under the registry's lock; nothing is copied or d
 served path follows ``champion``: locally the link ``{registry}/serving`` (moved with the
 pointer); on any store, with ``--inference-service NAMESPACE/NAME``, the KServe
 InferenceService's ``storageUri`` (object stores) or its pods (a local registry on a volume).
+A version also registered in MLflow (its entry's ``mlflow_uri``, or ``--mlflow-uri``) has
+the same alias moved there (``mlflow_registry.follow_alias``), or a one-line warning.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import yaml
 
 from tbpipe.components.common import storage
 from tbpipe.components.common.errors import InputError, TbpipeError
-from tbpipe.components.promotion import inference_service, publish
+from tbpipe.components.promotion import inference_service, mlflow_registry, publish
 
 OUTPUTS = ("table", "json")
 COLUMNS = ("version", "aliases", "promoted at", "run", "accuracy", "blessed", "parent")
@@ -45,6 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     rollback.add_argument("--to", required=True, metavar="VERSION", help="vN")
     rollback.add_argument("--reason", default="", help="why (recorded)")
     _service_flag(rollback)
+    _mlflow_flag(rollback)
     rollback.set_defaults(handler=rollback_champion)
     alias = sub.add_parser("alias", help="print where an alias points (and what to serve), "
                                          "or move it to VERSION")
@@ -53,6 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     alias.add_argument("version", metavar="VERSION", nargs="?", default="",
                        help="vN to point NAME at; omitted: print where it points")
     _service_flag(alias)
+    _mlflow_flag(alias)
     alias.set_defaults(handler=set_alias)
     manifest = sub.add_parser("serving-manifest", help="print a KServe InferenceService "
                                                        "serving the champion (YAML)")
@@ -71,6 +75,24 @@ def _service_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--inference-service", default="", metavar="NAMESPACE/NAME",
                         help="also point this KServe InferenceService at the champion "
                              "(its storageUri; its pods for a local registry)")
+
+
+def _mlflow_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--mlflow-uri", default="", metavar="URI",
+                        help="also move the alias in this MLflow tracking server (default: "
+                             "the one the version was registered in, if any)")
+
+
+def _mlflow_uri(flag: str, record: dict, versions: tuple[str, ...]) -> str:
+    """``flag``, else the MLflow server the first of ``versions`` recorded (``mlflow_uri``)."""
+    if flag:
+        return flag
+    entries = {h.get("version"): h for h in record["history"] if isinstance(h, dict)}
+    for version in versions:
+        uri = (entries.get(version) or {}).get("mlflow_uri")
+        if uri:
+            return str(uri)
+    return ""
 
 
 def _registry(uri: str) -> tuple[str, dict, dict[str, dict]]:
@@ -168,7 +190,7 @@ def show_version(args: argparse.Namespace) -> int:
 def rollback_champion(args: argparse.Namespace) -> int:
     """Point ``champion`` at ``--to``; nothing is copied or lost."""
     return _move(args.uri, publish.CHAMPION, args.to, args.reason or "rollback",
-                 args.inference_service)
+                 args.inference_service, args.mlflow_uri)
 
 
 def set_alias(args: argparse.Namespace) -> int:
@@ -179,7 +201,7 @@ def set_alias(args: argparse.Namespace) -> int:
                              f"{args.name}; move {publish.CHAMPION} to serve another version")
     if args.version:
         return _move(args.uri, args.name, args.version, "tbpipe models alias",
-                     args.inference_service)
+                     args.inference_service, args.mlflow_uri)
     target, record, _ = _registry(args.uri)
     if args.name not in record["aliases"]:
         raise InputError(f"{args.name}: no such alias in {args.uri} (aliases: "
@@ -195,7 +217,12 @@ def set_alias(args: argparse.Namespace) -> int:
     return 0
 
 
-def _move(uri: str, alias: str, version: str, note: str, service: str = "") -> int:
+def _move(uri: str, alias: str, version: str, note: str, service: str = "",
+          mlflow_uri: str = "") -> int:
+    """Move ``alias`` to ``version``; then MLflow's alias and the InferenceService follow."""
+    if mlflow_uri and not mlflow_uri.startswith(mlflow_registry.TRACKING_SCHEMES):
+        raise InputError(f"--mlflow-uri {mlflow_uri}: not an MLflow tracking server; use "
+                         "http(s)://HOST:PORT")
     target = publish.check_target(uri)
     # checked before anything moves: a bad value, a store KServe cannot read, no such service
     ref = inference_service.prepare(service, target) if service else None
@@ -205,6 +232,11 @@ def _move(uri: str, alias: str, version: str, note: str, service: str = "") -> i
     if alias == publish.CHAMPION:
         for line in _serving_lines(target, version):
             print(line)
+    # the server the version (else the one the alias left) was registered in, if any
+    tracking = _mlflow_uri(mlflow_uri, record, (version, before))
+    if tracking:
+        print(mlflow_registry.follow_alias(tracking, target, alias, version), flush=True)
+    if alias == publish.CHAMPION:
         _point(ref, target, version, f"{alias} moved to {version} in {target}, but ")
     return 0 if record["aliases"][alias] == version else 1
 

@@ -98,6 +98,26 @@ def promote(model: str, prod: str, run: str) -> dict:
         return publish.publish(model, target, {"run": run}, lease)
 
 
+def promote_together(start, model: str, prod: str, run: str, copy_s: float = 0.3) -> None:
+    """:func:`promote`, once every process given ``start`` (a multiprocessing Barrier) is ready.
+
+    Module-level and light to import: what a spawned process runs. Each file's copy takes
+    ``copy_s`` longer (in this process only), so that the promotions overlap: without the
+    lock both would read the same record and write the same version.
+    """
+    import time
+
+    real = storage.upload_file
+
+    def slow_upload(*args, **kwargs):  # noqa: ANN202 - storage.upload_file's
+        time.sleep(copy_s)
+        return real(*args, **kwargs)
+
+    storage.upload_file = slow_upload
+    start.wait(timeout=120)
+    promote(model, prod, run)
+
+
 def serving(prod: str) -> tuple[str, dict[str, str]]:
     """The version production serves now and its files' digests."""
     current = publish.current_model(prod)

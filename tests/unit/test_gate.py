@@ -9,6 +9,7 @@ import pytest
 from tbpipe.components.common.errors import InputError
 from tbpipe.components.promotion.config import PromoteConfig
 from tbpipe.components.promotion.gate import (
+    RELATIVE_CHANGE,
     ExampleScores,
     GateError,
     _macro_f1,
@@ -96,6 +97,27 @@ def test_relative_is_defined_once_as_the_change_over_the_baselines_magnitude(sco
         (check,) = check_gate(gate, new, base).checks
         assert check.kind == "change.relative" and check.value == pytest.approx(gain)
         assert check.verdict == verdict
+
+
+def test_the_report_and_the_docs_state_the_one_definition_of_relative(scored):
+    """The promote step's report prints RELATIVE_CHANGE under a table with a relative check."""
+    from pathlib import Path
+
+    from tbpipe.components.promotion.core import decide, render_report
+
+    new, base = scored["perfect"], scored["blind3"]
+    relative = parse_gate("metrics: {accuracy: {change: {relative: 0.1, direction: higher}}}")
+    absolute = parse_gate("metrics: {accuracy: {change: {absolute: 0.1, direction: higher}}}")
+    config = PromoteConfig(run_label="exp/r1")
+    reports = {}
+    for name, gate in (("relative", relative), ("absolute", absolute)):
+        decision = decide(check_gate(gate, new, base), "prod/v1", config)
+        reports[name] = render_report(decision, "prod", config)
+    assert f"`change.relative`: {RELATIVE_CHANGE}" in reports["relative"]
+    assert RELATIVE_CHANGE.split(",")[0] == "relative change = (new - baseline) / |baseline|"
+    assert "(new - baseline)" not in reports["absolute"]  # said where it is used
+    docs = Path(__file__).resolve().parents[2] / "docs" / "gate.md"
+    assert RELATIVE_CHANGE in " ".join(docs.read_text().split())  # word for word
 
 
 def test_per_class_thresholds_name_the_class(scored):

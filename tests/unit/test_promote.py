@@ -70,6 +70,17 @@ def snapshot(folder):
             for rel in storage.list_files(folder)}
 
 
+def data_digest(folder):
+    """A Dataset's digest, from its bytes: sha256 of its image shape (JSON) and its shards."""
+    from tbpipe.components.common.dataset import read_info
+
+    info = read_info(folder)
+    digest = hashlib.sha256(json.dumps(list(info.image_shape)).encode())
+    for name, _ in info.shards:
+        digest.update(storage.read_bytes(storage.join(folder, name)))
+    return f"sha256:{digest.hexdigest()}"
+
+
 def run_promote(world, tmp_path, model, prod, name, **settings):
     test, _, _ = world
     config = PromoteConfig(run_label=f"exp/{name}", **settings)
@@ -163,7 +174,8 @@ def test_first_promotes_then_a_worse_model_keeps_the_baseline(world, tmp_path):
     assert record["current"]["version"] == "v1" and record["aliases"] == {"champion": "v1"}
     assert record["current"]["files"] == [*storage.list_files(good), "blessing.json",
                                           "version.json"]
-    assert json.loads((prod / "v1" / "version.json").read_text())["parent"] == ""
+    entry = json.loads((prod / "v1" / "version.json").read_text())
+    assert entry["parent"] == "" and entry["data_digest"] == data_digest(test)  # the scored data
     assert record["current"]["new"]["accuracy"] == 1.0 and record["current"]["baseline"] is None
     before = snapshot(str(prod))
 

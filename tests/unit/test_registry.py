@@ -1,14 +1,13 @@
 """The registry (``--promote-to``): versions, aliases, rollback, ``tbpipe models``."""
 
 import json
-import threading
 
 import pytest
 
 from tbpipe.components.common.errors import InputError
 from tbpipe.components.promotion import publish
 from tbpipe.pipelines.cli.main import main
-from tests.reliability.test_production import fake_model, promote, snapshot
+from tests.reliability.test_production import fake_model, promote, promote_together, snapshot
 
 
 @pytest.fixture
@@ -103,14 +102,20 @@ def test_an_unfinished_version_cannot_be_champion(registry):
 
 
 def test_two_promotions_at_once_end_whole_with_champion_on_one(tmp_path):
+    """Two processes (spawned: no state shared but the disk), released together."""
+    import multiprocessing
+
     prod = str(tmp_path / "prod")
     models = [fake_model(tmp_path / f"m{i}", f"m{i}") for i in range(2)]
-    threads = [threading.Thread(target=promote, args=(models[i], prod, f"r{i}"))
-               for i in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
+    spawn = multiprocessing.get_context("spawn")
+    start = spawn.Barrier(2)
+    processes = [spawn.Process(target=promote_together, args=(start, models[i], prod, f"r{i}"))
+                 for i in range(2)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=120)
+    assert [p.exitcode for p in processes] == [0, 0]
     record = publish.read_record(prod)
     assert [h["version"] for h in record["history"]] == ["v1", "v2"]
     assert record["aliases"]["champion"] == "v2" == record["current"]["version"]

@@ -183,6 +183,9 @@ def choose_tuned(study_uri: str, config: TuneConfig, best_uri: str,
                  run_settings: dict[str, Any]) -> dict[str, Any]:
     """Copy the best trial's model to ``best_uri``; the search's outcome.
 
+    Each failed trial gets its HParams session (:func:`log_failed_trials`) and each finished
+    one its place on the Pareto front (:func:`log_pareto`).
+
     Args:
         study_uri: The study folder.
         config: The search.

@@ -8,7 +8,8 @@ than ``max_failed`` trials failed (one line, the run fails), suggests nothing on
 is met or the time is up, and otherwise asks the study for the round's trials. After the
 last round :func:`choose_tuned` gives each failed trial its HParams session
 (:func:`log_failed_trials`), checks the failures again, picks the trial that goes on
-(the objectives' rule, ``tuning.objectives.best_trial``) and copies its model. Trial ``n``
+(the objectives' rule, ``tuning.objectives.best_trial``), copies its model and writes each
+finished trial's place on the Pareto front into its HParams (:func:`log_pareto`). Trial ``n``
 of the study (0-based) trains as ``trial-{n+1:02d}`` (:func:`trial_folder`), the folder
 its logs and checkpoints go to, as a sweep's trials do. No kfp, no TensorFlow.
 """
@@ -136,9 +137,11 @@ def log_failed_trials(records: Sequence[TrialRecord]) -> list[str]:
     A failed trial ends before its train step logs its HParams (those log after the fit),
     so TensorBoard's HParams table would not list it: this writes its parameters, ``trial``,
     ``tune_trial`` and ``tune_state`` into its own folder (``TrialRecord.log_dir``), with
-    no metrics. Trials without a log folder (their step ended before it opened) are left.
+    one metric, ``hparam/pareto`` 0 (off the front). Trials without a log folder (their
+    step ended before it opened) are left.
     """
     from tbpipe.components.common.tensorboard.writer import log_hparams, open_writer
+    from tbpipe.components.tuning.objectives import PARETO_METRIC
 
     written = []
     for record in records:
@@ -147,7 +150,31 @@ def log_failed_trials(records: Sequence[TrialRecord]) -> list[str]:
         hparams = {**record.params, "trial": trial_folder(record.number),
                    "tune_trial": record.number, "tune_state": "failed"}
         with open_writer(record.log_dir) as writer:
-            log_hparams(writer, hparams, {})
+            log_hparams(writer, hparams, {PARETO_METRIC: 0.0})
+        written.append(record.log_dir)
+    return written
+
+
+def log_pareto(records: Sequence[TrialRecord], front: set[int]) -> list[str]:
+    """Each finished trial's ``hparam/pareto`` in its folder: 1 if its number is in ``front``.
+
+    The trial's train step declared the metric (NaN) with its HParams; this writes the value
+    at that same step (the last one there), so TensorBoard's HParams table shows the last
+    value and purges nothing. Returns the folders written.
+    """
+    from tbpipe.components.common.tensorboard.writer import open_writer
+    from tbpipe.components.tuning.objectives import PARETO_METRIC
+    from tbpipe.components.tuning.pruning import read_points
+    from tbpipe.components.tuning.record import FINISHED
+
+    written = []
+    for record in records:
+        if record.state not in FINISHED or not record.log_dir:
+            continue
+        steps = read_points(record.log_dir, PARETO_METRIC)
+        with open_writer(record.log_dir) as writer:
+            writer.add_scalar(PARETO_METRIC, float(record.number in front),
+                              max(steps, default=0))
         written.append(record.log_dir)
     return written
 
@@ -155,6 +182,9 @@ def log_failed_trials(records: Sequence[TrialRecord]) -> list[str]:
 def choose_tuned(study_uri: str, config: TuneConfig, best_uri: str,
                  run_settings: dict[str, Any]) -> dict[str, Any]:
     """Copy the best trial's model to ``best_uri``; the search's outcome.
+
+    Each failed trial gets its HParams session (:func:`log_failed_trials`) and each finished
+    one its place on the Pareto front (:func:`log_pareto`).
 
     Args:
         study_uri: The study folder.
@@ -189,8 +219,9 @@ def choose_tuned(study_uri: str, config: TuneConfig, best_uri: str,
     with storage.local_input(best.model_uri) as source, storage.atomic_dir(best_uri) as tmp:
         read_model_meta(source)  # InputError (one line) if it holds no model
         shutil.copytree(source, tmp, dirs_exist_ok=True)
-    rows = [{**row, "trial": trial_folder(row["trial"])}
-            for row in trial_rows(records, objectives)]
+    table = trial_rows(records, objectives)
+    log_pareto(records, {row["trial"] for row in table if row["pareto"]})
+    rows = [{**row, "trial": trial_folder(row["trial"])} for row in table]
     settings = {**run_settings, **{key: value for key, value in
                                    trial_settings(best.params).items() if key in run_settings}}
     return {"best_trial": trial_folder(best.number), "trials": rows,

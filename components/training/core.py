@@ -62,13 +62,16 @@ def _fit_trial(job: FitJob, config: TrainConfig, hparams: dict) -> TrainResult:
     """Fit a tuning trial: its curve and end state go to its study (tuning.pruning).
 
     ``hparams`` is the job's own dict: the trial's state joins it before the HParams are
-    logged (after the fit). A failure is recorded in the trial's file, then raised.
+    logged (after the fit), with the metric ``hparam/pareto`` declared (NaN; select-tuned
+    writes 1 or 0 once the search ends). A failure is recorded in the trial's file, then
+    raised.
     """
     import dataclasses
 
     from tbpipe.components.common.errors import error_line
     from tbpipe.components.common.tensorboard.writer import sync_events
     from tbpipe.components.training.fit import SYNC_TIMEOUT_S
+    from tbpipe.components.tuning.objectives import PARETO_METRIC
     from tbpipe.components.tuning.pruning import TrialReporter, keras_callback
 
     reporter = TrialReporter(config.tune_study, config.tune_trial, config.pruner,
@@ -80,7 +83,8 @@ def _fit_trial(job: FitJob, config: TrainConfig, hparams: dict) -> TrainResult:
                                sync=lambda: sync_events(writer, SYNC_TIMEOUT_S))]
 
     try:
-        result = fit_and_save(dataclasses.replace(job, writer_callbacks=callbacks), config)
+        result = fit_and_save(dataclasses.replace(job, writer_callbacks=callbacks,
+                                                  later_metrics=(PARETO_METRIC,)), config)
     except Exception as exc:
         reporter.fail(error_line(exc))
         raise

@@ -8,6 +8,7 @@ TensorFlow is imported inside the functions that use it.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +40,8 @@ class FitJob:
         summary: Log ``model.summary()`` as TensorBoard text (``model/summary``).
         writer_callbacks: Makes more Keras callbacks from the step's open writer (run last),
             e.g. a tuning trial's reporter, which reads the events back after each epoch.
+        later_metrics: HParams metrics a later step writes into this folder (NaN until
+            then, at the HParams' step), e.g. a tuning trial's ``hparam/pareto``.
 
     """
 
@@ -54,6 +57,7 @@ class FitJob:
     identity: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     summary: bool = False
     writer_callbacks: Callable[[Any], Sequence[keras.callbacks.Callback]] | None = None
+    later_metrics: Sequence[str] = ()
 
 
 def fit_and_save(job: FitJob, config: FitConfig) -> TrainResult:
@@ -86,8 +90,9 @@ def fit_and_save(job: FitJob, config: FitConfig) -> TrainResult:
                    "precision": plan.precision, "params": int(plan.model.count_params()),
                    **_worker_hparams(plan, config), **job.hparams}
         last_step = plan.initial_step + plan.steps_per_epoch * max(0, done - plan.initial_epoch)
-        log_hparams(writer, hparams, {f"hparam/{k}": v for k, v in metrics.items()},
-                          step=last_step)
+        log_hparams(writer, hparams, {**{f"hparam/{k}": v for k, v in metrics.items()},
+                                      **dict.fromkeys(job.later_metrics, math.nan)},
+                    step=last_step)
     print(f"model written to {job.model_uri}: "
           + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()), flush=True)
     return TrainResult(metrics=metrics, epochs_run=done,

@@ -34,6 +34,9 @@ OBJECTIVES = {"val_accuracy": "maximize", "val_loss": "minimize", "accuracy": "m
 EPOCH_METRICS = ("val_accuracy", "val_loss", "accuracy", "loss")
 #: The selection rule's tolerance on the first objective: relative, 0.005 = 0.5 %.
 TOLERANCE = 0.005
+#: The HParams metric of a trial's place on the Pareto front: 1 on it, 0 off it, NaN until
+#: the search ends (a trial's train step declares it; select-tuned writes it).
+PARETO_METRIC = "hparam/pareto"
 _DIRECTIONS = {"max": "maximize", "min": "minimize"}
 _GOAL = re.compile(r"\s*([A-Za-z_]\w*)\s*(>=|<=|>|<)\s*(\S+)\s*")
 _OPS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}

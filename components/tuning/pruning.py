@@ -164,6 +164,15 @@ def scalar_point(record: bytes, tag: str) -> tuple[int, float] | None:
 
 def read_curve(log_dir: str, tag: str = "epoch/val_accuracy") -> dict[int, float]:
     """The per-epoch values of ``tag`` in the event files under ``log_dir`` (any store)."""
+    points = read_points(log_dir, tag)
+    return {epoch: points[step] for epoch, step in enumerate(sorted(points), start=1)}
+
+
+def read_points(log_dir: str, tag: str) -> dict[int, float]:
+    """Step to value of ``tag`` in the event files under ``log_dir`` (any store).
+
+    A later event at the same step wins (the files in name order, as TensorBoard reads them).
+    """
     points: dict[int, float] = {}
     for name in storage.list_files(log_dir) if storage.exists(log_dir) else []:
         if "tfevents" not in name:
@@ -178,7 +187,7 @@ def read_curve(log_dir: str, tag: str = "epoch/val_accuracy") -> dict[int, float
             if point is not None:
                 points[point[0]] = point[1]
             pos = end + 4
-    return {epoch: points[step] for epoch, step in enumerate(sorted(points), start=1)}
+    return points
 
 
 class TrialReporter:

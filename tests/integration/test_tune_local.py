@@ -1,10 +1,13 @@
-"""``tbpipe run --tune`` through kfp.local: rounds, a failed trial, the budget, the goal stop.
+"""``tbpipe run --tune`` through kfp.local: rounds, a failed trial, pruning, the budget, the
+goal stop.
 
-Tiny runs (the builtin digits, 1 epoch, 2-3 trials, no fine-tuning). A user model whose
+Tiny runs (the builtin digits, 1-3 epochs, 1-5 trials, no fine-tuning). A user model whose
 ``width`` keyword is tuned fails to build at ``width=64``: that trial is recorded failed
-and the search goes on; with no failures allowed the run stops with one line. The study is
-read back from the log root (a local folder; S3 on moto's server for the goal stop), and a
-real TensorBoard's HParams plugin, asked over HTTP, lists every trial with its state.
+and the search goes on; with no failures allowed the run stops with one line. In the main
+run a trial with a tiny learning rate, suggested after three good ones, is pruned by the
+median pruner at epoch 2 of 3. The study is read back from the log root (a local folder;
+S3 on moto's server for the goal stop), and a real TensorBoard's HParams plugin, asked over
+HTTP, lists every trial with its state and its place on the Pareto front.
 """
 
 import json
@@ -15,6 +18,7 @@ import time
 
 import pytest
 
+from tbpipe.components.tuning.objectives import DEFAULT_OBJECTIVES, PARETO_METRIC, pareto_front
 from tbpipe.components.tuning.study import read_trials
 from tbpipe.pipelines.runners.tensorboard import start_tensorboard
 from tests.helpers import TBPIPE, free_port
@@ -35,21 +39,31 @@ def net(input_shape, num_classes, *, width=8):
 '''
 
 
-def tbpipe_run(root, run: str, *flags: str, log_root: str = "") -> subprocess.CompletedProcess:
+def tbpipe_run(root, run: str, *flags: str, log_root: str = "",
+               epochs: int = 1) -> subprocess.CompletedProcess:
     (root / "net.py").write_text(NET)
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    return subprocess.run([*TBPIPE, "run", "--model", "net.py:net", "--epochs", "1",
+    return subprocess.run([*TBPIPE, "run", "--model", "net.py:net", "--epochs", str(epochs),
                            "--finetune", "never", "--precision", "float32", "--log-root",
                            log_root or str(root / "logs"), "--pipeline-root", str(root / "kfp"),
                            "--experiment", "tune", "--run-name", run, *flags],
                           cwd=root, capture_output=True, text=True, timeout=1500, env=env)
 
 
+#: The main run's grid and seed: its seeded order (Optuna's GridSampler, one trial a round)
+#: is width 8, 4 (lr 0.02), 64 (fails), 16 (lr 0.02), then width 4 at lr 1e-6, whose curve
+#: stays near chance: three complete trials before it, so the median pruner (3 startup
+#: trials, from epoch 2 of 3) stops it after epoch 2.
+TUNED = ("--tune", "model.width=64|4|8|16", "--tune", "learning_rate=0.02|1e-6",
+         "--algorithm", "grid", "--trials", "5", "--max-failed-trials", "2",
+         "--pruner", "median", "--seed", "47")
+TINY_LR = 1e-6
+
+
 @pytest.fixture(scope="module")
 def tuned_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("tune")
-    proc = tbpipe_run(root, "t1", "--tune", "model.width=64|4|8", "--algorithm", "grid",
-                      "--trials", "3", "--max-failed-trials", "2")
+    proc = tbpipe_run(root, "t1", *TUNED, epochs=3)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     return root, proc.stdout
 
@@ -57,15 +71,15 @@ def tuned_run(tmp_path_factory):
 def test_a_failed_trial_is_recorded_and_the_search_goes_on(tuned_run):
     root, out = tuned_run
     records = read_trials(str(root / "logs" / "tune" / "t1" / "study"))
-    assert len(records) == 3
+    assert len(records) == 5
     failed = [r for r in records if r.state == "failed"]
     assert failed and all(r.params["model.width"] == 64 and "width 64 is too wide" in r.error
                           for r in failed)
     assert failed[0].number < records[-1].number  # a trial was suggested after a failure
     complete = [r for r in records if r.state == "complete"]
-    assert complete and all(r.params["model.width"] in (4, 8) for r in complete)
-    assert re.search(rf"^tune: 3 trials \(.*{len(failed)} failed.*\), best trial-0\d", out,
-                     re.M), out[-3000:]
+    assert complete and all(r.params["model.width"] in (4, 8, 16) for r in complete)
+    assert re.search(rf"^tune: {len(records)} trials \(.*{len(failed)} failed.*\), "
+                     r"best trial-0\d", out, re.M), out[-3000:]
     for record in failed:
         name = f"trial-{record.number + 1:02d}"
         assert re.search(rf"^\s+{name}\s+failed\s.*width 64 is too wide", out, re.M)
@@ -74,13 +88,42 @@ def test_a_failed_trial_is_recorded_and_the_search_goes_on(tuned_run):
     winner = max(complete, key=lambda r: (r.values["val_accuracy"], -r.number))
     assert meta["trial"] == f"trial-{winner.number + 1:02d}"
     summary = json.loads((root / "logs" / "tune" / "t1" / "_summary.json").read_text())
-    assert summary["trials"] == {"complete": len(complete), "failed": len(failed)}
+    pruned = [r for r in records if r.state == "pruned"]
+    assert summary["trials"] == {"complete": len(complete), "failed": len(failed),
+                                 "pruned": len(pruned)}
+
+
+def test_a_clearly_worse_trial_is_pruned_and_shown_pruned(tuned_run):
+    root, out = tuned_run
+    records = read_trials(str(root / "logs" / "tune" / "t1" / "study"))
+    tiny = [r for r in records if r.params["learning_rate"] == TINY_LR
+            and r.params["model.width"] <= 32]
+    before = [r for r in records if r.state == "complete" and r.number < tiny[0].number]
+    assert len(before) >= 3, "the grid's seeded order changed: see TUNED"
+    assert [r.state for r in tiny] == ["pruned"]
+    (pruned,) = tiny
+    assert pruned.epochs_run == 2 and sorted(pruned.intermediate) == [1, 2]
+    assert pruned.intermediate[2] < min(r.intermediate[2] for r in before)
+    assert os.path.exists(os.path.join(pruned.model_uri, "model.json"))  # its model kept
+    name = f"trial-{pruned.number + 1:02d}"
+    assert re.search(r"^tune: 5 trials \(.*1 pruned.*\)", out, re.M), out[-3000:]
+    assert re.search(rf"^\s+{name}\s+pruned\s+2\s", out, re.M), out[-3000:]
+    assert re.search(rf"train {name} .*\(pruned after 2 of 3 epochs\)", out), out[-3000:]
+    listed = subprocess.run([*TBPIPE, "runs", "--log-root", str(root / "logs")],
+                            capture_output=True, text=True, timeout=120)
+    assert listed.returncode == 0, listed.stderr
+    (line,) = [x for x in listed.stdout.splitlines() if x.split()[:2] == ["tune", "t1"]]
+    assert "5 (1 failed, 1 pruned)" in line, listed.stdout
 
 
 def test_every_trial_is_in_the_hparams_table_with_its_state(tuned_run, tmp_path):
     root, _ = tuned_run
     records = read_trials(str(root / "logs" / "tune" / "t1" / "study"))
     want = {f"tune/t1/trial-{r.number + 1:02d}/train": r.state for r in records}
+    assert "pruned" in want.values() and "failed" in want.values()
+    front = {r.number for r in pareto_front(records, DEFAULT_OBJECTIVES)}
+    want_front = {f"tune/t1/trial-{r.number + 1:02d}/train": float(r.number in front)
+                  for r in records}
     with open(tmp_path / "tb.log", "w") as log, start_tensorboard(
             str(root / "logs"), port=free_port(), reload_interval=1, output=log) as board:
         base = f"{board.url.rstrip('/')}/data/plugin/hparams"
@@ -91,10 +134,21 @@ def test_every_trial_is_in_the_hparams_table_with_its_state(tuned_run, tmp_path)
                 "startIndex": 0, "sliceSize": 100}).get("sessionGroups", [])
             served = {g["name"]: g["hparams"].get("tune_state") for g in groups
                       if "/trial-" in g["name"]}
-            if served == want or time.monotonic() > deadline:
+            on_front = {g["name"]: metric_value(g, PARETO_METRIC) for g in groups
+                        if "/trial-" in g["name"]}
+            if (served, on_front) == (want, want_front) or time.monotonic() > deadline:
                 break
             time.sleep(1)
     assert served == want
+    assert on_front == want_front
+
+
+def metric_value(group: dict, tag: str) -> float | None:
+    """A session group's value of the HParams metric ``tag`` (None: not there)."""
+    for metric in group.get("metricValues", []):
+        if metric["name"]["tag"] == tag:
+            return metric["value"]
+    return None
 
 
 def test_past_the_failure_budget_the_run_stops_in_one_line(tmp_path):

@@ -243,3 +243,39 @@ def test_rounds_and_the_choice_read_the_study_back_from_an_object_store(s3_root,
     assert (tmp_path / "best" / "model.keras").read_bytes() == b"weights"
     assert [row["state"] for row in outcome["trials"]] == ["failed", "complete", "pruned",
                                                            "complete"]
+
+
+def test_each_trials_place_on_the_pareto_front_goes_into_its_hparams(tmp_path):
+    """Two objectives: select-tuned writes ``hparam/pareto`` (1 on the front, 0 off it) into
+    each trial's folder, over the NaN its train step declared, at that same step."""
+    import math
+
+    from tbpipe.components.common.tensorboard.writer import log_hparams, open_writer
+    from tbpipe.components.tuning.objectives import PARETO_METRIC
+    from tests.helpers import read_scalars
+
+    study = str(tmp_path / "study")
+    tune = TuneConfig(("batch_size=32..256:int",), algorithm="random", trials=4, parallel=4,
+                      max_failed=1, objectives=("val_accuracy:max", "params:min"))
+    suggest_round(study, tune, 4, seed=2, now=0.0)
+    # (val_accuracy, params): 0 and 1 on the front, 2 beaten by 0 on both, 3 failed
+    figures = {0: (0.9, 500.0), 1: (0.8, 100.0), 2: (0.85, 600.0)}
+    logs = {number: str(tmp_path / "logs" / f"trial-{number}") for number in range(4)}
+    for number, (accuracy, params) in figures.items():
+        with open_writer(logs[number]) as writer:  # as a trial's train step leaves it
+            log_hparams(writer, {"tune_trial": number}, {"hparam/val_accuracy": accuracy,
+                                                          PARETO_METRIC: math.nan}, step=7)
+        (found,) = [r for r in read_trials(study) if r.number == number]
+        write_trial(study, found.replace(
+            state="complete", values={"val_accuracy": accuracy, "params": params},
+            log_dir=logs[number], model_uri=model_folder(tmp_path / f"m{number}", str(number))))
+    (failed,) = [r for r in read_trials(study) if r.number == 3]
+    write_trial(study, failed.replace(state="failed", error="boom", log_dir=logs[3]))
+
+    outcome = choose_tuned(study, tune, str(tmp_path / "best"), {"batch_size": 32, "seed": 42,
+                                                                 "precision": "auto"})
+    assert {row["trial"]: row["pareto"] for row in outcome["trials"]} == {
+        "trial-01": True, "trial-02": True, "trial-03": False, "trial-04": False}
+    for number, (step, value) in {0: (7, 1.0), 1: (7, 1.0), 2: (7, 0.0), 3: (0, 0.0)}.items():
+        points = read_scalars(logs[number])[PARETO_METRIC]
+        assert points[-1] == (step, value), number  # what TensorBoard shows: the last value

@@ -16,13 +16,12 @@ from typing import TYPE_CHECKING
 
 from tbpipe.components.common.errors import InputError, StorageError, os_errors
 from tbpipe.components.common.limits import MAX_CLASSES, MAX_METADATA_BYTES
-from tbpipe.components.common.regular_files import check_regular, read_bounded
+from tbpipe.components.common.regular_files import check_regular, read_bounded_uri
 from tbpipe.components.common.storage import (
     atomic_dir,
     download_file,
     is_remote,
     join,
-    read_bytes,
     upload_file,
     write_bytes,
 )
@@ -60,15 +59,9 @@ def save_model_folder(model: keras.Model, uri: str, meta: Mapping[str, object]) 
 def _read_meta_bytes(uri: str) -> bytes:
     """``model.json``'s bytes: a regular file of at most MAX_METADATA_BYTES (local or remote)."""
     meta_uri = join(uri, META_FILE)
-    if not is_remote(uri):
-        if not os.path.lexists(meta_uri):
-            raise StorageError(f"{meta_uri}: no such file")
-        return read_bounded(meta_uri, meta_uri, MAX_METADATA_BYTES, META_FILE)
-    data = read_bytes(meta_uri)
-    if len(data) > MAX_METADATA_BYTES:
-        raise InputError(f"{meta_uri}: {len(data)} bytes, more than the {MAX_METADATA_BYTES} a "
-                         f"{META_FILE} may have; {_HINT}")
-    return data
+    if not is_remote(uri) and not os.path.lexists(meta_uri):
+        raise StorageError(f"{meta_uri}: no such file")
+    return read_bounded_uri(meta_uri, MAX_METADATA_BYTES, META_FILE)
 
 
 def read_model_meta(uri: str) -> dict:

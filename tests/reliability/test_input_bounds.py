@@ -267,3 +267,35 @@ def test_a_fifo_is_refused_at_every_entry(tmp_path: Path, entry: str) -> None:
     error = finishes(action)
     assert isinstance(error, TbpipeError), repr(error)
     assert shown in str(error) and "FIFO (named pipe)" in str(error), str(error)
+
+
+@pytest.mark.parametrize("name", ["model.json", "_summary.json", "dataset.json"])
+@pytest.mark.parametrize("store", [pytest.param("s3", marks=pytest.mark.s3),
+                                   pytest.param("gcs", marks=pytest.mark.gcs)])
+def test_a_huge_remote_metadata_file_is_refused_before_it_is_in_memory(
+        store: str, name: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    """One ranged read of MAX_METADATA_BYTES + 1 (before: the whole object, then its size)."""
+    from tbpipe.components.common import storage
+    from tbpipe.components.common.errors import StorageError
+    from tbpipe.components.training.data import read_dataset_info
+
+    root = request.getfixturevalue(f"{store}_root")
+    size = 32 * limits.MAX_METADATA_BYTES
+    uri = storage.join(root, "exp", "run", name)
+    storage.upload_file(str(sparse(tmp_path / name, size)), uri)
+    read = {"model.json": lambda: read_model_meta(storage.join(root, "exp", "run")),
+            "_summary.json": lambda: read_run_summary(root, "exp", "run"),
+            "dataset.json": lambda: read_dataset_info(storage.join(root, "exp", "run"))}[name]
+
+    def refused() -> TbpipeError:
+        with pytest.raises((InputError, StorageError)) as error:
+            read()
+        return error.value
+
+    used, error = peak(refused)
+    print(f"{store} {name}: peak {used} bytes for a {size}-byte object")
+    assert used < size // 8, f"peak {used} bytes reading a {size}-byte {name}"
+    line = str(error)
+    assert line.startswith(f"{uri}: over {limits.MAX_METADATA_BYTES} bytes, more than the "
+                           f"{limits.MAX_METADATA_BYTES} a "), line
+    assert "\n" not in line

@@ -136,7 +136,8 @@ def check_class_names(uri: str, model_names: object, data_names: Sequence[str],
     """InputError unless the model's class names (``model.json``) are the data's, in order.
 
     A model without recorded names (a ``.keras`` file, an old Model folder) or data without
-    names passes: there is nothing to compare. Counts are checked apart.
+    names passes: there is nothing to compare. Counts are checked apart. The line names the
+    first class that differs and both lists (their first names, and their length).
     """
     if not data_names or not isinstance(model_names, list | tuple):
         return
@@ -149,7 +150,14 @@ def check_class_names(uri: str, model_names: object, data_names: Sequence[str],
     raise InputError(f"{uri}: class {k} is {model_names[k][:60]!r} in the model but "
                      f"{data_names[k][:60]!r} in the data"
                      + (" (the same names in another order)" if same_set else "")
+                     + f" (model: {_names_list(model_names)}, data: {_names_list(data_names)})"
                      + f"; the model's answers would be read as the wrong classes, {hint}")
+
+
+def _names_list(names: Sequence[str], most: int = 8) -> str:
+    """``[a, b, ...]`` for an error line: the first ``most`` names (cut), and the count."""
+    shown = ", ".join(repr(n[:30]) for n in names[:most])
+    return f"[{shown}]" if len(names) <= most else f"[{shown}, ... {len(names)} in all]"
 
 
 def check_model_fits(uri: str, model: keras.Model, image_shape, num_classes: int,

@@ -431,3 +431,26 @@ def test_decoding_an_image_at_max_image_pixels_stays_within_its_bound(kind: str,
     print(f"decoding a {side}x{side} {kind}: peak {used / 2**20:.1f} MiB resident")
     assert shape.startswith("(224, 224, 3)")
     assert used < PIXEL_BYTES * limits.MAX_IMAGE_PIXELS, used
+
+
+@pytest.mark.parametrize("store", ["local", pytest.param("s3", marks=pytest.mark.s3)])
+def test_a_huge_run_claim_reads_as_unreadable_without_being_read_whole(
+        store: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    """``_run.json`` held by another owner is read bounded (before: whole, after the create)."""
+    from tbpipe.components.common import storage
+    from tbpipe.components.common.run_claim import RUN_MARKER, claim_run
+
+    root = str(tmp_path / "logs") if store == "local" else request.getfixturevalue("s3_root")
+    size = 32 * limits.MAX_METADATA_BYTES
+    claim = storage.join(root, "exp", "r1", RUN_MARKER)
+    if store == "local":
+        os.makedirs(os.path.dirname(claim))
+        sparse(Path(claim), size)
+    else:
+        storage.upload_file(str(sparse(tmp_path / RUN_MARKER, size)), claim)
+    used, error = peak(lambda: claim_run(root, "exp", "r1", "job-b"))
+    print(f"{store}: peak {used} bytes for a {size}-byte {RUN_MARKER}")
+    assert used < size // 8, used
+    assert "claimed by an unreadable claim): pick another --run-name" in str(error)
+    claim_run(root, "exp", "r1", "job-b", resume=True)  # taken over
+    claim_run(root, "exp", "r1", "job-b")

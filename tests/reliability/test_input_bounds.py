@@ -277,7 +277,9 @@ def test_a_huge_remote_metadata_file_is_refused_before_it_is_in_memory(
     """One ranged read of MAX_METADATA_BYTES + 1 (before: the whole object, then its size)."""
     from tbpipe.components.common import storage
     from tbpipe.components.common.errors import StorageError
-    from tbpipe.components.training.data import read_dataset_info
+
+    if name == "dataset.json":  # imports TensorFlow: only here, and before measuring
+        from tbpipe.components.training.data import read_dataset_info
 
     root = request.getfixturevalue(f"{store}_root")
     size = 32 * limits.MAX_METADATA_BYTES

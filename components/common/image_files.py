@@ -102,10 +102,14 @@ def _to_8_bit(image, notes: list[str]):  # noqa: ANN001, ANN202 - PIL images
     if mode == "F":
         raise _UnknownRange(mode)
     if bits:
-        values = np.asarray(image, dtype=np.uint32)
+        values = np.array(image, dtype=np.uint32)  # a writable copy
         notes.append("converted_16_bit")
-        # 65535 -> 255: round(v / 257), the inverse of 8-bit -> 16-bit (b * 257).
-        return Image.fromarray(((values + 128) // 257).clip(0, 255).astype(np.uint8), "L")
+        # 65535 -> 255: round(v / 257), the inverse of 8-bit -> 16-bit (b * 257); in place,
+        # one uint32 copy of the image at a time (4 bytes a pixel, not 16).
+        values += 128
+        values //= 257
+        np.minimum(values, 255, out=values)
+        return Image.fromarray(values.astype(np.uint8), "L")
     if mode == "CMYK":
         notes.append("converted_cmyk")
         return image.convert("RGB")

@@ -16,13 +16,12 @@ from typing import TYPE_CHECKING
 
 from tbpipe.components.common.errors import InputError, StorageError, os_errors
 from tbpipe.components.common.limits import MAX_CLASSES, MAX_METADATA_BYTES
-from tbpipe.components.common.regular_files import check_regular, read_bounded
+from tbpipe.components.common.regular_files import check_regular, read_bounded_uri
 from tbpipe.components.common.storage import (
     atomic_dir,
     download_file,
     is_remote,
     join,
-    read_bytes,
     upload_file,
     write_bytes,
 )
@@ -60,15 +59,9 @@ def save_model_folder(model: keras.Model, uri: str, meta: Mapping[str, object]) 
 def _read_meta_bytes(uri: str) -> bytes:
     """``model.json``'s bytes: a regular file of at most MAX_METADATA_BYTES (local or remote)."""
     meta_uri = join(uri, META_FILE)
-    if not is_remote(uri):
-        if not os.path.lexists(meta_uri):
-            raise StorageError(f"{meta_uri}: no such file")
-        return read_bounded(meta_uri, meta_uri, MAX_METADATA_BYTES, META_FILE)
-    data = read_bytes(meta_uri)
-    if len(data) > MAX_METADATA_BYTES:
-        raise InputError(f"{meta_uri}: {len(data)} bytes, more than the {MAX_METADATA_BYTES} a "
-                         f"{META_FILE} may have; {_HINT}")
-    return data
+    if not is_remote(uri) and not os.path.lexists(meta_uri):
+        raise StorageError(f"{meta_uri}: no such file")
+    return read_bounded_uri(meta_uri, MAX_METADATA_BYTES, META_FILE)
 
 
 def read_model_meta(uri: str) -> dict:
@@ -143,7 +136,8 @@ def check_class_names(uri: str, model_names: object, data_names: Sequence[str],
     """InputError unless the model's class names (``model.json``) are the data's, in order.
 
     A model without recorded names (a ``.keras`` file, an old Model folder) or data without
-    names passes: there is nothing to compare. Counts are checked apart.
+    names passes: there is nothing to compare. Counts are checked apart. The line names the
+    first class that differs and both lists (their first names, and their length).
     """
     if not data_names or not isinstance(model_names, list | tuple):
         return
@@ -156,7 +150,14 @@ def check_class_names(uri: str, model_names: object, data_names: Sequence[str],
     raise InputError(f"{uri}: class {k} is {model_names[k][:60]!r} in the model but "
                      f"{data_names[k][:60]!r} in the data"
                      + (" (the same names in another order)" if same_set else "")
+                     + f" (model: {_names_list(model_names)}, data: {_names_list(data_names)})"
                      + f"; the model's answers would be read as the wrong classes, {hint}")
+
+
+def _names_list(names: Sequence[str], most: int = 8) -> str:
+    """``[a, b, ...]`` for an error line: the first ``most`` names (cut), and the count."""
+    shown = ", ".join(repr(n[:30]) for n in names[:most])
+    return f"[{shown}]" if len(names) <= most else f"[{shown}, ... {len(names)} in all]"
 
 
 def check_model_fits(uri: str, model: keras.Model, image_shape, num_classes: int,

@@ -14,6 +14,7 @@ import json
 
 from tbpipe.components.common import storage
 from tbpipe.components.common.errors import InputError, StorageError
+from tbpipe.components.common.limits import MAX_METADATA_BYTES
 from tbpipe.components.common.naming import job_of, validate_name
 
 RUN_MARKER = "_run.json"
@@ -49,7 +50,8 @@ def claim_run(log_root: str, experiment: str, run: str, owner: str,
     except StorageError:
         if not storage.exists(marker):
             raise
-    holder = _holder(storage.read_bytes(marker))
+    # at most MAX_METADATA_BYTES of it (a bigger one reads as an unreadable claim)
+    holder = _holder(storage.read_bytes(marker, max_bytes=MAX_METADATA_BYTES))
     if holder == owner:
         return
     if not resume:

@@ -13,7 +13,13 @@ import numpy as np
 from tbpipe.components.common import storage
 from tbpipe.components.common.dataset import iter_shards, read_info
 from tbpipe.components.common.errors import InputError
-from tbpipe.components.common.model_format import class_names, load_model_folder
+from tbpipe.components.common.model_format import (
+    MODEL_FILE,
+    check_class_names,
+    class_names,
+    load_keras_file,
+    read_model_meta,
+)
 from tbpipe.components.common.tensorboard.writer import open_writer
 from tbpipe.components.evaluation.config import EvaluateConfig, EvaluateResult
 from tbpipe.components.evaluation.metrics import (
@@ -50,11 +56,17 @@ def evaluate_model(model_uri: str, test_uri: str, report_uri: str, log_dir: str,
 
     Raises:
         InputError: A bad target or batch size, a folder that is not a model, or a model
-            whose input shape or class count does not fit the test data.
+            whose input shape, class count or class names do not fit the test data.
 
     """
     with storage.local_input(test_uri) as local_test:
-        model, model_info = load_model_folder(model_uri, compile=False)
+        # the names the model was trained with are the test data's (as finetune and promote
+        # check them), compared before the larger model.keras loads
+        model_info = read_model_meta(model_uri)
+        check_class_names(model_uri, model_info.get("class_names"),
+                          read_info(local_test).class_names,
+                          "evaluate with the test data of the model's own classes")
+        model = load_keras_file(storage.join(model_uri, MODEL_FILE), compile=False)
         mistakes = MistakeSample()
         result, pr_hist = score_model(model, model_info, local_test, test_uri, config,
                                       model_uri=model_uri, mistakes=mistakes)

@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from tbpipe.components.common.naming import tensorboard_run_url
-from tbpipe.components.common.tensorboard.writer import heatmap, markdown_table
+from tbpipe.components.common.tensorboard.writer import heatmap, heatmap_cell, markdown_table
 from tbpipe.components.evaluation.config import EvaluateConfig, EvaluateResult
 from tbpipe.components.evaluation.metrics import (
     PR_THRESHOLDS,
@@ -20,6 +20,8 @@ from tbpipe.components.evaluation.metrics import (
 from tbpipe.components.evaluation.misclassified import Mistake, labeled_tiles, png_base64
 
 EVAL_STEP = 0
+#: The smallest cell (pixels) of the confusion image that still gets its class name drawn.
+MIN_LABELED_CELL = 10
 
 
 def log_evaluation(writer, result: EvaluateResult, pr_histograms: np.ndarray) -> None:
@@ -71,9 +73,14 @@ def labeled_heatmap(matrix: np.ndarray, names: Sequence[str], cell: int = 20) ->
     """:func:`heatmap` of ``matrix`` with the class names on its axes (CHW, values in [0, 1]).
 
     Names are drawn left of the rows (true class) and above the columns (predicted, written
-    upwards); without PIL, the plain heatmap.
+    upwards); without PIL, or where so many classes shrink a cell below ``MIN_LABELED_CELL``
+    pixels (``HEATMAP_MAX_SIDE``: one name could not be told from the next), the plain
+    heatmap.
     """
     image = heatmap(matrix, cell)
+    cell = heatmap_cell(len(matrix), cell)
+    if cell < MIN_LABELED_CELL:
+        return image
     try:
         from PIL import Image, ImageDraw, ImageFont
     except ImportError:

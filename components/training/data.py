@@ -22,7 +22,9 @@ import tensorflow as tf
 
 from tbpipe.components.common.dataset import MANIFEST, DatasetInfo, read_info
 from tbpipe.components.common.errors import InputError, StorageError
-from tbpipe.components.common.storage import is_remote, join, read_bytes
+from tbpipe.components.common.limits import MAX_METADATA_BYTES
+from tbpipe.components.common.regular_files import read_bounded_uri
+from tbpipe.components.common.storage import is_remote, join
 
 DEFAULT_SHUFFLE_BUFFER = 50_000
 _EPOCH_SEED_STRIDE = 1_000_003
@@ -159,8 +161,8 @@ def read_dataset_info(dataset_dir: str) -> DatasetInfo:
     """Read a Dataset folder's manifest (local or gs://); InputError if there is none."""
     if not is_remote(dataset_dir):
         return read_info(dataset_dir)
-    try:
-        manifest = read_bytes(join(dataset_dir, MANIFEST))
+    try:  # at most MAX_METADATA_BYTES of it come into memory (a bigger one: one line)
+        manifest = read_bounded_uri(join(dataset_dir, MANIFEST), MAX_METADATA_BYTES, MANIFEST)
     except StorageError as exc:
         raise InputError(f"{dataset_dir}: not a tbpipe Dataset ({exc})") from exc
     with tempfile.TemporaryDirectory(prefix="tbpipe-manifest-") as tmp:

@@ -267,3 +267,192 @@ def test_a_fifo_is_refused_at_every_entry(tmp_path: Path, entry: str) -> None:
     error = finishes(action)
     assert isinstance(error, TbpipeError), repr(error)
     assert shown in str(error) and "FIFO (named pipe)" in str(error), str(error)
+
+
+@pytest.mark.parametrize("name", ["model.json", "_summary.json", "dataset.json"])
+@pytest.mark.parametrize("store", [pytest.param("s3", marks=pytest.mark.s3),
+                                   pytest.param("gcs", marks=pytest.mark.gcs)])
+def test_a_huge_remote_metadata_file_is_refused_before_it_is_in_memory(
+        store: str, name: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    """One ranged read of MAX_METADATA_BYTES + 1 (before: the whole object, then its size)."""
+    from tbpipe.components.common import storage
+    from tbpipe.components.common.errors import StorageError
+
+    if name == "dataset.json":  # imports TensorFlow: only here, and before measuring
+        from tbpipe.components.training.data import read_dataset_info
+
+    root = request.getfixturevalue(f"{store}_root")
+    size = 32 * limits.MAX_METADATA_BYTES
+    uri = storage.join(root, "exp", "run", name)
+    storage.upload_file(str(sparse(tmp_path / name, size)), uri)
+    read = {"model.json": lambda: read_model_meta(storage.join(root, "exp", "run")),
+            "_summary.json": lambda: read_run_summary(root, "exp", "run"),
+            "dataset.json": lambda: read_dataset_info(storage.join(root, "exp", "run"))}[name]
+
+    def refused() -> TbpipeError:
+        with pytest.raises((InputError, StorageError)) as error:
+            read()
+        return error.value
+
+    used, error = peak(refused)
+    print(f"{store} {name}: peak {used} bytes for a {size}-byte object")
+    assert used < size // 8, f"peak {used} bytes reading a {size}-byte {name}"
+    line = str(error)
+    assert line.startswith(f"{uri}: over {limits.MAX_METADATA_BYTES} bytes, more than the "
+                           f"{limits.MAX_METADATA_BYTES} a "), line
+    assert "\n" not in line
+
+
+# ---- memory at the bounds themselves -------------------------------------------------------
+#: Traced bytes one evaluation table may peak at, per confusion-matrix cell, at MAX_CLASSES
+#: (256 MiB for 1024**2 cells; measured: at most 124 MiB, docs/reliability.md).
+CELL_BYTES = 256
+
+
+def max_classes_scores():  # noqa: ANN201 - (result, pr histograms, gate scores new and base)
+    """An evaluation at MAX_CLASSES: 8 test examples a class, 70 % right."""
+    import numpy as np
+
+    from tbpipe.components.evaluation.core import summarize
+    from tbpipe.components.evaluation.metrics import PR_THRESHOLDS, confusion_matrix
+    from tbpipe.components.promotion.gate import ExampleScores
+
+    k = limits.MAX_CLASSES
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, k, 8 * k)
+    predicted = np.where(rng.random(labels.size) < 0.7, labels, rng.integers(0, k, labels.size))
+    names = tuple(f"class-{i}" for i in range(k))
+    result = summarize(confusion_matrix(labels, predicted, k), 1.0, 0.5, names)
+    pr = np.zeros((k, 2, PR_THRESHOLDS))
+    pr[:, 1, 0], pr[:, 0, -1] = labels.size - 8, 8
+
+    def scores(guess: np.ndarray) -> ExampleScores:
+        return ExampleScores(labels=labels, predicted=guess, losses=np.ones(labels.size),
+                             num_classes=k, class_names=names, params=1, latency_ms=1.0)
+
+    baseline = np.where(rng.random(labels.size) < 0.6, labels, predicted)
+    return result, pr, scores(predicted), scores(baseline)
+
+
+def test_evaluate_report_and_gate_at_max_classes_stay_within_their_bound() -> None:
+    """The k**2 work (confusion, confused pairs, per-class tables, the gate) at MAX_CLASSES."""
+    import numpy as np
+    import sklearn.metrics  # noqa: F401 - imported before measuring: its import is not the work
+
+    from tbpipe.components.evaluation.config import EvaluateConfig
+    from tbpipe.components.evaluation.core import summarize
+    from tbpipe.components.evaluation.metrics import most_confused
+    from tbpipe.components.evaluation.report import render_html_report, render_report
+    from tbpipe.components.promotion.gate import Change, Gate, Threshold, check_gate
+
+    result, _, new, baseline = max_classes_scores()
+    confusion = np.asarray(result.confusion_matrix)
+    every_class = {"f1": Threshold(lower_bound=0.0),
+                   "recall": Threshold(change=Change("higher", absolute=-1.0))}
+    gate = Gate(metrics={"accuracy": Threshold(lower_bound=0.1)}, classes={"*": every_class},
+                significance=0.9, significance_metric="macro_f1", resamples=200)
+    work = {"summarize": lambda: summarize(confusion, 1.0, 0.5, result.names),
+            "most_confused": lambda: most_confused(confusion, 10),
+            "render_report": lambda: render_report(result, "m", "t", {}, EvaluateConfig()),
+            "render_html_report": lambda: render_html_report(result, [], 0, "m", "t", {},
+                                                             EvaluateConfig()),
+            "check_gate": lambda: check_gate(gate, new, baseline)}
+    bound = CELL_BYTES * limits.MAX_CLASSES ** 2
+    for name, action in work.items():
+        used, outcome = peak(action)
+        print(f"{name} at {limits.MAX_CLASSES} classes: peak {used / 2**20:.1f} MiB")
+        assert not isinstance(outcome, Exception), outcome
+        assert used < bound, f"{name}: peak {used} bytes at MAX_CLASSES, bound {bound}"
+
+
+def test_tensorboard_summaries_at_max_classes_stay_within_their_bound(tmp_path: Path) -> None:
+    """log_evaluation at MAX_CLASSES (before: a 20480-pixel confusion image, about 15 GB)."""
+    import numpy as np
+
+    from tbpipe.components.common.tensorboard.writer import HEATMAP_MAX_SIDE, open_writer
+    from tbpipe.components.evaluation.report import labeled_heatmap, log_evaluation
+
+    result, pr, _, _ = max_classes_scores()
+
+    def log() -> None:
+        with open_writer(str(tmp_path)) as writer:
+            log_evaluation(writer, result, pr)
+
+    used, outcome = peak(log)
+    print(f"log_evaluation at {limits.MAX_CLASSES} classes: peak {used / 2**20:.1f} MiB")
+    assert outcome is None
+    assert used < CELL_BYTES * limits.MAX_CLASSES ** 2, used
+    image = labeled_heatmap(np.eye(limits.MAX_CLASSES, dtype=np.float32), result.names)
+    assert image.shape == (3, HEATMAP_MAX_SIDE, HEATMAP_MAX_SIDE)  # 2-pixel cells, unlabelled
+
+
+#: Resident bytes decoding one image may add, per pixel, at MAX_IMAGE_PIXELS (384 MiB);
+#: measured: at most 341 MiB, an RGBA PNG with transparency (docs/reliability.md).
+PIXEL_BYTES = 24
+_DECODE = """
+import sys
+from PIL import Image, ImageOps  # imported before the peak is reset
+from tbpipe.components.common.image_files import decode_image
+
+def kib(key):
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith(key))
+
+with open("/proc/self/clear_refs", "w") as refs:  # the peak (VmHWM) starts again from here
+    refs.write("5")
+before = kib("VmRSS:")
+pixels, notes = decode_image(sys.argv[1], 224, 224, 3)
+print((kib("VmHWM:") - before) * 1024, pixels.shape, notes)
+"""
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="Linux's peak reset")
+@pytest.mark.parametrize("kind", ["rgb.png", "rgba.png", "gray16.png"])
+def test_decoding_an_image_at_max_image_pixels_stays_within_its_bound(kind: str,
+                                                                      tmp_path: Path) -> None:
+    """PIL's buffers are not Python's (tracemalloc misses them): a child's peak RSS is read.
+
+    The widest conversions: 16-bit gray to 8 bits (before: four uint32 copies, 229 MiB) and
+    transparency flattened onto black.
+    """
+    import subprocess
+    import sys
+
+    import numpy as np
+    from PIL import Image
+
+    side = int(limits.MAX_IMAGE_PIXELS ** 0.5)
+    ramp = (np.add.outer(np.arange(side), np.arange(side)) % 256).astype(np.uint8)
+    image = {"rgb.png": lambda: Image.fromarray(np.stack([ramp] * 3, -1), "RGB"),
+             "rgba.png": lambda: Image.fromarray(np.stack([ramp] * 4, -1), "RGBA"),
+             "gray16.png": lambda: Image.fromarray(ramp.astype(np.uint16) * 257)}[kind]()
+    image.save(tmp_path / kind, compress_level=1)
+    child = subprocess.run([sys.executable, "-c", _DECODE, str(tmp_path / kind)],
+                           capture_output=True, text=True, timeout=120, check=True)
+    used, shape = int(child.stdout.split()[0]), child.stdout.split(" ", 1)[1]
+    print(f"decoding a {side}x{side} {kind}: peak {used / 2**20:.1f} MiB resident")
+    assert shape.startswith("(224, 224, 3)")
+    assert used < PIXEL_BYTES * limits.MAX_IMAGE_PIXELS, used
+
+
+@pytest.mark.parametrize("store", ["local", pytest.param("s3", marks=pytest.mark.s3)])
+def test_a_huge_run_claim_reads_as_unreadable_without_being_read_whole(
+        store: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    """``_run.json`` held by another owner is read bounded (before: whole, after the create)."""
+    from tbpipe.components.common import storage
+    from tbpipe.components.common.run_claim import RUN_MARKER, claim_run
+
+    root = str(tmp_path / "logs") if store == "local" else request.getfixturevalue("s3_root")
+    size = 32 * limits.MAX_METADATA_BYTES
+    claim = storage.join(root, "exp", "r1", RUN_MARKER)
+    if store == "local":
+        os.makedirs(os.path.dirname(claim))
+        sparse(Path(claim), size)
+    else:
+        storage.upload_file(str(sparse(tmp_path / RUN_MARKER, size)), claim)
+    used, error = peak(lambda: claim_run(root, "exp", "r1", "job-b"))
+    print(f"{store}: peak {used} bytes for a {size}-byte {RUN_MARKER}")
+    assert used < size // 8, used
+    assert "claimed by an unreadable claim): pick another --run-name" in str(error)
+    claim_run(root, "exp", "r1", "job-b", resume=True)  # taken over
+    claim_run(root, "exp", "r1", "job-b")

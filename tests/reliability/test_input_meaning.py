@@ -311,6 +311,42 @@ def test_finetune_and_promotion_compare_names_before_loading_the_model(tmp_path:
         load_fitting_model(str(folder), (4, 4, 1), 2, "hint", class_names=("cat", "dog"))
 
 
+def test_evaluate_compares_names_before_loading_the_model(tmp_path: Path) -> None:
+    """Standalone evaluate checks names as finetune and promote do (before: scored anyway)."""
+    import json
+
+    from tbpipe.components.common.dataset import DatasetWriter
+    from tbpipe.components.evaluation.config import EvaluateConfig
+    from tbpipe.components.evaluation.core import evaluate_model
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "model.json").write_text(json.dumps({
+        "format": "tbpipe.model.v1", "image_shape": [4, 4, 1], "num_classes": 2,
+        "class_names": ["dog", "cat"]}))  # no model.keras: the names are refused first
+    writer = DatasetWriter(str(tmp_path / "test"), (4, 4, 1), 2)
+    writer.write(np.zeros((4, 4, 4, 1), np.uint8), np.array([0, 1, 0, 1]))
+    writer.class_names = ("cat", "dog")
+    writer.close()
+
+    def evaluate() -> None:
+        evaluate_model(str(folder), str(tmp_path / "test"), str(tmp_path / "report.md"),
+                       str(tmp_path / "logs"), EvaluateConfig())
+
+    with pytest.raises(InputError) as refused:
+        evaluate()
+    line = str(refused.value)
+    assert line.startswith(f"{folder}: class 0 is 'dog' in the model but 'cat' in the data "
+                           "(the same names in another order) (model: ['dog', 'cat'], "
+                           "data: ['cat', 'dog'])"), line
+    assert "\n" not in line
+    (folder / "model.json").write_text(json.dumps({
+        "format": "tbpipe.model.v1", "image_shape": [4, 4, 1], "num_classes": 2,
+        "class_names": ["cat", "dog"]}))
+    with pytest.raises(InputError, match="cannot load the Keras model"):  # names pass
+        evaluate()
+
+
 def test_the_step_line_tbpipe_run_shows_names_what_was_skipped_and_converted(
         tmp_path: Path, capsys) -> None:
     from kfp.dsl import Dataset, Metrics

@@ -468,13 +468,16 @@ def supports_conditional_create(uri: str) -> bool:
 
 
 def _create_remote(uri: str, data: bytes, deadline: float) -> bytes | None:
-    """Create the object; None, or what it already held (read back within the deadline)."""
+    """Create the object; None, or what it already held (read back within the deadline).
+
+    What it held is read up to ``len(data) + 1`` bytes, as locally: enough to compare.
+    """
     fs, path = filesystem(uri)
     stop_at = time.monotonic() + deadline
     if scheme(uri) not in CONDITIONAL_CREATE:
         _warn_unconditional(uri)
         if exists(uri, deadline):
-            return read_bytes(uri, max(stop_at - time.monotonic(), 0.1))
+            return read_bytes(uri, max(stop_at - time.monotonic(), 0.1), max_bytes=len(data))
         write_bytes(uri, data, max(stop_at - time.monotonic(), 0.1))
         return None
 
@@ -493,7 +496,7 @@ def _create_remote(uri: str, data: bytes, deadline: float) -> bytes | None:
     except StorageError as exc:
         if not isinstance(exc.__cause__, FileExistsError):
             raise
-        return read_bytes(uri, max(stop_at - time.monotonic(), 0.1))
+        return read_bytes(uri, max(stop_at - time.monotonic(), 0.1), max_bytes=len(data))
     return None
 
 

@@ -163,12 +163,28 @@ def image_grid(images: np.ndarray, columns: int = 8) -> np.ndarray:
     return grid
 
 
+#: The most pixels a side of a :func:`heatmap` has: cells shrink (to one pixel) past it, so a
+#: matrix of ``limits.MAX_CLASSES`` classes draws in 3 x 2048**2 floats (48 MiB), not 5 GB.
+HEATMAP_MAX_SIDE = 2048
+
+
+def heatmap_cell(cells: int, cell: int) -> int:
+    """The side of one cell when ``cells`` of them, wanted ``cell`` pixels wide, are drawn."""
+    return max(1, min(cell, HEATMAP_MAX_SIDE // max(cells, 1)))
+
+
 def heatmap(matrix: np.ndarray, cell: int = 16) -> np.ndarray:
-    """A matrix as a ``(3, rows*cell, cols*cell)`` image: white (0) to dark blue (max)."""
-    m = np.asarray(matrix, dtype=np.float64)
-    scaled = m / m.max() if m.max() > 0 else m
+    """A matrix as a ``(3, rows*c, cols*c)`` float32 image: white (0) to dark blue (max).
+
+    ``c`` is ``cell``, smaller where the image would be wider than ``HEATMAP_MAX_SIDE``
+    (:func:`heatmap_cell`).
+    """
+    m = np.asarray(matrix, dtype=np.float32)
+    cell = heatmap_cell(max(m.shape), cell)
+    top = m.max() if m.size else 0.0
+    scaled = m / top if top > 0 else m
     rgb = np.stack([1 - scaled, 1 - 0.7 * scaled, 1 - 0.2 * scaled])
-    return np.kron(rgb, np.ones((cell, cell))).astype(np.float32)
+    return rgb.repeat(cell, axis=1).repeat(cell, axis=2)
 
 
 def markdown_table(header: list[str], rows: list[list[object]]) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 
 import pytest
-from tensorboardX import SummaryWriter
 from tensorboardX.proto import event_pb2
 
 from tbpipe.components.common import storage
@@ -20,10 +19,9 @@ from tbpipe.components.common.tensorboard.segments import (
     iter_records,
     marker_length,
     published_part,
-    read_records,
-    restart_marker,
 )
 from tbpipe.pipelines.runners.tensorboard_mirror import STATE_FILE, Mirror
+from tests.helpers import event_file_parts
 
 pytestmark = pytest.mark.s3
 NAME = "events.out.tfevents.1700000000.host.1"
@@ -33,18 +31,9 @@ STEPS = 60
 @pytest.fixture
 def event_file(tmp_path) -> tuple[bytes, list[bytes], bytes]:
     """A step's event file: its bytes, cut into 4 segments, and its compacted object."""
-    with SummaryWriter(str(tmp_path / "writer")) as writer:
-        for step in range(STEPS):
-            writer.add_scalar("loss", 1.0 / (step + 1), step)
-    (name,) = os.listdir(tmp_path / "writer")
-    path = str(tmp_path / "writer" / name)
-    data = open(path, "rb").read()
-    segments, offset = [], 0
-    while offset < len(data):
-        segments.append(read_records(path, offset, len(data) // 4 + 1))
-        offset += len(segments[-1])
+    data, segments, compacted = event_file_parts(str(tmp_path / "writer"), STEPS)
     assert len(segments) >= 3 and b"".join(segments) == data
-    return data, segments, (restart_marker(path) or b"") + data
+    return data, segments, compacted
 
 
 def summary_steps(path: str) -> list[int]:

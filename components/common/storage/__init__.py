@@ -599,6 +599,8 @@ def list_file_info(uri: str, deadline: float | None = None) -> dict[str, FileInf
         if not _was_not_found(exc):
             raise
         found = {}
+    if isinstance(found, list):  # adlfs answers a file's path with its name, detail or not
+        found = {name: {} for name in found}
     infos = {name[len(prefix):]: FileInfo(int(info.get("size") or 0), _version(info))
              for name, info in found.items()
              if name.startswith(prefix) and not name.endswith("/")

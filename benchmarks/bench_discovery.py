@@ -19,11 +19,13 @@ are medians and ratios of medians against the "after" arm measured in the same p
 
 ``--scale`` (issue 26, item 8) measures how the shared TensorBoard grows with the number of
 finished runs: log roots of ``--sizes`` runs (one compacted event object a step, as a
-finished run leaves it) on an S3 server (moto, in its own process), TensorBoard started as
-``tbpipe tensorboard`` starts it for ``s3://`` (the Python loader), once per setting in
-:data:`SCALE_SETTINGS`, timed from process start until every series is served up to its last
-point, with the TensorBoard process's resident memory (now and peak, from ``/proc``) then.
-The settings alternate within each size (A B, B A, ...).
+finished run leaves it) on an S3 server (moto, in its own process), TensorBoard started by
+``start_tensorboard`` (what ``tbpipe tensorboard`` runs, in a small driver process: the
+loaders' fixed cost of importing tbpipe is in every setting alike) once per setting in
+:data:`SCALE_SETTINGS` (the Python loader reading the store, or the mirror loader), timed
+from the driver's start until every series is served up to its last point, with the
+resident memory (now and peak, from ``/proc``) of TensorBoard's processes and of tbpipe's
+then. The settings alternate within each size (A B, B A, ...).
 """
 
 from __future__ import annotations
@@ -62,16 +64,32 @@ FLAGS = {
     "--timeout": (900.0, "per TensorBoard start, seconds"),
     "--scale": (False, "the growth with the run count on S3 (moto) instead of the four arms"),
     "--sizes": ("50,200,500", "--scale: finished runs per log root"),
-    "--settings": ("before,after", "--scale: which of SCALE_SETTINGS (by the word before ':')"),
+    "--settings": ("after,mirror", "--scale: which of SCALE_SETTINGS (by the word before ':')"),
 }
-#: --scale's TensorBoard settings: name -> flags added after tbpipe's own (the last value of a
-#: flag wins). "before": one reload thread, TensorBoard's default and what `tbpipe tensorboard`
-#: passed before issue 26; "after": the launcher's own defaults now (nothing added). Both run
-#: the frontend of this checkout, so how it reads s3:// (s3fs now) is the same in both.
+#: --scale's TensorBoard settings: name -> (loader, flags added after tbpipe's own; the last
+#: value of a flag wins). "before": the Python loader with one reload thread, TensorBoard's
+#: default and what `tbpipe tensorboard` passed before issue 26; "after": the Python loader
+#: with the launcher's defaults (16 reload threads, s3fs); "mirror": the native data server
+#: on a local mirror synced by tbpipe (`auto`'s choice for s3:// now).
 SCALE_SETTINGS = {
-    "before: one reload thread": ("--max_reload_threads=1",),
-    "after: tbpipe's defaults": (),
+    "before: python loader, one reload thread": ("python", ("--max_reload_threads=1",)),
+    "after: python loader, tbpipe's defaults": ("python", ()),
+    "mirror: native data server on a local mirror": ("mirror", ()),
 }
+#: The driver process of --scale: ``start_tensorboard`` as ``tbpipe tensorboard`` calls it;
+#: SIGTERM stops TensorBoard and the mirror's sync. Arguments: root, port, loader, flags...
+DRIVER = """
+import signal, sys
+from tbpipe.pipelines.runners.tensorboard import start_tensorboard
+root, port, loader, *extra = sys.argv[1:]
+server = start_tensorboard(root, port=int(port), loader=loader, extra_args=extra,
+                           ready_timeout=600)
+signal.signal(signal.SIGTERM, lambda *_: server.process.terminate())
+try:
+    server.process.wait()
+finally:
+    server.stop()
+"""
 
 
 @contextlib.contextmanager
@@ -276,21 +294,40 @@ def memory_mib(pid: int) -> tuple[float, float]:
     return (int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024)
 
 
-def serve_scale(root: str, series: int, points: int, extra: tuple[str, ...],
+def descendants(pid: int) -> list[int]:
+    """The processes under ``pid`` (children, theirs...), from ``/proc``'s parent links."""
+    parents = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                stat = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()
+                parents[int(entry)] = int(stat[1])
+    found, frontier = [], [pid]
+    while frontier:
+        children = [p for p, parent in parents.items() if parent in frontier]
+        found += children
+        frontier = children
+    return found
+
+
+def serve_scale(root: str, series: int, points: int, setting: tuple[str, tuple[str, ...]],
                 timeout: float, store_pid: int) -> dict:
     """Start TensorBoard as ``tbpipe tensorboard`` does on ``root``; time and memory once served.
 
     Returns:
         ``http`` (s to answer), ``all`` (s until every series reaches ``points``), ``served``
-        (series served then), ``rss_mib`` and ``peak_rss_mib`` (the process's memory then),
-        ``tb_cpu_s`` and ``store_cpu_s`` (CPU seconds TensorBoard and the store used by then).
+        (series served then), ``rss_mib`` and ``peak_rss_mib`` (TensorBoard's processes:
+        the frontend and the data server, summed), ``tbpipe_rss_mib`` (the driver, which
+        holds the mirror), ``tb_cpu_s``, ``tbpipe_cpu_s`` and ``store_cpu_s`` (CPU seconds
+        used by then).
     """
     from benchmarks.bench_tensorboard import last_steps
     from benchmarks.report import quiet_env
-    from tbpipe.pipelines.runners.tensorboard import tensorboard_command, tensorboard_env
+    from tbpipe.pipelines.runners.tensorboard import tensorboard_env
 
+    loader, extra = setting
     port = free_port()
-    command = tensorboard_command(root, "127.0.0.1", port, "python", extra_args=extra)
+    command = [sys.executable, "-c", DRIVER, root, str(port), loader, *extra]
     url = f"http://127.0.0.1:{port}/"
     marks: dict[str, float] = {}
     with tempfile.TemporaryFile() as log:
@@ -316,16 +353,24 @@ def serve_scale(root: str, series: int, points: int, extra: tuple[str, ...],
                     time.sleep(0.5)
             marks["all"] = time.perf_counter() - started
             marks["served"] = len(complete)
-            marks["rss_mib"], marks["peak_rss_mib"] = memory_mib(process.pid)
-            marks["tb_cpu_s"] = cpu_seconds(process.pid)
+            tensorboard = descendants(process.pid)
+            memory = [memory_mib(pid) for pid in tensorboard]
+            marks["rss_mib"] = sum(now for now, _ in memory)
+            marks["peak_rss_mib"] = sum(peak for _, peak in memory)
+            marks["tbpipe_rss_mib"] = memory_mib(process.pid)[0]
+            marks["tb_cpu_s"] = sum(cpu_seconds(pid) for pid in tensorboard)
+            marks["tbpipe_cpu_s"] = cpu_seconds(process.pid)
             marks["store_cpu_s"] = cpu_seconds(store_pid) - store_cpu
         finally:
             process.terminate()
             try:
-                process.wait(10)
+                process.wait(20)
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+            for pid in descendants(process.pid):  # none: the driver stops TensorBoard
+                with contextlib.suppress(OSError):
+                    os.kill(pid, 9)
     return marks
 
 
@@ -365,9 +410,12 @@ def run_scale(args: argparse.Namespace) -> Report:
                             raise RuntimeError(f"{size} runs, {name}: {marks['served']}/{series}"
                                                " series served")
                         progress(f"discovery --scale: {size} runs, {name}: every series after "
-                                 f"{marks['all']:.1f} s, RSS {marks['rss_mib']:.0f} MiB, CPU "
-                                 f"TensorBoard {marks['tb_cpu_s']:.1f} s, store "
-                                 f"{marks['store_cpu_s']:.1f} s")
+                                 f"{marks['all']:.1f} s, RSS TensorBoard "
+                                 f"{marks['rss_mib']:.0f} MiB + tbpipe "
+                                 f"{marks['tbpipe_rss_mib']:.0f} MiB, CPU TensorBoard "
+                                 f"{marks['tb_cpu_s']:.1f} s, tbpipe {marks['tbpipe_cpu_s']:.1f}"
+                                 f" s, store {marks['store_cpu_s']:.1f} s, load "
+                                 f"{os.getloadavg()[0]:.1f}")
                         results.setdefault((size, name), []).append(marks)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -389,7 +437,9 @@ def build_scale_report(args: argparse.Namespace, sizes: list[int],
                          f"{served / first:.2f}",
                          f"{max(m['rss_mib'] for m in marks):.0f}",
                          f"{max(m['peak_rss_mib'] for m in marks):.0f}",
+                         f"{max(m['tbpipe_rss_mib'] for m in marks):.0f}",
                          f"{median([m['tb_cpu_s'] for m in marks]):.1f}",
+                         f"{median([m['tbpipe_cpu_s'] for m in marks]):.1f}",
                          f"{median([m['store_cpu_s'] for m in marks]):.1f}"])
             headline[f"{name.split(':')[0]}_{size}_s"] = round(served, 1)
         last = median([m["all"] for m in results[(sizes[-1], name)]])
@@ -397,14 +447,16 @@ def build_scale_report(args: argparse.Namespace, sizes: list[int],
     report = Report("bench_discovery", "8b. The shared TensorBoard at a team's scale (s3://)",
                     ["setting", "finished runs", "series", "answers HTTP s",
                      "every series served s (median)", "each round s", f"x {sizes[0]} runs",
-                     "RSS then MiB", "peak RSS MiB", "TensorBoard CPU s", "store CPU s"], rows)
+                     "TensorBoard RSS then MiB", "TensorBoard peak RSS MiB", "tbpipe RSS MiB",
+                     "TensorBoard CPU s", "tbpipe CPU s", "store CPU s"], rows)
     report.headline.update(headline)
     report.notes += [
         f"Each run: {args.steps} step folders, one compacted event object each ({args.tags} "
         f"scalar tags x {args.points} points); moto's S3 server in its own process on the "
         "same machine (no network latency).",
-        "TensorBoard as tbpipe tensorboard starts it for s3:// (the Python loader, "
-        f"TensorFlow-free frontend, reload interval 5 s); {args.rounds} round(s) per setting.",
+        "TensorBoard started by start_tensorboard (tbpipe tensorboard's) in a driver process, "
+        "TensorFlow-free frontend, reload interval 5 s; the driver's import of tbpipe (kfp "
+        f"included) is in every setting; {args.rounds} round(s) per setting.",
     ]
     return report
 

@@ -119,3 +119,28 @@ def point_fsspec_at_environment() -> None:
         fsspec.config.conf.pop(key)
     fsspec.config.set_conf_env(fsspec.config.conf)
     reset_filesystems()
+
+
+def event_file_parts(folder: str, steps: int, parts: int = 4) -> tuple[bytes, list[bytes], bytes]:
+    """One step's event file (scalar ``loss`` at steps 0..steps-1), as tbpipe's sink publishes it.
+
+    Returns:
+        The file's bytes, the same cut into about ``parts`` segments of whole records (the
+        objects ``<file>.NNNNNN``), and its compacted object (restart marker, then the bytes).
+
+    """
+    from tensorboardX import SummaryWriter
+
+    from tbpipe.components.common.tensorboard.segments import read_records, restart_marker
+
+    with SummaryWriter(folder) as writer:
+        for step in range(steps):
+            writer.add_scalar("loss", 1.0 / (step + 1), step)
+    (name,) = [n for n in os.listdir(folder) if "tfevents" in n]
+    path = os.path.join(folder, name)
+    data = open(path, "rb").read()
+    segments, offset = [], 0
+    while offset < len(data):
+        segments.append(read_records(path, offset, len(data) // parts + 1))
+        offset += len(segments[-1])
+    return data, segments, (restart_marker(path) or b"") + data

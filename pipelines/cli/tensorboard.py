@@ -26,9 +26,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cmd.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
     cmd.add_argument("--port", type=int, default=6006, help="port (default: %(default)s)")
     cmd.add_argument("--loader", choices=LOADERS, default="auto",
-                     help="fast (native data server), python, or auto: fast where it can read")
+                     help="fast: TensorBoard's native data server, on local folders and real "
+                          "gs://; mirror: the same on a local mirror of the store, synced "
+                          "every reload (s3://, az://, an emulator's gs://, any fsspec "
+                          "store); python: TensorBoard's Python loader reading the store "
+                          "itself; auto (default): fast where it can read, else mirror, "
+                          "else python (no data server installed)")
     cmd.add_argument("--reload-interval", type=float, default=5,
-                     help="seconds between reloads (default: %(default)s)")
+                     help="seconds between reloads, and between syncs of a mirror "
+                          "(default: %(default)s)")
+    cmd.add_argument("--mirror-dir", default=None, metavar="DIR",
+                     help="the mirror loader's folder, kept after exit so that the next start "
+                          "fetches only what changed (one folder per log root); default: a "
+                          "temporary folder, removed at exit")
     cmd.add_argument("tensorboard_args", nargs="*", metavar="TENSORBOARD_FLAGS",
                      help="after --: TensorBoard's own flags, passed through")
     kubeflow = cmd.add_argument_group(
@@ -51,15 +61,20 @@ def run_tensorboard(args: argparse.Namespace) -> int:
     if args.kubeflow_url:
         return print_kubeflow_tensorboard(args)
     server = start_tensorboard(args.log_root, args.host, args.port, args.loader,
-                               args.reload_interval, extra_args=args.tensorboard_args)
+                               args.reload_interval, extra_args=args.tensorboard_args,
+                               mirror_dir=args.mirror_dir)
     print(f"TensorBoard {server.url} serving {args.log_root}", flush=True)
     print(f"loader: {server.loader.name} ({server.loader.reason})", flush=True)
+    if server.mirror is not None and server.mirror.first is not None:
+        first, kept = server.mirror.first, "kept" if args.mirror_dir else "removed at exit"
+        print(f"mirror: {server.mirror.local_dir} ({kept}): {first.fetched} objects, "
+              f"{first.fetched_bytes / 2**20:.1f} MiB in {first.seconds:.1f} s; synced every "
+              f"{args.reload_interval:g} s", flush=True)
     with on_sigterm(server.process.terminate):
         try:
             return server.process.wait()
-        except KeyboardInterrupt:
+        finally:  # SIGTERM, Ctrl-C or TensorBoard's own exit: the mirror's sync stops too
             server.stop()
-            raise
 
 
 #: Where Kubernetes puts the pod's namespace (a Kubeflow notebook's is its profile's).

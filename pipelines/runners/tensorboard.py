@@ -1,20 +1,27 @@
 """``tbpipe tensorboard``: one TensorBoard on a log root (a local folder or any store URI).
 
-Two loaders, and the fastest one that can read the root runs:
+Three loaders; ``auto`` picks the fastest one that can read the root:
 
-* ``fast``: TensorBoard's native data server (``--load_fast=true``, Rust). It reads local
-  folders and real GCS (credentials from the environment), but not an emulator nor any
-  other store.
-* ``python``: TensorBoard's Python loader, for every other root. It runs without
+* ``fast``: TensorBoard's native data server (``--load_fast=true``, Rust: parses in parallel,
+  outside Python's GIL). It reads local folders and real GCS (credentials from the
+  environment), but not an emulator nor any other store. ``auto``'s choice there.
+* ``mirror``: the native data server on a local mirror of the root
+  (:mod:`.tensorboard_mirror`): tbpipe lists the root once per reload interval through its
+  storage layer (fsspec) and fetches only what changed, many objects at once, so that a run
+  that is still writing shows live. ``auto``'s choice for every other store (``s3://``,
+  ``az://``, ``gs://`` on an emulator, any scheme fsspec knows) where the data server binary
+  is installed: on 500 finished runs it serves every series several times sooner than the
+  Python loader (docs/performance.md, section 8b). The mirror is a temporary folder removed
+  at exit, or ``mirror_dir`` (``--mirror-dir``), kept for the next start.
+* ``python``: TensorBoard's Python loader reading the store itself. It runs without
   TensorFlow, so its file layer (``tensorboard.compat.tensorflow_stub.io.gfile``) reads
   every scheme through fsspec: ``s3://`` with s3fs (the ``AWS_*`` environment; the frontend
   routes it there, past TensorBoard's own boto3 reader, which is the fallback without
   s3fs), ``gs://`` with gcsfs (which honours ``STORAGE_EMULATOR_HOST``), ``az://``/``abfs://``
-  with adlfs, and whatever fsspec implementation is installed. No tbpipe code per store,
-  and no local mirror: TensorBoard reads the store itself. Also the fallback where no data
-  server binary is installed.
+  with adlfs, and whatever fsspec implementation is installed. No local copy; ``auto``'s
+  choice where no data server binary is installed, and the explicit alternative elsewhere.
 
-Either loader runs behind the same frontend, ``tensorboard_frontend.py``: TensorBoard
+Every loader runs behind the same frontend, ``tensorboard_frontend.py``: TensorBoard
 in a process where TensorFlow is blocked. TensorBoard needs no TensorFlow to serve, and not
 importing it makes every start about 4 s sooner (docs/performance.md, section 5).
 """
@@ -29,11 +36,15 @@ import sys
 import time
 import urllib.request
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from tbpipe.components.common.errors import InputError, TbpipeError
 from tbpipe.components.common.storage import exists, is_remote, scheme, to_local_path
 
-LOADERS = ("auto", "fast", "python")
+if TYPE_CHECKING:
+    from tbpipe.pipelines.runners.tensorboard_mirror import Mirror
+
+LOADERS = ("auto", "fast", "mirror", "python")
 #: Runs the Python loader reloads at once on an object store (TensorBoard's
 #: ``--max_reload_threads``, default 1). Each run's reload is a few requests that wait on the
 #: network, so threads overlap them: 1.6-2.2x sooner on 50-500 finished runs with TensorBoard's
@@ -62,36 +73,47 @@ def data_server_available() -> bool:
 
 def choose_loader(log_root: str, environ: Mapping[str, str] = os.environ,
                   fast_available: bool | None = None) -> LoaderChoice:
-    """Pick the fast loader wherever it can read ``log_root``, else the Python loader."""
+    """Pick the fast loader wherever it can read ``log_root``, else the mirror (or python)."""
     fast = data_server_available() if fast_available is None else fast_available
     if not fast:
         return LoaderChoice("python", "no TensorBoard data server binary is installed")
+    mirrored = ("a local mirror synced every reload through fsspec, read by the native data "
+                "server; --loader python reads the store itself")
     if scheme(log_root) == "gs" and environ.get("STORAGE_EMULATOR_HOST"):
-        return LoaderChoice("python", "gs:// on an emulator (STORAGE_EMULATOR_HOST); the fast "
-                                      "loader reads only real GCS, gcsfs reads both")
+        return LoaderChoice("mirror", "gs:// on an emulator (STORAGE_EMULATOR_HOST), which the "
+                                      f"native data server cannot read: {mirrored}")
     if is_remote(log_root) and scheme(log_root) != "gs":
-        return LoaderChoice("python", f"{scheme(log_root)}:// (the fast loader reads only local "
-                                      "folders and gs://; the Python loader reads any store "
-                                      "fsspec knows)")
+        return LoaderChoice("mirror", f"{scheme(log_root)}:// (the native data server reads "
+                                      f"only local folders and gs://): {mirrored}")
     where = "real GCS" if is_remote(log_root) else "a local folder"
     return LoaderChoice("fast", f"native data server (--load_fast=true) on {where}")
 
 
 def tensorboard_command(log_root: str, host: str, port: int, loader: str,
-                        reload_interval: float = 5, extra_args: Sequence[str] = ()) -> list[str]:
+                        reload_interval: float = 5, extra_args: Sequence[str] = (),
+                        mirror_dir: str | None = None) -> list[str]:
     """Return the command line of the TensorBoard process for ``loader``.
 
-    Both loaders run behind the TensorFlow-free frontend (``tensorboard_frontend.py``). The
+    Every loader runs behind the TensorFlow-free frontend (``tensorboard_frontend.py``). The
     Python loader on an object store reloads :data:`REMOTE_RELOAD_THREADS` runs at once;
+    ``mirror`` is the fast loader on ``mirror_dir`` (the local mirror of ``log_root``);
     ``extra_args`` come last, so a flag there overrides tbpipe's.
     """
-    if loader not in ("fast", "python"):
-        raise InputError(f"loader {loader!r}: use fast or python (choose_loader resolves auto)")
+    if loader not in ("fast", "mirror", "python"):
+        raise InputError(f"loader {loader!r}: use fast, mirror or python (choose_loader "
+                         "resolves auto)")
     if loader == "fast" and is_remote(log_root) and scheme(log_root) != "gs":
         raise InputError(f"--loader fast cannot read {log_root}: TensorBoard's data server "
-                         "reads local folders and gs:// only; use --loader python (or auto)")
-    load_fast = "true" if loader == "fast" else "false"
-    logdir = log_root if is_remote(log_root) else to_local_path(log_root)
+                         "reads local folders and gs:// only; use --loader mirror or python "
+                         "(or auto)")
+    if loader == "mirror" and not mirror_dir:
+        raise InputError("--loader mirror needs the mirror's folder (start_tensorboard makes "
+                         "one)")
+    load_fast = "false" if loader == "python" else "true"
+    if loader == "mirror":
+        logdir = str(mirror_dir)
+    else:
+        logdir = log_root if is_remote(log_root) else to_local_path(log_root)
     threads = ([f"--max_reload_threads={REMOTE_RELOAD_THREADS}"]
                if loader == "python" and is_remote(log_root) else [])
     frontend = os.path.join(os.path.dirname(__file__), "tensorboard_frontend.py")
@@ -107,16 +129,21 @@ class TensorBoardServer:
     process: subprocess.Popen
     url: str
     loader: LoaderChoice
+    mirror: Mirror | None = None  # the ``mirror`` loader's, synced in a thread of ours
 
     def stop(self, timeout: float = 10) -> int:
-        """Terminate TensorBoard and return its exit status."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-        return self.process.wait()
+        """Terminate TensorBoard, stop the mirror's sync (if any), return TensorBoard's status."""
+        try:
+            if self.process.poll() is None:
+                self.process.terminate()
+                try:
+                    self.process.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    self.process.kill()
+            return self.process.wait()
+        finally:
+            if self.mirror is not None:
+                self.mirror.stop()
 
     def __enter__(self) -> TensorBoardServer:
         return self
@@ -128,21 +155,29 @@ class TensorBoardServer:
 def start_tensorboard(log_root: str, host: str = "127.0.0.1", port: int = 6006,
                       loader: str = "auto", reload_interval: float = 5,
                       extra_args: Sequence[str] = (), output=None,  # noqa: ANN001
-                      ready_timeout: float = 120) -> TensorBoardServer:
+                      ready_timeout: float = 120,
+                      mirror_dir: str | None = None) -> TensorBoardServer:
     """Start TensorBoard on ``log_root`` and return once it answers HTTP.
+
+    With the ``mirror`` loader the root is mirrored once before TensorBoard starts (so its
+    first load finds every finished run), then every ``reload_interval`` seconds in a thread
+    that :meth:`TensorBoardServer.stop` ends.
 
     Args:
         log_root: A local folder or a store URI (``gs://``, ``s3://``, ``az://``, any
             scheme fsspec knows).
         host: The address to bind (loopback by default).
         port: The port to serve on.
-        loader: ``auto`` (see :func:`choose_loader`), ``fast`` or ``python``.
-        reload_interval: Seconds between reloads of the log root.
+        loader: ``auto`` (see :func:`choose_loader`), ``fast``, ``mirror`` or ``python``.
+        reload_interval: Seconds between reloads of the log root (and syncs of a mirror).
         extra_args: More TensorBoard flags, e.g. ``--samples_per_plugin=scalars=5000``.
         output: Where TensorBoard's own output goes (a file object); None inherits ours.
         ready_timeout: The most seconds to wait for TensorBoard to answer.
+        mirror_dir: The ``mirror`` loader's folder, kept afterwards; None: a temporary
+            folder removed when TensorBoard stops.
 
     Raises:
+        InputError: a loader or mirror folder that cannot serve ``log_root`` (one line).
         TbpipeError: the root cannot be read (StorageError) or TensorBoard did not start.
 
     """
@@ -151,17 +186,55 @@ def start_tensorboard(log_root: str, host: str = "127.0.0.1", port: int = 6006,
     elif not os.path.isdir(to_local_path(log_root)):
         print(f"note: {log_root} does not exist yet; TensorBoard shows runs once they appear")
     choice = choose_loader(log_root) if loader == "auto" else LoaderChoice(loader, "as asked")
+    if mirror_dir and choice.name != "mirror":
+        raise InputError(f"--mirror-dir is for the mirror loader; {log_root} is served by "
+                         f"the {choice.name} loader")
+    mirror = start_mirror(log_root, mirror_dir, reload_interval) \
+        if choice.name == "mirror" else None
     env = tensorboard_env(os.environ)
-    command = tensorboard_command(log_root, host, port, choice.name, reload_interval, extra_args)
-    process = subprocess.Popen(command, env=env, stdout=output, stderr=output,
-                               stdin=subprocess.DEVNULL)
-    server = TensorBoardServer(process, f"http://{host}:{port}/", choice)
+    try:
+        command = tensorboard_command(log_root, host, port, choice.name, reload_interval,
+                                      extra_args, mirror.local_dir if mirror else None)
+        process = subprocess.Popen(command, env=env, stdout=output, stderr=output,
+                                   stdin=subprocess.DEVNULL)
+    except BaseException:
+        if mirror is not None:
+            mirror.stop()
+        raise
+    server = TensorBoardServer(process, f"http://{host}:{port}/", choice, mirror)
     try:
         wait_until_ready(server, ready_timeout)
     except BaseException:
         server.stop()
         raise
+    if mirror is not None:
+        mirror.start()
     return server
+
+
+def start_mirror(log_root: str, mirror_dir: str | None, interval: float) -> Mirror:
+    """The mirror of ``log_root``, synced once (its thread not started yet).
+
+    Raises:
+        InputError: ``log_root`` is a local folder, or no data server is installed.
+        StorageError: the first sync failed (the temporary folder is removed).
+
+    """
+    from tbpipe.pipelines.runners.tensorboard_mirror import Mirror
+
+    if not is_remote(log_root):
+        raise InputError(f"--loader mirror copies a store; {log_root} is a local folder, which "
+                         "the fast loader reads as it is")
+    if not data_server_available():
+        raise InputError("--loader mirror needs TensorBoard's data server binary (pip install "
+                         "tensorboard-data-server); use --loader python")
+    mirror = Mirror(log_root, mirror_dir, interval)
+    try:
+        mirror.first = mirror.sync()
+    except BaseException:
+        mirror.stop()
+        raise
+    return mirror
 
 
 def tensorboard_env(environ: Mapping[str, str]) -> dict[str, str]:

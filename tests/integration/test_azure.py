@@ -64,7 +64,7 @@ def test_pipeline_on_azure_blob_and_tensorboard_serves_every_step(az_root, tmp_p
         try:
             address, loader = cli.stdout.readline(), cli.stdout.readline()
             assert base in address and log_root in address, address
-            assert loader.startswith("loader: python") and "az://" in loader, loader
+            assert loader.startswith("loader: mirror") and "az://" in loader, loader
             deadline = time.monotonic() + 90
             tags: dict = {}
             while time.monotonic() < deadline:

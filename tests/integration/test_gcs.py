@@ -85,10 +85,10 @@ def test_long_run_is_watched_live(gcs_emulator, gcs_root, tmp_path):
     port = free_port()
     with open(tmp_path / "tb.log", "w") as log, start_tensorboard(
             gcs_root, port=port, reload_interval=1, extra_args=TB_FLAGS, output=log) as tb:
-        assert tb.loader.name == "python"  # gs:// on an emulator
-        # segments only: TensorBoard's Python loader (used for an emulator) stops at an event
-        # file deleted under it, and this one lags the writer by more than the compaction's
-        # grace (docs/performance.md, section 8); test_fast_loader_reads_a_compacted_run
+        assert tb.loader.name == "mirror"  # gs:// on an emulator: the data server on a mirror
+        # segments only, as a run that is still writing shows them (the mirror appends each
+        # new segment to one local file); tests/unit/test_tensorboard_mirror.py has segments
+        # replaced by the compacted object, test_fast_loader_reads_a_run the compacted run
         child = start_logger(run_dir, compact=False)
         seen_while_running = []
         while child.poll() is None:
@@ -159,9 +159,9 @@ def test_python_loader_started_after_compaction_reads_every_step_once(gcs_emulat
     finish(start_logger(run_dir, steps=3000, pause=0.005))
     assert len(storage.list_files(run_dir)) == 1
     with open(tmp_path / "tb.log", "w") as log, start_tensorboard(
-            gcs_root, port=free_port(), reload_interval=1, extra_args=TB_FLAGS,
-            output=log) as tb:
-        assert tb.loader.name == "python"
+            gcs_root, port=free_port(), loader="python", reload_interval=1,
+            extra_args=TB_FLAGS, output=log) as tb:
+        assert tb.loader.name == "python"  # asked for: auto picks the mirror here
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             points = scalar_points(tb.url, "exp/done/train", "loss")
@@ -180,7 +180,7 @@ def test_cli_serves_a_gs_root_and_says_which_loader(gcs_emulator, gcs_root):
     try:
         address, loader = cli.stdout.readline(), cli.stdout.readline()
         assert f"http://127.0.0.1:{port}/" in address and gcs_root in address
-        assert loader.startswith("loader: python") and "STORAGE_EMULATOR_HOST" in loader
+        assert loader.startswith("loader: mirror") and "STORAGE_EMULATOR_HOST" in loader
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             tags = http_json(f"http://127.0.0.1:{port}/data/plugin/scalars/tags") or {}

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import signal
 import subprocess
 import time
 import urllib.error
@@ -13,7 +15,8 @@ import urllib.request
 import pytest
 
 from tbpipe.components.common import storage
-from tests.helpers import TBPIPE, free_port
+from tbpipe.components.common.tensorboard.segments import COMPACTED_SUFFIX
+from tests.helpers import TBPIPE, event_file_parts, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.s3]
 
@@ -75,7 +78,7 @@ def test_pipeline_reads_and_logs_on_s3_and_tensorboard_serves_every_step(s3_serv
         try:
             address, loader = cli.stdout.readline(), cli.stdout.readline()
             assert base in address and log_root in address, address
-            assert loader.startswith("loader: python") and "s3://" in loader, loader
+            assert loader.startswith("loader: mirror") and "s3://" in loader, loader
             deadline = time.monotonic() + 90
             tags: dict = {}
             while time.monotonic() < deadline:
@@ -94,3 +97,57 @@ def test_pipeline_reads_and_logs_on_s3_and_tensorboard_serves_every_step(s3_serv
         finally:
             cli.terminate()
             cli.wait(timeout=20)
+
+
+def wait_for_points(base_url: str, run: str, enough, timeout: float = 90) -> list:
+    """Poll the scalars of ``run``/loss until ``enough(points)``; the last answer."""
+    deadline = time.monotonic() + timeout
+    points = []
+    while time.monotonic() < deadline:
+        points = scalar_points(base_url, run, "loss")
+        if enough(points):
+            break
+        time.sleep(0.5)
+    return points
+
+
+def test_mirror_serves_finished_runs_and_a_live_one_then_stops_on_sigterm(s3_server, s3_root,
+                                                                          tmp_path):
+    """``tbpipe tensorboard --log-root s3://...``: the native data server on a local mirror."""
+    steps = 40
+    name = "events.out.tfevents.1700000000.host.1"
+    _, segments, compacted = event_file_parts(str(tmp_path / "writer"), steps)
+    finished = [f"exp/r{n}/{step}" for n in range(3) for step in ("train", "evaluate")]
+    for run in finished:
+        storage.write_bytes(storage.join(s3_root, run, name + COMPACTED_SUFFIX), compacted)
+    live = storage.join(s3_root, "exp", "live", "train")
+    storage.write_bytes(storage.join(live, f"{name}.000000"), segments[0])
+    port = free_port()
+    base = f"http://127.0.0.1:{port}/"
+    with open(tmp_path / "tb.log", "w") as log:
+        cli = subprocess.Popen([*TBPIPE, "tensorboard", "--log-root", s3_root, "--port",
+                                str(port), "--reload-interval", "1"],
+                               stdout=subprocess.PIPE, stderr=log, text=True)
+        try:
+            address, loader, mirror = (cli.stdout.readline() for _ in range(3))
+            assert base in address and s3_root in address, address
+            assert loader.startswith("loader: mirror") and "s3://" in loader, loader
+            assert mirror.startswith("mirror: ") and "removed at exit" in mirror, mirror
+            folder = mirror.split()[1]
+            assert os.path.isdir(folder)
+            for run in finished:  # every step of every finished run, each once
+                points = wait_for_points(base, run, lambda p: len(p) >= steps)
+                assert [p[1] for p in points] == list(range(steps)), run
+            first = wait_for_points(base, "exp/live/train", lambda p: len(p) > 0)
+            assert 0 < len(first) < steps, first  # segment 0 only: the run is writing
+            for seq in range(1, len(segments)):  # the writer publishes the rest
+                storage.write_bytes(storage.join(live, f"{name}.{seq:06d}"), segments[seq])
+            points = wait_for_points(base, "exp/live/train", lambda p: len(p) >= steps)
+            assert [p[1] for p in points] == list(range(steps))  # new points, each once
+            cli.send_signal(signal.SIGTERM)
+            assert cli.wait(timeout=30) is not None  # TensorBoard and the sync thread stop
+            assert not os.path.exists(folder)  # the temporary mirror is removed
+        finally:
+            if cli.poll() is None:
+                cli.kill()
+                cli.wait()

@@ -23,18 +23,39 @@ EMULATOR = {"STORAGE_EMULATOR_HOST": "http://127.0.0.1:9023"}
 @pytest.mark.parametrize(("root", "environ", "fast", "expected"), [
     ("/logs", {}, True, "fast"),
     ("gs://bucket/logs", {}, True, "fast"),
-    ("gs://bucket/logs", EMULATOR, True, "python"),
+    ("gs://bucket/logs", EMULATOR, True, "mirror"),  # the data server reads real GCS only
     ("/logs", EMULATOR, True, "fast"),  # the emulator matters only for gs://
     ("/logs", {}, False, "python"),
     ("gs://bucket/logs", {}, False, "python"),
-    ("s3://bucket/logs", {}, True, "python"),  # the data server reads no s3://
-    ("s3://bucket/logs", {"AWS_ENDPOINT_URL": "http://127.0.0.1:9000"}, True, "python"),
-    ("az://container/logs", {}, True, "python"),  # any other store: TensorBoard's fsspec reader
+    ("s3://bucket/logs", {}, True, "mirror"),  # the data server on a local mirror of s3://
+    ("s3://bucket/logs", {"AWS_ENDPOINT_URL": "http://127.0.0.1:9000"}, True, "mirror"),
+    ("az://container/logs", {}, True, "mirror"),  # any other store fsspec knows
+    ("s3://bucket/logs", {}, False, "python"),  # no data server: TensorBoard's fsspec reader
     ("file:///logs", {}, True, "fast"),
 ])
 def test_loader_is_fast_wherever_it_can_read_the_root(root, environ, fast, expected):
     choice = choose_loader(root, environ, fast_available=fast)
     assert choice.name == expected and choice.reason
+    if expected == "mirror":
+        assert "--loader python" in choice.reason  # the alternative, named
+
+
+def test_the_mirror_loader_is_the_fast_loader_on_the_mirror_folder():
+    mirror = tensorboard_command("s3://b/logs", "127.0.0.1", 6006, "mirror",
+                                 mirror_dir="/tmp/m")
+    assert mirror[3] == "--load_fast=true" and "--logdir=/tmp/m" in mirror
+    assert not any(a.startswith("--max_reload_threads") for a in mirror)  # Rust reads in parallel
+    with pytest.raises(InputError, match="--loader mirror needs the mirror's folder"):
+        tensorboard_command("s3://b/logs", "127.0.0.1", 6006, "mirror")
+
+
+def test_mirror_of_a_local_folder_or_a_stray_mirror_dir_is_one_clear_line(tmp_path):
+    from tbpipe.pipelines.runners.tensorboard import start_tensorboard
+
+    with pytest.raises(InputError, match="--loader mirror copies a store"):
+        start_tensorboard(str(tmp_path), port=6006, loader="mirror")
+    with pytest.raises(InputError, match="--mirror-dir is for the mirror loader"):
+        start_tensorboard(str(tmp_path), port=6006, mirror_dir=str(tmp_path / "m"))
 
 
 def test_data_server_is_installed_here():
@@ -102,7 +123,7 @@ def test_s3_endpoint_reaches_tensorboards_s3_reader():
 
 def test_unknown_loader_is_one_clear_line():
     for loader in ("auto", "rust"):  # auto is resolved before, by choose_loader
-        with pytest.raises(InputError, match=f"loader '{loader}': use fast or python"):
+        with pytest.raises(InputError, match=f"loader '{loader}': use fast, mirror or python"):
             tensorboard_command("/logs", "127.0.0.1", 6006, loader)
 
 
@@ -110,6 +131,7 @@ def test_cli_defaults_to_the_pipeline_log_root_on_loopback():
     args = build_parser().parse_args(["tensorboard"])
     assert args.log_root == DEFAULT_LOG_ROOT  # where `tbpipe run` writes by default
     assert (args.host, args.port, args.loader) == ("127.0.0.1", 6006, "auto")
+    assert args.mirror_dir is None  # a temporary mirror, removed at exit
 
 
 # --- Kubeflow's Tensorboard resource: print its address, start nothing ---------------------

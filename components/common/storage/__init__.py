@@ -30,6 +30,7 @@ it adds to fsspec is:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import random
 import re
@@ -38,7 +39,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -549,31 +550,130 @@ def _local_temp(path: str, data: bytes | None = None) -> Iterator[str]:
             os.unlink(tmp)
 
 
+@dataclasses.dataclass(frozen=True)
+class FileInfo:
+    """What a listing says of one file: its size, and a token that changes with its content."""
+
+    size: int
+    #: The store's ETag or generation (a local file's mtime in ns); "" where none is given.
+    version: str = ""
+
+
+#: The listing fields that change when an object's content does, in order of preference
+#: (s3fs and adlfs give an ETag, gcsfs a generation, every one a modification time).
+_VERSION_FIELDS = ("ETag", "etag", "generation", "md5Hash", "LastModified", "last_modified",
+                   "updated", "mtime", "created")
+
+
 def list_files(uri: str, max_results: int | None = None,
                deadline: float | None = None) -> list[str]:
     """Paths of the files under ``uri``, relative to it, sorted.
 
     Locally a file lists as ``[""]``; remote, only objects under the prefix ``uri/`` count.
     """
+    names = sorted(list_file_info(uri, deadline))
+    return names[:max_results] if max_results is not None else names
+
+
+def list_file_info(uri: str, deadline: float | None = None) -> dict[str, FileInfo]:
+    """The files under ``uri`` (relative paths) with their size and version: one listing.
+
+    Remote, one recursive ``find`` (a paginated listing of the prefix on S3, GCS and Azure,
+    whatever the depth); locally a walk. A local file lists as ``{"": ...}``.
+
+    Raises:
+        StorageError: the bucket does not exist, or another permanent error.
+
+    """
     if not is_remote(uri):
         root = Path(to_local_path(uri))
         if root.is_file():
-            return [""]
-        return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+            stat = root.stat()
+            return {"": FileInfo(stat.st_size, str(stat.st_mtime_ns))}
+        found = {}
+        for path in root.rglob("*"):
+            with contextlib.suppress(OSError):  # gone since the walk saw it
+                if path.is_file():
+                    stat = path.stat()
+                    found[str(path.relative_to(root))] = FileInfo(stat.st_size,
+                                                                  str(stat.st_mtime_ns))
+        return found
     fs, path = filesystem(uri)
     prefix = path.rstrip("/") + "/"
     fs.invalidate_cache(path)
     try:
-        found = _call(uri, deadline, "find", path)
+        found = _call(uri, deadline, "find", path, detail=True)
     except StorageError as exc:
         if not _was_not_found(exc):
             raise
-        found = []
-    names = sorted(name[len(prefix):] for name in found
-                   if name.startswith(prefix) and not name.endswith("/"))
-    if not names:
+        found = {}
+    if isinstance(found, list):  # adlfs answers a file's path with its name, detail or not
+        found = {name: {} for name in found}
+    infos = {name[len(prefix):]: FileInfo(int(info.get("size") or 0), _version(info))
+             for name, info in found.items()
+             if name.startswith(prefix) and not name.endswith("/")
+             and info.get("type", "file") != "directory"}
+    if not infos:
         _check_bucket(uri, deadline)
-    return names[:max_results] if max_results is not None else names
+    return infos
+
+
+def _version(info: dict) -> str:
+    return next((str(info[field]) for field in _VERSION_FIELDS if info.get(field)), "")
+
+
+def read_ranges(uris: Sequence[str], starts: Sequence[int], ends: Sequence[int],
+                deadline: float | None = None, batch_size: int = 32) -> list[bytes | None]:
+    """Read ``uris[i]`` from byte ``starts[i]`` up to ``ends[i]``, many at once.
+
+    Remote (every URI on the store of the first), fsspec's concurrent ``cat_ranges``, at most
+    ``batch_size`` requests in flight, one ranged GET each; the reads that failed for a
+    transient reason are retried together until the deadline, those done are kept. Locally,
+    plain reads.
+
+    Returns:
+        Each range's bytes, in order; None for a file that does not exist (any more).
+
+    Raises:
+        StorageError: a permanent error on one of them (one line naming it), or
+            StorageUnavailable once transient errors outlast ``deadline``.
+
+    """
+    out: list[bytes | None] = [None] * len(uris)
+    if not uris:
+        return out
+    if not is_remote(uris[0]):
+        for i, (uri, start, end) in enumerate(zip(uris, starts, ends, strict=True)):
+            with contextlib.suppress(FileNotFoundError), os_errors(uri, "cannot read"), \
+                    open(to_local_path(uri), "rb") as handle:
+                handle.seek(start)
+                out[i] = handle.read(max(end - start, 0))
+        return out
+    fs, _ = filesystem(uris[0])
+    paths = [fs._strip_protocol(uri) for uri in uris]
+    pending = list(range(len(uris)))
+
+    def attempt(left: float) -> None:
+        results = _attempt(fs, "cat_ranges", left, [paths[i] for i in pending],
+                           [starts[i] for i in pending], [ends[i] for i in pending],
+                           batch_size=batch_size, on_error="return")
+        failed, transient = [], None
+        for i, result in zip(list(pending), results, strict=True):
+            if not isinstance(result, BaseException):
+                out[i] = bytes(result)
+            elif _is_not_found(result) and not _credentials_missing(result):
+                out[i] = None
+            elif _is_transient(result):
+                failed.append(i)
+                transient = result
+            else:
+                raise _storage_error(uris[i], result) from result
+        pending[:] = failed
+        if transient is not None:
+            raise transient
+
+    _retried(uris[pending[0]], _deadline(deadline), attempt)
+    return out
 
 
 def delete_file(uri: str, deadline: float | None = None) -> None:

@@ -25,6 +25,7 @@ segments and perhaps the compacted object, which read together still give every 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import struct
 import tempfile
@@ -41,6 +42,53 @@ MAX_SEGMENT_BYTES = 4 << 20
 COMPACTED_SUFFIX = ".compacted"
 _LENGTH = struct.Struct("<Q")
 _FRAMING = 12 + 4  # length + length CRC before the data, data CRC after it
+
+
+#: A published object of an event file: ``<file>.NNNNNN`` (a segment) or ``<file>.compacted``.
+_PUBLISHED = re.compile(r"^(?P<file>.*tfevents.*?)(?:\.(?P<seq>\d{6})|(?P<compacted>\.compacted))$")
+
+
+def is_event_file(name: str) -> bool:
+    """Whether ``name`` is (an object of) an event file, as TensorBoard's loaders tell them."""
+    return "tfevents" in name.rsplit("/", 1)[-1]
+
+
+def published_part(name: str) -> tuple[str, int | None]:
+    """The event file that the object ``name`` belongs to, and which part of it it is.
+
+    Returns:
+        ``(file, seq)`` for segment ``seq`` of ``file``, ``(file, None)`` for its compacted
+        object, and ``(name, -1)`` for an event file published whole (not by tbpipe's sink).
+
+    """
+    match = _PUBLISHED.match(name)
+    if match is None:
+        return name, -1
+    return match["file"], None if match["compacted"] else int(match["seq"])
+
+
+def marker_length(blob: bytes) -> int:
+    """The length of the restart marker a compacted object starts with (0 if none).
+
+    The marker (:func:`restart_marker`) is the object's first two records when they are a
+    ``file_version`` and a ``SessionLog.START``; the writer's own bytes follow it.
+    """
+    from tensorboardX.proto import event_pb2
+
+    ends, pos = [], 0
+    while len(ends) < 2 and pos + 12 <= len(blob):
+        pos += _FRAMING + _LENGTH.unpack_from(blob, pos)[0]
+        ends.append(pos)
+    if len(ends) < 2 or ends[1] > len(blob):
+        return 0
+    try:
+        version = event_pb2.Event.FromString(blob[12:ends[0] - 4])
+        start = event_pb2.Event.FromString(blob[ends[0] + 12:ends[1] - 4])
+    except Exception:  # noqa: BLE001 - not events: no marker
+        return 0
+    restart = start.HasField("session_log") and \
+        start.session_log.status == event_pb2.SessionLog.START
+    return ends[1] if version.file_version and restart else 0
 
 
 def complete_length(buf: bytes) -> int:

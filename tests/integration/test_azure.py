@@ -54,6 +54,13 @@ def test_pipeline_on_azure_blob_and_tensorboard_serves_every_step(az_root, tmp_p
     record = json.loads(storage.read_bytes(storage.join(production, "promotion.json")))
     assert record["current"]["run"] == "az/r1", record  # no baseline: the first model goes in
     assert "v1/model.keras" in storage.list_files(production)  # the registry's first version
+    listing = subprocess.run([*TBPIPE, "runs", "--log-root", log_root, "--output", "json"],
+                             capture_output=True, text=True, timeout=120)
+    assert listing.returncode == 0, listing.stderr
+    run, = json.loads(listing.stdout)["runs"]  # `tbpipe runs` reads the summary from az://
+    assert (run["experiment"], run["run"]) == ("az", "r1"), run
+    assert run["test_accuracy"] == pytest.approx(result.summary["accuracy"]["trained"], abs=1e-4)
+    assert run["promotion"]["promoted"], run
 
     port = free_port()
     base = f"http://127.0.0.1:{port}/"

@@ -297,16 +297,22 @@ def test_class_names_must_match_not_only_their_count() -> None:
         check_class_names("m", ["cat", "dog"], ("cat", "emu"), "hint")
 
 
-def test_finetune_and_promotion_compare_names_before_loading_the_model(tmp_path: Path) -> None:
+def names_only_model(folder: Path) -> Path:
+    """A Model folder whose model.json names classes dog, cat and has no model.keras: the
+    names must be refused before any model is loaded."""
     import json
 
-    from tbpipe.components.common.model_format import load_fitting_model
-
-    folder = tmp_path / "model"
     folder.mkdir()
     (folder / "model.json").write_text(json.dumps({
         "format": "tbpipe.model.v1", "image_shape": [4, 4, 1], "num_classes": 2,
-        "class_names": ["dog", "cat"]}))  # no model.keras: the names are refused first
+        "class_names": ["dog", "cat"]}))
+    return folder
+
+
+def test_finetune_and_promotion_compare_names_before_loading_the_model(tmp_path: Path) -> None:
+    from tbpipe.components.common.model_format import load_fitting_model
+
+    folder = names_only_model(tmp_path / "model")
     with pytest.raises(InputError, match=r"model: class 0 is 'dog' in the model but 'cat'"):
         load_fitting_model(str(folder), (4, 4, 1), 2, "hint", class_names=("cat", "dog"))
 
@@ -319,11 +325,7 @@ def test_evaluate_compares_names_before_loading_the_model(tmp_path: Path) -> Non
     from tbpipe.components.evaluation.config import EvaluateConfig
     from tbpipe.components.evaluation.core import evaluate_model
 
-    folder = tmp_path / "model"
-    folder.mkdir()
-    (folder / "model.json").write_text(json.dumps({
-        "format": "tbpipe.model.v1", "image_shape": [4, 4, 1], "num_classes": 2,
-        "class_names": ["dog", "cat"]}))  # no model.keras: the names are refused first
+    folder = names_only_model(tmp_path / "model")
     writer = DatasetWriter(str(tmp_path / "test"), (4, 4, 1), 2)
     writer.write(np.zeros((4, 4, 4, 1), np.uint8), np.array([0, 1, 0, 1]))
     writer.class_names = ("cat", "dog")

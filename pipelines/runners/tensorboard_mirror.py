@@ -44,6 +44,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 
 from tbpipe.components.common.errors import InputError, StorageError
 from tbpipe.components.common.storage import (
@@ -62,8 +63,12 @@ from tbpipe.components.common.tensorboard.segments import (
 #: The most seconds one sync's storage calls retry transient errors (then the sync is
 #: reported and retried at the next interval).
 SYNC_DEADLINE_S = 30.0
-#: Objects read at once (fsspec's concurrent ranged reads), and so the most held in memory.
+#: Objects read at once (fsspec's concurrent ranged reads).
 FETCH_BATCH = 64
+#: The most bytes one batch of reads holds in memory; an object larger than a piece is read
+#: alone, a piece at a time (profiles and large event files have no size bound).
+BATCH_BYTES = 64 << 20
+PIECE_BYTES = 8 << 20
 STATE_FILE = ".tbpipe-mirror.json"
 
 
@@ -122,6 +127,8 @@ class Mirror:
         interval: Seconds between syncs of the background thread (:meth:`start`).
         deadline: The most seconds one sync's storage calls retry transient errors.
         batch: The most objects read at once.
+        piece: Objects larger than this are read alone, this many bytes at a time, so that a
+            sync holds at most ``max(BATCH_BYTES, piece)`` bytes whatever the objects' sizes.
 
     Raises:
         InputError: ``local_dir`` holds files but is not a mirror of ``root``.
@@ -129,8 +136,10 @@ class Mirror:
     """
 
     def __init__(self, root: str, local_dir: str | None = None, interval: float = 5.0,
-                 deadline: float = SYNC_DEADLINE_S, batch: int = FETCH_BATCH) -> None:
+                 deadline: float = SYNC_DEADLINE_S, batch: int = FETCH_BATCH,
+                 piece: int = PIECE_BYTES) -> None:
         self.root, self.interval, self.deadline, self.batch = root, interval, deadline, batch
+        self.piece = piece
         self.owned = local_dir is None
         self.local_dir = tempfile.mkdtemp(prefix="tbpipe-tb-mirror-") if self.owned \
             else os.path.abspath(local_dir)
@@ -203,10 +212,14 @@ class Mirror:
                     if self._versions.get(rel) != info.version
                     or not os.path.exists(self._local(rel))]
         broken: set[str] = set()  # event files with a piece missing: the rest waits
-        for first in range(0, len(fetches), self.batch):
+        for chunk in self._batches(fetches):
             if self._stopping.is_set():
                 raise _Stopped
-            chunk = fetches[first:first + self.batch]
+            if chunk[0].end - chunk[0].start > self.piece:  # alone, a piece at a time
+                if self._stream(chunk[0], broken, stop_at):
+                    stats.fetched += 1
+                    stats.fetched_bytes += chunk[0].end - chunk[0].start
+                continue
             blobs = read_ranges([join(self.root, f.rel) for f in chunk],
                                 [f.start for f in chunk], [f.end for f in chunk],
                                 deadline=max(stop_at - time.monotonic(), 1.0),
@@ -221,6 +234,115 @@ class Mirror:
         stats.seconds = time.monotonic() - began
         self.syncs += 1
         return stats
+
+    def _batches(self, fetches: list[_Fetch]) -> list[list[_Fetch]]:
+        """The reads in order, in groups read at once.
+
+        A group holds at most ``batch`` reads and BATCH_BYTES; an object larger than a piece
+        is a group of its own (read a piece at a time).
+        """
+        groups: list[list[_Fetch]] = []
+        size = 0
+        for fetch in fetches:
+            length = fetch.end - fetch.start
+            if length > self.piece:
+                groups.append([fetch])
+                size = BATCH_BYTES  # nothing joins a lone read
+                continue
+            if not groups or len(groups[-1]) >= self.batch or size + length > BATCH_BYTES:
+                groups.append([])
+                size = 0
+            groups[-1].append(fetch)
+            size += length
+        return groups
+
+    def _pieces(self, rel: str, start: int, end: int, stop_at: float) -> Iterator[bytes | None]:
+        """Bytes ``start`` to ``end`` of the object ``rel``, a piece at a time (None: gone)."""
+        for at in range(start, end, self.piece):
+            blob, = read_ranges([join(self.root, rel)], [at], [min(at + self.piece, end)],
+                                deadline=max(stop_at - time.monotonic(), 1.0))
+            yield blob
+            if blob is None:
+                return
+
+    def _stream(self, fetch: _Fetch, broken: set[str], stop_at: float) -> bool:
+        """:meth:`_apply` for an object larger than a piece, holding one piece at a time."""
+        pieces = self._pieces(fetch.rel, fetch.start, fetch.end, stop_at)
+        path = self._local(fetch.target)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        if fetch.kind == "copy":  # whole or not at all: a temporary file, then a rename
+            complete = True
+            with tempfile.NamedTemporaryFile(dir=os.path.dirname(path), prefix=".tbpipe-part-",
+                                             delete=False) as part:
+                for blob in pieces:
+                    if blob is None:  # gone since the listing
+                        complete = False
+                        break
+                    part.write(blob)
+            if not complete:
+                os.unlink(part.name)
+                return False
+            os.replace(part.name, path)
+            self._versions[fetch.rel] = fetch.version
+            return True
+        state = self._events[fetch.target]
+        if fetch.target in broken or (fetch.kind == "segment" and fetch.seq != state.next_seq):
+            return False
+        if fetch.kind == "segment":  # appended whole or not at all
+            with tempfile.TemporaryFile(dir=os.path.dirname(path)) as part:
+                for blob in pieces:
+                    if blob is None:
+                        broken.add(fetch.target)
+                        return False
+                    part.write(blob)
+                size = part.tell()
+                part.seek(0)
+                with open(path, "ab") as handle:
+                    shutil.copyfileobj(part, handle)
+            state.length += size
+            state.next_seq += 1
+            return True
+        if fetch.kind == "grown":  # appended as it comes: a piece cut short is read again
+            for blob in pieces:
+                if blob is None:
+                    broken.add(fetch.target)
+                    return False
+                self._append(fetch.target, blob, state)
+            return True
+        state.done = True  # the compacted object
+        self._versions[fetch.rel] = fetch.version
+        if not state.length:
+            for blob in pieces:
+                if blob is None:
+                    state.done = False
+                    broken.add(fetch.target)
+                    return False
+                self._append(fetch.target, blob, state)
+            return True
+        head = next(self._pieces(fetch.rel, 0, min(fetch.end, self.piece), stop_at), None)
+        for start in dict.fromkeys((marker_length(head or b""), 0)):  # the writer's bytes
+            if self._holds(fetch, start, state.length, stop_at):
+                for blob in self._pieces(fetch.rel, start + state.length, fetch.end, stop_at):
+                    if blob is None:
+                        return True  # moved away since (an archive): it leaves the mirror
+                    self._append(fetch.target, blob, state)
+                return True
+        _say(f"warning: {self._local(fetch.target)} does not match {join(self.root, fetch.rel)}"
+             "; left as it is")
+        return True
+
+    def _holds(self, fetch: _Fetch, start: int, length: int, stop_at: float) -> bool:
+        """Whether the local file holds the object's bytes from ``start`` on.
+
+        Compared a piece at a time.
+        """
+        compared = 0
+        with open(self._local(fetch.target), "rb") as handle:
+            for blob in self._pieces(fetch.rel, start, start + length, stop_at):
+                if not blob or handle.read(len(blob)) != blob:
+                    return False
+                compared += len(blob)
+        return compared == length
 
     def _local(self, rel: str) -> str:
         return os.path.join(self.local_dir, *rel.split("/"))

@@ -20,7 +20,7 @@ from tbpipe.components.common.tensorboard.segments import (
     marker_length,
     published_part,
 )
-from tbpipe.pipelines.runners.tensorboard_mirror import STATE_FILE, Mirror
+from tbpipe.pipelines.runners.tensorboard_mirror import PIECE_BYTES, STATE_FILE, Mirror
 from tests.helpers import event_file_parts
 
 pytestmark = pytest.mark.s3
@@ -51,9 +51,11 @@ def drop_segments(run: str, count: int) -> None:
         storage.delete_file(storage.join(run, f"{NAME}.{seq:06d}"))
 
 
-@pytest.fixture
-def mirror(s3_server, s3_root, tmp_path):
-    mirror = Mirror(s3_root, str(tmp_path / "mirror"), interval=0.2)
+@pytest.fixture(params=[PIECE_BYTES, 97], ids=["batched", "pieces"])
+def mirror(s3_server, s3_root, tmp_path, request):
+    """A mirror reading objects in batches, or (pieces of 97 bytes) every object a piece at a
+    time, as it reads objects larger than PIECE_BYTES: the same rule must hold for both."""
+    mirror = Mirror(s3_root, str(tmp_path / "mirror"), interval=0.2, piece=request.param)
     yield mirror
     mirror.stop()
 
@@ -196,3 +198,26 @@ def test_a_missing_bucket_is_one_storage_line(s3_server, tmp_path):
 
     with pytest.raises(StorageError, match="s3://no-such-bucket-tbpipe/logs: not found"):
         Mirror("s3://no-such-bucket-tbpipe/logs", str(tmp_path / "m")).sync()
+
+
+def test_large_objects_are_read_a_piece_at_a_time_in_bounded_memory(s3_server, s3_root,
+                                                                    tmp_path):
+    """A profile or an event file has no size bound: a sync holds a piece, not the object."""
+    import tracemalloc
+
+    big = os.urandom(24 << 20)
+    storage.write_bytes(storage.join(s3_root, "exp", "r", "train", "plugins", "profile",
+                                     "host.xplane.pb"), big)
+    storage.write_bytes(storage.join(s3_root, "exp", "r", "train", NAME), big)  # whole, grown
+    mirror = Mirror(s3_root, str(tmp_path / "mirror"), piece=1 << 20)
+    tracemalloc.start()
+    try:
+        mirror.sync()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+        mirror.stop()
+    train = tmp_path / "mirror" / "exp" / "r" / "train"
+    assert (train / "plugins" / "profile" / "host.xplane.pb").read_bytes() == big
+    assert (train / NAME).read_bytes() == big
+    assert peak < 8 << 20, f"a sync of two 24 MiB objects held {peak} bytes at once"

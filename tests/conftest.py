@@ -40,6 +40,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.group_durations import group_of
 from tests.helpers import environment, free_port, point_fsspec_at_environment
 
 # gcsfs >= 2025 asks the Storage Control gRPC API for the bucket type first, which an emulator
@@ -414,24 +415,44 @@ def az_root(azurite: Azurite, request: pytest.FixtureRequest) -> str:
 GROUP_DURATIONS = Path(__file__).with_name("group_durations.json")
 
 
-def test_group(item: pytest.Item) -> str:
-    """The xdist group of a test: its module, or ``docker`` for every docker test."""
-    return "docker" if item.get_closest_marker("docker") else item.nodeid.split("::")[0]
-
-
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Group tests for pytest-xdist's ``--dist loadgroup`` (scripts/test.sh runs workers).
-
-    A module's tests share a worker, so its module-scoped fixtures (a whole pipeline run)
-    run once; every docker test shares one, so images are built one at a time. The groups
-    are handed out longest first (by the recorded durations; a group not recorded yet counts
-    as a long one), so the run does not end waiting on one long group started last.
+    """Order the tests for the workers (scripts/test.sh runs pytest-xdist): groups longest
+    first (by the recorded durations; a group not recorded yet counts as a long one), so the
+    run does not end waiting on one long group started last; a group's tests keep their
+    order (:func:`pytest_xdist_make_scheduler` hands each group to one worker).
     """
     if not config.pluginmanager.hasplugin("xdist"):
         return
     recorded = json.loads(GROUP_DURATIONS.read_text()) if GROUP_DURATIONS.is_file() else {}
     unknown = max(recorded.values(), default=0.0) / 2
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(test_group(item)))
     order = {id(item): index for index, item in enumerate(items)}
-    items.sort(key=lambda item: (-recorded.get(test_group(item), unknown), order[id(item)]))
+    items.sort(key=lambda item: (-recorded.get(group_of(item.nodeid), unknown),
+                                 order[id(item)]))
+
+
+#: The pytest-xdist releases whose scheduler :func:`pytest_xdist_make_scheduler` extends.
+XDIST_CHECKED = ">=3.6,<4"
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
+    """Hand each group (:func:`tests.group_durations.group_of`) to one worker, whole.
+
+    xdist's ``--dist loadgroup`` reads ``xdist_group`` marks into the node ids, which pytest 9
+    no longer lets it change (``Node.nodeid`` is read-only), so every module's tests were
+    spread over the workers and its module-scoped fixtures (whole pipeline runs) ran on each.
+    Its load-scope scheduler with the group as the scope does what loadgroup meant. Only with
+    the xdist releases it was checked with; otherwise (None) xdist's own ``--dist`` applies.
+    """
+    from importlib.metadata import version
+
+    from packaging.specifiers import SpecifierSet
+    from xdist.scheduler import LoadScopeScheduling
+
+    if version("pytest-xdist") not in SpecifierSet(XDIST_CHECKED):
+        return None
+
+    class GroupScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return group_of(nodeid)
+
+    return GroupScheduling(config, log)

@@ -18,6 +18,13 @@ from pathlib import Path
 OUT = Path(__file__).with_name("group_durations.json")
 
 
+def group_of(nodeid: str) -> str:
+    """The group a test runs in: ``docker`` for every test under tests/docker/ (images are
+    built one at a time), else its module (its module-scoped fixtures run once)."""
+    path = nodeid.split("::")[0]
+    return "docker" if path.startswith("tests/docker/") else path
+
+
 def group_durations(junit_xml: str) -> dict[str, float]:
     """Seconds per group (module path, or ``docker`` for tests/docker/), largest first."""
     totals: dict[str, float] = defaultdict(float)
@@ -25,9 +32,7 @@ def group_durations(junit_xml: str) -> dict[str, float]:
         module = case.get("classname", "").split(".")
         # classname is the dotted module (plus a class); the file is its first parts
         parts = [p for p in module if not p[:1].isupper()]
-        path = "/".join(parts) + ".py"
-        group = "docker" if path.startswith("tests/docker/") else path
-        totals[group] += float(case.get("time", 0))
+        totals[group_of("/".join(parts) + ".py")] += float(case.get("time", 0))
     return dict(sorted(((g, round(t, 1)) for g, t in totals.items()), key=lambda kv: -kv[1]))
 
 

@@ -434,6 +434,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 XDIST_CHECKED = ">=3.6,<4"
 
 
+@pytest.hookimpl(optionalhook=True)  # an xdist hook: unknown when xdist is not loaded
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
     """Hand each group (:func:`tests.group_durations.group_of`) to one worker, whole.
 

@@ -16,12 +16,13 @@ from typing import TYPE_CHECKING
 
 from tbpipe.components.common.errors import InputError, StorageError, os_errors
 from tbpipe.components.common.limits import MAX_CLASSES, MAX_METADATA_BYTES
-from tbpipe.components.common.regular_files import check_regular, read_bounded_uri
+from tbpipe.components.common.regular_files import check_regular
 from tbpipe.components.common.storage import (
     atomic_dir,
     download_file,
     is_remote,
     join,
+    read_bounded_uri,
     upload_file,
     write_bytes,
 )

@@ -59,48 +59,18 @@ def read_bounded(name: str, path: str, limit: int, what: str) -> bytes:
     """
     info = check_regular(name, path, folder_ok=False)
     if info.st_size > limit:
-        raise _too_big(name, str(info.st_size), limit, what)
+        raise too_big(name, str(info.st_size), limit, what)
     try:
         with open(path, "rb") as handle:
             data = handle.read(limit + 1)
     except OSError as exc:
         raise InputError(f"{name}: cannot read ({exc.strerror}); check the path") from exc
     if len(data) > limit:
-        raise _too_big(name, f"over {limit}", limit, what)
+        raise too_big(name, f"over {limit}", limit, what)
     return data
 
 
-def read_bounded_uri(uri: str, limit: int, what: str) -> bytes:
-    """The bytes of a file (local: :func:`read_bounded`) or object of at most ``limit`` bytes.
-
-    An object is read with one ranged GET of at most ``limit + 1`` bytes
-    (``storage.read_bytes(max_bytes=...)``): an object past the bound never comes whole into
-    memory.
-
-    Args:
-        uri: A local path or a store URI (gs://, s3://, az://...), named in the error line.
-        limit: The most bytes the file may have.
-        what: What the file should be (``model.json``, ``run summary``), for the error line.
-
-    Returns:
-        The file's bytes.
-
-    Raises:
-        InputError: one line naming ``uri`` and ``limit``: the file is bigger (or, local, not
-            a regular file, or unreadable).
-        StorageError: the object cannot be read from its store.
-
-    """
-    from tbpipe.components.common.storage import is_remote, read_bytes
-
-    if not is_remote(uri):
-        return read_bounded(uri, uri, limit, what)
-    data = read_bytes(uri, max_bytes=limit)
-    if len(data) > limit:
-        raise _too_big(uri, f"over {limit}", limit, what)
-    return data
-
-
-def _too_big(name: str, size: str, limit: int, what: str) -> InputError:
+def too_big(name: str, size: str, limit: int, what: str) -> InputError:
+    """The one line for a file of ``size`` bytes past the ``limit`` a ``what`` may have."""
     return InputError(f"{name}: {size} bytes, more than the {limit} a {what} may have; "
                       "check that it is the right file")

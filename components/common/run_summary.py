@@ -18,7 +18,6 @@ from tbpipe.components.common import storage
 from tbpipe.components.common.errors import InputError, StorageError
 from tbpipe.components.common.limits import MAX_METADATA_BYTES
 from tbpipe.components.common.naming import tensorboard_run_url, validate_name
-from tbpipe.components.common.regular_files import read_bounded_uri
 from tbpipe.components.common.run_claim import RUN_MARKER
 
 SUMMARY_FILE = "_summary.json"
@@ -155,7 +154,7 @@ def read_run_summary(log_root: str, experiment: str, run: str) -> dict | None:
 def _read_summary(uri: str) -> bytes:
     """The bytes of a summary file, at most MAX_METADATA_BYTES, a regular file if local."""
     try:
-        return read_bounded_uri(uri, MAX_METADATA_BYTES, "run summary")
+        return storage.read_bounded_uri(uri, MAX_METADATA_BYTES, "run summary")
     except InputError as exc:
         raise StorageError(str(exc)) from exc
 

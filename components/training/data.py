@@ -23,8 +23,7 @@ import tensorflow as tf
 from tbpipe.components.common.dataset import MANIFEST, DatasetInfo, read_info
 from tbpipe.components.common.errors import InputError, StorageError
 from tbpipe.components.common.limits import MAX_METADATA_BYTES
-from tbpipe.components.common.regular_files import read_bounded_uri
-from tbpipe.components.common.storage import is_remote, join
+from tbpipe.components.common.storage import is_remote, join, read_bounded_uri
 
 DEFAULT_SHUFFLE_BUFFER = 50_000
 _EPOCH_SEED_STRIDE = 1_000_003

@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from tbpipe.components.common.errors import StorageError, StorageUnavailable, os_errors
+from tbpipe.components.common.regular_files import check_regular, read_bounded, too_big
 
 DEFAULT_DEADLINE_S = 120.0  # google-cloud-storage's own default retry deadline
 MAX_BACKOFF_S = 10.0
@@ -432,6 +433,35 @@ def read_bytes(uri: str, deadline: float | None = None, max_bytes: int | None = 
         raise StorageError(f"{uri}: cannot read ({exc.strerror})") from exc
 
 
+
+def read_bounded_uri(uri: str, limit: int, what: str) -> bytes:
+    """The bytes of a local file (read_bounded: a regular file) or object, of at most ``limit``.
+
+    An object is read with one ranged GET of at most ``limit + 1`` bytes
+    (:func:`read_bytes` with ``max_bytes``): an object past the bound never comes whole into
+    memory.
+
+    Args:
+        uri: A local path or a store URI (gs://, s3://, az://...), named in the error line.
+        limit: The most bytes the file may have.
+        what: What the file should be (``model.json``, ``run summary``), for the error line.
+
+    Returns:
+        The file's bytes.
+
+    Raises:
+        InputError: one line naming ``uri`` and ``limit``: the file is bigger (or, local, not
+            a regular file, or unreadable).
+        StorageError: the object cannot be read from its store.
+
+    """
+    if not is_remote(uri):
+        return read_bounded(uri, uri, limit, what)
+    data = read_bytes(uri, max_bytes=limit)
+    if len(data) > limit:
+        raise too_big(uri, f"over {limit}", limit, what)
+    return data
+
 def write_bytes(uri: str, data: bytes, deadline: float | None = None) -> None:
     """Write ``data`` whole: atomically (temp + rename) locally; one upload to a store.
 
@@ -521,7 +551,6 @@ def _create_local(path: str, data: bytes) -> bytes | None:
         try:
             os.link(tmp, path)
         except FileExistsError:  # read what is there: never more than tells equal from not
-            from tbpipe.components.common.regular_files import check_regular
 
             check_regular(path, path, folder_ok=False)  # a FIFO there would block the read
             with open(path, "rb") as handle:

@@ -13,6 +13,7 @@ from tbpipe.pipelines.runners.tensorboard import (
     REMOTE_RELOAD_THREADS,
     choose_loader,
     data_server_available,
+    resolve_loader,
     tensorboard_command,
     tensorboard_env,
 )
@@ -54,8 +55,25 @@ def test_mirror_of_a_local_folder_or_a_stray_mirror_dir_is_one_clear_line(tmp_pa
 
     with pytest.raises(InputError, match="--loader mirror copies a store"):
         start_tensorboard(str(tmp_path), port=6006, loader="mirror")
-    with pytest.raises(InputError, match="--mirror-dir is for the mirror loader"):
-        start_tensorboard(str(tmp_path), port=6006, mirror_dir=str(tmp_path / "m"))
+    for loader in ("fast", "python"):  # asked for by name: the folder is a mistake
+        with pytest.raises(InputError, match="--mirror-dir is for the mirror loader"):
+            start_tensorboard(str(tmp_path), port=6006, loader=loader,
+                              mirror_dir=str(tmp_path / "m"))
+
+
+@pytest.mark.parametrize(("root", "environ", "expected", "used"), [
+    ("s3://bucket/logs", {}, "mirror", True),
+    ("az://container/logs", {}, "mirror", True),
+    ("gs://bucket/logs", EMULATOR, "mirror", True),
+    ("gs://bucket/logs", {}, "fast", False),  # real GCS: the data server reads it
+    ("/mnt/tbpipe-logs/logs", {}, "fast", False),  # a volume: read as it is
+])
+def test_auto_uses_the_mirror_dir_only_where_it_picks_the_mirror(root, environ, expected, used):
+    """One command line for every root: the shared TensorBoard's Deployment names the folder."""
+    choice, folder = resolve_loader(root, "auto", "/var/cache/m", environ, fast_available=True)
+    assert choice.name == expected and folder == ("/var/cache/m" if used else None)
+    choice, folder = resolve_loader(root, "auto", None, environ, fast_available=True)
+    assert choice.name == expected and folder is None  # mirror: a temporary folder
 
 
 def test_data_server_is_installed_here():

@@ -199,3 +199,34 @@ def test_bad_kubeflow_flags_are_one_line(capsys, flags, needle):
     rc = main(["tensorboard", *flags])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 1 and len(err) == 1 and needle in err[0], err
+
+
+# --- the TensorBoard image: tbpipe with the `tensorboard` extra only ------------------------
+
+#: Modules of the `run` extra's packages that the `tensorboard` extra (the TensorBoard image,
+#: docker/tensorboard.Dockerfile) does not install.
+RUN_ONLY_MODULES = ("tensorflow", "keras", "tensorboardX", "pandas", "pyarrow", "sklearn",
+                    "optuna", "cmaes", "docker", "tensorflow_serving", "boto3")
+IMPORTS_WITHOUT_RUN = """
+import json, sys
+for name in sys.argv[1:]:
+    sys.modules[name] = None  # `import name` fails, as where it is not installed
+from tbpipe.pipelines.cli.main import build_parser
+from tbpipe.pipelines.runners import tensorboard, tensorboard_frontend, tensorboard_mirror
+args = build_parser().parse_args(["tensorboard", "--log-root=s3://b/logs", "--mirror-dir=/m"])
+assert args.handler.__module__ == "tbpipe.pipelines.cli.tensorboard"
+print(json.dumps(sorted({m.split(".")[0] for m in sys.modules if sys.modules[m] is not None})))
+"""
+
+
+def test_tbpipe_tensorboard_needs_nothing_the_tensorboard_extra_lacks():
+    """What the image's entry point imports (the CLI, the loaders, the mirror) is installed
+    there; the image build checks it again against the real install."""
+    import json
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", IMPORTS_WITHOUT_RUN, *RUN_ONLY_MODULES],
+                          capture_output=True, text=True, timeout=120, cwd="/")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not set(RUN_ONLY_MODULES) & set(json.loads(proc.stdout))

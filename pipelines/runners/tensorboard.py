@@ -98,7 +98,8 @@ def resolve_loader(log_root: str, loader: str, mirror_dir: str | None,
     where ``auto`` picks the mirror, and left unused (None) where it picks another loader, so
     one command line serves whatever root it is given (the shared TensorBoard's Deployment
     names the folder for every root: deploy/tensorboard). With ``fast`` or ``python`` it is a
-    mistake.
+    mistake. An empty ``mirror_dir`` is none (``--mirror-dir=`` clears a folder given earlier
+    on the command line).
 
     Raises:
         InputError: ``mirror_dir`` with an explicit loader other than ``mirror`` (one line).
@@ -113,7 +114,7 @@ def resolve_loader(log_root: str, loader: str, mirror_dir: str | None,
             raise InputError(f"--mirror-dir is for the mirror loader; {log_root} is served by "
                              f"the {choice.name} loader")
         return choice, None
-    return choice, mirror_dir
+    return choice, mirror_dir or None
 
 
 def tensorboard_command(log_root: str, host: str, port: int, loader: str,

@@ -72,8 +72,18 @@ def test_auto_uses_the_mirror_dir_only_where_it_picks_the_mirror(root, environ, 
     """One command line for every root: the shared TensorBoard's Deployment names the folder."""
     choice, folder = resolve_loader(root, "auto", "/var/cache/m", environ, fast_available=True)
     assert choice.name == expected and folder == ("/var/cache/m" if used else None)
-    choice, folder = resolve_loader(root, "auto", None, environ, fast_available=True)
-    assert choice.name == expected and folder is None  # mirror: a temporary folder
+    for none in (None, ""):  # `--mirror-dir=` clears it: the mirror's is a temporary folder
+        choice, folder = resolve_loader(root, "auto", none, environ, fast_available=True)
+        assert choice.name == expected and folder is None
+
+
+def test_an_empty_mirror_dir_lets_an_explicit_loader_replace_the_deployments():
+    """The Deployment names --mirror-dir; appending `--loader python --mirror-dir=` is valid."""
+    args = build_parser().parse_args(["tensorboard", "--log-root=s3://b/logs",
+                                      "--mirror-dir=/var/cache/m", "--loader=python",
+                                      "--mirror-dir="])
+    choice, folder = resolve_loader(args.log_root, args.loader, args.mirror_dir, {}, True)
+    assert (choice.name, folder) == ("python", None)
 
 
 def test_data_server_is_installed_here():

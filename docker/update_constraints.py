@@ -1,8 +1,8 @@
 """Write docker/constraints.txt: the pinned versions every tbpipe image installs.
 
 The pins are the versions installed in the working environment (what the tests ran with),
-filtered to the dependency closure of what the images need: tbpipe itself (cpu), tensorboard,
-tensorboard-plugin-profile and gcsfs (TensorBoard image). The CUDA wheels of
+filtered to the dependency closure of what the images need: tbpipe with its ``run`` extra (cpu)
+and with its ``tensorboard`` extra (TensorBoard image). The CUDA wheels of
 ``tensorflow[and-cuda]`` (gpu) are not installed locally, so they are resolved by
 ``pip install --dry-run`` against those pins
 (metadata only, nothing is downloaded but index pages; ``--no-gpu`` skips this).
@@ -23,7 +23,7 @@ from pathlib import Path
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-ROOTS = ("tbpipe", "tensorboard", "gcsfs", "boto3", "tensorboard-plugin-profile")
+ROOTS = ("tbpipe[run]", "tbpipe[tensorboard]")
 GPU_ROOT = "tensorflow[and-cuda]"
 DEFAULT_OUTPUT = Path(__file__).with_name("constraints.txt")
 

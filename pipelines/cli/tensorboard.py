@@ -38,7 +38,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cmd.add_argument("--mirror-dir", default=None, metavar="DIR",
                      help="the mirror loader's folder, kept after exit so that the next start "
                           "fetches only what changed (one folder per log root); default: a "
-                          "temporary folder, removed at exit")
+                          "temporary folder, removed at exit (also --mirror-dir=, which "
+                          "clears one given before). With --loader auto it is used where "
+                          "auto picks the mirror, and ignored (with a note) elsewhere")
     cmd.add_argument("tensorboard_args", nargs="*", metavar="TENSORBOARD_FLAGS",
                      help="after --: TensorBoard's own flags, passed through")
     kubeflow = cmd.add_argument_group(

@@ -89,6 +89,34 @@ def choose_loader(log_root: str, environ: Mapping[str, str] = os.environ,
     return LoaderChoice("fast", f"native data server (--load_fast=true) on {where}")
 
 
+def resolve_loader(log_root: str, loader: str, mirror_dir: str | None,
+                   environ: Mapping[str, str] = os.environ,
+                   fast_available: bool | None = None) -> tuple[LoaderChoice, str | None]:
+    """The loader that serves ``log_root``, and the mirror folder it is given.
+
+    ``mirror_dir`` (``--mirror-dir``) is the mirror loader's. With ``auto`` it is used only
+    where ``auto`` picks the mirror, and left unused (None) where it picks another loader, so
+    one command line serves whatever root it is given (the shared TensorBoard's Deployment
+    names the folder for every root: deploy/tensorboard). With ``fast`` or ``python`` it is a
+    mistake. An empty ``mirror_dir`` is none (``--mirror-dir=`` clears a folder given earlier
+    on the command line).
+
+    Raises:
+        InputError: ``mirror_dir`` with an explicit loader other than ``mirror`` (one line).
+
+    """
+    if loader == "auto":
+        choice = choose_loader(log_root, environ, fast_available)
+    else:
+        choice = LoaderChoice(loader, "as asked")
+    if mirror_dir and choice.name != "mirror":
+        if loader != "auto":
+            raise InputError(f"--mirror-dir is for the mirror loader; {log_root} is served by "
+                             f"the {choice.name} loader")
+        return choice, None
+    return choice, mirror_dir or None
+
+
 def tensorboard_command(log_root: str, host: str, port: int, loader: str,
                         reload_interval: float = 5, extra_args: Sequence[str] = (),
                         mirror_dir: str | None = None) -> list[str]:
@@ -174,7 +202,8 @@ def start_tensorboard(log_root: str, host: str = "127.0.0.1", port: int = 6006,
         output: Where TensorBoard's own output goes (a file object); None inherits ours.
         ready_timeout: The most seconds to wait for TensorBoard to answer.
         mirror_dir: The ``mirror`` loader's folder, kept afterwards; None: a temporary
-            folder removed when TensorBoard stops.
+            folder removed when TensorBoard stops. Unused where ``auto`` picks another
+            loader (:func:`resolve_loader`).
 
     Raises:
         InputError: a loader or mirror folder that cannot serve ``log_root`` (one line).
@@ -185,10 +214,11 @@ def start_tensorboard(log_root: str, host: str = "127.0.0.1", port: int = 6006,
         exists(log_root, deadline=30)  # no bucket or no access: fail now (one request or two)
     elif not os.path.isdir(to_local_path(log_root)):
         print(f"note: {log_root} does not exist yet; TensorBoard shows runs once they appear")
-    choice = choose_loader(log_root) if loader == "auto" else LoaderChoice(loader, "as asked")
-    if mirror_dir and choice.name != "mirror":
-        raise InputError(f"--mirror-dir is for the mirror loader; {log_root} is served by "
-                         f"the {choice.name} loader")
+    choice, used_dir = resolve_loader(log_root, loader, mirror_dir)
+    if mirror_dir and not used_dir:
+        print(f"note: --mirror-dir {mirror_dir} is not used: the {choice.name} loader reads "
+              f"{log_root} itself")
+    mirror_dir = used_dir
     mirror = start_mirror(log_root, mirror_dir, reload_interval) \
         if choice.name == "mirror" else None
     env = tensorboard_env(os.environ)

@@ -1,7 +1,8 @@
 """The images built for real, the whole pipeline in them, and TensorBoard serving its logs.
 
 Session cost (this repo's CI): bootstrapping the base, building the cpu and TensorBoard images,
-one pipeline run with 1 epoch, one TensorBoard container.
+one pipeline run with 1 epoch, three TensorBoard containers (the run's local logs; its train
+step on gs:// and on s3://, as deploy/tensorboard's pod runs it).
 """
 
 from __future__ import annotations
@@ -161,30 +162,58 @@ def tensorboard_container() -> Iterator[list[str]]:
         subprocess.run(["docker", "rm", "-f", container], capture_output=True, check=False)
 
 
+def as_the_pod(writable: tuple[str, ...] = ()) -> list[str]:
+    """``docker run`` options for what deploy/tensorboard's pod enforces: uid 1000, a read-only
+    root file system with tmpfs where the pod has emptyDirs (``/tmp``, ``writable``), no
+    capabilities, no privilege escalation."""
+    options = ["--user", "1000:1000", "--read-only", "--cap-drop", "ALL",
+               "--security-opt", "no-new-privileges", "-e", "TMPDIR=/tmp", "--tmpfs", "/tmp"]
+    for path in writable:
+        options += ["--tmpfs", path]
+    return options
+
+
 def test_tensorboard_image_serves_the_run(docker_run, tensorboard_container):
+    """The image as documented: `docker run -v LOGS:/logs:ro IMAGE` (its default --log-root)."""
     port = free_port()
-    container = docker("run", "-d", "-p", f"127.0.0.1:{port}:6006",
-                       "-v", f"{docker_run[0] / 'logs'}:/logs:ro", _image.image("tensorboard"),
-                       "--logdir", "/logs").stdout.strip()
+    container = docker("run", "-d", *as_the_pod(), "-p", f"127.0.0.1:{port}:6006",
+                       "-v", f"{docker_run[0] / 'logs'}:/logs:ro",
+                       _image.image("tensorboard")).stdout.strip()
     tensorboard_container.append(container)
     tags = served_runs(container, port, {f"{EXPERIMENT}/{RUN}/{step}" for step in STEPS})
     assert "epoch/accuracy" in tags[f"{EXPERIMENT}/{RUN}/train"]
     assert "eval/accuracy" in tags[f"{EXPERIMENT}/{RUN}/evaluate"]
+    logs = subprocess.run(["docker", "logs", container], capture_output=True, text=True).stdout
+    assert "loader: fast" in logs, logs  # a local folder: the native data server reads it
 
 
-def test_tensorboard_image_reads_gs(docker_run, gcs_root, gcs_emulator, tensorboard_container):
+@pytest.mark.parametrize("store", ["gs", "s3"])
+def test_tensorboard_image_serves_a_store_as_the_deployment_runs_it(
+        store, docker_run, tensorboard_container, request):
+    """deploy/tensorboard's command and args, on a store root: the mirror on its own tmpfs."""
     from tbpipe.components.common.storage import upload_file
+    from tests.unit.test_deploy import MIRROR_DIR, build
 
+    if store == "gs":
+        server = request.getfixturevalue("gcs_emulator")
+        root = request.getfixturevalue("gcs_root")
+    else:
+        server = request.getfixturevalue("s3_server")
+        root = request.getfixturevalue("s3_root")
     logs = docker_run[0] / "logs"
     for path in (logs / EXPERIMENT / RUN / "train").rglob("*"):
         if path.is_file():
-            upload_file(str(path), f"{gcs_root}/{path.relative_to(logs).as_posix()}")
-    port = free_port()
-    container = docker("run", "-d", "--network", "host",
-                       "-e", f"STORAGE_EMULATOR_HOST={gcs_emulator.endpoint}",
-                       "-e", "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT=false",
-                       _image.image("tensorboard"), "--logdir", gcs_root,
-                       "--host", "127.0.0.1", "--port", str(port)).stdout.strip()
+            upload_file(str(path), f"{root}/{path.relative_to(logs).as_posix()}")
+    (deployment,) = [obj for obj in build() if obj["kind"] == "Deployment"]
+    (pod,) = deployment["spec"]["template"]["spec"]["containers"]
+    command = [arg.replace("$(TBPIPE_LOG_ROOT)", root) for arg in pod["command"]]
+    port = free_port()  # host network (the store is on loopback): a free port, on loopback
+    env = [option for key, value in server.env().items() for option in ("-e", f"{key}={value}")]
+    container = docker("run", "-d", "--network", "host", *as_the_pod((MIRROR_DIR,)), *env,
+                       "--entrypoint", command[0], _image.image("tensorboard"), *command[1:],
+                       "--host=127.0.0.1", f"--port={port}", *pod["args"]).stdout.strip()
     tensorboard_container.append(container)
     tags = served_runs(container, port, {f"{EXPERIMENT}/{RUN}/train"})
     assert "epoch/accuracy" in tags[f"{EXPERIMENT}/{RUN}/train"]
+    out = subprocess.run(["docker", "logs", container], capture_output=True, text=True).stdout
+    assert "loader: mirror" in out and f"mirror: {MIRROR_DIR} (kept)" in out, out

@@ -203,7 +203,7 @@ def dockerfile_stages(path: Path) -> dict[str, list[tuple[str, str]]]:
     return stages
 
 
-IMAGES = [("Dockerfile", "cpu"), ("Dockerfile", "gpu"), ("tensorboard.Dockerfile", "#0")]
+IMAGES = [("Dockerfile", "cpu"), ("Dockerfile", "gpu"), ("tensorboard.Dockerfile", "tensorboard")]
 
 
 @pytest.mark.parametrize(("dockerfile", "stage"), IMAGES)

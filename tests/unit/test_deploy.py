@@ -9,7 +9,9 @@ and deploy/kserve are built with ``kubectl kustomize`` (skipped where kubectl is
 
 from __future__ import annotations
 
+import argparse
 import copy
+import dataclasses
 import hashlib
 import json
 import os
@@ -96,9 +98,9 @@ def test_deployment_runs_the_tensorboard_image_of_this_version(built):
     assert _container(built)["image"] == image("tensorboard", registry="localhost")
 
 
-def test_logdir_comes_from_the_one_config_value(built):
+def test_log_root_comes_from_the_one_config_value(built):
     container, config = _container(built), built["ConfigMap"]
-    assert "--logdir=$(TBPIPE_LOG_ROOT)" in container["args"]
+    assert "--log-root=$(TBPIPE_LOG_ROOT)" in container["command"]
     (env,) = [e for e in container["env"] if e["name"] == "TBPIPE_LOG_ROOT"]
     ref = env["valueFrom"]["configMapKeyRef"]
     assert ref["name"] == config["metadata"]["name"] and ref["key"] in config["data"]
@@ -122,7 +124,6 @@ def test_container_is_non_root_read_only_with_probes_and_resources(built):
         assert container[probe]["httpGet"]["port"] in port_names, probe
     tmp = [m for m in container["volumeMounts"] if m["mountPath"] == "/tmp"]
     assert tmp and any(v["name"] == tmp[0]["name"] and "emptyDir" in v for v in pod["volumes"])
-    assert "--load_fast=true" in container["args"]
 
 
 def test_service_and_workload_identity(built):
@@ -272,7 +273,7 @@ def test_pvc_overlay_mounts_the_log_volume_and_serves_the_compiled_log_root():
         kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
     assert built["ConfigMap"]["data"]["log_root"] == VOLUME_LOG_ROOT
     container, pod = _container(built), built["Deployment"]["spec"]["template"]["spec"]
-    assert "--logdir=$(TBPIPE_LOG_ROOT)" in container["args"]
+    assert "--log-root=$(TBPIPE_LOG_ROOT)" in container["command"]
     (env,) = [e for e in container["env"] if e["name"] == "TBPIPE_LOG_ROOT"]
     assert env["valueFrom"]["configMapKeyRef"]["name"] == built["ConfigMap"]["metadata"]["name"]
     (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == LOG_VOLUME_MOUNT]
@@ -355,6 +356,118 @@ def _by_kind(objects: list[dict]) -> dict[str, dict]:
     return {obj["kind"]: obj for obj in objects}
 
 
+# --- what every Deployment runs: tbpipe tensorboard, its mirror, the pod's lockdown ---------
+
+#: The folder ``--mirror-dir`` names, where the base mounts the ``mirror`` emptyDir.
+MIRROR_DIR = "/var/cache/tbpipe-mirror"
+DOCKERFILE = BASE.parents[2] / "docker" / "tensorboard.Dockerfile"
+README = BASE.parent / "README.md"
+#: Every Deployment of deploy/tensorboard, and the loader ``auto`` picks for its log root.
+DEPLOYMENTS = {"base": (BASE, "fast"), "pvc": (OVERLAYS / "pvc", "fast"),
+               "s3": (OVERLAYS / "s3", "mirror"), "gcs-key": (OVERLAYS / "gcs-key", "fast")}
+
+
+@dataclasses.dataclass
+class Served:
+    """What a Deployment's container serves with, as tbpipe and TensorBoard read it."""
+
+    args: argparse.Namespace  # ``tbpipe tensorboard``'s flags, by tbpipe's own parser
+    loader: str  # the loader ``auto`` picks for the log root
+    mirror_dir: str | None  # the folder the mirror is given (None: the loader reads the root)
+    tensorboard: argparse.Namespace  # the flags of the TensorBoard command tbpipe starts
+
+
+def _pod_env(container: dict, config: dict) -> dict[str, str]:
+    """The container's literal and ConfigMap variables (Secret ones stay unknown)."""
+    env = {}
+    for var in container.get("env", []):
+        ref = var.get("valueFrom", {}).get("configMapKeyRef")
+        if "value" in var:
+            env[var["name"]] = var["value"]
+        elif ref:
+            assert ref["name"] == config["metadata"]["name"], ref
+            env[var["name"]] = config["data"][ref["key"]]
+    return env
+
+
+def serve(built: dict[str, dict]) -> Served:
+    """The container's command and args as ``tbpipe`` parses them (``$(VAR)`` expanded as
+    Kubernetes does), the loader ``auto`` picks for that log root where the data server is
+    installed (as in the image), and the TensorBoard command line tbpipe then starts, parsed by
+    TensorBoard's own flag definitions (an unknown flag after ``--`` fails here)."""
+    from tbpipe.pipelines.cli.main import build_parser
+    from tbpipe.pipelines.runners.tensorboard import resolve_loader, tensorboard_command
+
+    container = _container(built)
+    env = _pod_env(container, built["ConfigMap"])
+    argv = [re.sub(r"\$\((\w+)\)", lambda m: env[m.group(1)], arg)
+            for arg in container["command"] + container["args"]]
+    assert argv[0] == "tbpipe", argv
+    args = build_parser().parse_args(argv[1:])
+    assert args.command == "tensorboard", argv
+    choice, mirror_dir = resolve_loader(args.log_root, args.loader, args.mirror_dir, env,
+                                        fast_available=True)
+    command = tensorboard_command(args.log_root, args.host, args.port, choice.name,
+                                  args.reload_interval, args.tensorboard_args, mirror_dir)
+    return Served(args, choice.name, mirror_dir, tensorboard_flags(command[3:]))
+
+
+def _entrypoint() -> list[str]:
+    (line,) = re.findall(r"^ENTRYPOINT (.+)$", DOCKERFILE.read_text(), re.MULTILINE)
+    return json.loads(line)
+
+
+@pytest.mark.parametrize("name", DEPLOYMENTS)
+def test_every_deployment_serves_through_tbpipe_tensorboard(name):
+    import kubernetes_validate
+
+    path, loader = DEPLOYMENTS[name]
+    built = _by_kind(kustomize(path))
+    for obj in built.values():
+        kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+    container, pod = _container(built), built["Deployment"]["spec"]["template"]["spec"]
+    log_root = built["ConfigMap"]["data"]["log_root"]
+    served = serve(built)
+    # The image's entry point: the same program, host and port (the command replaces it).
+    entry = _entrypoint()
+    assert container["command"][:2] == entry[:2] == ["tbpipe", "tensorboard"]
+    assert served.args.host == entry[entry.index("--host") + 1] == "0.0.0.0"
+    (port,) = [p for p in container["ports"] if p["name"] == "http"]
+    assert served.args.port == int(entry[entry.index("--port") + 1]) == port["containerPort"]
+    # tbpipe's flags in command, TensorBoard's in args after `--`.
+    assert container["args"][0] == "--" and "--" not in container["command"]
+    assert served.args.log_root == log_root and served.args.loader == "auto"
+    assert served.loader == loader, (name, log_root)
+    # The mirror: --mirror-dir on an emptyDir of its own, writable, with a documented limit.
+    assert served.args.mirror_dir == MIRROR_DIR
+    (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == MIRROR_DIR]
+    assert not mount.get("readOnly")
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    assert set(volume) == {"name", "emptyDir"} and "medium" not in volume["emptyDir"]  # disk
+    limit = volume["emptyDir"]["sizeLimit"]
+    assert re.fullmatch(r"\d+Gi", limit) and f"`sizeLimit: {limit}`" in README.read_text()
+    # What TensorBoard then reads: the mirror, or the root itself.
+    expected_logdir = MIRROR_DIR if loader == "mirror" else log_root
+    assert served.mirror_dir == (MIRROR_DIR if loader == "mirror" else None)
+    assert served.tensorboard.logdir == expected_logdir
+    assert served.tensorboard.load_fast == "true"  # the native data server, either way
+    assert (served.tensorboard.host, served.tensorboard.port) == ("0.0.0.0", port["containerPort"])
+    assert served.tensorboard.reload_interval == served.args.reload_interval
+    # Scratch files in /tmp, an emptyDir apart from the mirror's.
+    assert _pod_env(container, built["ConfigMap"])["TMPDIR"] == "/tmp"
+    (tmp,) = [m for m in container["volumeMounts"] if m["mountPath"] == "/tmp"]
+    assert tmp["name"] != mount["name"]
+    assert [v for v in pod["volumes"] if v["name"] == tmp["name"]][0]["emptyDir"]
+    # Non-root (the image's uid, group owning the emptyDirs), read-only root, nothing more.
+    assert pod["securityContext"] == {"runAsNonRoot": True, "runAsUser": 1000,
+                                      "runAsGroup": 1000, "fsGroup": 1000,
+                                      "seccompProfile": {"type": "RuntimeDefault"}}
+    assert container["securityContext"] == {"allowPrivilegeEscalation": False,
+                                            "readOnlyRootFilesystem": True,
+                                            "capabilities": {"drop": ["ALL"]}}
+    assert pod["automountServiceAccountToken"] is False
+
+
 @pytest.fixture(scope="module")
 def s3_overlay() -> dict[str, dict]:
     return _by_kind(kustomize(OVERLAYS / "s3"))
@@ -395,15 +508,16 @@ def test_s3_overlay_takes_keys_endpoint_and_region_from_the_secret(s3_overlay):
     assert "iam.gke.io/gcp-service-account" not in annotations
 
 
-def test_s3_overlay_runs_the_python_loader_with_its_flags(s3_overlay):
-    container = _container(s3_overlay)
-    flags = tensorboard_flags(container["args"])
-    assert flags.logdir == "$(TBPIPE_LOG_ROOT)"
-    assert flags.load_fast == "false"  # the native data server cannot read s3://
-    assert flags.reload_interval == 60 and flags.max_reload_threads == 8
-    assert flags.samples_per_plugin["scalars"] == 1000
-    base = _container(_by_kind(build()))
-    assert container["args"][:len(base["args"])] == base["args"]  # appended, the base's kept
+def test_s3_overlay_serves_from_the_mirror_with_its_flags(s3_overlay):
+    served = serve(s3_overlay)
+    assert served.loader == "mirror"  # the native data server cannot read s3:// itself
+    assert served.args.reload_interval == 60  # the overlay's, after the base's 30
+    assert served.tensorboard.logdir == served.args.mirror_dir == MIRROR_DIR
+    assert served.tensorboard.load_fast == "true" and served.tensorboard.reload_interval == 60
+    assert served.tensorboard.samples_per_plugin["scalars"] == 1000
+    container, base = _container(s3_overlay), _container(_by_kind(build()))
+    for field in ("command", "args"):  # appended, the base's kept
+        assert container[field][:len(base[field])] == base[field], field
     assert container["resources"] == base["resources"]
 
 
@@ -424,8 +538,11 @@ def test_gcs_key_overlay_mounts_the_key_file_read_only(gcs_key_overlay):
     assert [item["path"] for item in secret["items"]] == [os.path.basename(key_file)]
     assert secret["defaultMode"] & 0o077 == 0  # the key readable by its owner only
     assert gcs_key_overlay["ConfigMap"]["data"]["log_root"].startswith("gs://")
-    flags = tensorboard_flags(container["args"])
-    assert flags.load_fast == "true" and flags.reload_interval == 60  # gs:// natively
+    served = serve(gcs_key_overlay)
+    assert served.loader == "fast" and served.mirror_dir is None  # gs:// natively
+    assert served.tensorboard.logdir == gcs_key_overlay["ConfigMap"]["data"]["log_root"]
+    assert served.tensorboard.load_fast == "true" and served.tensorboard.reload_interval == 60
+    assert served.tensorboard.samples_per_plugin["scalars"] == 1000
     annotations = gcs_key_overlay["ServiceAccount"]["metadata"].get("annotations", {})
     assert "iam.gke.io/gcp-service-account" not in annotations
 
@@ -445,13 +562,18 @@ def test_an_overlay_sets_the_image_registry_and_the_flags(tmp_path):
         "images": [{"name": "localhost/tbpipe",
                     "newName": "europe-docker.pkg.dev/my-project/tbpipe/tbpipe"}],
         "patches": [{"target": {"kind": "Deployment", "name": "tbpipe-tensorboard"},
-                     "patch": yaml.safe_dump([{
-                         "op": "add", "path": "/spec/template/spec/containers/0/args/-",
-                         "value": "--reload_interval=300"}])}]}))
-    container = _container(_by_kind(kustomize(tmp_path)))
+                     "patch": yaml.safe_dump([
+                         {"op": "add", "path": "/spec/template/spec/containers/0/command/-",
+                          "value": "--reload-interval=300"},
+                         {"op": "add", "path": "/spec/template/spec/containers/0/args/-",
+                          "value": "--samples_per_plugin=scalars=5000"}])}]}))
+    built = _by_kind(kustomize(tmp_path))
+    container = _container(built)
     tag = image("tensorboard", registry="localhost").rsplit(":", 1)[1]
     assert container["image"] == f"europe-docker.pkg.dev/my-project/tbpipe/tbpipe:{tag}"
-    assert tensorboard_flags(container["args"]).reload_interval == 300
+    served = serve(built)
+    assert served.args.reload_interval == 300 and served.tensorboard.reload_interval == 300
+    assert served.tensorboard.samples_per_plugin["scalars"] == 5000  # the last value wins
 
 
 def test_kubeflow_poddefault_gives_the_tensorboard_pod_the_s3_secret(kubeflow_overlay):

@@ -13,6 +13,7 @@ from tbpipe.pipelines.runners.tensorboard import (
     REMOTE_RELOAD_THREADS,
     choose_loader,
     data_server_available,
+    resolve_loader,
     tensorboard_command,
     tensorboard_env,
 )
@@ -54,8 +55,35 @@ def test_mirror_of_a_local_folder_or_a_stray_mirror_dir_is_one_clear_line(tmp_pa
 
     with pytest.raises(InputError, match="--loader mirror copies a store"):
         start_tensorboard(str(tmp_path), port=6006, loader="mirror")
-    with pytest.raises(InputError, match="--mirror-dir is for the mirror loader"):
-        start_tensorboard(str(tmp_path), port=6006, mirror_dir=str(tmp_path / "m"))
+    for loader in ("fast", "python"):  # asked for by name: the folder is a mistake
+        with pytest.raises(InputError, match="--mirror-dir is for the mirror loader"):
+            start_tensorboard(str(tmp_path), port=6006, loader=loader,
+                              mirror_dir=str(tmp_path / "m"))
+
+
+@pytest.mark.parametrize(("root", "environ", "expected", "used"), [
+    ("s3://bucket/logs", {}, "mirror", True),
+    ("az://container/logs", {}, "mirror", True),
+    ("gs://bucket/logs", EMULATOR, "mirror", True),
+    ("gs://bucket/logs", {}, "fast", False),  # real GCS: the data server reads it
+    ("/mnt/tbpipe-logs/logs", {}, "fast", False),  # a volume: read as it is
+])
+def test_auto_uses_the_mirror_dir_only_where_it_picks_the_mirror(root, environ, expected, used):
+    """One command line for every root: the shared TensorBoard's Deployment names the folder."""
+    choice, folder = resolve_loader(root, "auto", "/var/cache/m", environ, fast_available=True)
+    assert choice.name == expected and folder == ("/var/cache/m" if used else None)
+    for none in (None, ""):  # `--mirror-dir=` clears it: the mirror's is a temporary folder
+        choice, folder = resolve_loader(root, "auto", none, environ, fast_available=True)
+        assert choice.name == expected and folder is None
+
+
+def test_an_empty_mirror_dir_lets_an_explicit_loader_replace_the_deployments():
+    """The Deployment names --mirror-dir; appending `--loader python --mirror-dir=` is valid."""
+    args = build_parser().parse_args(["tensorboard", "--log-root=s3://b/logs",
+                                      "--mirror-dir=/var/cache/m", "--loader=python",
+                                      "--mirror-dir="])
+    choice, folder = resolve_loader(args.log_root, args.loader, args.mirror_dir, {}, True)
+    assert (choice.name, folder) == ("python", None)
 
 
 def test_data_server_is_installed_here():
@@ -181,3 +209,34 @@ def test_bad_kubeflow_flags_are_one_line(capsys, flags, needle):
     rc = main(["tensorboard", *flags])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 1 and len(err) == 1 and needle in err[0], err
+
+
+# --- the TensorBoard image: tbpipe with the `tensorboard` extra only ------------------------
+
+#: Modules of the `run` extra's packages that the `tensorboard` extra (the TensorBoard image,
+#: docker/tensorboard.Dockerfile) does not install.
+RUN_ONLY_MODULES = ("tensorflow", "keras", "tensorboardX", "pandas", "pyarrow", "sklearn",
+                    "optuna", "cmaes", "docker", "tensorflow_serving", "boto3")
+IMPORTS_WITHOUT_RUN = """
+import json, sys
+for name in sys.argv[1:]:
+    sys.modules[name] = None  # `import name` fails, as where it is not installed
+from tbpipe.pipelines.cli.main import build_parser
+from tbpipe.pipelines.runners import tensorboard, tensorboard_frontend, tensorboard_mirror
+args = build_parser().parse_args(["tensorboard", "--log-root=s3://b/logs", "--mirror-dir=/m"])
+assert args.handler.__module__ == "tbpipe.pipelines.cli.tensorboard"
+print(json.dumps(sorted({m.split(".")[0] for m in sys.modules if sys.modules[m] is not None})))
+"""
+
+
+def test_tbpipe_tensorboard_needs_nothing_the_tensorboard_extra_lacks():
+    """What the image's entry point imports (the CLI, the loaders, the mirror) is installed
+    there; the image build checks it again against the real install."""
+    import json
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", IMPORTS_WITHOUT_RUN, *RUN_ONLY_MODULES],
+                          capture_output=True, text=True, timeout=120, cwd="/")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not set(RUN_ONLY_MODULES) & set(json.loads(proc.stdout))

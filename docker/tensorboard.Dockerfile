@@ -76,6 +76,11 @@ RUN set -eu; pip check; cd /; \
     python3 -c "from tbpipe.pipelines.runners.tensorboard import data_server_available as a; \
 import tbpipe.pipelines.runners.tensorboard_mirror, tbpipe.pipelines.cli.main, sys; \
 sys.exit(not a())"
+# Kubeflow's tensorboard-controller runs `/usr/local/bin/tensorboard --logdir=PATH --bind_all`
+# in the cluster's TENSORBOARD_IMAGE: here that path is `tbpipe tensorboard`, which takes both
+# flags (TensorBoard itself stays /opt/venv/bin/tensorboard, first on PATH).
+RUN printf '#!/bin/sh\nexec tbpipe tensorboard --port 6006 "$@"\n' > /usr/local/bin/tensorboard; \
+    chmod 755 /usr/local/bin/tensorboard
 USER tbpipe
 WORKDIR /home/tbpipe
 EXPOSE 6006

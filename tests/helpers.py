@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import socket
+import subprocess
 import sys
 import urllib.request
 from collections.abc import Iterator
@@ -144,3 +145,29 @@ def event_file_parts(folder: str, steps: int, parts: int = 4) -> tuple[bytes, li
         segments.append(read_records(path, offset, len(data) // parts + 1))
         offset += len(segments[-1])
     return data, segments, (restart_marker(path) or b"") + data
+
+
+@contextlib.contextmanager
+def served_tensorboard(log_root: str, log_path: str,
+                       lines: int = 2) -> Iterator[tuple[subprocess.Popen, str, list[str]]]:
+    """``tbpipe tensorboard --log-root LOG_ROOT`` on a free port, reloading every second.
+
+    Yields the process, its base URL and the first ``lines`` lines it printed (address,
+    loader, then the mirror's line where there is one); its stderr goes to ``log_path``. The
+    process is terminated (killed if it does not stop) when the block ends.
+    """
+    port = free_port()
+    with open(log_path, "w") as log:
+        cli = subprocess.Popen([*TBPIPE, "tensorboard", "--log-root", log_root, "--port",
+                                str(port), "--reload-interval", "1"],
+                               stdout=subprocess.PIPE, stderr=log, text=True)
+        try:
+            yield cli, f"http://127.0.0.1:{port}/", [cli.stdout.readline() for _ in range(lines)]
+        finally:
+            if cli.poll() is None:
+                cli.terminate()
+                try:
+                    cli.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    cli.kill()
+                    cli.wait()

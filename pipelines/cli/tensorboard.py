@@ -19,11 +19,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Serve one TensorBoard over every run and step under a log root. Flags "
                     "after -- go to TensorBoard as they are, e.g. "
                     "-- --samples_per_plugin=scalars=5000 (see tensorboard --helpfull).")
-    cmd.add_argument("--log-root", default=DEFAULT_LOG_ROOT,
+    cmd.add_argument("--log-root", "--logdir", default=DEFAULT_LOG_ROOT,
                      help="local folder or store URI: gs://, s3://, az://bucket/prefix (any scheme "
-                          "fsspec knows) "
-                          "(default: %(default)s)")
+                          "fsspec knows); --logdir is TensorBoard's spelling, which Kubeflow's "
+                          "tensorboard-controller passes (default: %(default)s)")
     cmd.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
+    cmd.add_argument("--bind_all", dest="host", action="store_const", const="0.0.0.0",
+                     help="as TensorBoard's flag: --host 0.0.0.0 (Kubeflow's controller passes it)")
     cmd.add_argument("--port", type=int, default=6006, help="port (default: %(default)s)")
     cmd.add_argument("--loader", choices=LOADERS, default="auto",
                      help="fast: TensorBoard's native data server, on local folders and real "

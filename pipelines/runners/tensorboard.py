@@ -280,14 +280,19 @@ def tensorboard_env(environ: Mapping[str, str]) -> dict[str, str]:
 
 
 def wait_until_ready(server: TensorBoardServer, timeout: float) -> None:
-    """Poll TensorBoard's ``/data/environment`` until it answers; TbpipeError if it does not."""
+    """Poll TensorBoard's ``/data/environment`` until it answers; TbpipeError if it does not.
+
+    A slow answer is an answer: on a loaded machine TensorBoard may take seconds to reply
+    while already serving, so each request may take up to 10 s of what is left.
+    """
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while (left := deadline - time.monotonic()) > 0:
         if server.process.poll() is not None:
             raise TbpipeError(f"TensorBoard exited with status {server.process.returncode} "
                               "before serving (its output says why; is the port in use?)")
         with contextlib.suppress(OSError):
-            with urllib.request.urlopen(server.url + "data/environment", timeout=2) as reply:
+            with urllib.request.urlopen(server.url + "data/environment",
+                                        timeout=max(0.5, min(10.0, left))) as reply:
                 if reply.status == 200:
                     return
         time.sleep(0.25)

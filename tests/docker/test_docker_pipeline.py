@@ -1,8 +1,9 @@
 """The images built for real, the whole pipeline in them, and TensorBoard serving its logs.
 
 Session cost (this repo's CI): bootstrapping the base, building the cpu and TensorBoard images,
-one pipeline run with 1 epoch, three TensorBoard containers (the run's local logs; its train
-step on gs:// and on s3://, as deploy/tensorboard's pod runs it).
+one pipeline run with 1 epoch, four TensorBoard containers (the run's local logs; its train
+step on gs:// and on s3://, as deploy/tensorboard's pod runs it; on s3:// as Kubeflow's
+tensorboard-controller runs it).
 """
 
 from __future__ import annotations
@@ -153,6 +154,22 @@ def served_runs(container: str, port: int, wanted: set[str], timeout: float = 18
     raise AssertionError(f"TensorBoard listed {runs}, not {sorted(wanted)}: {logs.stderr[-2000:]}")
 
 
+def logged(container: str, *texts: str, timeout: float = 60) -> str:
+    """The container's output once it holds every one of ``texts`` (AssertionError if not).
+
+    ``tbpipe tensorboard`` prints its loader once it has seen TensorBoard answer, which may be
+    after a client of that TensorBoard was served: wait for the line rather than race it.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        out = subprocess.run(["docker", "logs", container], capture_output=True,
+                             text=True).stdout
+        if all(text in out for text in texts):
+            return out
+        assert time.monotonic() < deadline, f"{texts} not printed within {timeout:.0f} s: {out}"
+        time.sleep(0.5)
+
+
 @pytest.fixture
 def tensorboard_container() -> Iterator[list[str]]:
     """Containers started by a test (ids appended to the list), removed afterwards."""
@@ -183,8 +200,7 @@ def test_tensorboard_image_serves_the_run(docker_run, tensorboard_container):
     tags = served_runs(container, port, {f"{EXPERIMENT}/{RUN}/{step}" for step in STEPS})
     assert "epoch/accuracy" in tags[f"{EXPERIMENT}/{RUN}/train"]
     assert "eval/accuracy" in tags[f"{EXPERIMENT}/{RUN}/evaluate"]
-    logs = subprocess.run(["docker", "logs", container], capture_output=True, text=True).stdout
-    assert "loader: fast" in logs, logs  # a local folder: the native data server reads it
+    logged(container, "loader: fast")  # a local folder: the native data server reads it
 
 
 @pytest.mark.parametrize("store", ["gs", "s3"])
@@ -215,5 +231,40 @@ def test_tensorboard_image_serves_a_store_as_the_deployment_runs_it(
     tensorboard_container.append(container)
     tags = served_runs(container, port, {f"{EXPERIMENT}/{RUN}/train"})
     assert "epoch/accuracy" in tags[f"{EXPERIMENT}/{RUN}/train"]
-    out = subprocess.run(["docker", "logs", container], capture_output=True, text=True).stdout
-    assert "loader: mirror" in out and f"mirror: {MIRROR_DIR} (kept)" in out, out
+    logged(container, "loader: mirror", f"mirror: {MIRROR_DIR} (kept)")
+
+
+def test_tensorboard_image_serves_as_kubeflows_controller_runs_it(
+        s3_server, s3_root, docker_run, tensorboard_container):
+    """overlays/kubeflow with tbpipe's image as the controller's TENSORBOARD_IMAGE: the pod
+    Kubeflow's tensorboard-controller makes (``/usr/local/bin/tensorboard --logdir=LOGSPATH
+    --bind_all``, working directory /, the image's user), with the env that the admission
+    webhook injects from the overlay's PodDefault, resolved against a Secret holding the
+    emulator's credentials. The one departure: ``--port`` (host network, to reach the store on
+    loopback)."""
+    from tbpipe.components.common.storage import upload_file
+    from tests.unit.test_deploy import OVERLAYS, kustomize
+
+    logs = docker_run[0] / "logs"
+    for path in (logs / EXPERIMENT / RUN / "train").rglob("*"):
+        if path.is_file():
+            upload_file(str(path), f"{s3_root}/{path.relative_to(logs).as_posix()}")
+    objects = {obj["kind"]: obj for obj in kustomize(OVERLAYS / "kubeflow")}
+    board, default = objects["Tensorboard"], objects["PodDefault"]
+    assert default["spec"]["selector"]["matchLabels"].items() <= board["metadata"]["labels"].items()
+    emulator = s3_server.env()
+    secret = {"AWS_ACCESS_KEY_ID": emulator["AWS_ACCESS_KEY_ID"],
+              "AWS_SECRET_ACCESS_KEY": emulator["AWS_SECRET_ACCESS_KEY"],
+              "AWS_ENDPOINT_URL": emulator["AWS_ENDPOINT_URL"],
+              "AWS_REGION": emulator["AWS_DEFAULT_REGION"]}
+    injected = {entry["name"]: secret[entry["valueFrom"]["secretKeyRef"]["key"]]
+                for entry in default["spec"]["env"]}
+    env = [option for name, value in injected.items() for option in ("-e", f"{name}={value}")]
+    port = free_port()
+    container = docker("run", "-d", "--network", "host", "--workdir", "/", *env,
+                       "--entrypoint", "/usr/local/bin/tensorboard", _image.image("tensorboard"),
+                       f"--logdir={s3_root}", "--bind_all", f"--port={port}").stdout.strip()
+    tensorboard_container.append(container)
+    tags = served_runs(container, port, {f"{EXPERIMENT}/{RUN}/train"})
+    assert "epoch/accuracy" in tags[f"{EXPERIMENT}/{RUN}/train"]
+    logged(container, f"serving {s3_root}", "loader: mirror")

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from tbpipe.components.common import storage
-from tests.helpers import TBPIPE, free_port
+from tests.helpers import TBPIPE, served_tensorboard
 from tests.integration.test_s3 import http_json, scalar_points
 
 pytestmark = [pytest.mark.integration, pytest.mark.azure]
@@ -62,28 +62,19 @@ def test_pipeline_on_azure_blob_and_tensorboard_serves_every_step(az_root, tmp_p
     assert run["test_accuracy"] == pytest.approx(result.summary["accuracy"]["trained"], abs=1e-4)
     assert run["promotion"]["promoted"], run
 
-    port = free_port()
-    base = f"http://127.0.0.1:{port}/"
-    with open(tmp_path / "tb.log", "w") as log:
-        cli = subprocess.Popen([*TBPIPE, "tensorboard", "--log-root", log_root, "--port",
-                                str(port), "--reload-interval", "1"],
-                               stdout=subprocess.PIPE, stderr=log, text=True)
-        try:
-            address, loader = cli.stdout.readline(), cli.stdout.readline()
-            assert base in address and log_root in address, address
-            assert loader.startswith("loader: mirror") and "az://" in loader, loader
-            deadline = time.monotonic() + 90
-            tags: dict = {}
-            while time.monotonic() < deadline:
-                tags = http_json(f"{base}data/plugin/scalars/tags") or {}
-                if all(f"az/r1/{step}" in tags for step in steps) and len(scalar_points(
-                        base, "az/r1/train", "epoch/loss")) == 1 and len(scalar_points(
-                        base, "az/r1/evaluate", "eval/accuracy")) == 1:
-                    break  # a tag shows while TensorBoard is still reading its run
-                time.sleep(1)
-            assert tags.get("az/r1/preprocess"), (sorted(tags), (tmp_path / "tb.log").read_text())
-            assert len(scalar_points(base, "az/r1/train", "epoch/loss")) == 1, sorted(tags)
-            assert len(scalar_points(base, "az/r1/evaluate", "eval/accuracy")) == 1, tags
-        finally:
-            cli.terminate()
-            cli.wait(timeout=20)
+    with served_tensorboard(log_root, str(tmp_path / "tb.log")) as (_, base, printed):
+        address, loader = printed
+        assert base in address and log_root in address, address
+        assert loader.startswith("loader: mirror") and "az://" in loader, loader
+        deadline = time.monotonic() + 90
+        tags: dict = {}
+        while time.monotonic() < deadline:
+            tags = http_json(f"{base}data/plugin/scalars/tags") or {}
+            if all(f"az/r1/{step}" in tags for step in steps) and len(scalar_points(
+                    base, "az/r1/train", "epoch/loss")) == 1 and len(scalar_points(
+                    base, "az/r1/evaluate", "eval/accuracy")) == 1:
+                break  # a tag shows while TensorBoard is still reading its run
+            time.sleep(1)
+        assert tags.get("az/r1/preprocess"), (sorted(tags), (tmp_path / "tb.log").read_text())
+        assert len(scalar_points(base, "az/r1/train", "epoch/loss")) == 1, sorted(tags)
+        assert len(scalar_points(base, "az/r1/evaluate", "eval/accuracy")) == 1, tags

@@ -6,7 +6,6 @@ import dataclasses
 import json
 import os
 import signal
-import subprocess
 import time
 import urllib.error
 import urllib.parse
@@ -16,7 +15,7 @@ import pytest
 
 from tbpipe.components.common import storage
 from tbpipe.components.common.tensorboard.segments import COMPACTED_SUFFIX
-from tests.helpers import TBPIPE, event_file_parts, free_port
+from tests.helpers import event_file_parts, served_tensorboard
 
 pytestmark = [pytest.mark.integration, pytest.mark.s3]
 
@@ -69,34 +68,25 @@ def test_pipeline_reads_and_logs_on_s3_and_tensorboard_serves_every_step(s3_serv
 
     expected = {"train": ("epoch/loss", 1), "finetune": ("epoch/loss", 1),
                 "evaluate": ("eval/accuracy", 1), "evaluate-finetuned": ("eval/accuracy", 1)}
-    port = free_port()
-    base = f"http://127.0.0.1:{port}/"
-    with open(tmp_path / "tb.log", "w") as log:
-        cli = subprocess.Popen([*TBPIPE, "tensorboard", "--log-root", log_root, "--port",
-                                str(port), "--reload-interval", "1"],
-                               stdout=subprocess.PIPE, stderr=log, text=True)
-        try:
-            address, loader = cli.stdout.readline(), cli.stdout.readline()
-            assert base in address and log_root in address, address
-            assert loader.startswith("loader: mirror") and "s3://" in loader, loader
-            deadline = time.monotonic() + 90
-            tags: dict = {}
-            while time.monotonic() < deadline:
-                tags = http_json(f"{base}data/plugin/scalars/tags") or {}
-                if all(f"s3/r1/{step}" in tags for step in (*expected, "preprocess")) and all(
-                        len(scalar_points(base, f"s3/r1/{step}", tag)) == count
-                        for step, (tag, count) in expected.items()):
-                    break  # a tag shows while TensorBoard is still reading its run
-                time.sleep(1)
-            runs = http_json(f"{base}data/runs") or []
-            for step, (tag, count) in expected.items():
-                assert tag in tags.get(f"s3/r1/{step}", {}), (step, sorted(tags))
-                assert len(scalar_points(base, f"s3/r1/{step}", tag)) == count, step
-            assert tags.get("s3/r1/preprocess"), sorted(tags)
-            assert {f"s3/r1/{s}" for s in (*expected, "preprocess")} <= set(runs), runs
-        finally:
-            cli.terminate()
-            cli.wait(timeout=20)
+    with served_tensorboard(log_root, str(tmp_path / "tb.log")) as (_, base, printed):
+        address, loader = printed
+        assert base in address and log_root in address, address
+        assert loader.startswith("loader: mirror") and "s3://" in loader, loader
+        deadline = time.monotonic() + 90
+        tags: dict = {}
+        while time.monotonic() < deadline:
+            tags = http_json(f"{base}data/plugin/scalars/tags") or {}
+            if all(f"s3/r1/{step}" in tags for step in (*expected, "preprocess")) and all(
+                    len(scalar_points(base, f"s3/r1/{step}", tag)) == count
+                    for step, (tag, count) in expected.items()):
+                break  # a tag shows while TensorBoard is still reading its run
+            time.sleep(1)
+        runs = http_json(f"{base}data/runs") or []
+        for step, (tag, count) in expected.items():
+            assert tag in tags.get(f"s3/r1/{step}", {}), (step, sorted(tags))
+            assert len(scalar_points(base, f"s3/r1/{step}", tag)) == count, step
+        assert tags.get("s3/r1/preprocess"), sorted(tags)
+        assert {f"s3/r1/{s}" for s in (*expected, "preprocess")} <= set(runs), runs
 
 
 def wait_for_points(base_url: str, run: str, enough, timeout: float = 90) -> list:
@@ -122,32 +112,22 @@ def test_mirror_serves_finished_runs_and_a_live_one_then_stops_on_sigterm(s3_ser
         storage.write_bytes(storage.join(s3_root, run, name + COMPACTED_SUFFIX), compacted)
     live = storage.join(s3_root, "exp", "live", "train")
     storage.write_bytes(storage.join(live, f"{name}.000000"), segments[0])
-    port = free_port()
-    base = f"http://127.0.0.1:{port}/"
-    with open(tmp_path / "tb.log", "w") as log:
-        cli = subprocess.Popen([*TBPIPE, "tensorboard", "--log-root", s3_root, "--port",
-                                str(port), "--reload-interval", "1"],
-                               stdout=subprocess.PIPE, stderr=log, text=True)
-        try:
-            address, loader, mirror = (cli.stdout.readline() for _ in range(3))
-            assert base in address and s3_root in address, address
-            assert loader.startswith("loader: mirror") and "s3://" in loader, loader
-            assert mirror.startswith("mirror: ") and "removed at exit" in mirror, mirror
-            folder = mirror.split()[1]
-            assert os.path.isdir(folder)
-            for run in finished:  # every step of every finished run, each once
-                points = wait_for_points(base, run, lambda p: len(p) >= steps)
-                assert [p[1] for p in points] == list(range(steps)), run
-            first = wait_for_points(base, "exp/live/train", lambda p: len(p) > 0)
-            assert 0 < len(first) < steps, first  # segment 0 only: the run is writing
-            for seq in range(1, len(segments)):  # the writer publishes the rest
-                storage.write_bytes(storage.join(live, f"{name}.{seq:06d}"), segments[seq])
-            points = wait_for_points(base, "exp/live/train", lambda p: len(p) >= steps)
-            assert [p[1] for p in points] == list(range(steps))  # new points, each once
-            cli.send_signal(signal.SIGTERM)
-            assert cli.wait(timeout=30) is not None  # TensorBoard and the sync thread stop
-            assert not os.path.exists(folder)  # the temporary mirror is removed
-        finally:
-            if cli.poll() is None:
-                cli.kill()
-                cli.wait()
+    with served_tensorboard(s3_root, str(tmp_path / "tb.log"), lines=3) as (cli, base, printed):
+        address, loader, mirror = printed
+        assert base in address and s3_root in address, address
+        assert loader.startswith("loader: mirror") and "s3://" in loader, loader
+        assert mirror.startswith("mirror: ") and "removed at exit" in mirror, mirror
+        folder = mirror.split()[1]
+        assert os.path.isdir(folder)
+        for run in finished:  # every step of every finished run, each once
+            points = wait_for_points(base, run, lambda p: len(p) >= steps)
+            assert [p[1] for p in points] == list(range(steps)), run
+        first = wait_for_points(base, "exp/live/train", lambda p: len(p) > 0)
+        assert 0 < len(first) < steps, first  # segment 0 only: the run is writing
+        for seq in range(1, len(segments)):  # the writer publishes the rest
+            storage.write_bytes(storage.join(live, f"{name}.{seq:06d}"), segments[seq])
+        points = wait_for_points(base, "exp/live/train", lambda p: len(p) >= steps)
+        assert [p[1] for p in points] == list(range(steps))  # new points, each once
+        cli.send_signal(signal.SIGTERM)
+        assert cli.wait(timeout=30) is not None  # TensorBoard and the sync thread stop
+        assert not os.path.exists(folder)  # the temporary mirror is removed

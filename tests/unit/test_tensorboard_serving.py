@@ -99,3 +99,15 @@ def test_cli_serves_a_local_root_with_the_fast_loader_and_no_tensorflow(tmp_path
     finally:
         cli.terminate()
         cli.wait(timeout=20)
+
+
+def test_cli_takes_the_flags_kubeflows_controller_passes():
+    """Kubeflow's tensorboard-controller runs ``/usr/local/bin/tensorboard --logdir=PATH
+    --bind_all`` in its image; tbpipe's TensorBoard image points that path at ``tbpipe
+    tensorboard``, which reads both flags as its own."""
+    from tbpipe.pipelines.cli.main import build_parser
+
+    args = build_parser().parse_args(["tensorboard", "--logdir=/tensorboard_logs/", "--bind_all"])
+    assert (args.log_root, args.host, args.port) == ("/tensorboard_logs/", "0.0.0.0", 6006)
+    args = build_parser().parse_args(["tensorboard", "--log-root", "s3://b/logs"])
+    assert (args.log_root, args.host) == ("s3://b/logs", "127.0.0.1")

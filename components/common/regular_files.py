@@ -55,13 +55,20 @@ def read_bounded(name: str, path: str, limit: int, what: str) -> bytes:
 
     The size is checked from ``os.stat`` before reading, and at most ``limit + 1`` bytes are
     read (a file growing meanwhile, or one whose size ``stat`` does not tell, is held too).
+    The file is opened without blocking and checked again from its open descriptor, so a
+    path swapped for a FIFO between the check and the open is refused, not waited on.
     ``what`` says what the file should be, for the error line.
     """
     info = check_regular(name, path, folder_ok=False)
     if info.st_size > limit:
         raise too_big(name, str(info.st_size), limit, what)
     try:
-        with open(path, "rb") as handle:
+        with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as handle:
+            opened = os.fstat(handle.fileno())
+            if not stat.S_ISREG(opened.st_mode):
+                raise InputError(f"{name}: is {_kind(opened.st_mode)} now, not a regular file "
+                                 "(it changed while being read); copy the data to a file first")
+            os.set_blocking(handle.fileno(), True)
             data = handle.read(limit + 1)
     except OSError as exc:
         raise InputError(f"{name}: cannot read ({exc.strerror}); check the path") from exc

@@ -269,6 +269,21 @@ def test_a_fifo_is_refused_at_every_entry(tmp_path: Path, entry: str) -> None:
     assert shown in str(error) and "FIFO (named pipe)" in str(error), str(error)
 
 
+def test_a_file_swapped_for_a_fifo_after_the_check_is_refused_not_waited_on(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """read_bounded checks the path, then the descriptor it opened: the swap between the two
+    (here: the path check made to pass) ends in the one line, not a blocked read."""
+    from tbpipe.components.common import regular_files
+
+    fifo = tmp_path / "params.yaml"
+    os.mkfifo(fifo)
+    monkeypatch.setattr(regular_files, "check_regular", lambda *_, **__: os.stat(__file__))
+    error = finishes(lambda: regular_files.read_bounded("--params-file params.yaml", str(fifo),
+                                                        2**20, "params file"))
+    assert isinstance(error, TbpipeError), repr(error)
+    assert str(error).startswith("--params-file params.yaml: is a FIFO (named pipe) now"), error
+
+
 @pytest.mark.parametrize("name", ["model.json", "_summary.json", "dataset.json"])
 @pytest.mark.parametrize("store", [pytest.param("s3", marks=pytest.mark.s3),
                                    pytest.param("gcs", marks=pytest.mark.gcs)])

@@ -63,5 +63,8 @@ MAX_SWEEP_TRIALS = 64
 #: Bytes of one metadata file (``dataset.json``, ``model.json``, ``_summary.json``,
 #: ``_run.json``): they hold a few fields and one name per class.
 MAX_METADATA_BYTES = 1 << 20
+#: Bytes of a registry's ``promotion.json`` (the pointer and every promotion's entry, a few
+#: KB each: tens of thousands of promotions, decades of nightly ones).
+MAX_RECORD_BYTES = 64 << 20
 #: Bytes of a ``--params-file`` (a mapping of a few dozen parameters).
 MAX_PARAMS_FILE_BYTES = 64 << 10

@@ -69,6 +69,7 @@ from collections.abc import Iterator, Mapping
 
 from tbpipe.components.common import storage
 from tbpipe.components.common.errors import InputError, StorageError, os_errors
+from tbpipe.components.common.limits import MAX_RECORD_BYTES
 from tbpipe.components.common.model_format import META_FILE
 
 RECORD_FILE = "promotion.json"
@@ -199,7 +200,7 @@ def read_record(target: str) -> dict:
         return {"format": RECORD_FORMAT, "current": None, "history": [], "aliases": {}}
     hint = "it is not tbpipe's: move it away or promote to another folder"
     try:
-        record = json.loads(storage.read_bytes(uri))
+        record = json.loads(storage.read_bounded_uri(uri, MAX_RECORD_BYTES, "promotion record"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise InputError(f"{uri}: not a promotion record (not JSON); {hint}") from exc
     if not isinstance(record, dict) or record.get("format") not in (RECORD_FORMAT,

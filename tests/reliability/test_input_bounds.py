@@ -106,6 +106,23 @@ def test_a_huge_summary_is_one_row_not_a_crash(tmp_path: Path) -> None:
     assert_bounded(small, huge)
 
 
+def test_a_huge_promotion_record_is_refused_before_reading(tmp_path: Path) -> None:
+    """A registry's promotion.json past MAX_RECORD_BYTES (1 GiB, sparse): one line, read no
+    further than the bound (before: read whole)."""
+    from tbpipe.components.promotion.publish import RECORD_FILE, read_record
+
+    (tmp_path / RECORD_FILE).write_text(
+        '{"format": "tbpipe.promotion.v2", "current": null, "history": [], "aliases": {}}')
+    small, record = peak(lambda: read_record(str(tmp_path)))
+    assert record["history"] == [], record
+    sparse(tmp_path / RECORD_FILE, 1 << 30)
+    huge, error = peak(lambda: read_record(str(tmp_path)))
+    assert isinstance(error, InputError), error
+    assert f"{1 << 30} bytes, more than the {limits.MAX_RECORD_BYTES} a promotion record" \
+        in str(error), error
+    assert huge < limits.MAX_RECORD_BYTES // 16, huge  # refused from its size, unread
+
+
 def test_a_huge_model_json_or_class_count_is_refused(tmp_path: Path) -> None:
     model = tmp_path / "model"
     model.mkdir()

@@ -25,8 +25,8 @@ from tbpipe.components.promotion import publish
 
 STORES = ["local", pytest.param("gcs", marks=pytest.mark.gcs),
           pytest.param("s3", marks=pytest.mark.s3), pytest.param("az", marks=pytest.mark.azure)]
-WRAPPED = ("exists", "read_bytes", "write_bytes", "create_bytes", "list_files",
-           "delete_file", "upload_file", "remove")
+WRAPPED = ("exists", "read_bytes", "read_bounded_uri", "write_bytes", "create_bytes",
+           "list_files", "delete_file", "upload_file", "remove")
 
 
 class Killed(BaseException):  # noqa: N818 - what happened to the process

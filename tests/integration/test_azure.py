@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 
 import pytest
 
 from tbpipe.components.common import storage
 from tests.helpers import TBPIPE, served_tensorboard
-from tests.integration.test_s3 import http_json, scalar_points
+from tests.integration.test_s3 import scalar_points, wait_for_series
 
 pytestmark = [pytest.mark.integration, pytest.mark.azure]
 
@@ -66,15 +65,8 @@ def test_pipeline_on_azure_blob_and_tensorboard_serves_every_step(az_root, tmp_p
         address, loader = printed
         assert base in address and log_root in address, address
         assert loader.startswith("loader: mirror") and "az://" in loader, loader
-        deadline = time.monotonic() + 90
-        tags: dict = {}
-        while time.monotonic() < deadline:
-            tags = http_json(f"{base}data/plugin/scalars/tags") or {}
-            if all(f"az/r1/{step}" in tags for step in steps) and len(scalar_points(
-                    base, "az/r1/train", "epoch/loss")) == 1 and len(scalar_points(
-                    base, "az/r1/evaluate", "eval/accuracy")) == 1:
-                break  # a tag shows while TensorBoard is still reading its run
-            time.sleep(1)
+        tags = wait_for_series(base, "az/r1", {"train": ("epoch/loss", 1),
+                                               "evaluate": ("eval/accuracy", 1)}, also=steps)
         assert tags.get("az/r1/preprocess"), (sorted(tags), (tmp_path / "tb.log").read_text())
         assert len(scalar_points(base, "az/r1/train", "epoch/loss")) == 1, sorted(tags)
         assert len(scalar_points(base, "az/r1/evaluate", "eval/accuracy")) == 1, tags

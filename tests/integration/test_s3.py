@@ -72,21 +72,29 @@ def test_pipeline_reads_and_logs_on_s3_and_tensorboard_serves_every_step(s3_serv
         address, loader = printed
         assert base in address and log_root in address, address
         assert loader.startswith("loader: mirror") and "s3://" in loader, loader
-        deadline = time.monotonic() + 90
-        tags: dict = {}
-        while time.monotonic() < deadline:
-            tags = http_json(f"{base}data/plugin/scalars/tags") or {}
-            if all(f"s3/r1/{step}" in tags for step in (*expected, "preprocess")) and all(
-                    len(scalar_points(base, f"s3/r1/{step}", tag)) == count
-                    for step, (tag, count) in expected.items()):
-                break  # a tag shows while TensorBoard is still reading its run
-            time.sleep(1)
+        tags = wait_for_series(base, "s3/r1", expected, also=("preprocess",))
         runs = http_json(f"{base}data/runs") or []
         for step, (tag, count) in expected.items():
             assert tag in tags.get(f"s3/r1/{step}", {}), (step, sorted(tags))
             assert len(scalar_points(base, f"s3/r1/{step}", tag)) == count, step
         assert tags.get("s3/r1/preprocess"), sorted(tags)
         assert {f"s3/r1/{s}" for s in (*expected, "preprocess")} <= set(runs), runs
+
+
+def wait_for_series(base_url: str, run: str, expected: dict[str, tuple[str, int]],
+                    also: tuple[str, ...] = (), timeout: float = 90) -> dict:
+    """Poll until every ``{run}/{step}`` of ``expected`` serves its tag with its point count
+    (and the steps ``also`` are listed); the last scalar tags served, whole or not."""
+    deadline = time.monotonic() + timeout
+    tags: dict = {}
+    while time.monotonic() < deadline:
+        tags = http_json(f"{base_url}data/plugin/scalars/tags") or {}
+        if all(f"{run}/{step}" in tags for step in (*expected, *also)) and all(
+                len(scalar_points(base_url, f"{run}/{step}", tag)) == count
+                for step, (tag, count) in expected.items()):
+            break  # a tag shows while TensorBoard is still reading its run
+        time.sleep(1)
+    return tags
 
 
 def wait_for_points(base_url: str, run: str, enough, timeout: float = 90) -> list:

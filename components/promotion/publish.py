@@ -69,7 +69,7 @@ from collections.abc import Iterator, Mapping
 
 from tbpipe.components.common import storage
 from tbpipe.components.common.errors import InputError, StorageError, os_errors
-from tbpipe.components.common.limits import MAX_RECORD_BYTES
+from tbpipe.components.common.limits import MAX_METADATA_BYTES, MAX_RECORD_BYTES
 from tbpipe.components.common.model_format import META_FILE
 
 RECORD_FILE = "promotion.json"
@@ -380,10 +380,14 @@ def _lease(uri: str) -> Iterator[bytes]:
 
 
 def _read_lease(uri: str) -> tuple[bytes, float] | None:
-    """(content, expiry) of the lease at ``uri``; None when there is none. Unreadable: expired."""
+    """(content, expiry) of the lease at ``uri``; None when there is none. Unreadable: expired.
+
+    At most MAX_METADATA_BYTES + 1 bytes are read: a lease is a few hundred bytes, so a
+    bigger object is not one of tbpipe's and reads as unreadable (expired), never whole.
+    """
     for attempt in range(4):
         try:
-            data = storage.read_bytes(uri)
+            data = storage.read_bytes(uri, max_bytes=MAX_METADATA_BYTES)
             break
         except StorageError:
             if not storage.exists(uri):

@@ -280,6 +280,30 @@ def test_a_waiter_gives_up_in_one_line_naming_the_lock(store, request, tmp_path,
     promote(fake_model(tmp_path / "m", "m"), prod, "r1")  # released: it goes through
 
 
+@pytest.mark.s3
+def test_a_huge_lease_is_read_no_further_than_the_bound_and_taken_over(s3_root, tmp_path):
+    """A lease object of 8 MiB (not tbpipe's: its leases are a few hundred bytes) is read as
+    at most MAX_METADATA_BYTES + 1 bytes, unreadable, so expired: the promotion takes over."""
+    import tracemalloc
+
+    from tbpipe.components.common.limits import MAX_METADATA_BYTES
+
+    prod = storage.join(s3_root, "prod")
+    uri = publish.lock_uri(publish.check_target(prod))
+    storage.write_bytes(uri, b"{" * (8 << 20))
+    tracemalloc.start()
+    try:
+        data, expires = publish._read_lease(uri)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert (len(data), expires) == (MAX_METADATA_BYTES + 1, 0.0)
+    assert peak < 4 * MAX_METADATA_BYTES, peak  # not the 8 MiB object
+    promote(fake_model(tmp_path / "m", "m"), prod, "r1")
+    assert publish.read_record(prod)["aliases"] == {"champion": "v1"}
+    assert not storage.exists(uri)  # taken over, then released
+
+
 def test_user_files_in_the_target_survive_every_promotion(tmp_path):
     prod = tmp_path / "prod"
     (prod / "docs").mkdir(parents=True)

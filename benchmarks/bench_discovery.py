@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import contextlib
+import functools
 import os
 import shutil
 import subprocess
@@ -40,10 +41,11 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import IO
 
 from benchmarks.bench_tensorboard import STEP_NAMES, serve_all
-from benchmarks.common import free_port, get_json, median, median_ratio_interval, progress
+from benchmarks.common import descendants, free_port, median, median_ratio_interval, progress
 from benchmarks.report import Report, main_for
 
 BUCKET = "tbpipe-bench"
@@ -164,13 +166,12 @@ def objects_of(args: argparse.Namespace, path: str) -> dict[tuple[str, str], lis
     return arms
 
 
-def upload(prefix: str, objects: list) -> None:
-    """Upload ``objects`` under ``gs://BUCKET/{prefix}``, 4 at a time."""
+def upload(root: str, objects: list, threads: int) -> None:
+    """Write ``(name, bytes)`` objects under the store URI ``root``, ``threads`` at a time."""
     from tbpipe.components.common.storage import write_bytes
 
-    with concurrent.futures.ThreadPoolExecutor(4) as pool:
-        list(pool.map(lambda item: write_bytes(f"gs://{BUCKET}/{prefix}/{item[0]}", item[1]),
-                      objects))
+    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+        list(pool.map(lambda item: write_bytes(f"{root}/{item[0]}", item[1]), objects))
 
 
 def run(args: argparse.Namespace) -> Report:
@@ -192,7 +193,7 @@ def run(args: argparse.Namespace) -> Report:
         for arm, objects in arms.items():
             prefix = "-".join(arm)
             progress(f"discovery: uploading {len(objects)} objects for {ARMS[arm]}")
-            upload(prefix, objects)
+            upload(f"gs://{BUCKET}/{prefix}", objects, threads=4)
             counts[arm] = sum(name.startswith("logs/") for name, _ in objects)
         order = list(ARMS)
         for round_ in range(args.rounds):
@@ -276,17 +277,6 @@ def s3_server() -> Iterator[int]:
             process.wait()
 
 
-def upload_s3(bucket: str, objects: list) -> None:
-    """Create ``bucket`` and put ``(key, bytes)`` objects into it, 8 at a time."""
-    import boto3
-
-    client = boto3.client("s3")
-    client.create_bucket(Bucket=bucket)
-    with concurrent.futures.ThreadPoolExecutor(8) as pool:
-        list(pool.map(lambda item: client.put_object(Bucket=bucket, Key=item[0], Body=item[1]),
-                      objects))
-
-
 def memory_mib(pid: int) -> tuple[float, float]:
     """The resident memory of process ``pid`` now and at its peak, MiB (Linux ``/proc``)."""
     fields = dict(line.split(":", 1) for line in open(f"/proc/{pid}/status").read().splitlines()
@@ -294,20 +284,48 @@ def memory_mib(pid: int) -> tuple[float, float]:
     return (int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024)
 
 
-def descendants(pid: int) -> list[int]:
-    """The processes under ``pid`` (children, theirs...), from ``/proc``'s parent links."""
-    parents = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            with contextlib.suppress(OSError):
-                stat = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()
-                parents[int(entry)] = int(stat[1])
-    found, frontier = [], [pid]
-    while frontier:
-        children = [p for p, parent in parents.items() if parent in frontier]
-        found += children
-        frontier = children
-    return found
+def start_driver(loader: str, root: str, port: int, log: IO[bytes],
+                 extra: tuple[str, ...] = ()) -> tuple[subprocess.Popen, str]:
+    """Start :data:`DRIVER` (``start_tensorboard`` with ``loader`` and flags ``extra``).
+
+    A :data:`benchmarks.bench_tensorboard.Launch`; the URL is TensorBoard's.
+    """
+    from benchmarks.report import quiet_env
+    from tbpipe.pipelines.runners.tensorboard import tensorboard_env
+
+    process = subprocess.Popen([sys.executable, "-c", DRIVER, root, str(port), loader, *extra],
+                               stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+                               env=tensorboard_env(quiet_env()))
+    return process, f"http://127.0.0.1:{port}/"
+
+
+def usage_sampler(store_pid: int) -> Callable[[subprocess.Popen], dict[str, float]]:
+    """A ``sample`` for :func:`serve_all` given the driver: memory and CPU from ``/proc``.
+
+    The store's CPU seconds are counted from this call on.
+
+    Args:
+        store_pid: The S3 server's process id.
+
+    Returns:
+        A function of the driver's process giving ``rss_mib`` and ``peak_rss_mib``
+        (TensorBoard's processes: the frontend and the data server, summed),
+        ``tbpipe_rss_mib`` (the driver, which holds the mirror), ``tb_cpu_s``,
+        ``tbpipe_cpu_s`` and ``store_cpu_s`` (CPU seconds used by then).
+    """
+    store_cpu = cpu_seconds(store_pid)
+
+    def sample(process: subprocess.Popen) -> dict[str, float]:
+        tensorboard = descendants(process.pid)
+        memory = [memory_mib(pid) for pid in tensorboard]
+        return {"rss_mib": sum(now for now, _ in memory),
+                "peak_rss_mib": sum(peak for _, peak in memory),
+                "tbpipe_rss_mib": memory_mib(process.pid)[0],
+                "tb_cpu_s": sum(cpu_seconds(pid) for pid in tensorboard),
+                "tbpipe_cpu_s": cpu_seconds(process.pid),
+                "store_cpu_s": cpu_seconds(store_pid) - store_cpu}
+
+    return sample
 
 
 def serve_scale(root: str, series: int, points: int, setting: tuple[str, tuple[str, ...]],
@@ -315,63 +333,13 @@ def serve_scale(root: str, series: int, points: int, setting: tuple[str, tuple[s
     """Start TensorBoard as ``tbpipe tensorboard`` does on ``root``; time and memory once served.
 
     Returns:
-        ``http`` (s to answer), ``all`` (s until every series reaches ``points``), ``served``
-        (series served then), ``rss_mib`` and ``peak_rss_mib`` (TensorBoard's processes:
-        the frontend and the data server, summed), ``tbpipe_rss_mib`` (the driver, which
-        holds the mirror), ``tb_cpu_s``, ``tbpipe_cpu_s`` and ``store_cpu_s`` (CPU seconds
-        used by then).
+        :func:`serve_all`'s marks (``http``, ``all``, ``served``...) and
+        :func:`usage_sampler`'s, taken as soon as every series is served.
     """
-    from benchmarks.bench_tensorboard import last_steps
-    from benchmarks.report import quiet_env
-    from tbpipe.pipelines.runners.tensorboard import tensorboard_env
-
     loader, extra = setting
-    port = free_port()
-    command = [sys.executable, "-c", DRIVER, root, str(port), loader, *extra]
-    url = f"http://127.0.0.1:{port}/"
-    marks: dict[str, float] = {}
-    with tempfile.TemporaryFile() as log:
-        store_cpu = cpu_seconds(store_pid)
-        started = time.perf_counter()
-        process = subprocess.Popen(command, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
-                                   env=tensorboard_env(quiet_env()))
-        complete: set = set()
-        try:
-            while time.perf_counter() - started < timeout and len(complete) < series:
-                if process.poll() is not None:
-                    log.seek(0)
-                    raise RuntimeError(f"TensorBoard exited with {process.returncode}: "
-                                       + log.read().decode(errors="replace")[-2000:])
-                try:
-                    tags = get_json(url + "data/plugin/scalars/tags")
-                except OSError:
-                    time.sleep(0.2)
-                    continue
-                marks.setdefault("http", time.perf_counter() - started)
-                complete = {key for key, last in last_steps(url, tags).items() if last >= points}
-                if len(complete) < series:
-                    time.sleep(0.5)
-            marks["all"] = time.perf_counter() - started
-            marks["served"] = len(complete)
-            tensorboard = descendants(process.pid)
-            memory = [memory_mib(pid) for pid in tensorboard]
-            marks["rss_mib"] = sum(now for now, _ in memory)
-            marks["peak_rss_mib"] = sum(peak for _, peak in memory)
-            marks["tbpipe_rss_mib"] = memory_mib(process.pid)[0]
-            marks["tb_cpu_s"] = sum(cpu_seconds(pid) for pid in tensorboard)
-            marks["tbpipe_cpu_s"] = cpu_seconds(process.pid)
-            marks["store_cpu_s"] = cpu_seconds(store_pid) - store_cpu
-        finally:
-            process.terminate()
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-            for pid in descendants(process.pid):  # none: the driver stops TensorBoard
-                with contextlib.suppress(OSError):
-                    os.kill(pid, 9)
-    return marks
+    return serve_all(loader, root, series, points, timeout,
+                     launch=functools.partial(start_driver, extra=extra),
+                     sample=usage_sampler(store_pid))
 
 
 def scale_objects(args: argparse.Namespace, path: str, runs: int, prefix: str = "logs") -> list:
@@ -386,6 +354,8 @@ def scale_objects(args: argparse.Namespace, path: str, runs: int, prefix: str = 
 
 def run_scale(args: argparse.Namespace) -> Report:
     """Per size and setting: seconds until every series is served, and TensorBoard's memory."""
+    from tbpipe.components.common.storage import filesystem
+
     if args.full:
         args.steps, args.points = 4, 100
     sizes = [int(size) for size in args.sizes.split(",")]
@@ -397,7 +367,8 @@ def run_scale(args: argparse.Namespace) -> Report:
             for size in sizes:  # a bucket each: moto lists a prefix by scanning its bucket
                 bucket = f"{BUCKET}-{size}"
                 progress(f"discovery --scale: uploading {size} runs x {args.steps} steps")
-                upload_s3(bucket, scale_objects(args, path, size))
+                filesystem(f"s3://{bucket}")[0].mkdir(bucket)
+                upload(f"s3://{bucket}", scale_objects(args, path, size), threads=8)
                 order = [name for name in SCALE_SETTINGS
                          if name.split(":")[0] in args.settings.split(",")]
                 for round_ in range(args.rounds):

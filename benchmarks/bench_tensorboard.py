@@ -21,20 +21,27 @@ server started by plain ``tensorboard``, which imports TensorFlow), ``python`` (
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
+from typing import IO
 
-from benchmarks.common import free_port, get_json, progress, work_folder
+from benchmarks.common import descendants, free_port, get_json, progress, work_folder
 from benchmarks.report import Report, fmt, main_for, quiet_env
 
 STEP_NAMES = ("preprocess", "train", "evaluate", "finetune", "evaluate-finetuned")
 LOADERS = ("fast", "fast+tf", "python", "python+tf")
+#: How :func:`serve_all` starts TensorBoard: ``(loader, root, port, log file)`` to
+#: ``(process, base URL)``, the process writing its output to the log file.
+Launch = Callable[[str, str, int, IO[bytes]], tuple[subprocess.Popen, str]]
 
 
 FLAGS = {
@@ -81,7 +88,7 @@ def write_root(root: str, args: argparse.Namespace) -> int:
     return args.runs * args.steps * args.tags
 
 
-def start(loader: str, root: str, port: int, log) -> tuple[subprocess.Popen, str]:  # noqa: ANN001
+def start(loader: str, root: str, port: int, log: IO[bytes]) -> tuple[subprocess.Popen, str]:
     """Start TensorBoard with ``loader`` (as tbpipe does; the ``+tf`` ones plainly)."""
     from tbpipe.pipelines.runners.tensorboard import tensorboard_command
 
@@ -96,17 +103,49 @@ def start(loader: str, root: str, port: int, log) -> tuple[subprocess.Popen, str
     return process, f"http://127.0.0.1:{port}/"
 
 
-def serve_all(loader: str, root: str, series: int, points: int, timeout: float) -> dict:
-    """Seconds until HTTP answers and until every series reaches step ``points``."""
+def serve_all(loader: str, root: str, series: int, points: int, timeout: float,
+              launch: Launch | None = None,
+              sample: Callable[[subprocess.Popen], dict[str, float]] | None = None) -> dict:
+    """Start TensorBoard on ``root``; seconds until HTTP answers and every series is served.
+
+    Polls ``/data/plugin/scalars/tags`` and the scalars of every tag (as the dashboard does)
+    every 0.5 s from the process's start until every series reaches step ``points`` or
+    ``timeout`` passes; then fetches every series once more, timed; then stops the process
+    and any process it left behind.
+
+    Args:
+        loader: The loader to start TensorBoard with (one of :data:`LOADERS`, or the
+            ``launch``'s own).
+        root: The log root.
+        series: How many series (run x tag) the root holds.
+        points: The last step of every series.
+        timeout: Seconds to wait for every series.
+        launch: Starts TensorBoard: ``(loader, root, port, log file)`` to ``(process, base
+            URL)``; :func:`start` unless given.
+        sample: Called with the process as soon as every series is served (or the timeout
+            passed), before anything else is asked of TensorBoard; the marks it returns
+            are added to this function's.
+
+    Returns:
+        ``http`` (s to answer; absent if it never did), ``all`` (s until every series was
+        served, or the timeout), ``served`` (series served then), ``fetch_all`` (s to fetch
+        every series once more), and ``sample``'s marks.
+
+    Raises:
+        RuntimeError: The process exited first (the message ends with its output).
+    """
     marks: dict[str, float] = {}
     with tempfile.TemporaryFile() as log:
         started = time.perf_counter()
-        process, url = start(loader, root, free_port(), log)
+        process, url = (launch or start)(loader, root, free_port(), log)
         complete: set[tuple[str, str]] = set()
         try:
             while time.perf_counter() - started < timeout and len(complete) < series:
                 if process.poll() is not None:
-                    raise RuntimeError(f"TensorBoard ({loader}) exited with {process.returncode}")
+                    log.seek(0)
+                    raise RuntimeError(f"TensorBoard ({loader}) exited with "
+                                       f"{process.returncode}: "
+                                       + log.read().decode(errors="replace")[-2000:])
                 try:
                     tags = get_json(url + "data/plugin/scalars/tags")
                 except OSError:
@@ -118,16 +157,28 @@ def serve_all(loader: str, root: str, series: int, points: int, timeout: float) 
                     time.sleep(0.5)
             marks["all"] = time.perf_counter() - started
             marks["served"] = len(complete)
+            if sample is not None:
+                marks.update(sample(process))
             fetch = time.perf_counter()
             last_steps(url, get_json(url + "data/plugin/scalars/tags"))
             marks["fetch_all"] = time.perf_counter() - fetch
         finally:
-            process.terminate()
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            stop(process)
     return marks
+
+
+def stop(process: subprocess.Popen, timeout: float = 20) -> None:
+    """Terminate ``process`` (killed after ``timeout`` s), then kill what it left running."""
+    children = descendants(process.pid)
+    process.terminate()
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    for pid in children:  # none normally: TensorBoard stops its data server, the driver both
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def last_steps(url: str, tags: dict) -> dict[tuple[str, str], int]:

@@ -147,3 +147,19 @@ def get_json(url: str, timeout: float = 60) -> object:
     """GET ``url`` and parse the JSON reply."""
     with urllib.request.urlopen(url, timeout=timeout) as reply:
         return json.loads(reply.read())
+
+
+def descendants(pid: int) -> list[int]:
+    """The processes under ``pid`` (children, theirs...), from ``/proc``'s parent links."""
+    parents = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                stat = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()
+                parents[int(entry)] = int(stat[1])
+    found, frontier = [], [pid]
+    while frontier:
+        children = [p for p, parent in parents.items() if parent in frontier]
+        found += children
+        frontier = children
+    return found

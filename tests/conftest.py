@@ -419,14 +419,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """Order the tests for the workers (scripts/test.sh runs pytest-xdist): groups longest
     first (by the recorded durations; a group not recorded yet counts as a long one), so the
     run does not end waiting on one long group started last; a group's tests keep their
-    order (:func:`pytest_xdist_make_scheduler` hands each group to one worker).
+    order (:func:`pytest_xdist_make_scheduler` hands each group to one worker). The docker
+    group goes first whatever its record: it builds the images, which takes seconds with a
+    warm layer cache and many minutes on a fresh machine, and no record tells which.
     """
     if not config.pluginmanager.hasplugin("xdist"):
         return
     recorded = json.loads(GROUP_DURATIONS.read_text()) if GROUP_DURATIONS.is_file() else {}
     unknown = max(recorded.values(), default=0.0) / 2
     order = {id(item): index for index, item in enumerate(items)}
-    items.sort(key=lambda item: (-recorded.get(group_of(item.nodeid), unknown),
+    items.sort(key=lambda item: (group_of(item.nodeid) != "docker",  # see the docstring
+                                 -recorded.get(group_of(item.nodeid), unknown),
                                  order[id(item)]))
 
 

@@ -102,7 +102,8 @@ class GcsEmulator:
             return
         log = open(self.data_dir / "emulator.log", "ab")  # noqa: SIM115 - closed with the process
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "gcp_storage_emulator", "-d", str(self.data_dir / "store"),
+            [sys.executable, "-P", str(Path(__file__).with_name("gcs_emulator.py")),  # mended
+             "-d", str(self.data_dir / "store"),
              "start", "--host", "127.0.0.1", "--port", str(self.port), "-q"],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         log.close()

@@ -171,3 +171,12 @@ def served_tensorboard(log_root: str, log_path: str,
                 except subprocess.TimeoutExpired:
                     cli.kill()
                     cli.wait()
+
+
+def run_benchmark(module: str, args: list[str], folder, timeout: float = 900) -> dict:  # noqa: ANN001
+    """Run ``python -m benchmarks.MODULE ARGS --json FILE`` (it must succeed); its report."""
+    out = os.path.join(folder, f"{module}.json")
+    subprocess.run([sys.executable, "-m", f"benchmarks.{module}", *args, "--json", out],
+                   check=True, capture_output=True, text=True, timeout=timeout)
+    with open(out) as handle:
+        return json.load(handle)

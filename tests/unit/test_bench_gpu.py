@@ -4,22 +4,19 @@ The same script measured the H200 figures in docs/performance.md on Keras' JAX b
 it runs on the TensorFlow backend at toy sizes, so a change that breaks it shows up in CI.
 """
 
-import json
-import subprocess
-import sys
+from __future__ import annotations
 
 import pytest
+
+from tests.helpers import run_benchmark
 
 
 @pytest.mark.slow
 def test_gpu_benchmark_reports_every_table_on_the_cpu(tmp_path):
-    out = tmp_path / "report.json"
-    subprocess.run(
-        [sys.executable, "-m", "benchmarks.bench_gpu", "--samples", "384", "--val-samples",
-         "64", "--epochs", "2", "--rounds", "1", "--batch-sizes", "64", "--precisions",
-         "float32", "--steps-per-execution", "1,4", "--logging-batch", "64", "--json",
-         str(out)], check=True, capture_output=True, text=True, timeout=900)
-    report = json.loads(out.read_text())
+    report = run_benchmark("bench_gpu", [
+        "--samples", "384", "--val-samples", "64", "--epochs", "2", "--rounds", "1",
+        "--batch-sizes", "64", "--precisions", "float32", "--steps-per-execution", "1,4",
+        "--logging-batch", "64"], tmp_path)
     assert report["headline"]["device"] == "cpu"
     assert report["headline"]["backend"] == "tensorflow"
     assert [row[:2] for row in report["rows"]] == [["float32", 64]]

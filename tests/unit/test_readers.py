@@ -223,11 +223,13 @@ def gcs_bucket(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 
     from gcp_storage_emulator.server import create_server
 
+    from tests.gcs_emulator import mend
     from tests.helpers import point_fsspec_at_environment
 
     with socket.socket() as probe:
         probe.bind(("localhost", 0))
         port = probe.getsockname()[1]
+    mend()  # every byte of a multipart upload kept (tests/gcs_emulator.py)
     server = create_server("localhost", port, in_memory=True, default_bucket="data-bkt")
     server.start()
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://localhost:{port}")
